@@ -1,0 +1,188 @@
+"""The layer harness, parametrised over the registry: a new row is tested by adding samples."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+import torch
+
+import torch_bp
+from harness import assert_close, clone_args, float_outputs, leaves, our_nodes, run
+from samples import ERROR_SAMPLES, MODULE_SAMPLES, SAMPLES, Make, get_samples
+from torch_bp.registry import LAYERS
+
+NAMES = [row.name for row in LAYERS]
+ROWS = {row.name: row for row in LAYERS}
+COMPARE_DTYPES = [torch.float32, torch.bfloat16]
+
+
+def _ids(sample):
+    return sample.desc
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradcheck(name):
+    row = ROWS[name]
+    checked = 0
+    for s in get_samples(name, torch.float64):
+        if not s.gradcheck:
+            continue
+        args, kwargs = clone_args(s)
+        inputs = leaves(args, kwargs)
+        if not inputs:
+            continue
+
+        def fn(*xs, args=args, kwargs=kwargs):
+            it = iter(xs)
+            a = tuple(_substitute(v, it) for v in args)
+            k = {key: _substitute(v, it) for key, v in kwargs.items()}
+            torch.manual_seed(0)
+            return tuple(float_outputs(row.functional(*a, **k)))
+
+        assert torch.autograd.gradcheck(fn, tuple(inputs)), s.desc
+        checked += 1
+    assert checked, f"{name}: no sample with inputs requiring grad"
+
+
+def _substitute(v, it):
+    if isinstance(v, (list, tuple)) and any(isinstance(x, torch.Tensor) for x in v):
+        return type(v)(_substitute(x, it) for x in v)
+    if isinstance(v, torch.Tensor) and v.requires_grad:
+        return next(it)
+    return v
+
+
+@pytest.mark.parametrize("dtype", COMPARE_DTYPES, ids=str)
+@pytest.mark.parametrize("name", NAMES)
+def test_matches_torch(name, dtype):
+    """Forward and all input gradients equal torch's under a random upstream gradient;
+    the outputs carry our backward node; grad_output is never modified in place."""
+    row = ROWS[name]
+    for s in get_samples(name, dtype):
+        ours_a, ours_k = clone_args(s)
+        ref_a, ref_k = clone_args(s)
+        outs, grads, upstream = run(row.functional, ours_a, ours_k)
+        ref_outs, ref_grads, _ = run(row.reference, ref_a, ref_k, upstream=upstream)
+        assert len(outs) == len(ref_outs), s.desc
+        for o, r in zip(outs, ref_outs):
+            assert_close(o, r, dtype, s.cond, f"{name}[{s.desc}] output")
+            if o.requires_grad:
+                assert type(o.grad_fn).__name__ in our_nodes(row), (
+                    f"{name}[{s.desc}]: output carries {type(o.grad_fn).__name__}, not our rule")
+        for i, (g, r) in enumerate(zip(grads, ref_grads)):
+            assert_close(g, r, dtype, s.cond, f"{name}[{s.desc}] grad of input {i}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_double_backward(name):
+    row = ROWS[name]
+    s = next(s for s in get_samples(name, torch.float64) if s.gradcheck and leaves(*clone_args(s)))
+    args, kwargs = clone_args(s)
+    inputs = leaves(args, kwargs)
+
+    def fn(*xs):
+        it = iter(xs)
+        a = tuple(_substitute(v, it) for v in args)
+        k = {key: _substitute(v, it) for key, v in kwargs.items()}
+        torch.manual_seed(0)
+        return tuple(float_outputs(row.functional(*a, **k)))
+
+    if row.double_backward:
+        assert torch.autograd.gradgradcheck(fn, tuple(inputs)), s.desc
+    else:
+        out = fn(*inputs)[0]
+        grads = torch.autograd.grad((out * torch.randn_like(out)).sum(), inputs, create_graph=True,
+                                    allow_unused=True)
+        g = next(g for g in grads if g is not None)
+        with pytest.raises(RuntimeError):  # once_differentiable: says so instead of a wrong answer
+            g.sum().backward()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if ROWS[n].modules])
+def test_module_matches_torch(name):
+    """Our module vs torch's: isinstance, state_dict keys both ways, outputs and gradients."""
+    row = ROWS[name]
+    assert name in MODULE_SAMPLES, f"{name} has modules but no module samples"
+    for ours_cls, torch_cls in row.modules:
+        for s in MODULE_SAMPLES[name](Make(torch.float32)):
+            torch.manual_seed(0)
+            ref = torch_cls(*s.ctor_args, **s.ctor_kwargs)
+            torch.manual_seed(0)
+            ours = ours_cls(*s.ctor_args, **s.ctor_kwargs)
+            assert isinstance(ours, torch_cls)
+            assert repr(ours) == repr(ref)
+            sd = ref.state_dict()
+            assert list(ours.state_dict().keys()) == list(sd.keys())
+            ours.load_state_dict(sd, strict=True)
+            ref.load_state_dict(ours.state_dict(), strict=True)
+            ours.train(s.train)
+            ref.train(s.train)
+            for mode in ("train", "eval") if s.train else ("eval",):
+                ours.train(mode == "train")
+                ref.train(mode == "train")
+                ours.zero_grad()
+                ref.zero_grad()
+                ia = tuple(x.detach().clone().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor)
+                           else x for x in s.inputs)
+                ra = tuple(x.detach().clone().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor)
+                           else x for x in s.inputs)
+                outs, grads, up = run(ours, ia, s.forward_kwargs)
+                rout, rgrads, _ = run(ref, ra, s.forward_kwargs, upstream=up)
+                what = f"{ours_cls.__name__}[{s.desc}, {mode}]"
+                for o, r in zip(outs, rout):
+                    assert_close(o, r, torch.float32, what=what + " output")
+                for g, r in zip(grads, rgrads):
+                    assert_close(g, r, torch.float32, what=what + " input grad")
+                for (pn, p), (_, rp) in zip(ours.named_parameters(), ref.named_parameters()):
+                    assert_close(p.grad, rp.grad, torch.float32, what=f"{what} grad of {pn}")
+                for (bn, b), (_, rb) in zip(ours.named_buffers(), ref.named_buffers()):
+                    assert_close(b, rb, b.dtype if b.is_floating_point() else torch.float32, what=f"{what} {bn}") \
+                        if b.is_floating_point() else torch.testing.assert_close(b, rb)
+
+
+@pytest.mark.parametrize("name", sorted(ERROR_SAMPLES))
+def test_bad_input(name):
+    """Whatever torch rejects, we reject with the same exception type and a message."""
+    row = ROWS[name]
+    for s in ERROR_SAMPLES[name](Make(torch.float32)):
+        with pytest.raises(Exception) as ref_exc:
+            row.reference(*s.args, **s.kwargs)
+        with pytest.raises(ref_exc.type) as exc:
+            row.functional(*s.args, **s.kwargs)
+        assert str(exc.value), f"{name}[{s.desc}]: empty error message"
+
+
+def test_registry_complete():
+    """Every Function in torch_bp.ops has a registry row; every row has samples."""
+    registered = {f for row in LAYERS for f in row.functions}
+    found = set()
+    for info in pkgutil.iter_modules(torch_bp.ops.__path__):
+        mod = importlib.import_module(f"torch_bp.ops.{info.name}")
+        for _, obj in inspect.getmembers(mod, inspect.isclass):
+            if issubclass(obj, torch.autograd.Function) and obj.__module__ == mod.__name__:
+                found.add(obj)
+    missing = {f.__name__ for f in found - registered}
+    assert not missing, f"Functions without a registry row: {sorted(missing)}"
+    assert not [n for n in NAMES if n not in SAMPLES], "rows without samples"
+    assert len(set(NAMES)) == len(NAMES), "duplicate registry names"
+
+
+def test_signatures_match_torch():
+    """Same parameter names, order and defaults as torch.nn.functional where torch exposes them."""
+    for row in LAYERS:
+        try:
+            ref = inspect.signature(row.reference)
+        except (TypeError, ValueError):
+            continue  # a builtin without a Python signature
+        ours = inspect.signature(row.functional)
+        ref_params = [(p.name, p.default) for p in ref.parameters.values()]
+        our_params = [(p.name, p.default) for p in ours.parameters.values()]
+        assert our_params == ref_params, f"{row.name}: {ours} != {ref}"
+
+
+def test_readme_lists_every_layer():
+    import pathlib
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert torch_bp.registry.markdown_table() in readme, "run: python scripts/update_readme.py"

@@ -1,0 +1,238 @@
+r"""Elementwise activations and softmax.
+
+Conventions (the same as torch's):
+- relu'(0) = 0; leaky_relu'(0) = negative_slope; elu'(0) = alpha (the x <= 0 branch).
+- softplus is linear above ``threshold`` (beta * x > threshold), with derivative 1 there.
+
+Every backward here is written with differentiable tensor ops, so these rules support
+double backward (``gradgradcheck``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._util import opmath
+
+
+# --- ReLU ---
+class ReLUFunction(torch.autograd.Function):
+    r"""Forward: y = max(x, 0).   Backward: grad_x = grad_y * [y > 0].
+    Saved: y                      Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.relu(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (y,) = ctx.saved_tensors
+        return grad_y * (y > 0).to(grad_y.dtype)
+
+
+# --- LeakyReLU ---
+class LeakyReLUFunction(torch.autograd.Function):
+    r"""Forward: y = x if x > 0 else s x.   Backward: grad_x = grad_y * (1 if x > 0 else s).
+    Saved: x                                Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, negative_slope):
+        return torch.where(x > 0, x, x * negative_slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.negative_slope = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 0, grad_y, grad_y * ctx.negative_slope), None
+
+
+# --- ELU ---
+class ELUFunction(torch.autograd.Function):
+    r"""Forward: y = x if x > 0 else a (e^x - 1).
+    Backward: grad_x = grad_y if x > 0 else grad_y * a e^x.
+    Saved: x                                Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, alpha):
+        xf = opmath(x)
+        return torch.where(xf > 0, xf, alpha * torch.expm1(xf)).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.alpha = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        xf, gf = opmath(x), opmath(grad_y)
+        grad_x = torch.where(xf > 0, gf, gf * ctx.alpha * torch.exp(xf))
+        return grad_x.to(grad_y.dtype), None
+
+
+# --- GELU ---
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class GELUFunction(torch.autograd.Function):
+    r"""Gaussian error linear unit.
+
+    Exact ('none'):  y = x Phi(x),                    y' = Phi(x) + x phi(x)
+    Tanh ('tanh'):   u = k (x + c x^3), t = tanh(u),  y = x (1 + t) / 2
+                     y' = (1 + t) / 2 + x (1 - t^2) k (1 + 3 c x^2) / 2
+                     with k = sqrt(2 / pi), c = 0.044715
+    Saved: x                                          Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, approximate):
+        xf = opmath(x)
+        if approximate == "tanh":
+            y = 0.5 * xf * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (xf + 0.044715 * xf.pow(3))))
+        else:
+            y = xf * 0.5 * (1.0 + torch.erf(xf * _INV_SQRT_2))
+        return y.to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.approximate = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        return gelu_grad(x, grad_y, ctx.approximate), None
+
+
+def gelu_grad(x: torch.Tensor, grad_y: torch.Tensor, approximate: str) -> torch.Tensor:
+    """grad_y * gelu'(x), the backward rule of :class:`GELUFunction` (shared by fused rules)."""
+    xf, gf = opmath(x), opmath(grad_y)
+    if approximate == "tanh":
+        x2 = xf * xf
+        t = torch.tanh(_SQRT_2_OVER_PI * (xf + 0.044715 * x2 * xf))
+        d = 0.5 * (1.0 + t) + 0.5 * xf * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x2)
+    else:
+        d = 0.5 * (1.0 + torch.erf(xf * _INV_SQRT_2)) + xf * _INV_SQRT_2PI * torch.exp(-0.5 * xf * xf)
+    return (gf * d).to(grad_y.dtype)
+
+
+# --- SiLU ---
+class SiLUFunction(torch.autograd.Function):
+    r"""Forward: y = x s(x), s the logistic sigmoid.   Backward: grad_x = grad_y s (1 + x (1 - s)).
+    Saved: x                                           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        xf = opmath(x)
+        return (xf * torch.sigmoid(xf)).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        xf, gf = opmath(x), opmath(grad_y)
+        s = torch.sigmoid(xf)
+        return (gf * s * (1.0 + xf * (1.0 - s))).to(grad_y.dtype)
+
+
+# --- Softplus ---
+class SoftplusFunction(torch.autograd.Function):
+    r"""Forward: y = log(1 + e^{b x}) / b if b x <= threshold else x.
+    Backward: grad_x = grad_y s(b x) if b x <= threshold else grad_y.
+    Saved: x                                Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, beta, threshold):
+        xf = opmath(x)
+        bx = xf * beta
+        y = torch.where(bx > threshold, xf, torch.log1p(torch.exp(bx)) / beta)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.beta, ctx.threshold = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        bx, gf = opmath(x) * ctx.beta, opmath(grad_y)
+        grad_x = torch.where(bx > ctx.threshold, gf, gf * torch.sigmoid(bx))
+        return grad_x.to(grad_y.dtype), None, None
+
+
+# --- Tanh ---
+class TanhFunction(torch.autograd.Function):
+    r"""Forward: y = tanh(x).   Backward: grad_x = grad_y (1 - y^2).
+    Saved: y                    Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (y,) = ctx.saved_tensors
+        yf = opmath(y)
+        return (opmath(grad_y) * (1.0 - yf * yf)).to(grad_y.dtype)
+
+
+# --- Sigmoid ---
+class SigmoidFunction(torch.autograd.Function):
+    r"""Forward: y = 1 / (1 + e^{-x}).   Backward: grad_x = grad_y y (1 - y).
+    Saved: y                             Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (y,) = ctx.saved_tensors
+        yf = opmath(y)
+        return (opmath(grad_y) * yf * (1.0 - yf)).to(grad_y.dtype)

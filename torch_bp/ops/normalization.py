@@ -1,0 +1,114 @@
+r"""Normalization layers: statistics over some dims, then an optional affine map.
+
+Notation: the normalized dims (the trailing ``normalized_shape`` for layer/RMS norm) are
+flattened to one dim of size D; ``mean`` is over that dim.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._util import opmath
+
+
+def _rows(x: torch.Tensor, d: int) -> torch.Tensor:
+    return x.reshape(-1, d)  # (N, D)
+
+
+# --- LayerNorm ---
+class LayerNormFunction(torch.autograd.Function):
+    r"""LayerNorm over the trailing D elements.
+
+    Forward:   mu = mean(x),  r = (mean((x - mu)^2) + eps)^(-1/2),  xh = (x - mu) r
+               y = xh * w + b
+    Backward:  g = grad_y * w
+               grad_x = r * (g - mean(g) - xh * mean(g * xh))
+               grad_w = sum over rows of grad_y * xh,   grad_b = sum over rows of grad_y
+    Saved:     x, w, and per row mu and r (xh is recomputed: one (N, D) tensor fewer)
+    Double backward: no (once_differentiable)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, d, eps):
+        xr = opmath(_rows(x, d))  # (N, D)
+        mu = xr.mean(1, keepdim=True)
+        xc = xr - mu
+        rstd = torch.rsqrt(xc.pow(2).mean(1, keepdim=True) + eps)
+        y = xc * rstd
+        if weight is not None:
+            y = y * opmath(weight).reshape(-1)
+        if bias is not None:
+            y = y + opmath(bias).reshape(-1)
+        return y.to(x.dtype).reshape(x.shape), mu, rstd
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, ctx.d, _ = inputs
+        _, mu, rstd = output
+        ctx.mark_non_differentiable(mu, rstd)
+        ctx.bias_shape = None if bias is None else bias.shape
+        ctx.save_for_backward(x, weight, mu, rstd)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, _grad_mu, _grad_rstd):
+        x, weight, mu, rstd = ctx.saved_tensors
+        d = ctx.d
+        xh = (opmath(_rows(x, d)) - mu) * rstd  # (N, D)
+        gy = opmath(_rows(grad_y, d))
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            g = gy * opmath(weight).reshape(-1) if weight is not None else gy
+            grad_x = rstd * (g - g.mean(1, keepdim=True) - xh * (g * xh).mean(1, keepdim=True))
+            grad_x = grad_x.to(x.dtype).reshape(x.shape)
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_w = (gy * xh).sum(0).to(weight.dtype).reshape(weight.shape)
+        if ctx.bias_shape is not None and ctx.needs_input_grad[2]:
+            grad_b = gy.sum(0).to(grad_y.dtype).reshape(ctx.bias_shape)
+        return grad_x, grad_w, grad_b, None, None
+
+
+# --- RMSNorm ---
+class RMSNormFunction(torch.autograd.Function):
+    r"""RMSNorm over the trailing D elements.
+
+    Forward:   r = (mean(x^2) + eps)^(-1/2),   y = x * r * w
+    Backward:  g = grad_y * w
+               grad_x = r * (g - x * r^2 * mean(g * x))
+               grad_w = sum over rows of grad_y * x * r
+    Saved:     x, w, r (one number per row)      Double backward: no (once_differentiable)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, d, eps):
+        xr = opmath(_rows(x, d))  # (N, D)
+        r = torch.rsqrt(xr.pow(2).mean(1, keepdim=True) + eps)
+        y = xr * r
+        if weight is not None:
+            y = y * opmath(weight).reshape(-1)
+        return y.to(x.dtype).reshape(x.shape), r
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, ctx.d, _ = inputs
+        _, r = output
+        ctx.mark_non_differentiable(r)
+        ctx.save_for_backward(x, weight, r)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, _grad_r):
+        x, weight, r = ctx.saved_tensors
+        xr, gy = opmath(_rows(x, ctx.d)), opmath(_rows(grad_y, ctx.d))
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            g = gy * opmath(weight).reshape(-1) if weight is not None else gy
+            grad_x = r * (g - xr * r.pow(2) * (g * xr).mean(1, keepdim=True))
+            grad_x = grad_x.to(x.dtype).reshape(x.shape)
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_w = (gy * xr * r).sum(0).to(weight.dtype).reshape(weight.shape)
+        return grad_x, grad_w, None, None

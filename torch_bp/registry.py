@@ -1,0 +1,83 @@
+"""The one table of every layer torch_bp implements.
+
+A row names the layer's functional (ours and torch's reference), the Function(s) holding
+its backward rule, the module pairs (ours, torch.nn's) the converter swaps, and its
+capabilities. Tests, the converter, the README's layer table, benchmarks and the fuzzer
+are all driven by this table: adding a layer means adding a row (and samples in tests/).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as TF
+
+from . import functional as F
+from . import nn
+from .ops import activation, linear, normalization
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str                      # functional name, as in torch.nn.functional
+    family: str                    # the module of torch_bp.ops holding the rule
+    functional: Callable           # torch_bp.functional.<name>
+    reference: Callable            # what torch does (the free oracle for every test)
+    functions: tuple               # autograd.Function classes behind it
+    modules: tuple = ()            # ((torch_bp.nn class, torch.nn class), ...)
+    double_backward: bool = False  # backward built from differentiable ops (gradgradcheck)
+    notes: str = ""                # torch behaviour not reproduced, conventions
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def _row(name, family, functions, modules=(), **kw):
+    return Layer(name, family, getattr(F, name), kw.pop("reference", getattr(TF, name, None)),
+                 tuple(functions), tuple(modules), **kw)
+
+
+LAYERS: list[Layer] = [
+    # --- core: linear ---
+    _row("linear", "linear", [linear.LinearFunction], [(nn.Linear, torch.nn.Linear)], double_backward=True),
+    # --- core: activations ---
+    _row("relu", "activation", [activation.ReLUFunction], [(nn.ReLU, torch.nn.ReLU)], double_backward=True,
+         notes="inplace=True computed out of place"),
+    _row("leaky_relu", "activation", [activation.LeakyReLUFunction], [(nn.LeakyReLU, torch.nn.LeakyReLU)],
+         double_backward=True, notes="inplace=True computed out of place"),
+    _row("elu", "activation", [activation.ELUFunction], [(nn.ELU, torch.nn.ELU)], double_backward=True,
+         notes="inplace=True computed out of place"),
+    _row("gelu", "activation", [activation.GELUFunction], [(nn.GELU, torch.nn.GELU)], double_backward=True),
+    _row("silu", "activation", [activation.SiLUFunction], [(nn.SiLU, torch.nn.SiLU)], double_backward=True,
+         notes="inplace=True computed out of place"),
+    _row("softplus", "activation", [activation.SoftplusFunction], [(nn.Softplus, torch.nn.Softplus)],
+         double_backward=True),
+    _row("tanh", "activation", [activation.TanhFunction], [(nn.Tanh, torch.nn.Tanh)], double_backward=True,
+         reference=torch.tanh),
+    _row("sigmoid", "activation", [activation.SigmoidFunction], [(nn.Sigmoid, torch.nn.Sigmoid)],
+         double_backward=True, reference=torch.sigmoid),
+    # --- core: normalization ---
+    _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
+    _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),
+]
+
+_BY_NAME = {row.name: row for row in LAYERS}
+
+
+def get(name: str) -> Layer:
+    """The registry row for ``name`` (a functional name such as ``"layer_norm"``)."""
+    return _BY_NAME[name]
+
+
+def module_pairs() -> list[tuple[type, type]]:
+    """All (torch_bp.nn class, torch.nn class) pairs, for the converter."""
+    return [pair for row in LAYERS for pair in row.modules]
+
+
+def markdown_table() -> str:
+    """The README's table of supported layers, generated from this registry."""
+    lines = ["| functional | module(s) | rule | double backward | notes |", "|---|---|---|---|---|"]
+    for r in LAYERS:
+        mods = ", ".join(f"`{ours.__name__}`" for ours, _ in r.modules) or "-"
+        funcs = ", ".join(f"`ops.{r.family}.{f.__name__}`" for f in r.functions)
+        lines.append(f"| `{r.name}` | {mods} | {funcs} | {'yes' if r.double_backward else 'no'} | {r.notes} |")
+    return "\n".join(lines)
