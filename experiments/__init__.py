@@ -1,0 +1,1 @@
+"""Runnable studies and benchmarks (python -m experiments.<name>)."""

@@ -1,0 +1,187 @@
+"""The benchmark suite: ``python -m experiments.benchmarks [--quick] [--device cpu|cuda]``.
+
+Per registry layer and per model: forward+backward time of torch_bp relative to torch
+eager (interleaved medians in one process) and to ``torch.compile``, and bytes saved for
+backward relative to torch eager. Prints tables and writes JSON beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+
+import torch
+
+import torch_bp
+from torch_bp.registry import LAYERS
+
+from .layers import SIZES
+from .measure import format_table, fwd_bwd, interleaved_median, peak_cuda_bytes, saved_bytes
+from .models import MODELS
+
+
+def _tensors(args, kwargs):
+    return [t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)]
+
+
+def _backends():
+    """The torch_bp backends to measure: those that can run here."""
+    info = getattr(torch_bp, "backend_info", None)
+    if info is None or not hasattr(torch_bp, "set_backend"):
+        return ["python"]
+    names = ["python"]
+    try:
+        torch_bp.set_backend("cpp")
+        names.append("cpp")
+    except Exception:  # the compiled backend is unavailable: backend_info says why
+        pass
+    torch_bp.set_backend("auto")
+    return names
+
+
+def _set_backend(name):
+    if hasattr(torch_bp, "set_backend"):
+        torch_bp.set_backend(name)
+
+
+def bench_layers(device, reps, compile_ref, only=None):
+    rows = []
+    backends = _backends()
+    for row in LAYERS:
+        if only and row.name not in only:
+            continue
+        if row.name not in SIZES:
+            rows.append({"layer": row.name, "note": "no size"})
+            continue
+        torch.manual_seed(0)
+        args, kwargs = SIZES[row.name](device)
+        grads = [t for t in _tensors(args, kwargs) if t.requires_grad]
+        cands = {"eager": fwd_bwd(lambda: row.reference(*args, **kwargs), grads)}
+        if compile_ref:
+            compiled = torch.compile(row.reference)
+            cands["compile"] = fwd_bwd(lambda: compiled(*args, **kwargs), grads)
+        for b in backends:
+            def ours(b=b):
+                _set_backend(b)
+                return row.functional(*args, **kwargs)
+            cands[b] = fwd_bwd(ours, grads)
+        try:
+            t = interleaved_median(cands, reps=reps, device=device)
+        except Exception as e:  # report, never hide
+            rows.append({"layer": row.name, "note": f"error: {type(e).__name__}: {e}"[:80]})
+            continue
+        excl = _tensors(args, kwargs)
+        torch_saved = saved_bytes(lambda: row.reference(*args, **kwargs), excl)
+        for b in backends:
+            _set_backend(b)
+            ours_saved = saved_bytes(lambda: row.functional(*args, **kwargs), excl)
+            rows.append({
+                "layer": row.name, "backend": b, "eager_ms": 1e3 * t["eager"], "ours_ms": 1e3 * t[b],
+                "time_vs_eager": t[b] / t["eager"],
+                "time_vs_compile": t[b] / t["compile"] if compile_ref else None,
+                "saved_MB_torch": torch_saved / 2**20, "saved_MB_ours": ours_saved / 2**20,
+                "saved_ratio": ours_saved / torch_saved if torch_saved else None,
+            })
+        _set_backend("auto")
+    return rows
+
+
+def _check_grads(ref, ours, inputs):
+    ref.eval(), ours.eval()  # dropout off: the gradients must agree exactly up to rounding
+    for m in (ref, ours):
+        m.zero_grad()
+        m(*inputs).float().sum().backward()
+    worst = 0.0
+    for p, q in zip(ref.parameters(), ours.parameters()):
+        worst = max(worst, ((p.grad - q.grad).abs().max() / p.grad.abs().max().clamp_min(1e-12)).item())
+    ref.train(), ours.train()
+    return worst
+
+
+def bench_models(device, reps, compile_ref, only=None):
+    rows = []
+    backends = _backends()
+    for name, make in MODELS.items():
+        if only and name not in only:
+            continue
+        torch.manual_seed(0)
+        ref, inputs = make()
+        ref, inputs = ref.to(device), tuple(x.to(device) for x in inputs)
+        ours = torch_bp.convert(ref)
+        rep = torch_bp.conversion_report(ours)
+        err = _check_grads(ref, ours, inputs)
+        params = list(ref.parameters()) + list(ours.parameters())
+        cands = {"eager": fwd_bwd(lambda: ref(*inputs), params)}
+        if compile_ref:
+            compiled = torch.compile(copy.deepcopy(ref))
+            cands["compile"] = fwd_bwd(lambda: compiled(*inputs), params)
+        for b in backends:
+            def run(b=b):
+                _set_backend(b)
+                return ours(*inputs)
+            cands[b] = fwd_bwd(run, params)
+        t = interleaved_median(cands, reps=reps, device=device)
+        excl = list(inputs) + params + list(ref.buffers()) + list(ours.buffers())
+        torch_saved = saved_bytes(lambda: ref(*inputs), excl)
+        for b in backends:
+            _set_backend(b)
+            ours_saved = saved_bytes(lambda: ours(*inputs), excl)
+            peak = {}
+            if device == "cuda":
+                peak = {"peak_MB_torch": peak_cuda_bytes(cands["eager"]) / 2**20,
+                        "peak_MB_ours": peak_cuda_bytes(cands[b]) / 2**20}
+            rows.append({
+                "model": name, "backend": b, "converted": f"{rep.share:.0%}", "grad_max_rel_err": err,
+                "eager_ms": 1e3 * t["eager"], "ours_ms": 1e3 * t[b], "time_vs_eager": t[b] / t["eager"],
+                "time_vs_compile": t[b] / t["compile"] if compile_ref else None,
+                "saved_MB_torch": torch_saved / 2**20, "saved_MB_ours": ours_saved / 2**20,
+                "saved_ratio": ours_saved / torch_saved if torch_saved else None, **peak,
+            })
+        _set_backend("auto")
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--reps", type=int, default=11)
+    p.add_argument("--quick", action="store_true", help="few repetitions, no torch.compile")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--only", nargs="*", help="layer or model names")
+    p.add_argument("--out", default=None, help="JSON path (default experiments/results/bench_<device>.json)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    reps = 3 if a.quick else a.reps
+    compile_ref = not (a.quick or a.no_compile)
+    machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {a.device}"
+    if a.device == "cuda":
+        machine += f" ({torch.cuda.get_device_name()})"
+    print(f"# torch_bp benchmark suite on {machine}; float32; times are medians of {reps} interleaved reps\n")
+    layers = bench_layers(a.device, reps, compile_ref, a.only)
+    print(format_table(layers, [("layer", "layer"), ("backend", "backend"), ("eager_ms", "eager ms"),
+                                ("ours_ms", "ours ms"), ("time_vs_eager", "x eager"),
+                                ("time_vs_compile", "x compile"), ("saved_MB_torch", "saved MB torch"),
+                                ("saved_MB_ours", "saved MB ours"), ("saved_ratio", "saved x torch"),
+                                ("note", "note")]))
+    print()
+    models = bench_models(a.device, reps, compile_ref, a.only)
+    cols = [("model", "model"), ("backend", "backend"), ("converted", "converted"),
+            ("grad_max_rel_err", "grad rel err"), ("eager_ms", "eager ms"), ("ours_ms", "ours ms"),
+            ("time_vs_eager", "x eager"), ("time_vs_compile", "x compile"),
+            ("saved_MB_torch", "saved MB torch"), ("saved_MB_ours", "saved MB ours"),
+            ("saved_ratio", "saved x torch")]
+    if a.device == "cuda":
+        cols += [("peak_MB_torch", "peak MB torch"), ("peak_MB_ours", "peak MB ours")]
+    print(format_table(models, cols))
+    out = a.out or os.path.join(os.path.dirname(__file__), "..", "results", f"bench_{a.device}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"machine": machine, "reps": reps, "layers": layers, "models": models}, f, indent=1)
+    print(f"\nwrote {os.path.normpath(out)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
