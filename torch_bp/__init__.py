@@ -7,8 +7,10 @@ Every layer is a ``torch.autograd.Function`` with a hand-written backward rule
 """
 from . import functional, nn, ops, registry
 from .convert import ConversionReport, conversion_report, convert, revert
+from .per_sample import DPOptimizer, per_sample_grads
 
 __version__ = "0.1.0"
 
 __all__ = ["functional", "nn", "ops", "registry", "convert", "revert", "conversion_report",
            "ConversionReport", "__version__"]
+__all__ += ["per_sample_grads", "DPOptimizer"]

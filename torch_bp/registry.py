@@ -81,3 +81,7 @@ def markdown_table() -> str:
         funcs = ", ".join(f"`ops.{r.family}.{f.__name__}`" for f in r.functions)
         lines.append(f"| `{r.name}` | {mods} | {funcs} | {'yes' if r.double_backward else 'no'} | {r.notes} |")
     return "\n".join(lines)
+
+
+# Per-example gradients: wrap every rule above that has a per_sample rule, once (torch_bp/per_sample.py).
+from .per_sample import instrument as _instrument_ps; _instrument_ps(f for row in LAYERS for f in row.functions)  # noqa: E402,E702

@@ -19,3 +19,23 @@ def opmath(t: torch.Tensor) -> torch.Tensor:
 def sum_to_size(t: torch.Tensor, size: torch.Size) -> torch.Tensor:
     """Reduce a broadcast gradient back to ``size`` (the inverse of broadcasting)."""
     return t if t.shape == size else t.sum_to_size(size)
+
+
+# --- helpers of the per-sample rules (see torch_bp/per_sample.py) ---
+def example_rows(t: torch.Tensor, batch_dim: int, d: int) -> torch.Tensor:
+    """(B, R, d): the rows of each example of ``t`` (*lead, d...), where B = t.shape[batch_dim]
+    and ``batch_dim`` is one of the leading dims; the other leading dims (R rows) stay within
+    each example (a view when ``batch_dim`` is 0 and ``t`` is contiguous)."""
+    if not 0 <= batch_dim < t.dim() - 1:
+        raise ValueError(f"per-sample gradients: batch_dim={batch_dim} is not a leading dim of an input "
+                         f"of shape {tuple(t.shape)} (unbatched inputs have no per-example gradient)")
+    b = t.shape[batch_dim]
+    return t.movedim(batch_dim, 0).reshape(b, -1, d)
+
+
+def out_buffer(out, i: int, shape, dtype) -> torch.Tensor | None:
+    """The buffer ``out[i]`` offered to a per-sample rule, if it has this shape and dtype."""
+    buf = None if out is None else out.get(i)
+    if buf is not None and buf.shape == tuple(shape) and buf.dtype == dtype and buf.is_contiguous():
+        return buf
+    return None

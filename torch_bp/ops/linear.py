@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ._util import example_rows, opmath, out_buffer
+
 
 # --- Linear ---
 class LinearFunction(torch.autograd.Function):
@@ -13,6 +15,10 @@ class LinearFunction(torch.autograd.Function):
                grad_W = grad_y^T x                (rows of all leading dims summed)
                grad_b = sum of grad_y over all leading dims
     Saved:     x, W                               Double backward: yes (matmuls are differentiable)
+    Per example n (its rows x_n (R, in), grad_y_n (R, out); R = 1 without a sequence dim):
+               grad_W[n] = grad_y_n^T x_n   (an outer product when R = 1),  grad_b[n] = sum_r grad_y_n[r]
+               ||grad_W[n]||^2 = sum((grad_y_n grad_y_n^T) * (x_n x_n^T))   (ghost norm, no (out, in)
+               matrix; used when R (in + out) <= in out, else the norm of grad_W[n] itself)
     """
 
     generate_vmap_rule = True
@@ -44,3 +50,37 @@ class LinearFunction(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)
         return grad_x, grad_w, grad_b
+
+    @staticmethod
+    def per_sample(ctx, batch_dim, grad_y, out=None):
+        x, weight = ctx.saved_tensors
+        xr = example_rows(x, batch_dim, x.shape[-1])             # (B, R, in)
+        gr = example_rows(grad_y, batch_dim, grad_y.shape[-1])   # (B, R, out)
+        res = {}
+        if ctx.needs_input_grad[1]:
+            buf = out_buffer(out, 1, (xr.shape[0],) + weight.shape, weight.dtype)
+            if xr.shape[1] == 1:
+                res[1] = torch.mul(gr.transpose(1, 2), xr, **({"out": buf} if buf is not None else {}))
+            else:
+                res[1] = torch.bmm(gr.transpose(1, 2), xr, **({"out": buf} if buf is not None else {}))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            res[2] = gr.sum(1)
+        return res
+
+    @staticmethod
+    def per_sample_norm_sq(ctx, batch_dim, grad_y):
+        x, weight = ctx.saved_tensors
+        xr = opmath(example_rows(x, batch_dim, x.shape[-1]))
+        gr = opmath(example_rows(grad_y, batch_dim, grad_y.shape[-1]))
+        rows, (n_out, n_in) = xr.shape[1], weight.shape
+        res = {}
+        if ctx.needs_input_grad[1]:
+            if rows == 1:
+                res[1] = gr.square().sum((1, 2)) * xr.square().sum((1, 2))
+            elif rows * (n_in + n_out) <= n_in * n_out:
+                res[1] = (torch.bmm(gr, gr.transpose(1, 2)) * torch.bmm(xr, xr.transpose(1, 2))).sum((1, 2))
+            else:
+                res[1] = torch.bmm(gr.transpose(1, 2), xr).square().sum((1, 2))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            res[2] = gr.sum(1).square().sum(1)
+        return res

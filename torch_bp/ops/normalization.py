@@ -8,11 +8,16 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._util import opmath
+from ._util import example_rows, opmath
 
 
 def _rows(x: torch.Tensor, d: int) -> torch.Tensor:
     return x.reshape(-1, d)  # (N, D)
+
+
+def _example_sums(t: torch.Tensor, lead, batch_dim: int, shape, dtype) -> torch.Tensor:
+    """(N, D) rows -> (B, *shape): the sum over the rows of each example (per-sample rules)."""
+    return example_rows(t.reshape(*lead, t.shape[1]), batch_dim, t.shape[1]).sum(1).to(dtype).reshape(-1, *shape)
 
 
 # --- LayerNorm ---
@@ -26,6 +31,7 @@ class LayerNormFunction(torch.autograd.Function):
                grad_w = sum over rows of grad_y * xh,   grad_b = sum over rows of grad_y
     Saved:     x, w, and per row mu and r (xh is recomputed: one (N, D) tensor fewer)
     Double backward: no (once_differentiable)
+    Per example n:  grad_w[n], grad_b[n] = the sums above over the rows of example n only
     """
 
     generate_vmap_rule = True
@@ -69,6 +75,20 @@ class LayerNormFunction(torch.autograd.Function):
             grad_b = gy.sum(0).to(grad_y.dtype).reshape(ctx.bias_shape)
         return grad_x, grad_w, grad_b, None, None
 
+    @staticmethod
+    def per_sample(ctx, batch_dim, grad_y, _grad_mu, _grad_rstd, out=None):
+        x, weight, mu, rstd = ctx.saved_tensors
+        shape = weight.shape if weight is not None else ctx.bias_shape        # normalized_shape
+        lead = x.shape[:x.dim() - len(shape)]
+        gy = opmath(_rows(grad_y, ctx.d))
+        res = {}
+        if weight is not None and ctx.needs_input_grad[1]:
+            xh = (opmath(_rows(x, ctx.d)) - mu) * rstd
+            res[1] = _example_sums(gy * xh, lead, batch_dim, shape, weight.dtype)
+        if ctx.bias_shape is not None and ctx.needs_input_grad[2]:
+            res[2] = _example_sums(gy, lead, batch_dim, shape, grad_y.dtype)
+        return res
+
 
 # --- RMSNorm ---
 class RMSNormFunction(torch.autograd.Function):
@@ -79,6 +99,7 @@ class RMSNormFunction(torch.autograd.Function):
                grad_x = r * (g - x * r^2 * mean(g * x))
                grad_w = sum over rows of grad_y * x * r
     Saved:     x, w, r (one number per row)      Double backward: no (once_differentiable)
+    Per example n:  grad_w[n] = the sum above over the rows of example n only
     """
 
     generate_vmap_rule = True
@@ -112,3 +133,13 @@ class RMSNormFunction(torch.autograd.Function):
         if weight is not None and ctx.needs_input_grad[1]:
             grad_w = (gy * xr * r).sum(0).to(weight.dtype).reshape(weight.shape)
         return grad_x, grad_w, None, None
+
+    @staticmethod
+    def per_sample(ctx, batch_dim, grad_y, _grad_r, out=None):
+        x, weight, r = ctx.saved_tensors
+        res = {}
+        if weight is not None and ctx.needs_input_grad[1]:
+            lead = x.shape[:x.dim() - weight.dim()]
+            gy, xr = opmath(_rows(grad_y, ctx.d)), opmath(_rows(x, ctx.d))
+            res[1] = _example_sums(gy * xr * r, lead, batch_dim, weight.shape, weight.dtype)
+        return res

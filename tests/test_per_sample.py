@@ -1,0 +1,279 @@
+"""Per-example gradients from the rules' per-sample statics (torch_bp/per_sample.py).
+
+Every case builds a small torch.nn model, converts a copy with torch_bp, and compares, in
+float64 with the harness's tolerance, for a random upstream gradient u (loss = sum(out * u)):
+our ``grad_sample`` against two independent oracles computed on the *torch* model (a loop over
+examples, and ``torch.func.vmap(torch.func.grad(...))``); its batch sum against ``.grad``;
+and the norms of mode "norms" (ghost norms where a rule has them) against the norms of the
+oracle's per-example gradients.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import torch_bp
+from harness import tol
+from torch_bp.per_sample import DPOptimizer, clip_factors, per_sample_grads
+
+DT = torch.float64
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class Case:
+    """A model, an input and the dim of the input (and output) that holds the batch."""
+
+    def __init__(self, name, model, x, batch_dim=0, out_dim=None):
+        self.name, self.model, self.x, self.batch_dim = name, model, x, batch_dim
+        self.out_dim = batch_dim if out_dim is None else out_dim
+
+    def __repr__(self):
+        return self.name
+
+
+def _g(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(*shape, seed=0):
+    return torch.randn(*shape, generator=_g(seed), dtype=DT)
+
+
+class _Tied(nn.Module):
+    """One linear layer applied twice (its weight gets two per-example terms)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(torch.tanh(self.lin(x)))
+
+
+def _cases():
+    torch.manual_seed(0)
+    cases = [
+        Case("linear", nn.Linear(5, 3), _randn(6, 5)),
+        Case("linear-nobias", nn.Linear(5, 3, bias=False), _randn(6, 5)),
+        Case("linear-seq-materialised", nn.Linear(5, 6), _randn(4, 3, 5)),   # R (in + out) > in out
+        Case("linear-seq-ghost", nn.Linear(8, 8), _randn(4, 2, 8)),          # R (in + out) <= in out
+        Case("linear-batch-dim-1", nn.Linear(5, 3), _randn(3, 4, 5), batch_dim=1),
+        Case("linear-4d", nn.Linear(4, 3), _randn(3, 2, 2, 4)),
+        Case("layer_norm", nn.LayerNorm((3, 4)), _randn(5, 2, 3, 4)),
+        Case("layer_norm-nobias", nn.LayerNorm(4, bias=False), _randn(5, 3, 4), batch_dim=1),
+        Case("rms_norm", nn.RMSNorm(4), _randn(5, 3, 4)),
+        Case("mlp", nn.Sequential(nn.Linear(5, 7), nn.GELU(), nn.LayerNorm(7), nn.Linear(7, 3)), _randn(6, 5)),
+        Case("tied", _Tied(), _randn(5, 4)),
+    ]
+    for c in cases:
+        c.model = c.model.to(DT)
+        with torch.no_grad():   # non-trivial affine parameters for the norms
+            for p in c.model.parameters():
+                if p.dim() == 1:
+                    p.add_(_randn(*p.shape, seed=7) * 0.5)
+    return cases
+
+
+CASES = _cases()
+
+
+def _upstream(model, x):
+    with torch.no_grad():
+        out = _first(model(x))
+    return _randn(*out.shape, seed=1)
+
+
+def _loop(model, x, u, bd, od):
+    """Oracle 1: one example at a time, plain torch autograd."""
+    names = [n for n, _ in model.named_parameters()]
+    per = {n: [] for n in names}
+    for b in range(x.shape[bd]):
+        xb, ub = x.narrow(bd, b, 1), u.narrow(od, b, 1)
+        grads = torch.autograd.grad((_first(model(xb)) * ub).sum(), list(model.parameters()))
+        for n, g in zip(names, grads):
+            per[n].append(g)
+    return {n: torch.stack(v) for n, v in per.items()}
+
+
+def _vmap(model, x, u, bd, od):
+    """Oracle 2: torch.func.vmap of torch.func.grad over the examples."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def loss(p, xb, ub):
+        out = _first(torch.func.functional_call(model, p, (xb.unsqueeze(bd),)))
+        return (out * ub.unsqueeze(od)).sum()
+
+    return torch.func.vmap(torch.func.grad(loss), in_dims=(None, bd, od))(params, x, u)
+
+
+def _ours(case, mode="grads"):
+    ours = torch_bp.convert(copy.deepcopy(case.model))
+    u = _upstream(case.model, case.x)
+    with per_sample_grads(ours, batch_dim=case.batch_dim, mode=mode) as ps:
+        (_first(ours(case.x)) * u).sum().backward()
+    return ours, ps, u
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_grad_sample_matches_loop_and_vmap(case):
+    ours, ps, u = _ours(case)
+    loop = _loop(case.model, case.x, u, case.batch_dim, case.out_dim)
+    vm = _vmap(case.model, case.x, u, case.batch_dim, case.out_dim)
+    assert ps.missing() == []
+    for n, p in ours.named_parameters():
+        assert p.grad_sample.shape == (case.x.shape[case.batch_dim],) + p.shape, n
+        torch.testing.assert_close(p.grad_sample, loop[n], **tol(DT), msg=lambda m: f"{n} vs loop: {m}")
+        torch.testing.assert_close(p.grad_sample, vm[n], **tol(DT), msg=lambda m: f"{n} vs vmap: {m}")
+        # the batch sum is the ordinary gradient (our .grad, and torch's: the loop's sum)
+        torch.testing.assert_close(p.grad_sample.sum(0), p.grad, **tol(DT), msg=lambda m: f"{n} sum: {m}")
+        torch.testing.assert_close(p.grad, loop[n].sum(0), **tol(DT), msg=lambda m: f"{n} grad: {m}")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name != "tied"], ids=repr)
+def test_norms_mode_matches_materialised_norms(case):
+    ours, ps, u = _ours(case, mode="norms")
+    loop = _loop(case.model, case.x, u, case.batch_dim, case.out_dim)
+    for n, p in ours.named_parameters():
+        assert getattr(p, "grad_sample", None) is None, f"{n}: norms mode materialised grad_sample"
+        expected = loop[n].reshape(loop[n].shape[0], -1).square().sum(1)
+        torch.testing.assert_close(p.grad_sample_norm_sq, expected, **tol(DT), msg=lambda m: f"{n}: {m}")
+    total = torch.stack([v.reshape(v.shape[0], -1).square().sum(1) for v in loop.values()]).sum(0).sqrt()
+    torch.testing.assert_close(ps.norms(), total, **tol(DT))
+
+
+def test_norms_mode_refuses_tied_weights():
+    case = next(c for c in CASES if c.name == "tied")
+    with pytest.raises(RuntimeError, match="more than one layer call"):
+        _ours(case, mode="norms")
+
+
+def test_off_by_default_and_under_vmap():
+    model = torch_bp.convert(nn.Linear(3, 2).to(DT))
+    x = _randn(4, 3)
+    model(x).sum().backward()
+    assert getattr(model.weight, "grad_sample", None) is None
+    with per_sample_grads(model):   # a torch.func transform inside the block records nothing
+        torch.func.vmap(lambda xb: model(xb).sum())(x)
+    assert getattr(model.weight, "grad_sample", None) is None
+
+
+def test_second_block_clears_and_reused_object_keeps_buffers():
+    model = torch_bp.convert(nn.Linear(3, 2).to(DT))
+    x = _randn(4, 3)
+    ps = per_sample_grads(model)
+    with ps:
+        model(x).sum().backward()
+    first = model.weight.grad_sample
+    expected = first.clone()
+    with ps:
+        assert getattr(model.weight, "grad_sample", None) is None
+        (2 * model(x)).sum().backward()
+    assert model.weight.grad_sample.data_ptr() == first.data_ptr()   # written into the same buffer
+    torch.testing.assert_close(model.weight.grad_sample, 2 * expected, **tol(DT))
+
+
+def test_unconverted_layer_is_reported_missing():
+    model = nn.Sequential(torch_bp.nn.Linear(3, 4), nn.Linear(4, 2)).to(DT)   # second: plain torch
+    with per_sample_grads(model) as ps:
+        model(_randn(5, 3)).sum().backward()
+    assert ps.missing() == ["1.weight", "1.bias"]
+
+
+def test_training_batch_norm_is_refused():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    with pytest.raises(ValueError, match="batch normalization mixes the examples"):
+        with per_sample_grads(model):
+            pass
+    with per_sample_grads(model.eval()):   # eval mode: an affine map per example, allowed
+        pass
+
+
+def test_batch_dim_not_leading_is_an_error():
+    model = torch_bp.convert(nn.Linear(3, 2).to(DT))
+    with pytest.raises(ValueError, match="batch_dim=1 is not a leading dim"):
+        with per_sample_grads(model, batch_dim=1):
+            model(_randn(4, 3)).sum().backward()
+
+
+def test_nested_blocks_are_refused():
+    model = torch_bp.convert(nn.Linear(3, 2))
+    with per_sample_grads(model):
+        with pytest.raises(RuntimeError, match="nested"):
+            with per_sample_grads(model):
+                pass
+
+
+# --- DP-SGD ---
+def _dp_model():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).to(DT)
+
+
+def _reference_clipped_mean(model, x, y, max_norm):
+    """(1/B) sum_n clip(g_n) with g_n from a loop over examples (per-example cross-entropy)."""
+    per = []
+    for b in range(x.shape[0]):
+        loss = nn.functional.cross_entropy(model(x[b:b + 1]), y[b:b + 1])
+        per.append(torch.autograd.grad(loss, list(model.parameters())))
+    flat = torch.stack([torch.cat([g.reshape(-1) for g in gs]) for gs in per])
+    c = clip_factors(flat.norm(dim=1), max_norm)
+    clipped = flat * c[:, None]
+    return flat.norm(dim=1), clipped.norm(dim=1), clipped.mean(0)
+
+
+@pytest.mark.parametrize("mode", ["grads", "ghost"])
+def test_dp_clipping_bounds_every_example(mode):
+    torch_model = _dp_model()
+    x, y = _randn(7, 6, seed=4) * 3, torch.randint(0, 3, (7,), generator=_g(5))
+    max_norm = 0.3
+    norms, clipped_norms, expected = _reference_clipped_mean(torch_model, x, y, max_norm)
+    assert (norms > max_norm).sum() >= 3, "the sample must exercise clipping"
+    assert (clipped_norms <= max_norm * (1 + 1e-12)).all()
+
+    model = torch_bp.convert(copy.deepcopy(torch_model))
+    before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+    dp = DPOptimizer(torch.optim.SGD(model.parameters(), lr=1.0), model, max_grad_norm=max_norm,
+                     noise_multiplier=0.0, mode=mode)
+    dp.zero_grad()
+    with dp.per_sample():
+        out = model(x)
+        if mode == "grads":
+            nn.functional.cross_entropy(out, y).backward()
+        else:
+            dp.backward(nn.functional.cross_entropy(out, y, reduction="none"))
+    dp.step()
+    torch.testing.assert_close(dp.last_norms, norms, **tol(DT))
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(before - after, expected, **tol(DT))
+
+
+def test_dp_noise_has_the_stated_scale():
+    model = torch_bp.convert(nn.Linear(40, 50).to(DT))
+    x = _randn(4, 40)
+    sigma, max_norm = 2.0, 0.5
+    dp = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.0), model, max_grad_norm=max_norm,
+                     noise_multiplier=sigma, loss_reduction="sum", generator=_g(9))
+    with dp.per_sample():
+        model(x).sum().backward()
+    gs = {n: p.grad_sample.clone() for n, p in model.named_parameters()}
+    dp.step()
+    c = clip_factors(dp.last_norms, max_norm)
+    noise = torch.cat([(p.grad * 4 - torch.einsum("n,n...->...", c, gs[n])).reshape(-1)
+                       for n, p in model.named_parameters()]) / (sigma * max_norm)
+    assert noise.numel() == 2050
+    assert abs(noise.mean().item()) < 0.1 and abs(noise.std().item() - 1) < 0.1
+
+
+def test_dp_refuses_parameters_without_per_example_grads():
+    model = nn.Sequential(torch_bp.nn.Linear(3, 4), nn.Linear(4, 2)).to(DT)
+    dp = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, max_grad_norm=1.0)
+    with dp.per_sample():
+        model(_randn(5, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match="no per-example gradient for"):
+        dp.step()

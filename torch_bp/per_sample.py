@@ -1,0 +1,407 @@
+r"""Per-example gradients and their norms, computed inside torch_bp's own backward rules.
+
+At each layer an explicit backward already holds the layer's saved input and the error
+signal arriving from above; the gradient of every single example follows from those two
+(for a linear layer, ``grad_W[n] = grad_y[n]^T x[n]``). So each Function with parameters
+states, next to its ``backward``, a per-sample rule:
+
+``per_sample(ctx, batch_dim, *grad_outputs, out=None) -> {input index: (B, *param.shape)}``
+    the terms whose sum over the batch is the parameter's gradient, as new tensors (never a
+    view of a grad_output). ``out`` may hold, per index, a buffer of that shape and dtype
+    from an earlier step to write into, or None (rules may ignore it).
+``per_sample_norm_sq(ctx, batch_dim, *grad_outputs) -> {input index: (B,)}`` (optional)
+    their squared norms without materialising them (the "ghost norm": for a linear layer
+    ``||sum_t g_t x_t^T||^2 = sum_{t,s} (g_t . g_s)(x_t . x_s)``). Without it the norms are
+    taken of ``per_sample``'s output, one layer at a time.
+``grad_from_per_sample = (i, ...)`` (optional class attribute)
+    inputs whose ordinary gradient is cheaper as the batch sum of the per-example ones than
+    by the rule's own formula (a convolution's weight): the wrapper then masks them in
+    ``ctx.needs_input_grad`` for ``backward`` and returns the sum instead.
+
+Both rules honour ``ctx.needs_input_grad`` like ``backward`` does (the wrapper masks there
+the inputs that are not tracked parameters) and are called with the Function's own
+``ctx`` and grad_outputs, inside its backward. :func:`instrument` (the last line of
+``registry.py``) wraps, once, ``setup_context`` and ``backward`` of every registry Function
+that has a ``per_sample`` rule:
+
+- the wrapped ``setup_context`` keeps in ``ctx`` a weakref to each input that is a
+  parameter of the model being tracked;
+- the wrapped ``backward`` calls the per-sample rule for those and adds the result to
+  ``param.grad_sample`` (mode ``"grads"``) or ``param.grad_sample_norm_sq`` (``"norms"``),
+  then returns the ordinary gradients as before.
+
+Off, each wrapped call costs one read of the module flag ``_ACTIVE``. Under torch.func
+transforms and ``torch.compile`` nothing is recorded.
+
+Convention: ``grad_sample[n]`` is example n's term of ``.grad``, so ``grad_sample.sum(0)``
+equals ``.grad`` whatever the loss reduction. With a mean-reduced loss, the gradient of
+example n's own loss is ``B * grad_sample[n]`` (:class:`DPOptimizer` and the gradient
+statistics take ``loss_reduction`` for this).
+
+Which dim is the batch: ``batch_dim`` for layers whose leading dims are free (linear,
+layer/RMS norm, embedding: the batch is that dim of their input and output, the other
+leading dims, such as a sequence, are summed within each example); convolutions and
+group/batch norm take dim 0 (their layout is (N, C, ...)); recurrent layers read it from
+their own ``batch_first``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from typing import Iterable
+
+import torch
+
+__all__ = ["per_sample_grads", "PerSampleGrads", "DPOptimizer", "clip_factors", "instrument"]
+
+_ACTIVE = False                        # checked first by every wrapped rule
+_state: "PerSampleGrads | None" = None   # the active block
+
+
+def _transformed() -> bool:
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+class PerSampleGrads:
+    r"""Collect per-example gradients (or their squared norms) of a model's parameters.
+
+    Use :func:`per_sample_grads` (``with torch_bp.per_sample_grads(model): ...``). Both the
+    forward and the backward must run inside the block. Entering clears ``grad_sample`` and
+    ``grad_sample_norm_sq`` of the tracked parameters. Raises ValueError on entry if the model
+    has a batch norm in training mode with trainable parameters.
+
+    Args:
+        model: the module (or an iterable of parameters) whose parameters to track.
+        batch_dim: the batch dim of the input and output of linear, norm and embedding layers.
+        mode: ``"grads"`` materialises ``param.grad_sample`` (B, *param.shape);
+            ``"norms"`` only computes ``param.grad_sample_norm_sq`` (B,).
+
+    NOTE (buffers): entering the *same* object again (one step after another) writes the new
+    per-example gradients into the previous step's tensors where shapes agree, instead of
+    allocating B x params numbers afresh (on CPU, fresh large allocations cost page faults
+    several times the writing itself). The previous ``grad_sample`` tensors are then
+    overwritten: clone them to keep them. A new ``per_sample_grads(...)`` always allocates.
+
+    NOTE (norms mode): a parameter used by two layer calls in one block (tied weights) gets
+    the sum of two per-example gradients, whose norm is not the sum of their norms; norms
+    mode raises then (use mode ``"grads"``).
+    """
+
+    def __init__(self, model: torch.nn.Module | Iterable[torch.nn.Parameter], batch_dim: int = 0,
+                 mode: str = "grads"):
+        if mode not in ("grads", "norms"):
+            raise ValueError(f"mode must be 'grads' or 'norms', got {mode!r}")
+        if isinstance(model, torch.nn.Module):
+            self.module = model
+            self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        else:
+            self.module = None
+            self.named = [(str(i), p) for i, p in enumerate(model) if p.requires_grad]
+        self.batch_dim = batch_dim
+        self.mode = mode
+        self._ids = {id(p) for _, p in self.named}
+        self._buffers: dict[int, torch.Tensor] = {}
+        self._spare: dict[int, torch.Tensor] = {}
+        self._hits: dict[int, int] = {}
+        self.open = False
+
+    # -- the block --
+    def __enter__(self) -> "PerSampleGrads":
+        global _ACTIVE, _state
+        if _state is not None:
+            raise RuntimeError("per_sample_grads blocks cannot be nested")
+        if self.module is not None:
+            _check_supported(self.module)
+        for _, p in self.named:
+            _drop(p, "grad_sample")
+            _drop(p, "grad_sample_norm_sq")
+        self._hits.clear()
+        self._spare = dict(self._buffers)   # last block's grad_sample tensors, each offered once
+        self.open = True
+        _state, _ACTIVE = self, True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _ACTIVE, _state
+        self.open = False
+        if _state is self:
+            _state, _ACTIVE = None, False
+
+    # -- results --
+    def missing(self, params: Iterable[torch.nn.Parameter] | None = None) -> list[str]:
+        """Tracked parameters that got a gradient but no per-example result: their layer has no
+        per-sample rule, is not a torch_bp layer, or received a transformed parameter.
+
+        "Got a gradient" means ``.grad is not None``, or membership in ``params`` if given."""
+        attr = "grad_sample" if self.mode == "grads" else "grad_sample_norm_sq"
+        got = None if params is None else {id(p) for p in params}
+        return [n for n, p in self.named if (p.grad is not None if got is None else id(p) in got)
+                and getattr(p, attr, None) is None]
+
+    def norm_sq(self) -> dict[str, torch.Tensor]:
+        """Parameter name -> per-example squared norm (B,), in either mode."""
+        out = {}
+        for n, p in self.named:
+            if self.mode == "norms":
+                v = getattr(p, "grad_sample_norm_sq", None)
+            else:
+                gs = getattr(p, "grad_sample", None)
+                v = None if gs is None else _sq_norms(gs)
+            if v is not None:
+                out[n] = v
+        return out
+
+    def norms(self) -> torch.Tensor:
+        """Per-example norm of the whole gradient (all tracked parameters), shape (B,)."""
+        sq = list(self.norm_sq().values())
+        if not sq:
+            raise RuntimeError("no per-example results: did forward and backward run inside the block?")
+        return torch.stack(sq).sum(0).sqrt()
+
+    # -- called by the wrapped rules --
+    def _tag(self, ctx, inputs) -> None:
+        found = tuple((i, weakref.ref(t)) for i, t in enumerate(inputs)
+                      if isinstance(t, torch.nn.Parameter) and id(t) in self._ids)
+        if found:
+            ctx._bp_per_sample = (self, found)
+
+    def _backward(self, cls, ctx, grad_outputs, backward):
+        _, found = ctx._bp_per_sample
+        params = {i: ref() for i, ref in found}
+        needs = ctx.needs_input_grad
+        want = tuple(bool(n) and params.get(i) is not None for i, n in enumerate(needs))
+        if not any(want):
+            return backward(ctx, *grad_outputs)
+        grads_mode = self.mode == "grads"
+        rule_norms = getattr(cls, "per_sample_norm_sq", None)
+        try:
+            ctx.needs_input_grad = want
+            with torch.no_grad():
+                if not grads_mode and rule_norms is not None:
+                    results, norms = None, rule_norms(ctx, self.batch_dim, *grad_outputs)
+                else:
+                    out = {i: self._spare.pop(id(params[i]), None) for i, w in enumerate(want) if w} if grads_mode else None
+                    results = cls.per_sample(ctx, self.batch_dim, *grad_outputs, out=out)
+                    norms = None if grads_mode else {i: _sq_norms(g) for i, g in results.items()}
+            summed = tuple(i for i in getattr(cls, "grad_from_per_sample", ()) if results is not None and i in results)
+            ctx.needs_input_grad = tuple(n and i not in summed for i, n in enumerate(needs))
+            grads = list(backward(ctx, *grad_outputs))
+        finally:
+            ctx.needs_input_grad = needs
+        for i in summed:
+            grads[i] = results[i].sum(0).to(params[i].dtype)
+        for i, p in params.items():
+            if not want[i]:
+                continue
+            if grads_mode:
+                self._add(p, "grad_sample", results[i])
+            else:
+                if self._hits.get(id(p)):
+                    raise RuntimeError(
+                        "per_sample_grads(mode='norms'): a parameter of shape "
+                        f"{tuple(p.shape)} is used by more than one layer call (tied weights or a second "
+                        "backward); the norm of a sum is not the sum of norms. Use mode='grads'.")
+                self._hits[id(p)] = 1
+                self._add(p, "grad_sample_norm_sq", norms[i])
+        return tuple(grads)
+
+    def _add(self, p, attr, value) -> None:
+        old = getattr(p, attr, None)
+        if old is None:
+            setattr(p, attr, value)
+            if attr == "grad_sample":
+                self._buffers[id(p)] = value
+            return
+        if old.shape != value.shape:
+            raise RuntimeError(
+                f"per_sample_grads: a parameter of shape {tuple(p.shape)} got per-example results of batch "
+                f"{value.shape[0]} and {old.shape[0]} in one block (one batch per block)")
+        setattr(p, attr, old + value)   # out of place: ``value`` or ``old`` may alias a grad_output
+
+
+def per_sample_grads(model, batch_dim: int = 0, mode: str = "grads") -> PerSampleGrads:
+    r"""Context under which torch_bp layers also compute per-example gradients in their backward.
+
+    Example::
+
+        >>> with torch_bp.per_sample_grads(model):
+        ...     loss = F.cross_entropy(model(x), y, reduction="sum")
+        ...     loss.backward()
+        >>> model[0].weight.grad_sample.shape            # (B, *weight.shape)
+        >>> with torch_bp.per_sample_grads(model, mode="norms") as ps:
+        ...     model(x).square().sum().backward()
+        >>> ps.norms()                                    # (B,) per-example gradient norms
+
+    See :class:`PerSampleGrads` for the arguments and the conventions.
+    """
+    return PerSampleGrads(model, batch_dim, mode)
+
+
+def _drop(p, attr) -> None:
+    if getattr(p, attr, None) is not None:
+        setattr(p, attr, None)
+
+
+def _sq_norms(g: torch.Tensor) -> torch.Tensor:
+    g = g.float() if g.dtype in (torch.float16, torch.bfloat16) else g
+    return g.reshape(g.shape[0], -1).square().sum(1)
+
+
+def _check_supported(model: torch.nn.Module) -> None:
+    for name, m in model.named_modules():
+        if (isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+                and any(p.requires_grad for p in m.parameters(recurse=False))):
+            raise ValueError(
+                f"per_sample_grads: {name or 'the model'} ({type(m).__name__}) is in training mode: batch "
+                "normalization mixes the examples of a batch, so per-example gradients are not defined. "
+                "Replace it with GroupNorm (or LayerNorm), put it in eval mode, or freeze its parameters.")
+
+
+# ------------------------------------------------------------------------------------
+# The wrapper applied to the registry's Functions
+# ------------------------------------------------------------------------------------
+def instrument(functions) -> None:
+    """Wrap ``setup_context`` and ``backward`` of each Function with a ``per_sample`` rule (idempotent)."""
+    for cls in functions:
+        if cls.__dict__.get("_bp_per_sample_wrapped") or "per_sample" not in cls.__dict__:
+            continue
+        setup_fn = cls.__dict__["setup_context"].__func__
+        backward_fn = cls.__dict__["backward"].__func__
+
+        @functools.wraps(setup_fn)
+        def setup_context(ctx, inputs, output, _setup=setup_fn):
+            if _ACTIVE and not _transformed():
+                _state._tag(ctx, inputs)
+            return _setup(ctx, inputs, output)
+
+        @functools.wraps(backward_fn)
+        def backward(ctx, *grad_outputs, _backward=backward_fn, _cls=cls):
+            if _ACTIVE:
+                tag = getattr(ctx, "_bp_per_sample", None)
+                if tag is not None and tag[0] is _state:
+                    return _state._backward(_cls, ctx, grad_outputs, _backward)
+            return _backward(ctx, *grad_outputs)
+
+        cls.setup_context = staticmethod(setup_context)
+        cls.backward = staticmethod(backward)
+        cls._bp_per_sample_wrapped = True
+
+
+# ------------------------------------------------------------------------------------
+# DP-SGD: per-example clipping and Gaussian noise
+# ------------------------------------------------------------------------------------
+def clip_factors(norms: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """``min(1, C / ||g_n||)`` per example (0-norm examples keep factor 1)."""
+    return (max_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
+
+
+class DPOptimizer:
+    r"""DP-SGD around any optimizer: clip each example's gradient to ``max_grad_norm``, sum,
+    add Gaussian noise ``N(0, (noise_multiplier * max_grad_norm)^2)`` and average.
+
+    Step:  c_n = min(1, C / ||g_n||),   g = (sum_n c_n g_n + sigma C xi) / B,   xi ~ N(0, I)
+
+    where g_n is the gradient of example n's own loss (``B * grad_sample[n]`` for a
+    mean-reduced loss, see ``loss_reduction``) and ``B`` the batch size. With
+    ``noise_multiplier=0`` this is per-example clipping alone.
+
+    Two ways to get the per-example gradients:
+
+    - ``mode="grads"`` (one backward): run forward and backward inside ``with dp.per_sample():``,
+      then ``dp.step()``; the clipped sum is ``einsum(c, grad_sample)``.
+    - ``mode="ghost"`` (ghost clipping: no per-example gradient is materialised): call
+      ``dp.backward(per_example_losses)``, then ``dp.step()``. A first backward computes only
+      the per-example norms (ghost norms where the layer has them), a second the ordinary
+      gradient of ``sum_n c_n loss_n``.
+
+    Every trainable parameter must get per-example gradients (a torch_bp layer with a
+    per-sample rule); otherwise ``step`` raises, since its gradient could not be clipped.
+    The privacy accounting (epsilon for a given delta and sampling rate) is not done here.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, max_grad_norm: float,
+                 noise_multiplier: float = 0.0, loss_reduction: str = "mean", mode: str = "grads",
+                 batch_dim: int = 0, generator: torch.Generator | None = None):
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        if mode not in ("grads", "ghost"):
+            raise ValueError(f"mode must be 'grads' or 'ghost', got {mode!r}")
+        if max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+        self.optimizer = optimizer
+        self.model = model
+        self.max_grad_norm = float(max_grad_norm)
+        self.noise_multiplier = float(noise_multiplier)
+        self.loss_reduction = loss_reduction
+        self.mode = mode
+        self.generator = generator
+        self._ps = PerSampleGrads(model, batch_dim, "grads" if mode == "grads" else "norms")
+        self.last_norms: torch.Tensor | None = None     # per-example norms before clipping
+        self._factors: torch.Tensor | None = None
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def per_sample(self) -> PerSampleGrads:
+        """The block to run forward and backward in (mode ``"grads"``)."""
+        return self._ps
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def backward(self, per_example_losses: torch.Tensor) -> None:
+        """Ghost clipping: ``per_example_losses`` (B,) from a forward run inside ``dp.per_sample()``
+        (mode ``"ghost"``); leaves the clipped (not yet noised) gradient sum in ``.grad``."""
+        if self.mode != "ghost":
+            raise RuntimeError("DPOptimizer.backward is for mode='ghost'; with mode='grads' call loss.backward()")
+        if per_example_losses.dim() != 1:
+            raise ValueError(f"per_example_losses must be 1-d (B,), got shape {tuple(per_example_losses.shape)}")
+        if not self._ps.open:
+            raise RuntimeError("call dp.backward inside `with dp.per_sample():`, where the forward ran")
+        params = [p for _, p in self._ps.named]
+        grads = torch.autograd.grad(per_example_losses.sum(), params, retain_graph=True, allow_unused=True)
+        self._ps.__exit__()
+        self._check(self._ps.missing([p for p, g in zip(params, grads) if g is not None]))
+        norms = self._ps.norms()            # losses are per example: no rescaling
+        self.last_norms = norms
+        self._factors = clip_factors(norms, self.max_grad_norm)
+        (self._factors.detach() * per_example_losses).sum().backward()
+
+    def _check(self, missing) -> None:
+        if missing:
+            raise RuntimeError(f"DPOptimizer: no per-example gradient for {missing}: their layers have no "
+                               "per-sample rule (convert the model with torch_bp.convert, or freeze them)")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Clip, sum, noise and average the gradients, then step the wrapped optimizer."""
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        named = [(n, p) for n, p in self._ps.named if p.grad is not None]
+        if self.mode == "grads":
+            self._check(self._ps.missing())
+            gs = [p.grad_sample for _, p in named]
+            if not gs:
+                raise RuntimeError("DPOptimizer.step: no per-example gradients (run backward inside dp.per_sample())")
+            batch = gs[0].shape[0]
+            scale = float(batch) if self.loss_reduction == "mean" else 1.0
+            norms = torch.stack([_sq_norms(g) for g in gs]).sum(0).sqrt() * scale
+            self.last_norms = norms
+            c = clip_factors(norms, self.max_grad_norm) * scale
+            for (_, p), g in zip(named, gs):
+                p.grad = (c.to(g.dtype) @ g.reshape(batch, -1)).reshape(p.shape)
+        else:
+            if self._factors is None:
+                raise RuntimeError("DPOptimizer.step (mode='ghost'): call dp.backward(per_example_losses) first")
+            batch = self._factors.shape[0]
+            self._factors = None
+        std = self.noise_multiplier * self.max_grad_norm
+        for _, p in named:
+            if std > 0:
+                p.grad.add_(torch.randn(p.grad.shape, generator=self.generator, device=p.device,
+                                        dtype=p.grad.dtype), alpha=std)
+            p.grad.div_(batch)
+        return self.optimizer.step()
