@@ -32,26 +32,38 @@ def relu(input, inplace=False):
     return _act.ReLUFunction.apply(input)
 
 
+def _floating_only(input, name):
+    """torch's kernels of these layers are defined for floating dtypes only."""
+    if not input.is_floating_point():
+        raise NotImplementedError(f"{name}: not implemented for input of dtype {input.dtype} "
+                                  "(a floating point input is needed)")
+
+
 def leaky_relu(input, negative_slope=0.01, inplace=False):
+    _floating_only(input, "leaky_relu")
     return _act.LeakyReLUFunction.apply(input, float(negative_slope))
 
 
 def elu(input, alpha=1.0, inplace=False):
+    _floating_only(input, "elu")
     return _act.ELUFunction.apply(input, float(alpha))
 
 
 def gelu(input, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}")
+    _floating_only(input, "gelu")
     return _act.GELUFunction.apply(input, approximate)
 
 
 def silu(input, inplace=False):
+    _floating_only(input, "silu")
     return _act.SiLUFunction.apply(input)
 
 
 def softplus(input, beta=1.0, threshold=20.0):
     (input,) = autocast_inputs("softplus", input)
+    _floating_only(input, "softplus")
     return _act.SoftplusFunction.apply(input, float(beta), float(threshold))
 
 
@@ -84,8 +96,19 @@ def _check_affine(param, shape, what, name):
         )
 
 
+def _check_norm_dtypes(input, params, name):
+    """As torch's CPU kernel: parameters of the input's dtype, or float32 for a bf16/fp16 input."""
+    _floating_only(input, name)
+    dtypes = {p.dtype for p in params if p is not None}
+    if dtypes and dtypes != {input.dtype} and not (
+            input.dtype in (torch.bfloat16, torch.float16) and dtypes == {torch.float32}):
+        raise RuntimeError(f"{name}: weight and bias must have the input's dtype {input.dtype} (or float32 "
+                           f"for a bfloat16/float16 input), got {sorted(map(str, dtypes))}")
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
     input, weight, bias = autocast_inputs("layer_norm", input, weight, bias)
+    _check_norm_dtypes(input, (weight, bias), "layer_norm")
     shape, d = _normalized_size(input, normalized_shape, "layer_norm")
     _check_affine(weight, shape, "weight", "layer_norm")
     _check_affine(bias, shape, "bias", "layer_norm")
@@ -94,8 +117,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     input, weight = autocast_inputs("rms_norm", input, weight)
+    _floating_only(input, "rms_norm")
     shape, d = _normalized_size(input, normalized_shape, "rms_norm")
     _check_affine(weight, shape, "weight", "rms_norm")
-    if eps is None:
-        eps = torch.finfo(input.dtype).eps
+    if eps is None:  # torch takes the eps of the compute dtype: float32's for bfloat16/float16
+        eps = torch.finfo(torch.float32 if input.dtype in (torch.bfloat16, torch.float16) else input.dtype).eps
     return _norm.RMSNormFunction.apply(input, weight, d, float(eps))[0]

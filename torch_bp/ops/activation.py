@@ -18,8 +18,10 @@ from ._util import opmath
 
 # --- ReLU ---
 class ReLUFunction(torch.autograd.Function):
-    r"""Forward: y = max(x, 0).   Backward: grad_x = grad_y * [y > 0].
+    r"""Forward: y = max(x, 0).   Backward: grad_x = grad_y * [not y <= 0].
     Saved: y                      Double backward: yes
+    NOTE: written as "zero where y <= 0", as torch's threshold_backward, so that grad_y passes
+    through where x is NaN (y = NaN), exactly as in torch.
     """
 
     generate_vmap_rule = True
@@ -35,7 +37,7 @@ class ReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
-        return grad_y * (y > 0).to(grad_y.dtype)
+        return grad_y.masked_fill(y <= 0, 0)
 
 
 # --- LeakyReLU ---

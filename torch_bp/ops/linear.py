@@ -1,9 +1,16 @@
 """Linear layer: y = x W^T + b."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._util import example_rows, opmath, out_buffer
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(*, n) -> (N, n), also when n == 0 (where reshape(-1, 0) is ambiguous)."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 # --- Linear ---
@@ -25,7 +32,7 @@ class LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, bias):
-        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        x2 = _rows(x)  # (N, in)
         if bias is None:
             y = x2.matmul(weight.t())
         else:
@@ -42,11 +49,11 @@ class LinearFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
-        g2 = grad_y.reshape(-1, grad_y.shape[-1])  # (N, out)
+        g2 = _rows(grad_y)  # (N, out)
         if ctx.needs_input_grad[0]:
             grad_x = grad_y.matmul(weight)
         if ctx.needs_input_grad[1]:
-            grad_w = g2.t().matmul(x.reshape(-1, x.shape[-1]))
+            grad_w = g2.t().matmul(_rows(x))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)
         return grad_x, grad_w, grad_b

@@ -32,6 +32,12 @@ class LayerNormFunction(torch.autograd.Function):
     Saved:     x, w, and per row mu and r (xh is recomputed: one (N, D) tensor fewer)
     Double backward: no (once_differentiable)
     Per example n:  grad_w[n], grad_b[n] = the sums above over the rows of example n only
+    NOTE: mu is the mean of x - x[0] (each row shifted by its first element; mu and xh are
+    unchanged mathematically). A constant row then centres to exactly 0, as torch's Welford
+    statistics do; without the shift, mean(x) rounds off x and a constant row with a tiny
+    eps normalizes to +-1 instead of 0. It also keeps precision for rows far from 0.
+    NOTE: a row whose variance overflows (|x| > ~1e19 in float32) gives NaN, as torch's
+    does, rather than r = 0 and a silently wrong y = b.
     """
 
     generate_vmap_rule = True
@@ -39,9 +45,11 @@ class LayerNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, weight, bias, d, eps):
         xr = opmath(_rows(x, d))  # (N, D)
+        xr = xr - xr[:, :1]
         mu = xr.mean(1, keepdim=True)
         xc = xr - mu
-        rstd = torch.rsqrt(xc.pow(2).mean(1, keepdim=True) + eps)
+        var = xc.pow(2).mean(1, keepdim=True)
+        rstd = torch.rsqrt(var + eps).masked_fill(var.isinf(), float("nan"))
         y = xc * rstd
         if weight is not None:
             y = y * opmath(weight).reshape(-1)
@@ -62,7 +70,8 @@ class LayerNormFunction(torch.autograd.Function):
     def backward(ctx, grad_y, _grad_mu, _grad_rstd):
         x, weight, mu, rstd = ctx.saved_tensors
         d = ctx.d
-        xh = (opmath(_rows(x, d)) - mu) * rstd  # (N, D)
+        xr = opmath(_rows(x, d))
+        xh = (xr - xr[:, :1] - mu) * rstd  # (N, D)
         gy = opmath(_rows(grad_y, d))
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
@@ -83,7 +92,8 @@ class LayerNormFunction(torch.autograd.Function):
         gy = opmath(_rows(grad_y, ctx.d))
         res = {}
         if weight is not None and ctx.needs_input_grad[1]:
-            xh = (opmath(_rows(x, ctx.d)) - mu) * rstd
+            xr = opmath(_rows(x, ctx.d))
+            xh = (xr - xr[:, :1] - mu) * rstd
             res[1] = _example_sums(gy * xh, lead, batch_dim, shape, weight.dtype)
         if ctx.bias_shape is not None and ctx.needs_input_grad[2]:
             res[2] = _example_sums(gy, lead, batch_dim, shape, grad_y.dtype)
