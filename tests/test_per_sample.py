@@ -277,3 +277,53 @@ def test_dp_refuses_parameters_without_per_example_grads():
         model(_randn(5, 3)).sum().backward()
     with pytest.raises(RuntimeError, match="no per-example gradient for"):
         dp.step()
+
+
+# --- gradient statistics (torch_bp/lightning/grad_stats.py) ---
+def test_gradient_statistics_match_materialised_per_example_grads():
+    pytest.importorskip("lightning")
+    from torch_bp.lightning.grad_stats import batch_gradient_stats
+    torch_model = _dp_model()
+    x, y = _randn(9, 6, seed=4), torch.randint(0, 3, (9,), generator=_g(5))
+    loop = [torch.autograd.grad(nn.functional.cross_entropy(torch_model(x[b:b + 1]), y[b:b + 1]),
+                                list(torch_model.parameters())) for b in range(9)]
+    model = torch_bp.convert(copy.deepcopy(torch_model))
+    with per_sample_grads(model, mode="norms") as ps:
+        nn.functional.cross_entropy(model(x), y).backward()
+    stats = batch_gradient_stats(ps.named, ps.norm_sq(), 9, "mean")
+    for layer, idx in (("0", [0, 1]), ("2", [2, 3]), ("total", [0, 1, 2, 3])):
+        g = torch.stack([torch.cat([gs[i].reshape(-1) for i in idx]) for gs in loop])   # (B, P_layer)
+        var = g.var(0, unbiased=True).sum().item()
+        mean_sq = g.mean(0).square().sum().item()
+        assert stats[layer][0] == pytest.approx(var, rel=1e-10), layer
+        assert stats[layer][1] == pytest.approx(mean_sq, rel=1e-10), layer
+
+
+def test_gradient_statistics_callback_logs_to_tensorboard(tmp_path):
+    pytest.importorskip("lightning")
+    import lightning.pytorch as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torch_bp.lightning import BPModule
+    from torch_bp.lightning.grad_stats import GradientStatistics
+
+    g = _g(0)
+    data = DataLoader(TensorDataset(torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g)),
+                      batch_size=16)
+    cb = GradientStatistics(every_n_steps=1)
+    trainer = L.Trainer(max_steps=2, logger=TensorBoardLogger(str(tmp_path), name="t", default_hp_metric=False),
+                        callbacks=[cb], accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, log_every_n_steps=1)
+    trainer.fit(BPModule(nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)), convert=True), data)
+    acc = EventAccumulator(trainer.logger.log_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    layers = {t.split("/", 1)[1] for t in tags if t.startswith("grad_var/")}
+    assert {"total"} < layers and len(layers) == 3, tags    # two linear layers (named by BPModule) and the total
+    for kind in ("grad_var", "grad_snr"):
+        events = acc.Scalars(f"{kind}/total")
+        assert [e.step for e in events] == [0, 1]
+        assert events[-1].value == pytest.approx(cb.last_metrics[f"{kind}/total"], rel=1e-6)
+    assert all(v > 0 for k, v in cb.last_metrics.items() if k.startswith("grad_var/"))

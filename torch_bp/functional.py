@@ -11,12 +11,16 @@ output. Code that uses the returned tensor, as every module does, behaves the sa
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._amp import autocast_inputs
 from .ops import activation as _act
 from .ops import linear as _lin
 from .ops import normalization as _norm
+from .ops import conv as _conv
+from .ops import pooling as _pool
 
 
 # --- linear ---
@@ -123,3 +127,199 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     if eps is None:  # torch takes the eps of the compute dtype: float32's for bfloat16/float16
         eps = torch.finfo(torch.float32 if input.dtype in (torch.bfloat16, torch.float16) else input.dtype).eps
     return _norm.RMSNormFunction.apply(input, weight, d, float(eps))[0]
+
+
+# ====================================================================================
+# --- convolution --- (conv/pooling/batch-norm family)
+# ====================================================================================
+def _conv_tuple(value, nd, what):
+    t = (value,) * nd if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(t) == 1:
+        t = t * nd
+    if len(t) != nd:
+        raise RuntimeError(f"expected {what} to be a single integer value or a list of {nd} values to match "
+                           f"the convolution dimensions, but got {what}={list(t)}")
+    return t
+
+
+def _check_conv(input, weight, bias, nd, groups, name, transposed=False):
+    if input.dim() not in (nd + 1, nd + 2):
+        raise RuntimeError(f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {name}, "
+                           f"but got input of size: {list(input.shape)}")
+    if weight.dim() != nd + 2:
+        raise RuntimeError(f"{name}: expected weight to be {nd + 2}-dimensional, got weight of size "
+                           f"{list(weight.shape)}")
+    if groups <= 0:
+        raise RuntimeError("non-positive groups is not supported")
+    if weight.shape[0] % groups:
+        raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+                           f"but got weight of size {list(weight.shape)} instead")
+    channels = input.shape[-nd - 1]
+    expected = weight.shape[0] if transposed else weight.shape[1] * groups
+    if channels != expected:
+        raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected "
+                           f"input{list(input.shape)} to have {expected} channels, but got {channels} channels instead")
+    out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
+        raise RuntimeError(f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
+                           f"{out_channels} elements, but got bias of size {list(bias.shape)} instead")
+    for t, what in ((weight, "weight"), (bias, "bias")):
+        if t is not None and t.dtype != input.dtype:
+            raise RuntimeError(f"{name}: input dtype ({input.dtype}) and {what} dtype ({t.dtype}) should be the same")
+
+
+def _check_positive(values, what):
+    if any(v <= 0 for v in values):
+        raise RuntimeError(f"non-positive {what} is not supported")
+
+
+def _convnd(nd, name, input, weight, bias, stride, padding, dilation, groups, pad=None, padding_mode="zeros"):
+    """conv1d/conv2d, and the modules' convolution with an explicit ``pad`` in ``padding_mode``."""
+    input, weight, bias = autocast_inputs(name, input, weight, bias)
+    _check_conv(input, weight, bias, nd, groups, name)
+    stride, dilation = _conv_tuple(stride, nd, "stride"), _conv_tuple(dilation, nd, "dilation")
+    _check_positive(stride, "stride")
+    _check_positive(dilation, "dilation")
+    k = weight.shape[2:]
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0,) * nd
+        elif padding == "same":
+            if any(s != 1 for s in stride):
+                raise RuntimeError("padding='same' is not supported for strided convolutions")
+            total = [d * (kk - 1) for d, kk in zip(dilation, k)]
+            padding = tuple(t // 2 for t in total)
+            if any(t % 2 for t in total):  # as torch: the odd remainder goes on the right, as a zero pad
+                pad = tuple((0, t - 2 * (t // 2)) for t in total)
+        else:
+            raise RuntimeError(f"Invalid padding string: {padding!r}")
+    padding = _conv_tuple(padding, nd, "padding")
+    if any(p < 0 for p in padding):
+        raise RuntimeError("negative padding is not supported")
+    sizes = input.shape[-nd:]
+    padded = [h + 2 * p + (0 if pad is None else sum(pad[i])) for i, (h, p) in enumerate(zip(sizes, padding))]
+    if any(hp < d * (kk - 1) + 1 for hp, d, kk in zip(padded, dilation, k)):
+        raise RuntimeError(f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
+                           f"Kernel size: ({' x '.join(str(d * (kk - 1) + 1) for d, kk in zip(dilation, k))}). "
+                           "Kernel size can't be greater than actual input size")
+    opts = _conv.ConvOptions(stride, padding, dilation, int(groups), pad, padding_mode)
+    return _conv.ConvFunction.apply(input, weight, bias, opts)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _convnd(1, "conv1d", input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _convnd(2, "conv2d", input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    input, weight, bias = autocast_inputs("conv_transpose2d", input, weight, bias)
+    nd = 2
+    if isinstance(padding, str):
+        raise TypeError(f"conv_transpose2d(): argument 'padding' must be tuple of ints, not str")
+    _check_conv(input, weight, bias, nd, groups, "conv_transpose2d", transposed=True)
+    stride, dilation = _conv_tuple(stride, nd, "stride"), _conv_tuple(dilation, nd, "dilation")
+    padding, output_padding = _conv_tuple(padding, nd, "padding"), _conv_tuple(output_padding, nd, "output_padding")
+    _check_positive(stride, "stride")
+    _check_positive(dilation, "dilation")
+    if any(p < 0 for p in padding + output_padding):
+        raise RuntimeError("negative padding is not supported")
+    if any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
+        raise RuntimeError(f"output padding must be smaller than either stride or dilation, but got "
+                           f"output_padding={list(output_padding)}, stride={list(stride)}, dilation={list(dilation)}")
+    k = weight.shape[2:]
+    out = [(h - 1) * s - 2 * p + d * (kk - 1) + op + 1
+           for h, s, p, d, kk, op in zip(input.shape[-nd:], stride, padding, dilation, k, output_padding)]
+    if any(o <= 0 for o in out):
+        raise RuntimeError(f"Given input size per channel: ({' x '.join(map(str, input.shape[-nd:]))}). "
+                           f"Calculated output size per channel: ({' x '.join(map(str, out))}). Output size is too small")
+    opts = _conv.ConvTransposeOptions(stride, padding, output_padding, int(groups), dilation)
+    return _conv.ConvTransposeFunction.apply(input, weight, bias, opts)
+
+
+# --- pooling ---
+def _pool_pair(value, what, name):
+    t = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(t) == 1:
+        t = t * 2
+    if len(t) != 2:
+        raise RuntimeError(f"{name}: {what} must either be a single int, or a tuple of two ints")
+    return t
+
+
+def _pool_options(kernel_size, stride, padding, name):
+    k = _pool_pair(kernel_size, "kernel_size", name)
+    s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pool_pair(stride, "stride", name)
+    return k, s, _pool_pair(padding, "padding", name)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    k, s, p = _pool_options(kernel_size, stride, padding, "max_pool2d")
+    d = _pool_pair(dilation, "dilation", "max_pool2d")
+    out, indices = _pool.MaxPool2dFunction.apply(input, k, s, p, d, bool(ceil_mode))
+    return (out, indices) if return_indices else out
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    k, s, p = _pool_options(kernel_size, stride, padding, "avg_pool2d")
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("divisor must be not zero")
+    return _pool.AvgPool2dFunction.apply(input, k, s, p, bool(ceil_mode), bool(count_include_pad),
+                                         divisor_override)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    if isinstance(output_size, int):
+        output_size = (output_size, output_size)
+    else:
+        output_size = tuple(output_size)
+        if input.dim() <= len(output_size):
+            raise ValueError(f"Input dimension should be at least {len(output_size) + 1}")
+        output_size = tuple(v if v is not None else d for v, d in zip(output_size, input.shape[-len(output_size):]))
+    return _pool.AdaptiveAvgPool2dFunction.apply(input, output_size)
+
+
+# --- batch_norm / group_norm ---
+def _verify_values_per_channel(input, values):
+    if values == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-05):
+    if input.dim() < 2:
+        raise RuntimeError(f"batch_norm: expected input with at least 2 dims (N, C, ...), got {list(input.shape)}")
+    c = input.shape[1]
+    for t, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
+                    (bias, "bias")):
+        if t is not None and t.numel() != c:
+            raise RuntimeError(f"{what} should contain {c} elements not {t.numel()}")
+    n = input.shape[0] * math.prod(input.shape[2:])  # values per channel
+    if training:
+        _verify_values_per_channel(input, n)
+    elif running_mean is None or running_var is None:
+        raise RuntimeError("running_mean must be defined in evaluation mode")
+    stats = (None, None) if training else (running_mean, running_var)
+    y, mean, var = _norm.BatchNormFunction.apply(input, weight, bias, *stats, bool(training), float(eps))
+    if training:
+        _norm.update_running_stats(running_mean, running_var, mean, var, n, momentum)
+    return y
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
+    input, weight, bias = autocast_inputs("group_norm", input, weight, bias)
+    if input.dim() < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
+    c = input.shape[1]
+    if num_groups <= 0 or c % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input "
+                           f"of shape {list(input.shape)} and num_groups={num_groups}")
+    _verify_values_per_channel(input, input.shape[0] * c // num_groups * math.prod(input.shape[2:]))
+    for t, what in ((weight, "weight"), (bias, "bias")):
+        if t is not None and (t.dim() != 1 or t.numel() != c):
+            raise RuntimeError(f"Expected {what} to be a vector of size equal to the number of channels in input, "
+                               f"but got {what} of shape {list(t.shape)} and input of shape {list(input.shape)}")
+    return _norm.GroupNormFunction.apply(input, weight, bias, int(num_groups), float(eps))[0]

@@ -7,6 +7,7 @@ are all driven by this table: adding a layer means adding a row (and samples in 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,6 +17,7 @@ import torch.nn.functional as TF
 from . import functional as F
 from . import nn
 from .ops import activation, linear, normalization
+from .ops import conv, pooling
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,11 @@ class Layer:
     double_backward: bool = False  # backward built from differentiable ops (gradgradcheck)
     notes: str = ""                # torch behaviour not reproduced, conventions
     extra: dict = field(default_factory=dict, compare=False)
+
+
+@functools.wraps(TF._max_pool2d)  # torch's public max_pool2d is a boolean_dispatch with a (*args, **kwargs) signature
+def _torch_max_pool2d(*args, **kwargs):
+    return TF.max_pool2d(*args, **kwargs)
 
 
 def _row(name, family, functions, modules=(), **kw):
@@ -58,6 +65,22 @@ LAYERS: list[Layer] = [
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),
+    # --- conv / pooling / batch norm ---
+    _row("conv1d", "conv", [conv.ConvFunction], [(nn.Conv1d, torch.nn.Conv1d)], double_backward=True),
+    _row("conv2d", "conv", [conv.ConvFunction], [(nn.Conv2d, torch.nn.Conv2d)], double_backward=True),
+    _row("conv_transpose2d", "conv", [conv.ConvTransposeFunction], [(nn.ConvTranspose2d, torch.nn.ConvTranspose2d)],
+         double_backward=True),
+    _row("max_pool2d", "pooling", [pooling.MaxPool2dFunction], [(nn.MaxPool2d, torch.nn.MaxPool2d)],
+         double_backward=True, reference=_torch_max_pool2d,
+         notes="ties: the whole gradient goes to the index torch's forward returns (first max in the window)"),
+    _row("avg_pool2d", "pooling", [pooling.AvgPool2dFunction], [(nn.AvgPool2d, torch.nn.AvgPool2d)],
+         double_backward=True),
+    _row("adaptive_avg_pool2d", "pooling", [pooling.AdaptiveAvgPool2dFunction],
+         [(nn.AdaptiveAvgPool2d, torch.nn.AdaptiveAvgPool2d)], double_backward=True),
+    _row("batch_norm", "normalization", [normalization.BatchNormFunction],
+         [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d)],
+         notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
+    _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)]),
 ]
 
 _BY_NAME = {row.name: row for row in LAYERS}

@@ -48,6 +48,9 @@ class ModuleSample:
     inputs: tuple
     forward_kwargs: dict = field(default_factory=dict)
     train: bool = True
+    # Names of the module classes of the row this sample is for (empty: all of them), for a
+    # row whose modules take different inputs (BatchNorm1d and BatchNorm2d).
+    only: tuple = ()
 
 
 class Make:

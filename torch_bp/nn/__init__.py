@@ -2,8 +2,14 @@
 from .activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
 from .linear import Linear
 from .normalization import LayerNorm, RMSNorm
+# conv/pooling/batch-norm family
+from .conv import Conv1d, Conv2d, ConvTranspose2d
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
+    "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "BatchNorm1d", "BatchNorm2d", "GroupNorm",
     "Linear",
     "ReLU", "LeakyReLU", "ELU", "GELU", "SiLU", "Softplus", "Tanh", "Sigmoid",
     "LayerNorm", "RMSNorm",

@@ -18,3 +18,51 @@ class RMSNorm(torch.nn.RMSNorm):
 
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+
+# ====================================================================================
+# --- BatchNorm / GroupNorm --- (conv/pooling/batch-norm family)
+# ====================================================================================
+class _BatchNormForward:
+    """torch's ``_BatchNorm.forward`` with the normalization routed through torch_bp.
+
+    The bookkeeping is torch's, line for line: ``num_batches_tracked`` counts training
+    steps; ``momentum=None`` means a cumulative average (factor 1 / num_batches_tracked);
+    eval mode uses the running statistics unless there are none
+    (``track_running_stats=False``), and training never touches untracked statistics.
+    """
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
+                            self.weight, self.bias, use_batch_stats, factor, self.eps)
+
+
+class BatchNorm1d(_BatchNormForward, torch.nn.BatchNorm1d):
+    """Drop-in :class:`torch.nn.BatchNorm1d`: input (N, C) or (N, C, L); same buffers
+    (``running_mean``, ``running_var``, ``num_batches_tracked``), updated as torch does.
+    Backward: :class:`torch_bp.ops.normalization.BatchNormFunction`."""
+
+
+class BatchNorm2d(_BatchNormForward, torch.nn.BatchNorm2d):
+    """Drop-in :class:`torch.nn.BatchNorm2d`: input (N, C, H, W); buffers as torch's.
+
+    Example::
+
+        >>> m = torch_bp.nn.BatchNorm2d(16, momentum=None)   # cumulative running average
+        >>> m(torch.randn(8, 16, 5, 5)).shape
+        torch.Size([8, 16, 5, 5])
+    """
+
+
+class GroupNorm(torch.nn.GroupNorm):
+    """Drop-in :class:`torch.nn.GroupNorm`. Backward: :class:`torch_bp.ops.normalization.GroupNormFunction`."""
+
+    def forward(self, input):
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)

@@ -153,3 +153,163 @@ class RMSNormFunction(torch.autograd.Function):
             gy, xr = opmath(_rows(grad_y, ctx.d)), opmath(_rows(x, ctx.d))
             res[1] = _example_sums(gy * xr * r, lead, batch_dim, weight.shape, weight.dtype)
         return res
+
+
+# ====================================================================================
+# --- BatchNorm --- (conv/pooling/batch-norm family: batch_norm, group_norm below)
+# Notation: x is (N, C, *S); a "channel" reduction is over N and all of S, with
+# n = N * prod(S) elements; per-channel vectors broadcast as (1, C, 1, ...).
+# ====================================================================================
+def _channel_dims(x: torch.Tensor):
+    red = [0] + list(range(2, x.dim()))            # dims reduced per channel
+    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)  # per-channel broadcast shape
+    return red, shape
+
+
+class BatchNormFunction(torch.autograd.Function):
+    r"""Batch normalization with batch statistics (training) or given statistics (eval).
+
+    Forward:   training: mu = mean_c(x), v = mean_c((x - mu)^2) (biased)
+               eval:     mu, v = running_mean, running_var
+               r = (v + eps)^(-1/2),  xh = (x - mu) r,  y = xh * w + b
+    Backward:  training: grad_x = w r (grad_y - sum_c(grad_y) / n - xh * sum_c(grad_y xh) / n)
+               eval:     grad_x = w r grad_y        (the statistics are constants)
+               grad_w = sum_c(grad_y * xh),   grad_b = sum_c(grad_y)
+    Saved:     x, w, mu, v (r and xh are recomputed: r exactly as in forward)
+    Double backward: no (once_differentiable)
+
+    The running statistics are not touched here; :func:`update_running_stats` does that
+    from the returned (mu, v), which are not differentiable. The running statistics get no
+    gradient, as in torch.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, running_mean, running_var, training, eps):
+        red, shape = _channel_dims(x)
+        xf = opmath(x)
+        if training:
+            mean = xf.mean(red)
+            var = (xf - mean.view(shape)).pow(2).mean(red)
+        else:
+            mean = running_mean.to(xf.dtype, copy=True)
+            var = running_var.to(xf.dtype, copy=True)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var + eps).view(shape)
+        if weight is not None:
+            y = y * opmath(weight).view(shape)
+        if bias is not None:
+            y = y + opmath(bias).view(shape)
+        return y.to(x.dtype), mean, var
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, _, _, ctx.training, ctx.eps = inputs
+        _, mean, var = output
+        ctx.mark_non_differentiable(mean, var)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.save_for_backward(x, weight, mean, var)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, _grad_mean, _grad_var):
+        x, weight, mean, var = ctx.saved_tensors
+        red, shape = _channel_dims(x)
+        rstd = torch.rsqrt(var + ctx.eps).view(shape)
+        xh = (opmath(x) - mean.view(shape)) * rstd
+        gy = opmath(grad_y)
+        sum_gy = gy.sum(red)
+        sum_gyxh = (gy * xh).sum(red)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            scale = rstd if weight is None else rstd * opmath(weight).view(shape)
+            if ctx.training:
+                n = max(x.numel() // x.shape[1], 1)
+                gy = gy - sum_gy.view(shape) / n - xh * (sum_gyxh.view(shape) / n)
+            grad_x = (scale * gy).to(x.dtype)
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_w = sum_gyxh.to(weight.dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_b = sum_gy.to(ctx.bias_dtype)
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def update_running_stats(running_mean, running_var, mean, var, n, momentum):
+    r"""torch's running-statistics rule, in place (no autograd):
+
+        running_mean = (1 - m) running_mean + m mu
+        running_var  = (1 - m) running_var  + m v n / (n - 1)      (unbiased batch variance)
+
+    ``momentum=None`` (cumulative average, m = 1 / num_batches_tracked) is resolved by the
+    module, as in torch. Nothing is updated for an empty batch (n == 0), as in torch.
+    """
+    if n == 0:
+        return
+    with torch.no_grad():
+        if running_mean is not None:
+            running_mean.copy_(momentum * mean + (1 - momentum) * opmath(running_mean))
+        if running_var is not None:
+            running_var.copy_(momentum * var * (n / (n - 1)) + (1 - momentum) * opmath(running_var))
+
+
+# --- GroupNorm ---
+def _group_view(x, num_groups):
+    n = x.shape[0]
+    return n, num_groups, x.numel() // max(n * num_groups, 1)  # (N, G, D); D unused when N == 0
+
+
+class GroupNormFunction(torch.autograd.Function):
+    r"""GroupNorm: x (N, C, *S) viewed as (N, G, D) with D = C/G * prod(S); statistics per (n, g).
+
+    Forward:   mu = mean_D(x), r = (mean_D((x - mu)^2) + eps)^(-1/2), xh = (x - mu) r
+               y = xh * w[c] + b[c]
+    Backward:  g = grad_y * w[c]     (viewed as (N, G, D))
+               grad_x = r * (g - mean_D(g) - xh * mean_D(g * xh))
+               grad_w[c] = sum over N and S of grad_y * xh,   grad_b[c] = sum over N and S of grad_y
+    Saved:     x, w, mu, r (per (n, g); xh is recomputed)
+    Double backward: no (once_differentiable)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, num_groups, eps):
+        groups = opmath(x).reshape(_group_view(x, num_groups))  # (N, G, D)
+        mean = groups.mean(2, keepdim=True)
+        xc = groups - mean
+        rstd = torch.rsqrt(xc.pow(2).mean(2, keepdim=True) + eps)
+        y = (xc * rstd).reshape(x.shape)
+        _, shape = _channel_dims(x)
+        if weight is not None:
+            y = y * opmath(weight).view(shape)
+        if bias is not None:
+            y = y + opmath(bias).view(shape)
+        return y.to(x.dtype), mean, rstd
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, ctx.num_groups, _ = inputs
+        _, mean, rstd = output
+        ctx.mark_non_differentiable(mean, rstd)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.save_for_backward(x, weight, mean, rstd)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, _grad_mean, _grad_rstd):
+        x, weight, mean, rstd = ctx.saved_tensors
+        red, shape = _channel_dims(x)
+        gview = _group_view(x, ctx.num_groups)
+        xh = (opmath(x).reshape(gview) - mean) * rstd  # (N, G, D)
+        gy = opmath(grad_y)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            g = gy if weight is None else gy * opmath(weight).view(shape)
+            g = g.reshape(gview)
+            grad_x = rstd * (g - g.mean(2, keepdim=True) - xh * (g * xh).mean(2, keepdim=True))
+            grad_x = grad_x.reshape(x.shape).to(x.dtype)
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_w = (gy * xh.reshape(x.shape)).sum(red).to(weight.dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_b = gy.sum(red).to(ctx.bias_dtype)
+        return grad_x, grad_w, grad_b, None, None

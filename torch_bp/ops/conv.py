@@ -1,0 +1,260 @@
+r"""Convolutions (1d/2d) and transposed convolutions, with backward rules written as forward convolutions.
+
+Notation for one spatial dim (the rules apply per dim): input size ``H``, kernel ``k``,
+stride ``s``, padding ``p`` (both sides), dilation ``d``, output size
+``Ho = floor((H + 2p - d(k-1) - 1) / s) + 1``. With ``G`` groups, input channel block ``g``
+talks only to output channel block ``g``. A convolution is a cross-correlation:
+
+    y[n, o, i] = b[o] + sum_{c in group(o), j < k} w[o, c, j] x[n, c, i s - p + j d]
+
+Both gradients are again correlations of the same four numbers (s, p, d, k), with roles swapped:
+
+- the input gradient is the *adjoint* of the conv, i.e. a transposed convolution of
+  ``grad_y`` with the same weight: ``grad_x = conv_transpose(grad_y, w, s, p, output_padding, G, d)``;
+- the weight gradient correlates the input with ``grad_y``: exchanging the roles of the
+  batch dim and the channel dim turns it into an ordinary convolution whose "kernel" is
+  ``grad_y`` and whose stride and dilation are swapped (see :func:`_weight_grad`).
+
+A transposed convolution is the adjoint of a convolution, so its rules are the same two
+helpers with input and output exchanged.
+
+Both backward rules are built from differentiable convolutions of saved inputs, so they
+support double backward.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as TF
+
+_CONV = {1: TF.conv1d, 2: TF.conv2d}
+_CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d}
+
+
+def _narrow_to(t: torch.Tensor, sizes) -> torch.Tensor:
+    """Crop the trailing len(sizes) dims of ``t`` to ``sizes`` (from the start)."""
+    nd = len(sizes)
+    for i, size in enumerate(sizes):
+        dim = t.dim() - nd + i
+        if t.shape[dim] != size:
+            t = t.narrow(dim, 0, size)
+    return t
+
+
+def _input_grad(grad_y, weight, in_sizes, stride, padding, dilation, groups):
+    r"""grad_x of ``y = conv(x, w)``: the transposed convolution of ``grad_y`` with ``w``.
+
+    NOTE (size bookkeeping): conv_transpose maps Ho positions to
+    ``(Ho - 1) s - 2p + d(k-1) + 1 + output_padding`` positions. The forward floor()
+    dropped the last ``r = (H + 2p - d(k-1) - 1) mod s`` input positions (and right padding)
+    that no window reached; ``output_padding = r`` (always < s) appends them back, with a
+    zero gradient, so the result has exactly H positions.
+    """
+    nd = len(in_sizes)
+    k = weight.shape[2:]
+    out_pad = tuple(
+        in_sizes[i] + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1 - (grad_y.shape[2 + i] - 1) * stride[i]
+        for i in range(nd))
+    return _CONV_T[nd](grad_y, weight, None, stride, padding, out_pad, groups, dilation)
+
+
+def _weight_grad(x, grad_y, k, stride, padding, dilation, groups):
+    r"""grad_w of ``y = conv(x, w)``: ``sum_{n, i} grad_y[n, o, i] x[n, c, i s - p + j d]``.
+
+    Returns shape (O, C/G, *k), with O = grad_y.shape[1], C = x.shape[1].
+
+    NOTE (the swap): read the sum as a convolution in which the *channels* c of x are
+    the batch, the *batch* n of x are the input channels, and grad_y (O out-channels,
+    N in-channels, "kernel" of size Ho) is the weight. Output position j reads
+    ``x[i s + j d - p]`` for kernel tap i: stride and dilation exchange roles. Its output
+    has ``floor((H + 2p - s(Ho-1) - 1)/d) + 1 >= k`` positions (the forward's floor may
+    leave room for more); the first k are the taps. With G groups, x is laid out as
+    (C/G, G*N, H) so that channel block g of the new conv sees exactly the batch copies
+    of input block g, and grad_y (G*O/G, N, Ho) is its grouped weight.
+    """
+    nd = len(k)
+    n, c = x.shape[:2]
+    o = grad_y.shape[1]
+    if n == 0:
+        return x.new_zeros((o, c // groups) + tuple(k))
+    cg = c // groups
+    xs = x.reshape((n, groups, cg) + x.shape[2:]).transpose(0, 2).reshape((cg, groups * n) + x.shape[2:])
+    gw = grad_y.transpose(0, 1)  # (O, N, *Ho): O = G blocks of O/G
+    out = _CONV[nd](xs, gw, None, dilation, padding, stride, groups)  # (C/G, O, *>=k)
+    return _narrow_to(out, k).transpose(0, 1)
+
+
+def _pad_index(size: int, lo: int, hi: int, mode: str, device) -> torch.Tensor:
+    """Source index of every position of a ``reflect``/``replicate``/``circular`` padded dim."""
+    i = torch.arange(-lo, size + hi, device=device)
+    if mode == "reflect":
+        i = i.abs()
+        return torch.where(i >= size, 2 * (size - 1) - i, i)
+    if mode == "replicate":
+        return i.clamp(0, size - 1)
+    return i.remainder(size)  # circular
+
+
+def _pad(x, pad, mode):
+    """Pad the trailing spatial dims of x by pad = ((lo, hi), ...) in torch's ``mode``."""
+    flat = [v for lo_hi in reversed(pad) for v in lo_hi]  # F.pad order: last dim first
+    if mode == "zeros":
+        return TF.pad(x, flat)
+    return TF.pad(x, flat, mode=mode)
+
+
+def _unpad(grad_xp, x_sizes, pad, mode):
+    r"""Adjoint of :func:`_pad`: the gradient of every padded copy goes back to its source.
+
+    zeros: crop. reflect/replicate/circular: the pad is a gather along each dim with the
+    indices of :func:`_pad_index`, so its adjoint is an ``index_add`` with the same indices.
+    """
+    nd = len(x_sizes)
+    g = grad_xp
+    for i, ((lo, hi), size) in enumerate(zip(pad, x_sizes)):
+        dim = g.dim() - nd + i
+        if mode == "zeros":
+            g = g.narrow(dim, lo, size)
+        elif lo or hi:
+            idx = _pad_index(size, lo, hi, mode, g.device)
+            shape = list(g.shape)
+            shape[dim] = size
+            g = g.new_zeros(shape).index_add(dim, idx, g)
+    return g
+
+
+# --- Conv1d / Conv2d ---
+class ConvOptions(NamedTuple):
+    """Resolved options of a convolution (one entry per spatial dim).
+
+    ``padding`` goes to the convolution itself (the same on both sides); ``pad`` is an
+    explicit extra padding ((lo, hi) per dim) applied first in ``padding_mode``: the
+    asymmetric remainder of ``padding='same'``, or the whole padding of a module with
+    ``padding_mode`` reflect/replicate/circular. ``pad`` is None when there is none.
+    """
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    pad: tuple | None = None
+    padding_mode: str = "zeros"
+
+
+class ConvFunction(torch.autograd.Function):
+    r"""N-d convolution (N = 1, 2), optionally after an explicit padding.
+
+    Forward:   xp = pad(x)  (only if opts.pad),   y = conv(xp, w, s, p, d, G) + b
+    Backward:  grad_xp = conv_transpose(grad_y, w, s, p, output_padding=r, G, d)
+               grad_x  = pad^T(grad_xp)   (crop for zeros; index_add of the copies otherwise)
+               grad_w  = conv(xp^{C<->N}, grad_y^{O<->N}, stride=d, padding=p, dilation=s, G)[..., :k]
+               grad_b  = sum of grad_y over batch and space
+    Saved:     x, w (xp is recomputed from x in backward, so the rule stays differentiable)
+    Double backward: yes (the backward is made of convolutions of saved inputs)
+
+    NOTE: see :func:`_input_grad` for ``output_padding`` (the floor in Ho) and
+    :func:`_weight_grad` for the stride/dilation swap. Unbatched inputs (C, *H) are handled
+    here with a batch dim of one, so the output still carries this node.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, opts: ConvOptions):
+        nd = weight.dim() - 2
+        unbatched = x.dim() == nd + 1
+        xb = x.unsqueeze(0) if unbatched else x
+        if opts.pad is not None:
+            xb = _pad(xb, opts.pad, opts.padding_mode)
+        y = _CONV[nd](xb, weight, bias, opts.stride, opts.padding, opts.dilation, opts.groups)
+        return y.squeeze(0) if unbatched else y
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, ctx.opts = inputs
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        o = ctx.opts
+        nd = weight.dim() - 2
+        unbatched = x.dim() == nd + 1
+        xb = x.unsqueeze(0) if unbatched else x
+        gy = grad_y.unsqueeze(0) if unbatched else grad_y
+        xp = xb if o.pad is None else _pad(xb, o.pad, o.padding_mode)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _input_grad(gy, weight, xp.shape[2:], o.stride, o.padding, o.dilation, o.groups)
+            if o.pad is not None:
+                grad_x = _unpad(grad_x, xb.shape[2:], o.pad, o.padding_mode)
+            if unbatched:
+                grad_x = grad_x.squeeze(0)
+        if ctx.needs_input_grad[1]:
+            grad_w = _weight_grad(xp, gy, weight.shape[2:], o.stride, o.padding, o.dilation, o.groups)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = gy.sum([0] + list(range(2, gy.dim())))
+        return grad_x, grad_w, grad_b, None
+
+
+# --- ConvTranspose2d ---
+class ConvTransposeOptions(NamedTuple):
+    """Resolved options of a transposed convolution (one entry per spatial dim)."""
+    stride: tuple
+    padding: tuple
+    output_padding: tuple
+    groups: int
+    dilation: tuple
+
+
+class ConvTransposeFunction(torch.autograd.Function):
+    r"""N-d transposed convolution (N = 1, 2): the adjoint of ``conv`` (plus a bias).
+
+    Forward:   y = conv_transpose(x, w, s, p, output_padding, G, d) + b
+               w: (C_in, C_out/G, *k); y has (H-1)s - 2p + d(k-1) + 1 + output_padding positions
+    Backward:  grad_x = conv(grad_y, w, s, p, d, G)[..., :H]
+               grad_w = the conv weight gradient with grad_y as the conv's input and x as
+                        its output gradient (shape (C_in, C_out/G, *k), as w)
+               grad_b = sum of grad_y over batch and space
+    Saved:     x, w                        Double backward: yes
+
+    NOTE: conv(grad_y) has ``H + floor(output_padding / s)`` positions: output_padding can
+    reach ``max(s, d) - 1``, so when d > s it may append whole strides that no input
+    position produced; those trailing positions are cropped (they correspond to no x).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, opts: ConvTransposeOptions):
+        nd = weight.dim() - 2
+        return _CONV_T[nd](x, weight, bias, opts.stride, opts.padding, opts.output_padding, opts.groups,
+                           opts.dilation)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, ctx.opts = inputs
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        o = ctx.opts
+        nd = weight.dim() - 2
+        unbatched = x.dim() == nd + 1
+        xb = x.unsqueeze(0) if unbatched else x
+        gy = grad_y.unsqueeze(0) if unbatched else grad_y
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _CONV[nd](gy, weight, None, o.stride, o.padding, o.dilation, o.groups)
+            grad_x = _narrow_to(grad_x, xb.shape[2:])
+            if unbatched:
+                grad_x = grad_x.squeeze(0)
+        if ctx.needs_input_grad[1]:
+            # y = conv_transpose(x, w)  <=>  x is the output gradient of conv(y-shaped input, w)
+            grad_w = _weight_grad(gy, xb, weight.shape[2:], o.stride, o.padding, o.dilation, o.groups)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = gy.sum([0] + list(range(2, gy.dim())))
+        return grad_x, grad_w, grad_b, None

@@ -1,0 +1,165 @@
+r"""2-d pooling: max, average and adaptive average.
+
+Notation for one spatial dim: input size H, kernel k, stride s, padding p, dilation d;
+output position o reads the window ``o s - p + j d`` for ``j < k``. Pooling acts on each
+(batch, channel) plane separately; inputs are (N, C, H, W) or unbatched (C, H, W).
+
+The forward passes are torch's own pooling kernels (forward primitives); the backward
+rules are explicit: a scatter into the argmax for max pooling, a transposed convolution
+with a kernel of ones for average pooling, two small matrix products for adaptive
+average pooling. All three backward rules are linear in ``grad_y`` and built from
+differentiable ops, so they support double backward.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as TF
+
+from ._util import opmath
+
+
+# --- MaxPool2d ---
+class MaxPool2dFunction(torch.autograd.Function):
+    r"""Max over each (dilated, padded) window.
+
+    Forward:   y[o] = max_{j in window(o)} x[j],   idx[o] = argmax (flat index h*W + w in the plane)
+    Backward:  grad_x[idx[o]] += grad_y[o]   (scatter-add over the plane; overlapping windows add up)
+    Saved:     idx (int64, the size of y)    Double backward: yes (grad of the scatter is a gather)
+
+    Ties: the gradient goes, whole, to the single element whose index torch's forward kernel
+    returned; we reuse those indices, so the routing is torch's by construction. On CPU
+    and CUDA that is the first maximum in the window's scan order (row-major), and a NaN
+    in the window wins (its index is returned, the output is NaN).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, kernel_size, stride, padding, dilation, ceil_mode):
+        return torch._C._nn.max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x = inputs[0]
+        _, idx = output
+        ctx.mark_non_differentiable(idx)
+        ctx.x_shape = x.shape
+        ctx.save_for_backward(idx)
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_idx):
+        (idx,) = ctx.saved_tensors
+        shape = ctx.x_shape
+        plane = shape[-2] * shape[-1]
+        g = opmath(grad_y).flatten(-2)  # (*, Ho*Wo)
+        grad_x = g.new_zeros(shape[:-2] + (plane,)).scatter_add(-1, idx.flatten(-2), g)
+        return grad_x.view(shape).to(grad_y.dtype), None, None, None, None, None
+
+
+# --- AvgPool2d ---
+def _avg_divisor(size, out, k, s, p, ceil_mode, count_include_pad, device):
+    r"""Per output position of one dim, the number of window elements torch divides by.
+
+    torch clips a window to [-p, H + p) (ceil_mode may let the last window stick out
+    beyond it) for count_include_pad=True, and to [0, H) for count_include_pad=False. The
+    2-d divisor is the product of the two dims' counts.
+    """
+    start = torch.arange(out, device=device) * s - p
+    end = torch.minimum(start + k, torch.tensor(size + p, device=device))
+    if count_include_pad:
+        return end - start
+    return torch.minimum(end, torch.tensor(size, device=device)) - start.clamp(min=0)
+
+
+class AvgPool2dFunction(torch.autograd.Function):
+    r"""Average over each padded window.
+
+    Forward:   y[o] = (1 / D[o]) sum_{j in window(o)} x[j]      D: divisor (see _avg_divisor,
+               or divisor_override)
+    Backward:  grad_x = crop(conv_transpose(grad_y / D, ones(k), stride=s))  on each plane
+    Saved:     nothing but sizes              Double backward: yes (linear in grad_y)
+
+    NOTE: conv_transpose with stride s and no padding spreads each ``grad_y[o] / D[o]``
+    over its window in *padded* coordinates [o s, o s + k); it has (Ho - 1) s + k
+    positions. Input position h sits at padded position h + p, so the crop is [p, p + H)
+    (zero-extended when the forward's floor left trailing input positions no window read;
+    ceil_mode windows reaching past H + p contribute only to the cropped-away part).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        return torch._C._nn.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                       divisor_override)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.k, ctx.s, ctx.p, ctx.ceil, ctx.count_pad, ctx.div = inputs
+        ctx.x_shape = x.shape
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        shape, (kh, kw), (sh, sw), (ph, pw) = ctx.x_shape, ctx.k, ctx.s, ctx.p
+        h, w = shape[-2:]
+        ho, wo = grad_y.shape[-2:]
+        g = opmath(grad_y)
+        if ctx.div is not None:
+            g = g / ctx.div
+        else:
+            dh = _avg_divisor(h, ho, kh, sh, ph, ctx.ceil, ctx.count_pad, g.device)
+            dw = _avg_divisor(w, wo, kw, sw, pw, ctx.ceil, ctx.count_pad, g.device)
+            g = g / (dh[:, None] * dw[None, :]).to(g.dtype)
+        planes = g.reshape(-1, 1, ho, wo)
+        ones = planes.new_ones(1, 1, kh, kw)
+        full = TF.conv_transpose2d(planes, ones, stride=(sh, sw))  # (P, 1, (ho-1)sh+kh, (wo-1)sw+kw)
+        extra_h, extra_w = ph + h - full.shape[-2], pw + w - full.shape[-1]
+        if extra_h > 0 or extra_w > 0:
+            full = TF.pad(full, (0, max(extra_w, 0), 0, max(extra_h, 0)))
+        grad_x = full[..., ph:ph + h, pw:pw + w].reshape(shape).to(grad_y.dtype)
+        return grad_x, None, None, None, None, None, None
+
+
+# --- AdaptiveAvgPool2d ---
+def _adaptive_matrix(size, out, dtype, device):
+    r"""A (out, size) with A[o, h] = 1 / (end_o - start_o) on the window of output o.
+
+    torch's windows: start_o = floor(o H / Ho), end_o = ceil((o + 1) H / Ho).
+    """
+    o = torch.arange(out, device=device)
+    start = torch.div(o * size, out, rounding_mode="floor")
+    end = torch.div((o + 1) * size + out - 1, out, rounding_mode="floor")
+    h = torch.arange(size, device=device)
+    inside = (h[None, :] >= start[:, None]) & (h[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start)[:, None].to(dtype)
+
+
+class AdaptiveAvgPool2dFunction(torch.autograd.Function):
+    r"""Average over Ho x Wo windows that tile the input (they may overlap by one).
+
+    Forward:   y = A_h x A_w^T  on each plane   (A: see _adaptive_matrix; the windows are
+               separable, so is the averaging)
+    Backward:  grad_x = A_h^T grad_y A_w
+    Saved:     nothing but sizes              Double backward: yes (linear in grad_y)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, output_size):
+        return torch._C._nn.adaptive_avg_pool2d(x, output_size)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, _ = inputs
+        ctx.x_shape = x.shape
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        h, w = ctx.x_shape[-2:]
+        ho, wo = grad_y.shape[-2:]
+        g = opmath(grad_y)
+        a_h = _adaptive_matrix(h, ho, g.dtype, g.device)  # (Ho, H)
+        a_w = _adaptive_matrix(w, wo, g.dtype, g.device)  # (Wo, W)
+        grad_x = a_h.t().matmul(g).matmul(a_w)  # (*, H, W)
+        return grad_x.to(grad_y.dtype), None
