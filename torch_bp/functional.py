@@ -12,6 +12,7 @@ output. Code that uses the returned tensor, as every module does, behaves the sa
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -77,6 +78,38 @@ def tanh(input):
 
 def sigmoid(input):
     return _act.SigmoidFunction.apply(input)
+
+
+# ======================================================================================
+# --- softmax / log_softmax --- (core: softmax family)
+# ======================================================================================
+def _implicit_softmax_dim(name, ndim, stacklevel):
+    """torch's legacy choice of dim when none is given (with its deprecation warning)."""
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. "
+                  "Change the call to include dim=X as an argument.", stacklevel=stacklevel)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def _softmax_input(input, dim, stacklevel, dtype, name):
+    (input,) = autocast_inputs(name, input)
+    if dim is None:
+        dim = _implicit_softmax_dim(name, input.dim(), stacklevel + 1)
+    if dtype is not None:
+        input = input.to(dtype)  # as torch: cast first, the gradient flows back through the cast
+    if not input.is_floating_point():
+        raise NotImplementedError(f"{name}: not implemented for input of dtype {input.dtype} "
+                                  "(pass a floating dtype=... or a floating input)")
+    return input, dim
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    input, dim = _softmax_input(input, dim, _stacklevel, dtype, "softmax")
+    return _act.SoftmaxFunction.apply(input, dim)
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    input, dim = _softmax_input(input, dim, _stacklevel, dtype, "log_softmax")
+    return _act.LogSoftmaxFunction.apply(input, dim)
 
 
 # --- normalization ---

@@ -62,6 +62,11 @@ LAYERS: list[Layer] = [
          reference=torch.tanh),
     _row("sigmoid", "activation", [activation.SigmoidFunction], [(nn.Sigmoid, torch.nn.Sigmoid)],
          double_backward=True, reference=torch.sigmoid),
+    # --- core: softmax / log_softmax ---
+    _row("softmax", "activation", [activation.SoftmaxFunction], [(nn.Softmax, torch.nn.Softmax)],
+         double_backward=True),
+    _row("log_softmax", "activation", [activation.LogSoftmaxFunction], [(nn.LogSoftmax, torch.nn.LogSoftmax)],
+         double_backward=True),
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),

@@ -60,3 +60,26 @@ class Sigmoid(torch.nn.Sigmoid):
 
     def forward(self, input):
         return F.sigmoid(input)
+
+
+# --- Softmax / LogSoftmax --- (core: softmax family)
+class Softmax(torch.nn.Softmax):
+    """Drop-in :class:`torch.nn.Softmax` (rule: :class:`torch_bp.ops.activation.SoftmaxFunction`).
+
+    Args, Shape: as :class:`torch.nn.Softmax` (``dim=None`` keeps torch's legacy choice and warning).
+
+    Example::
+
+        >>> torch_bp.nn.Softmax(dim=1)(torch.randn(2, 3)).sum(1)
+        tensor([1.0000, 1.0000], grad_fn=<SumBackward1>)
+    """
+
+    def forward(self, input):
+        return F.softmax(input, self.dim, _stacklevel=5)
+
+
+class LogSoftmax(torch.nn.LogSoftmax):
+    """Drop-in :class:`torch.nn.LogSoftmax` (rule: :class:`torch_bp.ops.activation.LogSoftmaxFunction`)."""
+
+    def forward(self, input):
+        return F.log_softmax(input, self.dim, _stacklevel=5)

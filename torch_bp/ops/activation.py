@@ -238,3 +238,64 @@ class SigmoidFunction(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         yf = opmath(y)
         return (opmath(grad_y) * yf * (1.0 - yf)).to(grad_y.dtype)
+
+
+# ======================================================================================
+# --- Softmax / LogSoftmax --- (core: softmax family)
+# ======================================================================================
+class SoftmaxFunction(torch.autograd.Function):
+    r"""Softmax along ``dim``.
+
+    Forward:   y = e^{x - max x} / sum(e^{x - max x})         (sums along dim)
+    Backward:  grad_x = y * (grad_y - sum(grad_y * y))
+    Saved:     y (the output; x is not needed)
+    Double backward: yes (the backward is differentiable in y, whose node is this rule)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, dim):
+        return torch.softmax(x, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.dim = inputs[1]
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (y,) = ctx.saved_tensors
+        yf, gf = opmath(y), opmath(grad_y)
+        grad_x = yf * (gf - (gf * yf).sum(ctx.dim, keepdim=True))
+        return grad_x.to(grad_y.dtype), None
+
+
+class LogSoftmaxFunction(torch.autograd.Function):
+    r"""Log-softmax along ``dim``.
+
+    Forward:   y = (x - max x) - log(sum(e^{x - max x}))      (sums along dim)
+    Backward:  grad_x = grad_y - e^y * sum(grad_y)
+    Saved:     y (the output; e^y is the softmax, recomputed rather than saved)
+    Double backward: yes (the backward is differentiable in y, whose node is this rule)
+    NOTE: x - max x is exact, so y keeps full relative precision near 0 even for logits of
+    magnitude 1e4; computing x - logsumexp(x) instead would lose ~|x| * eps there.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, dim):
+        return torch.log_softmax(x, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.dim = inputs[1]
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (y,) = ctx.saved_tensors
+        gf = opmath(grad_y)
+        grad_x = gf - torch.exp(opmath(y)) * gf.sum(ctx.dim, keepdim=True)
+        return grad_x.to(grad_y.dtype), None
