@@ -175,7 +175,7 @@ class BatchNormFunction(torch.autograd.Function):
     Backward:  training: grad_x = w r (grad_y - sum_c(grad_y) / n - xh * sum_c(grad_y xh) / n)
                eval:     grad_x = w r grad_y        (the statistics are constants)
                grad_w = sum_c(grad_y * xh),   grad_b = sum_c(grad_y)
-    Saved:     x, w, mu, v (r and xh are recomputed: r exactly as in forward)
+    Saved:     x, w, mu, v (r is recomputed, exactly as in forward; x - mu is formed again)
     Double backward: no (once_differentiable)
 
     The running statistics are not touched here; :func:`update_running_stats` does that
@@ -189,17 +189,22 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(x, weight, bias, running_mean, running_var, training, eps):
         red, shape = _channel_dims(x)
         xf = opmath(x)
-        if training:
+        if training and xf.numel():
+            var, mean = torch.var_mean(xf, red, correction=0)  # one pass
+        elif training:  # empty batch: NaN statistics (never used: no output, no update)
             mean = xf.mean(red)
-            var = (xf - mean.view(shape)).pow(2).mean(red)
+            var = mean.clone()
         else:
             mean = running_mean.to(xf.dtype, copy=True)
             var = running_var.to(xf.dtype, copy=True)
-        y = (xf - mean.view(shape)) * torch.rsqrt(var + eps).view(shape)
+        # y = x alpha + beta per channel, alpha = r w, beta = b - mu alpha: one pass, as torch's kernel
+        alpha = torch.rsqrt(var + eps)
         if weight is not None:
-            y = y * opmath(weight).view(shape)
+            alpha = alpha * opmath(weight)
+        beta = -mean * alpha
         if bias is not None:
-            y = y + opmath(bias).view(shape)
+            beta = beta + opmath(bias)
+        y = torch.addcmul(beta.view(shape), xf, alpha.view(shape))
         return y.to(x.dtype), mean, var
 
     @staticmethod
@@ -215,21 +220,31 @@ class BatchNormFunction(torch.autograd.Function):
     def backward(ctx, grad_y, _grad_mean, _grad_var):
         x, weight, mean, var = ctx.saved_tensors
         red, shape = _channel_dims(x)
-        rstd = torch.rsqrt(var + ctx.eps).view(shape)
-        xh = (opmath(x) - mean.view(shape)) * rstd
+        rstd = torch.rsqrt(var + ctx.eps)  # (C,), exactly as in forward
         gy = opmath(grad_y)
-        sum_gy = gy.sum(red)
-        sum_gyxh = (gy * xh).sum(red)
+        want_x, want_w = ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]
+        want_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
+        # NOTE: sum_c(grad_y xh) = r * sum_c(grad_y (x - mu)); x - mu is formed first (no
+        # cancellation between two large sums when |mu| >> sqrt(v)), as in torch's kernel.
+        xc = dotp = sum_gy = None
+        if want_w or (want_x and ctx.training):
+            xc = opmath(x) - mean.view(shape)
+            dotp = (gy * xc).sum(red)
+        if want_b or (want_x and ctx.training):
+            sum_gy = gy.sum(red)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            scale = rstd if weight is None else rstd * opmath(weight).view(shape)
+        if want_x:
+            scale = rstd if weight is None else rstd * opmath(weight)  # (C,)
             if ctx.training:
                 n = max(x.numel() // x.shape[1], 1)
-                gy = gy - sum_gy.view(shape) / n - xh * (sum_gyxh.view(shape) / n)
-            grad_x = (scale * gy).to(x.dtype)
-        if weight is not None and ctx.needs_input_grad[1]:
-            grad_w = sum_gyxh.to(weight.dtype)
-        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+                g = torch.addcmul(gy, xc, (-dotp * rstd.square() / n).view(shape))  # grad_y - xh * sum(grad_y xh) / n
+                grad_x = torch.addcmul((-sum_gy / n * scale).view(shape), g, scale.view(shape))
+            else:
+                grad_x = gy * scale.view(shape)
+            grad_x = grad_x.to(x.dtype)
+        if want_w:
+            grad_w = (dotp * rstd if x.numel() else dotp).to(weight.dtype)  # empty batch: 0, not 0 * NaN
+        if want_b:
             grad_b = sum_gy.to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None, None, None, None
 
