@@ -12,3 +12,4 @@ if ! $V -c 'import sys, torch; v = tuple(int(p) for p in torch.__version__.split
   $V -m pip install -q torch==2.13.0
 fi
 $V -m pip install -q -e '.[dev]'
+.venv/bin/python -c "import torch_bp; print(torch_bp.backend_info(build=True))"  # builds the C++ kernels once

@@ -10,9 +10,55 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def pytest_collection_modifyitems(config, items):
+    _deselect_uncompiled(config, items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+# --- backends: the layer harness runs once per backend (torch_bp.backend) ---
+# Rows whose Functions have a compiled path run under "python" and "cpp"; the other rows run
+# the same code under both, so they run once. The cpp runs are skipped, with the reason, only
+# when the compiled backend is unavailable here (torch_bp.backend_info() says why).
+_PER_BACKEND_MODULES = {"test_layers"}
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__ in _PER_BACKEND_MODULES and "name" in metafunc.fixturenames:
+        metafunc.fixturenames.append("torch_bp_backend")
+        metafunc.parametrize("torch_bp_backend", ["python", "cpp"], indirect=True)
+
+
+def _deselect_uncompiled(config, items):
+    from torch_bp import backend
+    from torch_bp.registry import LAYERS
+    compiled = {r.name for r in LAYERS if any(f.__name__ in backend.COMPILED for f in r.functions)}
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        same_code = params.get("torch_bp_backend") == "cpp" and params.get("name") not in compiled
+        (drop if same_code else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture
+def torch_bp_backend(request):
+    import torch_bp
+    from torch_bp import backend
+    before = backend.backend_info().requested
+    if request.param == "cpp":
+        if before == "python":
+            pytest.skip("TORCH_BP_BACKEND=python")
+        try:
+            torch_bp.set_backend("cpp")
+        except RuntimeError as e:
+            pytest.skip(str(e))
+    else:
+        torch_bp.set_backend("python")
+    yield request.param
+    torch_bp.set_backend(before)

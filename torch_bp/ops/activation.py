@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from .. import backend
 from ._util import opmath
 
 
@@ -32,11 +33,14 @@ class ReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(output)
+        ctx.packed = backend.use_cpp(output)  # compiled: saves [not y <= 0], 1 bit per element, not y
+        ctx.save_for_backward(torch.ops.torch_bp.relu_mask(output) if ctx.packed else output)
 
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
+        if ctx.packed:  # y is the bit mask (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.mask_bwd(grad_y, y, 1.0)
         return grad_y.masked_fill(y <= 0, 0)
 
 
@@ -110,6 +114,8 @@ class GELUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, approximate):
+        if backend.use_cpp(x):  # the same rule, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.gelu_fwd(x, approximate)
         xf = opmath(x)
         if approximate == "tanh":
             y = 0.5 * xf * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (xf + 0.044715 * xf.pow(3))))
@@ -125,6 +131,8 @@ class GELUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
+        if backend.use_cpp(x, grad_y):
+            return torch.ops.torch_bp.gelu_bwd(grad_y, x, ctx.approximate), None
         return gelu_grad(x, grad_y, ctx.approximate), None
 
 
@@ -150,6 +158,8 @@ class SiLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x):
+        if backend.use_cpp(x):  # the same rule, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.silu_fwd(x)
         xf = opmath(x)
         return (xf * torch.sigmoid(xf)).to(x.dtype)
 
@@ -160,6 +170,8 @@ class SiLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
+        if backend.use_cpp(x, grad_y):
+            return torch.ops.torch_bp.silu_bwd(grad_y, x)
         xf, gf = opmath(x), opmath(grad_y)
         s = torch.sigmoid(xf)
         return (gf * s * (1.0 + xf * (1.0 - s))).to(grad_y.dtype)

@@ -1,0 +1,269 @@
+// CPU kernels of torch_bp/ops/normalization.py (LayerNormFunction, RMSNormFunction).
+//
+// One task per block of rows. A row is read from memory once per direction: its statistics
+// pass and its output pass run back to back, so the second read hits the cache. Only the
+// per-row statistics (mean, rstd) are saved for backward, as in the Python rules.
+#include "../common.h"
+
+namespace torch_bp {
+namespace norm {
+
+// --- LayerNorm ---
+template <typename T>
+void layer_norm_fwd_kernel(const T* x, const T* w, const T* b, T* y, acc_t<T>* mean, acc_t<T>* rstd,
+                           int64_t n, int64_t d, double eps) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  at::parallel_for(0, n, row_grain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * d;
+      T* yr = y + r * d;
+      // NOTE: statistics of x - x[0] (see LayerNormFunction): a constant row centres to exactly 0.
+      const V vx0(static_cast<A>(xr[0]));
+      V s(0);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) { s += V::set(V(0), vload(xr + j, k) - vx0, k); });
+      const A mu = hsum(s) / static_cast<A>(d);
+      const V vmu(mu);
+      V q(0);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        V c = V::set(V(0), (vload(xr + j, k) - vx0) - vmu, k);
+        q = at::vec::fmadd(c, c, q);
+      });
+      // NOTE: a variance that overflows gives NaN (as torch), not rstd = 0 and a silent y = b.
+      const A var = hsum(q) / static_cast<A>(d);
+      const A rs = std::isinf(var) ? std::numeric_limits<A>::quiet_NaN() : A(1) / std::sqrt(var + static_cast<A>(eps));
+      const V vrs(rs);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        V out = ((vload(xr + j, k) - vx0) - vmu) * vrs;
+        if (w) out = out * vload(w + j, k);
+        if (b) out = out + vload(b + j, k);
+        vstore(yr + j, out, k);
+      });
+      mean[r] = mu;
+      rstd[r] = rs;
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd(const at::Tensor& x_, const c10::optional<at::Tensor>& weight,
+                                                              const c10::optional<at::Tensor>& bias, int64_t d, double eps) {
+  check_same_dtype(x_, weight, "weight");
+  check_same_dtype(x_, bias, "bias");
+  TORCH_CHECK(d > 0 && x_.numel() % d == 0, "torch_bp::layer_norm_fwd: bad normalized size ", d);
+  const at::Tensor x = x_.contiguous();
+  const int64_t n = x.numel() / d;
+  at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
+  at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  const auto acc = at::toOpMathType(x.scalar_type());
+  at::Tensor mean = at::empty({n, 1}, x.options().dtype(acc));
+  at::Tensor rstd = at::empty({n, 1}, x.options().dtype(acc));
+  TORCH_BP_DISPATCH(x.scalar_type(), "layer_norm_fwd", [&] {
+    layer_norm_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
+                                    b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
+                                    mean.mutable_data_ptr<acc_t<scalar_t>>(), rstd.mutable_data_ptr<acc_t<scalar_t>>(),
+                                    n, d, eps);
+  });
+  return {y, mean, rstd};
+}
+
+template <typename T>
+void layer_norm_bwd_kernel(const T* gy, int64_t gy_row_stride, const T* x, const T* w, const acc_t<T>* mean,
+                           const acc_t<T>* rstd, T* gx, acc_t<T>* gw, acc_t<T>* gb, int64_t n, int64_t d) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  const bool cols = gw || gb;
+  ColumnSums<A> sums(d, 2);  // [grad_w | grad_b] per thread
+  at::parallel_for(0, n, row_grain(d), [&](int64_t begin, int64_t end) {
+    A* lw = cols ? sums.local() : nullptr;
+    A* lb = cols ? lw + d : nullptr;
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * d;
+      const T* gr = gy + r * gy_row_stride;
+      const V vmu(mean[r]), vrs(rstd[r]), vx0(static_cast<A>(xr[0]));
+      if (gx) {
+        V sg(0), sgx(0);  // sum(g), sum(g * xh), g = grad_y * w
+        vec_loop<T>(d, [&](int64_t j, int64_t k) {
+          V xh = ((vload(xr + j, k) - vx0) - vmu) * vrs;
+          V g = vload(gr + j, k);
+          if (w) g = g * vload(w + j, k);
+          sg += g;
+          sgx = at::vec::fmadd(g, V::set(V(0), xh, k), sgx);
+        });
+        const V mg(hsum(sg) / static_cast<A>(d)), mgx(hsum(sgx) / static_cast<A>(d));
+        T* gxr = gx + r * d;
+        vec_loop<T>(d, [&](int64_t j, int64_t k) {
+          V xh = ((vload(xr + j, k) - vx0) - vmu) * vrs;
+          V gyv = vload(gr + j, k);
+          V g = w ? gyv * vload(w + j, k) : gyv;
+          vstore(gxr + j, vrs * (g - mg - xh * mgx), k);
+          if (cols) {
+            (V::loadu(lw + j, k) + gyv * xh).store(lw + j, k);
+            (V::loadu(lb + j, k) + gyv).store(lb + j, k);
+          }
+        });
+      } else if (cols) {
+        vec_loop<T>(d, [&](int64_t j, int64_t k) {
+          V xh = ((vload(xr + j, k) - vx0) - vmu) * vrs;
+          V gyv = vload(gr + j, k);
+          (V::loadu(lw + j, k) + gyv * xh).store(lw + j, k);
+          (V::loadu(lb + j, k) + gyv).store(lb + j, k);
+        });
+      }
+    }
+  });
+  if (cols) {
+    std::vector<A> total(2 * d);
+    sums.reduce(total.data());
+    if (gw) std::copy(total.begin(), total.begin() + d, gw);
+    if (gb) std::copy(total.begin() + d, total.end(), gb);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd(const at::Tensor& grad_y_, const at::Tensor& x_,
+                                                              const c10::optional<at::Tensor>& weight,
+                                                              const at::Tensor& mean_, const at::Tensor& rstd_,
+                                                              int64_t d, std::array<bool, 3> mask) {
+  check_same_dtype(x_, weight, "weight");
+  TORCH_CHECK(grad_y_.scalar_type() == x_.scalar_type() && grad_y_.sizes() == x_.sizes(),
+              "torch_bp::layer_norm_bwd: grad_y must match x");
+  const at::Tensor x = x_.contiguous(), mean = mean_.contiguous(), rstd = rstd_.contiguous();
+  const GradIn gy = grad_in(grad_y_, d);
+  const int64_t n = mean.numel();
+  TORCH_CHECK(d > 0 && x.numel() == n * d, "torch_bp::layer_norm_bwd: bad normalized size ", d);
+  const bool has_w = weight.has_value() && weight->defined();
+  at::Tensor w = has_w ? weight->contiguous() : at::Tensor();
+  const auto acc = at::toOpMathType(x.scalar_type());
+  at::Tensor gx = mask[0] ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
+  at::Tensor gw_acc = mask[1] && has_w ? at::empty({d}, x.options().dtype(acc)) : at::Tensor();
+  at::Tensor gb_acc = mask[2] ? at::empty({d}, x.options().dtype(acc)) : at::Tensor();
+  TORCH_BP_DISPATCH(x.scalar_type(), "layer_norm_bwd", [&] {
+    using A = acc_t<scalar_t>;
+    layer_norm_bwd_kernel<scalar_t>(gy.data.const_data_ptr<scalar_t>(), gy.broadcast ? 0 : d, x.const_data_ptr<scalar_t>(),
+                                    has_w ? w.const_data_ptr<scalar_t>() : nullptr, mean.const_data_ptr<A>(),
+                                    rstd.const_data_ptr<A>(), gx.defined() ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+                                    gw_acc.defined() ? gw_acc.mutable_data_ptr<A>() : nullptr,
+                                    gb_acc.defined() ? gb_acc.mutable_data_ptr<A>() : nullptr, n, d);
+  });
+  at::Tensor gw = gw_acc.defined() ? gw_acc.to(x.scalar_type()).view(w.sizes()) : at::Tensor();
+  at::Tensor gb = gb_acc.defined() ? gb_acc.to(x.scalar_type()) : at::Tensor();
+  return {gx, gw, gb};
+}
+
+// --- RMSNorm ---
+template <typename T>
+void rms_norm_fwd_kernel(const T* x, const T* w, T* y, acc_t<T>* rstd, int64_t n, int64_t d, double eps) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  at::parallel_for(0, n, row_grain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * d;
+      T* yr = y + r * d;
+      V q(0);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        V v = vload(xr + j, k);
+        q = at::vec::fmadd(v, v, q);
+      });
+      const A rs = A(1) / std::sqrt(hsum(q) / static_cast<A>(d) + static_cast<A>(eps));
+      const V vrs(rs);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        V out = vload(xr + j, k) * vrs;
+        if (w) out = out * vload(w + j, k);
+        vstore(yr + j, out, k);
+      });
+      rstd[r] = rs;
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_fwd(const at::Tensor& x_, const c10::optional<at::Tensor>& weight,
+                                                int64_t d, double eps) {
+  check_same_dtype(x_, weight, "weight");
+  TORCH_CHECK(d > 0 && x_.numel() % d == 0, "torch_bp::rms_norm_fwd: bad normalized size ", d);
+  const at::Tensor x = x_.contiguous();
+  const int64_t n = x.numel() / d;
+  at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor rstd = at::empty({n, 1}, x.options().dtype(at::toOpMathType(x.scalar_type())));
+  TORCH_BP_DISPATCH(x.scalar_type(), "rms_norm_fwd", [&] {
+    rms_norm_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
+                                  y.mutable_data_ptr<scalar_t>(), rstd.mutable_data_ptr<acc_t<scalar_t>>(), n, d, eps);
+  });
+  return {y, rstd};
+}
+
+template <typename T>
+void rms_norm_bwd_kernel(const T* gy, int64_t gy_row_stride, const T* x, const T* w, const acc_t<T>* rstd, T* gx,
+                         acc_t<T>* gw, int64_t n, int64_t d) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  ColumnSums<A> sums(gw ? d : 0, 1);
+  at::parallel_for(0, n, row_grain(d), [&](int64_t begin, int64_t end) {
+    A* lw = gw ? sums.local() : nullptr;
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * d;
+      const T* gr = gy + r * gy_row_stride;
+      const A rs = rstd[r];
+      const V vrs(rs);
+      if (gx) {
+        V sgx(0);  // sum(g * x), g = grad_y * w
+        vec_loop<T>(d, [&](int64_t j, int64_t k) {
+          V g = vload(gr + j, k);
+          if (w) g = g * vload(w + j, k);
+          sgx = at::vec::fmadd(g, vload(xr + j, k), sgx);
+        });
+        const V c(rs * rs * hsum(sgx) / static_cast<A>(d));
+        T* gxr = gx + r * d;
+        vec_loop<T>(d, [&](int64_t j, int64_t k) {
+          V xv = vload(xr + j, k);
+          V gyv = vload(gr + j, k);
+          V g = w ? gyv * vload(w + j, k) : gyv;
+          vstore(gxr + j, vrs * (g - xv * c), k);
+          if (lw) (V::loadu(lw + j, k) + gyv * xv * vrs).store(lw + j, k);
+        });
+      } else if (lw) {
+        vec_loop<T>(d, [&](int64_t j, int64_t k) {
+          (V::loadu(lw + j, k) + vload(gr + j, k) * vload(xr + j, k) * vrs).store(lw + j, k);
+        });
+      }
+    }
+  });
+  if (gw) sums.reduce(gw);
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_bwd(const at::Tensor& grad_y_, const at::Tensor& x_,
+                                                const c10::optional<at::Tensor>& weight, const at::Tensor& rstd_,
+                                                int64_t d, std::array<bool, 2> mask) {
+  check_same_dtype(x_, weight, "weight");
+  TORCH_CHECK(grad_y_.scalar_type() == x_.scalar_type() && grad_y_.sizes() == x_.sizes(),
+              "torch_bp::rms_norm_bwd: grad_y must match x");
+  const at::Tensor x = x_.contiguous(), rstd = rstd_.contiguous();
+  const int64_t n = rstd.numel();
+  const bool has_w = weight.has_value() && weight->defined();
+  TORCH_CHECK(d > 0 && x.numel() == n * d, "torch_bp::rms_norm_bwd: bad normalized size ", d);
+  const GradIn gy = grad_in(grad_y_, d);
+  at::Tensor w = has_w ? weight->contiguous() : at::Tensor();
+  at::Tensor gx = mask[0] ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
+  at::Tensor gw_acc = mask[1] && has_w ? at::empty({d}, x.options().dtype(at::toOpMathType(x.scalar_type())))
+                                       : at::Tensor();
+  TORCH_BP_DISPATCH(x.scalar_type(), "rms_norm_bwd", [&] {
+    using A = acc_t<scalar_t>;
+    rms_norm_bwd_kernel<scalar_t>(gy.data.const_data_ptr<scalar_t>(), gy.broadcast ? 0 : d, x.const_data_ptr<scalar_t>(),
+                                  has_w ? w.const_data_ptr<scalar_t>() : nullptr, rstd.const_data_ptr<A>(),
+                                  gx.defined() ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+                                  gw_acc.defined() ? gw_acc.mutable_data_ptr<A>() : nullptr, n, d);
+  });
+  at::Tensor gw = gw_acc.defined() ? gw_acc.to(x.scalar_type()).view(w.sizes()) : at::Tensor();
+  return {gx, gw};
+}
+
+}  // namespace norm
+
+TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
+  m.impl("layer_norm_fwd", &norm::layer_norm_fwd);
+  m.impl("layer_norm_bwd", &norm::layer_norm_bwd);
+  m.impl("rms_norm_fwd", &norm::rms_norm_fwd);
+  m.impl("rms_norm_bwd", &norm::rms_norm_bwd);
+}
+
+}  // namespace torch_bp

@@ -1,0 +1,5 @@
+// The extension as one translation unit (a "unity build"): the ATen headers are parsed once,
+// which keeps the one-time build short on a small machine. Add a family's file here.
+#include "ops.cpp"
+#include "cpu/normalization.cpp"
+#include "cpu/activation.cpp"

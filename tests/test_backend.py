@@ -1,0 +1,302 @@
+"""The compiled backend (csrc/, torch.ops.torch_bp) against its specification, the Python rules.
+
+- every Function with a compiled path gives the Python rule's outputs and gradients on the
+  registry samples (float64 to 1e-10, float32/bfloat16 to the harness's dtype table), and the
+  compiled ops really ran;
+- torch.library.opcheck on every registered op, with the arguments the Functions pass;
+- torch.func and torch.compile see the right path; the switch and backend_info;
+- the build's failure modes (stale locks, killed builds, torch version change, no compiler)
+  without compiling anything (the build itself is stubbed).
+
+The layer harness (tests/test_layers.py) runs once per backend besides (tests/conftest.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torch_bp
+from harness import assert_close, clone_args, run
+from samples import get_samples
+from torch_bp import _ext, backend
+from torch_bp.registry import LAYERS
+
+COMPILED_ROWS = [r for r in LAYERS if any(f.__name__ in backend.COMPILED for f in r.functions)]
+DTYPES = [torch.float64, torch.float32, torch.bfloat16]
+
+
+def _info():
+    return torch_bp.backend_info()
+
+
+needs_cpp = pytest.mark.skipif(_info().backend != "cpp" and _info().requested != "python",
+                               reason=f"compiled backend unavailable: {_info().reason}")
+
+
+@pytest.fixture
+def cpp():
+    before = _info().requested
+    if before == "python":
+        pytest.skip("TORCH_BP_BACKEND=python")
+    try:
+        torch_bp.set_backend("cpp")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    yield
+    torch_bp.set_backend(before)
+
+
+class OpLog(TorchDispatchMode):
+    """Records every torch_bp op called, with its (detached) arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "torch_bp":
+            self.calls.append((func, _detach(args), _detach(kwargs or {})))
+        return func(*args, **(kwargs or {}))
+
+
+def _detach(v):
+    if isinstance(v, torch.Tensor):
+        return v.detach().clone()
+    if isinstance(v, (list, tuple)):
+        return type(v)(_detach(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _detach(x) for k, x in v.items()}
+    return v
+
+
+def _run_backend(name, row, s):
+    torch_bp.set_backend(name)
+    args, kwargs = clone_args(s)
+    log = OpLog()
+    with log:
+        outs, grads, up = run(row.functional, args, kwargs)
+    return outs, grads, up, log.calls
+
+
+def test_compiled_backend_is_built_where_a_compiler_is():
+    """CI and the README's set-up build the extension: its absence must have a real reason."""
+    info = _info()
+    if info.requested == "python":
+        pytest.skip("TORCH_BP_BACKEND=python")
+    if info.backend != "cpp" and (_ext._compiler() is None or _ext.CSRC is None):
+        pytest.skip(f"compiled backend unavailable: {info.reason}")
+    assert info.backend == "cpp", str(info)
+    assert "cpp" in str(info) and Path(info.library).is_file()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", [r.name for r in COMPILED_ROWS])
+def test_compiled_matches_python_rule(name, dtype, cpp):
+    row = torch_bp.registry.get(name)
+    want = {op for f in row.functions for op in backend.COMPILED.get(f.__name__, ())}
+    called = set()
+    try:
+        for s in get_samples(name, dtype):
+            outs, grads, up, _ = _run_backend("python", row, s)
+            c_outs, c_grads, _, calls = _run_backend("cpp", row, s)
+            called |= {f._schema.name.split("::")[1] for f, _, _ in calls}
+            for o, c in zip(outs, c_outs):
+                assert_close(c, o, dtype, s.cond, f"{name}[{s.desc}] output")
+            for i, (g, c) in enumerate(zip(grads, c_grads)):
+                assert_close(c, g, dtype, s.cond, f"{name}[{s.desc}] grad of input {i}")
+    finally:
+        torch_bp.set_backend("cpp")
+    assert want <= called, f"compiled ops never ran: {sorted(want - called)}"
+
+
+def _recorded_calls():
+    """One recorded call per (op, sample kind): the arguments the Functions really pass."""
+    calls = {}
+    for row in COMPILED_ROWS:
+        for dtype in (torch.float32, torch.bfloat16):
+            for s in get_samples(row.name, dtype)[:3]:
+                for f, a, k in _run_backend("cpp", row, s)[3]:
+                    calls.setdefault(f._schema.name, []).append((f, a, k))
+    return calls
+
+
+@needs_cpp
+def test_opcheck_every_registered_op(cpp):
+    registered = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("torch_bp::")}
+    declared = {f"torch_bp::{op}" for ops in backend.COMPILED.values() for op in ops}
+    assert registered == declared, "backend.COMPILED and csrc/ops.cpp disagree"
+    calls = _recorded_calls()
+    assert set(calls) == registered, f"ops not reached by any sample: {sorted(registered - set(calls))}"
+    for name, recorded in sorted(calls.items()):
+        for f, a, k in recorded[:2]:
+            torch.library.opcheck(f, a, k)
+
+
+@needs_cpp
+def test_functorch_transforms_use_the_python_rule(cpp):
+    x = torch.randn(3, 4, 8, dtype=torch.float64)
+    w = torch.randn(8, dtype=torch.float64)
+    log = OpLog()
+    with log:
+        per = torch.func.vmap(torch.func.grad(lambda xi: torch_bp.functional.rms_norm(xi, (8,), w).pow(2).sum()))(x)
+    assert not log.calls
+    for i in range(3):
+        xi = x[i].clone().requires_grad_()
+        torch_bp.functional.rms_norm(xi, (8,), w).pow(2).sum().backward()
+        assert_close(per[i], xi.grad, torch.float64, what="vmap(grad) rms_norm")
+
+
+@needs_cpp
+def test_double_backward_differentiates_the_python_rule(cpp):
+    x = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda t: torch_bp.functional.gelu(t, approximate="tanh"), (x,))
+    assert torch.autograd.gradgradcheck(torch_bp.functional.relu, (x,))
+
+
+@needs_cpp
+def test_compile_traces_the_compiled_ops(cpp):
+    model = torch_bp.convert(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.GELU(),
+                                                 torch.nn.Linear(16, 16), torch.nn.RMSNorm(16), torch.nn.ReLU()))
+    x = torch.randn(4, 8)
+    seen = []
+
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    def backend_fn(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return make_boxed_func(gm.forward)
+
+    compiled = torch.compile(model, backend=aot_autograd(fw_compiler=backend_fn, bw_compiler=backend_fn), fullgraph=True)
+    out = compiled(x)
+    out.square().sum().backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ref = model(x)
+    ref.square().sum().backward()
+    assert_close(out, ref, torch.float32, what="compiled output")
+    for g, p in zip(got, model.parameters()):
+        assert_close(g, p.grad, torch.float32, what="compiled grad")
+    for op in ("layer_norm_fwd", "layer_norm_bwd", "rms_norm_fwd", "rms_norm_bwd", "gelu_fwd", "relu_mask", "mask_bwd"):
+        assert any(f"torch_bp.{op}" in t for t in seen), f"{op} not in the compiled graphs"
+
+
+def test_switch_and_info():
+    before = _info().requested
+    try:
+        with pytest.raises(ValueError, match="one of"):
+            torch_bp.set_backend("fortran")
+        info = torch_bp.set_backend("python")
+        assert info.backend == "python" and info.requested == "python" and "python" in str(info)
+        x = torch.randn(3, 5, requires_grad=True)
+        log = OpLog()
+        with log:
+            torch_bp.functional.layer_norm(x, (5,)).sum().backward()
+        assert not log.calls
+    finally:
+        torch_bp.set_backend(before)
+
+
+def test_relu_saves_one_bit_per_element(cpp):
+    x = torch.randn(1000, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        torch_bp.functional.relu(x)
+    assert [t.nbytes for t in saved] == [125]
+
+
+# --- the build's failure modes (no compiler run: the build step is stubbed) ---
+@pytest.fixture
+def fresh_ext(tmp_path, monkeypatch):
+    """_ext with nothing loaded, building into tmp_path; the 'build' copies the real library."""
+    monkeypatch.setenv("TORCH_BP_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(_ext, "_loaded", None)
+    builds = []
+
+    def fake_compile(d):
+        builds.append(d)
+        assert not (d / "lock").exists(), "the stale cpp_extension lock was not removed"
+        real = _info().library
+        if real:
+            shutil.copy(real, d / f"{_ext.NAME}.so")
+        else:
+            (d / f"{_ext.NAME}.so").write_bytes(b"")
+    monkeypatch.setattr(_ext, "_compile", fake_compile)
+    monkeypatch.setattr(torch.ops, "load_library", lambda path: None)
+    return builds
+
+
+def test_stale_locks_of_a_killed_build_do_not_hang(fresh_ext):
+    d = _ext.build_dir()
+    d.mkdir(parents=True)
+    (d / "lock").write_text("")                 # cpp_extension's baton, left by a killed build
+    (d / "torch_bp.o").write_bytes(b"partial")  # a half-written object
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, %r); from torch_bp._ext import _FileLock; from pathlib import Path\n"
+        "with _FileLock(Path(%r), 5): print('locked', flush=True); time.sleep(60)")
+        % (str(Path(_ext.__file__).parents[1]), str(d.parent / f"{d.name}.lock"))],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "TORCH_BP_BACKEND": "python"})
+    assert holder.stdout.readline().strip() == "locked"
+    os.kill(holder.pid, signal.SIGKILL)           # the builder dies holding our lock
+    holder.wait()
+    t0 = time.monotonic()
+    lib, reason = _ext.load(build=True)
+    assert lib is not None, reason
+    assert time.monotonic() - t0 < 10 and len(fresh_ext) == 1
+    assert not (d / "torch_bp.o").exists() and json.loads((d / "stamp.json").read_text())["hash"]
+
+
+def test_torch_version_change_rebuilds(fresh_ext, monkeypatch):
+    assert _ext.load(build=True)[0] is not None
+    first = _ext.build_dir()
+    monkeypatch.setattr(_ext, "_loaded", None)
+    monkeypatch.setattr(torch, "__version__", "9.9.0+other")
+    assert _ext.build_dir() != first
+    assert _ext.load(build=True)[0] is not None and len(fresh_ext) == 2
+    monkeypatch.setattr(_ext, "_loaded", None)
+    assert _ext.load(build=True)[0] is not None and len(fresh_ext) == 2  # up to date: loaded, not rebuilt
+
+
+def test_no_compiler_gives_a_reason_and_no_build(fresh_ext, monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    lib, reason = _ext.load(build=True)
+    assert lib is None and "compiler" in reason and not fresh_ext
+
+
+def test_failed_build_is_not_retried_until_asked(fresh_ext, monkeypatch):
+    def broken(d):
+        raise RuntimeError("error: expected ';' before '}' token")
+    monkeypatch.setattr(_ext, "_compile", broken)
+    lib, reason = _ext.load(build=True)
+    assert lib is None and "build failed" in reason and "expected ';'" in reason
+    lib, reason = _ext.load(build=True)
+    assert lib is None and "failed before" in reason
+    monkeypatch.setattr(_ext, "_compile", lambda d: fresh_ext.append(d) or (d / f"{_ext.NAME}.so").write_bytes(b""))
+    assert _ext.load(build=True, force=True)[0] is not None
+
+
+@pytest.mark.parametrize("name", [r.name for r in COMPILED_ROWS])
+def test_expanded_grad_output(name, cpp):
+    """grad_y = one value expanded (the backward of sum()), read without materialising it."""
+    row = torch_bp.registry.get(name)
+    s = get_samples(name, torch.float64)[0]
+    grads = []
+    for b in ("python", "cpp"):
+        torch_bp.set_backend(b)
+        args, kwargs = clone_args(s)
+        torch.manual_seed(0)
+        out = row.functional(*args, **kwargs)
+        (out if isinstance(out, torch.Tensor) else out[0]).sum().backward()
+        grads.append([a.grad for a in args if isinstance(a, torch.Tensor) and a.requires_grad])
+    for g, c in zip(*grads):
+        assert_close(c, g, torch.float64, what=f"{name} grad under sum()")

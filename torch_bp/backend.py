@@ -1,0 +1,200 @@
+"""Which backend runs the rules: the Python rules of ``torch_bp.ops`` or the compiled kernels.
+
+The Python rules are the specification and always available. The compiled backend
+(``csrc/``, registered as ``torch.ops.torch_bp.*``) runs the same rules as fused CPU kernels;
+a Function calls them when :func:`use_cpp` says so for its tensors, and falls back to its
+Python rule otherwise.
+
+One switch: the environment variable ``TORCH_BP_BACKEND`` (read at import) or
+:func:`set_backend`, with the values
+
+- ``"auto"`` (default): the compiled kernels if they load (built once, on first import, if a
+  compiler is there), else the Python rules after one warning saying why;
+- ``"python"``: the Python rules only; nothing is loaded or built;
+- ``"cpp"``: the compiled kernels, or an error saying why they are unavailable.
+
+:func:`backend_info` says which backend runs and why the compiled one does not, if it does not.
+
+The compiled kernels run for CPU tensors of dtype float32, float64 or bfloat16 (all of one
+dtype), outside ``torch.func`` transforms (``vmap``, ``grad``, ...): there the Python rule
+runs, since ``generate_vmap_rule`` vmaps the rule itself, and in a backward with
+``create_graph=True`` (double backward differentiates the Python rule).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from . import _ext
+
+MODES = ("auto", "python", "cpp")
+DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+# The Functions with a compiled path and the ops each calls (read by tests and benchmarks).
+COMPILED = {
+    "LayerNormFunction": ("layer_norm_fwd", "layer_norm_bwd"),
+    "RMSNormFunction": ("rms_norm_fwd", "rms_norm_bwd"),
+    "GELUFunction": ("gelu_fwd", "gelu_bwd"),
+    "SiLUFunction": ("silu_fwd", "silu_bwd"),
+    "ReLUFunction": ("relu_mask", "mask_bwd"),
+}
+
+_mode = "python"
+_cpp = False        # the compiled kernels are loaded and selected
+_reason = ""        # why not, when they are not
+_warned = False
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    backend: str           # "cpp" or "python": what runs now
+    requested: str         # the mode asked for ("auto", "python", "cpp")
+    library: str | None    # the loaded extension, if any
+    reason: str            # why the compiled backend is not running ("" when it is)
+
+    def __str__(self):
+        if self.backend == "cpp":
+            return (f"torch_bp backend: cpp (requested {self.requested!r}): compiled kernels from {self.library}, "
+                    f"for CPU tensors of dtype float32/float64/bfloat16; the Python rules elsewhere")
+        return f"torch_bp backend: python (requested {self.requested!r}): {self.reason}"
+
+
+def backend_info(build: bool = False) -> BackendInfo:
+    """Which backend runs, and why the compiled one does not if it does not.
+
+    ``build=True`` builds the compiled kernels now if they are missing (retrying a build that
+    failed before) and selects them when the mode is ``"auto"`` or ``"cpp"``.
+    """
+    global _cpp, _reason
+    if build:
+        lib, reason = _ext.load(build=True, force=True)
+        if _mode != "python":
+            _cpp, _reason = lib is not None, reason
+    return BackendInfo("cpp" if _cpp else "python", _mode, _ext._loaded, _reason)
+
+
+def set_backend(name: str) -> BackendInfo:
+    """Select ``"auto"``, ``"python"`` or ``"cpp"`` (see the module docstring); returns :func:`backend_info`.
+
+    ``"cpp"`` raises ``RuntimeError`` with the reason when the compiled kernels are unavailable.
+    """
+    global _mode, _cpp, _reason, _warned
+    if name not in MODES:
+        raise ValueError(f"torch_bp backend must be one of {MODES}, got {name!r}")
+    if name == "python":
+        _mode, _cpp, _reason = name, False, "selected (TORCH_BP_BACKEND=python or set_backend('python'))"
+        return backend_info()
+    lib, reason = _ext.load(build=True)
+    if lib is None and name == "cpp":
+        raise RuntimeError(f"torch_bp: the compiled backend is unavailable: {reason}")
+    _mode, _cpp, _reason = name, lib is not None, reason
+    if lib is None and not _warned:
+        _warned = True
+        warnings.warn(f"torch_bp: using the Python backend: {reason}", RuntimeWarning, stacklevel=2)
+    if lib is not None:
+        _register_fakes()
+    return backend_info()
+
+
+def use_cpp(*tensors) -> bool:
+    """True when the compiled kernels should run for these tensors (``None`` entries are skipped).
+
+    NOTE: False while grad mode is on. A Function's forward always runs with grad mode off; its
+    backward runs with grad mode on only under ``create_graph=True``, where the backward must be
+    differentiable: the Python rule, built from differentiable ops, runs there.
+    """
+    if not _cpp or torch.is_grad_enabled():
+        return False
+    dtype = None
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type != "cpu" or t.dtype not in DTYPES:
+            return False
+        if dtype is None:
+            dtype = t.dtype
+        elif t.dtype != dtype:
+            return False
+    if not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None:
+        return False  # under vmap/grad/jacrev: the Python rule (generate_vmap_rule needs it)
+    return True
+
+
+# --- fake (meta) kernels: shapes and dtypes of every op, for torch.compile and FakeTensor ---
+_fakes_done = False
+
+
+def _acc(dtype):
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
+def _register_fakes():
+    global _fakes_done
+    if _fakes_done:
+        return
+    _fakes_done = True
+    reg = torch.library.register_fake
+
+    @reg("torch_bp::layer_norm_fwd")
+    def _(x, weight, bias, d, eps):
+        n = x.numel() // d
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty((n, 1), dtype=_acc(x.dtype)),
+                x.new_empty((n, 1), dtype=_acc(x.dtype)))
+
+    @reg("torch_bp::layer_norm_bwd")
+    def _(grad_y, x, weight, mean, rstd, d, output_mask):
+        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if output_mask[0] else None
+        gw = torch.empty_like(weight, memory_format=torch.contiguous_format) \
+            if output_mask[1] and weight is not None else None
+        gb = x.new_empty((d,)) if output_mask[2] else None
+        return gx, gw, gb
+
+    @reg("torch_bp::rms_norm_fwd")
+    def _(x, weight, d, eps):
+        return (torch.empty_like(x, memory_format=torch.contiguous_format),
+                x.new_empty((x.numel() // d, 1), dtype=_acc(x.dtype)))
+
+    @reg("torch_bp::rms_norm_bwd")
+    def _(grad_y, x, weight, rstd, d, output_mask):
+        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if output_mask[0] else None
+        gw = torch.empty_like(weight, memory_format=torch.contiguous_format) \
+            if output_mask[1] and weight is not None else None
+        return gx, gw
+
+    for name in ("gelu_fwd", "silu_fwd"):
+        reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
+    for name in ("gelu_bwd", "silu_bwd"):
+        reg(f"torch_bp::{name}")(lambda g, x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
+
+    @reg("torch_bp::relu_mask")
+    def _(y):
+        return y.new_empty(((y.numel() + 7) // 8,), dtype=torch.uint8)
+
+    @reg("torch_bp::mask_bwd")
+    def _(grad_y, mask, scale):
+        return torch.empty_like(grad_y, memory_format=torch.contiguous_format)
+
+    # grad_x = mask_bwd(grad_y, mask, s) is linear in grad_y: its derivative is itself.
+    def _mask_bwd_setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
+        ctx.scale = inputs[2]
+
+    def _mask_bwd_backward(ctx, gg):
+        (mask,) = ctx.saved_tensors
+        return torch.ops.torch_bp.mask_bwd(gg, mask, ctx.scale), None, None
+
+    torch.library.register_autograd("torch_bp::mask_bwd", _mask_bwd_backward, setup_context=_mask_bwd_setup)
+
+
+def _init():
+    mode = os.environ.get("TORCH_BP_BACKEND", "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        warnings.warn(f"torch_bp: TORCH_BP_BACKEND={mode!r} is not one of {MODES}; using 'auto'", RuntimeWarning)
+        mode = "auto"
+    set_backend(mode)
+
+
+_init()
