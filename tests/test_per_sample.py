@@ -70,6 +70,18 @@ def _cases():
         Case("rms_norm", nn.RMSNorm(4), _randn(5, 3, 4)),
         Case("mlp", nn.Sequential(nn.Linear(5, 7), nn.GELU(), nn.LayerNorm(7), nn.Linear(7, 3)), _randn(6, 5)),
         Case("tied", _Tied(), _randn(5, 4)),
+        # --- conv / group norm / batch norm (eval) ---
+        Case("conv1d", nn.Conv1d(3, 4, 3, stride=2, padding=1), _randn(4, 3, 9)),
+        Case("conv1d-groups-dilation", nn.Conv1d(4, 6, 2, dilation=2, groups=2, bias=False), _randn(3, 4, 8)),
+        Case("conv2d", nn.Conv2d(2, 3, 3, padding=1), _randn(4, 2, 5, 6)),
+        Case("conv2d-stride-dilation-groups", nn.Conv2d(4, 6, (2, 3), stride=(2, 1), dilation=(1, 2), groups=2),
+             _randn(3, 4, 7, 8)),
+        Case("conv2d-reflect-same", nn.Conv2d(2, 3, 4, padding="same", padding_mode="reflect"), _randn(3, 2, 6, 5)),
+        Case("group_norm", nn.GroupNorm(2, 4), _randn(5, 4, 3, 2)),
+        Case("group_norm-2d", nn.GroupNorm(2, 4), _randn(5, 4)),
+        Case("batch_norm-eval", nn.BatchNorm2d(3).eval(), _randn(4, 3, 2, 2)),
+        Case("cnn", nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 1), nn.GroupNorm(2, 4),
+                                  nn.Flatten(), nn.Linear(16, 3)), _randn(3, 2, 6, 6)),
     ]
     for c in cases:
         c.model = c.model.to(DT)
@@ -192,6 +204,38 @@ def test_training_batch_norm_is_refused():
             pass
     with per_sample_grads(model.eval()):   # eval mode: an affine map per example, allowed
         pass
+
+
+class _FunctionalBatchNorm(nn.Module):
+    """Batch statistics through the functional API (no BatchNorm module for the entry check)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(3, dtype=DT)), nn.Parameter(torch.zeros(3, dtype=DT))
+
+    def forward(self, x):
+        return torch_bp.functional.batch_norm(x, None, None, self.weight, self.bias, training=True)
+
+
+def test_training_batch_norm_rule_refuses_per_sample():
+    model = _FunctionalBatchNorm()
+    with pytest.raises(RuntimeError, match="batch statistics .* are not defined"):
+        with per_sample_grads(model):
+            model(_randn(4, 3, 2)).square().sum().backward()
+
+
+def test_conv_weight_grad_from_per_sample_keeps_double_backward():
+    """In per-sample mode the conv's ordinary weight gradient is the per-example sum; with
+    create_graph it stays the rule's own differentiable one (gradgrad equals torch's)."""
+    torch_model = nn.Conv2d(2, 3, 3).to(DT)
+    ours = torch_bp.convert(copy.deepcopy(torch_model))
+    x = _randn(2, 2, 5, 5)
+    grads = []
+    for m in (torch_model, ours):
+        with per_sample_grads(m):
+            (gw,) = torch.autograd.grad(m(x).square().sum(), [m.weight], create_graph=True)
+            grads.append(torch.autograd.grad(gw.square().sum(), [m.weight])[0])
+    torch.testing.assert_close(grads[1], grads[0], **tol(DT))
 
 
 def test_batch_dim_not_leading_is_an_error():

@@ -184,7 +184,9 @@ class PerSampleGrads:
                     out = {i: self._spare.pop(id(params[i]), None) for i, w in enumerate(want) if w} if grads_mode else None
                     results = cls.per_sample(ctx, self.batch_dim, *grad_outputs, out=out)
                     norms = None if grads_mode else {i: _sq_norms(g) for i, g in results.items()}
-            summed = tuple(i for i in getattr(cls, "grad_from_per_sample", ()) if results is not None and i in results)
+            # create_graph (grad mode on in backward) keeps the rule's own, differentiable, gradient
+            summed = () if results is None or torch.is_grad_enabled() else tuple(
+                i for i in getattr(cls, "grad_from_per_sample", ()) if i in results)
             ctx.needs_input_grad = tuple(n and i not in summed for i, n in enumerate(needs))
             grads = list(backward(ctx, *grad_outputs))
         finally:

@@ -23,6 +23,7 @@ support double backward.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -83,6 +84,31 @@ def _weight_grad(x, grad_y, k, stride, padding, dilation, groups):
     gw = grad_y.transpose(0, 1)  # (O, N, *Ho): O = G blocks of O/G
     out = _CONV[nd](xs, gw, None, dilation, padding, stride, groups)  # (C/G, O, *>=k)
     return _narrow_to(out, k).transpose(0, 1)
+
+
+def _per_example_weight_grad(xp, grad_y, k, stride, padding, dilation, groups):
+    r"""Per-example weight gradients of ``y = conv(xp, w)``, shape (N, O, C/G, *k):
+
+        grad_w[n, o, c, j] = sum_i grad_y[n, o, i] xp[n, c, i s - p + j d]
+
+    NOTE: the windows ``xp[n, c, i s + j d]`` (after zero padding by p) are a strided view
+    of xp, shape (N, C, *k, *Ho), with no copy; one batched contraction over the Ho
+    positions per (example, group) then gives all per-example gradients at the cost of the
+    ordinary weight gradient.
+    """
+    nd = len(k)
+    if any(padding):
+        xp = TF.pad(xp, [v for p in reversed(padding) for v in (p, p)])
+    n, c = xp.shape[:2]
+    o, ho = grad_y.shape[1], grad_y.shape[2:]
+    st = xp.stride()
+    windows = xp.as_strided((n, c) + tuple(k) + tuple(ho),
+                            st[:2] + tuple(dilation[i] * st[2 + i] for i in range(nd))
+                            + tuple(stride[i] * st[2 + i] for i in range(nd)))
+    taps, positions = math.prod(k), math.prod(ho)
+    windows = windows.reshape(n, groups, c // groups, taps, positions)  # (N, G, C/G, K, L)
+    gy = grad_y.reshape(n, groups, o // groups, positions)             # (N, G, O/G, L)
+    return torch.einsum("ngol,ngckl->ngock", gy, windows).reshape((n, o, c // groups) + tuple(k))
 
 
 def _pad_index(size: int, lo: int, hi: int, mode: str, device) -> torch.Tensor:
@@ -152,6 +178,10 @@ class ConvFunction(torch.autograd.Function):
     Saved:     x, w (xp is recomputed from x in backward, so the rule stays differentiable)
     Double backward: yes (the backward is made of convolutions of saved inputs)
 
+    Per example n:  grad_w[n] = the same correlation over example n only (:func:`_per_example_weight_grad`),
+               grad_b[n] = sum of grad_y[n] over space; the batch is dim 0 (unbatched input: none).
+               The ordinary grad_w is then their sum (``grad_from_per_sample``).
+
     NOTE: see :func:`_input_grad` for ``output_padding`` (the floor in Ho) and
     :func:`_weight_grad` for the stride/dilation swap. Unbatched inputs (C, *H) are handled
     here with a batch dim of one, so the output still carries this node.
@@ -196,6 +226,22 @@ class ConvFunction(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = gy.sum([0] + list(range(2, gy.dim())))
         return grad_x, grad_w, grad_b, None
+
+    grad_from_per_sample = (1,)
+
+    @staticmethod
+    def per_sample(ctx, batch_dim, grad_y, out=None):
+        x, weight = ctx.saved_tensors
+        o = ctx.opts
+        if x.dim() == weight.dim() - 1:
+            raise ValueError("per-sample gradients: an unbatched convolution input has no batch dim")
+        xp = x if o.pad is None else _pad(x, o.pad, o.padding_mode)
+        res = {}
+        if ctx.needs_input_grad[1]:
+            res[1] = _per_example_weight_grad(xp, grad_y, weight.shape[2:], o.stride, o.padding, o.dilation, o.groups)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            res[2] = grad_y.sum(list(range(2, grad_y.dim())))
+        return res
 
 
 # --- ConvTranspose2d ---

@@ -5,6 +5,8 @@ flattened to one dim of size D; ``mean`` is over that dim.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -188,6 +190,8 @@ class BatchNormFunction(torch.autograd.Function):
                grad_w = sum_c(grad_y * xh),   grad_b = sum_c(grad_y)
     Saved:     x, w, mu, v (r is recomputed, exactly as in forward; x - mu is formed again)
     Double backward: no (once_differentiable)
+    Per example n (eval only: batch statistics mix the examples, so training mode raises):
+               grad_w[n], grad_b[n] = the sums above over example n's positions only
 
     The running statistics are not touched here; :func:`update_running_stats` does that
     from the returned (mu, v), which are not differentiable. The running statistics get no
@@ -259,6 +263,29 @@ class BatchNormFunction(torch.autograd.Function):
             grad_b = sum_gy.to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None, None, None, None
 
+    @staticmethod
+    def per_sample(ctx, batch_dim, grad_y, _grad_mean, _grad_var, out=None):
+        if ctx.training:
+            raise RuntimeError(
+                "per-sample gradients of batch_norm with batch statistics (training mode) are not defined: "
+                "every output depends on every example of the batch. Use group_norm/layer_norm, eval mode, "
+                "or frozen batch-norm parameters.")
+        x, weight, mean, var = ctx.saved_tensors
+        _, shape = _channel_dims(x)
+        gy = opmath(grad_y)
+        res = {}
+        if weight is not None and ctx.needs_input_grad[1]:
+            xh = (opmath(x) - mean.view(shape)) * torch.rsqrt(var + ctx.eps).view(shape)
+            res[1] = _sum_space(gy * xh).to(weight.dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            res[2] = _sum_space(gy).to(ctx.bias_dtype)
+        return res
+
+
+def _sum_space(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, *S) -> (N, C): per example and channel, the sum over the spatial dims (per-sample rules)."""
+    return t if t.dim() == 2 else t.sum(list(range(2, t.dim())))
+
 
 def update_running_stats(running_mean, running_var, mean, var, n, momentum):
     r"""torch's running-statistics rule, in place (no autograd):
@@ -294,22 +321,33 @@ class GroupNormFunction(torch.autograd.Function):
                grad_w[c] = sum over N and S of grad_y * xh,   grad_b[c] = sum over N and S of grad_y
     Saved:     x, w, mu, r (per (n, g); xh is recomputed)
     Double backward: no (once_differentiable)
+    Per example n:  grad_w[n], grad_b[n] = the sums above over example n's positions only
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, weight, bias, num_groups, eps):
-        groups = opmath(x).reshape(_group_view(x, num_groups))  # (N, G, D)
-        mean = groups.mean(2, keepdim=True)
-        xc = groups - mean
-        rstd = torch.rsqrt(xc.pow(2).mean(2, keepdim=True) + eps)
-        y = (xc * rstd).reshape(x.shape)
-        _, shape = _channel_dims(x)
+        xf = opmath(x)
+        groups = xf.reshape(_group_view(x, num_groups))  # (N, G, D)
+        if groups.numel():
+            var, mean = torch.var_mean(groups, 2, keepdim=True, correction=0)  # one pass
+        else:
+            mean = groups.mean(2, keepdim=True)
+            var = mean.clone()
+        rstd = torch.rsqrt(var + eps)
+        # y = x alpha + beta per (n, c), alpha = r w, beta = b - mu alpha: one pass, and the same
+        # non-finite results as torch's kernel, which computes it this way
+        n, c = x.shape[:2]
+        per_channel = (n, num_groups, c // num_groups)
+        alpha = rstd.expand(per_channel).reshape(n, c)
         if weight is not None:
-            y = y * opmath(weight).view(shape)
+            alpha = alpha * opmath(weight)
+        beta = -alpha * mean.expand(per_channel).reshape(n, c)
         if bias is not None:
-            y = y + opmath(bias).view(shape)
+            beta = beta + opmath(bias)
+        x3 = xf.reshape(n, c, math.prod(x.shape[2:]))  # (N, C, S)
+        y = torch.addcmul(beta.unsqueeze(-1), x3, alpha.unsqueeze(-1)).reshape(x.shape)
         return y.to(x.dtype), mean, rstd
 
     @staticmethod
@@ -339,3 +377,15 @@ class GroupNormFunction(torch.autograd.Function):
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             grad_b = gy.sum(red).to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None, None
+
+    @staticmethod
+    def per_sample(ctx, batch_dim, grad_y, _grad_mean, _grad_rstd, out=None):
+        x, weight, mean, rstd = ctx.saved_tensors
+        gy = opmath(grad_y)
+        res = {}
+        if weight is not None and ctx.needs_input_grad[1]:
+            xh = ((opmath(x).reshape(_group_view(x, ctx.num_groups)) - mean) * rstd).reshape(x.shape)
+            res[1] = _sum_space(gy * xh).to(weight.dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            res[2] = _sum_space(gy).to(ctx.bias_dtype)
+        return res
