@@ -17,6 +17,7 @@ import warnings
 import torch
 
 from ._amp import autocast_inputs
+from .ops import dropout as _drop
 from .ops import activation as _act
 from .ops import linear as _lin
 from .ops import normalization as _norm
@@ -110,6 +111,29 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
     input, dim = _softmax_input(input, dim, _stacklevel, dtype, "log_softmax")
     return _act.LogSoftmaxFunction.apply(input, dim)
+
+
+# ======================================================================================
+# --- dropout --- (core: dropout family)
+# ======================================================================================
+def dropout(input, p=0.5, training=True, inplace=False):
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0 or input.numel() == 0:
+        return _drop.DropoutFunction.apply(input, None, None)  # identity, as torch
+    if p == 1:  # as torch: input * 0 (a 0-d mask and scale broadcast; nothing is stored per element)
+        zero = torch.zeros((), dtype=input.dtype, device=input.device)
+        return _drop.DropoutFunction.apply(input, zero.bool(), zero)
+    if not input.is_floating_point():
+        raise RuntimeError(f"result type Float can't be cast to the desired output type {input.dtype} "
+                           "(dropout with 0 < p < 1 needs a floating point input)")
+    # NOTE: the same draw as torch's CPU kernel (empty_like(input).bernoulli_(1 - p), then
+    # div_(1 - p)), so the same seed gives the same mask; CUDA torch uses a fused kernel with
+    # its own random stream.
+    noise = torch.empty_like(input).bernoulli_(1 - p)
+    mask = noise.bool()
+    scale = noise.new_ones(()).div_(1 - p)
+    return _drop.DropoutFunction.apply(input, mask, scale)
 
 
 # --- normalization ---

@@ -16,6 +16,7 @@ import torch.nn.functional as TF
 
 from . import functional as F
 from . import nn
+from .ops import dropout
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
 
@@ -67,6 +68,9 @@ LAYERS: list[Layer] = [
          double_backward=True),
     _row("log_softmax", "activation", [activation.LogSoftmaxFunction], [(nn.LogSoftmax, torch.nn.LogSoftmax)],
          double_backward=True),
+    # --- core: dropout ---
+    _row("dropout", "dropout", [dropout.DropoutFunction], [(nn.Dropout, torch.nn.Dropout)], double_backward=True,
+         notes="inplace=True computed out of place; on CUDA the mask differs from torch's (fused kernel)"),
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),

@@ -113,12 +113,14 @@ class Result:
     sweeps_run: int
     seconds: float
     history: list = field(default_factory=list)   # (sweep, median loss, solved fraction)
+    milestones: dict = field(default_factory=dict)  # name -> (S,) first sweep an extra criterion held; -1 never
 
 
 def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: torch.Tensor, *,
                    sweeps: int, schedule: Schedule, decay: float = 0.0,
                    criterion: Callable | None = all_correct, freeze_solved: bool = True,
                    band: tuple[float, float] | None = None, x_batched: bool = False,
+                   milestones: dict[str, Callable] | None = None,
                    writer=None, log_every: int = 50, n_seed_curves: int = 8) -> Result:
     """Full-batch training of S nets with eq. 9; see the module docstring.
 
@@ -127,7 +129,8 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     it at sweep t has made t weight changes), one backward through torch_bp's rules, one eq.-9
     update. With ``freeze_solved`` a solved seed leaves the working set (its weights stay those
     of its solving sweep) and training stops once every seed is solved. ``band=(lo, hi)`` uses
-    the family-tree margin loss.
+    the family-tree margin loss. ``milestones`` are extra criteria whose first sweep is
+    recorded without stopping anything (give the strictest as ``criterion``).
     """
     S = next(iter(params.values())).shape[0]
     final = {n: p.detach().clone() for n, p in params.items()}        # (S, ...) result store
@@ -138,6 +141,7 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     delta = {n: torch.zeros_like(p) for n, p in work.items()}
     xw, dw = x, dd
     solved_at = torch.full((S,), -1, dtype=torch.long)
+    marks = {k: torch.full((S,), -1, dtype=torch.long) for k in (milestones or {})}
     history = []
     t0 = time.perf_counter()
     t = 0
@@ -148,6 +152,9 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
         if criterion is not None:
             new = criterion(y, dw) & (solved_at[idx] < 0)
             solved_at[idx[new]] = t
+        for k, fn in (milestones or {}).items():
+            hit = fn(y, dw) & (marks[k][idx] < 0)
+            marks[k][idx[hit]] = t
         if writer is not None and (t % log_every == 0 or t == sweeps):
             _log(writer, t, outputs, dd, solved_at, n_seed_curves, history)
         if freeze_solved and new is not None:
@@ -178,7 +185,7 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     for n in work:
         final[n][idx] = work[n].detach()
     return Result(solved_at, final, per_seed_sse(outputs, dd), outputs, t,
-                  time.perf_counter() - t0, history)
+                  time.perf_counter() - t0, history, marks)
 
 
 def _log(writer, t, outputs, d, solved_at, n_curves, history):

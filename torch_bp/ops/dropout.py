@@ -1,0 +1,44 @@
+r"""Dropout: zero each element with probability p, scale the survivors by 1 / (1 - p).
+
+The mask is drawn by ``torch_bp.functional.dropout`` (the same draw as torch's CPU kernel,
+so the same seed gives the same mask) and handed to the rule, which keeps it as one byte
+per element (bool) for backward.
+"""
+from __future__ import annotations
+
+import torch
+
+
+# --- Dropout ---
+class DropoutFunction(torch.autograd.Function):
+    r"""Forward:   y = x * m * s          m in {0, 1} (bool mask), s = 1 / (1 - p) (0-d, x's dtype)
+    Backward:  grad_x = grad_y * m * s
+    Identity (mask None: eval mode, p = 0, empty input): y = x, grad_x = grad_y.
+    Saved:     m (bool, 1 byte per element), s
+    Double backward: yes (linear in grad_y; m and s are constants)
+
+    NOTE: ``m * s`` is rebuilt in x's dtype exactly as torch's ``noise`` (s is computed by the
+    same ``div_`` torch uses), so the output and the gradient equal torch's bit for bit.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, mask, scale):
+        if mask is None:
+            return x
+        return x * (mask * scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, mask, scale = inputs
+        ctx.identity = mask is None
+        if not ctx.identity:
+            ctx.save_for_backward(mask, scale)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        if ctx.identity:
+            return grad_y, None, None
+        mask, scale = ctx.saved_tensors
+        return grad_y * (mask * scale), None, None
