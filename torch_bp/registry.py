@@ -16,7 +16,7 @@ import torch.nn.functional as TF
 
 from . import functional as F
 from . import nn
-from .ops import dropout
+from .ops import dropout, embedding
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
 
@@ -71,6 +71,9 @@ LAYERS: list[Layer] = [
     # --- core: dropout ---
     _row("dropout", "dropout", [dropout.DropoutFunction], [(nn.Dropout, torch.nn.Dropout)], double_backward=True,
          notes="inplace=True computed out of place; on CUDA the mask differs from torch's (fused kernel)"),
+    # --- core: embedding ---
+    _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],
+         double_backward=True, notes="sparse=True raises NotImplementedError (dense gradients only)"),
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),

@@ -1,6 +1,7 @@
 """Drop-in twins of ``torch.nn`` modules (subclasses: same constructors, parameters, state_dicts)."""
 from .activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
 from .linear import Linear
+from .sparse import Embedding
 from .dropout import Dropout
 from .activation import LogSoftmax, Softmax
 from .normalization import LayerNorm, RMSNorm
@@ -15,5 +16,5 @@ __all__ = [
     "Linear",
     "ReLU", "LeakyReLU", "ELU", "GELU", "SiLU", "Softplus", "Tanh", "Sigmoid",
     "LayerNorm", "RMSNorm",
-    "Softmax", "LogSoftmax", "Dropout",
+    "Softmax", "LogSoftmax", "Dropout", "Embedding",
 ]
