@@ -19,6 +19,7 @@ import torch
 from ._amp import autocast_inputs
 from .ops import dropout as _drop
 from .ops import embedding as _emb
+from .ops import loss as _loss
 from .ops import activation as _act
 from .ops import linear as _lin
 from .ops import normalization as _norm
@@ -98,9 +99,8 @@ def _softmax_input(input, dim, stacklevel, dtype, name):
         dim = _implicit_softmax_dim(name, input.dim(), stacklevel + 1)
     if dtype is not None:
         input = input.to(dtype)  # as torch: cast first, the gradient flows back through the cast
-    if not input.is_floating_point():
-        raise NotImplementedError(f"{name}: not implemented for input of dtype {input.dtype} "
-                                  "(pass a floating dtype=... or a floating input)")
+    # A non-floating input: torch's own kernel in the rule's forward checks dim first, then
+    # raises NotImplementedError (an empty input passes, as in torch).
     return input, dim
 
 
@@ -164,6 +164,58 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         with torch.no_grad():
             torch.embedding_renorm_(weight, input, max_norm, norm_type)
     return _emb.EmbeddingFunction.apply(input, weight, padding_idx, bool(scale_grad_by_freq))
+
+
+# ======================================================================================
+# --- losses --- (core: loss family)
+# ======================================================================================
+def _legacy_reduction(size_average, reduce, reduction):
+    """torch's mapping of the legacy size_average/reduce to ``reduction`` (with its warning)."""
+    if size_average is not None or reduce is not None:
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        reduction = "mean" if size_average and reduce else ("sum" if reduce else "none")
+        warnings.warn("size_average and reduce args will be deprecated, please use "
+                      f"reduction='{reduction}' instead.", stacklevel=4)
+    return reduction
+
+
+def _reduction(size_average, reduce, reduction):
+    """torch's resolution of ``reduction``: the legacy arguments, then a check of its value."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction == "elementwise_mean":
+        warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+                      stacklevel=3)
+        return "mean"
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    return reduction
+
+
+def _no_grad_for(name, **tensors):
+    """torch's error for an argument its loss takes no gradient for."""
+    for what, t in tensors.items():
+        if t is not None and t.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError(f"The function '{name}' is not differentiable with respect to argument "
+                               f"'{what}'. This input cannot have requires_grad True.")
+
+
+def _pointwise_loss_args(input, target, weight):
+    """Checks shared by mse/l1/huber/smooth_l1 (as torch: a warning for a target of another
+    size, broadcasting, ``weight`` of the input's size)."""
+    if target.size() != input.size():
+        warnings.warn(f"Using a target size ({target.size()}) that is different to the input size "
+                      f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
+                      "Please ensure they have the same size.", stacklevel=3)
+    torch.broadcast_shapes(input.shape, target.shape)  # RuntimeError naming the sizes, as torch
+    if weight is not None and weight.size() != input.size():
+        raise ValueError("Weights and input must have the same size.")
+
+
+def _int_check(input, target, name, int_error):
+    if not torch.promote_types(input.dtype, target.dtype).is_floating_point:
+        raise int_error(f"{name}: not implemented for inputs of dtype {input.dtype} and {target.dtype} "
+                        "(floating point inputs are needed)")
 
 
 # --- normalization ---
