@@ -19,4 +19,5 @@ __all__ = [
     "LayerNorm", "RMSNorm",
     "Softmax", "LogSoftmax", "Dropout", "Embedding",
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
+    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
 ]
