@@ -45,8 +45,13 @@ def clone_args(sample: Sample):
 
 def _clone_nested(a):
     if isinstance(a, (list, tuple)) and any(isinstance(x, torch.Tensor) for x in a):
-        return type(a)(clone_leaf(x) for x in a)
+        return rebuild(a, [clone_leaf(x) for x in a])
     return clone_leaf(a)
+
+
+def rebuild(a, items):
+    """A list/tuple like ``a`` holding ``items`` (namedtuples such as PackedSequence take them positionally)."""
+    return type(a)(*items) if hasattr(a, "_fields") else type(a)(items)
 
 
 def leaves(args, kwargs):

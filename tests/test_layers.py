@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torch_bp
-from harness import assert_close, clone_args, float_outputs, leaves, our_nodes, run
+from harness import assert_close, clone_args, float_outputs, leaves, our_nodes, rebuild, run
 from samples import ERROR_SAMPLES, MODULE_SAMPLES, SAMPLES, Make, get_samples
 from torch_bp.registry import LAYERS
 
@@ -48,7 +48,7 @@ def test_gradcheck(name):
 
 def _substitute(v, it):
     if isinstance(v, (list, tuple)) and any(isinstance(x, torch.Tensor) for x in v):
-        return type(v)(_substitute(x, it) for x in v)
+        return rebuild(v, [_substitute(x, it) for x in v])
     if isinstance(v, torch.Tensor) and v.requires_grad:
         return next(it)
     return v

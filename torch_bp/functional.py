@@ -18,13 +18,13 @@ import torch
 
 from ._amp import autocast_inputs
 from .ops import dropout as _drop
-from .ops import embedding as _emb
-from .ops import loss as _loss
 from .ops import activation as _act
 from .ops import linear as _lin
 from .ops import normalization as _norm
 from .ops import conv as _conv
 from .ops import pooling as _pool
+from .ops import attention as _attn  # attention family
+from .ops import recurrent as _rnn  # recurrent family
 
 
 # --- linear ---
@@ -99,8 +99,9 @@ def _softmax_input(input, dim, stacklevel, dtype, name):
         dim = _implicit_softmax_dim(name, input.dim(), stacklevel + 1)
     if dtype is not None:
         input = input.to(dtype)  # as torch: cast first, the gradient flows back through the cast
-    # A non-floating input: torch's own kernel in the rule's forward checks dim first, then
-    # raises NotImplementedError (an empty input passes, as in torch).
+    if not input.is_floating_point():
+        raise NotImplementedError(f"{name}: not implemented for input of dtype {input.dtype} "
+                                  "(pass a floating dtype=... or a floating input)")
     return input, dim
 
 
@@ -135,245 +136,6 @@ def dropout(input, p=0.5, training=True, inplace=False):
     mask = noise.bool()
     scale = noise.new_ones(()).div_(1 - p)
     return _drop.DropoutFunction.apply(input, mask, scale)
-
-
-# ======================================================================================
-# --- embedding --- (core: embedding family)
-# ======================================================================================
-def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
-              sparse=False):
-    if padding_idx is not None:  # as torch (which asserts)
-        if padding_idx > 0 and padding_idx >= weight.size(0):
-            raise AssertionError("Padding_idx must be within num_embeddings")
-        if padding_idx < 0:
-            if padding_idx < -weight.size(0):
-                raise AssertionError("Padding_idx must be within num_embeddings")
-            padding_idx = weight.size(0) + padding_idx
-    if sparse:
-        raise NotImplementedError("torch_bp embedding: sparse=True (sparse gradients) is not supported; "
-                                  "use sparse=False for a dense gradient")
-    if input.dtype not in (torch.int64, torch.int32):
-        raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
-                           f"types: Long, Int; but got {input.dtype} instead")
-    if weight.dim() != 2:
-        raise RuntimeError(f"'weight' must be 2-D, got weight of size {list(weight.shape)}")
-    if max_norm is not None:
-        # As torch: the looked-up rows whose norm exceeds max_norm are rescaled in place,
-        # outside autograd (the renorm is not part of the gradient).
-        input = input.contiguous()
-        with torch.no_grad():
-            torch.embedding_renorm_(weight, input, max_norm, norm_type)
-    return _emb.EmbeddingFunction.apply(input, weight, padding_idx, bool(scale_grad_by_freq))
-
-
-# ======================================================================================
-# --- losses --- (core: loss family)
-# ======================================================================================
-def _legacy_reduction(size_average, reduce, reduction):
-    """torch's mapping of the legacy size_average/reduce to ``reduction`` (with its warning)."""
-    if size_average is not None or reduce is not None:
-        size_average = True if size_average is None else size_average
-        reduce = True if reduce is None else reduce
-        reduction = "mean" if size_average and reduce else ("sum" if reduce else "none")
-        warnings.warn("size_average and reduce args will be deprecated, please use "
-                      f"reduction='{reduction}' instead.", stacklevel=4)
-    return reduction
-
-
-def _reduction(size_average, reduce, reduction):
-    """torch's resolution of ``reduction``: the legacy arguments, then a check of its value."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    if reduction == "elementwise_mean":
-        warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
-                      stacklevel=3)
-        return "mean"
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"{reduction} is not a valid value for reduction")
-    return reduction
-
-
-def _no_grad_for(name, **tensors):
-    """torch's error for an argument its loss takes no gradient for."""
-    for what, t in tensors.items():
-        if t is not None and t.requires_grad and torch.is_grad_enabled():
-            raise RuntimeError(f"The function '{name}' is not differentiable with respect to argument "
-                               f"'{what}'. This input cannot have requires_grad True.")
-
-
-def _pointwise_loss_args(input, target, weight):
-    """Checks shared by mse/l1/huber/smooth_l1 (as torch: a warning for a target of another
-    size, broadcasting, ``weight`` of the input's size)."""
-    if target.size() != input.size():
-        warnings.warn(f"Using a target size ({target.size()}) that is different to the input size "
-                      f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
-                      "Please ensure they have the same size.", stacklevel=3)
-    torch.broadcast_shapes(input.shape, target.shape)  # RuntimeError naming the sizes, as torch
-    if weight is not None and weight.size() != input.size():
-        raise ValueError("Weights and input must have the same size.")
-
-
-def _int_check(input, target, name, int_error):
-    if not torch.promote_types(input.dtype, target.dtype).is_floating_point:
-        raise int_error(f"{name}: not implemented for inputs of dtype {input.dtype} and {target.dtype} "
-                        "(floating point inputs are needed)")
-
-
-# NOTE: the order of the checks below is torch's (shapes, then the reduction, then the
-# kernel's own checks), so that an input with several problems raises what torch raises.
-def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
-    input, target, weight = autocast_inputs("mse_loss", input, target, weight)
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _pointwise_loss_args(input, target, weight)
-    if weight is not None and torch.bool in (input.dtype, target.dtype):  # torch's weighted path: input - target
-        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported "
-                           "(mse_loss with weight: input and target must not be bool)")
-    reduction = _reduction(None, None, reduction)
-    _int_check(input, target, "mse_loss", NotImplementedError)
-    return _loss.MSELossFunction.apply(input, target, weight, reduction)
-
-
-def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
-    input, target, weight = autocast_inputs("l1_loss", input, target, weight)
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _pointwise_loss_args(input, target, weight)
-    if weight is not None and torch.bool in (input.dtype, target.dtype):  # torch's weighted path: input - target
-        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported "
-                           "(l1_loss with weight: input and target must not be bool)")
-    reduction = _reduction(None, None, reduction)  # integers: as torch, fine for 'none' and 'sum'
-    return _loss.L1LossFunction.apply(input, target, weight, reduction)
-
-
-def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
-    input, target, weight = autocast_inputs("huber_loss", input, target, weight)
-    _pointwise_loss_args(input, target, weight)
-    if weight is None:
-        reduction = _reduction(None, None, reduction)
-    if delta <= 0:
-        raise RuntimeError("huber_loss does not support non-positive values for delta.")
-    _int_check(input, target, "huber_loss", NotImplementedError)
-    if not input.is_floating_point():  # torch's kernel writes the loss in the input's dtype
-        raise RuntimeError(f"result type {target.dtype} can't be cast to the desired output type {input.dtype} "
-                           "(huber_loss: the input must be floating point)")
-    reduction = _reduction(None, None, reduction)
-    if target.dtype != input.dtype:
-        target = target.to(input.dtype)  # as torch's kernel: the result has the input's dtype
-    return _loss.HuberLossFunction.apply(input, target, weight, reduction, float(delta), 1.0)
-
-
-def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
-    input, target = autocast_inputs("smooth_l1_loss", input, target)
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    _pointwise_loss_args(input, target, None)
-    reduction = _reduction(None, None, reduction)
-    if beta == 0.0:  # as torch: plain L1
-        return _loss.L1LossFunction.apply(input, target, None, reduction)
-    if beta < 0:
-        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
-    _int_check(input, target, "smooth_l1_loss", NotImplementedError)
-    # smooth_l1 with beta = huber with delta = beta, divided by beta
-    return _loss.HuberLossFunction.apply(input, target, None, reduction, float(beta), 1.0 / beta)
-
-
-def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
-                                     reduction="mean", pos_weight=None):
-    input, target, weight, pos_weight = autocast_inputs("binary_cross_entropy_with_logits", input, target,
-                                                        weight, pos_weight)
-    reduction = _reduction(size_average, reduce, reduction)
-    if target.size() != input.size():
-        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
-    if not input.is_floating_point():
-        raise NotImplementedError(f"binary_cross_entropy_with_logits: not implemented for input of dtype "
-                                  f"{input.dtype} (a floating point input is needed)")
-    if not target.is_floating_point():
-        raise RuntimeError(f"result type Float can't be cast to the desired output type {target.dtype} "
-                           "(binary_cross_entropy_with_logits needs a floating point target)")
-    for t, what in ((weight, "weight"), (pos_weight, "pos_weight")):
-        if t is not None and torch.broadcast_shapes(t.shape, input.shape) != input.shape:
-            raise RuntimeError(f"output with shape {list(input.shape)} doesn't match the broadcast shape "
-                               f"{list(torch.broadcast_shapes(t.shape, input.shape))} ({what})")
-    _no_grad_for("binary_cross_entropy_with_logits", weight=weight, pos_weight=pos_weight)
-    return _loss.BCEWithLogitsFunction.apply(input, target, weight, pos_weight, reduction)
-
-
-def _check_class_weight(weight, n_classes, input, prefix=""):
-    if weight is not None and (weight.dim() != 1 or weight.numel() != n_classes):
-        raise RuntimeError(f"{prefix}weight tensor should be defined either for all {n_classes} classes or no "
-                           f"classes but got weight tensor of shape: {list(weight.shape)}")
-
-
-def _check_class_targets(input, target, weight, ignore_index, name):
-    """torch's checks of nll_loss_nd, in torch's order (input (C), (N, C) or (N, C, d1, ...),
-    class-index targets). Returns the target (a (1,) target of a 1-d input as a 0-d one)."""
-    if input.dim() < 1:
-        raise ValueError(f"Expected 1 or more dimensions (got {input.dim()})")
-    if input.dim() != 1 and (target.dim() == 0 or input.shape[0] != target.shape[0]):
-        raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
-                         f"({target.shape[0] if target.dim() else 0}).")
-    if input.dim() <= 2:
-        if target.dim() > 1:
-            raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
-    elif tuple(target.shape[1:]) != tuple(input.shape[2:]) or target.dim() != input.dim() - 1:
-        raise RuntimeError(f"Expected target size {[input.shape[0]] + list(input.shape[2:])}, "
-                           f"got {list(target.shape)}")
-    n_classes = input.shape[0 if input.dim() == 1 else 1]
-    if n_classes == 0 and input.dim() != 4 and input.dim() > 2:
-        # as torch, whose reshape to 4-d of an input without classes loses the target's layout
-        raise RuntimeError(f"size mismatch (got input: {list(input.shape)}, target: {list(target.shape)}): "
-                           "no classes")
-    if target.dtype not in (torch.int64, torch.uint8):
-        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
-    if target.dtype == torch.uint8 and input.dim() > 2:  # torch's nll_loss2d takes int64 targets only
-        raise RuntimeError("expected scalar type Long but found Byte (class-index targets of a K-dim input)")
-    if input.dim() == 1 and target.dim() == 1:  # as torch: a (1,) target of an unbatched input
-        if target.shape[0] != 1:
-            raise ValueError(f"For 1D input, 1D target must have size 1, but got target size: {target.shape[0]}")
-        target = target.reshape(())
-    _check_class_weight(weight, n_classes, input)
-    if not input.is_floating_point():
-        raise NotImplementedError(f"{name}: not implemented for input of dtype {input.dtype}")
-    if weight is not None and weight.dtype != input.dtype:
-        raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (weight)")
-    _no_grad_for("nll_loss_forward", weight=weight)
-    # A data-dependent check: skipped in traced code and under vmap, where the gather's own
-    # index check still raises (a RuntimeError, not torch's IndexError).
-    if not torch.compiler.is_compiling() and torch._C._functorch.maybe_get_level(target) == -1:
-        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
-        if bad.any():
-            raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
-    return target
-
-
-def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
-    input, weight = autocast_inputs("nll_loss", input, weight)
-    reduction = _reduction(size_average, reduce, reduction)
-    target = _check_class_targets(input, target, weight, ignore_index, "nll_loss")
-    return _loss.NLLLossFunction.apply(input, target, weight, reduction, int(ignore_index))
-
-
-def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                  reduction="mean", label_smoothing=0.0):
-    input, target, weight = autocast_inputs("cross_entropy", input, target, weight)
-    reduction = _reduction(size_average, reduce, reduction)
-    if label_smoothing > 1.0:
-        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    label_smoothing = max(float(label_smoothing), 0.0)  # as torch: a negative value is no smoothing
-    if input.shape == target.shape:  # as torch: same shapes means class probabilities
-        if not target.is_floating_point():
-            raise RuntimeError(f"Expected floating point type for target with class probabilities, "
-                               f"got {target.dtype}")
-        if ignore_index >= 0:
-            raise RuntimeError("ignore_index is not supported for floating point target")
-        if not input.is_floating_point() and input.numel():
-            raise NotImplementedError(f"cross_entropy: not implemented for input of dtype {input.dtype}")
-        if input.dim() == 0:
-            raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)")
-        _check_class_weight(weight, input.shape[0 if input.dim() == 1 else 1], input, "cross_entropy: ")
-        return _loss.SoftCrossEntropyFunction.apply(input, target, weight, reduction, label_smoothing)[0]
-    if not input.is_floating_point() and input.numel():  # torch's log_softmax runs before nll_loss's checks
-        raise NotImplementedError(f"cross_entropy: not implemented for input of dtype {input.dtype}")
-    target = _check_class_targets(input, target, weight, ignore_index, "cross_entropy")
-    return _loss.CrossEntropyFunction.apply(input, target, weight, reduction, int(ignore_index),
-                                            label_smoothing)[0]
 
 
 # --- normalization ---
@@ -620,3 +382,335 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
             raise RuntimeError(f"Expected {what} to be a vector of size equal to the number of channels in input, "
                                f"but got {what} of shape {list(t.shape)} and input of shape {list(input.shape)}")
     return _norm.GroupNormFunction.apply(input, weight, bias, int(num_groups), float(eps))[0]
+
+
+# ====================================================================================
+# --- scaled_dot_product_attention / multi_head_attention_forward --- (attention family)
+# ====================================================================================
+def _attention_seed(dropout_p):
+    """The seed of the dropout masks of one attention call (drawn from torch's default generator)."""
+    return int(torch.randint(0, 2 ** 62, (1,)).item()) if dropout_p > 0 else 0
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    query, key, value = autocast_inputs("scaled_dot_product_attention", query, key, value)
+    if attn_mask is not None and attn_mask.is_floating_point():
+        (attn_mask,) = autocast_inputs("scaled_dot_product_attention", attn_mask)
+    if query.dim() < 2 or key.dim() < 2 or value.dim() < 2:
+        raise RuntimeError(f"Expected query, key, and value to all be at least 2 dimensional, but got query.dim: "
+                           f"{query.dim()} key.dim: {key.dim()} and value.dim: {value.dim()} instead.")
+    if not (query.dtype == key.dtype == value.dtype):
+        raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
+                           f"{query.dtype} key.dtype: {key.dtype} and value.dtype: {value.dtype} instead.")
+    if not (query.device == key.device == value.device):
+        raise RuntimeError("Expected query, key, and value to have the same device type, but got "
+                           f"{query.device}, {key.device} and {value.device} instead.")
+    if query.shape[-1] != key.shape[-1]:
+        raise RuntimeError(f"scaled_dot_product_attention: query and key must have the same last dim, got "
+                           f"{query.shape[-1]} and {key.shape[-1]}")
+    if key.shape[-2] != value.shape[-2]:
+        raise RuntimeError(f"scaled_dot_product_attention: key and value must have the same sequence length, got "
+                           f"{key.shape[-2]} and {value.shape[-2]}")
+    if not 0.0 <= dropout_p <= 1.0:
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
+    if attn_mask is not None:
+        if is_causal:
+            raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when "
+                               "is_causal=True")
+        if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+            raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
+                               f"attn_mask.dtype: {attn_mask.dtype} and  query.dtype: {query.dtype} instead.")
+    groups = 1
+    if enable_gqa and query.dim() >= 3 and key.dim() >= 3:
+        hq, hk, hv = query.shape[-3], key.shape[-3], value.shape[-3]
+        if hk != hv or hq % hk:
+            raise RuntimeError("Number of heads in key and value must divide the number of heads in query "
+                               f"(got {hq} query heads, {hk} key heads and {hv} value heads)")
+        groups = hq // hk
+    batch = [t.shape[:-2] for t in (query, key, value)]
+    if groups > 1:
+        batch = [b[:-1] for b in batch]
+    try:
+        target = _attn.broadcast_shape(*batch) + ((query.shape[-3],) if groups > 1 else ()) \
+            + (query.shape[-2], key.shape[-2])
+        if attn_mask is not None and _attn.broadcast_shape(attn_mask.shape, target) != target:
+            raise RuntimeError(f"attn_mask does not broadcast to {list(target)}")
+    except RuntimeError as e:
+        raise RuntimeError(f"scaled_dot_product_attention: shapes do not broadcast: query {list(query.shape)}, "
+                           f"key {list(key.shape)}, value {list(value.shape)}"
+                           + ("" if attn_mask is None else f", attn_mask {list(attn_mask.shape)}") + f" ({e})")
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    seed = _attention_seed(dropout_p)
+    return _attn.ScaledDotProductAttentionFunction.apply(query, key, value, attn_mask, bool(is_causal), float(scale),
+                                                         groups, float(dropout_p), seed)[0]
+
+
+def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+                                 bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias,
+                                 training=True, key_padding_mask=None, need_weights=True, attn_mask=None,
+                                 use_separate_proj_weight=False, q_proj_weight=None, k_proj_weight=None,
+                                 v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+                                 is_causal=False):
+    return _multi_head_attention(
+        query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k, bias_v,
+        add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training, key_padding_mask, need_weights,
+        attn_mask, use_separate_proj_weight, q_proj_weight, k_proj_weight, v_proj_weight, static_k, static_v,
+        average_attn_weights, is_causal, batch_first=False)
+
+
+def _multi_head_attention(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k,
+                          bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training,
+                          key_padding_mask, need_weights, attn_mask, use_separate_proj_weight, q_proj_weight,
+                          k_proj_weight, v_proj_weight, static_k, static_v, average_attn_weights, is_causal,
+                          batch_first):
+    """multi_head_attention_forward for (L, N, E) inputs, or (N, L, E) with ``batch_first`` (the module's).
+
+    The in- and out-projections are our linear rule, the attention our attention rules; the
+    outputs come straight out of them (no transpose after the last rule) in the layout asked for.
+    """
+    import torch.nn.functional as TF  # torch's argument checks, for the same errors and messages
+
+    is_batched = TF._mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
+    key_padding_mask = TF._canonical_mask(mask=key_padding_mask, mask_name="key_padding_mask",
+                                          other_type=TF._none_or_dtype(attn_mask), other_name="attn_mask",
+                                          target_type=query.dtype)
+    if is_causal and attn_mask is None:
+        raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the Transformer module "
+                           "method `generate_square_subsequent_mask` to create this mask.")
+    causal = is_causal and key_padding_mask is None and not need_weights
+    if causal:
+        attn_mask = None  # the hint says the mask is causal: our rule applies causality by position
+    else:
+        attn_mask = TF._canonical_mask(mask=attn_mask, mask_name="attn_mask", other_type=None, other_name="",
+                                       target_type=query.dtype, check_other=False)
+    # to (N, L, E) views: the inputs of our linear rule
+    if not is_batched:
+        query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+    elif not batch_first:
+        query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+    bsz, tgt_len, embed_dim = query.shape
+    src_len = key.shape[1]
+    if embed_dim != embed_dim_to_check:
+        raise AssertionError(f"was expecting embedding dimension of {embed_dim_to_check}, but got {embed_dim}")
+    head_dim = embed_dim // num_heads
+    if head_dim * num_heads != embed_dim:
+        raise AssertionError(f"embed_dim {embed_dim} not divisible by num_heads {num_heads}")
+    if use_separate_proj_weight:
+        if key.shape[:2] != value.shape[:2]:
+            raise AssertionError(f"key's sequence and batch dims {key.shape[:2]} do not match value's "
+                                 f"{value.shape[:2]}")
+    elif key.shape != value.shape:
+        raise AssertionError(f"key shape {key.shape} does not match value shape {value.shape}")
+
+    # in-projection (one linear for self-attention, as torch)
+    b_q = b_k = b_v = None
+    if in_proj_bias is not None:
+        b_q, b_k, b_v = in_proj_bias.chunk(3)
+    if not use_separate_proj_weight:
+        if in_proj_weight is None:
+            raise AssertionError("use_separate_proj_weight is False but in_proj_weight is None")
+        if query is key and key is value:
+            q, k, v = linear(query, in_proj_weight, in_proj_bias).chunk(3, -1)
+        else:
+            w_q, w_k, w_v = in_proj_weight.chunk(3)
+            q, k, v = linear(query, w_q, b_q), linear(key, w_k, b_k), linear(value, w_v, b_v)
+    else:
+        for w, n in ((q_proj_weight, "q"), (k_proj_weight, "k"), (v_proj_weight, "v")):
+            if w is None:
+                raise AssertionError(f"use_separate_proj_weight is True but {n}_proj_weight is None")
+        q, k, v = linear(query, q_proj_weight, b_q), linear(key, k_proj_weight, b_k), linear(value, v_proj_weight, b_v)
+
+    # masks -> one additive float mask broadcastable to (N, H, L, S)
+    if attn_mask is not None:
+        if attn_mask.dim() == 2:
+            if attn_mask.shape != (tgt_len, src_len):
+                raise RuntimeError(f"The shape of the 2D attn_mask is {attn_mask.shape}, but should be "
+                                   f"{(tgt_len, src_len)}.")
+            attn_mask = attn_mask.reshape(1, 1, tgt_len, src_len)
+        elif attn_mask.dim() == 3:
+            if is_batched and attn_mask.shape != (bsz * num_heads, tgt_len, src_len):
+                raise RuntimeError(f"The shape of the 3D attn_mask is {attn_mask.shape}, but should be "
+                                   f"{(bsz * num_heads, tgt_len, src_len)}.")
+            attn_mask = attn_mask.reshape(bsz, num_heads, tgt_len, src_len)
+        else:
+            raise RuntimeError(f"attn_mask's dimension {attn_mask.dim()} is not supported")
+
+    q = q.unflatten(-1, (num_heads, head_dim)).transpose(1, 2)   # (N, H, L, D)
+    if bias_k is not None and bias_v is not None:
+        if static_k is not None:
+            raise AssertionError("bias cannot be added to static key.")
+        if static_v is not None:
+            raise AssertionError("bias cannot be added to static value.")
+        k = torch.cat([k, bias_k.reshape(1, 1, embed_dim).expand(bsz, 1, embed_dim)], 1)
+        v = torch.cat([v, bias_v.reshape(1, 1, embed_dim).expand(bsz, 1, embed_dim)], 1)
+        if attn_mask is not None:
+            attn_mask = torch.nn.functional.pad(attn_mask, (0, 1))
+        if key_padding_mask is not None:
+            key_padding_mask = torch.nn.functional.pad(key_padding_mask, (0, 1))
+    elif bias_k is not None:
+        raise AssertionError("bias_k is set but bias_v is None")
+    elif bias_v is not None:
+        raise AssertionError("bias_v is set but bias_k is None")
+    k = k.unflatten(-1, (num_heads, head_dim)).transpose(1, 2)   # (N, H, S, D)
+    v = v.unflatten(-1, (num_heads, head_dim)).transpose(1, 2)
+    for name, static in (("k", static_k), ("v", static_v)):
+        if static is not None:
+            if static.size(0) != bsz * num_heads:
+                raise AssertionError(f"expecting static_{name}.size(0) of {bsz * num_heads}, but got {static.size(0)}")
+            if static.size(2) != head_dim:
+                raise AssertionError(f"expecting static_{name}.size(2) of {head_dim}, but got {static.size(2)}")
+    if static_k is not None:
+        k = static_k.reshape(bsz, num_heads, -1, head_dim)
+    if static_v is not None:
+        v = static_v.reshape(bsz, num_heads, -1, head_dim)
+    if add_zero_attn:
+        k = torch.cat([k, k.new_zeros(bsz, num_heads, 1, head_dim)], 2)
+        v = torch.cat([v, v.new_zeros(bsz, num_heads, 1, head_dim)], 2)
+        if attn_mask is not None:
+            attn_mask = torch.nn.functional.pad(attn_mask, (0, 1))
+        if key_padding_mask is not None:
+            key_padding_mask = torch.nn.functional.pad(key_padding_mask, (0, 1))
+    src_len = k.shape[2]
+    if key_padding_mask is not None:
+        TF._check_key_padding_mask(key_padding_mask, src_len, bsz)
+        kpm = key_padding_mask.reshape(bsz, 1, 1, src_len)
+        attn_mask = kpm if attn_mask is None else attn_mask + kpm
+    if not training:
+        dropout_p = 0.0
+    seed = _attention_seed(dropout_p)
+    scale = 1.0 / math.sqrt(head_dim)
+    if not is_batched:  # attention on (H, L, D): the weights come out as (H, L, S) or (L, S)
+        q, k, v = q[0], k[0], v[0]
+        attn_mask = None if attn_mask is None else attn_mask[0]
+    if need_weights:
+        o, weights, _ = _attn.AttentionWeightsFunction.apply(q, k, v, attn_mask, False, scale, float(dropout_p),
+                                                             seed, bool(average_attn_weights))
+    else:
+        o, _ = _attn.ScaledDotProductAttentionFunction.apply(q, k, v, attn_mask, causal, scale, 1,
+                                                             float(dropout_p), seed)
+        weights = None
+    # (N, H, L, D) -> the output layout, then the out-projection (its output is the result)
+    if not is_batched:
+        o = o.transpose(0, 1).reshape(tgt_len, embed_dim)
+    elif batch_first:
+        o = o.transpose(1, 2).reshape(bsz, tgt_len, embed_dim)
+    else:
+        o = o.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
+    return linear(o, out_proj_weight, out_proj_bias), weights
+
+
+# ====================================================================================
+# --- lstm / gru / rnn_tanh / rnn_relu --- (recurrent family)
+# ====================================================================================
+# Not in torch.nn.functional: these mirror the ATen ops torch.nn.LSTM/GRU/RNN call
+# (torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu), with the same positional
+# arguments, and also take what the modules handle around those ops: a PackedSequence as
+# ``input`` (variable lengths, ``hx`` in the caller's batch order), an unbatched (T, I)
+# input, and ``hx=None`` (zeros). ``params`` is the flat weight list in torch's order
+# (``module._flat_weights``). Returns (output, h_n, c_n) for lstm and (output, h_n) else,
+# ``output`` a PackedSequence when the input is one.
+def lstm(input, hx, params, has_biases=True, num_layers=1, dropout=0.0, train=True, bidirectional=False,
+         batch_first=False):
+    return _recurrent("LSTM", input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def gru(input, hx, params, has_biases=True, num_layers=1, dropout=0.0, train=True, bidirectional=False,
+        batch_first=False):
+    return _recurrent("GRU", input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def rnn_tanh(input, hx, params, has_biases=True, num_layers=1, dropout=0.0, train=True, bidirectional=False,
+             batch_first=False):
+    return _recurrent("RNN_TANH", input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+                      batch_first)
+
+
+def rnn_relu(input, hx, params, has_biases=True, num_layers=1, dropout=0.0, train=True, bidirectional=False,
+             batch_first=False):
+    return _recurrent("RNN_RELU", input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+                      batch_first)
+
+
+_RNN_NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+
+
+def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    """The checks torch.nn.LSTM/GRU/RNN make (same exception types and messages), then one Function."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    params = list(params)
+    packed = isinstance(input, PackedSequence)
+    sorted_indices = unsorted_indices = batch_sizes = None
+    if packed:
+        input, batch_sizes, sorted_indices, unsorted_indices = input
+    (input,) = autocast_inputs("rnn", input)
+    params = list(autocast_inputs("rnn", *params))
+    D = 2 if bidirectional else 1
+    per = 2 + 2 * bool(has_biases)
+    if num_layers < 1 or not params or len(params) % (num_layers * D):
+        raise RuntimeError(f"{_RNN_NAMES[mode]}: expected a multiple of {num_layers * D} weights for "
+                           f"num_layers={num_layers}, bidirectional={bidirectional}, got {len(params)}")
+    k = len(params) // (num_layers * D)
+    proj = mode == "LSTM" and k == per + 1
+    if k != per + proj:
+        raise RuntimeError(f"{_RNN_NAMES[mode]}: expected {per} weights per layer and direction "
+                           f"(has_biases={has_biases}), got {k}")
+    gates = _rnn.gate_count(mode)
+    hidden_size = params[1].shape[0] // gates
+    out_size = params[per].shape[0] if proj else hidden_size
+    input_size = params[0].shape[1]
+    name = _RNN_NAMES[mode]
+    if input.dtype != params[0].dtype and not torch._C._is_any_autocast_enabled():
+        raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({params[0].dtype}). "
+                         f"Convert input: input.to({params[0].dtype}), or convert model: model.to({input.dtype})")
+    is_lstm = mode == "LSTM"
+    unbatched = False
+    if packed:
+        if input.dim() != 2:
+            raise RuntimeError(f"input must have 2 dimensions, got {input.dim()}")
+        mini_batch = int(batch_sizes[0])
+    else:
+        if input.dim() not in (2, 3):
+            tail = "instead" if is_lstm else "tensor instead"
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D {tail}")
+        unbatched = input.dim() == 2
+        mini_batch = 1 if unbatched else (input.shape[0] if batch_first else input.shape[1])
+    if input.shape[-1] != input_size:
+        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {input_size}, got {input.shape[-1]}")
+    state_dims = 2 if unbatched else 3
+    expect_h = (num_layers * D, mini_batch, out_size)
+    expect_c = (num_layers * D, mini_batch, hidden_size)
+    if hx is None:
+        h0 = input.new_zeros(expect_h)
+        c0 = input.new_zeros(expect_c) if is_lstm else None
+    else:
+        h0, c0 = (hx[0], hx[1]) if is_lstm else (hx, None)
+        if not packed:
+            got = (h0.dim(), c0.dim()) if is_lstm else (h0.dim(),)
+            if any(g != state_dims for g in got):
+                kind = "unbatched 2-D" if unbatched else "batched 3-D"
+                what = "hx and cx" if is_lstm else "hx"
+                dims = f"({got[0]}-D, {got[1]}-D) tensors" if is_lstm else f"{got[0]}-D tensor"
+                raise RuntimeError(f"For {kind} input, {what} should also be {state_dims}-D but got {dims}")
+        for t, expect, label in ((h0, expect_h, "hidden[0]" if is_lstm else "hidden"), (c0, expect_c, "hidden[1]")):
+            if t is None:
+                continue
+            shape = (t.shape[0], 1) + tuple(t.shape[1:]) if unbatched else tuple(t.shape)
+            if shape != expect:
+                raise RuntimeError(f"Expected {label} size {expect}, got {list(shape)}")
+    opts = _rnn.RNNOptions(mode, int(num_layers), bool(bidirectional), bool(has_biases), proj,
+                           float(dropout) if train else 0.0, bool(batch_first) and not packed, unbatched,
+                           None if batch_sizes is None else tuple(int(b) for b in batch_sizes))
+    if hx is None and unbatched:  # the Function takes (L*D, H) states with an unbatched input
+        h0 = h0.squeeze(1)
+        c0 = None if c0 is None else c0.squeeze(1)
+    seed = int(torch.randint(0, 2 ** 62, (1,)).item()) if opts.dropout > 0 and num_layers > 1 else 0
+    outs = _rnn.FUNCTIONS[mode].apply(opts, input, h0, c0, sorted_indices, unsorted_indices, seed, *params)
+    output = outs[0]
+    if packed:
+        output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+    return (output, outs[1], outs[2]) if is_lstm else (output, outs[1])

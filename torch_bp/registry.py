@@ -16,9 +16,11 @@ import torch.nn.functional as TF
 
 from . import functional as F
 from . import nn
-from .ops import dropout, embedding, loss
+from .ops import dropout
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
+from .ops import attention, recurrent  # attention / recurrent family
+from .nn.rnn import torch_reference as rnn_reference  # attention / recurrent family
 
 
 @dataclass(frozen=True)
@@ -71,22 +73,6 @@ LAYERS: list[Layer] = [
     # --- core: dropout ---
     _row("dropout", "dropout", [dropout.DropoutFunction], [(nn.Dropout, torch.nn.Dropout)], double_backward=True,
          notes="inplace=True computed out of place; on CUDA the mask differs from torch's (fused kernel)"),
-    # --- core: embedding ---
-    _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],
-         double_backward=True, notes="sparse=True raises NotImplementedError (dense gradients only)"),
-    # --- core: losses ---
-    _row("mse_loss", "loss", [loss.MSELossFunction], [(nn.MSELoss, torch.nn.MSELoss)], double_backward=True),
-    _row("l1_loss", "loss", [loss.L1LossFunction], [(nn.L1Loss, torch.nn.L1Loss)], double_backward=True),
-    _row("huber_loss", "loss", [loss.HuberLossFunction], [(nn.HuberLoss, torch.nn.HuberLoss)],
-         double_backward=True),
-    _row("smooth_l1_loss", "loss", [loss.HuberLossFunction, loss.L1LossFunction],
-         [(nn.SmoothL1Loss, torch.nn.SmoothL1Loss)], double_backward=True, notes="beta=0 runs l1_loss, as torch"),
-    _row("cross_entropy", "loss", [loss.CrossEntropyFunction, loss.SoftCrossEntropyFunction],
-         [(nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss)], double_backward=True,
-         notes="log-softmax fused in; SoftCrossEntropyFunction for class-probability targets"),
-    _row("nll_loss", "loss", [loss.NLLLossFunction], [(nn.NLLLoss, torch.nn.NLLLoss)], double_backward=True),
-    _row("binary_cross_entropy_with_logits", "loss", [loss.BCEWithLogitsFunction],
-         [(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)], double_backward=True),
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),
@@ -106,6 +92,22 @@ LAYERS: list[Layer] = [
          [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d)],
          notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
     _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)]),
+    # --- attention / recurrent ---
+    _row("scaled_dot_product_attention", "attention", [attention.ScaledDotProductAttentionFunction],
+         notes="saves O(L+S) per head (row log-sum-exp), recomputes probabilities in blocks; "
+               "dropout masks are ours, not torch's"),
+    _row("multi_head_attention_forward", "attention",
+         [linear.LinearFunction, attention.ScaledDotProductAttentionFunction, attention.AttentionWeightsFunction],
+         [(nn.MultiheadAttention, torch.nn.MultiheadAttention)],
+         notes="no fused fast path; a fully masked row gives 0 (torch: NaN with need_weights=True)"),
+    _row("lstm", "recurrent", [recurrent.LSTMFunction], [(nn.LSTM, torch.nn.LSTM)],
+         reference=rnn_reference("LSTM"), notes="mirrors torch.lstm; inter-layer dropout masks are ours"),
+    _row("gru", "recurrent", [recurrent.GRUFunction], [(nn.GRU, torch.nn.GRU)],
+         reference=rnn_reference("GRU"), notes="mirrors torch.gru; inter-layer dropout masks are ours"),
+    _row("rnn_tanh", "recurrent", [recurrent.RNNFunction], [(nn.RNN, torch.nn.RNN)],
+         reference=rnn_reference("RNN_TANH"), notes="mirrors torch.rnn_tanh; inter-layer dropout masks are ours"),
+    _row("rnn_relu", "recurrent", [recurrent.RNNFunction], reference=rnn_reference("RNN_RELU"),
+         notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))"),
 ]
 
 _BY_NAME = {row.name: row for row in LAYERS}
@@ -126,7 +128,8 @@ def markdown_table() -> str:
     lines = ["| functional | module(s) | rule | double backward | notes |", "|---|---|---|---|---|"]
     for r in LAYERS:
         mods = ", ".join(f"`{ours.__name__}`" for ours, _ in r.modules) or "-"
-        funcs = ", ".join(f"`ops.{r.family}.{f.__name__}`" for f in r.functions)
+        # each Function under its own ops module (a row may use another family's rule, e.g. linear)
+        funcs = ", ".join(f"`ops.{f.__module__.rsplit('.', 1)[-1]}.{f.__name__}`" for f in r.functions)
         lines.append(f"| `{r.name}` | {mods} | {funcs} | {'yes' if r.double_backward else 'no'} | {r.notes} |")
     return "\n".join(lines)
 

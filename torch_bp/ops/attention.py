@@ -1,0 +1,287 @@
+r"""Scaled dot-product attention, with a backward that recomputes the probabilities.
+
+Notation (one attention problem; batch and head dims broadcast in front of it):
+
+    q: (L, E)   k: (S, E)   v: (S, Ev)   bias b: (L, S)   scale c (default 1/sqrt(E))
+    s = c q k^T + b            b = 0 / -inf from a bool mask or causality, or a float mask
+    lse_i = log sum_j exp(s_ij)                   (the row log-sum-exp)
+    p = exp(s - lse)                              (softmax over keys)
+    pd = p * m / (1 - dropout_p)                  (m: the dropout keep mask, 1 without dropout)
+    o = pd v
+
+Grouped-query attention (``enable_gqa``): q has Hq heads, k and v have Hk; query head
+h attends with key head h // (Hq / Hk). Internally q is viewed as (..., Hk, G, L, E) and
+k, v as (..., Hk, 1, S, E), so the shared keys are broadcast, never repeated in memory,
+and their gradients are summed over the G query heads of a group.
+
+NOTE (memory): the (L, S) matrices s, p are never saved. The forward runs over blocks of
+``BLOCK_K`` keys with an online softmax (running row max and sum), the backward recomputes
+p block by block from the saved row log-sum-exp. What is saved for backward is O(L + S)
+per head: q, k, v, o and lse (plus the float/bool mask, if one was given: it is an input).
+
+NOTE (dropout): the keep mask of key block j is drawn from a fresh generator seeded with
+``seed + j``; the seed is drawn once from torch's default generator in the functional and
+saved. The backward regenerates the same masks, so gradients are those of the forward's
+mask; :class:`AttentionWeightsFunction` draws the same masks for the same seed.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._util import opmath
+
+BLOCK_K = 256  # keys per block in forward and backward
+
+
+def grouped(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """(..., H, X, Y) -> (..., H // groups, groups, X, Y); a head dim of 1 becomes (1, 1).
+
+    Tensors with fewer than 3 dims get a head dim of 1 first.
+    """
+    if t.dim() < 3:
+        t = t.reshape((1,) * (3 - t.dim()) + tuple(t.shape))
+    h = t.shape[-3]
+    if groups == 1 or h == 1:
+        return t.unsqueeze(-3)
+    return t.unflatten(-3, (h // groups, groups))
+
+
+def ungroup(g: torch.Tensor, like: torch.Tensor, groups: int) -> torch.Tensor:
+    """The gradient for ``like`` from a gradient ``g`` in the grouped, broadcast layout."""
+    return g.sum_to_size(grouped(like, groups).shape).reshape(like.shape)
+
+
+def broadcast_shape(*shapes) -> tuple:
+    """torch.broadcast_shapes without its lazy imports (ValueError-free: RuntimeError as torch)."""
+    n = max((len(s) for s in shapes), default=0)
+    out = [1] * n
+    for s in shapes:
+        for i, d in enumerate(s, n - len(s)):
+            if d != 1 and out[i] not in (1, d):
+                raise RuntimeError(f"shape {list(s)} does not broadcast with {out}")
+            out[i] = d if d != 1 else out[i]
+    return tuple(out)
+
+
+def keep_mask(seed: int, block: int, shape, p: float, device) -> torch.Tensor:
+    """Dropout keep mask (bool) of key block ``block``: the same for the same (seed, block)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed + block)
+    return torch.rand(shape, generator=gen, device=device) >= p
+
+
+def block_scores(q5, k5, mask5, causal, scale, j0, j1):
+    """s[..., :, j0:j1] = scale q k^T + bias, masked entries -inf (float32 for low precision)."""
+    s = torch.matmul(q5, k5[..., j0:j1, :].transpose(-1, -2)) * scale  # (..., L, bk)
+    if mask5 is not None:
+        mb = mask5[..., j0:j1] if mask5.shape[-1] != 1 else mask5
+        if mb.dtype == torch.bool:
+            s = s.masked_fill(~mb, float("-inf"))
+        else:
+            s = s + opmath(mb)
+    if causal:
+        L = s.shape[-2]
+        rows = torch.arange(L, device=s.device).unsqueeze(-1)
+        cols = torch.arange(j0, j1, device=s.device)
+        s = s.masked_fill(cols > rows, float("-inf"))
+    return s
+
+
+def _blocks(S, L, causal):
+    """Key blocks (index, start, end); with a causal mask, blocks wholly above the diagonal are skipped."""
+    for j, j0 in enumerate(range(0, S, BLOCK_K)):
+        if causal and j0 > L - 1:
+            break
+        yield j, j0, min(j0 + BLOCK_K, S)
+
+
+# --- scaled_dot_product_attention ---
+class ScaledDotProductAttentionFunction(torch.autograd.Function):
+    r"""softmax(c q k^T + b) v, saving the row log-sum-exp instead of the attention matrix.
+
+    Forward (per key block j, online softmax; m, l, a start at -inf, 0, 0):
+               s_j = c q k_j^T + b_j,  m' = max(m, rowmax s_j),  p_j = exp(s_j - m')
+               l = l e^{m - m'} + rowsum p_j,   a = a e^{m - m'} + (p_j * m_j / (1 - p_drop)) v_j
+               o = a / l,   lse = m + log l     (a row with every key masked: o = 0, lse = -inf)
+    Backward:  D = rowsum(grad_o * o)           (= rowsum(p * dp), see below)
+               per key block j, recomputed:  p_j = exp(s_j - lse),  pd_j = p_j * m_j / (1 - p_drop)
+               grad_v_j = pd_j^T grad_o
+               dp_j = (grad_o v_j^T) * m_j / (1 - p_drop)
+               ds_j = p_j * (dp_j - D)
+               grad_q += c ds_j k_j,  grad_k_j = c ds_j^T q,  grad_b_j = ds_j (float mask)
+               gradients of broadcast inputs (GQA key heads, broadcast batch dims, the mask)
+               are summed back to the input's shape.
+    Saved:     q, k, v, mask, o, lse: O(L + S) per head, never an (L, S) matrix.
+    Double backward: no (once_differentiable)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(q, k, v, mask, causal, scale, groups, dropout_p, seed):
+        q5 = opmath(grouped(q, groups))   # (..., Hk, G, L, E)
+        k5 = opmath(grouped(k, 1))        # (..., Hk, 1, S, E)
+        v5 = opmath(grouped(v, 1))        # (..., Hk, 1, S, Ev)
+        mask5 = None if mask is None else grouped(mask, groups)
+        L, S = q5.shape[-2], k5.shape[-2]
+        batch = broadcast_shape(q5.shape[:-2], k5.shape[:-2], v5.shape[:-2],
+                                () if mask5 is None else mask5.shape[:-2])
+        m = q5.new_full(batch + (L, 1), float("-inf"))
+        lsum = q5.new_zeros(batch + (L, 1))
+        acc = q5.new_zeros(batch + (L, v5.shape[-1]))
+        for j, j0, j1 in _blocks(S, L, causal):
+            s = block_scores(q5, k5, mask5, causal, scale, j0, j1)
+            m_new = torch.maximum(m, s.amax(-1, keepdim=True))
+            m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)
+            p = torch.exp(s - m_safe)
+            corr = torch.exp(m - m_safe)
+            lsum = lsum * corr + p.sum(-1, keepdim=True)
+            if dropout_p > 0:
+                p = p * keep_mask(seed, j, p.shape, dropout_p, p.device) / (1.0 - dropout_p)
+            acc = acc * corr + torch.matmul(p, v5[..., j0:j1, :])
+            m = m_new
+        out = acc / lsum.masked_fill(lsum == 0, 1.0)
+        lse = (m.masked_fill(m == float("-inf"), 0.0) + torch.log(lsum)).squeeze(-1)  # (..., Hk, G, L)
+        out = out.to(q.dtype).flatten(-4, -3)  # (..., Hq, L, Ev)
+        if max(t.dim() for t in (q, k, v, mask) if t is not None) < 3:
+            out = out.squeeze(0)  # every input was (L, E): no head dim in the output
+        return out, lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, mask, ctx.causal, ctx.scale, ctx.groups, ctx.dropout_p, ctx.seed = inputs
+        out, lse = output
+        ctx.mark_non_differentiable(lse)
+        ctx.save_for_backward(q, k, v, mask, out, lse)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, _grad_lse):
+        q, k, v, mask, out, lse = ctx.saved_tensors
+        g, scale, p_drop = ctx.groups, ctx.scale, ctx.dropout_p
+        q5, k5, v5 = opmath(grouped(q, g)), opmath(grouped(k, 1)), opmath(grouped(v, 1))
+        mask5 = None if mask is None else grouped(mask, g)
+        do5 = opmath(grouped(grad_out.reshape(out.shape), g))     # (..., Hk, G, L, Ev)
+        o5 = opmath(grouped(out, g))
+        L, S = q5.shape[-2], k5.shape[-2]
+        D = (do5 * o5).sum(-1, keepdim=True)                       # (..., L, 1)
+        lse_b = lse.unsqueeze(-1)
+        lse_b = lse_b.masked_fill(lse_b == float("-inf"), float("inf"))  # fully masked rows: p = 0
+        need_q, need_k, need_v, need_m = ctx.needs_input_grad[:4]
+        need_m = need_m and mask is not None and mask.is_floating_point()
+        dq = D.new_zeros(D.shape[:-1] + (q5.shape[-1],)) if need_q else None
+        dk = k5.new_zeros(k5.shape) if need_k else None
+        dv = v5.new_zeros(v5.shape) if need_v else None
+        dmask = mask5.new_zeros(mask5.shape, dtype=D.dtype) if need_m else None
+        for j, j0, j1 in _blocks(S, L, ctx.causal):
+            p = torch.exp(block_scores(q5, k5, mask5, ctx.causal, scale, j0, j1) - lse_b)  # (..., L, bk)
+            dp = torch.matmul(do5, v5[..., j0:j1, :].transpose(-1, -2))
+            if p_drop > 0:
+                keep = keep_mask(ctx.seed, j, p.shape, p_drop, p.device).to(p.dtype) / (1.0 - p_drop)
+                pd, dp = p * keep, dp * keep
+            else:
+                pd = p
+            if need_v:
+                dv[..., j0:j1, :] = torch.matmul(pd.transpose(-1, -2), do5).sum_to_size(
+                    dv[..., j0:j1, :].shape)
+            ds = p * (dp - D)
+            if need_q:
+                dq = dq + torch.matmul(ds, k5[..., j0:j1, :])
+            if need_k:
+                dk[..., j0:j1, :] = (torch.matmul(ds.transpose(-1, -2), q5) * scale).sum_to_size(
+                    dk[..., j0:j1, :].shape)
+            if need_m:
+                if mask5.shape[-1] == 1:
+                    dmask = dmask + ds.sum(-1, keepdim=True).sum_to_size(dmask.shape)
+                else:
+                    dmask[..., j0:j1] = ds.sum_to_size(dmask[..., j0:j1].shape)
+        grad_q = ungroup(dq * scale, q, g).to(q.dtype) if need_q else None
+        grad_k = ungroup(dk, k, 1).to(k.dtype) if need_k else None
+        grad_v = ungroup(dv, v, 1).to(v.dtype) if need_v else None
+        grad_m = ungroup(dmask, mask, g).to(mask.dtype) if need_m else None
+        return grad_q, grad_k, grad_v, grad_m, None, None, None, None, None
+
+
+# --- attention weights (MultiheadAttention with need_weights=True) ---
+class AttentionWeightsFunction(torch.autograd.Function):
+    r"""Attention that also returns its (dropped-out) weights, for ``need_weights=True``.
+
+    Forward:   p = softmax(c q k^T + b),  pd = p * m / (1 - p_drop),  o = pd v
+               w = pd, or its mean over the heads (dim -3) when ``average``
+    Backward:  dpd = grad_o v^T + grad_w      (grad_w / H broadcast over heads when averaged)
+               grad_v = pd^T grad_o,   dp = dpd * m / (1 - p_drop)
+               ds = p * (dp - rowsum(p * dp))
+               grad_q = c ds k,  grad_k = c ds^T q,  grad_b = ds
+    Saved:     q, k, v, mask, p: the weights are returned, so the (L, S) matrix is kept
+               (use :class:`ScaledDotProductAttentionFunction` when they are not needed).
+    The dropout masks are those of :class:`ScaledDotProductAttentionFunction` for the same seed.
+    Double backward: no (once_differentiable)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(q, k, v, mask, causal, scale, dropout_p, seed, average):
+        q4, k4, v4 = opmath(q), opmath(k), opmath(v)  # (..., H, L, E)
+        S = k4.shape[-2]
+        s = torch.cat([block_scores(q4, k4, mask, causal, scale, j0, j1)
+                       for j0, j1 in _all_blocks(S)], -1)
+        p = torch.softmax(s, -1).masked_fill(s.amax(-1, keepdim=True) == float("-inf"), 0.0)  # all masked: 0
+        pd = _dropped(p, seed, dropout_p)
+        out = torch.matmul(pd, v4)
+        w = pd.mean(-3) if average else pd
+        if w is p:  # the weights are an output with a gradient, p a residual: not the same tensor
+            w = p.clone()
+        return out.to(q.dtype), w.to(q.dtype), p
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, mask, ctx.causal, ctx.scale, ctx.dropout_p, ctx.seed, ctx.average = inputs
+        _, _, p = output
+        ctx.mark_non_differentiable(p)
+        ctx.save_for_backward(q, k, v, mask, p)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_w, _grad_p):
+        q, k, v, mask, p = ctx.saved_tensors
+        q4, k4, v4, go = opmath(q), opmath(k), opmath(v), opmath(grad_out)
+        p_drop, scale = ctx.dropout_p, ctx.scale
+        keep = _keep_full(p, ctx.seed, p_drop)
+        pd = p if keep is None else p * keep
+        dpd = torch.matmul(go, v4.transpose(-1, -2))
+        gw = opmath(grad_w)
+        dpd = dpd + (gw.unsqueeze(-3) / p.shape[-3] if ctx.average else gw)
+        dp = dpd if keep is None else dpd * keep
+        ds = p * (dp - (p * dp).sum(-1, keepdim=True))
+        grad_q = grad_k = grad_v = grad_m = None
+        if ctx.needs_input_grad[0]:
+            grad_q = (torch.matmul(ds, k4) * scale).sum_to_size(q.shape).to(q.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_k = (torch.matmul(ds.transpose(-1, -2), q4) * scale).sum_to_size(k.shape).to(k.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_v = torch.matmul(pd.transpose(-1, -2), go).sum_to_size(v.shape).to(v.dtype)
+        if ctx.needs_input_grad[3] and mask is not None and mask.is_floating_point():
+            grad_m = ds.sum_to_size(mask.shape).to(mask.dtype)
+        return grad_q, grad_k, grad_v, grad_m, None, None, None, None, None
+
+
+def _all_blocks(S):
+    return [(j0, min(j0 + BLOCK_K, S)) for j0 in range(0, S, BLOCK_K)] or [(0, 0)]
+
+
+def _keep_full(p, seed, p_drop):
+    """The scaled keep mask m / (1 - p_drop) over all key blocks (None without dropout)."""
+    if p_drop <= 0:
+        return None
+    # the same per-block masks as ScaledDotProductAttentionFunction (groups of 1: H heads, G = 1)
+    shape5 = p.shape[:-3] + (p.shape[-3], 1, p.shape[-2])
+    blocks = [keep_mask(seed, j, shape5 + (j1 - j0,), p_drop, p.device)
+              for j, (j0, j1) in enumerate(_all_blocks(p.shape[-1]))]
+    return torch.cat(blocks, -1).squeeze(-3).to(p.dtype) / (1.0 - p_drop)
+
+
+def _dropped(p, seed, p_drop):
+    keep = _keep_full(p, seed, p_drop)
+    return p if keep is None else p * keep

@@ -1,0 +1,493 @@
+r"""Recurrent layers (RNN, LSTM, GRU) and their backpropagation through time.
+
+A recurrent layer unrolled over T time steps is a layered net whose layers share their
+weights ("tied weights"). The backward rule is the one of that layered net: one pass
+backward over the time steps per layer and direction, carrying the gradient of the hidden
+(and cell) state from step t to step t-1, and the gradient of each tied weight is the sum
+over the steps of the per-step gradients. That sum is taken in one matmul at the end:
+with the pre-activation gradients of all steps stacked as rows, dA (N, G*H), and the
+inputs and previous hidden states stacked alike, X (N, I) and Hprev (N, H),
+
+    grad_W_ih = dA^T X,   grad_W_hh = dA_h^T Hprev,   grad_b = column sums,   grad_X = dA W_ih
+
+Layout. Every sequence layout (time-major, ``batch_first``, unbatched, ``PackedSequence``)
+is turned into rows in time-major order: step t owns rows [off_t, off_t + B_t), where B_t
+(the batch size at step t) is non-increasing, as in a ``PackedSequence``. At step t only
+the first B_t sequences are active; the state rows of the others are left untouched, so a
+sequence that has ended keeps its last state (forward direction) and one that has not
+started yet keeps its initial state (reverse direction). The backward visits the steps in
+the opposite order and uses the same rule, so both directions need no special casing.
+
+Gate conventions are torch's (weights stacked in this order): LSTM (i, f, g, o), GRU
+(r, z, n). Dropout between layers (training, ``dropout > 0``) uses the keep mask drawn
+from a generator seeded with ``seed + layer``; the backward regenerates it.
+
+Saved for backward per layer and direction (rows of all steps): LSTM: Hprev, Cprev, the
+activated gates, C; GRU: Hprev, the gates (r, z, n) and W_hn h + b_hn; RNN: Hprev, Y.
+Plus the input, h0/c0, the weights and the (dropped-out) input of every layer above the
+first. Nothing is recomputed by running the forward again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._util import opmath
+
+
+@dataclass(frozen=True)
+class RNNOptions:
+    mode: str                     # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
+    num_layers: int
+    bidirectional: bool
+    has_biases: bool
+    proj: bool                    # LSTM with proj_size > 0 (weight_hr present)
+    dropout: float                # between layers; 0.0 unless training
+    batch_first: bool
+    unbatched: bool               # input (T, I), states (L*D, H)
+    batch_sizes: tuple | None     # PackedSequence input: batch size per step; None otherwise
+
+    @property
+    def directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def per_direction(self):      # weights per layer and direction
+        return 2 + 2 * self.has_biases + self.proj
+
+
+def layer_weights(opts: RNNOptions, params, layer: int, direction: int):
+    """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction (None where absent)."""
+    k = opts.per_direction
+    w = list(params[(layer * opts.directions + direction) * k:][:k])
+    w_ih, w_hh = w[0], w[1]
+    b_ih, b_hh = (w[2], w[3]) if opts.has_biases else (None, None)
+    w_hr = w[-1] if opts.proj else None
+    return w_ih, w_hh, b_ih, b_hh, w_hr
+
+
+def _steps(opts: RNNOptions, x: torch.Tensor):
+    """[(row offset, batch size)] per time step, and the batch size."""
+    if opts.batch_sizes is not None:
+        sizes = list(opts.batch_sizes)
+    elif opts.unbatched:
+        sizes = [1] * x.shape[0]
+    else:
+        t, b = (x.shape[1], x.shape[0]) if opts.batch_first else (x.shape[0], x.shape[1])
+        sizes = [b] * t
+    offs, o = [], 0
+    for s in sizes:
+        offs.append((o, s))
+        o += s
+    return offs, (sizes[0] if sizes else (x.shape[0] if opts.batch_first else x.shape[1]))
+
+
+def _to_rows(opts: RNNOptions, x: torch.Tensor) -> torch.Tensor:
+    if opts.batch_sizes is not None or opts.unbatched:
+        return x  # (N, F) already
+    if opts.batch_first:
+        x = x.transpose(0, 1)
+    return x.reshape(-1, x.shape[-1])  # (T*B, F)
+
+
+def _from_rows(opts: RNNOptions, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if opts.batch_sizes is not None or opts.unbatched:
+        return y
+    t, b = (like.shape[1], like.shape[0]) if opts.batch_first else (like.shape[0], like.shape[1])
+    y = y.reshape(t, b, y.shape[-1])
+    return y.transpose(0, 1).contiguous() if opts.batch_first else y
+
+
+def _state_in(opts, s, sorted_indices):
+    """h0/c0 as given -> (L*D, B, H) in the row order of the steps."""
+    if opts.unbatched:
+        return s.unsqueeze(1)
+    return s if sorted_indices is None else s.index_select(1, sorted_indices)
+
+
+def _state_out(opts, s, unsorted_indices):
+    if opts.unbatched:
+        return s.squeeze(1)
+    return s if unsorted_indices is None else s.index_select(1, unsorted_indices)
+
+
+def _dropout_keep(seed, layer, shape, p, device):
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed + layer)
+    return torch.rand(shape, generator=gen, device=device) >= p
+
+
+def _sigmoid_grad(s):
+    return s * (1.0 - s)
+
+
+# --- the cells: one direction of one layer, forward and backward through time ---
+def _lstm_forward(x, w, h, c, steps):
+    w_ih, w_hh, b_ih, b_hh, w_hr = w
+    H = w_hh.shape[0] // 4
+    gi = x.matmul(w_ih.t())                                    # (N, 4H): all steps at once
+    if b_ih is not None:
+        gi = gi + (b_ih + b_hh)
+    N = x.shape[0]
+    Y = x.new_empty(N, h.shape[-1])
+    Hprev, Cprev, A, C = x.new_empty(N, h.shape[-1]), x.new_empty(N, H), x.new_empty(N, 4 * H), x.new_empty(N, H)
+    for off, bs in steps:
+        r = slice(off, off + bs)
+        hp, cp = h[:bs], c[:bs]
+        Hprev[r], Cprev[r] = hp, cp
+        pre = torch.addmm(gi[r], hp, w_hh.t())                # (bs, 4H)
+        a = torch.sigmoid(pre)
+        a[:, 2 * H:3 * H] = torch.tanh(pre[:, 2 * H:3 * H])
+        A[r] = a
+        i, f, g, o = a.chunk(4, 1)
+        cn = f * cp + i * g
+        hn = o * torch.tanh(cn)
+        if w_hr is not None:
+            hn = hn.matmul(w_hr.t())
+        C[r], Y[r] = cn, hn
+        h[:bs], c[:bs] = hn, cn
+    return Y, h, c, (Hprev, Cprev, A, C)
+
+
+def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w):
+    w_ih, w_hh, b_ih, b_hh, w_hr = w
+    Hprev, Cprev, A, C = res
+    H = C.shape[1]
+    dA = torch.empty_like(A)
+    dHo = torch.empty_like(dY) if w_hr is not None else None
+    for off, bs in steps:
+        r = slice(off, off + bs)
+        i, f, g, o = A[r].chunk(4, 1)
+        tc = torch.tanh(C[r])
+        dht = dh[:bs] + dY[r]                               # gradient of this step's output h
+        if w_hr is not None:
+            dHo[r] = dht
+            dht = dht.matmul(w_hr)                           # through h = W_hr (o * tanh(c))
+        dcn = dc[:bs] + dht * o * (1.0 - tc * tc)
+        dA[r, :H] = dcn * g * _sigmoid_grad(i)
+        dA[r, H:2 * H] = dcn * Cprev[r] * _sigmoid_grad(f)
+        dA[r, 2 * H:3 * H] = dcn * i * (1.0 - g * g)
+        dA[r, 3 * H:] = dht * tc * _sigmoid_grad(o)
+        dh[:bs] = dA[r].matmul(w_hh)
+        dc[:bs] = dcn * f
+    grads = [None] * 5
+    if need_w:
+        grads[0] = dA.t().matmul(x)
+        grads[1] = dA.t().matmul(Hprev)
+        if b_ih is not None:
+            grads[2] = grads[3] = dA.sum(0)
+        if w_hr is not None:
+            o = A[:, 3 * H:]
+            grads[4] = dHo.t().matmul(o * torch.tanh(C))
+    return dA.matmul(w_ih), dh, dc, grads
+
+
+def _gru_forward(x, w, h, _c, steps):
+    w_ih, w_hh, b_ih, b_hh, _ = w
+    H = w_hh.shape[0] // 3
+    gi = x.matmul(w_ih.t())                                    # (N, 3H): all steps at once
+    if b_ih is not None:
+        gi = gi + b_ih
+    N = x.shape[0]
+    Y, Hprev, A, HN = x.new_empty(N, H), x.new_empty(N, H), x.new_empty(N, 3 * H), x.new_empty(N, H)
+    for off, bs in steps:
+        r = slice(off, off + bs)
+        hp = h[:bs]
+        Hprev[r] = hp
+        gh = hp.matmul(w_hh.t())
+        if b_hh is not None:
+            gh = gh + b_hh
+        rz = torch.sigmoid(gi[r, :2 * H] + gh[:, :2 * H])
+        n = torch.tanh(gi[r, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
+        hn = n + rz[:, H:] * (hp - n)                         # (1 - z) n + z h
+        A[r, :2 * H], A[r, 2 * H:], HN[r] = rz, n, gh[:, 2 * H:]
+        Y[r] = hn
+        h[:bs] = hn
+    return Y, h, None, (Hprev, A, HN)
+
+
+def _gru_backward(x, w, res, dY, dh, _dc, steps, need_w):
+    w_ih, w_hh, b_ih, b_hh, _ = w
+    Hprev, A, HN = res
+    H = HN.shape[1]
+    dAi, dAh = torch.empty_like(A), torch.empty_like(A)
+    for off, bs in steps:
+        r = slice(off, off + bs)
+        rr, z, n = A[r].chunk(3, 1)
+        dhn = dh[:bs] + dY[r]
+        dn = dhn * (1.0 - z)
+        dan = dn * (1.0 - n * n)                              # gradient of the n pre-activation
+        dAi[r, :H] = dAh[r, :H] = dan * HN[r] * _sigmoid_grad(rr)
+        dAi[r, H:2 * H] = dAh[r, H:2 * H] = dhn * (Hprev[r] - n) * _sigmoid_grad(z)
+        dAi[r, 2 * H:] = dan
+        dAh[r, 2 * H:] = dan * rr
+        dh[:bs] = dhn * z + dAh[r].matmul(w_hh)
+    grads = [None] * 5
+    if need_w:
+        grads[0] = dAi.t().matmul(x)
+        grads[1] = dAh.t().matmul(Hprev)
+        if b_ih is not None:
+            grads[2], grads[3] = dAi.sum(0), dAh.sum(0)
+    return dAi.matmul(w_ih), dh, None, grads
+
+
+def _rnn_forward(relu):
+    def fwd(x, w, h, _c, steps):
+        w_ih, w_hh, b_ih, b_hh, _ = w
+        gi = x.matmul(w_ih.t())
+        if b_ih is not None:
+            gi = gi + (b_ih + b_hh)
+        Y, Hprev = x.new_empty(x.shape[0], h.shape[-1]), x.new_empty(x.shape[0], h.shape[-1])
+        for off, bs in steps:
+            r = slice(off, off + bs)
+            hp = h[:bs]
+            Hprev[r] = hp
+            a = torch.addmm(gi[r], hp, w_hh.t())
+            hn = torch.relu(a) if relu else torch.tanh(a)
+            Y[r] = hn
+            h[:bs] = hn
+        return Y, h, None, (Hprev, Y)
+    return fwd
+
+
+def _rnn_backward(relu):
+    def bwd(x, w, res, dY, dh, _dc, steps, need_w):
+        w_ih, w_hh, b_ih, b_hh, _ = w
+        Hprev, Y = res
+        dA = torch.empty_like(Y)
+        for off, bs in steps:
+            r = slice(off, off + bs)
+            y = Y[r]
+            d = dh[:bs] + dY[r]
+            dA[r] = d * (y > 0) if relu else d * (1.0 - y * y)
+            dh[:bs] = dA[r].matmul(w_hh)
+        grads = [None] * 5
+        if need_w:
+            grads[0] = dA.t().matmul(x)
+            grads[1] = dA.t().matmul(Hprev)
+            if b_ih is not None:
+                grads[2] = grads[3] = dA.sum(0)
+        return dA.matmul(w_ih), dh, None, grads
+    return bwd
+
+
+_CELLS = {
+    "LSTM": (_lstm_forward, _lstm_backward, 4),
+    "GRU": (_gru_forward, _gru_backward, 3),
+    "RNN_TANH": (_rnn_forward(False), _rnn_backward(False), 1),
+    "RNN_RELU": (_rnn_forward(True), _rnn_backward(True), 1),
+}
+
+
+# --- the driver: layers and directions, shared by the three Functions ---
+def _forward(opts: RNNOptions, x, h0, c0, sorted_indices, unsorted_indices, seed, params):
+    cell_fwd = _CELLS[opts.mode][0]
+    steps, _ = _steps(opts, x)
+    rows = opmath(_to_rows(opts, x))                          # (N, I)
+    h0s = opmath(_state_in(opts, h0, sorted_indices))         # (L*D, B, Hout)
+    c0s = None if c0 is None else opmath(_state_in(opts, c0, sorted_indices))
+    w32 = [opmath(p) for p in params]
+    D = opts.directions
+    hn, cn, residuals, layer_inputs = [], [], [], []
+    inp = rows
+    for layer in range(opts.num_layers):
+        if layer > 0:
+            if opts.dropout > 0:
+                keep = _dropout_keep(seed, layer, inp.shape, opts.dropout, inp.device)
+                inp = inp * keep / (1.0 - opts.dropout)
+            layer_inputs.append(inp)
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            order = steps[::-1] if d == 1 else steps
+            y, h, c, res = cell_fwd(inp, layer_weights(opts, w32, layer, d), h0s[k].clone(),
+                                    None if c0s is None else c0s[k].clone(), order)
+            outs.append(y)
+            hn.append(h)
+            cn.append(c)
+            residuals.extend(res)
+        inp = outs[0] if D == 1 else torch.cat(outs, 1)
+    out = _from_rows(opts, inp.to(x.dtype), x)
+    if any(out.untyped_storage().data_ptr() == r.untyped_storage().data_ptr() for r in residuals):
+        out = out.clone()  # the RNN's last Y is also a (non-differentiable) residual: not the same memory
+    h_n = _state_out(opts, torch.stack(hn).to(h0.dtype), unsorted_indices)
+    c_n = None if c0 is None else _state_out(opts, torch.stack(cn).to(c0.dtype), unsorted_indices)
+    return out, h_n, c_n, residuals, layer_inputs
+
+
+def _backward(ctx, grad_out, grad_hn, grad_cn):
+    opts = ctx.opts
+    cell_bwd = _CELLS[opts.mode][1]
+    x, h0, c0, sorted_indices, unsorted_indices, *rest = ctx.saved_tensors
+    n_params = len(rest) - ctx.n_residuals - ctx.n_layer_inputs
+    params = rest[:n_params]
+    residuals = rest[n_params:n_params + ctx.n_residuals]
+    layer_inputs = rest[n_params + ctx.n_residuals:]
+    per_cell = len(residuals) // (opts.num_layers * opts.directions)
+    steps, _ = _steps(opts, x)
+    w32 = [opmath(p) for p in params]
+    D = opts.directions
+    needs = ctx.needs_input_grad
+    need_params = needs[7:]
+    dy = opmath(_to_rows(opts, grad_out))                      # (N, D*Hout)
+    dhn = opmath(_state_in(opts, grad_hn, sorted_indices))
+    dcn = None if c0 is None else opmath(_state_in(opts, grad_cn, sorted_indices))
+    grads_p = [None] * n_params
+    dh0 = [None] * (opts.num_layers * D)
+    dc0 = [None] * (opts.num_layers * D)
+    rows = opmath(_to_rows(opts, x))
+    for layer in reversed(range(opts.num_layers)):
+        inp = rows if layer == 0 else opmath(layer_inputs[layer - 1])
+        dinp = None
+        hout = dy.shape[1] // D
+        for d in range(D):
+            k = layer * D + d
+            order = steps if d == 1 else steps[::-1]
+            w = layer_weights(opts, w32, layer, d)
+            base = k * opts.per_direction
+            need_w = any(need_params[base:base + opts.per_direction])
+            res = residuals[k * per_cell:(k + 1) * per_cell]
+            dx, dh, dc, gw = cell_bwd(inp, w, res, dy[:, d * hout:(d + 1) * hout], dhn[k].clone(),
+                                      None if dcn is None else dcn[k].clone(), order, need_w)
+            dinp = dx if dinp is None else dinp + dx
+            dh0[k], dc0[k] = dh, dc
+            slots = [0, 1] + ([2, 3] if opts.has_biases else []) + ([4] if opts.proj else [])
+            for j, slot in enumerate(slots):  # position in the flat list -> slot of (w_ih, w_hh, b_ih, b_hh, w_hr)
+                if need_params[base + j] and gw[slot] is not None:
+                    grads_p[base + j] = gw[slot].to(params[base + j].dtype)
+        if layer > 0 and opts.dropout > 0:
+            keep = _dropout_keep(ctx.seed, layer, dinp.shape, opts.dropout, dinp.device)
+            dinp = dinp * keep / (1.0 - opts.dropout)
+        dy = dinp
+    grad_x = _from_rows(opts, dy, x).to(x.dtype) if needs[1] else None
+    grad_h0 = _state_out(opts, torch.stack(dh0), unsorted_indices).to(h0.dtype) if needs[2] else None
+    grad_c0 = None
+    if c0 is not None and needs[3]:
+        grad_c0 = _state_out(opts, torch.stack(dc0), unsorted_indices).to(c0.dtype)
+    return (None, grad_x, grad_h0, grad_c0, None, None, None, *grads_p)
+
+
+def _setup(ctx, inputs, output, n_out):
+    opts, x, h0, c0, sorted_indices, unsorted_indices, seed, *params = inputs
+    ctx.opts, ctx.seed = opts, seed
+    extra = output[n_out:]
+    ctx.n_layer_inputs = opts.num_layers - 1
+    ctx.n_residuals = len(extra) - ctx.n_layer_inputs
+    ctx.mark_non_differentiable(*extra)
+    ctx.save_for_backward(x, h0, c0, sorted_indices, unsorted_indices, *params, *extra)
+
+
+# --- LSTM ---
+class LSTMFunction(torch.autograd.Function):
+    r"""Multi-layer (bidirectional) LSTM with backpropagation through time.
+
+    Forward, per layer and direction, for t in order (reversed for the reverse direction):
+               a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh    (the W_ih x_t of all t: one matmul)
+               i, f, o = sigmoid(a_t[i, f, o]),  g = tanh(a_t[g])
+               c_t = f c_{t-1} + i g,   h~_t = o tanh(c_t),   h_t = h~_t (or W_hr h~_t with proj_size)
+    Backward, for t in reverse order, with dh = grad h_t (from the output at t and from
+    step t+1), dc = grad c_t (from step t+1):
+               dh~ = dh (or W_hr^T dh; grad_W_hr += dh h~_t^T)
+               dc += dh~ o (1 - tanh(c_t)^2)
+               da[i] = dc g i (1 - i),  da[f] = dc c_{t-1} f (1 - f),
+               da[g] = dc i (1 - g^2),  da[o] = dh~ tanh(c_t) o (1 - o)
+               grad h_{t-1} = W_hh^T da,   grad c_{t-1} = dc f
+               tied weights: grad_W_ih = sum_t da x_t^T, grad_W_hh = sum_t da h_{t-1}^T,
+               grad_b_ih = grad_b_hh = sum_t da  (one matmul each over the stacked steps)
+               grad x_t = W_ih^T da (through the inter-layer dropout mask into the layer below)
+    Saved:     input, h0, c0, weights; per layer and direction Hprev, Cprev, gates, C (rows
+               of all steps); the input of each layer above the first.
+    Double backward: no (once_differentiable)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(opts, x, h0, c0, sorted_indices, unsorted_indices, seed, *params):
+        out, h_n, c_n, res, ins = _forward(opts, x, h0, c0, sorted_indices, unsorted_indices, seed, params)
+        return (out, h_n, c_n, *res, *ins)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup(ctx, inputs, output, 3)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_hn, grad_cn, *_):
+        return _backward(ctx, grad_out, grad_hn, grad_cn)
+
+
+# --- GRU ---
+class GRUFunction(torch.autograd.Function):
+    r"""Multi-layer (bidirectional) GRU with backpropagation through time.
+
+    Forward, per layer and direction:
+               gi = W_ih x_t + b_ih (all t: one matmul),   gh = W_hh h_{t-1} + b_hh
+               r = sigmoid(gi[r] + gh[r]),  z = sigmoid(gi[z] + gh[z])
+               n = tanh(gi[n] + r gh[n]),   h_t = (1 - z) n + z h_{t-1}
+    Backward, for t in reverse order, dh = grad h_t:
+               dn = dh (1 - z),   da_n = dn (1 - n^2)
+               da_r = da_n gh[n] r (1 - r),   da_z = dh (h_{t-1} - n) z (1 - z)
+               d gi = (da_r, da_z, da_n),   d gh = (da_r, da_z, da_n r)
+               grad h_{t-1} = dh z + W_hh^T d gh
+               tied weights: grad_W_ih = sum_t d gi x_t^T,  grad_W_hh = sum_t d gh h_{t-1}^T,
+               grad_b_ih = sum_t d gi,  grad_b_hh = sum_t d gh;   grad x_t = W_ih^T d gi
+    Saved:     input, h0, weights; per layer and direction Hprev, (r, z, n), gh[n].
+    Double backward: no (once_differentiable)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(opts, x, h0, c0, sorted_indices, unsorted_indices, seed, *params):
+        out, h_n, _, res, ins = _forward(opts, x, h0, None, sorted_indices, unsorted_indices, seed, params)
+        return (out, h_n, *res, *ins)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup(ctx, inputs, output, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_hn, *_):
+        return _backward(ctx, grad_out, grad_hn, None)
+
+
+# --- RNN (tanh, relu) ---
+class RNNFunction(torch.autograd.Function):
+    r"""Multi-layer (bidirectional) Elman RNN with tanh or relu, backpropagation through time.
+
+    Forward:   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)   (W_ih x_t of all t: one matmul)
+    Backward, for t in reverse order, dh = grad h_t:
+               da = dh (1 - h_t^2) for tanh,  dh [h_t > 0] for relu
+               grad h_{t-1} = W_hh^T da;   tied weights: grad_W_ih = sum_t da x_t^T,
+               grad_W_hh = sum_t da h_{t-1}^T, grad_b_ih = grad_b_hh = sum_t da;  grad x_t = W_ih^T da
+    Saved:     input, h0, weights; per layer and direction Hprev, Y.
+    Double backward: no (once_differentiable)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(opts, x, h0, c0, sorted_indices, unsorted_indices, seed, *params):
+        out, h_n, _, res, ins = _forward(opts, x, h0, None, sorted_indices, unsorted_indices, seed, params)
+        return (out, h_n, *res, *ins)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup(ctx, inputs, output, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_hn, *_):
+        return _backward(ctx, grad_out, grad_hn, None)
+
+
+FUNCTIONS = {"LSTM": LSTMFunction, "GRU": GRUFunction, "RNN_TANH": RNNFunction, "RNN_RELU": RNNFunction}
+
+
+def gate_count(mode: str) -> int:
+    """Rows of W_ih per hidden unit: 4 (LSTM), 3 (GRU), 1 (RNN)."""
+    return _CELLS[mode][2]
