@@ -109,3 +109,116 @@ def test_convert_keeps_mode_device_dtype_and_inplace():
     assert out is model and not out.training
     assert all(p.dtype == torch.float64 for p in out.parameters())
     assert type(out[0]) is torch_bp.nn.Linear
+
+
+# --- core: softmax, dropout, embedding, losses ---
+def _mlp_ce_loss(params, x, y):
+    w1, b1, w2, b2 = params
+    h = F.silu(F.linear(x, w1, b1))
+    return F.cross_entropy(F.linear(h, w2, b2), y, label_smoothing=0.1)
+
+
+def _mlp_mse_loss(params, x, y):
+    w1, b1, w2, b2 = params
+    h = F.tanh(F.linear(x, w1, b1))
+    return F.mse_loss(F.log_softmax(F.linear(h, w2, b2), dim=-1), y)
+
+
+@pytest.mark.parametrize("loss_fn, target", [(_mlp_ce_loss, "index"), (_mlp_mse_loss, "float")],
+                         ids=["cross_entropy", "mse_loss"])
+def test_vmap_grad_per_sample_gradients_through_our_losses(loss_fn, target):
+    """Linear-activation-loss, all ours: vmap(grad) equals a loop over single samples."""
+    torch.manual_seed(0)
+    params = [torch.randn(8, 5, dtype=torch.float64), torch.randn(8, dtype=torch.float64),
+              torch.randn(3, 8, dtype=torch.float64), torch.randn(3, dtype=torch.float64)]
+    x = torch.randn(6, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,)) if target == "index" else torch.randn(6, 3, dtype=torch.float64)
+    per_sample = torch.func.vmap(torch.func.grad(loss_fn), in_dims=(None, 0, 0))(params, x, y)
+    for i in range(x.shape[0]):
+        ps = [p.clone().requires_grad_() for p in params]
+        loss = loss_fn(ps, x[i], y[i])
+        assert type(loss.grad_fn).__name__ in ("CrossEntropyFunctionBackward", "MSELossFunctionBackward")
+        for g, v in zip(torch.autograd.grad(loss, ps), per_sample):
+            assert_close(v[i], g, torch.float64, what="per-sample grad")
+
+
+def test_autocast_bf16_cross_entropy_matches_torch():
+    """Under CPU autocast the loss runs in float32 on bf16 logits, as torch's cross_entropy."""
+    ref = _torch_twin()
+    ours = torch_bp.convert(ref)
+    x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, rlogits = ours(x), ref(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=0.1)
+        rloss = torch.nn.functional.cross_entropy(rlogits, y, label_smoothing=0.1)
+    assert logits.dtype == torch.bfloat16 and loss.dtype == rloss.dtype == torch.float32
+    assert type(loss.grad_fn).__name__ == "CrossEntropyFunctionBackward"
+    loss.backward()
+    rloss.backward()
+    assert_close(loss, rloss, torch.bfloat16, what="autocast loss")
+    for p, rp in zip(ours.parameters(), ref.parameters()):
+        # as test_autocast_bf16_matches_torch: a few bf16 roundings per layer
+        torch.testing.assert_close(p.grad, rp.grad, rtol=8 * 2.0 ** -7, atol=8 * 2.0 ** -7 * rp.grad.abs().max())
+
+
+def test_convert_other_library_model_runs_our_dropout_embedding_and_loss():
+    """The converted model's Embedding and Dropout are ours (same mask for the same seed),
+    and so is its loss module: loss and every parameter gradient equal the original's."""
+    torch.manual_seed(0)
+    ref = _OtherLibraryModel()
+    ref_loss = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
+    ours, our_loss = torch_bp.convert(ref), torch_bp.convert(ref_loss)
+    assert type(ours.emb) is torch_bp.nn.Embedding and type(ours.drop) is torch_bp.nn.Dropout
+    assert type(our_loss) is torch_bp.nn.CrossEntropyLoss
+    tokens, target = torch.randint(0, 20, (4, 7)), torch.randint(0, 5, (4,))
+    losses = []
+    for m, crit in ((ours, our_loss), (ref, ref_loss)):
+        torch.manual_seed(1)
+        loss = crit(m(tokens), target)
+        loss.backward()
+        losses.append(loss)
+    assert type(losses[0].grad_fn).__name__ == "CrossEntropyFunctionBackward"
+    assert_close(losses[0], losses[1], torch.float32, what="loss")
+    for (n, p), rp in zip(ours.named_parameters(), ref.parameters()):
+        assert_close(p.grad, rp.grad, torch.float32, what=n)
+    report = torch_bp.conversion_report(ours)
+    assert report.converted["Embedding"] == 1 and report.converted["Dropout"] == 1 and report.share == 1.0
+
+
+@pytest.mark.parametrize("name, args, kwargs", [
+    ("cross_entropy", lambda: (torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True),
+                               torch.softmax(torch.randn(3, 4, 2, dtype=torch.float64), 1).requires_grad_(),
+                               torch.rand(4, dtype=torch.float64, requires_grad=True) + 0.5),
+     {"label_smoothing": 0.2, "reduction": "sum"}),
+    ("cross_entropy", lambda: (torch.randn(5, 4, dtype=torch.float64, requires_grad=True),
+                               torch.tensor([0, 3, -100, 1, 3]), torch.rand(4, dtype=torch.float64) + 0.5),
+     {"label_smoothing": 0.3}),
+    ("mse_loss", lambda: (torch.randn(3, 4, dtype=torch.float64, requires_grad=True),
+                          torch.randn(3, 4, dtype=torch.float64, requires_grad=True)),
+     {"weight": torch.rand(3, 4, dtype=torch.float64, requires_grad=True)}),
+], ids=["cross_entropy-probabilities", "cross_entropy-indices-smoothing", "mse_loss-weight"])
+def test_loss_double_backward_all_variants(name, args, kwargs):
+    """gradgradcheck beyond the registry's first sample: every input of the fused rules."""
+    fn = getattr(F, name)
+    inputs = args()
+    diff = [t for t in inputs + tuple(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+            if t.requires_grad]
+
+    def call(*xs):
+        it = iter(xs)
+        a = [next(it) if t.requires_grad else t for t in inputs]
+        k = {key: next(it) if isinstance(v, torch.Tensor) and v.requires_grad else v for key, v in kwargs.items()}
+        return fn(*a, **k)
+
+    assert torch.autograd.gradgradcheck(call, tuple(diff))
+
+
+def test_embedding_sparse_and_from_pretrained():
+    emb = torch_bp.nn.Embedding.from_pretrained(torch.randn(6, 3), freeze=False, padding_idx=0)
+    assert type(emb) is torch_bp.nn.Embedding and emb.padding_idx == 0 and emb.weight.requires_grad
+    out = emb(torch.tensor([0, 2, 2]))
+    assert type(out.grad_fn).__name__ == "EmbeddingFunctionBackward"
+    out.sum().backward()
+    assert emb.weight.grad[0].abs().sum() == 0 and torch.equal(emb.weight.grad[2], torch.full((3,), 2.0))
+    with pytest.raises(NotImplementedError, match="sparse"):
+        torch_bp.nn.Embedding(6, 3, sparse=True)(torch.tensor([1]))

@@ -18,6 +18,8 @@ import torch
 
 from ._amp import autocast_inputs
 from .ops import dropout as _drop
+from .ops import embedding as _emb
+from .ops import loss as _loss
 from .ops import activation as _act
 from .ops import linear as _lin
 from .ops import normalization as _norm
@@ -99,9 +101,8 @@ def _softmax_input(input, dim, stacklevel, dtype, name):
         dim = _implicit_softmax_dim(name, input.dim(), stacklevel + 1)
     if dtype is not None:
         input = input.to(dtype)  # as torch: cast first, the gradient flows back through the cast
-    if not input.is_floating_point():
-        raise NotImplementedError(f"{name}: not implemented for input of dtype {input.dtype} "
-                                  "(pass a floating dtype=... or a floating input)")
+    # A non-floating input: torch's own kernel in the rule's forward checks dim first, then
+    # raises NotImplementedError (an empty input passes, as in torch).
     return input, dim
 
 
@@ -136,6 +137,245 @@ def dropout(input, p=0.5, training=True, inplace=False):
     mask = noise.bool()
     scale = noise.new_ones(()).div_(1 - p)
     return _drop.DropoutFunction.apply(input, mask, scale)
+
+
+# ======================================================================================
+# --- embedding --- (core: embedding family)
+# ======================================================================================
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+              sparse=False):
+    if padding_idx is not None:  # as torch (which asserts)
+        if padding_idx > 0 and padding_idx >= weight.size(0):
+            raise AssertionError("Padding_idx must be within num_embeddings")
+        if padding_idx < 0:
+            if padding_idx < -weight.size(0):
+                raise AssertionError("Padding_idx must be within num_embeddings")
+            padding_idx = weight.size(0) + padding_idx
+    if sparse:
+        raise NotImplementedError("torch_bp embedding: sparse=True (sparse gradients) is not supported; "
+                                  "use sparse=False for a dense gradient")
+    if input.dtype not in (torch.int64, torch.int32):
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
+                           f"types: Long, Int; but got {input.dtype} instead")
+    if weight.dim() != 2:
+        raise RuntimeError(f"'weight' must be 2-D, got weight of size {list(weight.shape)}")
+    if max_norm is not None:
+        # As torch: the looked-up rows whose norm exceeds max_norm are rescaled in place,
+        # outside autograd (the renorm is not part of the gradient).
+        input = input.contiguous()
+        with torch.no_grad():
+            torch.embedding_renorm_(weight, input, max_norm, norm_type)
+    return _emb.EmbeddingFunction.apply(input, weight, padding_idx, bool(scale_grad_by_freq))
+
+
+# ======================================================================================
+# --- losses --- (core: loss family)
+# ======================================================================================
+def _legacy_reduction(size_average, reduce, reduction):
+    """torch's mapping of the legacy size_average/reduce to ``reduction`` (with its warning)."""
+    if size_average is not None or reduce is not None:
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        reduction = "mean" if size_average and reduce else ("sum" if reduce else "none")
+        warnings.warn("size_average and reduce args will be deprecated, please use "
+                      f"reduction='{reduction}' instead.", stacklevel=4)
+    return reduction
+
+
+def _reduction(size_average, reduce, reduction):
+    """torch's resolution of ``reduction``: the legacy arguments, then a check of its value."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction == "elementwise_mean":
+        warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+                      stacklevel=3)
+        return "mean"
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    return reduction
+
+
+def _no_grad_for(name, **tensors):
+    """torch's error for an argument its loss takes no gradient for."""
+    for what, t in tensors.items():
+        if t is not None and t.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError(f"The function '{name}' is not differentiable with respect to argument "
+                               f"'{what}'. This input cannot have requires_grad True.")
+
+
+def _pointwise_loss_args(input, target, weight):
+    """Checks shared by mse/l1/huber/smooth_l1 (as torch: a warning for a target of another
+    size, broadcasting, ``weight`` of the input's size)."""
+    if target.size() != input.size():
+        warnings.warn(f"Using a target size ({target.size()}) that is different to the input size "
+                      f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
+                      "Please ensure they have the same size.", stacklevel=3)
+    torch.broadcast_shapes(input.shape, target.shape)  # RuntimeError naming the sizes, as torch
+    if weight is not None and weight.size() != input.size():
+        raise ValueError("Weights and input must have the same size.")
+
+
+def _int_check(input, target, name, int_error):
+    if not torch.promote_types(input.dtype, target.dtype).is_floating_point:
+        raise int_error(f"{name}: not implemented for inputs of dtype {input.dtype} and {target.dtype} "
+                        "(floating point inputs are needed)")
+
+
+# NOTE: the order of the checks below is torch's (shapes, then the reduction, then the
+# kernel's own checks), so that an input with several problems raises what torch raises.
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    input, target, weight = autocast_inputs("mse_loss", input, target, weight)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _pointwise_loss_args(input, target, weight)
+    if weight is not None and torch.bool in (input.dtype, target.dtype):  # torch's weighted path: input - target
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported "
+                           "(mse_loss with weight: input and target must not be bool)")
+    reduction = _reduction(None, None, reduction)
+    _int_check(input, target, "mse_loss", NotImplementedError)
+    return _loss.MSELossFunction.apply(input, target, weight, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    input, target, weight = autocast_inputs("l1_loss", input, target, weight)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _pointwise_loss_args(input, target, weight)
+    if weight is not None and torch.bool in (input.dtype, target.dtype):  # torch's weighted path: input - target
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported "
+                           "(l1_loss with weight: input and target must not be bool)")
+    reduction = _reduction(None, None, reduction)  # integers: as torch, fine for 'none' and 'sum'
+    return _loss.L1LossFunction.apply(input, target, weight, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    input, target, weight = autocast_inputs("huber_loss", input, target, weight)
+    _pointwise_loss_args(input, target, weight)
+    if weight is None:
+        reduction = _reduction(None, None, reduction)
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    _int_check(input, target, "huber_loss", NotImplementedError)
+    if not input.is_floating_point():  # torch's kernel writes the loss in the input's dtype
+        raise RuntimeError(f"result type {target.dtype} can't be cast to the desired output type {input.dtype} "
+                           "(huber_loss: the input must be floating point)")
+    reduction = _reduction(None, None, reduction)
+    if target.dtype != input.dtype:
+        target = target.to(input.dtype)  # as torch's kernel: the result has the input's dtype
+    return _loss.HuberLossFunction.apply(input, target, weight, reduction, float(delta), 1.0)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    input, target = autocast_inputs("smooth_l1_loss", input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _pointwise_loss_args(input, target, None)
+    reduction = _reduction(None, None, reduction)
+    if beta == 0.0:  # as torch: plain L1
+        return _loss.L1LossFunction.apply(input, target, None, reduction)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    _int_check(input, target, "smooth_l1_loss", NotImplementedError)
+    # smooth_l1 with beta = huber with delta = beta, divided by beta
+    return _loss.HuberLossFunction.apply(input, target, None, reduction, float(beta), 1.0 / beta)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    input, target, weight, pos_weight = autocast_inputs("binary_cross_entropy_with_logits", input, target,
+                                                        weight, pos_weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"binary_cross_entropy_with_logits: not implemented for input of dtype "
+                                  f"{input.dtype} (a floating point input is needed)")
+    if not target.is_floating_point():
+        raise RuntimeError(f"result type Float can't be cast to the desired output type {target.dtype} "
+                           "(binary_cross_entropy_with_logits needs a floating point target)")
+    for t, what in ((weight, "weight"), (pos_weight, "pos_weight")):
+        if t is not None and torch.broadcast_shapes(t.shape, input.shape) != input.shape:
+            raise RuntimeError(f"output with shape {list(input.shape)} doesn't match the broadcast shape "
+                               f"{list(torch.broadcast_shapes(t.shape, input.shape))} ({what})")
+    _no_grad_for("binary_cross_entropy_with_logits", weight=weight, pos_weight=pos_weight)
+    return _loss.BCEWithLogitsFunction.apply(input, target, weight, pos_weight, reduction)
+
+
+def _check_class_weight(weight, n_classes, input, prefix=""):
+    if weight is not None and (weight.dim() != 1 or weight.numel() != n_classes):
+        raise RuntimeError(f"{prefix}weight tensor should be defined either for all {n_classes} classes or no "
+                           f"classes but got weight tensor of shape: {list(weight.shape)}")
+
+
+def _check_class_targets(input, target, weight, ignore_index, name):
+    """torch's checks of nll_loss_nd, in torch's order (input (C), (N, C) or (N, C, d1, ...),
+    class-index targets). Returns the target (a (1,) target of a 1-d input as a 0-d one)."""
+    if input.dim() < 1:
+        raise ValueError(f"Expected 1 or more dimensions (got {input.dim()})")
+    if input.dim() != 1 and (target.dim() == 0 or input.shape[0] != target.shape[0]):
+        raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
+                         f"({target.shape[0] if target.dim() else 0}).")
+    if input.dim() <= 2:
+        if target.dim() > 1:
+            raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+    elif tuple(target.shape[1:]) != tuple(input.shape[2:]) or target.dim() != input.dim() - 1:
+        raise RuntimeError(f"Expected target size {[input.shape[0]] + list(input.shape[2:])}, "
+                           f"got {list(target.shape)}")
+    n_classes = input.shape[0 if input.dim() == 1 else 1]
+    if n_classes == 0 and input.dim() != 4 and input.dim() > 2:
+        # as torch, whose reshape to 4-d of an input without classes loses the target's layout
+        raise RuntimeError(f"size mismatch (got input: {list(input.shape)}, target: {list(target.shape)}): "
+                           "no classes")
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
+    if target.dtype == torch.uint8 and input.dim() > 2:  # torch's nll_loss2d takes int64 targets only
+        raise RuntimeError("expected scalar type Long but found Byte (class-index targets of a K-dim input)")
+    if input.dim() == 1 and target.dim() == 1:  # as torch: a (1,) target of an unbatched input
+        if target.shape[0] != 1:
+            raise ValueError(f"For 1D input, 1D target must have size 1, but got target size: {target.shape[0]}")
+        target = target.reshape(())
+    _check_class_weight(weight, n_classes, input)
+    if not input.is_floating_point():
+        raise NotImplementedError(f"{name}: not implemented for input of dtype {input.dtype}")
+    if weight is not None and weight.dtype != input.dtype:
+        raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (weight)")
+    _no_grad_for("nll_loss_forward", weight=weight)
+    # A data-dependent check: skipped in traced code and under vmap, where the gather's own
+    # index check still raises (a RuntimeError, not torch's IndexError).
+    if not torch.compiler.is_compiling() and torch._C._functorch.maybe_get_level(target) == -1:
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+        if bad.any():
+            raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
+    return target
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+    input, weight = autocast_inputs("nll_loss", input, weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    target = _check_class_targets(input, target, weight, ignore_index, "nll_loss")
+    return _loss.NLLLossFunction.apply(input, target, weight, reduction, int(ignore_index))
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    input, target, weight = autocast_inputs("cross_entropy", input, target, weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    if label_smoothing > 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    label_smoothing = max(float(label_smoothing), 0.0)  # as torch: a negative value is no smoothing
+    if input.shape == target.shape:  # as torch: same shapes means class probabilities
+        if not target.is_floating_point():
+            raise RuntimeError(f"Expected floating point type for target with class probabilities, "
+                               f"got {target.dtype}")
+        if ignore_index >= 0:
+            raise RuntimeError("ignore_index is not supported for floating point target")
+        if not input.is_floating_point() and input.numel():
+            raise NotImplementedError(f"cross_entropy: not implemented for input of dtype {input.dtype}")
+        if input.dim() == 0:
+            raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)")
+        _check_class_weight(weight, input.shape[0 if input.dim() == 1 else 1], input, "cross_entropy: ")
+        return _loss.SoftCrossEntropyFunction.apply(input, target, weight, reduction, label_smoothing)[0]
+    if not input.is_floating_point() and input.numel():  # torch's log_softmax runs before nll_loss's checks
+        raise NotImplementedError(f"cross_entropy: not implemented for input of dtype {input.dtype}")
+    target = _check_class_targets(input, target, weight, ignore_index, "cross_entropy")
+    return _loss.CrossEntropyFunction.apply(input, target, weight, reduction, int(ignore_index),
+                                            label_smoothing)[0]
 
 
 # --- normalization ---

@@ -16,7 +16,7 @@ import torch.nn.functional as TF
 
 from . import functional as F
 from . import nn
-from .ops import dropout
+from .ops import dropout, embedding, loss
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
 from .ops import attention, recurrent  # attention / recurrent family
@@ -73,6 +73,22 @@ LAYERS: list[Layer] = [
     # --- core: dropout ---
     _row("dropout", "dropout", [dropout.DropoutFunction], [(nn.Dropout, torch.nn.Dropout)], double_backward=True,
          notes="inplace=True computed out of place; on CUDA the mask differs from torch's (fused kernel)"),
+    # --- core: embedding ---
+    _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],
+         double_backward=True, notes="sparse=True raises NotImplementedError (dense gradients only)"),
+    # --- core: losses ---
+    _row("mse_loss", "loss", [loss.MSELossFunction], [(nn.MSELoss, torch.nn.MSELoss)], double_backward=True),
+    _row("l1_loss", "loss", [loss.L1LossFunction], [(nn.L1Loss, torch.nn.L1Loss)], double_backward=True),
+    _row("huber_loss", "loss", [loss.HuberLossFunction], [(nn.HuberLoss, torch.nn.HuberLoss)],
+         double_backward=True),
+    _row("smooth_l1_loss", "loss", [loss.HuberLossFunction, loss.L1LossFunction],
+         [(nn.SmoothL1Loss, torch.nn.SmoothL1Loss)], double_backward=True, notes="beta=0 runs l1_loss, as torch"),
+    _row("cross_entropy", "loss", [loss.CrossEntropyFunction, loss.SoftCrossEntropyFunction],
+         [(nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss)], double_backward=True,
+         notes="log-softmax fused in; SoftCrossEntropyFunction for class-probability targets"),
+    _row("nll_loss", "loss", [loss.NLLLossFunction], [(nn.NLLLoss, torch.nn.NLLLoss)], double_backward=True),
+    _row("binary_cross_entropy_with_logits", "loss", [loss.BCEWithLogitsFunction],
+         [(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)], double_backward=True),
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),

@@ -125,6 +125,19 @@ def _conv_empty_batch(case, ours=None, ref=None):
     return isinstance(x, torch.Tensor) and x.numel() == 0 and len(dtypes) > 1
 
 
+def _huber_mixed_dtypes_backward(case, ours, ref):
+    """torch's huber_loss forward takes a target of another dtype, its backward then raises."""
+    x, t = case.value("input"), case.value("target")
+    return (isinstance(ref, Exception) and "Found dtype" in str(ref) and not isinstance(ours, Exception)
+            and isinstance(x, torch.Tensor) and isinstance(t, torch.Tensor) and x.dtype != t.dtype)
+
+
+def _conv_transpose_bias_dtype(case, ours=None, ref=None):
+    """A bias whose dtype is not the input's (conv/pooling/batch-norm family)."""
+    x, b = case.value("input"), case.value("bias")
+    return isinstance(x, torch.Tensor) and isinstance(b, torch.Tensor) and b.dtype != x.dtype
+
+
 _CONV_EMPTY = (_conv_empty_batch,
                "torch's convolution returns an empty output for an empty input before it checks that "
                "weight and bias have the input's dtype")
@@ -152,6 +165,10 @@ TORCH_QUIRKS: dict[str, list] = {
     "linear": [(_linear_promoted_bias, "torch's F.linear on a >2-d input adds the bias after the matmul "
                                        "with type promotion (any dtype of bias is taken), while on a 2-d "
                                        "input addmm rejects a bias of another dtype")],
+    "huber_loss": [(_huber_mixed_dtypes_backward,
+                    "torch's huber_loss forward accepts a target of another dtype (the loss has the "
+                    "input's dtype) but its backward then raises 'Found dtype ... but expected ...'; "
+                    "ours computes with the target cast to the input's dtype, forward and backward")],
     "conv1d": [_CONV_EMPTY],
     "conv2d": [_CONV_EMPTY],
     "conv_transpose2d": [_CONV_EMPTY],

@@ -1,6 +1,8 @@
 """Drop-in twins of ``torch.nn`` modules (subclasses: same constructors, parameters, state_dicts)."""
 from .activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
 from .linear import Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
+from .sparse import Embedding
 from .dropout import Dropout
 from .activation import LogSoftmax, Softmax
 from .normalization import LayerNorm, RMSNorm
@@ -22,5 +24,7 @@ __all__ = [
     "Linear",
     "ReLU", "LeakyReLU", "ELU", "GELU", "SiLU", "Softplus", "Tanh", "Sigmoid",
     "LayerNorm", "RMSNorm",
-    "Softmax", "LogSoftmax", "Dropout",
+    "Softmax", "LogSoftmax", "Dropout", "Embedding",
+    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
+    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
 ]

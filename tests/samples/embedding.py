@@ -1,0 +1,51 @@
+"""Samples for embedding."""
+import torch
+
+from . import ModuleSample, Sample, error_samples, module_samples, samples
+
+
+@samples("embedding")
+def _embedding(make):
+    rep = torch.tensor([[1, 3, 3, 7], [3, 0, 1, 3]])  # repeated indices (index_add accumulates)
+    yield Sample("2d indices", (make.int(10, 3, 4), make(10, 5)))
+    yield Sample("1d indices", (make.int(10, 6), make(10, 3)))
+    yield Sample("0d index", (torch.tensor(4), make(10, 3)))
+    yield Sample("repeated", (rep, make(8, 4)))
+    # padding_idx (no gradient for that row) and scale_grad_by_freq (divided by the count)
+    # are conventions, not the derivative of the lookup: finite differences disagree by design
+    # (torch's own rule fails gradcheck here too); compared with torch only.
+    yield Sample("padding_idx", (rep, make(8, 4)), {"padding_idx": 3}, gradcheck=False)
+    yield Sample("negative padding_idx", (torch.tensor([0, 7, 7, 2]), make(8, 4)), {"padding_idx": -1},
+                 gradcheck=False)
+    yield Sample("scale_grad_by_freq", (rep, make(8, 4)), {"scale_grad_by_freq": True}, gradcheck=False)
+    yield Sample("scale_grad_by_freq+padding_idx", (rep, make(8, 4)),
+                 {"scale_grad_by_freq": True, "padding_idx": 1}, gradcheck=False)
+    yield Sample("padding_idx not looked up", (make.int(5, 2, 3), make(8, 4)), {"padding_idx": 6})
+    yield Sample("int32 indices", (make.int(10, 5).int(), make(10, 3)))
+    yield Sample("empty indices", (make.int(10, 0), make(10, 3)))
+    yield Sample("noncontiguous", (make.int(10, 4, 3).t(), make(10, 5, layout="t")))
+    yield Sample("large-magnitude", (make.int(10, 6), make(10, 3, low=-1e4, high=1e4)))
+    # max_norm rescales the looked-up rows of weight in place (outside autograd), as torch:
+    # finite differences of an input that the call itself rewrites are meaningless.
+    yield Sample("max_norm", (rep, make(8, 4)), {"max_norm": 1.0}, gradcheck=False)
+    yield Sample("max_norm norm_type=1", (rep, make(8, 4)), {"max_norm": 1.5, "norm_type": 1.0},
+                 gradcheck=False)
+
+
+@module_samples("embedding")
+def _embedding_mod(make):
+    x = torch.tensor([[1, 3, 3, 7], [3, 0, 1, 3]])
+    yield ModuleSample("plain", (10, 4), {}, (x,))
+    yield ModuleSample("padding_idx", (10, 4), {"padding_idx": 3}, (x,))
+    yield ModuleSample("max_norm", (10, 4), {"max_norm": 1.0}, (x,))
+    yield ModuleSample("scale_grad_by_freq", (10, 4), {"scale_grad_by_freq": True}, (x,))
+
+
+@error_samples("embedding")
+def _embedding_err(make):
+    yield Sample("float indices", (make(3, requires_grad=False), make(10, 3)))
+    yield Sample("index out of range", (torch.tensor([1, 10]), make(10, 3)))
+    yield Sample("negative index", (torch.tensor([1, -1]), make(10, 3)))
+    yield Sample("1-d weight", (torch.tensor([1, 2]), make(10)))
+    yield Sample("padding_idx out of range", (torch.tensor([1, 2]), make(10, 3)), {"padding_idx": 10})
+    yield Sample("negative padding_idx out of range", (torch.tensor([1, 2]), make(10, 3)), {"padding_idx": -11})

@@ -1,0 +1,475 @@
+r"""Losses: regression losses, (binary) cross-entropy and NLL.
+
+Notation: ``g`` is the upstream gradient of the loss; ``ge`` the gradient reaching each
+element (or row) of the unreduced loss:
+    reduction='none': ge = g (one per element)
+    reduction='sum':  ge = g
+    reduction='mean': ge = g / n, where n is the number of elements, or the sum of the
+                      weights where torch normalises by it (mse/l1 with ``weight``, and
+                      nll/cross-entropy with class indices: the summed weight of the
+                      non-ignored targets).
+Conventions (as torch's): l1'(0) = 0; huber/smooth-l1 use the quadratic branch's slope
+at |d| = delta; an ignored target (``ignore_index``) contributes neither loss nor weight.
+
+Every rule is computed in float32 for bfloat16/float16 inputs and rounded once. Every
+backward here is written with differentiable tensor ops on saved inputs (double backward:
+yes); ``weight``/``pos_weight`` of the classification losses take no gradient, as in torch
+(``torch_bp.functional`` rejects them when they require grad, with torch's error).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._util import opmath, sum_to_size
+
+
+def _out_dtype(*tensors):
+    dtype = None
+    for t in tensors:
+        if t is not None:
+            dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _diff(x, t):
+    """d = x - t in the promoted dtype (float32 for bfloat16/float16; a bool or integer side promoted)."""
+    dtype = torch.promote_types(x.dtype, t.dtype)
+    dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    return x.to(dtype) - t.to(dtype)
+
+
+def _reduce(e, w, reduction, weight_mean):
+    """Apply an elementwise weight and the reduction (``weight_mean``: mean = sum / sum(w))."""
+    if w is not None:
+        e = e * w
+    if reduction == "none":
+        return e
+    if reduction == "sum":
+        return e.sum()
+    return e.sum() / w.sum() if (w is not None and weight_mean) else e.mean()
+
+
+def _elem_grad(g, numel, w, reduction, weight_mean):
+    """ge: the gradient reaching each element of the unreduced (unweighted-by-reduction) loss."""
+    if reduction != "mean":
+        return g
+    return g / w.sum() if (w is not None and weight_mean) else g / numel
+
+
+def _pointwise_backward(ctx, grad_out, e, de):
+    """Gradients of ``reduce(w * e(x - t))`` for x, t, w given e(d) and e'(d) (all opmath)."""
+    x, t, w = ctx.saved_tensors
+    wf = None if w is None else opmath(w)
+    ge = _elem_grad(opmath(grad_out), e.numel(), wf, ctx.reduction, ctx.weight_mean)
+    grad_x = grad_t = grad_w = None
+    gd = ge * de if wf is None else ge * de * wf  # dL/dd, d = x - t
+    if ctx.needs_input_grad[0]:
+        grad_x = sum_to_size(gd, x.shape).to(x.dtype)
+    if ctx.needs_input_grad[1]:
+        grad_t = sum_to_size(-gd, t.shape).to(t.dtype)
+    if w is not None and ctx.needs_input_grad[2]:
+        if ctx.reduction == "mean" and ctx.weight_mean:
+            # L = S / W with S = sum(w e), W = sum(w):  dL/dw = (g / W) (e - L)
+            e = e - (e * wf).sum() / wf.sum()
+        grad_w = sum_to_size(ge * e, w.shape).to(w.dtype)
+    return grad_x, grad_t, grad_w, None
+
+
+# --- MSELoss ---
+class MSELossFunction(torch.autograd.Function):
+    r"""Mean squared error, with torch's optional elementwise ``weight``.
+
+    Forward:   d = x - t (broadcast),  L = reduce(w d^2)   (mean with w: sum(w d^2) / sum(w))
+    Backward:  grad_x = ge * 2 d * w,   grad_t = -grad_x (each summed to its own shape)
+               grad_w = ge * d^2        (mean with w: ge * (d^2 - L), ge = g / sum(w))
+    Saved:     x, t, w                  Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, t, w, reduction):
+        d = _diff(x, t)
+        out = _reduce(d * d, None if w is None else opmath(w), reduction, weight_mean=True)
+        return out.to(_out_dtype(x, t, w))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, t, w, ctx.reduction = inputs
+        ctx.weight_mean = True
+        ctx.save_for_backward(x, t, w)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, t, _ = ctx.saved_tensors
+        d = _diff(x, t)
+        return _pointwise_backward(ctx, grad_out, d * d, 2 * d)
+
+
+# --- L1Loss ---
+class L1LossFunction(torch.autograd.Function):
+    r"""Mean absolute error, with torch's optional elementwise ``weight``.
+
+    Forward:   d = x - t (broadcast),  L = reduce(w |d|)   (mean with w: sum(w |d|) / sum(w))
+    Backward:  grad_x = ge * sign(d) * w  (sign(0) = 0),   grad_t = -grad_x
+               grad_w = ge * |d|          (mean with w: ge * (|d| - L), ge = g / sum(w))
+    Saved:     x, t, w                    Double backward: yes (second derivative 0)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, t, w, reduction):
+        d = opmath(x - t)  # as torch's composite: x - t in the inputs' dtype (integers allowed)
+        out = _reduce(d.abs(), None if w is None else opmath(w), reduction, weight_mean=True)
+        return out.to(_out_dtype(x, t, w)) if out.is_floating_point() else out  # an integer sum: int64
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, t, w, ctx.reduction = inputs
+        ctx.weight_mean = True
+        ctx.save_for_backward(x, t, w)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, t, _ = ctx.saved_tensors
+        d = opmath(x - t)
+        return _pointwise_backward(ctx, grad_out, d.abs(), torch.sign(d))
+
+
+# --- HuberLoss / SmoothL1Loss ---
+class HuberLossFunction(torch.autograd.Function):
+    r"""Huber loss with threshold ``delta``, times ``scale`` (smooth-L1 with beta is
+    ``scale = 1 / beta``, ``delta = beta``); torch's optional elementwise ``weight``.
+
+    Forward:   d = x - t,  h(d) = d^2 / 2 if |d| < delta else delta (|d| - delta / 2)
+               L = reduce(w * scale * h(d))           (mean: over all elements, as torch)
+    Backward:  grad_x = ge * scale * clamp(d, -delta, delta) * w,   grad_t = -grad_x
+               grad_w = ge * scale * h(d)
+    Saved:     x, t, w                                Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, t, w, reduction, delta, scale):
+        d = _diff(x, t)
+        out = _reduce(_huber(d, delta, scale), None if w is None else opmath(w), reduction, weight_mean=False)
+        return out.to(_out_dtype(x, t, w))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, t, w, ctx.reduction, ctx.delta, ctx.scale = inputs
+        ctx.weight_mean = False
+        ctx.save_for_backward(x, t, w)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, t, _ = ctx.saved_tensors
+        d = _diff(x, t)
+        de = d.clamp(-ctx.delta, ctx.delta) * ctx.scale
+        return _pointwise_backward(ctx, grad_out, _huber(d, ctx.delta, ctx.scale), de) + (None, None)
+
+
+def _huber(d, delta, scale):
+    z = d.abs()
+    return torch.where(z < delta, (0.5 * scale) * z * z, (delta * scale) * (z - 0.5 * delta))
+
+
+# --- BCEWithLogitsLoss ---
+class BCEWithLogitsFunction(torch.autograd.Function):
+    r"""Binary cross-entropy on logits, with ``weight`` w and ``pos_weight`` pw (broadcast).
+
+    Forward:   l = (pw - 1) t + 1,   e = (1 - t) x - l * logsigmoid(x)
+               (= -w [pw t log s(x) + (1 - t) log(1 - s(x))]),   L = reduce(w e)
+    Backward:  grad_x = ge * w * ((pw t + 1 - t) s(x) - pw t)
+               grad_t = ge * w * (logsigmoid(-x) - pw logsigmoid(x))    (= -x without pw)
+               no gradient for w, pw (as torch)
+    Saved:     x, t, w, pw                Double backward: yes
+    The loss has t's dtype, as torch's (computed in place in 1 - t).
+    NOTE: logsigmoid(x) = min(x, 0) - log1p(e^{-|x|}) never overflows: finite for any
+    finite logit, like torch's.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, t, w, pw, reduction):
+        xf, tf = opmath(x), opmath(t)
+        ls = torch.nn.functional.logsigmoid(xf)
+        if pw is not None:
+            ls = ls * ((opmath(pw) - 1) * tf + 1)
+        e = (1 - tf) * xf - ls
+        out = _reduce(e, None if w is None else opmath(w), reduction, weight_mean=False)
+        return out.to(t.dtype)  # as torch, whose loss is computed in place in (1 - t)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, t, w, pw, ctx.reduction = inputs
+        ctx.save_for_backward(x, t, w, pw)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, t, w, pw = ctx.saved_tensors
+        xf, tf = opmath(x), opmath(t)
+        ge = _elem_grad(opmath(grad_out), x.numel(), None, ctx.reduction, False)
+        if w is not None:
+            ge = ge * opmath(w)
+        grad_x = grad_t = None
+        if ctx.needs_input_grad[0]:
+            if pw is None:
+                gx = torch.sigmoid(xf) - tf
+            else:
+                pt = opmath(pw) * tf
+                gx = (pt + 1 - tf) * torch.sigmoid(xf) - pt
+            grad_x = sum_to_size(ge * gx, x.shape).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            if pw is None:
+                gt = -xf
+            else:
+                logsig = torch.nn.functional.logsigmoid
+                gt = logsig(-xf) - opmath(pw) * logsig(xf)
+            grad_t = sum_to_size(ge * gt, t.shape).to(t.dtype)
+        return grad_x, grad_t, None, None, None
+
+
+# --- NLLLoss ---
+def _class_dim(x):
+    return 0 if x.dim() == 1 else 1
+
+
+def _picked_weights(target, weight, ignore_index, dtype):
+    """Per target: valid = [target != ignore_index], a safe class index, and w_y (0 where ignored)."""
+    valid = target != ignore_index
+    safe = torch.where(valid, target, 0).long()
+    w_y = valid.to(dtype) if weight is None else torch.where(valid, opmath(weight)[safe], 0)
+    return valid, safe, w_y
+
+
+def _class_shape(weight, x, cd):
+    """The class weight as a tensor broadcasting along the class dim of x."""
+    shape = [1] * x.dim()
+    shape[cd] = weight.shape[0]
+    return opmath(weight).reshape(shape)
+
+
+class NLLLossFunction(torch.autograd.Function):
+    r"""Negative log-likelihood of class indices y, input a log-probability z.
+
+    Input (C), (N, C) or (N, C, d1, ...); classes along dim 1 (dim 0 unbatched).
+    Forward:   e_n = -w_{y_n} z[n, y_n]   (0 where y_n = ignore_index)
+               L = reduce(e)   (mean: sum(e) / sum of w_{y_n} over non-ignored n)
+    Backward:  grad_z[n, c] = -ge_n w_{y_n} [c = y_n]   (a scatter of one value per row)
+    Saved:     y, w (z is not needed)       Double backward: yes (linear in g)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z, target, weight, reduction, ignore_index):
+        cd = _class_dim(z)
+        zf = opmath(z)
+        valid, safe, w_y = _picked_weights(target, weight, ignore_index, zf.dtype)
+        if z.shape[cd] == 0:  # no classes (every target ignored, else the functional raised)
+            e = zf.new_zeros(target.shape)
+        else:
+            e = torch.where(valid, -zf.gather(cd, safe.unsqueeze(cd)).squeeze(cd) * w_y, 0)
+        if reduction == "none":
+            out = e
+        else:
+            out = e.sum() if reduction == "sum" else e.sum() / w_y.sum()
+        return out.to(z.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, target, weight, ctx.reduction, ctx.ignore_index = inputs
+        ctx.z_shape, ctx.z_dtype = z.shape, z.dtype
+        ctx.save_for_backward(target, weight)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        target, weight = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        cd = 0 if len(ctx.z_shape) == 1 else 1
+        g = opmath(grad_out)
+        valid, safe, w_y = _picked_weights(target, weight, ctx.ignore_index, g.dtype)
+        if ctx.reduction == "mean":
+            g = g / w_y.sum()
+        src = torch.where(valid, -g * w_y, 0)  # (N, d1, ...)
+        if ctx.z_shape[cd] == 0:
+            return src.new_zeros(ctx.z_shape).to(ctx.z_dtype), None, None, None, None
+        grad_z = src.new_zeros(ctx.z_shape).scatter(cd, safe.unsqueeze(cd), src.unsqueeze(cd))
+        return grad_z.to(ctx.z_dtype), None, None, None, None
+
+
+# --- CrossEntropyLoss ---
+def _log_softmax_parts(xf, cd):
+    """m = max along the class dim and s = log(sum(e^{x - m})), so log_softmax(x) = (x - m) - s."""
+    if xf.shape[cd] == 0:  # no classes: nothing to shift (amax of nothing is undefined)
+        m = xf.new_zeros(xf.sum(cd, keepdim=True).shape)
+    else:
+        m = xf.amax(cd, keepdim=True)
+    s = torch.exp(xf - m).sum(cd, keepdim=True).log()
+    return m, s
+
+
+class CrossEntropyFunction(torch.autograd.Function):
+    r"""Cross-entropy of logits x with class indices y: log-softmax and NLL fused.
+
+    Input (C), (N, C) or (N, C, d1, ...); classes along dim 1 (dim 0 unbatched); C classes,
+    class weights w (1 if None), label smoothing a. With z = log_softmax(x), p = softmax(x):
+    Forward:   q[n, c] = (1 - a) w_{y_n} [c = y_n] + (a / C) w_c     (0 where y_n is ignored)
+               e_n = -sum_c q[n, c] z[n, c],    L = reduce(e)
+               (mean: sum(e) / sum of w_{y_n} over non-ignored n, as torch)
+    Backward:  grad_x = ge_n (p * sum_c q[n, c] - q)                 (softmax minus target)
+    Saved:     x, y, w, and per row m = max x and s = log sum e^{x - m} (logsumexp = m + s);
+               p = e^{(x - m) - s} is recomputed in backward, never stored.
+    Double backward: yes. s is a second, differentiable output (d s / d x = p, m being a
+               constant shift), so the graph of the recomputed p is exact.
+    NOTE: m and s are kept apart because x - m is exact: the loss and p keep full precision
+    for logits of magnitude 1e4, where x - (m + s) in float32 would be off by ~|x| eps.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, target, weight, reduction, ignore_index, label_smoothing):
+        cd = _class_dim(x)
+        xf = opmath(x)
+        m, s = _log_softmax_parts(xf, cd)
+        z = (xf - m) - s
+        valid, safe, w_y = _picked_weights(target, weight, ignore_index, xf.dtype)
+        if x.shape[cd] == 0:  # no classes (every target ignored, else the functional raised)
+            e = xf.new_zeros(target.shape)
+        else:
+            e = torch.where(valid, -z.gather(cd, safe.unsqueeze(cd)).squeeze(cd) * w_y, 0)
+        if label_smoothing > 0:
+            wz = z if weight is None else z * _class_shape(weight, x, cd)
+            smooth = torch.where(valid, -wz.sum(cd), 0)
+            a_c = label_smoothing / x.shape[cd] if x.shape[cd] else math.inf  # C = 0: 0 * inf = NaN, as torch
+            e = (1 - label_smoothing) * e + a_c * smooth
+        if reduction == "none":
+            out = e
+        else:
+            out = e.sum() if reduction == "sum" else e.sum() / w_y.sum()
+        return out.to(x.dtype), m, s
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, target, weight, ctx.reduction, ctx.ignore_index, ctx.label_smoothing = inputs
+        _, m, s = output
+        ctx.mark_non_differentiable(m)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, target, weight, m, s)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_m, grad_s):
+        x, target, weight, m, s = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        cd = _class_dim(x)
+        if x.shape[cd] == 0:
+            return torch.zeros_like(x), None, None, None, None, None
+        xf = opmath(x)
+        p = torch.exp((xf - m) - s)
+        grad_x = None if grad_s is None else grad_s * p  # the rule of the output s
+        if grad_out is not None:
+            a, n_cls = ctx.label_smoothing, x.shape[cd]
+            valid, safe, w_y = _picked_weights(target, weight, ctx.ignore_index, xf.dtype)
+            g = opmath(grad_out)
+            if ctx.reduction == "mean":
+                g = g / w_y.sum()
+            ge = torch.where(valid, g, 0).unsqueeze(cd)  # (N, 1, d1, ...): 0 on ignored rows
+            w_sum = n_cls if weight is None else opmath(weight).sum()
+            q_sum = (1 - a) * w_y.unsqueeze(cd) + (a / n_cls) * w_sum if a > 0 else w_y.unsqueeze(cd)
+            gx = p * (ge * q_sum)
+            if a > 0:
+                gx = gx - (ge * (a / n_cls)) * (1 if weight is None else _class_shape(weight, x, cd))
+            gx = gx.scatter_add(cd, safe.unsqueeze(cd), -(ge * ((1 - a) * w_y.unsqueeze(cd))))
+            grad_x = gx if grad_x is None else grad_x + gx
+        if grad_x is not None:
+            grad_x = grad_x.to(x.dtype)
+        return grad_x, None, None, None, None, None
+
+
+class SoftCrossEntropyFunction(torch.autograd.Function):
+    r"""Cross-entropy of logits x with class probabilities t: log-softmax and the sum fused.
+
+    Shapes and notation as :class:`CrossEntropyFunction` (t has x's shape).
+    Forward:   q = (1 - a) t + a / C,   e_n = -sum_c w_c q[n, c] z[n, c],   L = reduce(e)
+               (mean: sum(e) / (number of rows N d1 ...), as torch; NaN for no rows)
+    Backward:  grad_x = ge_n (p * sum_c w_c q[n, c] - w q)
+               grad_t = -ge_n (1 - a) w z,      grad_w = -sum over rows of ge_n q z
+    Saved:     x, t, w, m, s (p and z recomputed)     Double backward: yes (see CrossEntropyFunction)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, target, weight, reduction, label_smoothing):
+        cd = _class_dim(x)
+        xf = opmath(x)
+        m, s = _log_softmax_parts(xf, cd)
+        wq = _soft_weighted_target(x, target, weight, label_smoothing, cd)
+        e = -(((xf - m) - s) * wq).sum(cd)
+        if reduction == "none":
+            out = e
+        else:
+            out = e.sum() if reduction == "sum" else e.sum() / _rows(x, cd)
+        return out.to(_out_dtype(x, target, weight)), m, s
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, target, weight, ctx.reduction, ctx.label_smoothing = inputs
+        _, m, s = output
+        ctx.mark_non_differentiable(m)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, target, weight, m, s)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_m, grad_s):
+        x, target, weight, m, s = ctx.saved_tensors
+        cd = _class_dim(x)
+        xf = opmath(x)
+        z = (xf - m) - s
+        p = torch.exp(z)
+        grad_x = grad_t = grad_w = None
+        if grad_s is not None and ctx.needs_input_grad[0]:
+            grad_x = grad_s * p  # the rule of the output s
+        if grad_out is not None:
+            a = ctx.label_smoothing
+            g = opmath(grad_out)
+            if ctx.reduction == "mean":
+                g = g / _rows(x, cd)
+            ge = g.unsqueeze(cd) if ctx.reduction == "none" else g
+            if ctx.needs_input_grad[0]:
+                wq = _soft_weighted_target(x, target, weight, a, cd)
+                gx = ge * (p * wq.sum(cd, keepdim=True) - wq)
+                grad_x = gx if grad_x is None else grad_x + gx
+            if ctx.needs_input_grad[1]:
+                wz = z if weight is None else z * _class_shape(weight, x, cd)
+                grad_t = (-(1 - a) * ge * wz).to(target.dtype)
+            if weight is not None and ctx.needs_input_grad[2]:
+                q = opmath(target) * (1 - a) + a / x.shape[cd] if a > 0 else opmath(target)
+                gw = -(ge * q * z)
+                rows = [d for d in range(gw.dim()) if d != cd]
+                grad_w = (gw.sum(rows) if rows else gw).to(weight.dtype)
+        if grad_x is not None:
+            grad_x = grad_x.to(x.dtype)
+        return grad_x, grad_t, grad_w, None, None
+
+
+def _rows(x, cd):
+    """The number of rows N d1 ... (0 for an empty input, so that mean is NaN, as torch)."""
+    return x.numel() // x.shape[cd] if x.numel() else 0
+
+
+def _soft_weighted_target(x, target, weight, label_smoothing, cd):
+    """w q with q = (1 - a) t + a / C (opmath)."""
+    q = opmath(target)
+    if label_smoothing > 0:
+        q = q * (1 - label_smoothing) + label_smoothing / x.shape[cd]
+    return q if weight is None else q * _class_shape(weight, x, cd)
