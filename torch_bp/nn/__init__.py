@@ -26,5 +26,4 @@ __all__ = [
     "LayerNorm", "RMSNorm",
     "Softmax", "LogSoftmax", "Dropout", "Embedding",
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
-    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
 ]
