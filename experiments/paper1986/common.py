@@ -111,7 +111,8 @@ class Result:
     loss: torch.Tensor                 # (S,) error at the last forward
     outputs: torch.Tensor              # (S, N, out) at the last forward
     sweeps_run: int
-    seconds: float
+    seconds: float                     # wall clock
+    cpu_seconds: float = 0.0           # CPU time of this process (the box may be shared)
     history: list = field(default_factory=list)   # (sweep, median loss, solved fraction)
     milestones: dict = field(default_factory=dict)  # name -> (S,) first sweep an extra criterion held; -1 never
 
@@ -143,7 +144,7 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     solved_at = torch.full((S,), -1, dtype=torch.long)
     marks = {k: torch.full((S,), -1, dtype=torch.long) for k in (milestones or {})}
     history = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     t = 0
     while True:
         y = ensemble_forward(model, work, xw, x_batched)              # (S_work, N, out)
@@ -185,7 +186,7 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     for n in work:
         final[n][idx] = work[n].detach()
     return Result(solved_at, final, per_seed_sse(outputs, dd), outputs, t,
-                  time.perf_counter() - t0, history, marks)
+                  time.perf_counter() - t0, time.process_time() - c0, history, marks)
 
 
 def _log(writer, t, outputs, d, solved_at, n_curves, history):

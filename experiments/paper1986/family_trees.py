@@ -164,7 +164,7 @@ def run_recipe(name: str, recipe: dict, seeds: int, *, tag: str, log: bool = Tru
         "code_best_generation_median": float(torch.tensor([c["best_generation"] for c in codes]).median()),
         "code_best_branch_median": float(torch.tensor([c["best_branch"] for c in codes]).median()),
         "code_twin_corr_median": float(torch.tensor([c["twin_corr"] for c in codes]).median()),
-        "seconds": round(res.seconds, 1),
+        "seconds": round(res.seconds, 1), "cpu_seconds": round(res.cpu_seconds, 1),
         "_person_weights": res.params["person.weight"], "_train_all": train_all, "_codes": codes,
     }
 
@@ -210,7 +210,7 @@ def report(out: dict) -> str:
                      f"twin r {r['code_twin_corr_median']:.2f}"])
     t = C.markdown_table(["recipe", "seeds", "train (all-units)", "train (24-way)", "held-out 4 (all-units)",
                           "held-out (24-way)", "person code (6 units)"], rows)
-    secs = ", ".join(f"{n} {r['seconds']} s" for n, r in out["results"].items())
+    secs = ", ".join(f"{n} {r['seconds']} s ({r['cpu_seconds']} s CPU)" for n, r in out["results"].items())
     return t + f"\n\ntraining time: {secs}"
 
 

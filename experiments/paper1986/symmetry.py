@@ -142,6 +142,7 @@ def run(seeds: int, max_sweeps: int, *, eps: float = 0.1, alpha: float = 0.9, in
         "paper_like_solutions": n_like,
         "error_at_solve_median": float(res.loss[res.solved_at >= 0].median()) if solved else None,
         "solved_at": res.solved_at.tolist(), "sweeps_run": res.sweeps_run, "seconds": round(res.seconds, 1),
+        "cpu_seconds": round(res.cpu_seconds, 1),
     }
     if solved:
         # the figure: the lowest seed whose solution is the caption's, else the lowest solved seed
@@ -154,6 +155,13 @@ def run(seeds: int, max_sweeps: int, *, eps: float = 0.1, alpha: float = 0.9, in
         keys = ["antisymmetry_error", "ratio_error", "hidden_corr"]
         out["analysis_median_over_solved"] = {k: float(torch.tensor([a[k] for a in analyses.values()]).median())
                                              for k in keys}
+        out["checks_passed"] = {   # how many solved seeds pass each check of paper_like
+            "antisymmetry_error<0.1": sum(a["antisymmetry_error"] < 0.1 for a in analyses.values()),
+            "ratio_1:2:4_within_15%": sum(a["ratio_error"] < 0.15 for a in analyses.values()),
+            "hidden_corr<-0.9": sum(a["hidden_corr"] < -0.9 for a in analyses.values()),
+            "hidden_biases_negative": sum(a["hidden_biases_negative"] for a in analyses.values()),
+            "output_bias_positive": sum(a["output_bias_positive"] for a in analyses.values()),
+        }
         if fig_dir:
             draw(C.seed_params(res.params, pick), os.path.join(fig_dir, f"symmetry_weights_{tag}.png"),
                  f"symmetry 6-2-1, seed {pick}: solved after {int(res.solved_at[pick])} sweeps "
@@ -201,13 +209,15 @@ def report(out: dict) -> str:
         m = out["analysis_median_over_solved"]
         lines += [f"solutions like the caption's (antisymmetric within 10%, 1:2:4 within 15%, hidden units "
                   f"opposite, signs of biases as stated): {out['paper_like_solutions']}/{s['solved']} solved seeds",
+                  "solved seeds passing each check: " + ", ".join(f"{k} {v}" for k, v in out["checks_passed"].items()),
                   f"median over solved seeds: antisymmetry error {m['antisymmetry_error']:.3f}, 1:2:4 error "
                   f"{m['ratio_error']:.3f}, hidden-unit correlation {m['hidden_corr']:.3f}",
                   f"figure seed {out['figure_seed']} ({out['figure_seed_sweeps']} sweeps): antisymmetry error "
                   f"{a['antisymmetry_error']:.3f}, pair ratios {a['pair_ratio_unit0']} / {a['pair_ratio_unit1']}, "
                   f"hidden correlation {a['hidden_corr']:.3f}, hidden biases negative: {a['hidden_biases_negative']}, "
                   f"output bias positive: {a['output_bias_positive']}"]
-    lines.append(f"{out['sweeps_run']:,} sweeps of {s['seeds']} nets in {out['seconds']} s")
+    lines.append(f"{out['sweeps_run']:,} sweeps of {s['seeds']} nets in {out['seconds']} s "
+                 f"({out['cpu_seconds']} s CPU)")
     return "\n".join(lines)
 
 

@@ -82,7 +82,8 @@ def run_task(name: str, seeds: int, max_sweeps: int, *, eta: float = 0.5, alpha:
             "init": f"U[-{init},{init}]", "paper": paper, "paper_unit": unit,
             "side": side, "within_0.1": strict,
             "solved_side_at": res.milestones["side"].tolist(), "solved_0.1_at": res.solved_at.tolist(),
-            "sweeps_run": res.sweeps_run, "seconds": round(res.seconds, 1)}
+            "sweeps_run": res.sweeps_run, "seconds": round(res.seconds, 1),
+            "cpu_seconds": round(res.cpu_seconds, 1)}
 
 
 def run(seeds: int, *, tag: str, quick: bool, tasks=tuple(TASKS), max_sweeps: int | None = None,
@@ -133,7 +134,7 @@ def report(out: dict) -> str:
                          f"{C.fmt(s['min'])} - {C.fmt(s['max'])}"])
     t = C.markdown_table(["net", "chapter", "seeds", "criterion", "solved", "median sweeps", "quartiles", "range"],
                          rows)
-    secs = ", ".join(f"{n} {r['seconds']} s" for n, r in out["results"].items())
+    secs = ", ".join(f"{n} {r['seconds']} s ({r['cpu_seconds']} s CPU)" for n, r in out["results"].items())
     return t + f"\n\ntraining time: {secs}"
 
 
