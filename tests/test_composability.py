@@ -222,3 +222,19 @@ def test_embedding_sparse_and_from_pretrained():
     assert emb.weight.grad[0].abs().sum() == 0 and torch.equal(emb.weight.grad[2], torch.full((3,), 2.0))
     with pytest.raises(NotImplementedError, match="sparse"):
         torch_bp.nn.Embedding(6, 3, sparse=True)(torch.tensor([1]))
+
+
+def test_dropout_identity_output_can_be_modified_in_place():
+    """p=0 or eval: the output is ours (a copy) when grad is recorded, so `y += r` works as in
+    torch; without grad the input itself comes back, as torch returns it."""
+    x = torch.randn(4, 3, requires_grad=True)
+    for kw in ({"p": 0.0}, {"p": 0.5, "training": False}):
+        h = x * 2
+        y = F.dropout(h, **kw)
+        assert type(y.grad_fn).__name__ == "DropoutFunctionBackward"
+        y += 1
+        x.grad = None
+        y.sum().backward()
+        assert torch.equal(x.grad, torch.full_like(x, 2.0))
+        with torch.no_grad():
+            assert F.dropout(h, **kw) is h

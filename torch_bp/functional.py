@@ -122,8 +122,10 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
 def dropout(input, p=0.5, training=True, inplace=False):
     if p < 0.0 or p > 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    if not training or p == 0 or input.numel() == 0:
-        return _drop.DropoutFunction.apply(input, None, None)  # identity, as torch
+    if not training or p == 0 or input.numel() == 0:  # the identity, as torch
+        if not (torch.is_grad_enabled() and input.requires_grad):
+            return input  # torch returns the input itself
+        return _drop.DropoutFunction.apply(input, None, None)
     if p == 1:  # as torch: input * 0 (a 0-d mask and scale broadcast; nothing is stored per element)
         zero = torch.zeros((), dtype=input.dtype, device=input.device)
         return _drop.DropoutFunction.apply(input, zero.bool(), zero)

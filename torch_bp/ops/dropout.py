@@ -13,12 +13,15 @@ import torch
 class DropoutFunction(torch.autograd.Function):
     r"""Forward:   y = x * m * s          m in {0, 1} (bool mask), s = 1 / (1 - p) (0-d, x's dtype)
     Backward:  grad_x = grad_y * m * s
-    Identity (mask None: eval mode, p = 0, empty input): y = x, grad_x = grad_y.
+    Identity (mask None: eval mode, p = 0, empty input): y = copy of x, grad_x = grad_y.
     Saved:     m (bool, 1 byte per element), s
     Double backward: yes (linear in grad_y; m and s are constants)
 
     NOTE: ``m * s`` is rebuilt in x's dtype exactly as torch's ``noise`` (s is computed by the
     same ``div_`` torch uses), so the output and the gradient equal torch's bit for bit.
+    NOTE: the identity returns a copy: an input returned as-is would come out as a view, which
+    autograd forbids to modify in place (``y = dropout(x); y += r`` must keep working). The
+    functional returns the input itself, as torch, when no gradient is recorded.
     """
 
     generate_vmap_rule = True
@@ -26,7 +29,7 @@ class DropoutFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, mask, scale):
         if mask is None:
-            return x
+            return x.clone()
         return x * (mask * scale)
 
     @staticmethod
