@@ -71,6 +71,7 @@ class FuzzCase:
     positional: tuple = ()   # the parameters the sample passed positionally (the rest by keyword)
     cond: float = 1.0
     steps: list = field(default_factory=list)
+    shapes: dict = field(default_factory=dict)  # parameter -> the sample's tensor shape(s), unperturbed
 
     def call_args(self):
         """(inputs, args, kwargs) for one call, from fresh leaves.
@@ -88,7 +89,7 @@ class FuzzCase:
                     view.retain_grad()
                 leaves.append(view)
                 return view
-            if isinstance(v, (list, tuple)) and any(isinstance(x, TArg) for x in v):
+            if _is_seq(v) and any(isinstance(x, TArg) for x in v):
                 return type(v)(mat(x) for x in v)
             return v
 
@@ -106,7 +107,7 @@ class FuzzCase:
         """Every tensor argument, as the layer sees it."""
         out = []
         for v in self.arguments.values():
-            for x in (v if isinstance(v, (list, tuple)) else [v]):
+            for x in (v if _is_seq(v) else [v]):
                 if isinstance(x, TArg):
                     out.append(x.materialize()[1].detach())
         return out
@@ -117,12 +118,17 @@ class FuzzCase:
 
 
 # --- walking the tensor arguments ---
+def _is_seq(v):
+    """A plain list or tuple of arguments (a PackedSequence, a named tuple, is left whole)."""
+    return type(v) in (list, tuple)
+
+
 def _tensor_paths(arguments):
     paths = []
     for k, v in arguments.items():
         if isinstance(v, torch.Tensor):
             paths.append((k, None))
-        elif isinstance(v, (list, tuple)):
+        elif _is_seq(v):
             paths += [(k, i) for i, x in enumerate(v) if isinstance(x, torch.Tensor)]
     return paths
 
@@ -268,9 +274,11 @@ def fuzz_case(draw, name):
     arguments = dict(bound.arguments)
     positional = tuple(bound.arguments)[:len(s.args)]
     # Fresh, detached copies: the cached sample is never touched.
+    shapes = {}
     for p in _tensor_paths(arguments):
         t = _get(arguments, p)
         _set(arguments, p, _fresh(t, clone_leaf(t)))
+        shapes.setdefault(p[0], []).append(tuple(t.shape))
     steps = []
 
     def log(note):
@@ -292,4 +300,4 @@ def fuzz_case(draw, name):
         targ, note = _layout_step(draw, t)
         _set(arguments, p, targ)
         log(note and f"{p[0]}: {note}")
-    return FuzzCase(name, dtype, s.desc, arguments, positional, s.cond, steps)
+    return FuzzCase(name, dtype, s.desc, arguments, positional, s.cond, steps, shapes)

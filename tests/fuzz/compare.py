@@ -23,7 +23,7 @@ from harness import TOL, assert_close, our_nodes
 from torch_bp.registry import get
 
 from .cases import FuzzCase
-from .known import torch_quirk
+from .known import torch_crash, torch_quirk
 
 
 def tensor_outputs(out):
@@ -78,8 +78,12 @@ def _case_dtype(case: FuzzCase, tensors):
 
 
 def check(case: FuzzCase):
-    """``"both raised"``, ``"both succeeded"``, or ``"xfail: <reason>"`` for a difference that a
-    known torch quirk explains (tests/fuzz/known.py); else AssertionError naming the difference."""
+    """``"both raised"``, ``"both succeeded"``, ``"xfail: <reason>"`` for a difference that a
+    known torch quirk explains, or ``"skipped: <reason>"`` for a case that would crash torch
+    (tests/fuzz/known.py); else AssertionError naming the difference."""
+    crash = torch_crash(case)
+    if crash is not None:
+        return f"skipped: {crash}"
     row = get(case.name)
     ref = _run(row.reference, case)
     ours = _run(row.functional, case, upstream=None if isinstance(ref, Exception) else ref[2])

@@ -44,15 +44,35 @@ def _elu_nan(case, ours=None, ref=None):
     return isinstance(x, torch.Tensor) and x.is_floating_point() and bool(x.isnan().any())
 
 
-def _rms_norm_cubed_overflow(case, ours=None, ref=None):
+def _rows64(case):
+    """(x as (N, D) float64 rows, the compute dtype's max) for layer/RMS norm cases."""
     x, shape = case.value("input"), case.value("normalized_shape")
-    eps = case.value("eps")
+    d = math.prod((shape,) if isinstance(shape, int) else shape)
+    big = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).max
+    return x.double().reshape(-1, d), big
+
+
+def _rms_norm_composite_overflow(case, ours=None, ref=None):
+    x, eps, w = case.value("input"), case.value("eps"), case.value("weight")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or eps is None:
         return False
-    d = math.prod((shape,) if isinstance(shape, int) else shape)
-    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
-    ms = x.to(opmath).reshape(-1, d).pow(2).mean(1) + eps
-    return bool((ms.pow(-1.5) > torch.finfo(opmath).max).any())
+    rows, big = _rows64(case)
+    r3 = (rows.pow(2).mean(1) + eps).pow(-1.5)
+    if bool((r3 > big).any()):
+        return True
+    if isinstance(ref, Exception) or ref is None or not ref[2]:
+        return False
+    g = ref[2][0].double().reshape(rows.shape)
+    gw = g * (w.double().reshape(-1) if isinstance(w, torch.Tensor) else 1.0)
+    return bool(((gw * rows).sum(1).abs() * r3 > big / 4).any())
+
+
+def _layer_norm_variance_overflow(case, ours=None, ref=None):
+    x = case.value("input")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        return False
+    rows, big = _rows64(case)
+    return bool(((rows - rows.mean(1, keepdim=True)).pow(2).sum(1) > big / 256).any())
 
 
 def _inf_differs_only_in_kind(case, ours, ref):
@@ -94,10 +114,10 @@ def more_accurate_than_torch(case, ours, ref):
     up = copy.copy(case)
     up.arguments = {}
     for k, v in case.arguments.items():
-        items = v if isinstance(v, (list, tuple)) else [v]
+        items = v if type(v) in (list, tuple) else [v]
         items = [TArg(x.leaf.detach().double().requires_grad_(x.leaf.requires_grad), x.expand_to)
                  if isinstance(x, TArg) and x.leaf.is_floating_point() else x for x in items]
-        up.arguments[k] = type(v)(items) if isinstance(v, (list, tuple)) else items[0]
+        up.arguments[k] = type(v)(items) if type(v) in (list, tuple) else items[0]
     exact = _run(get(case.name).reference, up, upstream=[u.double() for u in ref[2]])
     if isinstance(exact, Exception):
         return False
@@ -132,12 +152,25 @@ def _huber_mixed_dtypes_backward(case, ours, ref):
             and isinstance(x, torch.Tensor) and isinstance(t, torch.Tensor) and x.dtype != t.dtype)
 
 
-def _conv_transpose_bias_dtype(case, ours=None, ref=None):
+def _conv_bias_dtype(case, ours=None, ref=None):
     """A bias whose dtype is not the input's (conv/pooling/batch-norm family)."""
     x, b = case.value("input"), case.value("bias")
     return isinstance(x, torch.Tensor) and isinstance(b, torch.Tensor) and b.dtype != x.dtype
 
 
+def _adaptive_pool_empty_channels(case, ours=None, ref=None):
+    x = case.value("input")
+    return (isinstance(ref, Exception) and not isinstance(ours, Exception) and isinstance(x, torch.Tensor)
+            and x.dim() >= 3 and 0 in x.shape[-3:])
+
+
+_CONV_BIAS_DTYPE = (_conv_bias_dtype,
+                    "torch's convolutions check the bias dtype on some backends only (mkldnn: e.g. float32 "
+                    "with a batch > 1) and add a cast bias on others (a batch of one, padding='same'); ours "
+                    "always raises")
+_NORM_INF = ("with an infinite weight or input, torch's batch/group norm kernels evaluate folded forms "
+             "(y = x (r w) + (b - mu r w); dx = c1 dy + c2 x + c3) where NaN or +-inf depends on rounding; "
+             "ours evaluates the docstring's formula: both are non-finite at the same positions")
 _CONV_EMPTY = (_conv_empty_batch,
                "torch's convolution returns an empty output for an empty input before it checks that "
                "weight and bias have the input's dtype")
@@ -149,11 +182,15 @@ TORCH_QUIRKS: dict[str, list] = {
                                       "NaN once exp overflows below the threshold; ours is sigmoid(beta x)")],
     "elu": [(_elu_nan, "torch's ELU backward at NaN depends on the element's position: its vectorized "
                        "loop gives NaN (as we do), its scalar tail loop gives grad_y (NaN <= 0 is false)")],
-    "rms_norm": [(_rms_norm_cubed_overflow, "torch's rms_norm is a composite whose autograd forms "
-                                            "x * r^3, r = (mean(x^2) + eps)^(-1/2); r^3 overflows for a "
-                                            "row with mean(x^2) + eps below ~1e-26 (float32) and "
-                                            "0 * inf gives NaN, where our closed form gives r * g * w")],
-    "layer_norm": [(_inf_differs_only_in_kind,
+    "rms_norm": [(_rms_norm_composite_overflow,
+                  "torch's rms_norm is a composite whose autograd forms sum(g w x) * r^3, r = "
+                  "(mean(x^2) + eps)^(-1/2): it overflows to inf, or 0 * inf = NaN, where our closed "
+                  "form r (g w - x r^2 mean(g w x)) stays finite")],
+    "layer_norm": [(_layer_norm_variance_overflow,
+                    "torch's LayerNorm on a row whose variance overflows the compute dtype gives NaN "
+                    "for short rows and y = bias (rstd = 0) for long ones (its vectorized path), "
+                    "depending on dtype and row length; ours gives NaN, never a silently wrong y = b"),
+                   (_inf_differs_only_in_kind,
                     "with an infinite weight or input, torch's LayerNorm kernels evaluate folded forms "
                     "(y = x (rstd w) + (b - mean rstd w); dx = a w dy + b' x + c per row) where NaN or "
                     "+-inf depends on the rounding of its mean; ours evaluates the docstring's formula: "
@@ -169,9 +206,16 @@ TORCH_QUIRKS: dict[str, list] = {
                     "torch's huber_loss forward accepts a target of another dtype (the loss has the "
                     "input's dtype) but its backward then raises 'Found dtype ... but expected ...'; "
                     "ours computes with the target cast to the input's dtype, forward and backward")],
-    "conv1d": [_CONV_EMPTY],
-    "conv2d": [_CONV_EMPTY],
-    "conv_transpose2d": [_CONV_EMPTY],
+    "conv1d": [_CONV_EMPTY, _CONV_BIAS_DTYPE],
+    "conv2d": [_CONV_EMPTY, _CONV_BIAS_DTYPE],
+    "conv_transpose2d": [_CONV_EMPTY, _CONV_BIAS_DTYPE],
+    "batch_norm": [(_conv_empty_batch, "torch's batch_norm returns early for an empty input "
+                                       "(x * w[0] + b[0]) before it checks the parameters' dtypes"),
+                   (_inf_differs_only_in_kind, _NORM_INF)],
+    "group_norm": [(_inf_differs_only_in_kind, _NORM_INF)],
+    "adaptive_avg_pool2d": [(_adaptive_pool_empty_channels,
+                             "torch's adaptive_avg_pool2d backward rejects an input with an empty non-batch "
+                             "dim (its forward accepts it); ours returns the empty gradient")],
 }
 
 
@@ -180,6 +224,29 @@ ANY_LAYER = [(more_accurate_than_torch,
               "torch's bfloat16/float16 CPU kernel is less accurate than ours here (e.g. LayerNorm's "
               "grad_bias accumulates in low precision): ours matches torch's own float64 result "
               "within the dtype's tolerance")]
+
+
+def _rnn_params_reshaped(case):
+    params = case.value("params")
+    shapes = [tuple(x.leaf.shape if x.expand_to is None else x.expand_to)
+              for x in case.arguments.get("params", []) if hasattr(x, "leaf")]
+    return params is not None and shapes != case.shapes.get("params", [])
+
+
+_RNN_CRASH = (_rnn_params_reshaped, "torch's RNN kernels (_VF.lstm/gru/rnn_*) do not check the weights' shapes: "
+                                    "a weight of the wrong size reads out of bounds and kills the process")
+
+# Draws that would crash torch itself (the process, not an exception): not run, counted as
+# ``"skipped: <reason>"``. Each predicate sees only the case.
+TORCH_CRASHES: dict[str, list] = {name: [_RNN_CRASH] for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")}
+
+
+def torch_crash(case):
+    """The reason this case would crash torch's reference, or None."""
+    for predicate, reason in TORCH_CRASHES.get(case.name, []):
+        if predicate(case):
+            return reason
+    return None
 
 
 def torch_quirk(case, ours, ref):

@@ -41,6 +41,9 @@ def survey(name, draws, seed, dump=None):
     @given(data=st.data())
     def body(data):
         case = data.draw(fuzz_case(name))
+        if os.environ.get("FUZZ_TRACE"):
+            with open(os.environ["FUZZ_TRACE"], "w") as f:
+                f.write(repr(case))
         try:
             counts[check(case)] += 1
         except AssertionError as e:
@@ -69,14 +72,15 @@ def main():
     warnings.simplefilter("ignore")
     names = a.names or [r.name for r in LAYERS if r.reference is not None and r.name in SAMPLES]
     report = {}
-    print(f"{'layer':34} {'draws':>6} {'ok':>6} {'raised':>6} {'xfail':>6} {'failed':>6} {'s':>6}")
+    print(f"{'layer':34} {'draws':>6} {'ok':>6} {'raised':>6} {'xfail':>6} {'skip':>6} {'failed':>6} {'s':>6}")
     for n in names:
         t0 = time.perf_counter()
         counts, failures = survey(n, a.draws, a.seed, a.dump)
         dt = time.perf_counter() - t0
         xfail = sum(v for k, v in counts.items() if k.startswith("xfail"))
+        skip = sum(v for k, v in counts.items() if k.startswith("skipped"))
         print(f"{n:34} {counts.total():6} {counts['both succeeded']:6} {counts['both raised']:6} "
-              f"{xfail:6} {counts['failed']:6} {dt:6.1f}", flush=True)
+              f"{xfail:6} {skip:6} {counts['failed']:6} {dt:6.1f}", flush=True)
         for sig, (msg, case) in failures.items():
             print(f"    FAIL {msg}\n         {case[:700]}", flush=True)
         report[n] = dict(counts=dict(counts), seconds=dt,
