@@ -29,9 +29,12 @@ def _first(out):
 class Case:
     """A model, an input and the dim of the input (and output) that holds the batch."""
 
-    def __init__(self, name, model, x, batch_dim=0, out_dim=None):
+    def __init__(self, name, model, x, batch_dim=0, out_dim=None, vmap=True):
         self.name, self.model, self.x, self.batch_dim = name, model, x, batch_dim
         self.out_dim = batch_dim if out_dim is None else out_dim
+        # False: not vmap-able (torch's RNN/LSTM/GRU fail under vmap, and so does torch_bp's recurrent
+        # Function; packing is data-dependent): the loop is the one oracle
+        self.vmap = vmap
 
     def __repr__(self):
         return self.name
@@ -54,6 +57,36 @@ class _Tied(nn.Module):
 
     def forward(self, x):
         return self.lin(torch.tanh(self.lin(x)))
+
+
+class _Attention(nn.Module):
+    """Self-attention (one in-projection linear over q, k, v) and its output only."""
+
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+class _Packed(nn.Module):
+    """An LSTM over a PackedSequence; the last feature of x holds each sequence's length."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+
+    def forward(self, x):
+        lengths = x[:, 0, -1].long()
+        packed = nn.utils.rnn.pack_padded_sequence(x[..., :-1], lengths, batch_first=True, enforce_sorted=False)
+        return self.lstm(packed)[1][0].transpose(0, 1)   # h_n (B, layers * directions, H)
+
+
+def _lengths_last(x, lengths):
+    x = x.clone()
+    x[..., -1] = torch.tensor(lengths, dtype=x.dtype).unsqueeze(1)
+    return x
 
 
 def _cases():
@@ -80,6 +113,22 @@ def _cases():
         Case("group_norm", nn.GroupNorm(2, 4), _randn(5, 4, 3, 2)),
         Case("group_norm-2d", nn.GroupNorm(2, 4), _randn(5, 4)),
         Case("batch_norm-eval", nn.BatchNorm2d(3).eval(), _randn(4, 3, 2, 2)),
+        # --- embedding ---
+        Case("embedding", nn.Embedding(16, 3, padding_idx=2), torch.tensor([[1, 2, 1, 5], [3, 3, 2, 6], [0, 1, 1, 1]])),
+        Case("embedding-ghost-materialised", nn.Embedding(5, 3), torch.tensor([[1, 0, 1, 4], [3, 3, 2, 2]])),
+        Case("embedding-batch-dim-1", nn.Embedding(9, 2), torch.tensor([[1, 2], [1, 4], [8, 0]]), batch_dim=1),
+        # --- recurrent (per example: sums over its time steps) ---
+        Case("rnn-tanh", nn.RNN(3, 4, batch_first=True), _randn(3, 5, 3), vmap=False),
+        Case("rnn-relu-seq-first", nn.RNN(3, 4, nonlinearity="relu"), _randn(5, 3, 3), batch_dim=1, vmap=False),
+        Case("lstm-2layer-bidir", nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True),
+             _randn(3, 4, 3), vmap=False),
+        Case("lstm-proj", nn.LSTM(3, 5, proj_size=2, batch_first=True), _randn(3, 4, 3), vmap=False),
+        Case("gru-seq-first", nn.GRU(3, 4, num_layers=2), _randn(4, 3, 3), batch_dim=1, vmap=False),
+        Case("lstm-packed", _Packed(), _lengths_last(_randn(4, 5, 4), [3, 5, 1, 4]), vmap=False),
+        # --- attention: the projections are our linear rule ---
+        Case("self-attention", _Attention(), _randn(3, 4, 8)),
+        Case("transformer-layer", nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True,
+                                                             norm_first=True), _randn(3, 4, 8)),
         Case("cnn", nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 1), nn.GroupNorm(2, 4),
                                   nn.Flatten(), nn.Linear(16, 3)), _randn(3, 2, 6, 6)),
     ]
@@ -136,7 +185,7 @@ def _ours(case, mode="grads"):
 def test_grad_sample_matches_loop_and_vmap(case):
     ours, ps, u = _ours(case)
     loop = _loop(case.model, case.x, u, case.batch_dim, case.out_dim)
-    vm = _vmap(case.model, case.x, u, case.batch_dim, case.out_dim)
+    vm = _vmap(case.model, case.x, u, case.batch_dim, case.out_dim) if case.vmap else loop
     assert ps.missing() == []
     for n, p in ours.named_parameters():
         assert p.grad_sample.shape == (case.x.shape[case.batch_dim],) + p.shape, n
@@ -236,6 +285,13 @@ def test_conv_weight_grad_from_per_sample_keeps_double_backward():
             (gw,) = torch.autograd.grad(m(x).square().sum(), [m.weight], create_graph=True)
             grads.append(torch.autograd.grad(gw.square().sum(), [m.weight])[0])
     torch.testing.assert_close(grads[1], grads[0], **tol(DT))
+
+
+def test_sequence_first_attention_is_refused():
+    model = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0)   # batch_first=False
+    with pytest.raises(ValueError, match="batch_first=False"):
+        with per_sample_grads(torch_bp.convert(model), batch_dim=1):
+            pass
 
 
 def test_batch_dim_not_leading_is_an_error():

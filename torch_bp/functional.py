@@ -444,6 +444,8 @@ def _conv_tuple(value, nd, what):
 
 
 def _check_conv(input, weight, bias, nd, groups, name, transposed=False):
+    if input.numel() and (input.dtype == torch.bool or (transposed and not input.is_floating_point())):
+        raise NotImplementedError(f"{name}: not implemented for input of dtype {input.dtype}")
     if input.dim() not in (nd + 1, nd + 2):
         raise RuntimeError(f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {name}, "
                            f"but got input of size: {list(input.shape)}")
@@ -464,6 +466,8 @@ def _check_conv(input, weight, bias, nd, groups, name, transposed=False):
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
         raise RuntimeError(f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
                            f"{out_channels} elements, but got bias of size {list(bias.shape)} instead")
+    # NOTE: torch checks the bias dtype on some backends only (e.g. mkldnn: float32 with a batch
+    # > 1) and adds a cast bias on others (padding='same', a batch of one, ...); we always check.
     for t, what in ((weight, "weight"), (bias, "bias")):
         if t is not None and t.dtype != input.dtype:
             raise RuntimeError(f"{name}: input dtype ({input.dtype}) and {what} dtype ({t.dtype}) should be the same")
@@ -591,6 +595,14 @@ def _verify_values_per_channel(input, values):
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-05):
+    # torch's order of checks: values per channel, eps (in F.batch_norm), then the kernel's
+    if training and input.dim() >= 1:
+        _verify_values_per_channel(input, input.shape[0] * math.prod(input.shape[2:]))
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    _check_norm_dtypes(input, (weight, bias, running_mean, running_var), "batch_norm")
     if input.dim() < 2:
         raise RuntimeError(f"batch_norm: expected input with at least 2 dims (N, C, ...), got {list(input.shape)}")
     c = input.shape[1]
@@ -599,9 +611,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if t is not None and t.numel() != c:
             raise RuntimeError(f"{what} should contain {c} elements not {t.numel()}")
     n = input.shape[0] * math.prod(input.shape[2:])  # values per channel
-    if training:
-        _verify_values_per_channel(input, n)
-    elif running_mean is None or running_var is None:
+    if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
     stats = (None, None) if training else (running_mean, running_var)
     y, mean, var = _norm.BatchNormFunction.apply(input, weight, bias, *stats, bool(training), float(eps))
@@ -615,10 +625,12 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
     if input.dim() < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
     c = input.shape[1]
+    # torch's order: F.group_norm's checks (values per group, as computed there), then the kernel's
+    _verify_values_per_channel(input, input.shape[0] * c // num_groups * math.prod(input.shape[2:]))
+    _check_norm_dtypes(input, (weight, bias), "group_norm")
     if num_groups <= 0 or c % num_groups:
         raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input "
                            f"of shape {list(input.shape)} and num_groups={num_groups}")
-    _verify_values_per_channel(input, input.shape[0] * c // num_groups * math.prod(input.shape[2:]))
     for t, what in ((weight, "weight"), (bias, "bias")):
         if t is not None and (t.dim() != 1 or t.numel() != c):
             raise RuntimeError(f"Expected {what} to be a vector of size equal to the number of channels in input, "

@@ -13,6 +13,9 @@ states, next to its ``backward``, a per-sample rule:
     their squared norms without materialising them (the "ghost norm": for a linear layer
     ``||sum_t g_t x_t^T||^2 = sum_{t,s} (g_t . g_s)(x_t . x_s)``). Without it the norms are
     taken of ``per_sample``'s output, one layer at a time.
+``backward_per_sample(ctx, batch_dim, *grad_outputs, out=None) -> (grads, {index: (B, ...)})``
+    instead of ``per_sample``, for rules where both come out of one pass that should not be
+    run twice (backpropagation through time): the ordinary gradients and the per-example ones.
 ``grad_from_per_sample = (i, ...)`` (optional class attribute)
     inputs whose ordinary gradient is cheaper as the batch sum of the per-example ones than
     by the rule's own formula (a convolution's weight): the wrapper then masks them in
@@ -175,26 +178,38 @@ class PerSampleGrads:
             return backward(ctx, *grad_outputs)
         grads_mode = self.mode == "grads"
         rule_norms = getattr(cls, "per_sample_norm_sq", None)
+        fused = getattr(cls, "backward_per_sample", None)
+        out = {i: self._spare.pop(id(params[i]), None) for i, w in enumerate(want) if w} if grads_mode else None
+        results = norms = None
+        summed = ()
         try:
-            ctx.needs_input_grad = want
-            with torch.no_grad():
-                if not grads_mode and rule_norms is not None:
-                    results, norms = None, rule_norms(ctx, self.batch_dim, *grad_outputs)
+            if fused is not None:
+                with torch.no_grad():
+                    grads, results = fused(ctx, self.batch_dim, *grad_outputs, out=out)
+                grads = list(grads)
+            else:
+                ctx.needs_input_grad = want
+                with torch.no_grad():
+                    if not grads_mode and rule_norms is not None:
+                        norms = rule_norms(ctx, self.batch_dim, *grad_outputs)
+                    else:
+                        results = cls.per_sample(ctx, self.batch_dim, *grad_outputs, out=out)
+                # create_graph (grad mode on in backward) keeps the rule's own, differentiable, gradient
+                if results is not None and not torch.is_grad_enabled():
+                    summed = tuple(i for i in getattr(cls, "grad_from_per_sample", ()) if i in results)
+                ctx.needs_input_grad = tuple(bool(n) and i not in summed for i, n in enumerate(needs))
+                if any(ctx.needs_input_grad):
+                    grads = list(backward(ctx, *grad_outputs))
                 else:
-                    out = {i: self._spare.pop(id(params[i]), None) for i, w in enumerate(want) if w} if grads_mode else None
-                    results = cls.per_sample(ctx, self.batch_dim, *grad_outputs, out=out)
-                    norms = None if grads_mode else {i: _sq_norms(g) for i, g in results.items()}
-            # create_graph (grad mode on in backward) keeps the rule's own, differentiable, gradient
-            summed = () if results is None or torch.is_grad_enabled() else tuple(
-                i for i in getattr(cls, "grad_from_per_sample", ()) if i in results)
-            ctx.needs_input_grad = tuple(n and i not in summed for i, n in enumerate(needs))
-            grads = list(backward(ctx, *grad_outputs))
+                    grads = [None] * len(needs)
         finally:
             ctx.needs_input_grad = needs
+        if norms is None:
+            norms = {i: _sq_norms(g) for i, g in results.items()} if not grads_mode else None
         for i in summed:
             grads[i] = results[i].sum(0).to(params[i].dtype)
         for i, p in params.items():
-            if not want[i]:
+            if not want[i] or (results if grads_mode else norms).get(i) is None:
                 continue
             if grads_mode:
                 self._add(p, "grad_sample", results[i])
@@ -252,6 +267,10 @@ def _sq_norms(g: torch.Tensor) -> torch.Tensor:
 
 def _check_supported(model: torch.nn.Module) -> None:
     for name, m in model.named_modules():
+        if isinstance(m, torch.nn.MultiheadAttention) and not m.batch_first:
+            raise ValueError(
+                f"per_sample_grads: {name or 'the model'} is a MultiheadAttention with batch_first=False: its in- "
+                "and out-projections see the batch at different dims. Use batch_first=True.")
         if (isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
                 and any(p.requires_grad for p in m.parameters(recurse=False))):
             raise ValueError(
@@ -264,9 +283,13 @@ def _check_supported(model: torch.nn.Module) -> None:
 # The wrapper applied to the registry's Functions
 # ------------------------------------------------------------------------------------
 def instrument(functions) -> None:
-    """Wrap ``setup_context`` and ``backward`` of each Function with a ``per_sample`` rule (idempotent)."""
+    """Wrap ``setup_context`` and ``backward`` of each Function with a per-sample rule (idempotent).
+
+    Called before the error-signal wrapper of :mod:`torch_bp._signals`, so that one stays
+    outermost and records the error signal also when this one answers the backward itself."""
     for cls in functions:
-        if cls.__dict__.get("_bp_per_sample_wrapped") or "per_sample" not in cls.__dict__:
+        if cls.__dict__.get("_bp_per_sample_wrapped") or not ("per_sample" in cls.__dict__
+                                                               or "backward_per_sample" in cls.__dict__):
             continue
         setup_fn = cls.__dict__["setup_context"].__func__
         backward_fn = cls.__dict__["backward"].__func__

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._util import opmath
+from ._util import example_rows, opmath, out_buffer
 
 
 # --- Embedding ---
@@ -15,6 +15,11 @@ class EmbeddingFunction(torch.autograd.Function):
                with c_n = 0 where i[n] = padding_idx, else 1 / count(i[n]) under
                scale_grad_by_freq (count over this batch), else 1. No gradient for i.
     Saved:     i (W itself is not needed: the gradient is a scatter of grad_y rows)
+    Per example n: grad_W[n] = the scatter of example n's rows only (B x V x D numbers);
+               ||grad_W[n]||^2 = sum over its positions t, s with i_t = i_s of c_t c_s grad_y_t . grad_y_s
+               (ghost norm, no (V, D) matrix, when R^2 <= V for R positions per example).
+               The weights c use this batch's counts under scale_grad_by_freq, so that the
+               per-example terms sum to grad_W (they are not the gradients of single examples then).
     Double backward: yes (the backward is an index_add, linear in grad_y)
     """
 
@@ -45,3 +50,40 @@ class EmbeddingFunction(torch.autograd.Function):
             rows = torch.where((flat == ctx.padding_idx).unsqueeze(1), 0, rows)
         grad_w = rows.new_zeros(ctx.num_weights, rows.shape[1]).index_add(0, flat, rows)
         return None, grad_w.to(grad_y.dtype), None, None
+
+    @staticmethod
+    def per_sample(ctx, batch_dim, grad_y, out=None):
+        if not ctx.needs_input_grad[1]:
+            return {}
+        idx, rows = _example_rows(ctx, batch_dim, grad_y)        # (B, R), (B, R, D)
+        (b, r, d), v = rows.shape, ctx.num_weights
+        flat = (idx + torch.arange(b, device=idx.device).unsqueeze(1) * v).reshape(-1)   # row of (B*V, D)
+        buf = out_buffer(out, 1, (b, v, d), rows.dtype)
+        acc = buf.zero_() if buf is not None else rows.new_zeros(b, v, d)
+        acc.view(b * v, d).index_add_(0, flat, rows.reshape(b * r, d))
+        return {1: acc.to(grad_y.dtype)}
+
+    @staticmethod
+    def per_sample_norm_sq(ctx, batch_dim, grad_y):
+        if not ctx.needs_input_grad[1]:
+            return {}
+        idx, rows = _example_rows(ctx, batch_dim, grad_y)
+        if idx.shape[1] ** 2 > ctx.num_weights:   # the R x R ghost costs more than the (V, D) gradient
+            g = EmbeddingFunction.per_sample(ctx, batch_dim, grad_y)[1]
+            return {1: opmath(g).reshape(g.shape[0], -1).square().sum(1)}
+        same = idx.unsqueeze(2) == idx.unsqueeze(1)              # (B, R, R): positions with one index
+        return {1: (torch.bmm(rows, rows.transpose(1, 2)) * same).sum((1, 2))}
+
+
+def _example_rows(ctx, batch_dim, grad_y):
+    """Per example: its indices (B, R) and its rows of grad_y (B, R, D), weighted as in backward."""
+    (indices,) = ctx.saved_tensors
+    flat = indices.reshape(-1)
+    rows = opmath(grad_y.reshape(flat.shape[0], grad_y.shape[-1]))
+    if ctx.scale_grad_by_freq:
+        counts = torch.bincount(flat, minlength=ctx.num_weights)
+        rows = rows / counts.index_select(0, flat).unsqueeze(1).to(rows.dtype)
+    if ctx.padding_idx is not None:
+        rows = torch.where((flat == ctx.padding_idx).unsqueeze(1), 0, rows)
+    idx = example_rows(indices.unsqueeze(-1), batch_dim, 1).squeeze(2)
+    return idx, example_rows(rows.reshape(*indices.shape, rows.shape[1]), batch_dim, rows.shape[1])

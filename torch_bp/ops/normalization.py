@@ -253,7 +253,7 @@ class BatchNormFunction(torch.autograd.Function):
             if ctx.training:
                 n = max(x.numel() // x.shape[1], 1)
                 g = torch.addcmul(gy, xc, (-dotp * rstd.square() / n).view(shape))  # grad_y - xh * sum(grad_y xh) / n
-                grad_x = torch.addcmul((-sum_gy / n * scale).view(shape), g, scale.view(shape))
+                grad_x = g.sub_((sum_gy / n).view(shape)).mul_(scale.view(shape))  # in place on our own g
             else:
                 grad_x = gy * scale.view(shape)
             grad_x = grad_x.to(x.dtype)
@@ -299,10 +299,16 @@ def update_running_stats(running_mean, running_var, mean, var, n, momentum):
     if n == 0:
         return
     with torch.no_grad():
-        if running_mean is not None:
-            running_mean.copy_(momentum * mean + (1 - momentum) * opmath(running_mean))
-        if running_var is not None:
-            running_var.copy_(momentum * var * (n / (n - 1)) + (1 - momentum) * opmath(running_var))
+        for running, stat in ((running_mean, mean), (running_var, None if var is None else var * (n / (n - 1)))):
+            if running is None:
+                continue
+            if running.numel() > 1 and running.stride(0) == 0:
+                # an expanded (stride-0) buffer: torch's kernel writes it element by element, each
+                # update reading the previous one's result; so do we
+                for c in range(running.numel()):
+                    running[c] = momentum * stat[c] + (1 - momentum) * opmath(running[c])
+            else:
+                running.copy_(momentum * stat + (1 - momentum) * opmath(running))
 
 
 # --- GroupNorm ---

@@ -123,6 +123,41 @@ def _sigmoid_grad(s):
     return s * (1.0 - s)
 
 
+def _tied_sum(a, b, per):
+    r"""The gradient of a weight tied over the steps: sum over rows r of a_r b_r^T (sum of a_r for a
+    bias, b None); per example (B, ...) when ``per`` (an :class:`_Examples`) is given."""
+    if per is not None:
+        return per.outer(a, b)
+    return a.sum(0) if b is None else a.t().matmul(b)
+
+
+class _Examples:
+    r"""Which example each row of the stacked steps belongs to, for the per-sample rule.
+
+    Step t owns rows [off_t, off_t + B_t), its j-th row being the j-th sequence in the steps'
+    order (sorted by length for a PackedSequence). Rows are laid out as (B, T, F) per example
+    (zeros at the steps a shorter sequence does not have), so the per-example tied-weight
+    gradients are one batched matmul over the steps: grad_W[n] = sum_t a[n, t] b[n, t]^T.
+    Results are returned in the caller's example order (``unsorted_indices``).
+    """
+
+    def __init__(self, steps, batch, unsorted_indices, device):
+        self.batch, self.t = batch, len(steps)
+        self.uniform = all(bs == batch for _, bs in steps)
+        self.pos = None if self.uniform else torch.cat(
+            [torch.arange(bs, device=device) * self.t + t for t, (_, bs) in enumerate(steps)])
+        self.unsorted = unsorted_indices
+
+    def _per(self, a):  # (N, F) -> (B, T, F)
+        if self.uniform:
+            return a.reshape(self.t, self.batch, a.shape[1]).transpose(0, 1)
+        return a.new_zeros(self.batch * self.t, a.shape[1]).index_copy(0, self.pos, a).reshape(self.batch, self.t, -1)
+
+    def outer(self, a, b=None):
+        r = self._per(a).sum(1) if b is None else torch.bmm(self._per(a).transpose(1, 2), self._per(b))
+        return r if self.unsorted is None else r.index_select(0, self.unsorted)
+
+
 # --- the cells: one direction of one layer, forward and backward through time ---
 def _lstm_forward(x, w, h, c, steps):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
@@ -151,7 +186,7 @@ def _lstm_forward(x, w, h, c, steps):
     return Y, h, c, (Hprev, Cprev, A, C)
 
 
-def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w):
+def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w, per=None):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     Hprev, Cprev, A, C = res
     H = C.shape[1]
@@ -174,13 +209,13 @@ def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w):
         dc[:bs] = dcn * f
     grads = [None] * 5
     if need_w:
-        grads[0] = dA.t().matmul(x)
-        grads[1] = dA.t().matmul(Hprev)
+        grads[0] = _tied_sum(dA, x, per)
+        grads[1] = _tied_sum(dA, Hprev, per)
         if b_ih is not None:
-            grads[2] = grads[3] = dA.sum(0)
+            grads[2] = grads[3] = _tied_sum(dA, None, per)
         if w_hr is not None:
             o = A[:, 3 * H:]
-            grads[4] = dHo.t().matmul(o * torch.tanh(C))
+            grads[4] = _tied_sum(dHo, o * torch.tanh(C), per)
     return dA.matmul(w_ih), dh, dc, grads
 
 
@@ -208,7 +243,7 @@ def _gru_forward(x, w, h, _c, steps):
     return Y, h, None, (Hprev, A, HN)
 
 
-def _gru_backward(x, w, res, dY, dh, _dc, steps, need_w):
+def _gru_backward(x, w, res, dY, dh, _dc, steps, need_w, per=None):
     w_ih, w_hh, b_ih, b_hh, _ = w
     Hprev, A, HN = res
     H = HN.shape[1]
@@ -226,10 +261,10 @@ def _gru_backward(x, w, res, dY, dh, _dc, steps, need_w):
         dh[:bs] = dhn * z + dAh[r].matmul(w_hh)
     grads = [None] * 5
     if need_w:
-        grads[0] = dAi.t().matmul(x)
-        grads[1] = dAh.t().matmul(Hprev)
+        grads[0] = _tied_sum(dAi, x, per)
+        grads[1] = _tied_sum(dAh, Hprev, per)
         if b_ih is not None:
-            grads[2], grads[3] = dAi.sum(0), dAh.sum(0)
+            grads[2], grads[3] = _tied_sum(dAi, None, per), _tied_sum(dAh, None, per)
     return dAi.matmul(w_ih), dh, None, grads
 
 
@@ -253,7 +288,7 @@ def _rnn_forward(relu):
 
 
 def _rnn_backward(relu):
-    def bwd(x, w, res, dY, dh, _dc, steps, need_w):
+    def bwd(x, w, res, dY, dh, _dc, steps, need_w, per=None):
         w_ih, w_hh, b_ih, b_hh, _ = w
         Hprev, Y = res
         dA = torch.empty_like(Y)
@@ -265,10 +300,10 @@ def _rnn_backward(relu):
             dh[:bs] = dA[r].matmul(w_hh)
         grads = [None] * 5
         if need_w:
-            grads[0] = dA.t().matmul(x)
-            grads[1] = dA.t().matmul(Hprev)
+            grads[0] = _tied_sum(dA, x, per)
+            grads[1] = _tied_sum(dA, Hprev, per)
             if b_ih is not None:
-                grads[2] = grads[3] = dA.sum(0)
+                grads[2] = grads[3] = _tied_sum(dA, None, per)
         return dA.matmul(w_ih), dh, None, grads
     return bwd
 
@@ -317,7 +352,7 @@ def _forward(opts: RNNOptions, x, h0, c0, sorted_indices, unsorted_indices, seed
     return out, h_n, c_n, residuals, layer_inputs
 
 
-def _backward(ctx, grad_out, grad_hn, grad_cn):
+def _backward(ctx, grad_out, grad_hn, grad_cn, per=None):
     opts = ctx.opts
     cell_bwd = _CELLS[opts.mode][1]
     x, h0, c0, sorted_indices, unsorted_indices, *rest = ctx.saved_tensors
@@ -350,7 +385,7 @@ def _backward(ctx, grad_out, grad_hn, grad_cn):
             need_w = any(need_params[base:base + opts.per_direction])
             res = residuals[k * per_cell:(k + 1) * per_cell]
             dx, dh, dc, gw = cell_bwd(inp, w, res, dy[:, d * hout:(d + 1) * hout], dhn[k].clone(),
-                                      None if dcn is None else dcn[k].clone(), order, need_w)
+                                      None if dcn is None else dcn[k].clone(), order, need_w, per)
             dinp = dx if dinp is None else dinp + dx
             dh0[k], dc0[k] = dh, dc
             slots = [0, 1] + ([2, 3] if opts.has_biases else []) + ([4] if opts.proj else [])
@@ -367,6 +402,23 @@ def _backward(ctx, grad_out, grad_hn, grad_cn):
     if c0 is not None and needs[3]:
         grad_c0 = _state_out(opts, torch.stack(dc0), unsorted_indices).to(c0.dtype)
     return (None, grad_x, grad_h0, grad_c0, None, None, None, *grads_p)
+
+
+def _backward_per_sample(ctx, grad_out, grad_hn, grad_cn):
+    r"""One backward pass through time giving both the gradients and the per-example gradients of
+    the weights (``backward_per_sample`` of the three Functions, see torch_bp/per_sample.py)."""
+    opts = ctx.opts
+    x, unsorted = ctx.saved_tensors[0], ctx.saved_tensors[4]
+    if opts.unbatched:
+        raise ValueError("per-sample gradients: an unbatched recurrent input has no batch dim")
+    steps, batch = _steps(opts, x)
+    grads = list(_backward(ctx, grad_out, grad_hn, grad_cn, per=_Examples(steps, batch, unsorted, x.device)))
+    per_sample = {}
+    for i in range(7, len(grads)):
+        if grads[i] is not None:
+            per_sample[i] = grads[i]
+            grads[i] = grads[i].sum(0)
+    return tuple(grads), per_sample
 
 
 def _setup(ctx, inputs, output, n_out):
@@ -399,6 +451,8 @@ class LSTMFunction(torch.autograd.Function):
                grad x_t = W_ih^T da (through the inter-layer dropout mask into the layer below)
     Saved:     input, h0, c0, weights; per layer and direction Hprev, Cprev, gates, C (rows
                of all steps); the input of each layer above the first.
+    Per example n: the tied-weight sums above over example n's steps only (:class:`_Examples`),
+               in the same pass (``backward_per_sample``).
     Double backward: no (once_differentiable)
     """
 
@@ -418,6 +472,10 @@ class LSTMFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_hn, grad_cn, *_):
         return _backward(ctx, grad_out, grad_hn, grad_cn)
 
+    @staticmethod
+    def backward_per_sample(ctx, batch_dim, grad_out, grad_hn, grad_cn, *_, out=None):
+        return _backward_per_sample(ctx, grad_out, grad_hn, grad_cn)
+
 
 # --- GRU ---
 class GRUFunction(torch.autograd.Function):
@@ -435,6 +493,7 @@ class GRUFunction(torch.autograd.Function):
                tied weights: grad_W_ih = sum_t d gi x_t^T,  grad_W_hh = sum_t d gh h_{t-1}^T,
                grad_b_ih = sum_t d gi,  grad_b_hh = sum_t d gh;   grad x_t = W_ih^T d gi
     Saved:     input, h0, weights; per layer and direction Hprev, (r, z, n), gh[n].
+    Per example n: the tied-weight sums above over example n's steps only (``backward_per_sample``).
     Double backward: no (once_differentiable)
     """
 
@@ -453,6 +512,10 @@ class GRUFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, grad_hn, *_):
         return _backward(ctx, grad_out, grad_hn, None)
+
+    @staticmethod
+    def backward_per_sample(ctx, batch_dim, grad_out, grad_hn, *_, out=None):
+        return _backward_per_sample(ctx, grad_out, grad_hn, None)
 
 
 # --- RNN (tanh, relu) ---
@@ -465,6 +528,7 @@ class RNNFunction(torch.autograd.Function):
                grad h_{t-1} = W_hh^T da;   tied weights: grad_W_ih = sum_t da x_t^T,
                grad_W_hh = sum_t da h_{t-1}^T, grad_b_ih = grad_b_hh = sum_t da;  grad x_t = W_ih^T da
     Saved:     input, h0, weights; per layer and direction Hprev, Y.
+    Per example n: the tied-weight sums above over example n's steps only (``backward_per_sample``).
     Double backward: no (once_differentiable)
     """
 
@@ -483,6 +547,10 @@ class RNNFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, grad_hn, *_):
         return _backward(ctx, grad_out, grad_hn, None)
+
+    @staticmethod
+    def backward_per_sample(ctx, batch_dim, grad_out, grad_hn, *_, out=None):
+        return _backward_per_sample(ctx, grad_out, grad_hn, None)
 
 
 FUNCTIONS = {"LSTM": LSTMFunction, "GRU": GRUFunction, "RNN_TANH": RNNFunction, "RNN_RELU": RNNFunction}
