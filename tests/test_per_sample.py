@@ -110,6 +110,8 @@ def _cases():
         Case("conv2d-stride-dilation-groups", nn.Conv2d(4, 6, (2, 3), stride=(2, 1), dilation=(1, 2), groups=2),
              _randn(3, 4, 7, 8)),
         Case("conv2d-reflect-same", nn.Conv2d(2, 3, 4, padding="same", padding_mode="reflect"), _randn(3, 2, 6, 5)),
+        Case("conv_transpose2d", nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2,
+                                                    dilation=(1, 2)), _randn(3, 4, 4, 3)),
         Case("group_norm", nn.GroupNorm(2, 4), _randn(5, 4, 3, 2)),
         Case("group_norm-2d", nn.GroupNorm(2, 4), _randn(5, 4)),
         Case("batch_norm-eval", nn.BatchNorm2d(3).eval(), _randn(4, 3, 2, 2)),

@@ -264,6 +264,7 @@ class ConvTransposeFunction(torch.autograd.Function):
                         its output gradient (shape (C_in, C_out/G, *k), as w)
                grad_b = sum of grad_y over batch and space
     Saved:     x, w                        Double backward: yes
+    Per example n:  grad_w[n], grad_b[n] = the same over example n only (the ordinary grad_w is their sum)
 
     NOTE: conv(grad_y) has ``H + floor(output_padding / s)`` positions: output_padding can
     reach ``max(s, d) - 1``, so when d > s it may append whole strides that no input
@@ -304,3 +305,18 @@ class ConvTransposeFunction(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = gy.sum([0] + list(range(2, gy.dim())))
         return grad_x, grad_w, grad_b, None
+
+    grad_from_per_sample = (1,)
+
+    @staticmethod
+    def per_sample(ctx, batch_dim, grad_y, out=None):
+        x, weight = ctx.saved_tensors
+        o = ctx.opts
+        if x.dim() == weight.dim() - 1:
+            raise ValueError("per-sample gradients: an unbatched convolution input has no batch dim")
+        res = {}
+        if ctx.needs_input_grad[1]:
+            res[1] = _per_example_weight_grad(grad_y, x, weight.shape[2:], o.stride, o.padding, o.dilation, o.groups)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            res[2] = grad_y.sum(list(range(2, grad_y.dim())))
+        return res
