@@ -226,19 +226,25 @@ def test_off_by_default_and_under_vmap():
     assert getattr(model.weight, "grad_sample", None) is None
 
 
-def test_second_block_clears_and_reused_object_keeps_buffers():
+def test_next_block_reuses_only_unreferenced_grad_sample_memory():
     model = torch_bp.convert(nn.Linear(3, 2).to(DT))
     x = _randn(4, 3)
-    ps = per_sample_grads(model)
-    with ps:
+    with per_sample_grads(model):
         model(x).sum().backward()
-    first = model.weight.grad_sample
-    expected = first.clone()
-    with ps:
+    kept = model.weight.grad_sample            # referenced: the next block must not write into it
+    expected = kept.clone()
+    with per_sample_grads(model):
         assert getattr(model.weight, "grad_sample", None) is None
         (2 * model(x)).sum().backward()
-    assert model.weight.grad_sample.data_ptr() == first.data_ptr()   # written into the same buffer
+    assert model.weight.grad_sample.data_ptr() != kept.data_ptr()
+    torch.testing.assert_close(kept, expected, rtol=0, atol=0)
     torch.testing.assert_close(model.weight.grad_sample, 2 * expected, **tol(DT))
+    ptr = model.weight.grad_sample.data_ptr()
+    del kept
+    with per_sample_grads(model):               # nothing refers to it now: its memory is reused
+        (3 * model(x)).sum().backward()
+    assert model.weight.grad_sample.data_ptr() == ptr
+    torch.testing.assert_close(model.weight.grad_sample, 3 * expected, **tol(DT))
 
 
 def test_unconverted_layer_is_reported_missing():

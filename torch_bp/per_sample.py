@@ -50,7 +50,7 @@ their own ``batch_first``.
 from __future__ import annotations
 
 import functools
-import math
+import sys
 import weakref
 from typing import Iterable
 
@@ -80,11 +80,11 @@ class PerSampleGrads:
         mode: ``"grads"`` materialises ``param.grad_sample`` (B, *param.shape);
             ``"norms"`` only computes ``param.grad_sample_norm_sq`` (B,).
 
-    NOTE (buffers): entering the *same* object again (one step after another) writes the new
-    per-example gradients into the previous step's tensors where shapes agree, instead of
-    allocating B x params numbers afresh (on CPU, fresh large allocations cost page faults
-    several times the writing itself). The previous ``grad_sample`` tensors are then
-    overwritten: clone them to keep them. A new ``per_sample_grads(...)`` always allocates.
+    NOTE (buffers): a parameter's previous ``grad_sample`` that nothing else refers to (no
+    variable, container or view holds it: it can no longer be observed) is reused on entry as
+    the memory of the new one, where the shape agrees, instead of allocating B x params
+    numbers afresh each step (on CPU a fresh large allocation costs page faults several
+    times the writing itself). Keep a reference (or a clone) to keep a step's values.
 
     NOTE (norms mode): a parameter used by two layer calls in one block (tied weights) gets
     the sum of two per-example gradients, whose norm is not the sum of their norms; norms
@@ -104,7 +104,6 @@ class PerSampleGrads:
         self.batch_dim = batch_dim
         self.mode = mode
         self._ids = {id(p) for _, p in self.named}
-        self._buffers: dict[int, torch.Tensor] = {}
         self._spare: dict[int, torch.Tensor] = {}
         self._hits: dict[int, int] = {}
         self.open = False
@@ -116,11 +115,13 @@ class PerSampleGrads:
             raise RuntimeError("per_sample_grads blocks cannot be nested")
         if self.module is not None:
             _check_supported(self.module)
+        self._spare = {}   # previous grad_sample tensors nothing else refers to, each offered once
         for _, p in self.named:
+            if self.mode == "grads" and _unreferenced(p):
+                self._spare[id(p)] = p.grad_sample
             _drop(p, "grad_sample")
             _drop(p, "grad_sample_norm_sq")
         self._hits.clear()
-        self._spare = dict(self._buffers)   # last block's grad_sample tensors, each offered once
         self.open = True
         _state, _ACTIVE = self, True
         return self
@@ -227,8 +228,6 @@ class PerSampleGrads:
         old = getattr(p, attr, None)
         if old is None:
             setattr(p, attr, value)
-            if attr == "grad_sample":
-                self._buffers[id(p)] = value
             return
         if old.shape != value.shape:
             raise RuntimeError(
@@ -258,6 +257,32 @@ def per_sample_grads(model, batch_dim: int = 0, mode: str = "grads") -> PerSampl
 def _drop(p, attr) -> None:
     if getattr(p, attr, None) is not None:
         setattr(p, attr, None)
+
+
+def _refs(p) -> tuple[int, int]:
+    t = p.__dict__.get("grad_sample")
+    return sys.getrefcount(t), torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+def _calibrate() -> tuple[int, int] | None:
+    """The reference counts of a ``grad_sample`` held by its parameter only (None: cannot tell)."""
+    try:
+        probe = torch.nn.Parameter(torch.zeros(1))
+        probe.grad_sample = torch.zeros(2, 1)
+        return _refs(probe)
+    except Exception:  # an interpreter or torch without these counts: never reuse
+        return None
+
+
+_ALONE = _calibrate()
+
+
+def _unreferenced(p) -> bool:
+    t = p.__dict__.get("grad_sample")
+    if _ALONE is None or not isinstance(t, torch.Tensor) or t._base is not None:
+        return False
+    del t   # counted by _refs otherwise
+    return _refs(p) == _ALONE
 
 
 def _sq_norms(g: torch.Tensor) -> torch.Tensor:
