@@ -365,3 +365,32 @@ def test_multihead_attention_module_bad_input():
                {"attn_mask": torch.zeros(1, 1, 4, 4)}, {"is_causal": True}):
         _same_error(lambda: ours(q, q, q, **kw), lambda: ref(q, q, q, **kw))
     _same_error(lambda: ours(q, q[..., :6], q), lambda: ref(q, q[..., :6], q))
+
+
+# --- gradients when only some outputs are used (unused ones send no gradient) ---
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_recurrent_gradients_through_one_output(mode):
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, mode)(3, 4, 2, bidirectional=True).double()
+    ours = getattr(torch_bp.nn, mode)(3, 4, 2, bidirectional=True).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    picks = [lambda o: o[0].sum(), lambda o: (o[1][0] if mode == "LSTM" else o[1]).sum()]
+    if mode == "LSTM":
+        picks.append(lambda o: o[1][1].sum())
+    for pick in picks:
+        got = torch.autograd.grad(pick(ours(x)), [x, *ours.parameters()])
+        expected = torch.autograd.grad(pick(ref(x)), [x, *ref.parameters()])
+        for g, e in zip(got, expected):
+            assert_close(g, e, torch.float64, what=f"{mode} one output")
+
+
+def test_mha_gradients_through_the_weights_only():
+    torch.manual_seed(0)
+    ref, ours = torch.nn.MultiheadAttention(8, 2), torch_bp.nn.MultiheadAttention(8, 2)
+    ours.load_state_dict(ref.state_dict())
+    q = torch.randn(4, 3, 8, requires_grad=True)
+    got = torch.autograd.grad(ours(q, q, q)[1].pow(2).sum(), [q, ours.in_proj_weight])
+    expected = torch.autograd.grad(ref(q, q, q)[1].pow(2).sum(), [q, ref.in_proj_weight])
+    for g, e in zip(got, expected):
+        assert_close(g, e, torch.float32, what="MHA weights-only grad")

@@ -836,7 +836,7 @@ def _multi_head_attention(query, key, value, embed_dim_to_check, num_heads, in_p
     if not training:
         dropout_p = 0.0
     seed = _attention_seed(dropout_p)
-    scale = 1.0 / math.sqrt(head_dim)
+    scale = math.sqrt(1.0 / float(head_dim))  # as torch's
     if not is_batched:  # attention on (H, L, D): the weights come out as (H, L, S) or (L, S)
         q, k, v = q[0], k[0], v[0]
         attn_mask = None if attn_mask is None else attn_mask[0]

@@ -31,6 +31,7 @@ def _sdpa(make):
     yield Sample("broadcast-batch", (make(2, 2, 3, 4), make(1, 1, 4, 4), make(2, 1, 4, 3)))
     yield Sample("noncontiguous", (make(1, 2, 3, 4, layout="t"), make(1, 2, 4, 4, layout="slice"),
                                    make(1, 2, 4, 3, layout="t")))
+    yield Sample("dropout-p-1", (make(1, 2, 3, 4), make(1, 2, 4, 4), make(1, 2, 4, 3)), {"dropout_p": 1.0})  # all dropped
     yield Sample("empty-batch", (make(0, 2, 3, 4), make(0, 2, 4, 4), make(0, 2, 4, 3)))
     yield Sample("key-grad-only", (make(1, 2, 3, 4, requires_grad=False), make(1, 2, 4, 4),
                                    make(1, 2, 4, 3, requires_grad=False)))
@@ -86,19 +87,15 @@ def _mha(make):
     mask3 = torch.rand(N * H, L, S) > 0.3
     mask3[..., 0] = False  # bool attn_mask: True = not allowed; every row keeps key 0
     yield Sample("bias-kv-zero-attn-3d-mask", args, {**kw, "attn_mask": mask3})
-    x = make(L, N, E)
+    x = make(L, E)
     args, kw = _mha_args(make, x, x, x)
     causal = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=make.dtype)
-    yield Sample("causal-hint", args, {**kw, "need_weights": False, "attn_mask": causal, "is_causal": True})
+    yield Sample("unbatched-causal-hint", args, {**kw, "need_weights": False, "attn_mask": causal, "is_causal": True})
     args, kw = _mha_args(make, make(L, N, E), make(S, N, 5), make(S, N, 3), separate=True, bias=False)
-    yield Sample("kdim-vdim-no-bias", args, kw)
+    args = args[:10] + (0.5,) + args[11:]
+    yield Sample("kdim-vdim-no-bias-dropout-not-training", args, {**kw, "training": False})
     args, kw = _mha_args(make, make(L, E), make(S, E), make(S, E))
     yield Sample("unbatched", args, {**kw, "average_attn_weights": False, "key_padding_mask": kpm[0]})
-    args, kw = _mha_args(make, make(L, E), make(S, E), make(S, E))
-    yield Sample("unbatched-no-weights", args, {**kw, "need_weights": False})
-    args, kw = _mha_args(make, make(L, N, E), make(S, N, E), make(S, N, E))
-    args = args[:10] + (0.5,) + args[11:]
-    yield Sample("dropout-not-training", args, {**kw, "training": False})
 
 
 @module_samples("multi_head_attention_forward")

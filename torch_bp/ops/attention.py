@@ -64,6 +64,11 @@ def broadcast_shape(*shapes) -> tuple:
     return tuple(out)
 
 
+def keep_scale(p: float) -> float:
+    """1 / (1 - p), the scale of kept entries (0 for p = 1: everything is dropped)."""
+    return 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+
+
 def keep_mask(seed: int, block: int, shape, p: float, device) -> torch.Tensor:
     """Dropout keep mask (bool) of key block ``block``: the same for the same (seed, block)."""
     gen = torch.Generator(device=device)
@@ -71,20 +76,21 @@ def keep_mask(seed: int, block: int, shape, p: float, device) -> torch.Tensor:
     return torch.rand(shape, generator=gen, device=device) >= p
 
 
-def block_scores(q5, k5, mask5, causal, scale, j0, j1):
-    """s[..., :, j0:j1] = scale q k^T + bias, masked entries -inf (float32 for low precision)."""
-    s = torch.matmul(q5, k5[..., j0:j1, :].transpose(-1, -2)) * scale  # (..., L, bk)
+def block_scores(qs, k5, mask5, causal, j0, j1):
+    """s[..., :, j0:j1] = (scale q) k^T + bias, masked entries -inf; a fresh tensor (float32 for low precision)."""
+    s = torch.matmul(qs, k5[..., j0:j1, :].transpose(-1, -2))  # (..., L, bk)
     if mask5 is not None:
         mb = mask5[..., j0:j1] if mask5.shape[-1] != 1 else mask5
+        inplace = broadcast_shape(s.shape, mb.shape) == tuple(s.shape)
         if mb.dtype == torch.bool:
-            s = s.masked_fill(~mb, float("-inf"))
+            s = s.masked_fill_(mb.logical_not(), float("-inf")) if inplace else s.masked_fill(~mb, float("-inf"))
         else:
-            s = s + opmath(mb)
+            s = s.add_(opmath(mb)) if inplace else s + opmath(mb)
     if causal:
         L = s.shape[-2]
         rows = torch.arange(L, device=s.device).unsqueeze(-1)
         cols = torch.arange(j0, j1, device=s.device)
-        s = s.masked_fill(cols > rows, float("-inf"))
+        s.masked_fill_(cols > rows, float("-inf"))
     return s
 
 
@@ -130,16 +136,17 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         m = q5.new_full(batch + (L, 1), float("-inf"))
         lsum = q5.new_zeros(batch + (L, 1))
         acc = q5.new_zeros(batch + (L, v5.shape[-1]))
+        qs = q5 * scale
         for j, j0, j1 in _blocks(S, L, causal):
-            s = block_scores(q5, k5, mask5, causal, scale, j0, j1)
+            s = block_scores(qs, k5, mask5, causal, j0, j1)
             m_new = torch.maximum(m, s.amax(-1, keepdim=True))
             m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)
-            p = torch.exp(s - m_safe)
+            p = s.sub_(m_safe).exp_()                                   # in place: s is ours
             corr = torch.exp(m - m_safe)
             lsum = lsum * corr + p.sum(-1, keepdim=True)
             if dropout_p > 0:
-                p = p * keep_mask(seed, j, p.shape, dropout_p, p.device) / (1.0 - dropout_p)
-            acc = acc * corr + torch.matmul(p, v5[..., j0:j1, :])
+                p.masked_fill_(~keep_mask(seed, j, p.shape, dropout_p, p.device), 0.0).mul_(keep_scale(dropout_p))
+            acc = acc.mul_(corr).add_(torch.matmul(p, v5[..., j0:j1, :]))
             m = m_new
         out = acc / lsum.masked_fill(lsum == 0, 1.0)
         lse = (m.masked_fill(m == float("-inf"), 0.0) + torch.log(lsum)).squeeze(-1)  # (..., Hk, G, L)
@@ -174,23 +181,24 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         dk = k5.new_zeros(k5.shape) if need_k else None
         dv = v5.new_zeros(v5.shape) if need_v else None
         dmask = mask5.new_zeros(mask5.shape, dtype=D.dtype) if need_m else None
+        qs = q5 * scale
         for j, j0, j1 in _blocks(S, L, ctx.causal):
-            p = torch.exp(block_scores(q5, k5, mask5, ctx.causal, scale, j0, j1) - lse_b)  # (..., L, bk)
+            p = block_scores(qs, k5, mask5, ctx.causal, j0, j1).sub_(lse_b).exp_()   # (..., L, bk)
             dp = torch.matmul(do5, v5[..., j0:j1, :].transpose(-1, -2))
             if p_drop > 0:
-                keep = keep_mask(ctx.seed, j, p.shape, p_drop, p.device).to(p.dtype) / (1.0 - p_drop)
-                pd, dp = p * keep, dp * keep
+                keep = keep_mask(ctx.seed, j, p.shape, p_drop, p.device).to(p.dtype).mul_(keep_scale(p_drop))
+                pd = p * keep
+                dp.mul_(keep)
             else:
                 pd = p
             if need_v:
                 dv[..., j0:j1, :] = torch.matmul(pd.transpose(-1, -2), do5).sum_to_size(
                     dv[..., j0:j1, :].shape)
-            ds = p * (dp - D)
+            ds = dp.sub_(D).mul_(p)                                      # p * (dp - D), in place
             if need_q:
-                dq = dq + torch.matmul(ds, k5[..., j0:j1, :])
+                dq.add_(torch.matmul(ds, k5[..., j0:j1, :]))
             if need_k:
-                dk[..., j0:j1, :] = (torch.matmul(ds.transpose(-1, -2), q5) * scale).sum_to_size(
-                    dk[..., j0:j1, :].shape)
+                dk[..., j0:j1, :] = torch.matmul(ds.transpose(-1, -2), qs).sum_to_size(dk[..., j0:j1, :].shape)
             if need_m:
                 if mask5.shape[-1] == 1:
                     dmask = dmask + ds.sum(-1, keepdim=True).sum_to_size(dmask.shape)
@@ -217,54 +225,71 @@ class AttentionWeightsFunction(torch.autograd.Function):
                (use :class:`ScaledDotProductAttentionFunction` when they are not needed).
     The dropout masks are those of :class:`ScaledDotProductAttentionFunction` for the same seed.
     Double backward: no (once_differentiable)
+
+    NOTE (bfloat16/float16): torch computes this path as a chain of separate ops (scale,
+    baddbmm, softmax, dropout, bmm, and their backwards), each rounding its result to the
+    input dtype. We compute in float32 and round at the same points (``rd``), so low
+    precision results agree with torch's as closely as a fused op's would.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(q, k, v, mask, causal, scale, dropout_p, seed, average):
+        rd = _rounding(q.dtype)
         q4, k4, v4 = opmath(q), opmath(k), opmath(v)  # (..., H, L, E)
-        S = k4.shape[-2]
-        s = torch.cat([block_scores(q4, k4, mask, causal, scale, j0, j1)
-                       for j0, j1 in _all_blocks(S)], -1)
-        p = torch.softmax(s, -1).masked_fill(s.amax(-1, keepdim=True) == float("-inf"), 0.0)  # all masked: 0
-        pd = _dropped(p, seed, dropout_p)
+        qs = rd(q4 * scale)
+        s = rd(torch.cat([block_scores(qs, k4, mask, causal, j0, j1) for j0, j1 in _all_blocks(k4.shape[-2])], -1))
+        p = rd(torch.softmax(s, -1).masked_fill(s.amax(-1, keepdim=True) == float("-inf"), 0.0))  # all masked: 0
+        keep = _keep_full(p, seed, dropout_p)
+        pd = p if keep is None else rd(p * keep)
         out = torch.matmul(pd, v4)
         w = pd.mean(-3) if average else pd
         if w is p:  # the weights are an output with a gradient, p a residual: not the same tensor
             w = p.clone()
-        return out.to(q.dtype), w.to(q.dtype), p
+        return out.to(q.dtype), w.to(q.dtype), p.to(q.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         q, k, v, mask, ctx.causal, ctx.scale, ctx.dropout_p, ctx.seed, ctx.average = inputs
         _, _, p = output
         ctx.mark_non_differentiable(p)
+        ctx.set_materialize_grads(False)  # no zero-filled (L, S) gradient for p
         ctx.save_for_backward(q, k, v, mask, p)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_w, _grad_p):
         q, k, v, mask, p = ctx.saved_tensors
-        q4, k4, v4, go = opmath(q), opmath(k), opmath(v), opmath(grad_out)
+        rd = _rounding(q.dtype)
+        q4, k4, v4, p = opmath(q), opmath(k), opmath(v), opmath(p)
         p_drop, scale = ctx.dropout_p, ctx.scale
         keep = _keep_full(p, ctx.seed, p_drop)
-        pd = p if keep is None else p * keep
-        dpd = torch.matmul(go, v4.transpose(-1, -2))
-        gw = opmath(grad_w)
-        dpd = dpd + (gw.unsqueeze(-3) / p.shape[-3] if ctx.average else gw)
-        dp = dpd if keep is None else dpd * keep
-        ds = p * (dp - (p * dp).sum(-1, keepdim=True))
+        pd = p if keep is None else rd(p * keep)
+        go = pd.new_zeros(pd.shape[:-1] + (v4.shape[-1],)) if grad_out is None else opmath(grad_out)
+        dpd = rd(torch.matmul(go, v4.transpose(-1, -2)))
+        if grad_w is not None:
+            gw = opmath(grad_w)
+            dpd = rd(dpd + (rd(gw.unsqueeze(-3) / p.shape[-3]) if ctx.average else gw))
+        dp = dpd if keep is None else rd(dpd * keep)
+        ds = rd(p * (dp - (p * dp).sum(-1, keepdim=True)))
         grad_q = grad_k = grad_v = grad_m = None
         if ctx.needs_input_grad[0]:
-            grad_q = (torch.matmul(ds, k4) * scale).sum_to_size(q.shape).to(q.dtype)
+            grad_q = (rd(torch.matmul(ds, k4)) * scale).sum_to_size(q.shape).to(q.dtype)
         if ctx.needs_input_grad[1]:
-            grad_k = (torch.matmul(ds.transpose(-1, -2), q4) * scale).sum_to_size(k.shape).to(k.dtype)
+            grad_k = torch.matmul(ds.transpose(-1, -2), rd(q4 * scale)).sum_to_size(k.shape).to(k.dtype)
         if ctx.needs_input_grad[2]:
             grad_v = torch.matmul(pd.transpose(-1, -2), go).sum_to_size(v.shape).to(v.dtype)
         if ctx.needs_input_grad[3] and mask is not None and mask.is_floating_point():
             grad_m = ds.sum_to_size(mask.shape).to(mask.dtype)
         return grad_q, grad_k, grad_v, grad_m, None, None, None, None, None
+
+
+def _rounding(dtype):
+    """Round a float32 intermediate to ``dtype`` and back (identity for float32/float64)."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return lambda t: t.to(dtype).float()
+    return lambda t: t
 
 
 def _all_blocks(S):
@@ -279,9 +304,6 @@ def _keep_full(p, seed, p_drop):
     shape5 = p.shape[:-3] + (p.shape[-3], 1, p.shape[-2])
     blocks = [keep_mask(seed, j, shape5 + (j1 - j0,), p_drop, p.device)
               for j, (j0, j1) in enumerate(_all_blocks(p.shape[-1]))]
-    return torch.cat(blocks, -1).squeeze(-3).to(p.dtype) / (1.0 - p_drop)
+    return torch.cat(blocks, -1).squeeze(-3).to(p.dtype) * keep_scale(p_drop)
 
 
-def _dropped(p, seed, p_drop):
-    keep = _keep_full(p, seed, p_drop)
-    return p if keep is None else p * keep

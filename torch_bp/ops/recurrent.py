@@ -119,8 +119,8 @@ def _dropout_keep(seed, layer, shape, p, device):
     return torch.rand(shape, generator=gen, device=device) >= p
 
 
-def _sigmoid_grad(s):
-    return s * (1.0 - s)
+def _keep_scale(p):
+    return 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
 
 
 def _tied_sum(a, b, per):
@@ -159,30 +159,38 @@ class _Examples:
 
 
 # --- the cells: one direction of one layer, forward and backward through time ---
+# NOTE (speed): the loops over time steps are Python, so each step does as few tensor ops as
+# possible: results are written in place into preallocated row blocks (``out=``), and in the
+# backward every factor that does not depend on the recursion (sigmoid'(i) g, ...) is
+# computed for all steps at once before the loop.
 def _lstm_forward(x, w, h, c, steps):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     H = w_hh.shape[0] // 4
     gi = x.matmul(w_ih.t())                                    # (N, 4H): all steps at once
     if b_ih is not None:
-        gi = gi + (b_ih + b_hh)
-    N = x.shape[0]
-    Y = x.new_empty(N, h.shape[-1])
-    Hprev, Cprev, A, C = x.new_empty(N, h.shape[-1]), x.new_empty(N, H), x.new_empty(N, 4 * H), x.new_empty(N, H)
+        gi += b_ih + b_hh
+    N, Hout = x.shape[0], h.shape[-1]
+    Y, Hprev = x.new_empty(N, Hout), x.new_empty(N, Hout)
+    Cprev, A, C = x.new_empty(N, H), x.new_empty(N, 4 * H), x.new_empty(N, H)
+    w_hh_t = w_hh.t()
     for off, bs in steps:
         r = slice(off, off + bs)
         hp, cp = h[:bs], c[:bs]
         Hprev[r], Cprev[r] = hp, cp
-        pre = torch.addmm(gi[r], hp, w_hh.t())                # (bs, 4H)
-        a = torch.sigmoid(pre)
-        a[:, 2 * H:3 * H] = torch.tanh(pre[:, 2 * H:3 * H])
-        A[r] = a
+        a = A[r]
+        torch.addmm(gi[r], hp, w_hh_t, out=a)                 # gates (bs, 4H)
+        a[:, :2 * H].sigmoid_()
+        a[:, 2 * H:3 * H].tanh_()
+        a[:, 3 * H:].sigmoid_()
         i, f, g, o = a.chunk(4, 1)
-        cn = f * cp + i * g
-        hn = o * torch.tanh(cn)
-        if w_hr is not None:
-            hn = hn.matmul(w_hr.t())
-        C[r], Y[r] = cn, hn
-        h[:bs], c[:bs] = hn, cn
+        cn = C[r]
+        torch.mul(f, cp, out=cn)
+        cn.addcmul_(i, g)                                      # c = f c_prev + i g
+        if w_hr is None:
+            torch.mul(o, torch.tanh(cn), out=Y[r])             # h = o tanh(c)
+        else:
+            torch.mm(o * torch.tanh(cn), w_hr.t(), out=Y[r])   # h = W_hr (o tanh(c))
+        h[:bs], c[:bs] = Y[r], cn
     return Y, h, c, (Hprev, Cprev, A, C)
 
 
@@ -190,23 +198,24 @@ def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w, per=None):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     Hprev, Cprev, A, C = res
     H = C.shape[1]
+    i, f, g, o = A.chunk(4, 1)
+    tc = torch.tanh(C)
+    fac = torch.cat([g * i * (1.0 - i), Cprev * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], 1)
+    oc = o * (1.0 - tc * tc)                                   # d c / d h~ through h~ = o tanh(c)
     dA = torch.empty_like(A)
     dHo = torch.empty_like(dY) if w_hr is not None else None
     for off, bs in steps:
         r = slice(off, off + bs)
-        i, f, g, o = A[r].chunk(4, 1)
-        tc = torch.tanh(C[r])
-        dht = dh[:bs] + dY[r]                               # gradient of this step's output h
+        dht = dh[:bs] + dY[r]                                  # gradient of this step's output h
         if w_hr is not None:
             dHo[r] = dht
-            dht = dht.matmul(w_hr)                           # through h = W_hr (o * tanh(c))
-        dcn = dc[:bs] + dht * o * (1.0 - tc * tc)
-        dA[r, :H] = dcn * g * _sigmoid_grad(i)
-        dA[r, H:2 * H] = dcn * Cprev[r] * _sigmoid_grad(f)
-        dA[r, 2 * H:3 * H] = dcn * i * (1.0 - g * g)
-        dA[r, 3 * H:] = dht * tc * _sigmoid_grad(o)
-        dh[:bs] = dA[r].matmul(w_hh)
-        dc[:bs] = dcn * f
+            dht = dht.mm(w_hr)                                 # through h = W_hr h~
+        dcn = torch.addcmul(dc[:bs], dht, oc[r])               # gradient of c_t
+        da = dA[r]
+        torch.mul(dcn.unsqueeze(1), fac[r, :3 * H].view(bs, 3, H), out=da[:, :3 * H].view(bs, 3, H))
+        torch.mul(dht, fac[r, 3 * H:], out=da[:, 3 * H:])     # (da_i, da_f, da_g), da_o
+        torch.mm(da, w_hh, out=dh[:bs])                        # gradient of h_{t-1}
+        torch.mul(dcn, f[r], out=dc[:bs])                      # gradient of c_{t-1}
     grads = [None] * 5
     if need_w:
         grads[0] = _tied_sum(dA, x, per)
@@ -214,9 +223,8 @@ def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w, per=None):
         if b_ih is not None:
             grads[2] = grads[3] = _tied_sum(dA, None, per)
         if w_hr is not None:
-            o = A[:, 3 * H:]
-            grads[4] = _tied_sum(dHo, o * torch.tanh(C), per)
-    return dA.matmul(w_ih), dh, dc, grads
+            grads[4] = _tied_sum(dHo, o * tc, per)
+    return dA.mm(w_ih), dh, dc, grads
 
 
 def _gru_forward(x, w, h, _c, steps):
@@ -224,22 +232,27 @@ def _gru_forward(x, w, h, _c, steps):
     H = w_hh.shape[0] // 3
     gi = x.matmul(w_ih.t())                                    # (N, 3H): all steps at once
     if b_ih is not None:
-        gi = gi + b_ih
+        gi += b_ih
     N = x.shape[0]
     Y, Hprev, A, HN = x.new_empty(N, H), x.new_empty(N, H), x.new_empty(N, 3 * H), x.new_empty(N, H)
+    gh = x.new_empty(h.shape[0], 3 * H)
+    w_hh_t = w_hh.t()
     for off, bs in steps:
         r = slice(off, off + bs)
-        hp = h[:bs]
+        hp, a, ghb = h[:bs], A[r], gh[:bs]
         Hprev[r] = hp
-        gh = hp.matmul(w_hh.t())
-        if b_hh is not None:
-            gh = gh + b_hh
-        rz = torch.sigmoid(gi[r, :2 * H] + gh[:, :2 * H])
-        n = torch.tanh(gi[r, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
-        hn = n + rz[:, H:] * (hp - n)                         # (1 - z) n + z h
-        A[r, :2 * H], A[r, 2 * H:], HN[r] = rz, n, gh[:, 2 * H:]
-        Y[r] = hn
-        h[:bs] = hn
+        if b_hh is None:
+            torch.mm(hp, w_hh_t, out=ghb)
+        else:
+            torch.addmm(b_hh, hp, w_hh_t, out=ghb)             # gh = W_hh h + b_hh
+        torch.add(gi[r, :2 * H], ghb[:, :2 * H], out=a[:, :2 * H])
+        a[:, :2 * H].sigmoid_()                                # r, z
+        torch.addcmul(gi[r, 2 * H:], a[:, :H], ghb[:, 2 * H:], out=a[:, 2 * H:])
+        a[:, 2 * H:].tanh_()                                   # n
+        HN[r] = ghb[:, 2 * H:]
+        n = a[:, 2 * H:]
+        torch.addcmul(n, a[:, H:2 * H], hp - n, out=Y[r])      # h = (1 - z) n + z h_prev
+        h[:bs] = Y[r]
     return Y, h, None, (Hprev, A, HN)
 
 
@@ -247,25 +260,30 @@ def _gru_backward(x, w, res, dY, dh, _dc, steps, need_w, per=None):
     w_ih, w_hh, b_ih, b_hh, _ = w
     Hprev, A, HN = res
     H = HN.shape[1]
-    dAi, dAh = torch.empty_like(A), torch.empty_like(A)
+    rr, z, n = A.chunk(3, 1)
+    f_n = (1.0 - z) * (1.0 - n * n)                            # da_n = dh f_n
+    f_r = HN * rr * (1.0 - rr)                                 # da_r = da_n f_r
+    f_z = (Hprev - n) * z * (1.0 - z)                          # da_z = dh f_z
+    dAi = torch.empty_like(A)
+    w_rz, w_n = w_hh[:2 * H], w_hh[2 * H:]
     for off, bs in steps:
         r = slice(off, off + bs)
-        rr, z, n = A[r].chunk(3, 1)
         dhn = dh[:bs] + dY[r]
-        dn = dhn * (1.0 - z)
-        dan = dn * (1.0 - n * n)                              # gradient of the n pre-activation
-        dAi[r, :H] = dAh[r, :H] = dan * HN[r] * _sigmoid_grad(rr)
-        dAi[r, H:2 * H] = dAh[r, H:2 * H] = dhn * (Hprev[r] - n) * _sigmoid_grad(z)
-        dAi[r, 2 * H:] = dan
-        dAh[r, 2 * H:] = dan * rr
-        dh[:bs] = dhn * z + dAh[r].matmul(w_hh)
+        da = dAi[r]
+        dan = torch.mul(dhn, f_n[r], out=da[:, 2 * H:])
+        torch.mul(dan, f_r[r], out=da[:, :H])
+        torch.mul(dhn, f_z[r], out=da[:, H:2 * H])
+        g = torch.addmm(dhn * z[r], da[:, :2 * H], w_rz)       # dh z + W_hh[r, z]^T (da_r, da_z)
+        torch.addmm(g, dan * rr[r], w_n, out=dh[:bs])          #      + W_hh[n]^T (da_n r)
+    dAh = dAi.clone()
+    dAh[:, 2 * H:] *= rr
     grads = [None] * 5
     if need_w:
         grads[0] = _tied_sum(dAi, x, per)
         grads[1] = _tied_sum(dAh, Hprev, per)
         if b_ih is not None:
             grads[2], grads[3] = _tied_sum(dAi, None, per), _tied_sum(dAh, None, per)
-    return dAi.matmul(w_ih), dh, None, grads
+    return dAi.mm(w_ih), dh, None, grads
 
 
 def _rnn_forward(relu):
@@ -273,16 +291,16 @@ def _rnn_forward(relu):
         w_ih, w_hh, b_ih, b_hh, _ = w
         gi = x.matmul(w_ih.t())
         if b_ih is not None:
-            gi = gi + (b_ih + b_hh)
+            gi += b_ih + b_hh
         Y, Hprev = x.new_empty(x.shape[0], h.shape[-1]), x.new_empty(x.shape[0], h.shape[-1])
+        w_hh_t = w_hh.t()
         for off, bs in steps:
             r = slice(off, off + bs)
-            hp = h[:bs]
+            hp, y = h[:bs], Y[r]
             Hprev[r] = hp
-            a = torch.addmm(gi[r], hp, w_hh.t())
-            hn = torch.relu(a) if relu else torch.tanh(a)
-            Y[r] = hn
-            h[:bs] = hn
+            torch.addmm(gi[r], hp, w_hh_t, out=y)
+            y.relu_() if relu else y.tanh_()
+            h[:bs] = y
         return Y, h, None, (Hprev, Y)
     return fwd
 
@@ -291,20 +309,19 @@ def _rnn_backward(relu):
     def bwd(x, w, res, dY, dh, _dc, steps, need_w, per=None):
         w_ih, w_hh, b_ih, b_hh, _ = w
         Hprev, Y = res
+        fac = (Y > 0).to(Y.dtype) if relu else 1.0 - Y * Y     # act'(a) from the output
         dA = torch.empty_like(Y)
         for off, bs in steps:
             r = slice(off, off + bs)
-            y = Y[r]
-            d = dh[:bs] + dY[r]
-            dA[r] = d * (y > 0) if relu else d * (1.0 - y * y)
-            dh[:bs] = dA[r].matmul(w_hh)
+            torch.mul(dh[:bs] + dY[r], fac[r], out=dA[r])
+            torch.mm(dA[r], w_hh, out=dh[:bs])
         grads = [None] * 5
         if need_w:
             grads[0] = _tied_sum(dA, x, per)
             grads[1] = _tied_sum(dA, Hprev, per)
             if b_ih is not None:
                 grads[2] = grads[3] = _tied_sum(dA, None, per)
-        return dA.matmul(w_ih), dh, None, grads
+        return dA.mm(w_ih), dh, None, grads
     return bwd
 
 
@@ -331,7 +348,7 @@ def _forward(opts: RNNOptions, x, h0, c0, sorted_indices, unsorted_indices, seed
         if layer > 0:
             if opts.dropout > 0:
                 keep = _dropout_keep(seed, layer, inp.shape, opts.dropout, inp.device)
-                inp = inp * keep / (1.0 - opts.dropout)
+                inp = inp * keep * _keep_scale(opts.dropout)
             layer_inputs.append(inp)
         outs = []
         for d in range(D):
@@ -366,13 +383,17 @@ def _backward(ctx, grad_out, grad_hn, grad_cn, per=None):
     D = opts.directions
     needs = ctx.needs_input_grad
     need_params = needs[7:]
-    dy = opmath(_to_rows(opts, grad_out))                      # (N, D*Hout)
-    dhn = opmath(_state_in(opts, grad_hn, sorted_indices))
-    dcn = None if c0 is None else opmath(_state_in(opts, grad_cn, sorted_indices))
+    rows = opmath(_to_rows(opts, x))
+    N, hout = rows.shape[0], (h0.shape[-1])
+    # gradients of unused outputs arrive as None
+    dy = rows.new_zeros(N, D * hout) if grad_out is None else opmath(_to_rows(opts, grad_out))  # (N, D*Hout)
+    dhn = opmath(_state_in(opts, torch.zeros_like(h0) if grad_hn is None else grad_hn, sorted_indices))
+    dcn = None
+    if c0 is not None:
+        dcn = opmath(_state_in(opts, torch.zeros_like(c0) if grad_cn is None else grad_cn, sorted_indices))
     grads_p = [None] * n_params
     dh0 = [None] * (opts.num_layers * D)
     dc0 = [None] * (opts.num_layers * D)
-    rows = opmath(_to_rows(opts, x))
     for layer in reversed(range(opts.num_layers)):
         inp = rows if layer == 0 else opmath(layer_inputs[layer - 1])
         dinp = None
@@ -394,7 +415,7 @@ def _backward(ctx, grad_out, grad_hn, grad_cn, per=None):
                     grads_p[base + j] = gw[slot].to(params[base + j].dtype)
         if layer > 0 and opts.dropout > 0:
             keep = _dropout_keep(ctx.seed, layer, dinp.shape, opts.dropout, dinp.device)
-            dinp = dinp * keep / (1.0 - opts.dropout)
+            dinp = dinp * keep * _keep_scale(opts.dropout)
         dy = dinp
     grad_x = _from_rows(opts, dy, x).to(x.dtype) if needs[1] else None
     grad_h0 = _state_out(opts, torch.stack(dh0), unsorted_indices).to(h0.dtype) if needs[2] else None
@@ -428,6 +449,7 @@ def _setup(ctx, inputs, output, n_out):
     ctx.n_layer_inputs = opts.num_layers - 1
     ctx.n_residuals = len(extra) - ctx.n_layer_inputs
     ctx.mark_non_differentiable(*extra)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the residual outputs
     ctx.save_for_backward(x, h0, c0, sorted_indices, unsorted_indices, *params, *extra)
 
 
