@@ -4,6 +4,11 @@ Notation for one spatial dim: input size H, kernel k, stride s, padding p, dilat
 output position o reads the window ``o s - p + j d`` for ``j < k``. Pooling acts on each
 (batch, channel) plane separately; inputs are (N, C, H, W) or unbatched (C, H, W).
 
+NOTE: each Function saves its input x, although only its shape is needed (as torch's own
+pooling backward does; x is usually saved by the layer before anyway): a shape kept on ctx
+is not seen by torch.compile as an input of the backward graph and breaks it once dynamo
+makes shapes dynamic.
+
 The forward passes are torch's own pooling kernels (forward primitives); the backward
 rules are explicit: a scatter into the argmax for max pooling, a transposed convolution
 with a kernel of ones for average pooling, two small matrix products for adaptive
@@ -24,7 +29,8 @@ class MaxPool2dFunction(torch.autograd.Function):
 
     Forward:   y[o] = max_{j in window(o)} x[j],   idx[o] = argmax (flat index h*W + w in the plane)
     Backward:  grad_x[idx[o]] += grad_y[o]   (scatter-add over the plane; overlapping windows add up)
-    Saved:     idx (int64, the size of y)    Double backward: yes (grad of the scatter is a gather)
+    Saved:     x (for its shape, as torch saves it), idx (int64, the size of y)
+    Double backward: yes (grad of the scatter is a gather)
 
     Ties: the gradient goes, whole, to the single element whose index torch's forward kernel
     returned; we reuse those indices, so the routing is torch's by construction. On CPU
@@ -43,13 +49,12 @@ class MaxPool2dFunction(torch.autograd.Function):
         x = inputs[0]
         _, idx = output
         ctx.mark_non_differentiable(idx)
-        ctx.x_shape = x.shape
-        ctx.save_for_backward(idx)
+        ctx.save_for_backward(x, idx)
 
     @staticmethod
     def backward(ctx, grad_y, _grad_idx):
-        (idx,) = ctx.saved_tensors
-        shape = ctx.x_shape
+        x, idx = ctx.saved_tensors
+        shape = x.shape
         plane = shape[-2] * shape[-1]
         g = opmath(grad_y).flatten(-2)  # (*, Ho*Wo)
         grad_x = g.new_zeros(shape[:-2] + (plane,)).scatter_add(-1, idx.flatten(-2), g)
@@ -77,7 +82,7 @@ class AvgPool2dFunction(torch.autograd.Function):
     Forward:   y[o] = (1 / D[o]) sum_{j in window(o)} x[j]      D: divisor (see _avg_divisor,
                or divisor_override)
     Backward:  grad_x = crop(conv_transpose(grad_y / D, ones(k), stride=s))  on each plane
-    Saved:     nothing but sizes              Double backward: yes (linear in grad_y)
+    Saved:     x, for its shape (as torch)    Double backward: yes (linear in grad_y)
 
     NOTE: conv_transpose with stride s and no padding spreads each ``grad_y[o] / D[o]``
     over its window in *padded* coordinates [o s, o s + k); it has (Ho - 1) s + k
@@ -96,11 +101,12 @@ class AvgPool2dFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, ctx.k, ctx.s, ctx.p, ctx.ceil, ctx.count_pad, ctx.div = inputs
-        ctx.x_shape = x.shape
+        ctx.save_for_backward(x)
 
     @staticmethod
     def backward(ctx, grad_y):
-        shape, (kh, kw), (sh, sw), (ph, pw) = ctx.x_shape, ctx.k, ctx.s, ctx.p
+        (x,) = ctx.saved_tensors
+        shape, (kh, kw), (sh, sw), (ph, pw) = x.shape, ctx.k, ctx.s, ctx.p
         h, w = shape[-2:]
         ho, wo = grad_y.shape[-2:]
         g = opmath(grad_y)
@@ -140,7 +146,7 @@ class AdaptiveAvgPool2dFunction(torch.autograd.Function):
     Forward:   y = A_h x A_w^T  on each plane   (A: see _adaptive_matrix; the windows are
                separable, so is the averaging)
     Backward:  grad_x = A_h^T grad_y A_w
-    Saved:     nothing but sizes              Double backward: yes (linear in grad_y)
+    Saved:     x, for its shape (as torch)    Double backward: yes (linear in grad_y)
     """
 
     generate_vmap_rule = True
@@ -152,11 +158,12 @@ class AdaptiveAvgPool2dFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, _ = inputs
-        ctx.x_shape = x.shape
+        ctx.save_for_backward(x)
 
     @staticmethod
     def backward(ctx, grad_y):
-        h, w = ctx.x_shape[-2:]
+        (x,) = ctx.saved_tensors
+        h, w = x.shape[-2:]
         ho, wo = grad_y.shape[-2:]
         g = opmath(grad_y)
         a_h = _adaptive_matrix(h, ho, g.dtype, g.device)  # (Ho, H)
