@@ -238,3 +238,10 @@ def test_dropout_identity_output_can_be_modified_in_place():
         assert torch.equal(x.grad, torch.full_like(x, 2.0))
         with torch.no_grad():
             assert F.dropout(h, **kw) is h
+
+
+def test_autocast_leaves_float64_alone():
+    x, w = torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert F.linear(x, w).dtype == torch.nn.functional.linear(x, w).dtype == torch.float64
+        assert F.linear(x.float(), w.float()).dtype == torch.bfloat16

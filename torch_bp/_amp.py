@@ -44,6 +44,8 @@ def autocast_inputs(op: str, *tensors):
         target = torch.float32
     else:
         return tensors
+    # torch casts only eligible tensors: floating point and not float64.
     return tuple(
-        t.to(target) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors
+        t.to(target) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64
+        else t for t in tensors
     )
