@@ -16,16 +16,17 @@ states, next to its ``backward``, a per-sample rule:
 ``backward_per_sample(ctx, batch_dim, *grad_outputs, out=None) -> (grads, {index: (B, ...)})``
     instead of ``per_sample``, for rules where both come out of one pass that should not be
     run twice (backpropagation through time): the ordinary gradients and the per-example ones.
-``grad_from_per_sample = (i, ...)`` (optional class attribute)
+``grad_from_per_sample = (i, ...)`` (optional class attribute, or set on ``ctx`` by ``per_sample``)
     inputs whose ordinary gradient is cheaper as the batch sum of the per-example ones than
-    by the rule's own formula (a convolution's weight): the wrapper then masks them in
-    ``ctx.needs_input_grad`` for ``backward`` and returns the sum instead.
+    by the rule's own formula (a convolution's weight; a linear weight with several rows per
+    example): the wrapper then masks them in ``ctx.needs_input_grad`` for ``backward`` and
+    returns the sum instead.
 
 Both rules honour ``ctx.needs_input_grad`` like ``backward`` does (the wrapper masks there
 the inputs that are not tracked parameters) and are called with the Function's own
-``ctx`` and grad_outputs, inside its backward. :func:`instrument` (the last line of
+``ctx`` and grad_outputs, inside its backward. :func:`instrument` (called at the end of
 ``registry.py``) wraps, once, ``setup_context`` and ``backward`` of every registry Function
-that has a ``per_sample`` rule:
+that has a per-sample rule:
 
 - the wrapped ``setup_context`` keeps in ``ctx`` a weakref to each input that is a
   parameter of the model being tracked;
@@ -197,7 +198,8 @@ class PerSampleGrads:
                         results = cls.per_sample(ctx, self.batch_dim, *grad_outputs, out=out)
                 # create_graph (grad mode on in backward) keeps the rule's own, differentiable, gradient
                 if results is not None and not torch.is_grad_enabled():
-                    summed = tuple(i for i in getattr(cls, "grad_from_per_sample", ()) if i in results)
+                    chosen = getattr(ctx, "grad_from_per_sample", getattr(cls, "grad_from_per_sample", ()))
+                    summed = tuple(i for i in chosen if i in results)
                 ctx.needs_input_grad = tuple(bool(n) and i not in summed for i, n in enumerate(needs))
                 if any(ctx.needs_input_grad):
                     grads = list(backward(ctx, *grad_outputs))
