@@ -663,7 +663,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if query.shape[-1] != key.shape[-1]:
         raise RuntimeError(f"scaled_dot_product_attention: query and key must have the same last dim, got "
                            f"{query.shape[-1]} and {key.shape[-1]}")
-    if key.shape[-2] != value.shape[-2]:
+    empty = query.numel() == 0 or key.numel() == 0 or value.numel() == 0
+    if key.shape[-2] != value.shape[-2] and not empty:
         raise RuntimeError(f"scaled_dot_product_attention: key and value must have the same sequence length, got "
                            f"{key.shape[-2]} and {value.shape[-2]}")
     if not 0.0 <= dropout_p <= 1.0:
@@ -685,11 +686,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     batch = [t.shape[:-2] for t in (query, key, value)]
     if groups > 1:
         batch = [b[:-1] for b in batch]
+    # as torch: with an empty input the output is zeros shaped by q k^T; only query and key are matched
     try:
-        target = _attn.broadcast_shape(*batch) + ((query.shape[-3],) if groups > 1 else ()) \
-            + (query.shape[-2], key.shape[-2])
-        if attn_mask is not None and _attn.broadcast_shape(attn_mask.shape, target) != target:
-            raise RuntimeError(f"attn_mask does not broadcast to {list(target)}")
+        if empty:
+            _attn.broadcast_shape(*batch[:2])
+        else:
+            target = _attn.broadcast_shape(*batch) + ((query.shape[-3],) if groups > 1 else ()) \
+                + (query.shape[-2], key.shape[-2])
+            if attn_mask is not None and _attn.broadcast_shape(attn_mask.shape, target) != target:
+                raise RuntimeError(f"attn_mask does not broadcast to {list(target)}")
     except RuntimeError as e:
         raise RuntimeError(f"scaled_dot_product_attention: shapes do not broadcast: query {list(query.shape)}, "
                            f"key {list(key.shape)}, value {list(value.shape)}"
@@ -919,6 +924,8 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
     input_size = params[0].shape[1]
     name = _RNN_NAMES[mode]
     if input.dtype != params[0].dtype and not torch._C._is_any_autocast_enabled():
+        if packed and mode == "LSTM":  # torch's module checks nothing here: its kernel raises
+            raise RuntimeError(f"self and mat2 must have the same dtype, but got {input.dtype} and {params[0].dtype}")
         raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({params[0].dtype}). "
                          f"Convert input: input.to({params[0].dtype}), or convert model: model.to({input.dtype})")
     is_lstm = mode == "LSTM"
@@ -935,6 +942,8 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
         mini_batch = 1 if unbatched else (input.shape[0] if batch_first else input.shape[1])
     if input.shape[-1] != input_size:
         raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {input_size}, got {input.shape[-1]}")
+    if not packed and input.shape[1 if batch_first and not unbatched else 0] == 0:
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
     state_dims = 2 if unbatched else 3
     expect_h = (num_layers * D, mini_batch, out_size)
     expect_c = (num_layers * D, mini_batch, hidden_size)

@@ -76,22 +76,35 @@ def keep_mask(seed: int, block: int, shape, p: float, device) -> torch.Tensor:
     return torch.rand(shape, generator=gen, device=device) >= p
 
 
-def block_scores(qs, k5, mask5, causal, j0, j1):
-    """s[..., :, j0:j1] = (scale q) k^T + bias, masked entries -inf; a fresh tensor (float32 for low precision)."""
+def block_scores(qs, k5, mask5, causal, j0, j1, batch=None):
+    """s[..., :, j0:j1] = (scale q) k^T + bias, masked entries -inf; a fresh tensor (float32 for low
+    precision) with the leading dims ``batch`` (the broadcast of all inputs') when given."""
     s = torch.matmul(qs, k5[..., j0:j1, :].transpose(-1, -2))  # (..., L, bk)
+    if batch is not None and tuple(s.shape[:-2]) != tuple(batch):
+        s = s.expand(tuple(batch) + s.shape[-2:]).clone()  # v or the mask broadcast q k^T further
     if mask5 is not None:
         mb = mask5[..., j0:j1] if mask5.shape[-1] != 1 else mask5
-        inplace = broadcast_shape(s.shape, mb.shape) == tuple(s.shape)
-        if mb.dtype == torch.bool:
-            s = s.masked_fill_(mb.logical_not(), float("-inf")) if inplace else s.masked_fill(~mb, float("-inf"))
-        else:
-            s = s.add_(opmath(mb)) if inplace else s + opmath(mb)
+        s = s.add_(mb) if broadcast_shape(s.shape, mb.shape) == tuple(s.shape) else s + mb
     if causal:
         L = s.shape[-2]
         rows = torch.arange(L, device=s.device).unsqueeze(-1)
         cols = torch.arange(j0, j1, device=s.device)
-        s.masked_fill_(cols > rows, float("-inf"))
+        s.add_(s.new_zeros(L, j1 - j0).masked_fill_(cols > rows, float("-inf")))
     return s
+
+
+def additive(mask, dtype):
+    """The mask as a bias added to the scores: a bool mask (True: attend) becomes 0 / -inf.
+
+    NOTE: masking by adding -inf (not by overwriting) keeps a NaN score NaN, as torch does.
+    """
+    if mask is None or mask.is_floating_point():
+        return None if mask is None else opmath(mask)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def _empty(q, k, v):
+    return q.numel() == 0 or k.numel() == 0 or v.numel() == 0
 
 
 def _blocks(S, L, causal):
@@ -126,10 +139,19 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(q, k, v, mask, causal, scale, groups, dropout_p, seed):
+        if _empty(q, k, v):  # as torch: zeros shaped by q k^T and the value's last dim
+            qb, kb = tuple(q.shape[:-2]), tuple(k.shape[:-2])
+            batch = broadcast_shape(qb[:-1], kb[:-1]) + qb[-1:] if groups > 1 else broadcast_shape(qb, kb)
+            out = q.new_zeros(batch + (q.shape[-2], v.shape[-1]))
+            if q.numel() and k.numel() and out.numel():  # an empty value: torch's output is all NaN if a
+                s = torch.matmul(grouped(q, groups), grouped(k, 1).transpose(-1, -2))  # score is NaN
+                if s.isnan().any():
+                    out.fill_(float("nan"))
+            return out, q.new_zeros(0)
         q5 = opmath(grouped(q, groups))   # (..., Hk, G, L, E)
         k5 = opmath(grouped(k, 1))        # (..., Hk, 1, S, E)
         v5 = opmath(grouped(v, 1))        # (..., Hk, 1, S, Ev)
-        mask5 = None if mask is None else grouped(mask, groups)
+        mask5 = None if mask is None else grouped(additive(mask, q5.dtype), groups)
         L, S = q5.shape[-2], k5.shape[-2]
         batch = broadcast_shape(q5.shape[:-2], k5.shape[:-2], v5.shape[:-2],
                                 () if mask5 is None else mask5.shape[:-2])
@@ -138,7 +160,7 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         acc = q5.new_zeros(batch + (L, v5.shape[-1]))
         qs = q5 * scale
         for j, j0, j1 in _blocks(S, L, causal):
-            s = block_scores(qs, k5, mask5, causal, j0, j1)
+            s = block_scores(qs, k5, mask5, causal, j0, j1, batch)
             m_new = torch.maximum(m, s.amax(-1, keepdim=True))
             m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)
             p = s.sub_(m_safe).exp_()                                   # in place: s is ours
@@ -166,9 +188,12 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, _grad_lse):
         q, k, v, mask, out, lse = ctx.saved_tensors
+        if _empty(q, k, v):
+            return tuple(torch.zeros_like(t) if t is not None and need else None
+                         for t, need in zip((q, k, v, mask), ctx.needs_input_grad[:4])) + (None,) * 5
         g, scale, p_drop = ctx.groups, ctx.scale, ctx.dropout_p
         q5, k5, v5 = opmath(grouped(q, g)), opmath(grouped(k, 1)), opmath(grouped(v, 1))
-        mask5 = None if mask is None else grouped(mask, g)
+        mask5 = None if mask is None else grouped(additive(mask, q5.dtype), g)
         do5 = opmath(grouped(grad_out.reshape(out.shape), g))     # (..., Hk, G, L, Ev)
         o5 = opmath(grouped(out, g))
         L, S = q5.shape[-2], k5.shape[-2]
@@ -182,8 +207,11 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         dv = v5.new_zeros(v5.shape) if need_v else None
         dmask = mask5.new_zeros(mask5.shape, dtype=D.dtype) if need_m else None
         qs = q5 * scale
+        batch = lse.shape[:-1]
+        if v5.shape[-1] == 0:  # an empty output does not depend on q, k
+            need_q = need_k = need_m = False
         for j, j0, j1 in _blocks(S, L, ctx.causal):
-            p = block_scores(qs, k5, mask5, ctx.causal, j0, j1).sub_(lse_b).exp_()   # (..., L, bk)
+            p = block_scores(qs, k5, mask5, ctx.causal, j0, j1, batch).sub_(lse_b).exp_()   # (..., L, bk)
             dp = torch.matmul(do5, v5[..., j0:j1, :].transpose(-1, -2))
             if p_drop > 0:
                 keep = keep_mask(ctx.seed, j, p.shape, p_drop, p.device).to(p.dtype).mul_(keep_scale(p_drop))
@@ -208,6 +236,9 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         grad_k = ungroup(dk, k, 1).to(k.dtype) if need_k else None
         grad_v = ungroup(dv, v, 1).to(v.dtype) if need_v else None
         grad_m = ungroup(dmask, mask, g).to(mask.dtype) if need_m else None
+        if v5.shape[-1] == 0:
+            grad_q = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
+            grad_k = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
         return grad_q, grad_k, grad_v, grad_m, None, None, None, None, None
 
 
@@ -239,7 +270,8 @@ class AttentionWeightsFunction(torch.autograd.Function):
         rd = _rounding(q.dtype)
         q4, k4, v4 = opmath(q), opmath(k), opmath(v)  # (..., H, L, E)
         qs = rd(q4 * scale)
-        s = rd(torch.cat([block_scores(qs, k4, mask, causal, j0, j1) for j0, j1 in _all_blocks(k4.shape[-2])], -1))
+        bias = additive(mask, qs.dtype)
+        s = rd(torch.cat([block_scores(qs, k4, bias, causal, j0, j1) for j0, j1 in _all_blocks(k4.shape[-2])], -1))
         p = rd(torch.softmax(s, -1).masked_fill(s.amax(-1, keepdim=True) == float("-inf"), 0.0))  # all masked: 0
         keep = _keep_full(p, seed, dropout_p)
         pd = p if keep is None else rd(p * keep)
