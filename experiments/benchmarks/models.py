@@ -40,8 +40,8 @@ class _LSTMHead(nn.Module):
         return self.head(self.lstm(x)[0][:, -1])
 
 
-def lstm():
-    return _LSTMHead(), (torch.randn(32, 64, 128),)
+def lstm(batch=32, steps=64):
+    return _LSTMHead(), (torch.randn(batch, steps, 128),)
 
 
 MODELS = {"mlp_gelu": mlp, "cnn_stack": cnn, "transformer_block": transformer_block, "lstm_2layer": lstm}

@@ -1,0 +1,58 @@
+"""Saved-bytes regression gate (issue 8): each benchmark model, converted with torch_bp.convert,
+must keep at most GATE x the bytes torch eager saves for backward.
+
+Bytes are counted as in the benchmark suite (experiments/benchmarks/measure.py: storages packed by
+saved_tensors_hooks, deduplicated, parameters/buffers/inputs excluded). They depend only on shapes,
+so the ratio is deterministic; the models run at the suite's sizes (forward only, a few seconds).
+Times are never asserted here.
+
+A gate is the issue's target where we meet it; where we miss it, the gate is the ratio measured
+when the gate was written (rounded up), so memory cannot silently regress, and the comment names
+the target as missed. Never loosen a met target.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+
+import torch_bp
+from experiments.benchmarks.measure import saved_bytes
+from experiments.benchmarks.models import MODELS
+
+GATES = {
+    # target 0.6: MISSED (measured 1.000: each linear saves the GELU output, each GELU its input)
+    "mlp_gelu": 1.00,
+    # target 0.7: MISSED (measured 1.031: the ReLU bit masks come on top of the ReLU outputs that
+    # the next conv and the pool save anyway)
+    "cnn_stack": 1.04,
+    # target 0.6: MISSED, narrowly (measured 0.604)
+    "transformer_block": 0.61,
+    # no target in the issue; measured 0.459 at these sizes (0.473 at the suite's 32 x 64 steps)
+    "lstm_2layer": 0.46,
+}
+
+
+def _ratio(name):
+    torch.manual_seed(0)
+    # the LSTM's time steps run in Python: a shorter sequence keeps the test fast; its ratio is
+    # per step (both sides save the same tensors each step), so the sequence length does not move it
+    ref, inputs = MODELS[name](batch=8, steps=16) if name == "lstm_2layer" else MODELS[name]()
+    ours = torch_bp.convert(ref)
+    ref.train(), ours.train()
+    excl = list(inputs) + list(ref.parameters()) + list(ours.parameters()) + list(ref.buffers()) \
+        + list(ours.buffers())
+    theirs = saved_bytes(lambda: ref(*inputs), excl)
+    mine = saved_bytes(lambda: ours(*inputs), excl)
+    assert theirs > 0
+    return mine / theirs
+
+
+@pytest.mark.parametrize("name", sorted(GATES))
+def test_saved_bytes_under_gate(name):
+    ratio = _ratio(name)
+    assert ratio <= GATES[name], f"{name}: torch_bp saves {ratio:.3f} x torch eager, gate {GATES[name]}"
