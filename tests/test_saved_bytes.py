@@ -25,8 +25,8 @@ from experiments.benchmarks.measure import saved_bytes
 from experiments.benchmarks.models import MODELS
 
 GATES = {
-    # target 0.6: MISSED (measured 1.000: each linear saves the GELU output, each GELU its input)
-    "mlp_gelu": 1.00,
+    # target 0.6: met (measured 0.500: each linear after a GELU saves the GELU input, ops/_lean.py)
+    "mlp_gelu": 0.6,
     # target 0.7: MISSED (measured 1.031: the ReLU bit masks come on top of the ReLU outputs that
     # the next conv and the pool save anyway)
     "cnn_stack": 1.04,
@@ -56,3 +56,44 @@ def _ratio(name):
 def test_saved_bytes_under_gate(name):
     ratio = _ratio(name)
     assert ratio <= GATES[name], f"{name}: torch_bp saves {ratio:.3f} x torch eager, gate {GATES[name]}"
+
+
+# --- lean rules (torch_bp/ops/_lean.py): less saved, the same gradients ---
+def _mlp():
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 8),
+                              torch.nn.GELU(approximate="tanh"), torch.nn.Linear(8, 3)).double()
+    return ref, torch_bp.convert(ref), torch.randn(5, 6, dtype=torch.double, requires_grad=True)
+
+
+def test_linear_after_gelu_saves_one_tensor_per_layer_with_equal_gradients():
+    ref, ours, x = _mlp()
+    excl = [x] + list(ref.parameters()) + list(ours.parameters())
+    assert saved_bytes(lambda: ours(x), excl) * 2 == saved_bytes(lambda: ref(x), excl)
+    grads = []
+    for m in (ref, ours):
+        out = m(x).pow(2).sum()
+        grads.append(torch.autograd.grad(out, [x, *m.parameters()], create_graph=True))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+    # double backward goes through the recomputed activation
+    dd = [torch.autograd.grad(sum(g.sum() for g in gs[1:]), x)[0] for gs in grads]
+    torch.testing.assert_close(dd[0], dd[1], rtol=0, atol=1e-14)
+    assert torch.autograd.gradgradcheck(ours, (x,))
+
+
+def test_lean_recipe_not_used_after_in_place_change_nor_under_vmap():
+    from torch_bp.ops import _lean
+    h = torch.randn(4, 6, requires_grad=True)
+    y = torch_bp.functional.gelu(h * 1)
+    assert _lean.recipe(y) is not None
+    with torch.no_grad():
+        y.mul_(2)  # the linear must see (and save) the changed y, not gelu(h)
+    assert _lean.recipe(y) is None
+    w = torch.randn(3, 6, requires_grad=True)
+    torch_bp.functional.linear(y, w).sum().backward()
+    torch.testing.assert_close(w.grad, y.detach().sum(0).expand(3, 6))
+    # under torch.func transforms the rules save y as usual
+    seen = []
+    torch.func.vmap(lambda r: seen.append(_lean.active()) or r)(torch.zeros(2))
+    assert seen == [False]

@@ -1,0 +1,51 @@
+"""Recompute recipes: let a rule save an activation's *input* instead of its output.
+
+An elementwise activation whose backward keeps its input ``h`` (GELU) records, for its output
+``y``, the recipe ``(h, f)`` with ``y = f(h)``. A rule that would save ``y`` (a linear following
+the activation) saves ``h`` instead (the activation keeps it alive anyway, so it costs nothing)
+and recomputes ``y = f(h)`` in its backward. ``f`` is the activation's own forward, so the
+recomputed ``y`` is bit-identical and the gradients are exact. In an MLP each layer then saves
+one tensor instead of two.
+
+Safety: a recipe is used only if neither ``y`` nor ``h`` was modified in place since the
+activation ran (version counters), and never while ``torch.compile`` traces or a torch.func
+transform (vmap, grad, jacrev) runs: there the rules save ``y`` as usual.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import torch
+
+# id(y) -> (weakref to y, y's version, h, h's version, f); the entry dies with y
+_RECIPES: dict[int, tuple] = {}
+
+
+def active() -> bool:
+    """Recipes are recorded and used only in plain eager autograd."""
+    if torch.compiler.is_compiling():
+        return False
+    return not torch._C._are_functorch_transforms_active()
+
+
+def record(y: torch.Tensor, h: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Note that ``y == f(h)`` (called from the activation's ``setup_context``)."""
+    if not active() or y is h or not isinstance(y, torch.Tensor) or type(y) is not torch.Tensor:
+        return
+    key = id(y)
+    ref = weakref.ref(y, lambda _r, key=key: _RECIPES.pop(key, None))
+    _RECIPES[key] = (ref, y._version, h, h._version, f)
+
+
+def recipe(y: torch.Tensor):
+    """``(h, f)`` with ``y == f(h)`` if a valid recipe exists for ``y``, else None."""
+    if not _RECIPES or not active():
+        return None
+    entry = _RECIPES.get(id(y))
+    if entry is None:
+        return None
+    ref, y_version, h, h_version, f = entry
+    if ref() is not y or y._version != y_version or h._version != h_version:
+        return None
+    return h, f
