@@ -53,7 +53,7 @@ def ungroup(g: torch.Tensor, like: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def broadcast_shape(*shapes) -> tuple:
-    """torch.broadcast_shapes without its lazy imports (ValueError-free: RuntimeError as torch)."""
+    """torch.broadcast_shapes without its lazy (sympy) import; raises RuntimeError, as torch's."""
     n = max((len(s) for s in shapes), default=0)
     out = [1] * n
     for s in shapes:
@@ -133,6 +133,10 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
                are summed back to the input's shape.
     Saved:     q, k, v, mask, o, lse: O(L + S) per head, never an (L, S) matrix.
     Double backward: no (once_differentiable)
+    Conventions (torch's): ``causal`` keeps key j for query i when j <= i (top-left aligned,
+    also for L != S); a bool mask is True where attention is allowed, and is applied as an
+    added 0 / -inf bias (a NaN score stays NaN); p_drop = 1 drops everything (output 0);
+    if q, k or v is empty the output is zeros of shape (batch of q k^T, L, Ev).
     """
 
     generate_vmap_rule = True
