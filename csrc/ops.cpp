@@ -7,6 +7,12 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(torch_bp, m) {
+  // linear: BiasActivationFunction, y = act(h + b) (act: relu, gelu, silu; approximate: gelu's
+  // none | tanh). fwd returns (y, mask): the 1-bit mask [y > 0] for relu, empty otherwise; bwd
+  // takes that mask for relu, h otherwise, and returns (grad_h, grad_b or undefined).
+  m.def("bias_act_fwd(Tensor h, Tensor? bias, str activation, str approximate) -> (Tensor, Tensor)");
+  m.def("bias_act_bwd(Tensor grad_y, Tensor saved, Tensor? bias, str activation, str approximate, bool bias_grad)"
+        " -> (Tensor, Tensor)");
   // normalization: LayerNormFunction, RMSNormFunction (mean/rstd: (N, 1) in the accumulation dtype)
   m.def("layer_norm_fwd(Tensor x, Tensor? weight, Tensor? bias, int d, float eps) -> (Tensor, Tensor, Tensor)");
   m.def("layer_norm_bwd(Tensor grad_y, Tensor x, Tensor? weight, Tensor mean, Tensor rstd, int d, bool[3] output_mask)"
@@ -20,5 +26,17 @@ TORCH_LIBRARY(torch_bp, m) {
   m.def("silu_fwd(Tensor x) -> Tensor");
   m.def("silu_bwd(Tensor grad_y, Tensor x) -> Tensor");
   m.def("relu_mask(Tensor y) -> Tensor");
-  m.def("mask_bwd(Tensor grad_y, Tensor mask, float scale) -> Tensor");
+  m.def("mask_bwd(Tensor grad_y, Tensor mask, Tensor? scale) -> Tensor");
+  // activation: SoftmaxFunction, LogSoftmaxFunction (the softmax dim is the last one; y the output)
+  m.def("softmax_bwd(Tensor grad_y, Tensor y) -> Tensor");
+  m.def("log_softmax_bwd(Tensor grad_y, Tensor y) -> Tensor");
+  // dropout: DropoutFunction (mask: bool in, 1 bit per element saved; backward: mask_bwd)
+  m.def("dropout_fwd(Tensor x, Tensor mask, Tensor scale) -> Tensor");
+  m.def("pack_mask(Tensor mask) -> Tensor");
+  // loss: CrossEntropyFunction with class indices (logits (N, C); m, s: (N, 1) per-row max and
+  // log-sum-exp of x - m, in the accumulation dtype)
+  m.def("cross_entropy_fwd(Tensor x, Tensor target, Tensor? weight, str reduction, int ignore_index, "
+        "float label_smoothing) -> (Tensor, Tensor, Tensor)");
+  m.def("cross_entropy_bwd(Tensor grad_out, Tensor x, Tensor target, Tensor? weight, Tensor m, Tensor s, "
+        "str reduction, int ignore_index, float label_smoothing) -> Tensor");
 }

@@ -3,3 +3,6 @@
 #include "ops.cpp"
 #include "cpu/normalization.cpp"
 #include "cpu/activation.cpp"
+#include "cpu/linear.cpp"
+#include "cpu/dropout.cpp"
+#include "cpu/loss.cpp"

@@ -31,6 +31,8 @@ from samples import get_samples
 from torch_bp import _ext, backend
 from torch_bp.registry import LAYERS
 
+pytestmark = pytest.mark.filterwarnings("ignore:Implicit dimension choice", "ignore:size_average and reduce args")
+
 COMPILED_ROWS = [r for r in LAYERS if any(f.__name__ in backend.COMPILED for f in r.functions)]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 

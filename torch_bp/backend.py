@@ -35,11 +35,16 @@ DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 # The Functions with a compiled path and the ops each calls (read by tests and benchmarks).
 COMPILED = {
+    "BiasActivationFunction": ("bias_act_fwd", "bias_act_bwd"),
     "LayerNormFunction": ("layer_norm_fwd", "layer_norm_bwd"),
     "RMSNormFunction": ("rms_norm_fwd", "rms_norm_bwd"),
     "GELUFunction": ("gelu_fwd", "gelu_bwd"),
     "SiLUFunction": ("silu_fwd", "silu_bwd"),
     "ReLUFunction": ("relu_mask", "mask_bwd"),
+    "SoftmaxFunction": ("softmax_bwd",),
+    "LogSoftmaxFunction": ("log_softmax_bwd",),
+    "DropoutFunction": ("dropout_fwd", "pack_mask", "mask_bwd"),
+    "CrossEntropyFunction": ("cross_entropy_fwd", "cross_entropy_bwd"),
 }
 
 _mode = "python"
@@ -169,22 +174,52 @@ def _register_fakes():
     for name in ("gelu_bwd", "silu_bwd"):
         reg(f"torch_bp::{name}")(lambda g, x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
 
+    @reg("torch_bp::bias_act_fwd")
+    def _(h, bias, activation, approximate):
+        bits = (h.numel() + 7) // 8 if activation == "relu" else 0
+        return torch.empty_like(h, memory_format=torch.contiguous_format), h.new_empty((bits,), dtype=torch.uint8)
+
+    @reg("torch_bp::bias_act_bwd")
+    def _(grad_y, saved, bias, activation, approximate, bias_grad):
+        return grad_y.new_empty(grad_y.shape), (torch.empty_like(bias) if bias_grad else None)
+
     @reg("torch_bp::relu_mask")
     def _(y):
         return y.new_empty(((y.numel() + 7) // 8,), dtype=torch.uint8)
+
+    @reg("torch_bp::pack_mask")
+    def _(mask):
+        return mask.new_empty(((mask.numel() + 7) // 8,), dtype=torch.uint8)
 
     @reg("torch_bp::mask_bwd")
     def _(grad_y, mask, scale):
         return torch.empty_like(grad_y, memory_format=torch.contiguous_format)
 
-    # grad_x = mask_bwd(grad_y, mask, s) is linear in grad_y: its derivative is itself.
+    @reg("torch_bp::dropout_fwd")
+    def _(x, mask, scale):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    for name in ("softmax_bwd", "log_softmax_bwd"):
+        reg(f"torch_bp::{name}")(lambda g, y: torch.empty_like(y, memory_format=torch.contiguous_format))
+
+    @reg("torch_bp::cross_entropy_fwd")
+    def _(x, target, weight, reduction, ignore_index, label_smoothing):
+        n = x.shape[0]
+        loss = x.new_empty((n,) if reduction == "none" else ())
+        return loss, x.new_empty((n, 1), dtype=_acc(x.dtype)), x.new_empty((n, 1), dtype=_acc(x.dtype))
+
+    @reg("torch_bp::cross_entropy_bwd")
+    def _(grad_out, x, target, weight, m, s, reduction, ignore_index, label_smoothing):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    # grad_x = mask_bwd(grad_y, mask, scale) is linear in grad_y: its derivative is itself
+    # (relu and dropout support double backward through it).
     def _mask_bwd_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[1])
-        ctx.scale = inputs[2]
+        ctx.save_for_backward(inputs[1], inputs[2])
 
     def _mask_bwd_backward(ctx, gg):
-        (mask,) = ctx.saved_tensors
-        return torch.ops.torch_bp.mask_bwd(gg, mask, ctx.scale), None, None
+        mask, scale = ctx.saved_tensors
+        return torch.ops.torch_bp.mask_bwd(gg, mask, scale), None, None
 
     torch.library.register_autograd("torch_bp::mask_bwd", _mask_bwd_backward, setup_context=_mask_bwd_setup)
 

@@ -37,6 +37,23 @@ def linear(input, weight, bias=None):
     return _lin.LinearFunction.apply(input, weight, bias)
 
 
+def linear_activation(input, weight, bias=None, activation="relu", approximate="none"):
+    """``activation(linear(input, weight, bias))``, the bias and the activation applied in one pass
+    after the matmul (:class:`~torch_bp.ops.linear.BiasActivationFunction`). torch_bp only (no
+    torch.nn.functional twin). ``activation``: ``"relu"``, ``"gelu"`` (with ``approximate``
+    ``"none"`` or ``"tanh"``, as :func:`gelu`) or ``"silu"``.
+    """
+    input, weight, bias = autocast_inputs("linear", input, weight, bias)
+    if activation not in ("relu", "gelu", "silu"):
+        raise ValueError(f"linear_activation: activation must be 'relu', 'gelu' or 'silu', got {activation!r}")
+    if approximate not in ("none", "tanh"):
+        raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}")
+    if input.dim() == 0:
+        raise RuntimeError("linear: input must have at least 1 dimension, got a 0-d tensor")
+    h = _lin.LinearFunction.apply(input, weight, None)
+    return _lin.BiasActivationFunction.apply(h, bias, activation, approximate)[0]
+
+
 # --- activations ---
 def relu(input, inplace=False):
     return _act.ReLUFunction.apply(input)

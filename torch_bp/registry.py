@@ -46,6 +46,14 @@ def _row(name, family, functions, modules=(), **kw):
                  tuple(functions), tuple(modules), **kw)
 
 
+def _linear_activation_reference(input, weight, bias=None, activation="relu", approximate="none"):
+    """torch's act(linear(...)), the reference of torch_bp.functional.linear_activation."""
+    if activation not in ("relu", "gelu", "silu"):
+        raise ValueError(f"activation must be 'relu', 'gelu' or 'silu', got {activation!r}")
+    h = TF.linear(input, weight, bias)
+    return TF.gelu(h, approximate=approximate) if activation == "gelu" else getattr(TF, activation)(h)
+
+
 LAYERS: list[Layer] = [
     # --- core: linear ---
     _row("linear", "linear", [linear.LinearFunction], [(nn.Linear, torch.nn.Linear)], double_backward=True),
@@ -124,6 +132,10 @@ LAYERS: list[Layer] = [
          reference=rnn_reference("RNN_TANH"), notes="mirrors torch.rnn_tanh; inter-layer dropout masks are ours"),
     _row("rnn_relu", "recurrent", [recurrent.RNNFunction], reference=rnn_reference("RNN_RELU"),
          notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))"),
+    # --- compiled backend: the linear layer's fused epilogue ---
+    _row("linear_activation", "linear", [linear.LinearFunction, linear.BiasActivationFunction],
+         reference=_linear_activation_reference, double_backward=True,
+         notes="torch_bp only: act(linear(x, W, b)) for relu/gelu/silu, bias and activation in one pass"),
 ]
 
 _BY_NAME = {row.name: row for row in LAYERS}

@@ -3,12 +3,10 @@
 // Elementwise kernels run over the flattened, contiguous tensor in blocks (at::parallel_for),
 // one vector of acc_t at a time; transcendental functions are at::vec's (Sleef, or the same
 // erf polynomial torch's own GELU kernel uses).
-#include "../common.h"
+#include "activation.h"
 
 namespace torch_bp {
 namespace act {
-
-constexpr int64_t kGrain = 32768;
 
 template <typename T, typename F>
 void unary(const at::Tensor& x, at::Tensor& y, const F& f) {
@@ -32,40 +30,6 @@ void binary_grad(const GradIn& g, const at::Tensor& b, at::Tensor& y, const F& f
       vstore(yp + o, f(vload(gp + o * step, k), vload(bp + o, k)), k);
     });
   });
-}
-
-// --- GELU ---
-constexpr double kSqrt2OverPi = 0.79788456080286535588;
-constexpr double kInvSqrt2 = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;
-constexpr double kTanhC = 0.044715;
-
-template <typename V>
-inline V gelu_value(const V& x, bool tanh_mode) {
-  using A = typename V::value_type;
-  if (tanh_mode) {
-    const V t = (V(A(kSqrt2OverPi)) * (x + V(A(kTanhC)) * x * x * x)).tanh();
-    return V(A(0.5)) * x * (V(A(1)) + t);
-  }
-  return x * V(A(0.5)) * (V(A(1)) + (x * V(A(kInvSqrt2))).erf());
-}
-
-template <typename V>
-inline V gelu_slope(const V& x, bool tanh_mode) {
-  using A = typename V::value_type;
-  if (tanh_mode) {
-    const V x2 = x * x;
-    const V t = (V(A(kSqrt2OverPi)) * (x + V(A(kTanhC)) * x2 * x)).tanh();
-    return V(A(0.5)) * (V(A(1)) + t) +
-           V(A(0.5)) * x * (V(A(1)) - t * t) * V(A(kSqrt2OverPi)) * (V(A(1)) + V(A(3 * kTanhC)) * x2);
-  }
-  return V(A(0.5)) * (V(A(1)) + (x * V(A(kInvSqrt2))).erf()) + x * V(A(kInvSqrt2Pi)) * (V(A(-0.5)) * x * x).exp();
-}
-
-inline bool tanh_mode(c10::string_view approximate) {
-  TORCH_CHECK(approximate == "none" || approximate == "tanh",
-              "approximate argument must be either none or tanh, got ", approximate);
-  return approximate == "tanh";
 }
 
 at::Tensor gelu_fwd(const at::Tensor& x_, c10::string_view approximate) {
@@ -92,12 +56,6 @@ at::Tensor gelu_bwd(const at::Tensor& grad_y, const at::Tensor& x_, c10::string_
 }
 
 // --- SiLU ---
-template <typename V>
-inline V sigmoid(const V& x) {
-  using A = typename V::value_type;
-  return V(A(1)) / (V(A(1)) + x.neg().exp());
-}
-
 at::Tensor silu_fwd(const at::Tensor& x_) {
   const at::Tensor x = x_.contiguous();
   at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
@@ -146,15 +104,67 @@ at::Tensor relu_mask(const at::Tensor& y_) {
   return mask;
 }
 
+// --- Softmax / LogSoftmax over the last dim: the backward rules, one pass over each row ---
+// softmax:      grad_x = y * (grad_y - sum(grad_y * y))
+// log_softmax:  grad_x = grad_y - e^y * sum(grad_y)
+template <typename T, bool LOG>
+void softmax_bwd_kernel(const T* gy, int64_t gy_row_stride, const T* y, T* gx, int64_t n, int64_t d) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  at::parallel_for(0, n, row_grain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* yr = y + r * d;
+      const T* gr = gy + r * gy_row_stride;
+      T* out = gx + r * d;
+      V acc(0);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        if constexpr (LOG) acc += vload(gr + j, k);
+        else acc = at::vec::fmadd(vload(gr + j, k), vload(yr + j, k), acc);
+      });
+      const V sum(hsum(acc));
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        const V yv = vload(yr + j, k), gv = vload(gr + j, k);
+        if constexpr (LOG) vstore(out + j, gv - yv.exp() * sum, k);
+        else vstore(out + j, yv * (gv - sum), k);
+      });
+    }
+  });
+}
+
+template <bool LOG>
+at::Tensor softmax_bwd_impl(const at::Tensor& grad_y, const at::Tensor& y_) {
+  TORCH_CHECK(y_.dim() >= 1 && grad_y.sizes() == y_.sizes() && grad_y.scalar_type() == y_.scalar_type(),
+              "torch_bp::softmax_bwd: grad_y must match y (at least 1-d)");
+  const at::Tensor y = y_.contiguous();
+  const int64_t d = y.size(-1), n = d > 0 ? y.numel() / d : 0;
+  const GradIn gy = grad_in(grad_y, std::max<int64_t>(d, 1));
+  at::Tensor gx = at::empty_like(y, at::MemoryFormat::Contiguous);
+  if (n == 0) return gx;
+  TORCH_BP_DISPATCH(y.scalar_type(), "softmax_bwd", [&] {
+    softmax_bwd_kernel<scalar_t, LOG>(gy.data.const_data_ptr<scalar_t>(), gy.broadcast ? 0 : d,
+                                      y.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), n, d);
+  });
+  return gx;
+}
+
+at::Tensor softmax_bwd(const at::Tensor& grad_y, const at::Tensor& y) { return softmax_bwd_impl<false>(grad_y, y); }
+at::Tensor log_softmax_bwd(const at::Tensor& grad_y, const at::Tensor& y) { return softmax_bwd_impl<true>(grad_y, y); }
+
 }  // namespace act
 
-// grad_x = grad_y * bit * scale, the backward of relu (scale 1) and dropout (scale 1/(1-p)).
-// Shared by both families, so it lives here with the mask's layout.
-at::Tensor mask_bwd(const at::Tensor& grad_y, const at::Tensor& mask, double scale) {
-  const GradIn g = grad_in(grad_y, 1);
+// The backward of a bit mask (see relu_mask, pack_mask), shared by relu and dropout:
+//   scale None (relu):    grad_x = grad_y where the bit is set, else 0 (a select, as torch's
+//                         threshold_backward: no NaN from grad_y where the bit is clear)
+//   scale s (dropout):    grad_x = grad_y * (bit * s), s one value of grad_y's dtype (a product,
+//                         as the Python rule and torch's mul: NaN * 0 stays NaN)
+at::Tensor mask_bwd(const at::Tensor& grad_y, const at::Tensor& mask, const c10::optional<at::Tensor>& scale) {
   const int64_t n = grad_y.numel();
   TORCH_CHECK(mask.scalar_type() == at::kByte && mask.numel() == (n + 7) / 8,
               "torch_bp::mask_bwd: mask must be uint8 with ceil(numel / 8) elements");
+  const bool has_s = scale.has_value() && scale->defined();
+  TORCH_CHECK(!has_s || (scale->numel() == 1 && scale->scalar_type() == grad_y.scalar_type()),
+              "torch_bp::mask_bwd: scale must be one value of grad_y's dtype");
+  const GradIn g = grad_in(grad_y, 1);
   const at::Tensor m = mask.contiguous();
   at::Tensor gx = at::empty(grad_y.sizes(), grad_y.options());
   const uint8_t* mp = m.const_data_ptr<uint8_t>();
@@ -163,13 +173,17 @@ at::Tensor mask_bwd(const at::Tensor& grad_y, const at::Tensor& mask, double sca
     using A = acc_t<scalar_t>;
     const scalar_t* gp = g.data.const_data_ptr<scalar_t>();
     scalar_t* op = gx.mutable_data_ptr<scalar_t>();
-    const A s = static_cast<A>(scale);
+    const A s = has_s ? static_cast<A>(scale->item<scalar_t>()) : A(1);
     at::parallel_for(0, (n + 7) / 8, act::kGrain / 8, [&](int64_t begin, int64_t end) {
       for (int64_t byte = begin; byte < end; ++byte) {
         const int64_t base = byte * 8, cnt = std::min<int64_t>(8, n - base);
         const uint8_t bits = mp[byte];
-        for (int64_t b = 0; b < cnt; ++b)
-          op[base + b] = (bits >> b) & 1 ? static_cast<scalar_t>(static_cast<A>(gp[(base + b) * step]) * s) : scalar_t(0);
+        if (has_s) {
+          for (int64_t b = 0; b < cnt; ++b)
+            op[base + b] = static_cast<scalar_t>(static_cast<A>(gp[(base + b) * step]) * ((bits >> b) & 1 ? s : A(0)));
+        } else {
+          for (int64_t b = 0; b < cnt; ++b) op[base + b] = (bits >> b) & 1 ? gp[(base + b) * step] : scalar_t(0);
+        }
       }
     });
   });
@@ -182,6 +196,8 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("silu_fwd", &act::silu_fwd);
   m.impl("silu_bwd", &act::silu_bwd);
   m.impl("relu_mask", &act::relu_mask);
+  m.impl("softmax_bwd", &act::softmax_bwd);
+  m.impl("log_softmax_bwd", &act::log_softmax_bwd);
   m.impl("mask_bwd", &mask_bwd);
 }
 

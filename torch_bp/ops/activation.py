@@ -42,8 +42,14 @@ class ReLUFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
         if ctx.packed:  # y is the bit mask (csrc/cpu/activation.cpp)
-            return torch.ops.torch_bp.mask_bwd(grad_y, y, 1.0)
-        return grad_y.masked_fill(y <= 0, 0)
+            return torch.ops.torch_bp.mask_bwd(grad_y, y, None)
+        return relu_grad(y, grad_y)
+
+
+def relu_grad(y: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
+    """grad_y where not y <= 0, else 0: the backward rule of :class:`ReLUFunction` (shared by fused
+    rules). y is relu's output or its input alike: y <= 0 exactly where x <= 0."""
+    return grad_y.masked_fill(y <= 0, 0)
 
 
 # --- LeakyReLU ---
@@ -183,9 +189,14 @@ class SiLUFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         if backend.use_cpp(x, grad_y):
             return torch.ops.torch_bp.silu_bwd(grad_y, x)
-        xf, gf = opmath(x), opmath(grad_y)
-        s = torch.sigmoid(xf)
-        return (gf * s * (1.0 + xf * (1.0 - s))).to(grad_y.dtype)
+        return silu_grad(x, grad_y)
+
+
+def silu_grad(x: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
+    """grad_y * silu'(x), the backward rule of :class:`SiLUFunction` (shared by fused rules)."""
+    xf, gf = opmath(x), opmath(grad_y)
+    s = torch.sigmoid(xf)
+    return (gf * s * (1.0 + xf * (1.0 - s))).to(grad_y.dtype)
 
 
 # --- Softplus ---
@@ -289,6 +300,8 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
+        if y.dim() and ctx.dim % y.dim() == y.dim() - 1 and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
+            return torch.ops.torch_bp.softmax_bwd(grad_y, y), None
         yf, gf = opmath(y), opmath(grad_y)
         grad_x = yf * (gf - (gf * yf).sum(ctx.dim, keepdim=True))
         return grad_x.to(grad_y.dtype), None
@@ -319,6 +332,8 @@ class LogSoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
+        if y.dim() and ctx.dim % y.dim() == y.dim() - 1 and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
+            return torch.ops.torch_bp.log_softmax_bwd(grad_y, y), None
         gf = opmath(grad_y)
         grad_x = gf - torch.exp(opmath(y)) * gf.sum(ctx.dim, keepdim=True)
         return grad_x.to(grad_y.dtype), None

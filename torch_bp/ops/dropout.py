@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import backend
+
 
 # --- Dropout ---
 class DropoutFunction(torch.autograd.Function):
@@ -30,6 +32,8 @@ class DropoutFunction(torch.autograd.Function):
     def forward(x, mask, scale):
         if mask is None:
             return x.clone()
+        if mask.shape == x.shape and backend.use_cpp(x, scale):  # the same rule, fused (csrc/cpu/dropout.cpp)
+            return torch.ops.torch_bp.dropout_fwd(x, mask, scale)
         return x * (mask * scale)
 
     @staticmethod
@@ -37,11 +41,14 @@ class DropoutFunction(torch.autograd.Function):
         _, mask, scale = inputs
         ctx.identity = mask is None
         if not ctx.identity:
-            ctx.save_for_backward(mask, scale)
+            ctx.packed = mask.shape == inputs[0].shape and backend.use_cpp(inputs[0], scale)  # m as 1 bit per element
+            ctx.save_for_backward(torch.ops.torch_bp.pack_mask(mask) if ctx.packed else mask, scale)
 
     @staticmethod
     def backward(ctx, grad_y):
         if ctx.identity:
             return grad_y, None, None
         mask, scale = ctx.saved_tensors
+        if ctx.packed:  # mask is the bit mask (csrc/cpu/dropout.cpp)
+            return torch.ops.torch_bp.mask_bwd(grad_y, mask, scale), None, None
         return grad_y * (mask * scale), None, None

@@ -6,6 +6,8 @@ import math
 import torch
 
 from . import _lean
+from .. import backend
+from . import activation as _act
 from ._util import example_rows, opmath, out_buffer
 
 
@@ -108,3 +110,66 @@ class LinearFunction(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             res[2] = gr.sum(1).square().sum(1)
         return res
+
+
+# ======================================================================================
+# --- Linear + activation: the fused epilogue --- (compiled backend)
+# ======================================================================================
+class BiasActivationFunction(torch.autograd.Function):
+    r"""The epilogue of a linear layer: y = act(h + b), act one of relu, gelu, silu.
+
+    Forward:   z = h + b   (b broadcast along the last dim; z = h without b),   y = act(z)
+    Backward:  grad_z = grad_y * act'(z), the rule of ReLUFunction, GELUFunction or SiLUFunction
+               (relu_grad, gelu_grad, silu_grad in ops/activation.py)
+               grad_h = grad_z,   grad_b = sum of grad_z over all leading dims
+    Saved:     h, b (z is recomputed: no (N, C) tensor of its own). The compiled relu saves
+               its mask [not z <= 0] instead, 1 bit per element: the second output, None otherwise.
+    Double backward: yes (the activations' rules are differentiable in z = h + b)
+
+    With h = x W^T from :class:`LinearFunction` (no bias), this is ``act(linear(x, W, b))`` with
+    the bias add, the activation and, in backward, grad_b in one pass each (csrc/cpu/linear.cpp).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(h, bias, activation, approximate):
+        if (bias is None or bias.shape == h.shape[-1:]) and backend.use_cpp(h, bias):  # csrc/cpu/linear.cpp
+            y, mask = torch.ops.torch_bp.bias_act_fwd(h, bias, activation, approximate)
+            return y, (mask if activation == "relu" else None)
+        z = h if bias is None else h + bias
+        if activation == "relu":
+            return _act.ReLUFunction.forward(z), None
+        if activation == "gelu":
+            return _act.GELUFunction.forward(z, approximate), None
+        return _act.SiLUFunction.forward(z), None
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, bias, ctx.activation, ctx.approximate = inputs
+        _, mask = output
+        ctx.packed, ctx.has_bias = mask is not None, bias is not None
+        if ctx.packed:
+            ctx.mark_non_differentiable(mask)
+        ctx.save_for_backward(mask if ctx.packed else h, bias)
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_mask):
+        h, bias = ctx.saved_tensors  # h: relu's bit mask when ctx.packed
+        bias_grad = ctx.has_bias and ctx.needs_input_grad[1]
+        if ctx.packed and not torch.is_grad_enabled() or not ctx.packed and backend.use_cpp(h, bias, grad_y):
+            grad_z, grad_b = torch.ops.torch_bp.bias_act_bwd(grad_y, h, bias, ctx.activation, ctx.approximate,
+                                                             bias_grad)
+            return grad_z if ctx.needs_input_grad[0] else None, grad_b, None, None
+        if ctx.packed:  # double backward through relu's mask: mask_bwd is differentiable in grad_y
+            grad_z = torch.ops.torch_bp.mask_bwd(grad_y, h, None)
+        else:
+            z = h if bias is None else h + bias
+            if ctx.activation == "relu":
+                grad_z = _act.relu_grad(z, grad_y)
+            elif ctx.activation == "gelu":
+                grad_z = _act.gelu_grad(z, grad_y, ctx.approximate)
+            else:
+                grad_z = _act.silu_grad(z, grad_y)
+        grad_b = _rows(grad_z).sum(0) if bias_grad else None
+        return grad_z if ctx.needs_input_grad[0] else None, grad_b, None, None
