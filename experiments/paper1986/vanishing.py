@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import math
 import os
 import time
@@ -92,7 +93,7 @@ def jacobian_singular_values(net: torch.nn.Sequential, activation: str, x: torch
     out = []
     for nxt in lins[1:]:
         J = nxt.weight.unsqueeze(0) * _DACT[activation](s).unsqueeze(1)   # (N, out, in)
-        out.append(float(torch.linalg.svdvals(J).mean()))
+        out.append(float(torch.linalg.svdvals(J).mean()) if bool(J.isfinite().all()) else math.nan)  # diverged
         s = nxt(_ACT[activation]()(s))
     return out
 
@@ -116,6 +117,7 @@ def run_config(activation: str, init: str, steps: int, *, every: int, tag: str, 
                 self.rows.append((trainer.global_step, dict(self.monitor.last_metrics)))
 
     torch.set_num_threads(1)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     L.seed_everything(seed, verbose=False)
     net = make_net(activation, init, seed)
     names = linear_names(net)
@@ -166,6 +168,10 @@ def run_config(activation: str, init: str, steps: int, *, every: int, tag: str, 
 def _ratio(v: list[float]) -> float:
     """First layer over last layer (dE/ds at the input side / at the output side)."""
     return v[0] / v[-1] if v[-1] and math.isfinite(v[0]) and math.isfinite(v[-1]) else math.nan
+
+
+def _mean(v: list[float]) -> float:
+    return sum(v) / len(v) if v else math.nan
 
 
 def figure(results: list[dict], path: str) -> None:
@@ -222,8 +228,7 @@ def report(out: dict) -> str:
         rows.append([f"{r['activation']}, {r['init']}",
                      f"{_ratio(h0['error_signal']):.2g}", f"{_ratio(h1['error_signal']):.2g}",
                      f"{_ratio(h0['grad_norm']):.2g}", f"{_ratio(h1['grad_norm']):.2g}",
-                     f"{sum(r['jacobian_sv_init']) / len(r['jacobian_sv_init']):.2f}",
-                     f"{sum(r['jacobian_sv_end']) / len(r['jacobian_sv_end']):.2f}",
+                     f"{_mean(r['jacobian_sv_init']):.2f}", f"{_mean(r['jacobian_sv_end']):.2f}",
                      f"{100 * r['val_acc']:.1f}%", ", ".join(r["monitor_warnings"]) or "-"])
     t = C.markdown_table(["activation, init", "dE/ds layer 1 / layer 8, init", "same, end",
                           "dE/dW layer 1 / layer 8, init", "same, end", "mean Jacobian sv, init", "same, end",
