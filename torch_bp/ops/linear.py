@@ -100,15 +100,16 @@ class LinearFunction(torch.autograd.Function):
         gr = opmath(example_rows(grad_y, batch_dim, grad_y.shape[-1]))
         rows, (n_out, n_in) = xr.shape[1], weight.shape
         res = {}
+        g_sq = gr.square().sum((1, 2)) if rows == 1 else None   # = ||grad_b[n]||^2 too when rows == 1
         if ctx.needs_input_grad[1]:
             if rows == 1:
-                res[1] = gr.square().sum((1, 2)) * xr.square().sum((1, 2))
+                res[1] = g_sq * xr.square().sum((1, 2))
             elif rows * (n_in + n_out) <= n_in * n_out:
                 res[1] = (torch.bmm(gr, gr.transpose(1, 2)) * torch.bmm(xr, xr.transpose(1, 2))).sum((1, 2))
             else:
                 res[1] = torch.bmm(gr.transpose(1, 2), xr).square().sum((1, 2))
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            res[2] = gr.sum(1).square().sum(1)
+            res[2] = g_sq if rows == 1 else gr.sum(1).square().sum(1)
         return res
 
 
