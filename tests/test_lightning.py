@@ -19,12 +19,22 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 import torch_bp  # noqa: E402
-from torch_bp.lightning import (MLP, BPModule, DigitsDataModule, FamilyTreesDataModule, GradientFlowWarning,  # noqa: E402
-                                GradientMonitor, ParityDataModule, SymmetryDataModule, XORDataModule, cli)
+from torch_bp.lightning import (MLP, BPModule, DigitsDataModule, FamilyTreeNet, FamilyTreesDataModule,  # noqa: E402
+                                GradientFlowWarning, GradientMonitor, ParityDataModule, SymmetryDataModule,
+                                XORDataModule, cli, plots)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.yaml")))
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small models: one thread is fastest, and robust on a shared machine (as the CLI's default)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 def test_import_torch_bp_keeps_lightning_out():
     code = ("import sys, torch_bp, torch_bp.functional, torch_bp.nn, torch_bp.registry; "
@@ -43,6 +53,15 @@ def test_digits_split_is_seeded_and_disjoint():
     train_rows = {tuple(r.tolist()) for r in xt.flatten(1)}
     assert sum(tuple(r.tolist()) in train_rows for r in xv.flatten(1)) < 0.05 * len(xv)  # (digits has a few duplicates)
     assert DigitsDataModule(flatten=True).tensors()[0][0].shape[1:] == (64,)
+    a.setup()
+    sampler = a.train_dataloader().sampler                  # each epoch's order: a function of (seed, epoch)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(first) == sorted(second) == list(range(len(xt))) and first != second
+    again = b.train_dataloader().sampler
+    again.set_epoch(1)
+    assert list(again) == second
 
 
 def test_paper_task_datamodules():
@@ -72,6 +91,12 @@ def test_convert_flag_and_accuracy_rules():
     out, target = torch.tensor([[0.7, 0.1], [0.7, 0.6]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     assert paper.accuracy(out, target).item() == 0.5                             # all units right, per case
     assert BPModule(MLP(2, [2], 2), loss="bce_with_logits").threshold == 0.0
+    margin = BPModule(FamilyTreeNet(), loss="sse_margin")
+    out = torch.tensor([[0.9, 0.1, 0.5, 0.3]], requires_grad=True)             # on-unit > 0.8, off-unit < 0.2: no error
+    loss = margin.loss_fn(out, torch.tensor([[1.0, 0.0, 1.0, 0.0]]))
+    loss.backward()
+    assert loss.item() == pytest.approx(0.5 * (0.5 ** 2 + 0.3 ** 2), rel=1e-6)
+    assert out.grad[0].tolist() == pytest.approx([0, 0, -0.5, 0.3], rel=1e-6)
     with pytest.raises(ValueError, match="unknown loss"):
         BPModule(MLP(2, [2], 2), loss="hinge")
 
@@ -145,6 +170,13 @@ def test_cli_fit_logs_every_tag_with_finite_values(tmp_path, monkeypatch, capsys
         assert h.num > 0 and math.isfinite(h.min) and math.isfinite(h.max), tag
     assert tags["images"] == ["gradient_flow"] and [e.step for e in acc.Images("gradient_flow")] == [0, 2, 4]
     assert "custom_scalars__config__" in tags["tensors"]
+    layer_table = acc.Tensors("gradient_monitor/layers/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert all(f"| {lay} |" in layer_table for lay in layers)
+    png = tmp_path / "flow.png"                                                # the docs' picture, from this log
+    plots.main([logdir, str(png), "--step", "4"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scalars, types = plots.read_log(logdir)
+    assert plots.flow_from_scalars(scalars)[0] == layers and set(types) == set(layers)
     saved = yaml.safe_load(open(os.path.join(logdir, "config.yaml")))
     assert saved["trainer"]["max_steps"] == 6
 
@@ -155,7 +187,7 @@ def test_cli_print_config_and_trainer_flags(capsys):
                   "--model.optimizer.lr", "0.5"])
     assert e.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["trainer"]["max_epochs"] == 3
+    assert cfg["trainer"]["max_epochs"] == 3 and cfg["threads"] == 1
     assert cfg["model"]["optimizer"] == {"class_path": "torch.optim.SGD", "init_args": cfg["model"]["optimizer"]["init_args"]}
     assert cfg["model"]["optimizer"]["init_args"]["lr"] == 0.5
     assert cfg["model"]["net"]["class_path"].startswith("torch_bp.lightning")
@@ -174,6 +206,9 @@ def test_experiment_configs_train(tmp_path, monkeypatch):
                                         "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar",
                                         "false", "--trainer.logger.init_args.save_dir", str(tmp_path)])
         c.instantiate_classes()
+        if not isinstance(c.datamodule, DigitsDataModule):                    # the paper's full-batch sweeps
+            c.datamodule.setup()
+            assert len(c.datamodule.train_dataloader()) == 1, config
         c.trainer.fit(c.model, c.datamodule)
         assert c.trainer.global_step == 3, config
         assert os.path.isdir(c.trainer.logger.log_dir), config

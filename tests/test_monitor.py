@@ -21,6 +21,15 @@ from torch_bp.lightning import (MLP, BPModule, GradientCheck, GradientCheckWarni
                                 GradientMonitor)
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small models: one thread is fastest, and robust on a shared machine (as the CLI's default)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # --- the capture inside the rules (no Lightning) ---
 class _SharedAct(torch.nn.Module):
     """Linear -> tanh -> Linear -> the same tanh module again -> LayerNorm -> Linear."""

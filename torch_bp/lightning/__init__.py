@@ -11,14 +11,14 @@ Imported only by those who use it (``import torch_bp`` never imports Lightning):
   backward rules) and :class:`GradientCheck` (our gradients against torch autograd's, online);
 - the ``torch-bp`` command (:mod:`torch_bp.lightning.cli`).
 """
-from .data import (DigitsDataModule, FamilyTreesDataModule, ParityDataModule, SymmetryDataModule,
-                   TensorDataModule, XORDataModule)
+from .data import (DigitsDataModule, EpochShuffleSampler, FamilyTreesDataModule, ParityDataModule,
+                   SymmetryDataModule, TensorDataModule, XORDataModule)
 from .models import MLP, FamilyTreeNet, SmallCNN, default_net, default_net_class
 from .module import BPModule
 from .monitor import GradientCheck, GradientCheckWarning, GradientFlowWarning, GradientMonitor
 
 __all__ = [
     "BPModule", "TensorDataModule", "DigitsDataModule", "SymmetryDataModule", "FamilyTreesDataModule",
-    "XORDataModule", "ParityDataModule", "MLP", "SmallCNN", "FamilyTreeNet", "default_net", "default_net_class",
+    "XORDataModule", "ParityDataModule", "EpochShuffleSampler", "MLP", "SmallCNN", "FamilyTreeNet", "default_net", "default_net_class",
     "GradientMonitor", "GradientCheck", "GradientFlowWarning", "GradientCheckWarning",
 ]

@@ -15,9 +15,31 @@ from typing import Optional
 
 import lightning.pytorch as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from torch_bp import datasets
+
+
+class EpochShuffleSampler(Sampler):
+    """A random order per epoch that depends on ``(seed, epoch)`` only.
+
+    Lightning calls ``set_epoch`` at the start of every epoch, so a run resumed from a
+    checkpoint sees the same order as an uninterrupted one (one torch.Generator drawn from
+    epoch after epoch would replay epoch 0's order after a restart).
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -25,7 +47,8 @@ class TensorDataModule(L.LightningDataModule):
 
     Args:
         batch_size: examples per step (``None``: the whole training set, one step per epoch).
-        shuffle: reshuffle the training set every epoch.
+        shuffle: reshuffle the training set every epoch (an order that depends on ``(seed, epoch)``
+            only, see :class:`EpochShuffleSampler`, so resumed runs repeat it exactly).
         seed: seeds the split (where there is one) and the shuffling.
         num_workers: DataLoader workers.
     """
@@ -52,9 +75,8 @@ class TensorDataModule(L.LightningDataModule):
 
     def _loader(self, ds: TensorDataset, train: bool) -> DataLoader:
         bs = self.batch_size or len(ds)
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=bs, shuffle=train and self.shuffle, generator=gen,
-                          num_workers=self.num_workers)
+        sampler = EpochShuffleSampler(len(ds), self.seed) if train and self.shuffle else None
+        return DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

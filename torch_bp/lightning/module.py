@@ -31,6 +31,18 @@ def sse(out, target):
     return 0.5 * _pick("mse_loss")(out, target, reduction="sum")
 
 
+def sse_margin(out, target, lo: float = 0.2, hi: float = 0.8):
+    """The 1986 family-tree error: 1/2 summed squared error, but zero for an output unit that
+    should be on and is above ``hi``, or should be off and is below ``lo`` (Nature, Fig. 4)."""
+    inside = ((target > 0.5) & (out > hi)) | ((target < 0.5) & (out < lo))
+    return 0.5 * _pick("mse_loss")(out, torch.where(inside, out.detach(), target), reduction="sum")
+
+
+def _torch_sse_margin(out, target, lo: float = 0.2, hi: float = 0.8):
+    inside = ((target > 0.5) & (out > hi)) | ((target < 0.5) & (out < lo))
+    return 0.5 * torch.nn.functional.mse_loss(out, torch.where(inside, out.detach(), target), reduction="sum")
+
+
 def bce_with_logits(out, target):
     return _pick("binary_cross_entropy_with_logits")(out, target)
 
@@ -44,6 +56,7 @@ LOSSES: dict[str, tuple[Callable, Callable]] = {
     "cross_entropy": (cross_entropy, torch.nn.functional.cross_entropy),
     "mse": (mse, torch.nn.functional.mse_loss),
     "sse": (sse, _torch_sse),
+    "sse_margin": (sse_margin, _torch_sse_margin),
     "bce_with_logits": (bce_with_logits, torch.nn.functional.binary_cross_entropy_with_logits),
 }
 
@@ -58,7 +71,8 @@ class BPModule(L.LightningModule):
         convert: swap the supported torch.nn layers of ``net`` for torch_bp's
             (:func:`torch_bp.convert`) and print what was converted.
         loss: ``"cross_entropy"`` (class-index targets), ``"mse"``, ``"sse"`` (the paper's
-            1/2 summed squared error), ``"bce_with_logits"``, or any loss module
+            1/2 summed squared error), ``"sse_margin"`` (the same with the family-tree
+            margin: no error beyond 0.8 / 0.2), ``"bce_with_logits"``, or any loss module
             ``loss(output, target)``. torch_bp's own loss rule is used where it has one.
         optimizer: called with the parameters (``torch.optim.Adam`` by default; from the CLI
             ``--model.optimizer SGD --model.optimizer.lr 0.1``).

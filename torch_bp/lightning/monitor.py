@@ -79,7 +79,8 @@ class GradientMonitor(L.Callback):
     Every ``histogram_every_n_steps`` (a multiple of ``every_n_steps``): histograms
     ``weights/<param>``, ``grads/<param>``, ``error_signal/<depth>_<layer>`` and the image
     ``gradient_flow`` (both per-layer series in depth order, see
-    :func:`torch_bp.lightning.plots.gradient_flow_figure`). A custom-scalars layout groups the
+    :func:`torch_bp.lightning.plots.gradient_flow_figure`); the image also for the last
+    logged step when training ends. A custom-scalars layout groups the
     per-layer series. ``<depth>`` is the layer's place in forward order, zero-padded, so
     TensorBoard lists layers from input to output.
 
@@ -92,13 +93,14 @@ class GradientMonitor(L.Callback):
 
     Args:
         every_n_steps: log every this many optimizer steps (step 0 included).
-        histogram_every_n_steps: histograms and the gradient-flow image (0: never).
+        histogram_every_n_steps: histograms and the gradient-flow image (0: never; an image
+            costs ~0.1 s of CPU, so not every step).
         error_signals: capture error signals (needs torch_bp layers in the model).
         vanishing_factor, exploding_factor: thresholds of the warnings (see above).
         norm_type: the p of the gradient norms.
     """
 
-    def __init__(self, every_n_steps: int = 25, histogram_every_n_steps: int = 100, error_signals: bool = True,
+    def __init__(self, every_n_steps: int = 25, histogram_every_n_steps: int = 250, error_signals: bool = True,
                  vanishing_factor: float = 1e-3, exploding_factor: float = 1e3, norm_type: float = 2.0):
         super().__init__()
         if every_n_steps < 1:
@@ -112,9 +114,12 @@ class GradientMonitor(L.Callback):
         self.last_metrics: dict[str, float] = {}   # what the last logged step logged
         self.warned: dict[str, str] = {}           # kind -> message, each warned once
         self._depth: dict[str, int] = {}           # layer -> place in forward order (fixed once seen)
+        self._types: dict[str, str] = {}           # layer -> module class name
         self._capture: Optional[_signals.Capture] = None
         self._watch = None
         self._logged_step = -1
+        self._scale = 1.0
+        self._last_flow = None
         self._before: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._before_step = -1
 
@@ -144,16 +149,22 @@ class GradientMonitor(L.Callback):
         self._logged_step = step
         capture = self._end_capture()
         signals = capture.norms() if capture is not None else {}
-        self._place(list(signals) + [_layer_of(n) for n, p in pl_module.named_parameters() if p.grad is not None])
+        scaler = getattr(trainer.precision_plugin, "scaler", None)  # fp16 AMP: the backward ran on a scaled loss
+        self._scale = float(scaler.get_scale()) if scaler is not None else 1.0
+        signals = {k: v / self._scale for k, v in signals.items()}
+        tb = _tensorboard(trainer)
+        self._place(pl_module, list(signals) + [_layer_of(n) for n, p in pl_module.named_parameters()
+                                                if p.grad is not None], tb, step)
         metrics, nonfinite = self._gradient_metrics(pl_module)
         for layer, v in signals.items():
             metrics[f"error_signal_norm/{self._tag(layer)}"] = v
         self.last_metrics = metrics
         _log_metrics(trainer, metrics, step)
-        tb = _tensorboard(trainer)
+        self._last_flow = (metrics, signals, step)
         if self._hist_due(step) and tb is not None:
             self._histograms(tb, pl_module, capture, step)
             self._flow_image(tb, metrics, signals, step)
+            self._last_flow = None
         self._detect(trainer, tb, signals, nonfinite, step)
         self._before = {n: (p, p.detach().clone()) for n, p in pl_module.named_parameters() if p.requires_grad}
         self._before_step = step
@@ -172,16 +183,21 @@ class GradientMonitor(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self._end_capture()
+        tb = _tensorboard(trainer) if trainer.is_global_zero else None
+        if tb is not None and self._last_flow is not None and self.histogram_every_n_steps > 0:
+            self._flow_image(tb, *self._last_flow)  # the last logged step's view, if it has none yet
+        self._last_flow = None
 
     def on_exception(self, trainer, pl_module, exception):
         self._end_capture()
 
     def state_dict(self):
-        return {"warned": dict(self.warned), "depth": dict(self._depth)}
+        return {"warned": dict(self.warned), "depth": dict(self._depth), "types": dict(self._types)}
 
     def load_state_dict(self, state_dict):
         self.warned = dict(state_dict.get("warned", {}))
         self._depth = dict(state_dict.get("depth", {}))
+        self._types = dict(state_dict.get("types", {}))
 
     # -- pieces --
     def _end_capture(self) -> Optional[_signals.Capture]:
@@ -193,10 +209,17 @@ class GradientMonitor(L.Callback):
             self._watch = None
         return capture
 
-    def _place(self, layers) -> None:
+    def _place(self, pl_module, layers, tb, step) -> None:
+        """Give new layers the next depths; log the layer table (text) when it grows."""
+        new = False
         for layer in layers:
             if layer not in self._depth:
                 self._depth[layer] = len(self._depth)
+                self._types[layer] = type(pl_module.get_submodule(layer)).__name__
+                new = True
+        if new and tb is not None:
+            rows = [f"| {d:02d} | {n} | {self._types[n]} |" for n, d in sorted(self._depth.items(), key=lambda i: i[1])]
+            tb.add_text("gradient_monitor/layers", "\n".join(["| depth | layer | type |", "|---|---|---|", *rows]), step)
 
     def _tag(self, layer: str) -> str:
         return f"{self._depth[layer]:02d}_{layer}"
@@ -242,14 +265,14 @@ class GradientMonitor(L.Callback):
                 add(f"grads/{name}", p.grad.to_dense() if p.grad.is_sparse else p.grad)
         if capture is not None:
             for layer, ts in capture.tensors.items():
-                add(f"error_signal/{self._tag(layer)}", torch.cat([t.flatten() for t in ts]))
+                add(f"error_signal/{self._tag(layer)}", torch.cat([t.flatten() for t in ts]).float() / self._scale)
 
     def _flow_image(self, tb, metrics, signals, step) -> None:
         from .plots import figure_to_array, gradient_flow_figure
 
         gma = {k.split("/", 1)[1].split("_", 1)[1]: v for k, v in metrics.items() if k.startswith("grad_mean_abs/")}
         layers = sorted(set(signals) | set(gma), key=lambda n: self._depth[n])
-        fig = gradient_flow_figure(layers, signals, gma, title=f"gradient flow at step {step}")
+        fig = gradient_flow_figure(layers, signals, gma, title=f"gradient flow at step {step}", types=self._types)
         tb.add_image("gradient_flow", figure_to_array(fig), step, dataformats="HWC")
 
     def _detect(self, trainer, tb, signals: dict, nonfinite_params: list, step: int) -> None:
@@ -300,6 +323,15 @@ def _compute_dtype(trainer, net) -> torch.dtype:
     return p.dtype if p is not None else torch.float32
 
 
+def _tolerance(dtype: torch.dtype, net) -> float:
+    """:data:`TOLERANCE` for ``dtype``; float32 on CUDA with TF32 allowed (cuDNN allows it for
+    convolutions by default) computes with a 10-bit mantissa, so it gets float16's."""
+    p = next(net.parameters(), None)
+    tf32 = (p is not None and p.is_cuda and dtype == torch.float32
+            and (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32))
+    return TOLERANCE[torch.float16] if tf32 else TOLERANCE.get(dtype, TOLERANCE[torch.float32])
+
+
 def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """max |a - b| / max |b| (NaN where both are NaN counts as equal; any other NaN as inf)."""
     a, b = a.detach().double(), b.detach().double()
@@ -324,7 +356,8 @@ class GradientCheck(L.Callback):
 
     Logged: ``gradcheck/max_rel_diff/<layer>`` (max |ours - torch| / max |torch| over the
     layer's parameters; ``input`` for the input gradient) and ``gradcheck/max_rel_diff``.
-    Above ``tolerance`` (default :data:`TOLERANCE` for the compute dtype) it warns with a
+    Above ``tolerance`` (default :data:`TOLERANCE` for the compute dtype, float16's for float32
+    under TF32 on CUDA) it warns with a
     :class:`GradientCheckWarning` naming the layers and writes ``gradient_check/warnings`` text;
     ``failures`` keeps ``(step, {layer: diff})`` of every failed check.
 
@@ -333,6 +366,8 @@ class GradientCheck(L.Callback):
         tolerance: override the dtype tolerance.
         twin: ``module -> torch.nn twin`` (default :func:`torch_bp.revert`).
         train_mode: run both in training mode (dropout with the same seed); ``False``: eval mode.
+            On CUDA our dropout masks differ from torch's fused kernel: use ``False`` there for
+            models with dropout.
     """
 
     def __init__(self, every_n_steps: int = 100, tolerance: Optional[float] = None,
@@ -361,7 +396,7 @@ class GradientCheck(L.Callback):
         with trainer.precision_plugin.forward_context(), _signals.suspended():
             diffs = self.check(pl_module, batch, seed=step)
         dtype = _compute_dtype(trainer, pl_module.net)
-        tol = self.tolerance if self.tolerance is not None else TOLERANCE.get(dtype, TOLERANCE[torch.float32])
+        tol = self.tolerance if self.tolerance is not None else _tolerance(dtype, pl_module.net)
         self.history.append((step, diffs))
         metrics = {f"gradcheck/max_rel_diff/{k}": v for k, v in diffs.items()}
         metrics["gradcheck/max_rel_diff"] = max(diffs.values(), default=0.0)
