@@ -62,6 +62,16 @@ def test_digits_split_is_seeded_and_disjoint():
     again = b.train_dataloader().sampler
     again.set_epoch(1)
     assert list(again) == second
+    loader, it = a.train_dataloader(), None                 # stopped after 2 batches, resumed in a fresh loader
+    it = iter(loader)
+    done = [next(it)[1] for _ in range(2)]
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "batches": 2}
+    resumed = b.train_dataloader()
+    resumed.load_state_dict(state)
+    rest = [y for _, y in resumed]
+    whole = [y for _, y in a.train_dataloader()]
+    assert len(rest) == len(whole) - 2 and all(torch.equal(u, v) for u, v in zip(done + rest, whole))
 
 
 def test_paper_task_datamodules():

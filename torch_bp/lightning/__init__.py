@@ -12,13 +12,15 @@ Imported only by those who use it (``import torch_bp`` never imports Lightning):
 - the ``torch-bp`` command (:mod:`torch_bp.lightning.cli`).
 """
 from .data import (DigitsDataModule, EpochShuffleSampler, FamilyTreesDataModule, ParityDataModule,
-                   SymmetryDataModule, TensorDataModule, XORDataModule)
+                   ResumableDataLoader, SymmetryDataModule, TensorDataModule, XORDataModule)
 from .models import MLP, FamilyTreeNet, SmallCNN, default_net, default_net_class
 from .module import BPModule
 from .monitor import GradientCheck, GradientCheckWarning, GradientFlowWarning, GradientMonitor
 
 __all__ = [
-    "BPModule", "TensorDataModule", "DigitsDataModule", "SymmetryDataModule", "FamilyTreesDataModule",
-    "XORDataModule", "ParityDataModule", "EpochShuffleSampler", "MLP", "SmallCNN", "FamilyTreeNet", "default_net", "default_net_class",
+    "BPModule",
+    "TensorDataModule", "DigitsDataModule", "SymmetryDataModule", "FamilyTreesDataModule", "XORDataModule",
+    "ParityDataModule", "EpochShuffleSampler", "ResumableDataLoader",
+    "MLP", "SmallCNN", "FamilyTreeNet", "default_net", "default_net_class",
     "GradientMonitor", "GradientCheck", "GradientFlowWarning", "GradientCheckWarning",
 ]

@@ -21,15 +21,18 @@ from torch_bp import datasets
 
 
 class EpochShuffleSampler(Sampler):
-    """A random order per epoch that depends on ``(seed, epoch)`` only.
+    """The training order: random per epoch, a function of ``(seed, epoch)`` only.
 
     Lightning calls ``set_epoch`` at the start of every epoch, so a run resumed from a
     checkpoint sees the same order as an uninterrupted one (one torch.Generator drawn from
-    epoch after epoch would replay epoch 0's order after a restart).
+    epoch after epoch would replay epoch 0's order after a restart). ``shuffle=False`` keeps
+    the dataset's order. ``skip`` leaves out the first examples of epoch ``skip_epoch`` once
+    (set by :class:`ResumableDataLoader` to resume in the middle of an epoch).
     """
 
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch, self.skip, self.skip_epoch = 0, 0, -1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -38,8 +41,42 @@ class EpochShuffleSampler(Sampler):
         return self.n
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        skip = self.skip if self.epoch == self.skip_epoch else 0
+        self.skip, self.skip_epoch = 0, -1
+        return iter(order[skip:].tolist())
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader with a state (epoch, batches given out this epoch) for Lightning's checkpoints.
+
+    Lightning saves ``state_dict()`` with the loop and, on resume, calls ``load_state_dict``:
+    the :class:`EpochShuffleSampler` then skips the batches already trained on, so a run
+    stopped in the middle of an epoch goes on with the next batch. The state is two ints
+    (checkpoints load with ``weights_only=True``). With another sampler (e.g. the
+    DistributedSampler Lightning puts in under DDP) it is a plain DataLoader.
+    """
+
+    def __iter__(self):
+        s = self.sampler
+        if not isinstance(s, EpochShuffleSampler):
+            yield from super().__iter__()
+            return
+        self._epoch = s.epoch
+        self._done = s.skip // self.batch_size if s.epoch == s.skip_epoch else 0
+        for batch in super().__iter__():
+            self._done += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": getattr(self, "_epoch", 0), "batches": getattr(self, "_done", 0)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if isinstance(self.sampler, EpochShuffleSampler) and state:
+            self.sampler.skip_epoch, self.sampler.skip = state["epoch"], state["batches"] * self.batch_size
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -48,7 +85,8 @@ class TensorDataModule(L.LightningDataModule):
     Args:
         batch_size: examples per step (``None``: the whole training set, one step per epoch).
         shuffle: reshuffle the training set every epoch (an order that depends on ``(seed, epoch)``
-            only, see :class:`EpochShuffleSampler`, so resumed runs repeat it exactly).
+            only, see :class:`EpochShuffleSampler`; with :class:`ResumableDataLoader` a run
+            resumed from a checkpoint, even mid-epoch, sees the batches an uninterrupted one would).
         seed: seeds the split (where there is one) and the shuffling.
         num_workers: DataLoader workers.
     """
@@ -75,8 +113,10 @@ class TensorDataModule(L.LightningDataModule):
 
     def _loader(self, ds: TensorDataset, train: bool) -> DataLoader:
         bs = self.batch_size or len(ds)
-        sampler = EpochShuffleSampler(len(ds), self.seed) if train and self.shuffle else None
-        return DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=self.num_workers)
+        if not train:
+            return DataLoader(ds, batch_size=bs, num_workers=self.num_workers)
+        return ResumableDataLoader(ds, batch_size=bs, sampler=EpochShuffleSampler(len(ds), self.seed, self.shuffle),
+                                   num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -118,6 +118,7 @@ class GradientMonitor(L.Callback):
         self._capture: Optional[_signals.Capture] = None
         self._watch = None
         self._logged_step = -1
+        self._capture_step = -1
         self._scale = 1.0
         self._last_flow = None
         self._before: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -141,6 +142,7 @@ class GradientMonitor(L.Callback):
         if trainer.is_global_zero and self.error_signals and self._due(step) and self._capture is None:
             self._watch = _signals.watch(pl_module)
             self._capture = _signals.start(keep_tensors=self._hist_due(step))
+            self._capture_step = step
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         step = trainer.global_step
@@ -170,6 +172,8 @@ class GradientMonitor(L.Callback):
         self._before_step = step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._capture is not None and trainer.global_step > self._capture_step:
+            self._end_capture()  # the step went by without on_before_optimizer_step (e.g. no loss returned)
         if not self._before or trainer.global_step <= self._before_step:
             return  # no optimizer step yet (gradient accumulation)
         metrics = {}
