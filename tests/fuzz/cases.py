@@ -14,8 +14,9 @@ without writing anything here:
    wider tensor, channels_last, or an ``expand``-ed view of a size-1 leaf (stride 0);
 6. which floating inputs require grad.
 
-Each case keeps its leaves (what gradients are taken for) apart from the views passed to
-the layer, and a description of every step, which hypothesis prints for a failing case.
+Each case keeps every tensor's leaf apart from the view passed to the layer (gradients are
+compared for the views, what the layer's rule computes), the sample's unperturbed shapes,
+and a description of every step, which hypothesis prints for a failing case.
 """
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ def _rms_norm_composite_overflow(case, ours=None, ref=None):
         return False
     g = ref[2][0].double().reshape(rows.shape)
     gw = g * (w.double().reshape(-1) if isinstance(w, torch.Tensor) else 1.0)
-    return bool(((gw * rows).sum(1).abs() * r3 > big / 4).any())
+    gwx = gw * rows
+    return bool(((gwx.sum(1).abs() * r3 > big / 4) | (gwx.abs().sum(1) > big / 4)).any())
 
 
 def _layer_norm_variance_overflow(case, ours=None, ref=None):
@@ -75,11 +76,10 @@ def _layer_norm_variance_overflow(case, ours=None, ref=None):
     return bool(((rows - rows.mean(1, keepdim=True)).pow(2).sum(1) > big / 256).any())
 
 
-def _inf_differs_only_in_kind(case, ours, ref):
-    """An infinite weight or input, and every difference is NaN against +-inf (both non-finite)."""
+def _only_nonfinite_differences(case, ours, ref, torch_nan_ok=False):
+    """Both ran, and wherever they differ both are non-finite (NaN against +-inf), or, with
+    ``torch_nan_ok``, torch is NaN; every finite pair agrees with the table's tolerance."""
     if isinstance(ours, Exception) or isinstance(ref, Exception):
-        return False
-    if not any(_has(case.value(p), v) for p in ("input", "weight") for v in (math.inf, -math.inf)):
         return False
     floats = [t.dtype for t in case.tensors() + list(ref[0]) if t.is_floating_point()]
     t = tol(max(floats, key=lambda d: TOL[d]), case.cond)  # the finite values: as strict as ever
@@ -87,10 +87,48 @@ def _inf_differs_only_in_kind(case, ours, ref):
         if a is None or b is None or a.shape != b.shape or not a.is_floating_point():
             return False
         a, b = a.detach().double(), b.detach().double()
-        same = torch.isclose(a, b, equal_nan=True, **t)
-        if not bool((same | (~a.isfinite() & ~b.isfinite())).all()):
+        ok = torch.isclose(a, b, equal_nan=True, **t) | (~a.isfinite() & ~b.isfinite())
+        if torch_nan_ok:
+            ok |= b.isnan()
+        if not bool(ok.all()):
             return False
     return True
+
+
+def _inf_differs_only_in_kind(case, ours, ref):
+    """An infinite weight or input, and every difference is NaN against +-inf (both non-finite)."""
+    if not any(_has(case.value(p), v) for p in ("input", "weight") for v in (math.inf, -math.inf)):
+        return False
+    return _only_nonfinite_differences(case, ours, ref)
+
+
+def _layer_norm_rstd_overflow(case, ours, ref):
+    """A row whose 1/sqrt(var + eps) overflows the dtype (zero or underflowed variance, eps 0
+    or tiny), and torch is NaN (or both non-finite) wherever we differ."""
+    x, eps = case.value("input"), case.value("eps")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+        return False
+    rows, _ = _rows64(case)
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xr = rows.to(opmath)
+    var = (xr - xr.mean(1, keepdim=True)).pow(2).mean(1).double()
+    if not bool(((var + (eps or 0.0)).rsqrt() > torch.finfo(x.dtype).max).any()):
+        return False
+    return _only_nonfinite_differences(case, ours, ref, torch_nan_ok=True)
+
+
+def _layer_norm_constant_row(case, ours, ref):
+    """A row of one repeated value, the outputs agree, and only gradients differ."""
+    x = case.value("input")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+        return False
+    if isinstance(ours, Exception) or isinstance(ref, Exception):
+        return False
+    rows, _ = _rows64(case)
+    if not bool((rows == rows[:, :1]).all(1).any()):
+        return False
+    outs = ([o for o in ours[0]], [], ours[2]), ([r for r in ref[0]], [], ref[2])
+    return _only_nonfinite_differences(case, outs[0], outs[1])
 
 
 def _layer_norm_mixed_bias_backward(case, ours, ref):
@@ -136,7 +174,13 @@ def more_accurate_than_torch(case, ours, ref):
 
 def _linear_promoted_bias(case, ours=None, ref=None):
     x, b = case.value("input"), case.value("bias")
-    return isinstance(b, torch.Tensor) and x.dim() > 2 and b.dtype != x.dtype
+    return isinstance(b, torch.Tensor) and x.dim() != 2 and b.dtype != x.dtype
+
+
+def _linear_empty_output(case, ours=None, ref=None):
+    x, w = case.value("input"), case.value("weight")
+    return (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and x.dim() > 2
+            and w.dim() == 2 and w.shape[0] == 0 and x.dtype != w.dtype)
 
 
 def _conv_empty_batch(case, ours=None, ref=None):
@@ -195,13 +239,27 @@ TORCH_QUIRKS: dict[str, list] = {
                     "(y = x (rstd w) + (b - mean rstd w); dx = a w dy + b' x + c per row) where NaN or "
                     "+-inf depends on the rounding of its mean; ours evaluates the docstring's formula: "
                     "both are non-finite at the same positions"),
+                   (_layer_norm_rstd_overflow,
+                    "a row whose 1 / sqrt(var + eps) overflows the dtype (zero variance with eps 0, or "
+                    "1e-30 in float16): torch's LayerNorm folds rstd into products that give NaN (0 * inf); "
+                    "ours gives the IEEE value of the docstring's formula (+-inf for grad_x, 0 for "
+                    "grad_w of a zero row)"),
+                   (_layer_norm_constant_row,
+                    "torch's LayerNorm backward on a row of one repeated value keeps the rounding noise "
+                    "of its mean: its folded dx = a dy + b x + c gives grad_x = 0 in float32 at eps = "
+                    "1e-30 (exact: rstd (dy - mean dy), ~1e15) and grad_w ~ 1e-5 instead of 0 at eps = "
+                    "1e-5; ours centres the row to exactly 0 (outputs agree; tests/test_numerics.py checks "
+                    "ours against the float64 answer)"),
                    (_layer_norm_mixed_bias_backward,
                     "torch's CPU LayerNorm forward accepts a bfloat16/float16 input with a float32 bias "
                     "and no weight, but its backward then raises 'expected scalar type ... but found "
                     "Float'")],
-    "linear": [(_linear_promoted_bias, "torch's F.linear on a >2-d input adds the bias after the matmul "
-                                       "with type promotion (any dtype of bias is taken), while on a 2-d "
-                                       "input addmm rejects a bias of another dtype")],
+    "linear": [(_linear_promoted_bias, "torch's F.linear on a 1-d or >2-d input adds the bias after the "
+                                       "matmul with type promotion (any dtype of bias is taken), while on "
+                                       "a 2-d input addmm rejects a bias of another dtype"),
+               (_linear_empty_output, "torch's F.linear on a non-contiguous >2-d input with 0 output "
+                                      "features returns an empty float result without checking that "
+                                      "input and weight share a dtype (its other paths raise)")],
     "huber_loss": [(_huber_mixed_dtypes_backward,
                     "torch's huber_loss forward accepts a target of another dtype (the loss has the "
                     "input's dtype) but its backward then raises 'Found dtype ... but expected ...'; "
