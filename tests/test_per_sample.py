@@ -131,8 +131,8 @@ def _cases():
         Case("self-attention", _Attention(), _randn(3, 4, 8)),
         Case("transformer-layer", nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True,
                                                              norm_first=True), _randn(3, 4, 8)),
-        Case("cnn", nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 1), nn.GroupNorm(2, 4),
-                                  nn.Flatten(), nn.Linear(16, 3)), _randn(3, 2, 6, 6)),
+        Case("cnn", nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 1),
+                                  nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(16, 3)), _randn(3, 2, 6, 6)),
     ]
     for c in cases:
         c.model = c.model.to(DT)
