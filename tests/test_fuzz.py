@@ -64,7 +64,7 @@ def _report():
 def test_fuzz_reaches_both_outcomes():
     """The draws are not mostly errors: at least a third of every layer's draws succeeded."""
     ran = {n: c for (n, _), c in OUTCOMES.items() if n in NAMES}
-    if len(ran) < len(NAMES):
+    if len(ran) < len(set(NAMES)):
         pytest.skip("run together with test_fuzz_matches_torch for every layer")
     starved = [n for n, c in ran.items()
                if c["both succeeded"] < sum(v for k, v in c.items() if not k.startswith("skipped")) // 3]
