@@ -8,13 +8,16 @@ accuracy and the ``tensorboard --logdir`` command. Everything is a LightningCLI 
     torch-bp fit --print_config                        # the full default configuration
     torch-bp fit --config experiments/configs/symmetry.yaml
     torch-bp fit --trainer.max_epochs 5 --model.optimizer SGD --model.optimizer.lr 0.1
+
+It runs on one CPU thread unless told otherwise (``--threads``, see below) and on a GPU when
+there is one (``--trainer.accelerator``).
 """
 from __future__ import annotations
 
 import os
 import warnings
-import torch
 
+import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -46,7 +49,8 @@ class TorchBPCLI(LightningCLI):
             "data": lazy_instance(DigitsDataModule),
             # parser defaults (not trainer_defaults, which are always appended) so that a
             # config's trainer.callbacks replaces them
-            "trainer.callbacks": [{"class_path": f"{c.__module__}.{c.__name__}"} for c in (GradientMonitor, GradientCheck)],
+            "trainer.callbacks": [{"class_path": f"{c.__module__}.{c.__name__}"}
+                                  for c in (GradientMonitor, GradientCheck)],
         })
 
     def before_instantiate_classes(self):
