@@ -140,6 +140,7 @@ def run(seeds: int, max_sweeps: int, *, eps: float = 0.1, alpha: float = 0.9, in
                    "loss": "1/2 summed squared error, full batch", "criterion": "all 64 outputs on the right side of 0.5"},
         "summary": row, "paper_sweeps": PAPER_SWEEPS,
         "paper_like_solutions": n_like,
+        "solved_within_paper_sweeps": int(((res.solved_at >= 0) & (res.solved_at <= PAPER_SWEEPS)).sum()),
         "error_at_solve_median": float(res.loss[res.solved_at >= 0].median()) if solved else None,
         "solved_at": res.solved_at.tolist(), "sweeps_run": res.sweeps_run, "seconds": round(res.seconds, 1),
         "cpu_seconds": round(res.cpu_seconds, 1),
@@ -203,7 +204,8 @@ def report(out: dict) -> str:
              f"within {out['max_sweeps']:,}", C.fmt(s["median"]), f"{C.fmt(s['q1'])} - {C.fmt(s['q3'])}",
              f"{C.fmt(s['min'])} - {C.fmt(s['max'])}"]]
     t = C.markdown_table(["", "seeds", "solved", "median sweeps", "quartiles", "range"], rows)
-    lines = [t, ""]
+    lines = [t, "", f"solved within the paper's {PAPER_SWEEPS:,} sweeps: {out['solved_within_paper_sweeps']}/{s['seeds']}; "
+                    f"median error E at the solving sweep: {C.fmt(out['error_at_solve_median'] or float('nan'), 2)}"]
     if "figure_seed" in out:
         a = out["figure_seed_analysis"]
         m = out["analysis_median_over_solved"]

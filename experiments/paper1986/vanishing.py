@@ -207,6 +207,31 @@ def figure(results: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+def figure_over_training(results: list[dict], path: str) -> None:
+    """Error signal reaching layer 1 over the one reaching layer 8, against the training step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"sigmoid": "tab:blue", "tanh": "tab:orange", "relu": "tab:green"}
+    styles = {"standard": "-", "xavier": "--", "he": "--", "he_x2": ":"}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in results:
+        steps = [h["step"] for h in r["history"]]
+        ax.plot(steps, [_ratio(h["error_signal"]) for h in r["history"]], styles[r["init"]], marker=".",
+                color=colors[r["activation"]], label=f"{r['activation']}, {r['init']}")
+    ax.axhline(1, color="black", lw=0.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("||dE/ds|| layer 1 / layer 8")
+    ax.set_title("error signal at the input side relative to the output side, during training", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def run(steps: int, every: int, *, tag: str, configs=CONFIGS, results_dir: str | None = None,
         fig_dir: str | None = None, log_root: str | None = None) -> dict:
     results = [run_config(a, i, steps, every=every, tag=tag, log_root=log_root) for a, i in configs]
@@ -214,6 +239,7 @@ def run(steps: int, every: int, *, tag: str, configs=CONFIGS, results_dir: str |
            "results": results}
     if fig_dir:
         figure(results, os.path.join(fig_dir, f"vanishing_gradient_by_depth_{tag}.png"))
+        figure_over_training(results, os.path.join(fig_dir, f"vanishing_ratio_over_training_{tag}.png"))
     if results_dir:
         os.makedirs(results_dir, exist_ok=True)
         with open(os.path.join(results_dir, f"vanishing_{tag}.json"), "w") as f:
@@ -247,11 +273,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--results-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--fig-dir", default=C.FIGURES)
     ap.add_argument("--log-root", default=None, help=f"TensorBoard root (default {C.RUNS_ROOT})")
+    ap.add_argument("--replot", action="store_true", help="redraw the figures and table from the saved results")
     a = ap.parse_args(argv)
     steps = a.steps or (150 if a.quick else 1500)
     every = a.every or max(1, steps // 30)
     tag = a.tag or ("quick" if a.quick else "full")
     configs = [tuple(c.split(":")) for c in a.configs.split(",")] if a.configs else CONFIGS
+    if a.replot:
+        with open(os.path.join(a.results_dir, f"vanishing_{tag}.json")) as f:
+            out = json.load(f)
+        figure(out["results"], os.path.join(a.fig_dir, f"vanishing_gradient_by_depth_{tag}.png"))
+        figure_over_training(out["results"], os.path.join(a.fig_dir, f"vanishing_ratio_over_training_{tag}.png"))
+        print(report(out))
+        return out
     t0 = time.perf_counter()
     out = run(steps, every, tag=tag, configs=configs, results_dir=a.results_dir, fig_dir=a.fig_dir,
               log_root=a.log_root)
