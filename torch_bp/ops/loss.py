@@ -478,5 +478,5 @@ def _soft_weighted_target(x, target, weight, label_smoothing, cd):
     """w q with q = (1 - a) t + a / C (opmath)."""
     q = opmath(target)
     if label_smoothing > 0:
-        q = q * (1 - label_smoothing) + label_smoothing / x.shape[cd]
+        q = q * (1 - label_smoothing) + label_smoothing / max(x.shape[cd], 1)  # C = 0: q is empty
     return q if weight is None else q * _class_shape(weight, x, cd)
