@@ -50,6 +50,9 @@ def linear_activation(input, weight, bias=None, activation="relu", approximate="
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}")
     if input.dim() == 0:
         raise RuntimeError("linear: input must have at least 1 dimension, got a 0-d tensor")
+    if bias is not None and bias.dtype != input.dtype:
+        # as torch's linear (addmm) does for a bias of another dtype
+        raise RuntimeError(f"linear_activation: bias of dtype {bias.dtype} does not match input dtype {input.dtype}")
     h = _lin.LinearFunction.apply(input, weight, None)
     return _lin.BiasActivationFunction.apply(h, bias, activation, approximate)[0]
 
