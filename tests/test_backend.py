@@ -302,3 +302,31 @@ def test_expanded_grad_output(name, cpp):
         grads.append([a.grad for a in args if isinstance(a, torch.Tensor) and a.requires_grad])
     for g, c in zip(*grads):
         assert_close(c, g, torch.float64, what=f"{name} grad under sum()")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_bit_masks_any_size(dtype, cpp):
+    """relu, dropout and linear_activation(relu) masks: vector and tail paths, NaN passes as in torch."""
+    for n in (1, 7, 8, 9, 16, 17, 33, 1000):
+        x = torch.randn(n, dtype=torch.float64)
+        x[::5] = 0.0
+        x[1::7] = float("nan")
+        x = x.to(dtype)
+        keep = torch.rand(n) > 0.3
+        scale = torch.tensor(1 / 0.7, dtype=dtype)
+        b = torch.randn(n % 5 + 1, dtype=dtype)
+        h = torch.randn(3, n % 5 + 1, dtype=dtype)
+        runs = []
+        for backend_name in ("python", "cpp"):
+            torch_bp.set_backend(backend_name)
+            xs = [x.clone().requires_grad_() for _ in range(2)]
+            hs = h.clone().requires_grad_()
+            g = torch.linspace(-1, 1, n, dtype=dtype)
+            y1 = torch_bp.functional.relu(xs[0])
+            y2 = torch_bp.ops.dropout.DropoutFunction.apply(xs[1], keep, scale)
+            y3 = torch_bp.functional.linear_activation(hs, torch.eye(h.shape[1], dtype=dtype), b, "relu")
+            torch.autograd.backward([y1, y2, y3], [g, g, torch.ones_like(y3)])
+            runs.append([y1, y2, y3, xs[0].grad, xs[1].grad, hs.grad])
+        torch_bp.set_backend("cpp")
+        for p, c in zip(*runs):
+            torch.testing.assert_close(c, p, equal_nan=True, rtol=0, atol=0)

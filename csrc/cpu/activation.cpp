@@ -35,7 +35,7 @@ void binary_grad(const GradIn& g, const at::Tensor& b, at::Tensor& y, const F& f
 at::Tensor gelu_fwd(const at::Tensor& x_, c10::string_view approximate) {
   const bool th = tanh_mode(approximate);
   const at::Tensor x = x_.contiguous();
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor y = new_output_like(x);
   TORCH_BP_DISPATCH(x.scalar_type(), "gelu_fwd", [&] {
     unary<scalar_t>(x, y, [th](const AVec<scalar_t>& v) { return gelu_value(v, th); });
   });
@@ -48,7 +48,7 @@ at::Tensor gelu_bwd(const at::Tensor& grad_y, const at::Tensor& x_, c10::string_
               "torch_bp::gelu_bwd: grad_y must match x");
   const at::Tensor x = x_.contiguous();
   const GradIn gy = grad_in(grad_y, 64);
-  at::Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor gx = new_output_like(x);
   TORCH_BP_DISPATCH(x.scalar_type(), "gelu_bwd", [&] {
     binary_grad<scalar_t>(gy, x, gx, [th](const AVec<scalar_t>& g, const AVec<scalar_t>& v) { return g * gelu_slope(v, th); });
   });
@@ -58,7 +58,7 @@ at::Tensor gelu_bwd(const at::Tensor& grad_y, const at::Tensor& x_, c10::string_
 // --- SiLU ---
 at::Tensor silu_fwd(const at::Tensor& x_) {
   const at::Tensor x = x_.contiguous();
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor y = new_output_like(x);
   TORCH_BP_DISPATCH(x.scalar_type(), "silu_fwd", [&] {
     unary<scalar_t>(x, y, [](const AVec<scalar_t>& v) { return v * sigmoid(v); });
   });
@@ -70,7 +70,7 @@ at::Tensor silu_bwd(const at::Tensor& grad_y, const at::Tensor& x_) {
               "torch_bp::silu_bwd: grad_y must match x");
   const at::Tensor x = x_.contiguous();
   const GradIn gy = grad_in(grad_y, 64);
-  at::Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor gx = new_output_like(x);
   TORCH_BP_DISPATCH(x.scalar_type(), "silu_bwd", [&] {
     using V = AVec<scalar_t>;
     using A = acc_t<scalar_t>;
@@ -85,6 +85,21 @@ at::Tensor silu_bwd(const at::Tensor& grad_y, const at::Tensor& x_) {
 // --- ReLU: 1 bit per element ---
 // Bit i of the mask (byte i / 8, bit i % 8) is [not y_i <= 0] for the flattened, contiguous y
 // (set where y is NaN, so that grad_y passes there, as in torch's threshold_backward).
+template <typename T>
+void relu_mask_range(const T* yp, uint8_t* mp, int64_t e, int64_t e1, int64_t n) {
+#ifdef TORCH_BP_MASK_VEC
+  if constexpr (std::is_same_v<acc_t<T>, float>) {
+    for (; e + FVec::size() <= e1; e += FVec::size()) store_bits(mp + e / 8, bits_not_le0(vload(yp + e)));
+  }
+#endif
+  for (; e < e1; e += 8) {
+    const int64_t cnt = std::min<int64_t>(8, n - e);
+    uint8_t m = 0;
+    for (int64_t b = 0; b < cnt; ++b) m |= static_cast<uint8_t>(!(yp[e + b] <= T(0))) << b;
+    mp[e / 8] = m;
+  }
+}
+
 at::Tensor relu_mask(const at::Tensor& y_) {
   const at::Tensor y = y_.contiguous();
   const int64_t n = y.numel();
@@ -93,12 +108,7 @@ at::Tensor relu_mask(const at::Tensor& y_) {
   TORCH_BP_DISPATCH(y.scalar_type(), "relu_mask", [&] {
     const scalar_t* yp = y.const_data_ptr<scalar_t>();
     at::parallel_for(0, (n + 7) / 8, kGrain / 8, [&](int64_t begin, int64_t end) {
-      for (int64_t byte = begin; byte < end; ++byte) {
-        const int64_t base = byte * 8, cnt = std::min<int64_t>(8, n - base);
-        uint8_t m = 0;
-        for (int64_t b = 0; b < cnt; ++b) m |= static_cast<uint8_t>(!(yp[base + b] <= scalar_t(0))) << b;
-        mp[byte] = m;
-      }
+      relu_mask_range(yp, mp, begin * 8, std::min(n, end * 8), n);
     });
   });
   return mask;
@@ -138,7 +148,7 @@ at::Tensor softmax_bwd_impl(const at::Tensor& grad_y, const at::Tensor& y_) {
   const at::Tensor y = y_.contiguous();
   const int64_t d = y.size(-1), n = d > 0 ? y.numel() / d : 0;
   const GradIn gy = grad_in(grad_y, std::max<int64_t>(d, 1));
-  at::Tensor gx = at::empty_like(y, at::MemoryFormat::Contiguous);
+  at::Tensor gx = new_output_like(y);
   if (n == 0) return gx;
   TORCH_BP_DISPATCH(y.scalar_type(), "softmax_bwd", [&] {
     softmax_bwd_kernel<scalar_t, LOG>(gy.data.const_data_ptr<scalar_t>(), gy.broadcast ? 0 : d,
@@ -152,6 +162,30 @@ at::Tensor log_softmax_bwd(const at::Tensor& grad_y, const at::Tensor& y) { retu
 
 }  // namespace act
 
+template <typename T>
+void mask_bwd_range(const T* gp, int64_t step, const uint8_t* mp, T* op, bool has_s, acc_t<T> s, int64_t e,
+                    int64_t e1, int64_t n) {
+  using A = acc_t<T>;
+#ifdef TORCH_BP_MASK_VEC
+  if constexpr (std::is_same_v<A, float>) {
+    const FVec vs(s);
+    for (; e + FVec::size() <= e1; e += FVec::size()) {
+      const uint32_t bits = load_bits(mp + e / 8);
+      const FVec gv = vload(gp + e * step);
+      vstore(op + e, has_s ? gv * keep_bits(bits, vs) : keep_bits(bits, gv));
+    }
+  }
+#endif
+  for (; e < e1; e += 8) {
+    const int64_t cnt = std::min<int64_t>(8, n - e);
+    const uint8_t bits = mp[e / 8];
+    for (int64_t b = 0; b < cnt; ++b) {
+      const T gv = gp[(e + b) * step];
+      op[e + b] = has_s ? static_cast<T>(static_cast<A>(gv) * ((bits >> b) & 1 ? s : A(0))) : ((bits >> b) & 1 ? gv : T(0));
+    }
+  }
+}
+
 // The backward of a bit mask (see relu_mask, pack_mask), shared by relu and dropout:
 //   scale None (relu):    grad_x = grad_y where the bit is set, else 0 (a select, as torch's
 //                         threshold_backward: no NaN from grad_y where the bit is clear)
@@ -164,9 +198,9 @@ at::Tensor mask_bwd(const at::Tensor& grad_y, const at::Tensor& mask, const c10:
   const bool has_s = scale.has_value() && scale->defined();
   TORCH_CHECK(!has_s || (scale->numel() == 1 && scale->scalar_type() == grad_y.scalar_type()),
               "torch_bp::mask_bwd: scale must be one value of grad_y's dtype");
-  const GradIn g = grad_in(grad_y, 1);
+  const GradIn g = grad_in(grad_y, 64);
   const at::Tensor m = mask.contiguous();
-  at::Tensor gx = at::empty(grad_y.sizes(), grad_y.options());
+  at::Tensor gx = new_output_like(grad_y);
   const uint8_t* mp = m.const_data_ptr<uint8_t>();
   const int64_t step = g.col_step;
   TORCH_BP_DISPATCH(grad_y.scalar_type(), "mask_bwd", [&] {
@@ -175,16 +209,7 @@ at::Tensor mask_bwd(const at::Tensor& grad_y, const at::Tensor& mask, const c10:
     scalar_t* op = gx.mutable_data_ptr<scalar_t>();
     const A s = has_s ? static_cast<A>(scale->item<scalar_t>()) : A(1);
     at::parallel_for(0, (n + 7) / 8, act::kGrain / 8, [&](int64_t begin, int64_t end) {
-      for (int64_t byte = begin; byte < end; ++byte) {
-        const int64_t base = byte * 8, cnt = std::min<int64_t>(8, n - base);
-        const uint8_t bits = mp[byte];
-        if (has_s) {
-          for (int64_t b = 0; b < cnt; ++b)
-            op[base + b] = static_cast<scalar_t>(static_cast<A>(gp[(base + b) * step]) * ((bits >> b) & 1 ? s : A(0)));
-        } else {
-          for (int64_t b = 0; b < cnt; ++b) op[base + b] = (bits >> b) & 1 ? gp[(base + b) * step] : scalar_t(0);
-        }
-      }
+      mask_bwd_range(gp, step, mp, op, has_s, s, begin * 8, std::min(n, end * 8), n);
     });
   });
   return gx;

@@ -63,7 +63,13 @@ void bias_act_fwd_kernel(const T* h, const T* b, T* y, uint8_t* mask, int64_t n,
         vstore(y + e, out, k);
       });
       if (mask) {  // bit = [not y <= 0] (= [not z <= 0]), as relu_mask
-        for (int64_t byte = blk / 8; byte < (blk_end + 7) / 8; ++byte) {
+        int64_t e = blk;
+#ifdef TORCH_BP_MASK_VEC
+        if constexpr (std::is_same_v<A, float>) {
+          for (; e + FVec::size() <= blk_end; e += FVec::size()) store_bits(mask + e / 8, bits_not_le0(vload(y + e)));
+        }
+#endif
+        for (int64_t byte = e / 8; byte < (blk_end + 7) / 8; ++byte) {
           const int64_t base = byte * 8, cnt = std::min<int64_t>(8, n - base);
           uint8_t m = 0;
           for (int64_t i = 0; i < cnt; ++i) m |= static_cast<uint8_t>(!(y[base + i] <= T(0))) << i;
@@ -83,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_fwd(const at::Tensor& h_, const c10:
   const bool has_b = bias.has_value() && bias->defined();
   TORCH_CHECK(!has_b || bias->numel() == c, "torch_bp::bias_act_fwd: bias must have h.size(-1) elements");
   const at::Tensor b = has_b ? bias->contiguous() : at::Tensor();
-  at::Tensor y = at::empty_like(h, at::MemoryFormat::Contiguous);
+  at::Tensor y = new_output_like(h);
   at::Tensor mask = at::empty({a == Act::ReLU ? (n + 7) / 8 : 0}, h.options().dtype(at::kByte));
   if (n == 0 || c == 0) return {y, mask};
   TORCH_BP_DISPATCH(h.scalar_type(), "bias_act_fwd", [&] {
@@ -106,7 +112,17 @@ void bias_act_bwd_kernel(const T* gy, int64_t g_step, const T* h, const uint8_t*
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t base = r * c;
       if (a == Act::ReLU) {
-        for (int64_t j = 0; j < c; ++j) {
+        int64_t j = 0;
+#ifdef TORCH_BP_MASK_VEC
+        if constexpr (std::is_same_v<acc_t<T>, float>) {
+          const int64_t nbytes = (rows * c + 7) / 8;
+          for (; j + FVec::size() <= c; j += FVec::size()) {
+            const int64_t e = base + j;
+            vstore(gz + e, keep_bits(load_bits_at(mask, nbytes, e), vload(gy + e * g_step)));
+          }
+        }
+#endif
+        for (; j < c; ++j) {
           const int64_t e = base + j;
           gz[e] = (mask[e >> 3] >> (e & 7)) & 1 ? gy[e * g_step] : T(0);
         }
@@ -152,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_bwd(const at::Tensor& grad_y, const 
   const at::Tensor s = saved.contiguous();
   const at::Tensor b = has_b ? bias->contiguous() : at::Tensor();
   const GradIn g = grad_in(grad_y, std::max<int64_t>(c, 64));
-  at::Tensor gz = at::empty(grad_y.sizes(), grad_y.options());
+  at::Tensor gz = new_output_like(grad_y);
   const auto acc = at::toOpMathType(grad_y.scalar_type());
   at::Tensor gb_acc = bias_grad ? at::zeros({c}, grad_y.options().dtype(acc)) : at::Tensor();
   if (n > 0 && c > 0) {

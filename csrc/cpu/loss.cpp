@@ -167,7 +167,7 @@ at::Tensor cross_entropy_bwd(const at::Tensor& grad_out, const at::Tensor& x_, c
   const int64_t g_step = red == Reduction::None ? g.col_step : 0;
   const bool has_w = weight.has_value() && weight->defined();
   const at::Tensor w = has_w ? weight->contiguous() : at::Tensor();
-  at::Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor gx = new_output_like(x);
   TORCH_BP_DISPATCH(x.scalar_type(), "cross_entropy_bwd", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* wp = has_w ? w.const_data_ptr<scalar_t>() : nullptr;

@@ -54,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd(const at::Tensor& 
   const int64_t n = x.numel() / d;
   at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
   at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor y = new_output_like(x);
   const auto acc = at::toOpMathType(x.scalar_type());
   at::Tensor mean = at::empty({n, 1}, x.options().dtype(acc));
   at::Tensor rstd = at::empty({n, 1}, x.options().dtype(acc));
@@ -134,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_bwd(const at::Tensor& 
   const bool has_w = weight.has_value() && weight->defined();
   at::Tensor w = has_w ? weight->contiguous() : at::Tensor();
   const auto acc = at::toOpMathType(x.scalar_type());
-  at::Tensor gx = mask[0] ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
+  at::Tensor gx = mask[0] ? new_output_like(x) : at::Tensor();
   at::Tensor gw_acc = mask[1] && has_w ? at::empty({d}, x.options().dtype(acc)) : at::Tensor();
   at::Tensor gb_acc = mask[2] ? at::empty({d}, x.options().dtype(acc)) : at::Tensor();
   TORCH_BP_DISPATCH(x.scalar_type(), "layer_norm_bwd", [&] {
@@ -183,7 +183,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_fwd(const at::Tensor& x_, const c10:
   const at::Tensor x = x_.contiguous();
   const int64_t n = x.numel() / d;
   at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
-  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor y = new_output_like(x);
   at::Tensor rstd = at::empty({n, 1}, x.options().dtype(at::toOpMathType(x.scalar_type())));
   TORCH_BP_DISPATCH(x.scalar_type(), "rms_norm_fwd", [&] {
     rms_norm_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
@@ -243,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd(const at::Tensor& grad_y_, const
   TORCH_CHECK(d > 0 && x.numel() == n * d, "torch_bp::rms_norm_bwd: bad normalized size ", d);
   const GradIn gy = grad_in(grad_y_, d);
   at::Tensor w = has_w ? weight->contiguous() : at::Tensor();
-  at::Tensor gx = mask[0] ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::Tensor();
+  at::Tensor gx = mask[0] ? new_output_like(x) : at::Tensor();
   at::Tensor gw_acc = mask[1] && has_w ? at::empty({d}, x.options().dtype(at::toOpMathType(x.scalar_type())))
                                        : at::Tensor();
   TORCH_BP_DISPATCH(x.scalar_type(), "rms_norm_bwd", [&] {
