@@ -164,7 +164,8 @@ def test_vanishing_tiny(tmp_path):
     pytest.importorskip("torch_bp.lightning")
     from experiments.paper1986 import vanishing as V
     out = V.run(2, 1, tag="tiny", configs=[("sigmoid", "standard"), ("relu", "he")], results_dir=str(tmp_path),
-                fig_dir=str(tmp_path), log_root=str(tmp_path / "runs"))
+                fig_dir=str(tmp_path), log_root=str(tmp_path / "runs"), histograms=False,
+                n_jacobian=16)
     sig, relu = out["results"]
     for r in (sig, relu):
         assert len(r["history"]) == 2 and len(r["history"][0]["error_signal"]) == V.DEPTH

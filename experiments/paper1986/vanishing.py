@@ -99,7 +99,7 @@ def jacobian_singular_values(net: torch.nn.Sequential, activation: str, x: torch
 
 
 def run_config(activation: str, init: str, steps: int, *, every: int, tag: str, seed: int = 0,
-               log_root: str | None = None) -> dict:
+               log_root: str | None = None, histograms: bool = True, n_jacobian: int = 256) -> dict:
     import lightning.pytorch as L
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.data import DataLoader, TensorDataset
@@ -123,10 +123,10 @@ def run_config(activation: str, init: str, steps: int, *, every: int, tag: str, 
     names = linear_names(net)
     x_tr, y_tr = teacher_data(4096, seed=1)
     x_va, y_va = teacher_data(1024, seed=2)
-    jac0 = jacobian_singular_values(net, activation, x_va[:256])
+    jac0 = jacobian_singular_values(net, activation, x_va[:n_jacobian])
     model = BPModule(net, loss="cross_entropy",
                      optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9))
-    monitor = GradientMonitor(every_n_steps=every, histogram_every_n_steps=every * 10)
+    monitor = GradientMonitor(every_n_steps=every, histogram_every_n_steps=every * 10 if histograms else 0)
     rec = Record(monitor)
     name = f"{activation}_{init}"
     logger = TensorBoardLogger(log_root or C.RUNS_ROOT, name=f"vanishing/{tag}", version=name)
@@ -141,7 +141,7 @@ def run_config(activation: str, init: str, steps: int, *, every: int, tag: str, 
         trainer.fit(model, DataLoader(TensorDataset(x_tr, y_tr), batch_size=64, shuffle=True, generator=g),
                     DataLoader(TensorDataset(x_va, y_va), batch_size=1024))
     seconds = time.perf_counter() - t0
-    jac1 = jacobian_singular_values(net, activation, x_va[:256])
+    jac1 = jacobian_singular_values(net, activation, x_va[:n_jacobian])
 
     def per_layer(metrics: dict, kind: str) -> list[float]:
         out = []
@@ -233,8 +233,12 @@ def figure_over_training(results: list[dict], path: str) -> None:
 
 
 def run(steps: int, every: int, *, tag: str, configs=CONFIGS, results_dir: str | None = None,
-        fig_dir: str | None = None, log_root: str | None = None) -> dict:
-    results = [run_config(a, i, steps, every=every, tag=tag, log_root=log_root) for a, i in configs]
+        fig_dir: str | None = None, log_root: str | None = None, histograms: bool = True,
+        n_jacobian: int = 256) -> dict:
+    """All ``configs``. ``histograms=False`` skips the monitor's histograms and gradient-flow images;
+    ``n_jacobian``: validation cases over which the Jacobian singular values are averaged."""
+    results = [run_config(a, i, steps, every=every, tag=tag, log_root=log_root, histograms=histograms,
+                          n_jacobian=n_jacobian) for a, i in configs]
     out = {"experiment": "vanishing", "tag": tag, "steps": steps, "width": WIDTH, "depth": DEPTH,
            "results": results}
     if fig_dir:
