@@ -209,7 +209,8 @@ def run(seeds: int, *, tag: str, recipes=("paper", "variant"), sweeps: int | Non
 
 
 def report(out: dict) -> str:
-    rows = [["paper (Fig. 4 caption)", "not stated", "learned (100 of the 104 cases)", "-", "4/4 (\"generalizes correctly to the four\")",
+    rows = [["paper (Fig. 4 caption)", "not stated", "learned (100 of the 104 cases)", "-",
+             "4/4 (\"generalizes correctly to the four\")",
              "-", "unit 1 nationality, unit 2 generation, unit 6 branch"]]
     for name, r in out["results"].items():
         s = r["seeds"]

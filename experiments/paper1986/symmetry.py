@@ -137,7 +137,8 @@ def run(seeds: int, max_sweeps: int, *, eps: float = 0.1, alpha: float = 0.9, in
     out = {
         "experiment": "symmetry", "tag": tag, "seeds": seeds, "max_sweeps": max_sweeps,
         "recipe": {"net": "6-2-1 logistic, biases", "eps": eps, "alpha": alpha, "init": f"U[-{init},{init}]",
-                   "loss": "1/2 summed squared error, full batch", "criterion": "all 64 outputs on the right side of 0.5"},
+                   "loss": "1/2 summed squared error, full batch",
+                   "criterion": "all 64 outputs on the right side of 0.5"},
         "summary": row, "paper_sweeps": PAPER_SWEEPS,
         "paper_like_solutions": n_like,
         "solved_within_paper_sweeps": int(((res.solved_at >= 0) & (res.solved_at <= PAPER_SWEEPS)).sum()),
@@ -204,8 +205,9 @@ def report(out: dict) -> str:
              f"within {out['max_sweeps']:,}", C.fmt(s["median"]), f"{C.fmt(s['q1'])} - {C.fmt(s['q3'])}",
              f"{C.fmt(s['min'])} - {C.fmt(s['max'])}"]]
     t = C.markdown_table(["", "seeds", "solved", "median sweeps", "quartiles", "range"], rows)
-    lines = [t, "", f"solved within the paper's {PAPER_SWEEPS:,} sweeps: {out['solved_within_paper_sweeps']}/{s['seeds']}; "
-                    f"median error E at the solving sweep: {C.fmt(out['error_at_solve_median'] or float('nan'), 2)}"]
+    lines = [t, "", f"solved within the paper's {PAPER_SWEEPS:,} sweeps: "
+                    f"{out['solved_within_paper_sweeps']}/{s['seeds']}; median error E at the solving sweep: "
+                    f"{C.fmt(out['error_at_solve_median'] or float('nan'), 2)}"]
     if "figure_seed" in out:
         a = out["figure_seed_analysis"]
         m = out["analysis_median_over_solved"]
