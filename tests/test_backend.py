@@ -330,3 +330,17 @@ def test_bit_masks_any_size(dtype, cpp):
         torch_bp.set_backend("cpp")
         for p, c in zip(*runs):
             torch.testing.assert_close(c, p, equal_nan=True, rtol=0, atol=0)
+
+
+def test_wheel_carries_the_sources():
+    """A non-editable install must carry csrc/ inside the package (pyproject's package-data
+    ``torch_bp = ["csrc/**/*"]``): ``torch_bp/csrc`` is a link to the top-level ``csrc/``."""
+    from pathlib import Path
+
+    import torch_bp
+
+    pkg_csrc = Path(torch_bp.__file__).resolve().parent / "csrc"
+    top_csrc = Path(torch_bp.__file__).resolve().parent.parent / "csrc"
+    if not top_csrc.is_dir():
+        pytest.skip("not a source checkout")
+    assert (pkg_csrc / "torch_bp.cpp").is_file() and pkg_csrc.resolve() == top_csrc.resolve()

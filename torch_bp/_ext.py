@@ -33,7 +33,8 @@ import torch
 
 NAME = "torch_bp_C"
 _PKG = Path(__file__).resolve().parent
-# csrc/ sits beside the package in a source checkout (editable install), inside it in a wheel.
+# csrc/ sits beside the package in a source checkout (editable install), inside it in a wheel
+# (torch_bp/csrc is a link to ../csrc, which setuptools follows when it builds the wheel).
 CSRC = next((p for p in (_PKG.parent / "csrc", _PKG / "csrc") if (p / "torch_bp.cpp").is_file()), None)
 _LOCK = threading.Lock()
 
