@@ -24,7 +24,14 @@ from .models import MODELS
 
 
 def _tensors(args, kwargs):
-    return [t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)]
+    """The tensors among the arguments, looking inside lists and tuples (an RNN's params, hx)."""
+    out = []
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out += _tensors(a, {})
+    return out
 
 
 def _backends():

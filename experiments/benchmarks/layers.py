@@ -19,6 +19,23 @@ def _i(high, *shape, device="cpu"):
 
 ROWS, FEAT = 8192, 1024
 
+
+def _mha(d, t=128, b=8, e=256, heads=4):
+    """Self-attention, sequence first (T, B, E), as torch.nn.functional.multi_head_attention_forward."""
+    x = _r(t, b, e, device=d)
+    return ((x, x, x, e, heads, _r(3 * e, e, device=d), _r(3 * e, device=d), None, None, False, 0.0,
+             _r(e, e, device=d), _r(e, device=d)), {"training": True, "need_weights": False})
+
+
+def _rnn(kind, d, batch=32, steps=64, feat=128, hidden=256):
+    """One layer, batch first: the recurrent functionals take torch.lstm / torch.gru's arguments."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    params = [_r(gates * hidden, feat, device=d), _r(gates * hidden, hidden, device=d),
+              _r(gates * hidden, device=d), _r(gates * hidden, device=d)]
+    h0 = torch.zeros(1, batch, hidden, device=d)
+    hx = (h0, torch.zeros_like(h0)) if kind == "lstm" else h0
+    return (_r(batch, steps, feat, device=d), hx, params, True, 1, 0.0, True, False, True), {}
+
 SIZES = {
     "linear": lambda d: ((_r(4096, 1024, device=d), _r(1024, 1024, device=d), _r(1024, device=d)), {}),
     "relu": lambda d: ((_r(ROWS, FEAT, device=d),), {}),
@@ -57,4 +74,11 @@ SIZES = {
     "group_norm": lambda d: ((_r(32, 64, 32, 32, device=d), 8, _r(64, device=d), _r(64, device=d)), {}),
     "scaled_dot_product_attention": lambda d: ((_r(8, 4, 256, 64, device=d), _r(8, 4, 256, 64, device=d),
                                                 _r(8, 4, 256, 64, device=d)), {}),
+    "multi_head_attention_forward": lambda d: _mha(d),
+    "linear_activation": lambda d: ((_r(4096, 1024, device=d), _r(1024, 1024, device=d), _r(1024, device=d)),
+                                    {"activation": "gelu"}),
+    "lstm": lambda d: _rnn("lstm", d),
+    "gru": lambda d: _rnn("gru", d),
+    "rnn_tanh": lambda d: _rnn("rnn", d),
+    "rnn_relu": lambda d: _rnn("rnn", d),
 }
