@@ -23,8 +23,11 @@ ROWS, FEAT = 8192, 1024
 def _mha(d, t=128, b=8, e=256, heads=4):
     """Self-attention, sequence first (T, B, E), as torch.nn.functional.multi_head_attention_forward."""
     x = _r(t, b, e, device=d)
-    return ((x, x, x, e, heads, _r(3 * e, e, device=d), _r(3 * e, device=d), None, None, False, 0.0,
-             _r(e, e, device=d), _r(e, device=d)), {"training": True, "need_weights": False})
+    w_in, w_out = (_r(n, e, grad=False, device=d).mul_(e ** -0.5).requires_grad_() for n in (3 * e, e))
+    # projections scaled as nn.MultiheadAttention's init (std ~ e^-1/2): unit-variance weights
+    # would give scores of std ~e, far outside any trained model's, and exp's slow path
+    return ((x, x, x, e, heads, w_in, _r(3 * e, device=d), None, None, False, 0.0,
+             w_out, _r(e, device=d)), {"training": True, "need_weights": False})
 
 
 def _rnn(kind, d, batch=32, steps=64, feat=128, hidden=256):
