@@ -59,6 +59,19 @@ def _elem_grad(g, numel, w, reduction, weight_mean):
     return g / w.sum() if (w is not None and weight_mean) else g / numel
 
 
+def _cpp_elementwise(x, t, *others):
+    """True when the compiled elementwise loss runs: x, t and the given weights (None skipped) of
+    one shape and dtype, the compiled backend selected for them (csrc/cpu/loss.cpp)."""
+    return all(o is None or o.shape == x.shape for o in (t, *others)) and backend.use_cpp(x, t, *others)
+
+
+def _pointwise_backward_cpp(ctx, grad_out, loss, delta=0.0, scale=1.0):
+    """:func:`_pointwise_backward` without weight, compiled: one pass gives dL/dd, d = x - t."""
+    x, t, _ = ctx.saved_tensors
+    gd = torch.ops.torch_bp.pointwise_loss_bwd(grad_out, x, t, loss, ctx.reduction, delta, scale)
+    return gd if ctx.needs_input_grad[0] else None, -gd if ctx.needs_input_grad[1] else None, None, None
+
+
 def _pointwise_backward(ctx, grad_out, e, de):
     """Gradients of ``reduce(w * e(x - t))`` for x, t, w given e(d) and e'(d) (all opmath)."""
     x, t, w = ctx.saved_tensors
@@ -92,6 +105,8 @@ class MSELossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, t, w, reduction):
+        if w is None and _cpp_elementwise(x, t):  # the same rule, compiled (csrc/cpu/loss.cpp)
+            return torch.ops.torch_bp.pointwise_loss_fwd(x, t, "mse", reduction, 0.0, 1.0)
         d = _diff(x, t)
         out = _reduce(d * d, None if w is None else opmath(w), reduction, weight_mean=True)
         return out.to(_out_dtype(x, t, w))
@@ -104,7 +119,9 @@ class MSELossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, t, _ = ctx.saved_tensors
+        x, t, w = ctx.saved_tensors
+        if w is None and _cpp_elementwise(x, t, grad_out if ctx.reduction == "none" else None):
+            return _pointwise_backward_cpp(ctx, grad_out, "mse")
         d = _diff(x, t)
         return _pointwise_backward(ctx, grad_out, d * d, 2 * d)
 
@@ -123,6 +140,8 @@ class L1LossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, t, w, reduction):
+        if w is None and _cpp_elementwise(x, t):  # the same rule, compiled (csrc/cpu/loss.cpp)
+            return torch.ops.torch_bp.pointwise_loss_fwd(x, t, "l1", reduction, 0.0, 1.0)
         d = opmath(x - t)  # as torch's composite: x - t in the inputs' dtype (integers allowed)
         out = _reduce(d.abs(), None if w is None else opmath(w), reduction, weight_mean=True)
         return out.to(_out_dtype(x, t, w)) if out.is_floating_point() else out  # an integer sum: int64
@@ -135,7 +154,9 @@ class L1LossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, t, _ = ctx.saved_tensors
+        x, t, w = ctx.saved_tensors
+        if w is None and _cpp_elementwise(x, t, grad_out if ctx.reduction == "none" else None):
+            return _pointwise_backward_cpp(ctx, grad_out, "l1")
         d = opmath(x - t)
         return _pointwise_backward(ctx, grad_out, d.abs(), torch.sign(d))
 
@@ -156,6 +177,8 @@ class HuberLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, t, w, reduction, delta, scale):
+        if w is None and _cpp_elementwise(x, t):  # the same rule, compiled (csrc/cpu/loss.cpp)
+            return torch.ops.torch_bp.pointwise_loss_fwd(x, t, "huber", reduction, delta, scale)
         d = _diff(x, t)
         out = _reduce(_huber(d, delta, scale), None if w is None else opmath(w), reduction, weight_mean=False)
         return out.to(_out_dtype(x, t, w))
@@ -168,7 +191,9 @@ class HuberLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, t, _ = ctx.saved_tensors
+        x, t, w = ctx.saved_tensors
+        if w is None and _cpp_elementwise(x, t, grad_out if ctx.reduction == "none" else None):
+            return _pointwise_backward_cpp(ctx, grad_out, "huber", ctx.delta, ctx.scale) + (None, None)
         d = _diff(x, t)
         de = d.clamp(-ctx.delta, ctx.delta) * ctx.scale
         return _pointwise_backward(ctx, grad_out, _huber(d, ctx.delta, ctx.scale), de) + (None, None)
@@ -198,6 +223,8 @@ class BCEWithLogitsFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, t, w, pw, reduction):
+        if _cpp_elementwise(x, t, w, pw):  # the same rule, compiled (csrc/cpu/loss.cpp)
+            return torch.ops.torch_bp.bce_with_logits_fwd(x, t, w, pw, reduction)
         xf, tf = opmath(x), opmath(t)
         ls = torch.nn.functional.logsigmoid(xf)
         if pw is not None:
@@ -214,12 +241,16 @@ class BCEWithLogitsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, t, w, pw = ctx.saved_tensors
+        grad_x = grad_t = None
+        if ctx.needs_input_grad[0] and _cpp_elementwise(x, t, w, pw, grad_out if ctx.reduction == "none" else None):
+            grad_x = torch.ops.torch_bp.bce_with_logits_bwd(grad_out, x, t, w, pw, ctx.reduction)  # csrc/cpu/loss.cpp
+            if not ctx.needs_input_grad[1]:
+                return grad_x, None, None, None, None
         xf, tf = opmath(x), opmath(t)
         ge = _elem_grad(opmath(grad_out), x.numel(), None, ctx.reduction, False)
         if w is not None:
             ge = ge * opmath(w)
-        grad_x = grad_t = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and grad_x is None:
             if pw is None:
                 gx = torch.sigmoid(xf) - tf
             else:
@@ -302,7 +333,8 @@ class NLLLossFunction(torch.autograd.Function):
         src = torch.where(valid, -g * w_y, 0)  # (N, d1, ...)
         if ctx.z_shape[cd] == 0:
             return src.new_zeros(ctx.z_shape).to(ctx.z_dtype), None, None, None, None
-        grad_z = src.new_zeros(ctx.z_shape).scatter(cd, safe.unsqueeze(cd), src.unsqueeze(cd))
+        # in place into the fresh zeros: one pass over grad_z, not two (out-of-place scatter copies)
+        grad_z = src.new_zeros(ctx.z_shape).scatter_(cd, safe.unsqueeze(cd), src.unsqueeze(cd))
         return grad_z.to(ctx.z_dtype), None, None, None, None
 
 
