@@ -178,9 +178,10 @@ def _register_fakes():
             if output_mask[1] and weight is not None else None
         return gx, gw
 
-    for name in ("gelu_fwd", "silu_fwd"):
+    for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd"):
         reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
-    for name in ("gelu_bwd", "silu_bwd"):
+    for name in ("gelu_bwd", "silu_bwd", "leaky_relu_bwd", "elu_bwd", "softplus_bwd", "tanh_bwd", "sigmoid_bwd",
+                 "pointwise_loss_bwd", "bce_with_logits_bwd"):
         reg(f"torch_bp::{name}")(lambda g, x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
 
     @reg("torch_bp::bias_act_fwd")
@@ -208,18 +209,11 @@ def _register_fakes():
     def _(x, mask, scale):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
-    for name in ("leaky_relu_fwd", "elu_fwd", "softplus_fwd"):
-        reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
-    for name in ("leaky_relu_bwd", "elu_bwd", "softplus_bwd", "tanh_bwd", "sigmoid_bwd"):
-        reg(f"torch_bp::{name}")(lambda g, x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
-
     def _loss_fwd(x, reduction):
         return torch.empty_like(x, memory_format=torch.contiguous_format) if reduction == "none" else x.new_empty(())
 
     reg("torch_bp::pointwise_loss_fwd")(lambda x, t, loss, reduction, delta, scale: _loss_fwd(x, reduction))
     reg("torch_bp::bce_with_logits_fwd")(lambda x, t, w, pw, reduction: _loss_fwd(x, reduction))
-    reg("torch_bp::pointwise_loss_bwd")(lambda g, x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
-    reg("torch_bp::bce_with_logits_bwd")(lambda g, x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
 
     for name in ("softmax_bwd", "log_softmax_bwd"):
         reg(f"torch_bp::{name}")(lambda g, y: torch.empty_like(y, memory_format=torch.contiguous_format))

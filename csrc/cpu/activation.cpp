@@ -84,14 +84,17 @@ at::Tensor silu_bwd(const at::Tensor& grad_y, const at::Tensor& x_) {
 }
 
 // --- LeakyReLU, ELU, Softplus: y = f(x) and grad_x = grad_y f'(x), one pass each ---
-// The branch is a select on [x > 0] (softplus: [b x > threshold]), false for NaN, so NaN
-// propagates through the other branch, as in the Python rules (torch.where).
+// The branch is a select on [c > thr] (c = x, thr = 0; softplus: c = b x, thr = threshold), false
+// for NaN, so that NaN propagates through the other branch, as in the Python rules (torch.where).
 template <typename V>
-inline V select_pos(const V& c, const V& if_above, const V& otherwise, double thr) {
-  return V::blendv(otherwise, if_above, c > V(static_cast<typename V::value_type>(thr)));
+inline V splat(double c) { return V(static_cast<typename V::value_type>(c)); }
+
+template <typename V>
+inline V select_above(const V& c, double thr, const V& above, const V& otherwise) {
+  return V::blendv(otherwise, above, c > splat<V>(thr));
 }
 
-// y = f(x) for a generic f(V) -> V (instantiated once per dtype, V = AVec<T>).
+// y = f(x), f a generic lambda on V = AVec<T> (instantiated once per dtype).
 template <typename F>
 at::Tensor map_fwd(const at::Tensor& x_, const F& f) {
   const at::Tensor x = x_.contiguous();
@@ -100,7 +103,7 @@ at::Tensor map_fwd(const at::Tensor& x_, const F& f) {
   return y;
 }
 
-// grad_x = f(grad_y, s) for a generic f(V, V) -> V; s is the saved x (or y).
+// grad_x = f(grad_y, s), s the saved x (tanh, sigmoid: the saved y).
 template <typename F>
 at::Tensor map_bwd(const char* name, const at::Tensor& grad_y, const at::Tensor& s_, const F& f) {
   TORCH_CHECK(grad_y.sizes() == s_.sizes() && grad_y.scalar_type() == s_.scalar_type(), "torch_bp::", name,
@@ -112,47 +115,41 @@ at::Tensor map_bwd(const char* name, const at::Tensor& grad_y, const at::Tensor&
   return gx;
 }
 
-template <typename V>
-inline V splat(double c) { return V(static_cast<typename V::value_type>(c)); }
-
 at::Tensor leaky_relu_fwd(const at::Tensor& x, double slope) {
-  return map_fwd(x, [=](const auto& v) { return select_pos(v, v, v * splat<std::decay_t<decltype(v)>>(slope), 0.0); });
+  return map_fwd(x, [=]<typename V>(const V& v) { return select_above(v, 0.0, v, v * splat<V>(slope)); });
 }
 at::Tensor leaky_relu_bwd(const at::Tensor& grad_y, const at::Tensor& x, double slope) {
-  return map_bwd("leaky_relu_bwd", grad_y, x, [=](const auto& g, const auto& v) {
-    return select_pos(v, g, g * splat<std::decay_t<decltype(v)>>(slope), 0.0);
-  });
+  return map_bwd("leaky_relu_bwd", grad_y, x,
+                 [=]<typename V>(const V& g, const V& v) { return select_above(v, 0.0, g, g * splat<V>(slope)); });
 }
 
 at::Tensor elu_fwd(const at::Tensor& x, double alpha) {
-  return map_fwd(x, [=](const auto& v) { return select_pos(v, v, splat<std::decay_t<decltype(v)>>(alpha) * v.expm1(), 0.0); });
+  return map_fwd(x, [=]<typename V>(const V& v) { return select_above(v, 0.0, v, splat<V>(alpha) * v.expm1()); });
 }
 at::Tensor elu_bwd(const at::Tensor& grad_y, const at::Tensor& x, double alpha) {
-  return map_bwd("elu_bwd", grad_y, x, [=](const auto& g, const auto& v) {
-    return select_pos(v, g, g * splat<std::decay_t<decltype(v)>>(alpha) * v.exp(), 0.0);
-  });
+  return map_bwd("elu_bwd", grad_y, x,
+                 [=]<typename V>(const V& g, const V& v) { return select_above(v, 0.0, g, g * splat<V>(alpha) * v.exp()); });
 }
 
 at::Tensor softplus_fwd(const at::Tensor& x, double beta, double threshold) {
-  return map_fwd(x, [=](const auto& v) {
-    using V = std::decay_t<decltype(v)>;
+  return map_fwd(x, [=]<typename V>(const V& v) {
     const V bx = v * splat<V>(beta);
-    return select_pos(bx, v, bx.exp().log1p() / splat<V>(beta), threshold);
+    return select_above(bx, threshold, v, bx.exp().log1p() / splat<V>(beta));
   });
 }
 at::Tensor softplus_bwd(const at::Tensor& grad_y, const at::Tensor& x, double beta, double threshold) {
-  return map_bwd("softplus_bwd", grad_y, x, [=](const auto& g, const auto& v) {
-    const auto bx = v * splat<std::decay_t<decltype(v)>>(beta);
-    return select_pos(bx, g, g * sigmoid(bx), threshold);
+  return map_bwd("softplus_bwd", grad_y, x, [=]<typename V>(const V& g, const V& v) {
+    const V bx = v * splat<V>(beta);
+    return select_above(bx, threshold, g, g * sigmoid(bx));
   });
 }
 
 // --- Tanh, Sigmoid: the backward rules, from the saved output y (the forwards are torch's) ---
 at::Tensor tanh_bwd(const at::Tensor& grad_y, const at::Tensor& y) {
-  return map_bwd("tanh_bwd", grad_y, y, [](const auto& g, const auto& v) { return g * (splat<std::decay_t<decltype(v)>>(1) - v * v); });
+  return map_bwd("tanh_bwd", grad_y, y, []<typename V>(const V& g, const V& v) { return g * (splat<V>(1) - v * v); });
 }
 at::Tensor sigmoid_bwd(const at::Tensor& grad_y, const at::Tensor& y) {
-  return map_bwd("sigmoid_bwd", grad_y, y, [](const auto& g, const auto& v) { return g * v * (splat<std::decay_t<decltype(v)>>(1) - v); });
+  return map_bwd("sigmoid_bwd", grad_y, y, []<typename V>(const V& g, const V& v) { return g * v * (splat<V>(1) - v); });
 }
 
 // --- ReLU: 1 bit per element ---

@@ -72,11 +72,12 @@ def _pointwise_backward_cpp(ctx, grad_out, loss, delta=0.0, scale=1.0):
     return gd if ctx.needs_input_grad[0] else None, -gd if ctx.needs_input_grad[1] else None, None, None
 
 
-def _pointwise_backward(ctx, grad_out, e, de):
-    """Gradients of ``reduce(w * e(x - t))`` for x, t, w given e(d) and e'(d) (all opmath)."""
+def _pointwise_backward(ctx, grad_out, e_of, de):
+    """Gradients of ``reduce(w * e(x - t))`` for x, t, w given e'(d) (opmath) and ``e_of()``, which
+    computes e(d) (only for grad_w: recomputed when needed, never when w has no gradient)."""
     x, t, w = ctx.saved_tensors
     wf = None if w is None else opmath(w)
-    ge = _elem_grad(opmath(grad_out), e.numel(), wf, ctx.reduction, ctx.weight_mean)
+    ge = _elem_grad(opmath(grad_out), de.numel(), wf, ctx.reduction, ctx.weight_mean)
     grad_x = grad_t = grad_w = None
     gd = ge * de if wf is None else ge * de * wf  # dL/dd, d = x - t
     if ctx.needs_input_grad[0]:
@@ -84,6 +85,7 @@ def _pointwise_backward(ctx, grad_out, e, de):
     if ctx.needs_input_grad[1]:
         grad_t = sum_to_size(-gd, t.shape).to(t.dtype)
     if w is not None and ctx.needs_input_grad[2]:
+        e = e_of()
         if ctx.reduction == "mean" and ctx.weight_mean:
             # L = S / W with S = sum(w e), W = sum(w):  dL/dw = (g / W) (e - L)
             e = e - (e * wf).sum() / wf.sum()
@@ -123,7 +125,7 @@ class MSELossFunction(torch.autograd.Function):
         if w is None and _cpp_elementwise(x, t, grad_out if ctx.reduction == "none" else None):
             return _pointwise_backward_cpp(ctx, grad_out, "mse")
         d = _diff(x, t)
-        return _pointwise_backward(ctx, grad_out, d * d, 2 * d)
+        return _pointwise_backward(ctx, grad_out, lambda: d * d, 2 * d)
 
 
 # --- L1Loss ---
@@ -158,7 +160,7 @@ class L1LossFunction(torch.autograd.Function):
         if w is None and _cpp_elementwise(x, t, grad_out if ctx.reduction == "none" else None):
             return _pointwise_backward_cpp(ctx, grad_out, "l1")
         d = opmath(x - t)
-        return _pointwise_backward(ctx, grad_out, d.abs(), torch.sign(d))
+        return _pointwise_backward(ctx, grad_out, d.abs, torch.sign(d))
 
 
 # --- HuberLoss / SmoothL1Loss ---
@@ -196,7 +198,7 @@ class HuberLossFunction(torch.autograd.Function):
             return _pointwise_backward_cpp(ctx, grad_out, "huber", ctx.delta, ctx.scale) + (None, None)
         d = _diff(x, t)
         de = d.clamp(-ctx.delta, ctx.delta) * ctx.scale
-        return _pointwise_backward(ctx, grad_out, _huber(d, ctx.delta, ctx.scale), de) + (None, None)
+        return _pointwise_backward(ctx, grad_out, lambda: _huber(d, ctx.delta, ctx.scale), de) + (None, None)
 
 
 def _huber(d, delta, scale):
