@@ -6,6 +6,10 @@ Conventions (the same as torch's):
 
 Every backward here is written with differentiable tensor ops, so these rules support
 double backward (``gradgradcheck``).
+
+Compiled (csrc/cpu/activation.cpp), one pass each way: leaky_relu, elu, gelu, silu, softplus;
+the backward of relu (from a 1-bit mask), tanh, sigmoid, softmax and log_softmax (their
+forwards are torch's).
 """
 from __future__ import annotations
 

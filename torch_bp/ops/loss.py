@@ -15,6 +15,11 @@ Every rule is computed in float32 for bfloat16/float16 inputs and rounded once. 
 backward here is written with differentiable tensor ops on saved inputs (double backward:
 yes); ``weight``/``pos_weight`` of the classification losses take no gradient, as in torch
 (``torch_bp.functional`` rejects them when they require grad, with torch's error).
+
+Compiled (csrc/cpu/loss.cpp): cross-entropy with class indices of (N, C) logits; mse, l1,
+huber/smooth-l1 without ``weight`` and bce-with-logits, when their operands have one shape
+(forward: the loss and its reduction in one pass; backward: one pass, grad_output read in
+place). Broadcast operands and the pointwise losses' ``weight`` run the Python rules.
 """
 from __future__ import annotations
 
@@ -202,8 +207,13 @@ class HuberLossFunction(torch.autograd.Function):
 
 
 def _huber(d, delta, scale):
+    """scale * h(d) without computing both branches: with z = |d| and c = min(z, delta),
+    c (z - c / 2) is z^2 / 2 below delta, rounded as z * z / 2 (z - z / 2 = z / 2 is exact),
+    and delta (z - delta / 2) from delta on; NaN stays NaN."""
     z = d.abs()
-    return torch.where(z < delta, (0.5 * scale) * z * z, (delta * scale) * (z - 0.5 * delta))
+    c = z.clamp(max=delta)
+    e = c * (z - 0.5 * c)
+    return e if scale == 1 else e * scale
 
 
 # --- BCEWithLogitsLoss ---
