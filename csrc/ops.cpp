@@ -30,6 +30,16 @@ TORCH_LIBRARY(torch_bp, m) {
   // activation: SoftmaxFunction, LogSoftmaxFunction (the softmax dim is the last one; y the output)
   m.def("softmax_bwd(Tensor grad_y, Tensor y) -> Tensor");
   m.def("log_softmax_bwd(Tensor grad_y, Tensor y) -> Tensor");
+  // activation: LeakyReLUFunction, ELUFunction, SoftplusFunction (saved: x), TanhFunction and
+  // SigmoidFunction (the forward is torch's; saved: y, the bwd's second argument)
+  m.def("leaky_relu_fwd(Tensor x, float negative_slope) -> Tensor");
+  m.def("leaky_relu_bwd(Tensor grad_y, Tensor x, float negative_slope) -> Tensor");
+  m.def("elu_fwd(Tensor x, float alpha) -> Tensor");
+  m.def("elu_bwd(Tensor grad_y, Tensor x, float alpha) -> Tensor");
+  m.def("softplus_fwd(Tensor x, float beta, float threshold) -> Tensor");
+  m.def("softplus_bwd(Tensor grad_y, Tensor x, float beta, float threshold) -> Tensor");
+  m.def("tanh_bwd(Tensor grad_y, Tensor y) -> Tensor");
+  m.def("sigmoid_bwd(Tensor grad_y, Tensor y) -> Tensor");
   // dropout: DropoutFunction (mask: bool in, 1 bit per element saved; backward: mask_bwd)
   m.def("dropout_fwd(Tensor x, Tensor mask, Tensor scale) -> Tensor");
   m.def("pack_mask(Tensor mask) -> Tensor");
@@ -39,4 +49,14 @@ TORCH_LIBRARY(torch_bp, m) {
         "float label_smoothing) -> (Tensor, Tensor, Tensor)");
   m.def("cross_entropy_bwd(Tensor grad_out, Tensor x, Tensor target, Tensor? weight, Tensor m, Tensor s, "
         "str reduction, int ignore_index, float label_smoothing) -> Tensor");
+  // loss: MSELossFunction, L1LossFunction, HuberLossFunction (loss: mse | l1 | huber; huber's
+  // delta and scale, smooth-L1 being huber with scale 1 / beta), BCEWithLogitsFunction; input and
+  // target (and weight, pos_weight) of one shape. bwd returns dL/dd for d = x - t (grad_t = -dL/dd),
+  // resp. grad_x
+  m.def("pointwise_loss_fwd(Tensor x, Tensor t, str loss, str reduction, float delta, float scale) -> Tensor");
+  m.def("pointwise_loss_bwd(Tensor grad_out, Tensor x, Tensor t, str loss, str reduction, float delta, "
+        "float scale) -> Tensor");
+  m.def("bce_with_logits_fwd(Tensor x, Tensor t, Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor");
+  m.def("bce_with_logits_bwd(Tensor grad_out, Tensor x, Tensor t, Tensor? weight, Tensor? pos_weight, "
+        "str reduction) -> Tensor");
 }

@@ -13,6 +13,7 @@ The layer harness (tests/test_layers.py) runs once per backend besides (tests/co
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -215,6 +216,52 @@ def test_relu_saves_one_bit_per_element(cpp):
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         torch_bp.functional.relu(x)
     assert [t.nbytes for t in saved] == [125]
+
+
+# --- the compiled elementwise activations and losses: torch's conventions at special values ---
+# NaN, +-inf, +-0, the kinks, softplus's threshold (b x = 5 exactly), and more than one chunk of
+# 32768 elements with a partial vector at the end (the kernels' parallel and tail paths).
+_SPECIAL = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-30, 2.5, 30.0, -30.0, 1.0, -1.0, 100.0, -100.0]
+_F = torch.nn.functional
+_ELEMENTWISE = {
+    "leaky_relu": lambda f, x, t: f.leaky_relu(x, 0.2),
+    "elu": lambda f, x, t: f.elu(x, 0.5),
+    "softplus": lambda f, x, t: f.softplus(x, beta=2.0, threshold=5.0),
+    "tanh": lambda f, x, t: f.tanh(x),
+    "sigmoid": lambda f, x, t: f.sigmoid(x),
+    "mse_loss": lambda f, x, t: f.mse_loss(x, t),
+    "l1_loss-none": lambda f, x, t: f.l1_loss(x, t, reduction="none"),
+    "l1_loss-sum": lambda f, x, t: f.l1_loss(x, t, reduction="sum"),
+    "huber_loss-none": lambda f, x, t: f.huber_loss(x, t, reduction="none", delta=0.5),
+    "smooth_l1_loss": lambda f, x, t: f.smooth_l1_loss(x, t, beta=2.0),
+    "bce_with_logits": lambda f, x, t: f.binary_cross_entropy_with_logits(x, t.sigmoid()),
+    "bce_with_logits-weights-none": lambda f, x, t: f.binary_cross_entropy_with_logits(
+        x, t.sigmoid(), (t.abs() + 0.5).detach(), reduction="none", pos_weight=(t.abs() * 2).detach()),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", list(_ELEMENTWISE))
+def test_compiled_elementwise_special_values(case, dtype, cpp):
+    g = torch.Generator().manual_seed(0)
+    special = torch.tensor(_SPECIAL, dtype=torch.float64)
+    x0 = torch.cat([special, special.flip(0), torch.randn(32801, generator=g, dtype=torch.float64) * 3])
+    t0 = torch.cat([special.flip(0).nan_to_num(0.0), special.nan_to_num(0.0, 7.0, -7.0),
+                    torch.randn(32801, generator=g, dtype=torch.float64)])
+    results = {}
+    for name, f in (("python", torch_bp.functional), ("cpp", torch_bp.functional), ("torch", _F)):
+        torch_bp.set_backend("python" if name == "python" else "cpp")
+        x, t = x0.to(dtype).requires_grad_(), t0.to(dtype).requires_grad_()
+        log = OpLog()
+        with log:
+            out = _ELEMENTWISE[case](f, x, t)
+            out.sum().backward()  # grad_output: one value expanded (read in place), or a 0-d one
+        assert bool(log.calls) == (name == "cpp"), f"{case}: compiled ops ran {len(log.calls)} times under {name}"
+        results[name] = (out, x.grad, t.grad)
+    for what, c, p, r in zip(("output", "grad_x", "grad_t"), results["cpp"], results["python"], results["torch"]):
+        assert_close(c, p, dtype, what=f"{case} {what} (cpp vs python)")
+        if dtype != torch.bfloat16:  # bfloat16: torch rounds intermediate results, the rules do not
+            assert_close(c, r, dtype, what=f"{case} {what} (cpp vs torch)")
 
 
 # --- the build's failure modes (no compiler run: the build step is stubbed) ---

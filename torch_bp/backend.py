@@ -41,10 +41,19 @@ COMPILED = {
     "GELUFunction": ("gelu_fwd", "gelu_bwd"),
     "SiLUFunction": ("silu_fwd", "silu_bwd"),
     "ReLUFunction": ("relu_mask", "mask_bwd"),
+    "LeakyReLUFunction": ("leaky_relu_fwd", "leaky_relu_bwd"),
+    "ELUFunction": ("elu_fwd", "elu_bwd"),
+    "SoftplusFunction": ("softplus_fwd", "softplus_bwd"),
+    "TanhFunction": ("tanh_bwd",),
+    "SigmoidFunction": ("sigmoid_bwd",),
     "SoftmaxFunction": ("softmax_bwd",),
     "LogSoftmaxFunction": ("log_softmax_bwd",),
     "DropoutFunction": ("dropout_fwd", "pack_mask", "mask_bwd"),
     "CrossEntropyFunction": ("cross_entropy_fwd", "cross_entropy_bwd"),
+    "MSELossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
+    "L1LossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
+    "HuberLossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
+    "BCEWithLogitsFunction": ("bce_with_logits_fwd", "bce_with_logits_bwd"),
 }
 
 _mode = "python"
@@ -169,9 +178,10 @@ def _register_fakes():
             if output_mask[1] and weight is not None else None
         return gx, gw
 
-    for name in ("gelu_fwd", "silu_fwd"):
+    for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd"):
         reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
-    for name in ("gelu_bwd", "silu_bwd"):
+    for name in ("gelu_bwd", "silu_bwd", "leaky_relu_bwd", "elu_bwd", "softplus_bwd", "tanh_bwd", "sigmoid_bwd",
+                 "pointwise_loss_bwd", "bce_with_logits_bwd"):
         reg(f"torch_bp::{name}")(lambda g, x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
 
     @reg("torch_bp::bias_act_fwd")
@@ -198,6 +208,12 @@ def _register_fakes():
     @reg("torch_bp::dropout_fwd")
     def _(x, mask, scale):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    def _loss_fwd(x, reduction):
+        return torch.empty_like(x, memory_format=torch.contiguous_format) if reduction == "none" else x.new_empty(())
+
+    reg("torch_bp::pointwise_loss_fwd")(lambda x, t, loss, reduction, delta, scale: _loss_fwd(x, reduction))
+    reg("torch_bp::bce_with_logits_fwd")(lambda x, t, w, pw, reduction: _loss_fwd(x, reduction))
 
     for name in ("softmax_bwd", "log_softmax_bwd"):
         reg(f"torch_bp::{name}")(lambda g, y: torch.empty_like(y, memory_format=torch.contiguous_format))

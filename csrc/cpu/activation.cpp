@@ -1,4 +1,5 @@
-// CPU kernels of torch_bp/ops/activation.py: relu's bit-packed mask, gelu (both modes), silu.
+// CPU kernels of torch_bp/ops/activation.py: relu's bit-packed mask, gelu (both modes), silu,
+// leaky_relu, elu, softplus, and the backward rules of tanh and sigmoid.
 //
 // Elementwise kernels run over the flattened, contiguous tensor in blocks (at::parallel_for),
 // one vector of acc_t at a time; transcendental functions are at::vec's (Sleef, or the same
@@ -80,6 +81,75 @@ at::Tensor silu_bwd(const at::Tensor& grad_y, const at::Tensor& x_) {
     });
   });
   return gx;
+}
+
+// --- LeakyReLU, ELU, Softplus: y = f(x) and grad_x = grad_y f'(x), one pass each ---
+// The branch is a select on [c > thr] (c = x, thr = 0; softplus: c = b x, thr = threshold), false
+// for NaN, so that NaN propagates through the other branch, as in the Python rules (torch.where).
+template <typename V>
+inline V splat(double c) { return V(static_cast<typename V::value_type>(c)); }
+
+template <typename V>
+inline V select_above(const V& c, double thr, const V& above, const V& otherwise) {
+  return V::blendv(otherwise, above, c > splat<V>(thr));
+}
+
+// y = f(x), f a generic lambda on V = AVec<T> (instantiated once per dtype).
+template <typename F>
+at::Tensor map_fwd(const at::Tensor& x_, const F& f) {
+  const at::Tensor x = x_.contiguous();
+  at::Tensor y = new_output_like(x);
+  TORCH_BP_DISPATCH(x.scalar_type(), "map_fwd", [&] { unary<scalar_t>(x, y, f); });
+  return y;
+}
+
+// grad_x = f(grad_y, s), s the saved x (tanh, sigmoid: the saved y).
+template <typename F>
+at::Tensor map_bwd(const char* name, const at::Tensor& grad_y, const at::Tensor& s_, const F& f) {
+  TORCH_CHECK(grad_y.sizes() == s_.sizes() && grad_y.scalar_type() == s_.scalar_type(), "torch_bp::", name,
+              ": grad_y must match the saved tensor");
+  const at::Tensor s = s_.contiguous();
+  const GradIn gy = grad_in(grad_y, 64);
+  at::Tensor gx = new_output_like(s);
+  TORCH_BP_DISPATCH(s.scalar_type(), "map_bwd", [&] { binary_grad<scalar_t>(gy, s, gx, f); });
+  return gx;
+}
+
+at::Tensor leaky_relu_fwd(const at::Tensor& x, double slope) {
+  return map_fwd(x, [=]<typename V>(const V& v) { return select_above(v, 0.0, v, v * splat<V>(slope)); });
+}
+at::Tensor leaky_relu_bwd(const at::Tensor& grad_y, const at::Tensor& x, double slope) {
+  return map_bwd("leaky_relu_bwd", grad_y, x,
+                 [=]<typename V>(const V& g, const V& v) { return select_above(v, 0.0, g, g * splat<V>(slope)); });
+}
+
+at::Tensor elu_fwd(const at::Tensor& x, double alpha) {
+  return map_fwd(x, [=]<typename V>(const V& v) { return select_above(v, 0.0, v, splat<V>(alpha) * v.expm1()); });
+}
+at::Tensor elu_bwd(const at::Tensor& grad_y, const at::Tensor& x, double alpha) {
+  return map_bwd("elu_bwd", grad_y, x,
+                 [=]<typename V>(const V& g, const V& v) { return select_above(v, 0.0, g, g * splat<V>(alpha) * v.exp()); });
+}
+
+at::Tensor softplus_fwd(const at::Tensor& x, double beta, double threshold) {
+  return map_fwd(x, [=]<typename V>(const V& v) {
+    const V bx = v * splat<V>(beta);
+    return select_above(bx, threshold, v, bx.exp().log1p() / splat<V>(beta));
+  });
+}
+at::Tensor softplus_bwd(const at::Tensor& grad_y, const at::Tensor& x, double beta, double threshold) {
+  return map_bwd("softplus_bwd", grad_y, x, [=]<typename V>(const V& g, const V& v) {
+    const V bx = v * splat<V>(beta);
+    return select_above(bx, threshold, g, g * sigmoid(bx));
+  });
+}
+
+// --- Tanh, Sigmoid: the backward rules, from the saved output y (the forwards are torch's) ---
+at::Tensor tanh_bwd(const at::Tensor& grad_y, const at::Tensor& y) {
+  return map_bwd("tanh_bwd", grad_y, y, []<typename V>(const V& g, const V& v) { return g * (splat<V>(1) - v * v); });
+}
+at::Tensor sigmoid_bwd(const at::Tensor& grad_y, const at::Tensor& y) {
+  return map_bwd("sigmoid_bwd", grad_y, y, []<typename V>(const V& g, const V& v) { return g * v * (splat<V>(1) - v); });
 }
 
 // --- ReLU: 1 bit per element ---
@@ -220,6 +290,14 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("gelu_bwd", &act::gelu_bwd);
   m.impl("silu_fwd", &act::silu_fwd);
   m.impl("silu_bwd", &act::silu_bwd);
+  m.impl("leaky_relu_fwd", &act::leaky_relu_fwd);
+  m.impl("leaky_relu_bwd", &act::leaky_relu_bwd);
+  m.impl("elu_fwd", &act::elu_fwd);
+  m.impl("elu_bwd", &act::elu_bwd);
+  m.impl("softplus_fwd", &act::softplus_fwd);
+  m.impl("softplus_bwd", &act::softplus_bwd);
+  m.impl("tanh_bwd", &act::tanh_bwd);
+  m.impl("sigmoid_bwd", &act::sigmoid_bwd);
   m.impl("relu_mask", &act::relu_mask);
   m.impl("softmax_bwd", &act::softmax_bwd);
   m.impl("log_softmax_bwd", &act::log_softmax_bwd);

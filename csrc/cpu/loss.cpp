@@ -1,4 +1,5 @@
-// CPU kernels of torch_bp/ops/loss.py: CrossEntropyFunction (class indices, logits (N, C)).
+// CPU kernels of torch_bp/ops/loss.py: CrossEntropyFunction (class indices, logits (N, C)); the
+// elementwise losses (MSELossFunction, L1LossFunction, HuberLossFunction, BCEWithLogitsFunction).
 //
 // Forward and backward read each row of logits once from memory and never materialise the
 // log-probabilities or the probabilities: per row they keep m = max x and s = log sum e^{x - m}
@@ -15,7 +16,7 @@ enum class Reduction { None, Mean, Sum };
 inline Reduction reduction_of(c10::string_view r) {
   if (r == "none") return Reduction::None;
   if (r == "mean") return Reduction::Mean;
-  TORCH_CHECK(r == "sum", "torch_bp::cross_entropy: reduction must be none, mean or sum, got ", r);
+  TORCH_CHECK(r == "sum", "torch_bp: reduction must be none, mean or sum, got ", r);
   return Reduction::Sum;
 }
 
@@ -184,11 +185,251 @@ at::Tensor cross_entropy_bwd(const at::Tensor& grad_out, const at::Tensor& x_, c
   return gx;
 }
 
+// --- Elementwise losses: L = reduce(e), grad = ge * de, each one pass over the inputs ---
+// Inputs of one shape and dtype (the Functions fall back to their Python rules for broadcast
+// operands). 'sum' / 'mean' sum e in chunks of kChunk elements, each in acc_t, and the chunks in
+// double in a fixed order, so the result does not depend on the number of threads.
+constexpr int64_t kChunk = 32768;
+
+// L = reduce(e(o, k)), e(o, k) the vector of the k elements at offset o (acc_t).
+template <typename T, typename E>
+at::Tensor reduce_elementwise(const at::Tensor& like, Reduction red, const E& e) {
+  using V = AVec<T>;
+  const int64_t n = like.numel();
+  if (red == Reduction::None) {
+    at::Tensor out = new_output_like(like);
+    T* op = out.mutable_data_ptr<T>();
+    at::parallel_for(0, n, kChunk, [&](int64_t b, int64_t b1) {
+      vec_loop<T>(b1 - b, [&](int64_t j, int64_t k) { vstore(op + b + j, e(b + j, k), k); });
+    });
+    return out;
+  }
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(chunks, 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t b = c * kChunk;
+      V acc(0);
+      vec_loop<T>(std::min(kChunk, n - b), [&](int64_t j, int64_t k) { acc += V::set(V(0), e(b + j, k), k); });
+      part[c] = hsum(acc);
+    }
+  });
+  double total = 0;
+  for (double v : part) total += v;
+  const double v = red == Reduction::Sum ? total : total / static_cast<double>(n);  // n = 0: NaN, as torch
+  return at::scalar_tensor(static_cast<acc_t<T>>(v), like.options().dtype(at::toOpMathType(like.scalar_type())))
+      .to(like.scalar_type());
+}
+
+// grad = ge * de(o, k): ge is grad_out read in place ('none'; a broadcast value is not
+// materialised), else its one value (/ n for 'mean').
+template <typename T, typename D>
+at::Tensor elementwise_grad(const char* name, const at::Tensor& grad_out, const at::Tensor& like, Reduction red,
+                            const D& de) {
+  using V = AVec<T>;
+  using A = acc_t<T>;
+  const int64_t n = like.numel();
+  TORCH_CHECK(grad_out.scalar_type() == like.scalar_type() &&
+                  (red == Reduction::None ? grad_out.sizes() == like.sizes() : grad_out.numel() == 1),
+              "torch_bp::", name, ": grad_out must have the loss's shape and dtype");
+  at::Tensor gx = new_output_like(like);
+  T* op = gx.mutable_data_ptr<T>();
+  if (n == 0) return gx;
+  if (red == Reduction::None) {
+    const GradIn g = grad_in(grad_out, 64);
+    const T* gp = g.data.const_data_ptr<T>();
+    const int64_t step = g.col_step;
+    at::parallel_for(0, n, kChunk, [&](int64_t b, int64_t b1) {
+      vec_loop<T>(b1 - b, [&](int64_t j, int64_t k) {
+        const int64_t o = b + j;
+        vstore(op + o, vload(gp + o * step, k) * de(o, k), k);
+      });
+    });
+    return gx;
+  }
+  A ge = static_cast<A>(grad_out.reshape({}).item<T>());
+  if (red == Reduction::Mean) ge = ge / static_cast<A>(n);
+  const V gv(ge);
+  at::parallel_for(0, n, kChunk, [&](int64_t b, int64_t b1) {
+    vec_loop<T>(b1 - b, [&](int64_t j, int64_t k) { vstore(op + b + j, gv * de(b + j, k), k); });
+  });
+  return gx;
+}
+
+// d = x - t; l1 rounds it to T first, as its Python rule (x - t in the inputs' dtype).
+template <typename T>
+inline AVec<T> round_to(const AVec<T>& v) {
+  if constexpr (std::is_same_v<T, acc_t<T>>) {
+    return v;
+  } else {
+    return std::get<0>(at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(v, v)));
+  }
+}
+
+enum class Pointwise { MSE, L1, Huber };
+
+inline Pointwise pointwise_of(c10::string_view loss) {
+  if (loss == "mse") return Pointwise::MSE;
+  if (loss == "l1") return Pointwise::L1;
+  TORCH_CHECK(loss == "huber", "torch_bp::pointwise_loss: loss must be mse, l1 or huber, got ", loss);
+  return Pointwise::Huber;
+}
+
+inline void check_pair(const at::Tensor& x, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(x.sizes() == t.sizes() && x.scalar_type() == t.scalar_type(), "torch_bp::", name,
+              ": input and target must have one shape and dtype, got ", x.sizes(), " ", x.scalar_type(), " and ",
+              t.sizes(), " ", t.scalar_type());
+}
+
+// e(d):   mse d^2,   l1 |d|,   huber scale * (|d| < delta ? d^2 / 2 : delta (|d| - delta / 2))
+// de(d):  mse 2 d,   l1 sign(d) (0 at 0 and NaN, as torch.sign),   huber scale * clamp(d, -delta, delta)
+template <typename T>
+struct PointwiseTerm {
+  using V = AVec<T>;
+  using A = acc_t<T>;
+  const T* x;
+  const T* t;
+  Pointwise kind;
+  A delta, scale;
+
+  V diff(int64_t o, int64_t k) const {
+    const V d = vload(x + o, k) - vload(t + o, k);
+    return kind == Pointwise::L1 ? round_to<T>(d) : d;
+  }
+  V value(int64_t o, int64_t k) const {
+    const V d = diff(o, k);
+    if (kind == Pointwise::MSE) return d * d;
+    const V z = d.abs();
+    if (kind == Pointwise::L1) return z;
+    return V::blendv(V(delta * scale) * (z - V(A(0.5) * delta)), V(A(0.5) * scale) * z * z, z < V(delta));
+  }
+  V slope(int64_t o, int64_t k) const {
+    const V d = diff(o, k);
+    if (kind == Pointwise::MSE) return V(A(2)) * d;
+    if (kind == Pointwise::L1) return ((d > V(A(0))) & V(A(1))) - ((d < V(A(0))) & V(A(1)));
+    const V c = V::blendv(V::blendv(d, V(delta), d > V(delta)), V(-delta), d < V(-delta));  // NaN stays NaN
+    return c * V(scale);
+  }
+};
+
+at::Tensor pointwise_loss_fwd(const at::Tensor& x_, const at::Tensor& t_, c10::string_view loss,
+                              c10::string_view reduction, double delta, double scale) {
+  check_pair(x_, t_, "pointwise_loss_fwd");
+  const Pointwise kind = pointwise_of(loss);
+  const Reduction red = reduction_of(reduction);
+  const at::Tensor x = x_.contiguous(), t = t_.contiguous();
+  at::Tensor out;
+  TORCH_BP_DISPATCH(x.scalar_type(), "pointwise_loss_fwd", [&] {
+    using A = acc_t<scalar_t>;
+    const PointwiseTerm<scalar_t> term{x.const_data_ptr<scalar_t>(), t.const_data_ptr<scalar_t>(), kind,
+                                       static_cast<A>(delta), static_cast<A>(scale)};
+    out = reduce_elementwise<scalar_t>(x, red, [&](int64_t o, int64_t k) { return term.value(o, k); });
+  });
+  return out;
+}
+
+// dL/dd (grad_x; grad_t is its negation)
+at::Tensor pointwise_loss_bwd(const at::Tensor& grad_out, const at::Tensor& x_, const at::Tensor& t_,
+                              c10::string_view loss, c10::string_view reduction, double delta, double scale) {
+  check_pair(x_, t_, "pointwise_loss_bwd");
+  const Pointwise kind = pointwise_of(loss);
+  const Reduction red = reduction_of(reduction);
+  const at::Tensor x = x_.contiguous(), t = t_.contiguous();
+  at::Tensor gd;
+  TORCH_BP_DISPATCH(x.scalar_type(), "pointwise_loss_bwd", [&] {
+    using A = acc_t<scalar_t>;
+    const PointwiseTerm<scalar_t> term{x.const_data_ptr<scalar_t>(), t.const_data_ptr<scalar_t>(), kind,
+                                       static_cast<A>(delta), static_cast<A>(scale)};
+    gd = elementwise_grad<scalar_t>("pointwise_loss_bwd", grad_out, x, red,
+                                    [&](int64_t o, int64_t k) { return term.slope(o, k); });
+  });
+  return gd;
+}
+
+// --- BCE with logits: weight w and pos_weight pw optional, of x's shape ---
+// e = w ((1 - t) x - l logsigmoid(x)), l = (pw - 1) t + 1;  logsigmoid(x) = min(x, 0) - log1p(e^{-|x|})
+// de = w ((pw t + 1 - t) s(x) - pw t)   (w (s(x) - t) without pw)
+template <typename T>
+struct BCETerm {
+  using V = AVec<T>;
+  using A = acc_t<T>;
+  const T* x;
+  const T* t;
+  const T* w;   // nullable
+  const T* pw;  // nullable
+
+  V value(int64_t o, int64_t k) const {
+    const V xv = vload(x + o, k), tv = vload(t + o, k), one(A(1));
+    V ls = at::vec::minimum(xv, V(A(0))) - xv.abs().neg().exp().log1p();
+    if (pw) ls = ls * ((vload(pw + o, k) - one) * tv + one);
+    const V e = (one - tv) * xv - ls;
+    return w ? e * vload(w + o, k) : e;
+  }
+  V slope(int64_t o, int64_t k) const {
+    const V xv = vload(x + o, k), tv = vload(t + o, k), one(A(1));
+    const V s = one / (one + xv.neg().exp());
+    V d;
+    if (pw) {
+      const V pt = vload(pw + o, k) * tv;
+      d = (pt + one - tv) * s - pt;
+    } else {
+      d = s - tv;
+    }
+    return w ? vload(w + o, k) * d : d;
+  }
+};
+
+inline const at::Tensor* optional_like(const c10::optional<at::Tensor>& w, const at::Tensor& x, const char* what) {
+  if (!w.has_value() || !w->defined()) return nullptr;
+  TORCH_CHECK(w->sizes() == x.sizes() && w->scalar_type() == x.scalar_type(), "torch_bp::bce_with_logits: ", what,
+              " must have the input's shape and dtype, got ", w->sizes(), " ", w->scalar_type());
+  return &*w;
+}
+
+at::Tensor bce_with_logits_impl(const at::Tensor* grad_out, const at::Tensor& x_, const at::Tensor& t_,
+                                const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
+                                c10::string_view reduction) {
+  const char* name = grad_out ? "bce_with_logits_bwd" : "bce_with_logits_fwd";
+  check_pair(x_, t_, name);
+  const at::Tensor* w_ = optional_like(weight, x_, "weight");
+  const at::Tensor* pw_ = optional_like(pos_weight, x_, "pos_weight");
+  const Reduction red = reduction_of(reduction);
+  const at::Tensor x = x_.contiguous(), t = t_.contiguous();
+  const at::Tensor w = w_ ? w_->contiguous() : at::Tensor(), pw = pw_ ? pw_->contiguous() : at::Tensor();
+  at::Tensor out;
+  TORCH_BP_DISPATCH(x.scalar_type(), "bce_with_logits", [&] {
+    const BCETerm<scalar_t> term{x.const_data_ptr<scalar_t>(), t.const_data_ptr<scalar_t>(),
+                                 w_ ? w.const_data_ptr<scalar_t>() : nullptr,
+                                 pw_ ? pw.const_data_ptr<scalar_t>() : nullptr};
+    if (grad_out)
+      out = elementwise_grad<scalar_t>(name, *grad_out, x, red, [&](int64_t o, int64_t k) { return term.slope(o, k); });
+    else
+      out = reduce_elementwise<scalar_t>(x, red, [&](int64_t o, int64_t k) { return term.value(o, k); });
+  });
+  return out;
+}
+
+at::Tensor bce_with_logits_fwd(const at::Tensor& x, const at::Tensor& t, const c10::optional<at::Tensor>& weight,
+                               const c10::optional<at::Tensor>& pos_weight, c10::string_view reduction) {
+  return bce_with_logits_impl(nullptr, x, t, weight, pos_weight, reduction);
+}
+
+// grad_x (no gradient for t here: the Function computes it by its Python rule when needed)
+at::Tensor bce_with_logits_bwd(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& t,
+                               const c10::optional<at::Tensor>& weight, const c10::optional<at::Tensor>& pos_weight,
+                               c10::string_view reduction) {
+  return bce_with_logits_impl(&grad_out, x, t, weight, pos_weight, reduction);
+}
+
 }  // namespace loss
 
 TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("cross_entropy_fwd", &loss::cross_entropy_fwd);
   m.impl("cross_entropy_bwd", &loss::cross_entropy_bwd);
+  m.impl("pointwise_loss_fwd", &loss::pointwise_loss_fwd);
+  m.impl("pointwise_loss_bwd", &loss::pointwise_loss_bwd);
+  m.impl("bce_with_logits_fwd", &loss::bce_with_logits_fwd);
+  m.impl("bce_with_logits_bwd", &loss::bce_with_logits_bwd);
 }
 
 }  // namespace torch_bp

@@ -6,6 +6,10 @@ Conventions (the same as torch's):
 
 Every backward here is written with differentiable tensor ops, so these rules support
 double backward (``gradgradcheck``).
+
+Compiled (csrc/cpu/activation.cpp), one pass each way: leaky_relu, elu, gelu, silu, softplus;
+the backward of relu (from a 1-bit mask), tanh, sigmoid, softmax and log_softmax (their
+forwards are torch's).
 """
 from __future__ import annotations
 
@@ -62,6 +66,8 @@ class LeakyReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, negative_slope):
+        if backend.use_cpp(x):  # the same rule, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.leaky_relu_fwd(x, negative_slope)
         return torch.where(x > 0, x, x * negative_slope)
 
     @staticmethod
@@ -72,6 +78,8 @@ class LeakyReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
+        if backend.use_cpp(x, grad_y):
+            return torch.ops.torch_bp.leaky_relu_bwd(grad_y, x, ctx.negative_slope), None
         return torch.where(x > 0, grad_y, grad_y * ctx.negative_slope), None
 
 
@@ -86,6 +94,8 @@ class ELUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, alpha):
+        if backend.use_cpp(x):  # the same rule, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.elu_fwd(x, alpha)
         xf = opmath(x)
         return torch.where(xf > 0, xf, alpha * torch.expm1(xf)).to(x.dtype)
 
@@ -97,6 +107,8 @@ class ELUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
+        if backend.use_cpp(x, grad_y):
+            return torch.ops.torch_bp.elu_bwd(grad_y, x, ctx.alpha), None
         xf, gf = opmath(x), opmath(grad_y)
         grad_x = torch.where(xf > 0, gf, gf * ctx.alpha * torch.exp(xf))
         return grad_x.to(grad_y.dtype), None
@@ -210,6 +222,8 @@ class SoftplusFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, beta, threshold):
+        if backend.use_cpp(x):  # the same rule, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.softplus_fwd(x, beta, threshold)
         xf = opmath(x)
         bx = xf * beta
         y = torch.where(bx > threshold, xf, torch.log1p(torch.exp(bx)) / beta)
@@ -223,6 +237,8 @@ class SoftplusFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
+        if backend.use_cpp(x, grad_y):
+            return torch.ops.torch_bp.softplus_bwd(grad_y, x, ctx.beta, ctx.threshold), None, None
         bx, gf = opmath(x) * ctx.beta, opmath(grad_y)
         grad_x = torch.where(bx > ctx.threshold, gf, gf * torch.sigmoid(bx))
         return grad_x.to(grad_y.dtype), None, None
@@ -247,6 +263,8 @@ class TanhFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
+        if backend.use_cpp(y, grad_y):  # the same rule, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.tanh_bwd(grad_y, y)
         yf = opmath(y)
         return (opmath(grad_y) * (1.0 - yf * yf)).to(grad_y.dtype)
 
@@ -270,6 +288,8 @@ class SigmoidFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
+        if backend.use_cpp(y, grad_y):  # the same rule, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.sigmoid_bwd(grad_y, y)
         yf = opmath(y)
         return (opmath(grad_y) * yf * (1.0 - yf)).to(grad_y.dtype)
 

@@ -15,6 +15,11 @@ Every rule is computed in float32 for bfloat16/float16 inputs and rounded once. 
 backward here is written with differentiable tensor ops on saved inputs (double backward:
 yes); ``weight``/``pos_weight`` of the classification losses take no gradient, as in torch
 (``torch_bp.functional`` rejects them when they require grad, with torch's error).
+
+Compiled (csrc/cpu/loss.cpp): cross-entropy with class indices of (N, C) logits; mse, l1,
+huber/smooth-l1 without ``weight`` and bce-with-logits, when their operands have one shape
+(forward: the loss and its reduction in one pass; backward: one pass, grad_output read in
+place). Broadcast operands and the pointwise losses' ``weight`` run the Python rules.
 """
 from __future__ import annotations
 
@@ -59,11 +64,25 @@ def _elem_grad(g, numel, w, reduction, weight_mean):
     return g / w.sum() if (w is not None and weight_mean) else g / numel
 
 
-def _pointwise_backward(ctx, grad_out, e, de):
-    """Gradients of ``reduce(w * e(x - t))`` for x, t, w given e(d) and e'(d) (all opmath)."""
+def _cpp_elementwise(x, t, *others):
+    """True when the compiled elementwise loss runs: x, t and the given weights (None skipped) of
+    one shape and dtype, the compiled backend selected for them (csrc/cpu/loss.cpp)."""
+    return all(o is None or o.shape == x.shape for o in (t, *others)) and backend.use_cpp(x, t, *others)
+
+
+def _pointwise_backward_cpp(ctx, grad_out, loss, delta=0.0, scale=1.0):
+    """:func:`_pointwise_backward` without weight, compiled: one pass gives dL/dd, d = x - t."""
+    x, t, _ = ctx.saved_tensors
+    gd = torch.ops.torch_bp.pointwise_loss_bwd(grad_out, x, t, loss, ctx.reduction, delta, scale)
+    return gd if ctx.needs_input_grad[0] else None, -gd if ctx.needs_input_grad[1] else None, None, None
+
+
+def _pointwise_backward(ctx, grad_out, e_of, de):
+    """Gradients of ``reduce(w * e(x - t))`` for x, t, w given e'(d) (opmath) and ``e_of()``, which
+    computes e(d) (only for grad_w: recomputed when needed, never when w has no gradient)."""
     x, t, w = ctx.saved_tensors
     wf = None if w is None else opmath(w)
-    ge = _elem_grad(opmath(grad_out), e.numel(), wf, ctx.reduction, ctx.weight_mean)
+    ge = _elem_grad(opmath(grad_out), de.numel(), wf, ctx.reduction, ctx.weight_mean)
     grad_x = grad_t = grad_w = None
     gd = ge * de if wf is None else ge * de * wf  # dL/dd, d = x - t
     if ctx.needs_input_grad[0]:
@@ -71,6 +90,7 @@ def _pointwise_backward(ctx, grad_out, e, de):
     if ctx.needs_input_grad[1]:
         grad_t = sum_to_size(-gd, t.shape).to(t.dtype)
     if w is not None and ctx.needs_input_grad[2]:
+        e = e_of()
         if ctx.reduction == "mean" and ctx.weight_mean:
             # L = S / W with S = sum(w e), W = sum(w):  dL/dw = (g / W) (e - L)
             e = e - (e * wf).sum() / wf.sum()
@@ -92,6 +112,8 @@ class MSELossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, t, w, reduction):
+        if w is None and _cpp_elementwise(x, t):  # the same rule, compiled (csrc/cpu/loss.cpp)
+            return torch.ops.torch_bp.pointwise_loss_fwd(x, t, "mse", reduction, 0.0, 1.0)
         d = _diff(x, t)
         out = _reduce(d * d, None if w is None else opmath(w), reduction, weight_mean=True)
         return out.to(_out_dtype(x, t, w))
@@ -104,9 +126,11 @@ class MSELossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, t, _ = ctx.saved_tensors
+        x, t, w = ctx.saved_tensors
+        if w is None and _cpp_elementwise(x, t, grad_out if ctx.reduction == "none" else None):
+            return _pointwise_backward_cpp(ctx, grad_out, "mse")
         d = _diff(x, t)
-        return _pointwise_backward(ctx, grad_out, d * d, 2 * d)
+        return _pointwise_backward(ctx, grad_out, lambda: d * d, 2 * d)
 
 
 # --- L1Loss ---
@@ -123,6 +147,8 @@ class L1LossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, t, w, reduction):
+        if w is None and _cpp_elementwise(x, t):  # the same rule, compiled (csrc/cpu/loss.cpp)
+            return torch.ops.torch_bp.pointwise_loss_fwd(x, t, "l1", reduction, 0.0, 1.0)
         d = opmath(x - t)  # as torch's composite: x - t in the inputs' dtype (integers allowed)
         out = _reduce(d.abs(), None if w is None else opmath(w), reduction, weight_mean=True)
         return out.to(_out_dtype(x, t, w)) if out.is_floating_point() else out  # an integer sum: int64
@@ -135,9 +161,11 @@ class L1LossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, t, _ = ctx.saved_tensors
+        x, t, w = ctx.saved_tensors
+        if w is None and _cpp_elementwise(x, t, grad_out if ctx.reduction == "none" else None):
+            return _pointwise_backward_cpp(ctx, grad_out, "l1")
         d = opmath(x - t)
-        return _pointwise_backward(ctx, grad_out, d.abs(), torch.sign(d))
+        return _pointwise_backward(ctx, grad_out, d.abs, torch.sign(d))
 
 
 # --- HuberLoss / SmoothL1Loss ---
@@ -156,6 +184,8 @@ class HuberLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, t, w, reduction, delta, scale):
+        if w is None and _cpp_elementwise(x, t):  # the same rule, compiled (csrc/cpu/loss.cpp)
+            return torch.ops.torch_bp.pointwise_loss_fwd(x, t, "huber", reduction, delta, scale)
         d = _diff(x, t)
         out = _reduce(_huber(d, delta, scale), None if w is None else opmath(w), reduction, weight_mean=False)
         return out.to(_out_dtype(x, t, w))
@@ -168,15 +198,22 @@ class HuberLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, t, _ = ctx.saved_tensors
+        x, t, w = ctx.saved_tensors
+        if w is None and _cpp_elementwise(x, t, grad_out if ctx.reduction == "none" else None):
+            return _pointwise_backward_cpp(ctx, grad_out, "huber", ctx.delta, ctx.scale) + (None, None)
         d = _diff(x, t)
         de = d.clamp(-ctx.delta, ctx.delta) * ctx.scale
-        return _pointwise_backward(ctx, grad_out, _huber(d, ctx.delta, ctx.scale), de) + (None, None)
+        return _pointwise_backward(ctx, grad_out, lambda: _huber(d, ctx.delta, ctx.scale), de) + (None, None)
 
 
 def _huber(d, delta, scale):
+    """scale * h(d) without computing both branches: with z = |d| and c = min(z, delta),
+    c (z - c / 2) is z^2 / 2 below delta, rounded as z * z / 2 (z - z / 2 = z / 2 is exact),
+    and delta (z - delta / 2) from delta on; NaN stays NaN."""
     z = d.abs()
-    return torch.where(z < delta, (0.5 * scale) * z * z, (delta * scale) * (z - 0.5 * delta))
+    c = z.clamp(max=delta)
+    e = c * (z - 0.5 * c)
+    return e if scale == 1 else e * scale
 
 
 # --- BCEWithLogitsLoss ---
@@ -198,6 +235,8 @@ class BCEWithLogitsFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, t, w, pw, reduction):
+        if _cpp_elementwise(x, t, w, pw):  # the same rule, compiled (csrc/cpu/loss.cpp)
+            return torch.ops.torch_bp.bce_with_logits_fwd(x, t, w, pw, reduction)
         xf, tf = opmath(x), opmath(t)
         ls = torch.nn.functional.logsigmoid(xf)
         if pw is not None:
@@ -214,12 +253,16 @@ class BCEWithLogitsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, t, w, pw = ctx.saved_tensors
+        grad_x = grad_t = None
+        if ctx.needs_input_grad[0] and _cpp_elementwise(x, t, w, pw, grad_out if ctx.reduction == "none" else None):
+            grad_x = torch.ops.torch_bp.bce_with_logits_bwd(grad_out, x, t, w, pw, ctx.reduction)  # csrc/cpu/loss.cpp
+            if not ctx.needs_input_grad[1]:
+                return grad_x, None, None, None, None
         xf, tf = opmath(x), opmath(t)
         ge = _elem_grad(opmath(grad_out), x.numel(), None, ctx.reduction, False)
         if w is not None:
             ge = ge * opmath(w)
-        grad_x = grad_t = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and grad_x is None:
             if pw is None:
                 gx = torch.sigmoid(xf) - tf
             else:
@@ -302,7 +345,8 @@ class NLLLossFunction(torch.autograd.Function):
         src = torch.where(valid, -g * w_y, 0)  # (N, d1, ...)
         if ctx.z_shape[cd] == 0:
             return src.new_zeros(ctx.z_shape).to(ctx.z_dtype), None, None, None, None
-        grad_z = src.new_zeros(ctx.z_shape).scatter(cd, safe.unsqueeze(cd), src.unsqueeze(cd))
+        # in place into the fresh zeros: one pass over grad_z, not two (out-of-place scatter copies)
+        grad_z = src.new_zeros(ctx.z_shape).scatter_(cd, safe.unsqueeze(cd), src.unsqueeze(cd))
         return grad_z.to(ctx.z_dtype), None, None, None, None
 
 
