@@ -22,7 +22,9 @@ from ._util import opmath
 # --- ReLU ---
 class ReLUFunction(torch.autograd.Function):
     r"""Forward: y = max(x, 0).   Backward: grad_x = grad_y * [not y <= 0].
-    Saved: y                      Double backward: yes
+    Saved: y; compiled backend: the bit mask [not y <= 0] (1 bit per element)   Double backward: yes
+    Lean:  with the bit mask, if x has a recompute recipe x = g(h) (a batch norm's output, ops/_lean.py),
+           records y = relu(g(h)), so that a conv that follows saves h instead of y
     NOTE: written as "zero where y <= 0", as torch's threshold_backward, so that grad_y passes
     through where x is NaN (y = NaN), exactly as in torch.
     """
@@ -37,6 +39,9 @@ class ReLUFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         ctx.packed = backend.use_cpp(output)  # compiled: saves [not y <= 0], 1 bit per element, not y
         ctx.save_for_backward(torch.ops.torch_bp.relu_mask(output) if ctx.packed else output)
+        lean = _lean.recipe(inputs[0]) if ctx.packed else None  # (with y saved, y costs nothing more)
+        if lean is not None:
+            _lean.record(output, lean[0], functools.partial(_relu_again, lean[1]), *_lean.deps(inputs[0]))
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -44,6 +49,12 @@ class ReLUFunction(torch.autograd.Function):
         if ctx.packed:  # y is the bit mask (csrc/cpu/activation.cpp)
             return torch.ops.torch_bp.mask_bwd(grad_y, y, None)
         return relu_grad(y, grad_y)
+
+
+def _relu_again(f, h: torch.Tensor) -> torch.Tensor:
+    """relu(f(h)) once more (a lean rule's recompute recipe); differentiable under create_graph."""
+    x = f(h)
+    return ReLUFunction.apply(x) if torch.is_grad_enabled() else torch.relu(x)
 
 
 def relu_grad(y: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
