@@ -12,10 +12,13 @@ struct Window {
   int64_t kh, kw, sh, sw, ph, pw, dh, dw;
 };
 
-template <typename T, typename I>
+// KH, KW: the kernel size when fixed at compile time (2 x 2: unrolled), 0 when not
+template <typename T, typename I, int KH = 0, int KW = 0>
 void max_pool2d_fwd_kernel(const T* x, T* y, I* idx, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo,
-                           const Window& k) {
+                           Window k) {
   using A = acc_t<T>;
+  if constexpr (KH > 0) k.kh = KH;
+  if constexpr (KW > 0) k.kw = KW;
   at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / std::max<int64_t>(h * w, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t pl = begin; pl < end; ++pl) {
       const T* xp = x + pl * h * w;
@@ -33,6 +36,23 @@ void max_pool2d_fwd_kernel(const T* x, T* y, I* idx, int64_t planes, int64_t h, 
           while (w0 < 0) w0 += k.dw;
           int64_t best_h = h0, best_w = w0;
           A best = -std::numeric_limits<A>::infinity();
+          if (KH > 0 && KW > 0 && h0 == hs && w0 == ws && h1 == hs + (KH - 1) * k.dh + 1 &&
+              w1 == ws + (KW - 1) * k.dw + 1) {  // a whole window: fixed trip counts
+            int64_t bj = 0;
+            for (int64_t jh = 0; jh < KH; ++jh) {
+              const T* row = xp + (hs + jh * k.dh) * w + ws;
+              for (int64_t jw = 0; jw < KW; ++jw) {
+                const A v = static_cast<A>(row[jw * k.dw]);
+                if (v > best || std::isnan(v)) {
+                  best = v;
+                  bj = jh * KW + jw;
+                }
+              }
+            }
+            yp[oh * wo + ow] = static_cast<T>(best);
+            ip[oh * wo + ow] = static_cast<I>(bj);
+            continue;
+          }
           for (int64_t ih = h0; ih < h1; ih += k.dh) {
             const T* row = xp + ih * w;
             for (int64_t iw = w0; iw < w1; iw += k.dw) {
@@ -58,6 +78,8 @@ void max_pool2d_bwd_kernel(const T* gy, const I* idx, T* gx, int64_t planes, int
                            int64_t wo, const Window& k) {
   using A = acc_t<T>;
   const bool disjoint = k.sh >= (k.kh - 1) * k.dh + 1 && k.sw >= (k.kw - 1) * k.dw + 1;
+  std::vector<int64_t> off(k.kh * k.kw);  // window element j -> offset from the window's corner
+  for (int64_t j = 0; j < k.kh * k.kw; ++j) off[j] = (j / k.kw) * k.dh * w + (j % k.kw) * k.dw;
   at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / std::max<int64_t>(h * w, 1)), [&](int64_t begin, int64_t end) {
     std::vector<A> buf(std::is_same_v<T, A> || disjoint ? 0 : h * w);
     for (int64_t pl = begin; pl < end; ++pl) {
@@ -67,21 +89,17 @@ void max_pool2d_bwd_kernel(const T* gy, const I* idx, T* gx, int64_t planes, int
       if (std::is_same_v<T, A> || disjoint) {  // each input element gets at most one term, or sums in A = T
         std::memset(static_cast<void*>(out), 0, sizeof(T) * h * w);
         for (int64_t oh = 0; oh < ho; ++oh) {
-          const int64_t hs = oh * k.sh - k.ph;
+          const int64_t corner = (oh * k.sh - k.ph) * w - k.pw;
           for (int64_t ow = 0; ow < wo; ++ow) {
-            const int64_t j = ip[oh * wo + ow];
-            const int64_t pos = (hs + (j / k.kw) * k.dh) * w + ow * k.sw - k.pw + (j % k.kw) * k.dw;
+            const int64_t pos = corner + ow * k.sw + off[ip[oh * wo + ow]];
             out[pos] = static_cast<T>(static_cast<A>(out[pos]) + static_cast<A>(gp[oh * wo + ow]));
           }
         }
       } else {
         std::fill(buf.begin(), buf.end(), A(0));
         for (int64_t oh = 0; oh < ho; ++oh) {
-          const int64_t hs = oh * k.sh - k.ph;
-          for (int64_t ow = 0; ow < wo; ++ow) {
-            const int64_t j = ip[oh * wo + ow];
-            buf[(hs + (j / k.kw) * k.dh) * w + ow * k.sw - k.pw + (j % k.kw) * k.dw] += static_cast<A>(gp[oh * wo + ow]);
-          }
+          const int64_t corner = (oh * k.sh - k.ph) * w - k.pw;
+          for (int64_t ow = 0; ow < wo; ++ow) buf[corner + ow * k.sw + off[ip[oh * wo + ow]]] += static_cast<A>(gp[oh * wo + ow]);
         }
         for (int64_t i = 0; i < h * w; ++i) out[i] = static_cast<T>(buf[i]);
       }
@@ -117,7 +135,13 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fwd(const at::Tensor& x_, at::IntA
   at::Tensor idx = at::empty(out_size, x.options().dtype(k.kh * k.kw <= 256 ? at::kByte : at::kInt));
   if (planes == 0) return {y, idx};
   TORCH_BP_DISPATCH(x.scalar_type(), "max_pool2d_fwd", [&] {
-    if (idx.scalar_type() == at::kByte)
+    if (k.kh == 2 && k.kw == 2)
+      max_pool2d_fwd_kernel<scalar_t, uint8_t, 2, 2>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                                     idx.mutable_data_ptr<uint8_t>(), planes, h, w, ho, wo, k);
+    else if (k.kh == 3 && k.kw == 3)
+      max_pool2d_fwd_kernel<scalar_t, uint8_t, 3, 3>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                                     idx.mutable_data_ptr<uint8_t>(), planes, h, w, ho, wo, k);
+    else if (idx.scalar_type() == at::kByte)
       max_pool2d_fwd_kernel<scalar_t, uint8_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
                                                idx.mutable_data_ptr<uint8_t>(), planes, h, w, ho, wo, k);
     else
@@ -141,7 +165,7 @@ at::Tensor max_pool2d_bwd(const at::Tensor& grad_y_, const at::Tensor& idx_, c10
   const at::Tensor gy = grad_y_.contiguous(), idx = idx_.contiguous();
   const int64_t h = size[size.size() - 2], w = size.back(), ho = gy.size(-2), wo = gy.size(-1);
   const int64_t planes = ho * wo > 0 ? gy.numel() / (ho * wo) : 0;
-  at::Tensor gx = new_output(size, gy.options());
+  at::Tensor gx = at::empty(size, gy.options());
   if (planes == 0 || h * w == 0) return gx.zero_();
   TORCH_BP_DISPATCH(gy.scalar_type(), "max_pool2d_bwd", [&] {
     if (idx.scalar_type() == at::kByte)
