@@ -260,7 +260,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd(const at::Tensor& grad_y_, const
 
 // --- BatchNorm: x (N, C, S) contiguous, one task per block of channels ---
 // A channel is N strided runs of S contiguous elements. Statistics: two passes (sum, then the sum
-// of squared deviations), then y = x alpha + beta (alpha = r w, beta = b - mu alpha) in a third;
+// of squared deviations, both of x - x0), then y = x alpha + beta (alpha = r w, beta = b - mu alpha) in a third;
 // the second and third passes over a channel of up to ~64K elements come from the cache.
 template <typename T>
 inline void bn_alpha_beta(acc_t<T> mean, acc_t<T> var, const T* w, const T* b, int64_t c, double eps,
@@ -295,22 +295,25 @@ void batch_norm_fwd_kernel(const T* x, const T* w, const T* b, T* y, acc_t<T>* m
   at::parallel_for(0, cs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       if (!given) {
+        // NOTE: statistics of x - x0 (x0: the channel's first element), as in layer_norm_fwd: the
+        // sums stay small when |mean| >> std, so the mean keeps its precision
+        const V vx0(static_cast<A>(x[c * s]));
         V acc(0);
         for (int64_t i = 0; i < nb; ++i) {
           const T* xr = x + (i * cs + c) * s;
-          vec_loop<T>(s, [&](int64_t j, int64_t k) { acc += V::set(V(0), vload(xr + j, k), k); });
+          vec_loop<T>(s, [&](int64_t j, int64_t k) { acc += V::set(V(0), vload(xr + j, k) - vx0, k); });
         }
-        const A mu = hsum(acc) / n;
-        const V vmu(mu);
+        const A m1 = hsum(acc) / n;
+        const V vm1(m1);
         V q(0);
         for (int64_t i = 0; i < nb; ++i) {
           const T* xr = x + (i * cs + c) * s;
           vec_loop<T>(s, [&](int64_t j, int64_t k) {
-            const V d = V::set(V(0), vload(xr + j, k) - vmu, k);
+            const V d = V::set(V(0), (vload(xr + j, k) - vx0) - vm1, k);
             q = at::vec::fmadd(d, d, q);
           });
         }
-        mean[c] = mu;
+        mean[c] = static_cast<A>(x[c * s]) + m1;
         var[c] = hsum(q) / n;
       }
       A alpha, beta;

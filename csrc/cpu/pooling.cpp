@@ -13,6 +13,34 @@ struct Window {
 };
 
 // KH, KW: the kernel size when fixed at compile time (2 x 2: unrolled), 0 when not
+// 2 x 2 windows, stride 2, no padding or dilation, float: a vector of W outputs from two input
+// rows (even/odd lanes deinterleaved); the same comparisons in the same order as the scalar scan,
+// so the same maxima and indices. Returns the first output column it did not do.
+inline int64_t max_pool_2x2_row_vec(const float* r0, const float* r1, float* y, uint8_t* idx, int64_t wo) {
+  int64_t ow = 0;
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  using V = at::vec::Vectorized<float>;
+  constexpr int64_t W = V::size();
+  float jbuf[W];
+  for (; ow + W <= wo; ow += W) {
+    const auto top = at::vec::deinterleave2(V::loadu(r0 + 2 * ow), V::loadu(r0 + 2 * ow + W));
+    const auto bot = at::vec::deinterleave2(V::loadu(r1 + 2 * ow), V::loadu(r1 + 2 * ow + W));
+    V best = top.first, j(0.f);
+    const V cand[3] = {top.second, bot.first, bot.second};
+    for (int c = 0; c < 3; ++c) {
+      const V v = cand[c];
+      const V take = (v > best) | v.isnan();  // (v > best || isnan(v)), as the scalar scan
+      best = V::blendv(best, v, take);
+      j = V::blendv(j, V(static_cast<float>(c + 1)), take);
+    }
+    best.store(y + ow);
+    j.store(jbuf);
+    for (int64_t l = 0; l < W; ++l) idx[ow + l] = static_cast<uint8_t>(jbuf[l]);
+  }
+#endif
+  return ow;
+}
+
 template <typename T, typename I, int KH = 0, int KW = 0>
 void max_pool2d_fwd_kernel(const T* x, T* y, I* idx, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo,
                            Window k) {
@@ -29,7 +57,13 @@ void max_pool2d_fwd_kernel(const T* x, T* y, I* idx, int64_t planes, int64_t h, 
         const int64_t h1 = std::min(hs + (k.kh - 1) * k.dh + 1, h);
         int64_t h0 = hs;
         while (h0 < 0) h0 += k.dh;
-        for (int64_t ow = 0; ow < wo; ++ow) {
+        int64_t ow = 0;
+        if constexpr (std::is_same_v<T, float> && std::is_same_v<I, uint8_t> && KH == 2 && KW == 2) {
+          if (k.sh == 2 && k.sw == 2 && k.ph == 0 && k.pw == 0 && k.dh == 1 && k.dw == 1 && 2 * oh + 1 < h)
+            ow = max_pool_2x2_row_vec(xp + 2 * oh * w, xp + (2 * oh + 1) * w, yp + oh * wo, ip + oh * wo,
+                                      std::min(wo, w / 2));
+        }
+        for (; ow < wo; ++ow) {
           const int64_t ws = ow * k.sw - k.pw;
           const int64_t w1 = std::min(ws + (k.kw - 1) * k.dw + 1, w);
           int64_t w0 = ws;
