@@ -209,8 +209,9 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, bias, running_mean, running_var, training, eps):
-        if x.dim() > 2 and x.numel() and backend.use_cpp(x, weight, bias):
-            # the same rule, one task per channel (csrc/cpu/normalization.cpp)
+        if x.dim() > 2 and x.numel() and x.is_contiguous() and backend.use_cpp(x, weight, bias):
+            # the same rule, one task per channel (csrc/cpu/normalization.cpp); other layouts
+            # (channels_last) keep theirs through the Python rule
             return torch.ops.torch_bp.batch_norm_fwd(x, weight, bias, running_mean, running_var, eps)
         red, shape = _channel_dims(x)
         xf = opmath(x)
@@ -249,7 +250,8 @@ class BatchNormFunction(torch.autograd.Function):
         x, weight, mean, var = ctx.saved_tensors
         want_x, want_w = ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]
         want_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
-        if x.dim() > 2 and x.numel() and backend.use_cpp(x, weight, grad_y):  # csrc/cpu/normalization.cpp
+        if x.dim() > 2 and x.numel() and x.is_contiguous() and backend.use_cpp(x, weight, grad_y):
+            # csrc/cpu/normalization.cpp
             gx, gw, gb = torch.ops.torch_bp.batch_norm_bwd(grad_y, x, weight, mean, var, ctx.training, ctx.eps,
                                                            [want_x, want_w, want_b])
             return gx, gw, None if gb is None else gb.to(ctx.bias_dtype), None, None, None, None
