@@ -200,3 +200,20 @@ def test_conv_recompute_under_create_graph_is_differentiable(cpp):
     ours = torch.autograd.grad(f(c, torch_bp.functional.batch_norm, torch_bp.functional.conv2d), c)[0]
     ref = torch.autograd.grad(f(c, torch.nn.functional.batch_norm, torch.nn.functional.conv2d), c)[0]
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("conv", ["Conv2d", "ConvTranspose2d"])
+def test_per_sample_grads_of_a_conv_after_eval_batch_norm_relu(cpp, conv):
+    """The per-sample rules of a conv whose input is recomputed (eval-mode BN -> ReLU) see x."""
+    torch.manual_seed(0)
+    layer = getattr(torch.nn, conv)(3, 2, 3, padding=1).double()
+    bn = torch.nn.BatchNorm2d(3).double().eval()
+    bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    ours = torch_bp.convert(torch.nn.Sequential(bn, torch.nn.ReLU(), layer))
+    x = torch.randn(4, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    with torch_bp.per_sample_grads(ours[2]):
+        ours(x).square().sum().backward()
+    for n in range(4):
+        xn = x[n:n + 1].detach()
+        ref = torch.autograd.grad(torch.nn.Sequential(bn, torch.nn.ReLU(), layer)(xn).square().sum(), layer.weight)[0]
+        torch.testing.assert_close(ours[2].weight.grad_sample[n], ref, rtol=1e-10, atol=1e-12)

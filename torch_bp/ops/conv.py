@@ -84,12 +84,6 @@ def _weight_grad(x, grad_y, k, stride, padding, dilation, groups):
     cg = c // groups
     xs = x.reshape((n, groups, cg) + x.shape[2:]).transpose(0, 2).reshape((cg, groups * n) + x.shape[2:])
     gw = grad_y.transpose(0, 1)  # (O, N, *Ho): O = G blocks of O/G
-    if nd == 2 and x.device.type == "cpu":
-        # NOTE: laid out channels-last (the batch N innermost), oneDNN runs this conv, whose
-        # "kernel" is as large as the image, 1.2-1.5x faster than from the (C/G, G*N, H, W) layout
-        # (measured on the benchmark's conv sizes); the values are the same sums
-        xs = xs.contiguous(memory_format=torch.channels_last)
-        gw = gw.contiguous(memory_format=torch.channels_last)
     out = _CONV[nd](xs, gw, None, dilation, padding, stride, groups)  # (C/G, O, *>=k)
     return _narrow_to(out, k).transpose(0, 1)
 
@@ -288,7 +282,7 @@ class ConvTransposeFunction(torch.autograd.Function):
                grad_w = the conv weight gradient with grad_y as the conv's input and x as
                         its output gradient (shape (C_in, C_out/G, *k), as w)
                grad_b = sum of grad_y over batch and space
-    Saved:     x, w                        Double backward: yes
+    Saved:     x, w (Lean: as :class:`ConvFunction`, h in place of x = f(h))      Double backward: yes
     Per example n:  grad_w[n], grad_b[n] = the same over example n only (the ordinary grad_w is their sum)
 
     NOTE: conv(grad_y) has ``H + floor(output_padding / s)`` positions: output_padding can
@@ -316,14 +310,6 @@ class ConvTransposeFunction(torch.autograd.Function):
             ctx.save_for_backward(lean[0], weight, *_lean.deps(x))
 
     @staticmethod
-    def _saved(ctx):
-        """(x, w), recomputing x from the tensor saved in its place (see Lean)."""
-        x, weight = ctx.saved_tensors[:2]
-        if ctx.recompute_x is not None:
-            x = ctx.recompute_x(x)
-        return x, weight
-
-    @staticmethod
     def backward(ctx, grad_y):
         x, weight = ConvFunction._saved(ctx)
         o = ctx.opts
@@ -348,7 +334,7 @@ class ConvTransposeFunction(torch.autograd.Function):
 
     @staticmethod
     def per_sample(ctx, batch_dim, grad_y, out=None):
-        x, weight = ctx.saved_tensors
+        x, weight = ConvFunction._saved(ctx)
         o = ctx.opts
         if x.dim() == weight.dim() - 1:
             raise ValueError("per-sample gradients: an unbatched convolution input has no batch dim")
