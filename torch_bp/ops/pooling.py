@@ -37,27 +37,35 @@ def _window_index_dtype(kernel_size):
     return torch.uint8 if kernel_size[0] * kernel_size[1] <= 256 else torch.int32
 
 
-def _window_origin(ho, wo, stride, padding, device):
-    """Top-left corner (row, col) in the input of every output position's window: (Ho, 1), (Wo,)."""
+def _window_corners(ho, wo, width, stride, padding, device):
+    """(Ho, Wo): the flat index h * W + w of every output position's window corner (top left;
+    negative inside the padding)."""
     oh = torch.arange(ho, device=device)[:, None] * stride[0] - padding[0]
     ow = torch.arange(wo, device=device) * stride[1] - padding[1]
-    return oh, ow
+    return oh * width + ow
+
+
+def _window_offsets(width, kernel_size, dilation, device):
+    """(kh * kw,): the flat offset of window element j = jh * kw + jw from the window's corner."""
+    jh = torch.arange(kernel_size[0], device=device)[:, None] * (dilation[0] * width)
+    jw = torch.arange(kernel_size[1], device=device) * dilation[1]
+    return (jh + jw).reshape(-1)
 
 
 def window_to_flat(idx, width, kernel_size, stride, padding, dilation):
     """Window-local argmax (row-major within the kernel) -> flat index h * W + w in the plane (int64)."""
-    oh, ow = _window_origin(idx.shape[-2], idx.shape[-1], stride, padding, idx.device)
-    j = idx.long()
-    return (oh + j.div(kernel_size[1], rounding_mode="floor") * dilation[0]) * width \
-        + ow + j.remainder(kernel_size[1]) * dilation[1]
+    offsets = _window_offsets(width, kernel_size, dilation, idx.device)
+    return _window_corners(idx.shape[-2], idx.shape[-1], width, stride, padding, idx.device) + offsets[idx.long()]
 
 
 def _flat_to_window(flat, width, kernel_size, stride, padding, dilation):
-    oh, ow = _window_origin(flat.shape[-2], flat.shape[-1], stride, padding, flat.device)
-    h = flat.div(width, rounding_mode="floor")
-    w = flat - h * width
-    j = (h - oh).div(dilation[0], rounding_mode="floor") * kernel_size[1] + (w - ow).div(dilation[1], rounding_mode="floor")
-    return j.to(_window_index_dtype(kernel_size))
+    """The inverse of :func:`window_to_flat`, by a lookup table from the offset in the window."""
+    offsets = _window_offsets(width, kernel_size, dilation, flat.device)
+    dtype = _window_index_dtype(kernel_size)
+    span = (kernel_size[0] - 1) * dilation[0] * width + (kernel_size[1] - 1) * dilation[1] + 1  # offsets[-1] + 1
+    table = torch.zeros(span, dtype=dtype, device=flat.device)
+    table[offsets] = torch.arange(offsets.numel(), device=flat.device).to(dtype)
+    return table[flat - _window_corners(flat.shape[-2], flat.shape[-1], width, stride, padding, flat.device)]
 
 
 class MaxPool2dFunction(torch.autograd.Function):
