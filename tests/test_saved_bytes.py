@@ -35,11 +35,10 @@ GATES = {
 }
 
 
-# target 0.7. Compiled backend: met (measured 0.509: the max pool keeps a uint8 window argmax and
-# not its input; a ReLU keeps a bit mask; a conv after BN -> ReLU saves the BN input and
-# recomputes its own input, ops/_lean.py). Python backend: MISSED (measured 0.924: its ReLU keeps
-# its output, so the conv saves that).
-CNN_GATES = {"cpp": 0.7, "python": 0.93}
+# target 0.7, met on both backends: the max pool keeps a uint8 window argmax and not its input; a
+# ReLU keeps a mask, not its output; a conv after BN -> ReLU saves the BN input and recomputes its
+# own input (ops/_lean.py). Measured 0.509 compiled (1-bit ReLU masks), 0.603 Python (bool masks).
+CNN_GATES = {"cpp": 0.7, "python": 0.7}
 
 
 def _ratio(name):
