@@ -74,9 +74,9 @@ class MaxPool2dFunction(torch.autograd.Function):
     Forward:   y[o] = max_{j in window(o)} x[j],   idx[o] = argmax within the window (row-major:
                j = jh * kw + jw), uint8 (int32 for windows of more than 256 elements)
     Backward:  grad_x[window(o)[idx[o]]] += grad_y[o]   (overlapping windows add up)
-    Saved:     idx (1 byte per output for kernels up to 16x16) and a one-element stand-in with x's
-               shape (stride 0), not x: a ReLU before the pool keeps only a bit mask, so x would
-               otherwise be kept for its shape alone
+    Saved:     idx (1 byte per output for windows of up to 256 elements) and a one-element stand-in
+               with x's shape (stride 0), not x: a ReLU before the pool keeps only a mask, so x
+               would otherwise be kept for its shape alone
     Double backward: yes (grad of the scatter is a gather)
 
     Ties: the gradient goes, whole, to the single element torch's CPU kernel picks: the first
