@@ -20,6 +20,18 @@ TORCH_LIBRARY(torch_bp, m) {
   m.def("rms_norm_fwd(Tensor x, Tensor? weight, int d, float eps) -> (Tensor, Tensor)");
   m.def("rms_norm_bwd(Tensor grad_y, Tensor x, Tensor? weight, Tensor rstd, int d, bool[2] output_mask)"
         " -> (Tensor, Tensor)");
+  // normalization: BatchNormFunction, x (N, C, ...); mean/var: (C,) in the accumulation dtype, the batch
+  // statistics (computed when not given) or the given ones (eval, or the lean recompute)
+  m.def("batch_norm_fwd(Tensor x, Tensor? weight, Tensor? bias, Tensor? mean, Tensor? var, float eps)"
+        " -> (Tensor, Tensor, Tensor)");
+  m.def("batch_norm_bwd(Tensor grad_y, Tensor x, Tensor? weight, Tensor mean, Tensor var, bool training, float eps, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // pooling: MaxPool2dFunction, x (N, C, H, W) or (C, H, W); idx: the argmax within each window
+  // (row-major, uint8 for windows of up to 256 elements, int32 beyond)
+  m.def("max_pool2d_fwd(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, int ho, int wo)"
+        " -> (Tensor, Tensor)");
+  m.def("max_pool2d_bwd(Tensor grad_y, Tensor idx, SymInt[] x_size, int[2] kernel_size, int[2] stride, "
+        "int[2] padding, int[2] dilation) -> Tensor");
   // activation: GELUFunction, SiLUFunction, ReLUFunction (mask: uint8, 1 bit per element)
   m.def("gelu_fwd(Tensor x, str approximate) -> Tensor");
   m.def("gelu_bwd(Tensor grad_y, Tensor x, str approximate) -> Tensor");

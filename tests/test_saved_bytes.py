@@ -27,15 +27,19 @@ from experiments.benchmarks.models import MODELS
 GATES = {
     # target 0.6: met (measured 0.500: each linear after a GELU saves the GELU input, ops/_lean.py)
     "mlp_gelu": 0.6,
-    # target 0.7: MISSED (measured 1.031: the ReLU bit masks come on top of the ReLU outputs that
-    # the next conv and the pool save anyway)
-    "cnn_stack": 1.04,
+    # cnn_stack: see CNN_GATES (per backend)
     # target 0.6: met (measured 0.559 on both backends: dropout masks as bits, layer norm keeps
     # its input and row statistics, attention its row log-sum-exp)
     "transformer_block": 0.6,
     # no target in the issue; measured 0.459 at these sizes (0.473 at the suite's 32 x 64 steps)
     "lstm_2layer": 0.46,
 }
+
+
+# target 0.7, met on both backends: the max pool keeps a uint8 window argmax and not its input; a
+# ReLU keeps a mask, not its output; a conv after BN -> ReLU saves the BN input and recomputes its
+# own input (ops/_lean.py). Measured 0.509 compiled (1-bit ReLU masks), 0.603 Python (bool masks).
+CNN_GATES = {"cpp": 0.7, "python": 0.7}
 
 
 def _ratio(name):
@@ -57,6 +61,21 @@ def _ratio(name):
 def test_saved_bytes_under_gate(name):
     ratio = _ratio(name)
     assert ratio <= GATES[name], f"{name}: torch_bp saves {ratio:.3f} x torch eager, gate {GATES[name]}"
+
+
+@pytest.mark.parametrize("backend", sorted(CNN_GATES))
+def test_cnn_saved_bytes_under_gate(backend):
+    before = torch_bp.backend_info().requested
+    try:
+        try:
+            torch_bp.set_backend(backend)
+        except RuntimeError as e:
+            pytest.skip(str(e))
+        ratio = _ratio("cnn_stack")
+    finally:
+        torch_bp.set_backend(before)
+    gate = CNN_GATES[backend]
+    assert ratio <= gate, f"cnn_stack ({backend}): torch_bp saves {ratio:.3f} x torch eager, gate {gate}"
 
 
 # --- lean rules (torch_bp/ops/_lean.py): less saved, the same gradients ---
@@ -124,3 +143,103 @@ def test_dropout_saves_one_bit_per_element(backend):
         assert torch.equal(y, y_ref) and torch.equal(gx, gx_ref)
     finally:
         torch_bp.set_backend("auto")
+
+
+# --- CNN: BN -> ReLU -> conv saves the BN input once; max pool saves a uint8 argmax ---
+def _bn_relu_conv(dtype=torch.double):
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4),
+                              torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.BatchNorm2d(5),
+                              torch.nn.Conv2d(5, 4, 1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)).to(dtype)
+    return ref, torch_bp.convert(ref), torch.randn(6, 3, 8, 8, dtype=dtype, requires_grad=True)
+
+
+@pytest.fixture
+def cpp():
+    before = torch_bp.backend_info().requested
+    try:
+        torch_bp.set_backend("cpp")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    yield
+    torch_bp.set_backend(before)
+
+
+def test_conv_after_batch_norm_relu_saves_the_batch_norm_input_with_equal_gradients(cpp):
+    ref, ours, x = _bn_relu_conv()
+    excl = [x] + list(ref.parameters()) + list(ours.parameters()) + list(ref.buffers()) + list(ours.buffers())
+    n = 6 * 8 * 8
+    # the two BN inputs (float64; the convs after them save these too), two ReLU bit masks, the BN
+    # statistics (2 C values each), the pool's uint8 argmax (one per output) and its one-element shape
+    # stand-in; torch would save 7 float64 activations and int64 indices
+    want = n * 4 * 8 + n * 5 * 8 + 2 * (n * 4 // 8) + 8 * 2 * (4 + 5) + n * 4 // 4 + 8
+    assert saved_bytes(lambda: ours(x), excl) == want
+    g = torch.randn(6, 4, 4, 4, dtype=torch.double)
+    grads = []
+    for m in (ref, ours):
+        (m(x) * g).sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in m.parameters()])
+        x.grad = None
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_after_batch_norm_relu_recompute_is_bit_identical(cpp):
+    """The conv's recomputed input equals the ReLU output of the forward exactly (float32)."""
+    from torch_bp.ops import _lean
+    torch.manual_seed(0)
+    c = torch.randn(4, 3, 6, 6, requires_grad=True)
+    w, b = torch.randn(3, requires_grad=True), torch.randn(3, requires_grad=True)
+    y = torch_bp.functional.relu(torch_bp.functional.batch_norm(c * 1, None, None, w, b, training=True))
+    h, f = _lean.recipe(y)
+    with torch.no_grad():
+        assert torch.equal(f(h), y)
+
+
+def test_conv_after_batch_norm_relu_recipe_dropped_after_in_place_change(cpp):
+    from torch_bp.ops import _lean
+    torch.manual_seed(0)
+    c = torch.randn(4, 3, 6, 6, requires_grad=True)
+    y = torch_bp.functional.relu(torch_bp.functional.batch_norm(c * 1, None, None, training=True))
+    assert _lean.recipe(y) is not None
+    with torch.no_grad():
+        y.mul_(2)  # the conv must see (and save) the changed y
+    assert _lean.recipe(y) is None
+    w = torch.randn(2, 3, 1, 1, requires_grad=True)
+    torch_bp.functional.conv2d(y, w).sum().backward()
+    torch.testing.assert_close(w.grad, y.detach().sum((0, 2, 3)).reshape(1, 3, 1, 1).expand(2, 3, 1, 1))
+
+
+def test_conv_recompute_under_create_graph_is_differentiable(cpp):
+    """grad of grad through a conv whose input is recomputed as bn(c) (batch norm weight frozen and
+    the BN node's own backward out of the second derivative: d/dc of <grad_w, v> only)."""
+    torch.manual_seed(0)
+    c = torch.randn(3, 2, 5, 5, dtype=torch.double, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.double, requires_grad=True)
+    v = torch.randn(3, 2, 3, 3, dtype=torch.double)
+
+    def f(c, bn, conv):
+        z = bn(c, None, None, training=True)
+        gw, = torch.autograd.grad(conv(z, w, padding=1).square().sum(), w, create_graph=True)
+        return (gw * v).sum()
+
+    ours = torch.autograd.grad(f(c, torch_bp.functional.batch_norm, torch_bp.functional.conv2d), c)[0]
+    ref = torch.autograd.grad(f(c, torch.nn.functional.batch_norm, torch.nn.functional.conv2d), c)[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("conv", ["Conv2d", "ConvTranspose2d"])
+def test_per_sample_grads_of_a_conv_after_eval_batch_norm_relu(cpp, conv):
+    """The per-sample rules of a conv whose input is recomputed (eval-mode BN -> ReLU) see x."""
+    torch.manual_seed(0)
+    layer = getattr(torch.nn, conv)(3, 2, 3, padding=1).double()
+    bn = torch.nn.BatchNorm2d(3).double().eval()
+    bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    ours = torch_bp.convert(torch.nn.Sequential(bn, torch.nn.ReLU(), layer))
+    x = torch.randn(4, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    with torch_bp.per_sample_grads(ours[2]):
+        ours(x).square().sum().backward()
+    for n in range(4):
+        xn = x[n:n + 1].detach()
+        ref = torch.autograd.grad(torch.nn.Sequential(bn, torch.nn.ReLU(), layer)(xn).square().sum(), layer.weight)[0]
+        torch.testing.assert_close(ours[2].weight.grad_sample[n], ref, rtol=1e-10, atol=1e-12)

@@ -38,6 +38,8 @@ COMPILED = {
     "BiasActivationFunction": ("bias_act_fwd", "bias_act_bwd"),
     "LayerNormFunction": ("layer_norm_fwd", "layer_norm_bwd"),
     "RMSNormFunction": ("rms_norm_fwd", "rms_norm_bwd"),
+    "BatchNormFunction": ("batch_norm_fwd", "batch_norm_bwd"),
+    "MaxPool2dFunction": ("max_pool2d_fwd", "max_pool2d_bwd"),
     "GELUFunction": ("gelu_fwd", "gelu_bwd"),
     "SiLUFunction": ("silu_fwd", "silu_bwd"),
     "ReLUFunction": ("relu_mask", "mask_bwd"),
@@ -177,6 +179,30 @@ def _register_fakes():
         gw = torch.empty_like(weight, memory_format=torch.contiguous_format) \
             if output_mask[1] and weight is not None else None
         return gx, gw
+
+    @reg("torch_bp::batch_norm_fwd")
+    def _(x, weight, bias, mean, var, eps):
+        c = x.shape[1]
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty((c,), dtype=_acc(x.dtype)),
+                x.new_empty((c,), dtype=_acc(x.dtype)))
+
+    @reg("torch_bp::batch_norm_bwd")
+    def _(grad_y, x, weight, mean, var, training, eps, output_mask):
+        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if output_mask[0] else None
+        gw = torch.empty_like(weight, memory_format=torch.contiguous_format) \
+            if output_mask[1] and weight is not None else None
+        gb = x.new_empty((x.shape[1],)) if output_mask[2] else None
+        return gx, gw, gb
+
+    @reg("torch_bp::max_pool2d_fwd")
+    def _(x, kernel_size, stride, padding, dilation, ho, wo):
+        shape = tuple(x.shape[:-2]) + (ho, wo)
+        dtype = torch.uint8 if kernel_size[0] * kernel_size[1] <= 256 else torch.int32
+        return x.new_empty(shape), x.new_empty(shape, dtype=dtype)
+
+    @reg("torch_bp::max_pool2d_bwd")
+    def _(grad_y, idx, x_size, kernel_size, stride, padding, dilation):
+        return grad_y.new_empty(x_size)
 
     for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd"):
         reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))

@@ -609,7 +609,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     k, s, p = _pool_options(kernel_size, stride, padding, "max_pool2d")
     d = _pool_pair(dilation, "dilation", "max_pool2d")
     out, indices = _pool.MaxPool2dFunction.apply(input, k, s, p, d, bool(ceil_mode))
-    return (out, indices) if return_indices else out
+    if not return_indices:
+        return out
+    return out, _pool.window_to_flat(indices, input.shape[-1], k, s, p, d)  # torch's flat indices
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,

@@ -1,4 +1,4 @@
-// CPU kernels of torch_bp/ops/normalization.py (LayerNormFunction, RMSNormFunction).
+// CPU kernels of torch_bp/ops/normalization.py (LayerNormFunction, RMSNormFunction, BatchNormFunction).
 //
 // One task per block of rows. A row is read from memory once per direction: its statistics
 // pass and its output pass run back to back, so the second read hits the cache. Only the
@@ -257,6 +257,198 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_bwd(const at::Tensor& grad_y_, const
   return {gx, gw};
 }
 
+
+// --- BatchNorm: x (N, C, S) contiguous, one task per block of channels ---
+// A channel is N strided runs of S contiguous elements. Statistics: two passes (sum, then the sum
+// of squared deviations, both of x - x0), then y = x alpha + beta (alpha = r w, beta = b - mu alpha) in a third;
+// the second and third passes over a channel of up to ~64K elements come from the cache.
+template <typename T>
+inline void bn_alpha_beta(acc_t<T> mean, acc_t<T> var, const T* w, const T* b, int64_t c, double eps,
+                          acc_t<T>& alpha, acc_t<T>& beta) {
+  using A = acc_t<T>;
+  alpha = A(1) / std::sqrt(var + static_cast<A>(eps));
+  if (w) alpha = alpha * static_cast<A>(w[c]);
+  beta = -mean * alpha;
+  if (b) beta = beta + static_cast<A>(b[c]);
+}
+
+// The normalisation of one channel, shared by the forward (after its statistics) and the forward
+// with given statistics (eval mode, and the lean recompute of ops/_lean.py): bit-identical results.
+template <typename T>
+inline void bn_apply_channel(const T* x, T* y, int64_t nb, int64_t c, int64_t cs, int64_t s, acc_t<T> alpha,
+                             acc_t<T> beta) {
+  using V = AVec<T>;
+  const V va(alpha), vb(beta);
+  for (int64_t i = 0; i < nb; ++i) {
+    const T* xr = x + (i * cs + c) * s;
+    T* yr = y + (i * cs + c) * s;
+    vec_loop<T>(s, [&](int64_t j, int64_t k) { vstore(yr + j, at::vec::fmadd(vload(xr + j, k), va, vb), k); });
+  }
+}
+
+template <typename T>
+void batch_norm_fwd_kernel(const T* x, const T* w, const T* b, T* y, acc_t<T>* mean, acc_t<T>* var, bool given,
+                           int64_t nb, int64_t cs, int64_t s, double eps) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  const A n = static_cast<A>(nb * s);
+  at::parallel_for(0, cs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      if (!given) {
+        // NOTE: statistics of x - x0 (x0: the channel's first element), as in layer_norm_fwd: the
+        // sums stay small when |mean| >> std, so the mean keeps its precision
+        const V vx0(static_cast<A>(x[c * s]));
+        V acc(0);
+        for (int64_t i = 0; i < nb; ++i) {
+          const T* xr = x + (i * cs + c) * s;
+          vec_loop<T>(s, [&](int64_t j, int64_t k) { acc += V::set(V(0), vload(xr + j, k) - vx0, k); });
+        }
+        const A m1 = hsum(acc) / n;
+        const V vm1(m1);
+        V q(0);
+        for (int64_t i = 0; i < nb; ++i) {
+          const T* xr = x + (i * cs + c) * s;
+          vec_loop<T>(s, [&](int64_t j, int64_t k) {
+            const V d = V::set(V(0), (vload(xr + j, k) - vx0) - vm1, k);
+            q = at::vec::fmadd(d, d, q);
+          });
+        }
+        mean[c] = static_cast<A>(x[c * s]) + m1;
+        var[c] = hsum(q) / n;
+      }
+      A alpha, beta;
+      bn_alpha_beta(mean[c], var[c], w, b, c, eps, alpha, beta);
+      bn_apply_channel(x, y, nb, c, cs, s, alpha, beta);
+    }
+  });
+}
+
+// mean/var given (eval statistics, or a recompute with the saved batch statistics): only the
+// normalisation runs. Returns (y, mean, var) with mean/var in the accumulation dtype.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_fwd(const at::Tensor& x_, const c10::optional<at::Tensor>& weight,
+                                                              const c10::optional<at::Tensor>& bias,
+                                                              const c10::optional<at::Tensor>& mean_,
+                                                              const c10::optional<at::Tensor>& var_, double eps) {
+  check_same_dtype(x_, weight, "weight");
+  check_same_dtype(x_, bias, "bias");
+  TORCH_CHECK(x_.dim() >= 2, "torch_bp::batch_norm_fwd: expected an input (N, C, ...)");
+  const bool given = mean_.has_value() && mean_->defined();
+  TORCH_CHECK(given == (var_.has_value() && var_->defined()), "torch_bp::batch_norm_fwd: give both mean and var or neither");
+  const at::Tensor x = x_.contiguous();
+  const int64_t nb = x.size(0), cs = x.size(1), s = nb * cs > 0 ? x.numel() / (nb * cs) : 0;
+  const auto acc = at::toOpMathType(x.scalar_type());
+  at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
+  at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  TORCH_CHECK((!w.defined() || w.numel() == cs) && (!b.defined() || b.numel() == cs),
+              "torch_bp::batch_norm_fwd: weight and bias must have C elements");
+  at::Tensor mean, var;
+  if (given) {
+    TORCH_CHECK(mean_->numel() == cs && var_->numel() == cs, "torch_bp::batch_norm_fwd: mean and var must have C elements");
+    mean = mean_->to(acc).contiguous().clone();
+    var = var_->to(acc).contiguous().clone();
+  } else {
+    TORCH_CHECK(x.numel() > 0, "torch_bp::batch_norm_fwd: batch statistics of an empty input");
+    mean = at::empty({cs}, x.options().dtype(acc));
+    var = at::empty({cs}, x.options().dtype(acc));
+  }
+  at::Tensor y = new_output_like(x);
+  if (x.numel() == 0) return {y, mean, var};
+  TORCH_BP_DISPATCH(x.scalar_type(), "batch_norm_fwd", [&] {
+    using A = acc_t<scalar_t>;
+    batch_norm_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
+                                    b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
+                                    mean.mutable_data_ptr<A>(), var.mutable_data_ptr<A>(), given, nb, cs, s, eps);
+  });
+  return {y, mean, var};
+}
+
+// training: grad_x = w r (grad_y - sum(grad_y) / n - (x - mu) r^2 sum(grad_y (x - mu)) / n)
+// eval:     grad_x = w r grad_y;   grad_w = r sum(grad_y (x - mu)),  grad_b = sum(grad_y)
+template <typename T>
+void batch_norm_bwd_kernel(const T* gy, const T* x, const T* w, const acc_t<T>* mean, const acc_t<T>* var, T* gx,
+                           acc_t<T>* gw, acc_t<T>* gb, bool training, int64_t nb, int64_t cs, int64_t s, double eps) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  const A n = static_cast<A>(nb * s);
+  const bool sums = gw || gb || (gx && training);
+  at::parallel_for(0, cs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const A mu = mean[c], rstd = A(1) / std::sqrt(var[c] + static_cast<A>(eps));
+      const V vmu(mu);
+      A sum_gy = 0, dotp = 0;
+      if (sums) {
+        V sg(0), sd(0);
+        for (int64_t i = 0; i < nb; ++i) {
+          const T* xr = x + (i * cs + c) * s;
+          const T* gr = gy + (i * cs + c) * s;
+          vec_loop<T>(s, [&](int64_t j, int64_t k) {
+            const V g = V::set(V(0), vload(gr + j, k), k);
+            sg += g;
+            sd = at::vec::fmadd(g, vload(xr + j, k) - vmu, sd);
+          });
+        }
+        sum_gy = hsum(sg);
+        dotp = hsum(sd);
+      }
+      if (gw) gw[c] = dotp * rstd;
+      if (gb) gb[c] = sum_gy;
+      if (!gx) continue;
+      const A scale = w ? rstd * static_cast<A>(w[c]) : rstd;
+      const V vscale(scale);
+      if (training) {
+        const V vk(-dotp * rstd * rstd / n), vm(sum_gy / n);
+        for (int64_t i = 0; i < nb; ++i) {
+          const T* xr = x + (i * cs + c) * s;
+          const T* gr = gy + (i * cs + c) * s;
+          T* out = gx + (i * cs + c) * s;
+          vec_loop<T>(s, [&](int64_t j, int64_t k) {
+            const V g = at::vec::fmadd(vload(xr + j, k) - vmu, vk, vload(gr + j, k));
+            vstore(out + j, (g - vm) * vscale, k);
+          });
+        }
+      } else {
+        for (int64_t i = 0; i < nb; ++i) {
+          const T* gr = gy + (i * cs + c) * s;
+          T* out = gx + (i * cs + c) * s;
+          vec_loop<T>(s, [&](int64_t j, int64_t k) { vstore(out + j, vload(gr + j, k) * vscale, k); });
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_bwd(const at::Tensor& grad_y_, const at::Tensor& x_,
+                                                              const c10::optional<at::Tensor>& weight,
+                                                              const at::Tensor& mean_, const at::Tensor& var_,
+                                                              bool training, double eps, std::array<bool, 3> mask) {
+  check_same_dtype(x_, weight, "weight");
+  TORCH_CHECK(grad_y_.scalar_type() == x_.scalar_type() && grad_y_.sizes() == x_.sizes() && x_.dim() >= 2,
+              "torch_bp::batch_norm_bwd: grad_y must match x (N, C, ...)");
+  const at::Tensor x = x_.contiguous(), gy = grad_y_.contiguous();
+  const int64_t nb = x.size(0), cs = x.size(1), s = nb * cs > 0 ? x.numel() / (nb * cs) : 0;
+  const auto acc = at::toOpMathType(x.scalar_type());
+  const at::Tensor mean = mean_.to(acc).contiguous(), var = var_.to(acc).contiguous();
+  TORCH_CHECK(mean.numel() == cs && var.numel() == cs, "torch_bp::batch_norm_bwd: mean and var must have C elements");
+  const bool has_w = weight.has_value() && weight->defined();
+  at::Tensor w = has_w ? weight->contiguous() : at::Tensor();
+  at::Tensor gx = mask[0] ? new_output_like(x) : at::Tensor();
+  at::Tensor gw_acc = mask[1] && has_w ? at::zeros({cs}, x.options().dtype(acc)) : at::Tensor();
+  at::Tensor gb_acc = mask[2] ? at::zeros({cs}, x.options().dtype(acc)) : at::Tensor();
+  if (x.numel() > 0) {
+    TORCH_BP_DISPATCH(x.scalar_type(), "batch_norm_bwd", [&] {
+      using A = acc_t<scalar_t>;
+      batch_norm_bwd_kernel<scalar_t>(gy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                      has_w ? w.const_data_ptr<scalar_t>() : nullptr, mean.const_data_ptr<A>(),
+                                      var.const_data_ptr<A>(), gx.defined() ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+                                      gw_acc.defined() ? gw_acc.mutable_data_ptr<A>() : nullptr,
+                                      gb_acc.defined() ? gb_acc.mutable_data_ptr<A>() : nullptr, training, nb, cs, s, eps);
+    });
+  }
+  at::Tensor gw = gw_acc.defined() ? gw_acc.to(x.scalar_type()).view(w.sizes()) : at::Tensor();
+  at::Tensor gb = gb_acc.defined() ? gb_acc.to(x.scalar_type()) : at::Tensor();
+  return {gx, gw, gb};
+}
+
 }  // namespace norm
 
 TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
@@ -264,6 +456,8 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("layer_norm_bwd", &norm::layer_norm_bwd);
   m.impl("rms_norm_fwd", &norm::rms_norm_fwd);
   m.impl("rms_norm_bwd", &norm::rms_norm_bwd);
+  m.impl("batch_norm_fwd", &norm::batch_norm_fwd);
+  m.impl("batch_norm_bwd", &norm::batch_norm_bwd);
 }
 
 }  // namespace torch_bp

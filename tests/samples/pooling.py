@@ -30,6 +30,8 @@ def _max_pool(make):
                  {"stride": (2, 3), "padding": (1, 1), "ceil_mode": True})
     yield Sample("dilation", (_distinct(make, 1, 2, 7, 7), 2), {"stride": 1, "dilation": (2, 3)})
     yield Sample("return-indices", (_distinct(make, 1, 3, 5, 4), 2), {"return_indices": True})
+    # a window of more than 256 elements: the saved window argmax is int32, not uint8
+    yield Sample("window-over-256", (_distinct(make, 1, 1, 17, 18), (17, 16)), {"stride": 1, "return_indices": True})
     yield Sample("batch-of-one", (_distinct(make, 1, 2, 4, 6), (2, 3)))
     yield Sample("empty-batch", (make(0, 2, 4, 4), 2))
     yield Sample("unbatched", (_distinct(make, 3, 5, 5), 3, 1, 1))

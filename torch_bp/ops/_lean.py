@@ -7,8 +7,13 @@ and recomputes ``y = f(h)`` in its backward. ``f`` is the activation's own forwa
 recomputed ``y`` is bit-identical and the gradients are exact. In an MLP each layer then saves
 one tensor instead of two.
 
-Safety: a recipe is used only if neither ``y`` nor ``h`` was modified in place since the
-activation ran (version counters), and never while ``torch.compile`` traces or a torch.func
+Recipes compose: a batch norm records ``z = bn(c)`` (with its saved statistics, weight and bias:
+the ``deps`` of the recipe); a ReLU that saves only a bit mask and whose input ``z`` has a recipe
+records ``y = relu(bn(c))``. A convolution after BN -> ReLU then saves ``c``, which the batch norm
+keeps anyway, instead of ``y``.
+
+Safety: a recipe is used only if neither ``y`` nor ``h`` nor a dep was modified in place since
+the activation ran (version counters), and never while ``torch.compile`` traces or a torch.func
 transform (vmap, grad, jacrev) runs: there the rules save ``y`` as usual.
 """
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Callable
 
 import torch
 
-# id(y) -> (weakref to y, y's version, h, h's version, f); the entry dies with y
+# id(y) -> (weakref to y, y's version, h, h's version, f, ((dep, dep's version), ...)); the entry dies with y
 _RECIPES: dict[int, tuple] = {}
 
 
@@ -29,13 +34,14 @@ def active() -> bool:
     return not torch._C._are_functorch_transforms_active()
 
 
-def record(y: torch.Tensor, h: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Note that ``y == f(h)`` (called from the activation's ``setup_context``)."""
+def record(y: torch.Tensor, h: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor], *deps) -> None:
+    """Note that ``y == f(h)`` (called from the activation's ``setup_context``); ``deps``: the other
+    tensors ``f`` reads (None entries are skipped)."""
     if not active() or y is h or not isinstance(y, torch.Tensor) or type(y) is not torch.Tensor:
         return
     key = id(y)
     ref = weakref.ref(y, lambda _r, key=key: _RECIPES.pop(key, None))
-    _RECIPES[key] = (ref, y._version, h, h._version, f)
+    _RECIPES[key] = (ref, y._version, h, h._version, f, tuple((d, d._version) for d in deps if d is not None))
 
 
 def recipe(y: torch.Tensor):
@@ -45,7 +51,14 @@ def recipe(y: torch.Tensor):
     entry = _RECIPES.get(id(y))
     if entry is None:
         return None
-    ref, y_version, h, h_version, f = entry
+    ref, y_version, h, h_version, f, deps = entry
     if ref() is not y or y._version != y_version or h._version != h_version:
         return None
+    if any(d._version != v for d, v in deps):
+        return None
     return h, f
+
+
+def deps(y: torch.Tensor) -> tuple:
+    """The tensors the recipe of ``y`` reads besides ``h`` (call after :func:`recipe` found one)."""
+    return tuple(d for d, _ in _RECIPES[id(y)][5])

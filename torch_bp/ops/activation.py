@@ -26,7 +26,10 @@ from ._util import opmath
 # --- ReLU ---
 class ReLUFunction(torch.autograd.Function):
     r"""Forward: y = max(x, 0).   Backward: grad_x = grad_y * [not y <= 0].
-    Saved: y                      Double backward: yes
+    Saved: the mask [y <= 0] (bool, 1 byte per element), not y; compiled backend: [not y <= 0],
+           1 bit per element                                                     Double backward: yes
+    Lean:  y itself is not kept, so if x has a recompute recipe x = g(h) (a batch norm's output,
+           ops/_lean.py), records y = relu(g(h)): a conv that follows saves h instead of y
     NOTE: written as "zero where y <= 0", as torch's threshold_backward, so that grad_y passes
     through where x is NaN (y = NaN), exactly as in torch.
     """
@@ -39,15 +42,24 @@ class ReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.packed = backend.use_cpp(output)  # compiled: saves [not y <= 0], 1 bit per element, not y
-        ctx.save_for_backward(torch.ops.torch_bp.relu_mask(output) if ctx.packed else output)
+        ctx.packed = backend.use_cpp(output)  # compiled: saves [not y <= 0], 1 bit per element
+        ctx.save_for_backward(torch.ops.torch_bp.relu_mask(output) if ctx.packed else output <= 0)
+        lean = _lean.recipe(inputs[0])
+        if lean is not None:
+            _lean.record(output, lean[0], functools.partial(_relu_again, lean[1]), *_lean.deps(inputs[0]))
 
     @staticmethod
     def backward(ctx, grad_y):
-        (y,) = ctx.saved_tensors
-        if ctx.packed:  # y is the bit mask (csrc/cpu/activation.cpp)
-            return torch.ops.torch_bp.mask_bwd(grad_y, y, None)
-        return relu_grad(y, grad_y)
+        (mask,) = ctx.saved_tensors
+        if ctx.packed:  # the bit mask (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.mask_bwd(grad_y, mask, None)
+        return grad_y.masked_fill(mask, 0)  # mask = [y <= 0]: relu_grad with the comparison done
+
+
+def _relu_again(f, h: torch.Tensor) -> torch.Tensor:
+    """relu(f(h)) once more (a lean rule's recompute recipe); differentiable under create_graph."""
+    x = f(h)
+    return ReLUFunction.apply(x) if torch.is_grad_enabled() else torch.relu(x)
 
 
 def relu_grad(y: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:

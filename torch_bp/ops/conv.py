@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as TF
 
+from . import _lean
+
 _CONV = {1: TF.conv1d, 2: TF.conv2d}
 _CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d}
 
@@ -176,6 +178,10 @@ class ConvFunction(torch.autograd.Function):
                grad_w  = conv(xp^{C<->N}, grad_y^{O<->N}, stride=d, padding=p, dilation=s, G)[..., :k]
                grad_b  = sum of grad_y over batch and space
     Saved:     x, w (xp is recomputed from x in backward, so the rule stays differentiable)
+               Lean: when x = f(h) has a recompute recipe (x = relu(batch_norm(h)) or batch_norm(h),
+               ops/_lean.py), h (which the batch norm keeps anyway) and the recipe's small deps are
+               saved instead of x, and x = f(h) is recomputed (bit-identical) in the backward; not
+               under torch.compile tracing or torch.func transforms
     Double backward: yes (the backward is made of convolutions of saved inputs)
 
     Per example n:  grad_w[n] = the same correlation over example n only (:func:`_per_example_weight_grad`),
@@ -203,11 +209,24 @@ class ConvFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, weight, bias, ctx.opts = inputs
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight)
+        lean = _lean.recipe(x)
+        ctx.recompute_x = None if lean is None else lean[1]
+        if lean is None:
+            ctx.save_for_backward(x, weight)
+        else:  # the recipe's deps are saved too, so that an in-place change of them is caught in backward
+            ctx.save_for_backward(lean[0], weight, *_lean.deps(x))
+
+    @staticmethod
+    def _saved(ctx):
+        """(x, w), recomputing x from the tensor saved in its place (see Lean)."""
+        x, weight = ctx.saved_tensors[:2]
+        if ctx.recompute_x is not None:
+            x = ctx.recompute_x(x)
+        return x, weight
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
+        x, weight = ConvFunction._saved(ctx)
         o = ctx.opts
         nd = weight.dim() - 2
         unbatched = x.dim() == nd + 1
@@ -231,7 +250,7 @@ class ConvFunction(torch.autograd.Function):
 
     @staticmethod
     def per_sample(ctx, batch_dim, grad_y, out=None):
-        x, weight = ctx.saved_tensors
+        x, weight = ConvFunction._saved(ctx)
         o = ctx.opts
         if x.dim() == weight.dim() - 1:
             raise ValueError("per-sample gradients: an unbatched convolution input has no batch dim")
@@ -263,7 +282,7 @@ class ConvTransposeFunction(torch.autograd.Function):
                grad_w = the conv weight gradient with grad_y as the conv's input and x as
                         its output gradient (shape (C_in, C_out/G, *k), as w)
                grad_b = sum of grad_y over batch and space
-    Saved:     x, w                        Double backward: yes
+    Saved:     x, w (Lean: as :class:`ConvFunction`, h in place of x = f(h))      Double backward: yes
     Per example n:  grad_w[n], grad_b[n] = the same over example n only (the ordinary grad_w is their sum)
 
     NOTE: conv(grad_y) has ``H + floor(output_padding / s)`` positions: output_padding can
@@ -283,11 +302,16 @@ class ConvTransposeFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, weight, bias, ctx.opts = inputs
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight)
+        lean = _lean.recipe(x)
+        ctx.recompute_x = None if lean is None else lean[1]
+        if lean is None:
+            ctx.save_for_backward(x, weight)
+        else:  # the recipe's deps are saved too, so that an in-place change of them is caught in backward
+            ctx.save_for_backward(lean[0], weight, *_lean.deps(x))
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
+        x, weight = ConvFunction._saved(ctx)
         o = ctx.opts
         nd = weight.dim() - 2
         unbatched = x.dim() == nd + 1
@@ -310,7 +334,7 @@ class ConvTransposeFunction(torch.autograd.Function):
 
     @staticmethod
     def per_sample(ctx, batch_dim, grad_y, out=None):
-        x, weight = ctx.saved_tensors
+        x, weight = ConvFunction._saved(ctx)
         o = ctx.opts
         if x.dim() == weight.dim() - 1:
             raise ValueError("per-sample gradients: an unbatched convolution input has no batch dim")

@@ -5,12 +5,14 @@ flattened to one dim of size D; ``mean`` is over that dim.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from .. import backend
+from . import _lean
 from ._util import example_rows, opmath
 
 
@@ -190,6 +192,11 @@ class BatchNormFunction(torch.autograd.Function):
                grad_w = sum_c(grad_y * xh),   grad_b = sum_c(grad_y)
     Saved:     x, w, mu, v (r is recomputed, exactly as in forward; x - mu is formed again)
     Double backward: no (once_differentiable)
+    Lean:      records y = bn(x) (with these mu, v, w, b) as a recompute recipe (ops/_lean.py): a rule
+               that would save y (a conv, possibly after a ReLU) saves x, kept here anyway. Given
+               ``running_mean``/``running_var`` in training mode, they are taken as the batch
+               statistics of x (that recompute: the same normalisation code, bit-identical y, and
+               the training-mode backward)
     Per example n (eval only: batch statistics mix the examples, so training mode raises):
                grad_w[n], grad_b[n] = the sums above over example n's positions only
 
@@ -202,14 +209,18 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, bias, running_mean, running_var, training, eps):
+        if x.dim() > 2 and x.numel() and x.is_contiguous() and backend.use_cpp(x, weight, bias):
+            # the same rule, one task per channel (csrc/cpu/normalization.cpp); other layouts
+            # (channels_last) keep theirs through the Python rule
+            return torch.ops.torch_bp.batch_norm_fwd(x, weight, bias, running_mean, running_var, eps)
         red, shape = _channel_dims(x)
         xf = opmath(x)
-        if training and xf.numel():
-            var, mean = torch.var_mean(xf, red, correction=0)  # one pass
-        elif training:  # empty batch: NaN statistics (never used: no output, no update)
+        if training and running_mean is None and xf.numel():
+            mean, var = _batch_stats(xf)
+        elif training and running_mean is None:  # empty batch: NaN statistics (never used: no output, no update)
             mean = xf.mean(red)
             var = mean.clone()
-        else:
+        else:  # eval statistics, or the batch statistics given back (lean recompute)
             mean = running_mean.to(xf.dtype, copy=True)
             var = running_var.to(xf.dtype, copy=True)
         # y = x alpha + beta per channel, alpha = r w, beta = b - mu alpha: one pass, as torch's kernel
@@ -225,28 +236,36 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, bias, _, _, ctx.training, ctx.eps = inputs
-        _, mean, var = output
+        y, mean, var = output
         ctx.mark_non_differentiable(mean, var)
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.save_for_backward(x, weight, mean, var)
+        # y = bn(x) with these statistics: a rule that would save y saves x (kept here) instead
+        _lean.record(y, x, functools.partial(_batch_norm_again, weight, bias, mean, var, ctx.training, ctx.eps),
+                     weight, bias, mean, var)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y, _grad_mean, _grad_var):
         x, weight, mean, var = ctx.saved_tensors
+        want_x, want_w = ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]
+        want_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
+        if x.dim() > 2 and x.numel() and x.is_contiguous() and backend.use_cpp(x, weight, grad_y):
+            # csrc/cpu/normalization.cpp
+            gx, gw, gb = torch.ops.torch_bp.batch_norm_bwd(grad_y, x, weight, mean, var, ctx.training, ctx.eps,
+                                                           [want_x, want_w, want_b])
+            return gx, gw, None if gb is None else gb.to(ctx.bias_dtype), None, None, None, None
         red, shape = _channel_dims(x)
         rstd = torch.rsqrt(var + ctx.eps)  # (C,), exactly as in forward
         gy = opmath(grad_y)
-        want_x, want_w = ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]
-        want_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
         # NOTE: sum_c(grad_y xh) = r * sum_c(grad_y (x - mu)); x - mu is formed first (no
         # cancellation between two large sums when |mu| >> sqrt(v)), as in torch's kernel.
         xc = dotp = sum_gy = None
         if want_w or (want_x and ctx.training):
             xc = opmath(x) - mean.view(shape)
-            dotp = (gy * xc).sum(red)
+            dotp = _channel_sum(gy * xc)
         if want_b or (want_x and ctx.training):
-            sum_gy = gy.sum(red)
+            sum_gy = _channel_sum(gy)
         grad_x = grad_w = grad_b = None
         if want_x:
             scale = rstd if weight is None else rstd * opmath(weight)  # (C,)
@@ -280,6 +299,32 @@ class BatchNormFunction(torch.autograd.Function):
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             res[2] = _sum_space(gy).to(ctx.bias_dtype)
         return res
+
+
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, *S) -> (C,): the sum over N and S. NOTE: the contiguous trailing dims are reduced
+    first (a fast inner reduction), then N: summing over (0, 2, ...) at once is a slow strided
+    reduction on CPU."""
+    return _sum_space(t).sum(0)
+
+
+def _batch_stats(xf: torch.Tensor):
+    """Per-channel mean and biased variance of x (N, C, *S), two passes (mean, then the mean of
+    squared deviations), each reducing the trailing dims first (see :func:`_channel_sum`)."""
+    _, shape = _channel_dims(xf)
+    n = xf.numel() // xf.shape[1]
+    mean = _channel_sum(xf) / n
+    var = _channel_sum((xf - mean.view(shape)).square_()) / n
+    return mean, var
+
+
+def _batch_norm_again(weight, bias, mean, var, training, eps, x):
+    """y = bn(x) once more with the statistics of the forward (a lean rule's recompute recipe):
+    the same normalisation code, so y is bit-identical; differentiable (training-mode rule) under
+    create_graph."""
+    if torch.is_grad_enabled():
+        return BatchNormFunction.apply(x, weight, bias, mean, var, training, eps)[0]
+    return BatchNormFunction.forward(x, weight, bias, mean, var, training, eps)[0]
 
 
 def _sum_space(t: torch.Tensor) -> torch.Tensor:

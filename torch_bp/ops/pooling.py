@@ -4,10 +4,10 @@ Notation for one spatial dim: input size H, kernel k, stride s, padding p, dilat
 output position o reads the window ``o s - p + j d`` for ``j < k``. Pooling acts on each
 (batch, channel) plane separately; inputs are (N, C, H, W) or unbatched (C, H, W).
 
-NOTE: each Function saves its input x, although only its shape is needed (as torch's own
-pooling backward does; x is usually saved by the layer before anyway): a shape kept on ctx
+NOTE: the average poolings save their input x, although only its shape is needed (as torch's
+own pooling backward does; x is usually saved by the layer before anyway): a shape kept on ctx
 is not seen by torch.compile as an input of the backward graph and breaks it once dynamo
-makes shapes dynamic.
+makes shapes dynamic. Max pooling saves a one-element stand-in expanded to x's shape instead.
 
 The forward passes are torch's own pooling kernels (forward primitives); the backward
 rules are explicit: a scatter into the argmax for max pooling, a transposed convolution
@@ -20,44 +20,103 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as TF
 
+from .. import backend
 from ._util import opmath
 
 
 # --- MaxPool2d ---
+def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's output size of one pooled dim (the last window must start inside input or left padding)."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _window_index_dtype(kernel_size):
+    return torch.uint8 if kernel_size[0] * kernel_size[1] <= 256 else torch.int32
+
+
+def _window_corners(ho, wo, width, stride, padding, device):
+    """(Ho, Wo): the flat index h * W + w of every output position's window corner (top left;
+    negative inside the padding)."""
+    oh = torch.arange(ho, device=device)[:, None] * stride[0] - padding[0]
+    ow = torch.arange(wo, device=device) * stride[1] - padding[1]
+    return oh * width + ow
+
+
+def _window_offsets(width, kernel_size, dilation, device):
+    """(kh * kw,): the flat offset of window element j = jh * kw + jw from the window's corner."""
+    jh = torch.arange(kernel_size[0], device=device)[:, None] * (dilation[0] * width)
+    jw = torch.arange(kernel_size[1], device=device) * dilation[1]
+    return (jh + jw).reshape(-1)
+
+
+def window_to_flat(idx, width, kernel_size, stride, padding, dilation):
+    """Window-local argmax (row-major within the kernel) -> flat index h * W + w in the plane (int64)."""
+    offsets = _window_offsets(width, kernel_size, dilation, idx.device)
+    return _window_corners(idx.shape[-2], idx.shape[-1], width, stride, padding, idx.device) + offsets[idx.long()]
+
+
+def _flat_to_window(flat, width, kernel_size, stride, padding, dilation):
+    """The inverse of :func:`window_to_flat`, by a lookup table from the offset in the window."""
+    offsets = _window_offsets(width, kernel_size, dilation, flat.device)
+    dtype = _window_index_dtype(kernel_size)
+    span = (kernel_size[0] - 1) * dilation[0] * width + (kernel_size[1] - 1) * dilation[1] + 1  # offsets[-1] + 1
+    table = torch.zeros(span, dtype=dtype, device=flat.device)
+    table[offsets] = torch.arange(offsets.numel(), device=flat.device).to(dtype)
+    return table[flat - _window_corners(flat.shape[-2], flat.shape[-1], width, stride, padding, flat.device)]
+
+
 class MaxPool2dFunction(torch.autograd.Function):
     r"""Max over each (dilated, padded) window.
 
-    Forward:   y[o] = max_{j in window(o)} x[j],   idx[o] = argmax (flat index h*W + w in the plane)
-    Backward:  grad_x[idx[o]] += grad_y[o]   (scatter-add over the plane; overlapping windows add up)
-    Saved:     x (for its shape, as torch saves it), idx (int64, the size of y)
+    Forward:   y[o] = max_{j in window(o)} x[j],   idx[o] = argmax within the window (row-major:
+               j = jh * kw + jw), uint8 (int32 for windows of more than 256 elements)
+    Backward:  grad_x[window(o)[idx[o]]] += grad_y[o]   (overlapping windows add up)
+    Saved:     idx (1 byte per output for windows of up to 256 elements) and a one-element stand-in
+               with x's shape (stride 0), not x: a ReLU before the pool keeps only a mask, so x
+               would otherwise be kept for its shape alone
     Double backward: yes (grad of the scatter is a gather)
 
-    Ties: the gradient goes, whole, to the single element whose index torch's forward kernel
-    returned; we reuse those indices, so the routing is torch's by construction. On CPU
-    and CUDA that is the first maximum in the window's scan order (row-major), and a NaN
-    in the window wins (its index is returned, the output is NaN).
+    Ties: the gradient goes, whole, to the single element torch's CPU kernel picks: the first
+    maximum in the window's scan order (row-major), and a NaN in the window wins (the last one
+    in that order; the output is NaN). The Python rule takes torch's own indices; the compiled
+    kernel (csrc/cpu/pooling.cpp) scans the same way. ``return_indices`` gives torch's flat
+    indices (h * W + w), converted from idx by :func:`window_to_flat`.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, kernel_size, stride, padding, dilation, ceil_mode):
-        return torch._C._nn.max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)
+        if x.dim() in (3, 4) and x.numel() and x.is_contiguous() and backend.use_cpp(x) \
+                and all(p <= k // 2 for p, k in zip(padding, kernel_size)) and min(stride + dilation) > 0:
+            ho, wo = (pool_out_size(x.shape[-2 + i], kernel_size[i], stride[i], padding[i], dilation[i], ceil_mode)
+                      for i in range(2))
+            if ho > 0 and wo > 0:  # else torch's kernel raises its error below
+                return torch.ops.torch_bp.max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ho, wo)
+        y, flat = torch._C._nn.max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)
+        return y, _flat_to_window(flat, x.shape[-1], kernel_size, stride, padding, dilation)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x = inputs[0]
+        x, ctx.k, ctx.s, ctx.p, ctx.d, _ = inputs
         _, idx = output
         ctx.mark_non_differentiable(idx)
-        ctx.save_for_backward(x, idx)
+        ctx.save_for_backward(idx, x.new_empty(()).expand(x.shape))
 
     @staticmethod
     def backward(ctx, grad_y, _grad_idx):
-        x, idx = ctx.saved_tensors
+        idx, x = ctx.saved_tensors
+        if backend.use_cpp(grad_y):  # csrc/cpu/pooling.cpp
+            return torch.ops.torch_bp.max_pool2d_bwd(grad_y, idx, x.shape, ctx.k, ctx.s, ctx.p, ctx.d), \
+                None, None, None, None, None
         shape = x.shape
         plane = shape[-2] * shape[-1]
+        flat = window_to_flat(idx, shape[-1], ctx.k, ctx.s, ctx.p, ctx.d)
         g = opmath(grad_y).flatten(-2)  # (*, Ho*Wo)
-        grad_x = g.new_zeros(shape[:-2] + (plane,)).scatter_add(-1, idx.flatten(-2), g)
+        grad_x = g.new_zeros(shape[:-2] + (plane,)).scatter_add(-1, flat.flatten(-2), g)
         return grad_x.view(shape).to(grad_y.dtype), None, None, None, None, None
 
 

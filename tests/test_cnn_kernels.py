@@ -1,0 +1,61 @@
+"""The CNN kernels' edge cases against torch, on both backends: max pooling's window argmax with
+ties, NaN and -inf on the vectorised 2 x 2 path (rows wide enough for whole vectors) and the
+scalar one, and its backward; batch norm's compiled statistics far from zero."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import torch_bp
+from harness import assert_close
+
+
+@pytest.fixture(params=["python", "cpp"])
+def backend(request):
+    before = torch_bp.backend_info().requested
+    if request.param == "cpp":
+        try:
+            torch_bp.set_backend("cpp")
+        except RuntimeError as e:
+            pytest.skip(str(e))
+    else:
+        torch_bp.set_backend("python")
+    yield request.param
+    torch_bp.set_backend(before)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 40), (2, 2, 7, 67), (1, 2, 5, 4)])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_max_pool_2x2_ties_nan_inf_like_torch(backend, shape, ceil_mode, dtype):
+    torch.manual_seed(0)
+    x = torch.randint(-2, 3, shape).to(dtype)  # many ties
+    x[torch.rand(shape) < 0.05] = float("nan")
+    x[torch.rand(shape) < 0.05] = float("-inf")
+    x.requires_grad_()
+    y, i = torch_bp.functional.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=True)
+    yt, it = TF.max_pool2d(x, 2, ceil_mode=ceil_mode, return_indices=True)
+    assert torch.equal(i, it)
+    assert torch.equal(y.isnan(), yt.isnan()) and torch.equal(y.nan_to_num(), yt.nan_to_num())
+    g = torch.randn(y.shape, dtype=dtype)
+    assert torch.equal(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(yt, x, g)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_far_from_zero_like_torch(backend, dtype, training):
+    torch.manual_seed(0)
+    x = (torch.randn(6, 5, 7, 9, dtype=torch.float64) + 30).to(dtype).requires_grad_()  # |mean| / std = 30
+    w = torch.randn(5, dtype=dtype, requires_grad=True)
+    b = torch.randn(5, dtype=dtype, requires_grad=True)
+    rm, rv = torch.full((5,), 29.0, dtype=dtype), torch.full((5,), 1.3, dtype=dtype)
+    y = torch_bp.functional.batch_norm(x, rm.clone(), rv.clone(), w, b, training)
+    yt = TF.batch_norm(x.double(), rm.double(), rv.double(), w.double(), b.double(), training)
+    g = torch.randn(y.shape, dtype=dtype)
+    # against float64 on the same inputs; cond: the conditioning |mean| / std (tests/harness.py),
+    # below bfloat16's own rounding of the output
+    cond = 1.0 if dtype == torch.bfloat16 else 30.0
+    assert_close(y, yt.to(dtype), dtype, cond=cond, what="batch_norm output")
+    for a, r in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(yt, (x, w, b), g.double())):
+        assert_close(a, r.to(dtype), dtype, cond=cond, what="batch_norm grad")
