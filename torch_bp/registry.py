@@ -54,6 +54,20 @@ def _linear_activation_reference(input, weight, bias=None, activation="relu", ap
     return TF.gelu(h, approximate=approximate) if activation == "gelu" else getattr(TF, activation)(h)
 
 
+def _linear_cross_entropy_reference(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                                    label_smoothing=0.0, *, chunk_size=None, mode="fused"):
+    """torch's cross_entropy(linear(...)) over the last dim, the reference of
+    torch_bp.functional.linear_cross_entropy (``chunk_size`` and ``mode`` change nothing)."""
+    if input.dim() >= 1 and tuple(target.shape) != tuple(input.shape[:-1]):
+        raise ValueError(f"expected target of shape {list(input.shape[:-1])}, got {list(target.shape)}")
+    z = TF.linear(input, weight, bias)
+    kw = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    if z.dim() <= 1:
+        return TF.cross_entropy(z, target, **kw)
+    loss = TF.cross_entropy(z.flatten(0, -2), target.flatten(), **kw)
+    return loss.reshape(target.shape) if reduction == "none" else loss
+
+
 LAYERS: list[Layer] = [
     # --- core: linear ---
     _row("linear", "linear", [linear.LinearFunction], [(nn.Linear, torch.nn.Linear)], double_backward=True),
@@ -97,6 +111,10 @@ LAYERS: list[Layer] = [
     _row("nll_loss", "loss", [loss.NLLLossFunction], [(nn.NLLLoss, torch.nn.NLLLoss)], double_backward=True),
     _row("binary_cross_entropy_with_logits", "loss", [loss.BCEWithLogitsFunction],
          [(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)], double_backward=True),
+    _row("linear_cross_entropy", "loss", [loss.LinearCrossEntropyFunction],
+         reference=_linear_cross_entropy_reference,
+         notes="torch_bp only: cross_entropy(linear(x, W, b), y) over chunks of rows, never the (N, V) "
+               "logits (module: LinearCrossEntropy, loads nn.Linear's state_dict); no class weights"),
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),
