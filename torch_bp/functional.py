@@ -454,11 +454,13 @@ def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, re
     if target.device != input.device:
         raise RuntimeError(f"linear_cross_entropy: expected target on the input's device {input.device}, "
                            f"got {target.device}")
-    if not input.is_floating_point():
-        raise NotImplementedError(f"linear_cross_entropy: not implemented for input of dtype {input.dtype}")
+    if input.dtype == torch.bool:  # torch's matmul (addmm) has no bool kernel
+        raise NotImplementedError("linear_cross_entropy: matmul (addmm) not implemented for 'Bool'")
     if tuple(target.shape) != tuple(input.shape[:-1]):
         raise ValueError(f"linear_cross_entropy: expected target of shape {list(input.shape[:-1])} "
                          f"(input.shape[:-1]), got {list(target.shape)}")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"linear_cross_entropy: not implemented for input of dtype {input.dtype}")
     if target.dtype not in (torch.int64, torch.uint8):
         raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
     if label_smoothing > 1.0:

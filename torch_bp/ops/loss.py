@@ -489,180 +489,151 @@ def _soft_weighted_target(x, target, weight, label_smoothing, cd):
 CHUNK_ELEMENTS = 2 ** 24
 
 
-def _head_rows(n_rows, n_classes, chunk_size):
-    if chunk_size is not None:
-        return int(chunk_size)
-    return max(16, CHUNK_ELEMENTS // max(n_classes, 1))
+def _head_rows(n_classes, chunk_size):
+    return int(chunk_size) if chunk_size is not None else max(16, CHUNK_ELEMENTS // max(n_classes, 1))
 
 
-def _head_chunk(xc, weight, bias, tc, valid, a, m=None, s=None):
-    r"""One chunk of rows of the head: returns (p or e^{z - m}, m, s, e).
+def _head_logits(xc, weight, bias):
+    """z = x W^T + b for one chunk of rows (c, V), as torch's linear (addmm), then opmath."""
+    z = xc.matmul(weight.t()) if bias is None else torch.addmm(bias, xc, weight.t())
+    return opmath(z)
 
-    With m, s given (backward), only p = e^{(z - m) - s} (c, V) is returned (others None).
-    Otherwise the forward: m = max z, s = log sum e^{z - m}, the per-row loss e, and the
-    buffer holding e^{z - m} (not yet normalised). The buffer is the chunk's own (opmath).
-    """
-    z = xc.matmul(weight.t()) if bias is None else torch.addmm(bias, xc, weight.t())  # (c, V), as torch's linear
-    z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
-    if m is not None:
-        return z.sub_(m).sub_(s).exp_(), None, None, None
-    m = z.amax(1, keepdim=True)  # (c, 1)
-    z.sub_(m)                                                       # z - m, exact
-    safe = torch.where(valid, tc, 0).long().unsqueeze(1)
-    nll = -z.gather(1, safe).squeeze(1)                             # m - z_y
-    smooth = -z.sum(1) / z.shape[1] if a > 0 else None              # m - mean_c z_c
-    z.exp_()
-    s = z.sum(1, keepdim=True).log_()                               # (c, 1)
-    e = nll + s.squeeze(1)
+
+def _head_loss(z, safe, valid, a):
+    """(log_softmax(z), e): the per-row loss e, 0 on ignored rows (torch's log_softmax kernel)."""
+    ls = torch.log_softmax(z, 1)
+    e = -ls.gather(1, safe).squeeze(1)
     if a > 0:
-        e = (1 - a) * e + a * (smooth + s.squeeze(1))
-    return z, m, s, torch.where(valid, e, 0)
+        e = (1 - a) * e - a * ls.mean(1)
+    return ls, torch.where(valid, e, 0)
 
 
-def _head_grads(p, ge, tc, valid, a, xc, weight, gx, gw, gb):
-    r"""G = ge (p - (1 - a) onehot(y) - a / V) in place of p; then grad_x rows into ``gx``
-    (a view, or None), and G^T x, sum_rows G added into ``gw``, ``gb`` (opmath, or None)."""
-    p.mul_(ge.unsqueeze(1))
+def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb):
+    r"""With G' = p - (1 - a) onehot(y) - a / V formed in place of p (c, V) and G = ge G':
+    grad_x rows = ge (G' W) into ``gx``, grad_W += G'^T (ge x), grad_b += G'^T ge.
+    NOTE: ge scales the (c, d) factors, never the (c, V) one: one pass less over the chunk."""
+    p.scatter_add_(1, safe, p.new_full(safe.shape, -(1 - a)))
     if a > 0:
-        p.sub_((ge * (a / p.shape[1])).unsqueeze(1))
-    safe = torch.where(valid, tc, 0).long().unsqueeze(1)
-    p.scatter_add_(1, safe, -(ge * (1 - a)).unsqueeze(1))
+        p.sub_(a / p.shape[1])
     g = p.to(weight.dtype)
     if gx is not None:
-        torch.mm(g, weight, out=gx) if gx.is_contiguous() else gx.copy_(g.mm(weight))
+        gx.copy_(g.mm(weight).mul_(ge.unsqueeze(1).to(weight.dtype)))
     if gw is not None:
+        xs = xc * ge.unsqueeze(1).to(xc.dtype)  # (c, d)
         if gw.dtype == g.dtype:
-            gw.addmm_(g.t(), xc)
+            gw.addmm_(g.t(), xs)
         else:
-            gw.add_(g.t().mm(xc))
+            gw.add_(g.t().mm(xs))
     if gb is not None:
-        gb.add_(p.sum(0))
+        gb.add_(p.t().mv(ge))
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
     r"""Language-model head: cross-entropy of the logits z = x W^T + b with class indices y,
     computed over chunks of rows so that no (N, V) tensor of logits ever exists.
 
-    x (*, d) flattened to N rows, W (V, d), b (V,) or None, y (*) (class indices; ignore_index
-    rows contribute nothing); label smoothing a; no class weights. Per row n:
-    Forward:   z_n = x_n W^T + b (one chunk of rows at a time),  m_n = max z_n,
-               s_n = log sum_c e^{z_nc - m_n}     (logsumexp = m + s, kept apart as in
-               :class:`CrossEntropyFunction`: z - m is exact),
-               e_n = (1 - a)(m_n + s_n - z_{n,y_n}) + a (m_n + s_n - mean_c z_nc)   (0 if ignored)
+    x (*, d) flattened to N rows, W (V, d), b (V,) (or broadcast to it) or None, y (*) class
+    indices (rows with y = ignore_index contribute nothing); label smoothing a; no class
+    weights. Per chunk of rows, with z = x W^T + b (c, V) and z~ = log_softmax(z):
+    Forward:   e_n = -(1 - a) z~_{n, y_n} - (a / V) sum_c z~_{nc}     (0 where y_n is ignored)
                L = reduce(e)   (mean: sum(e) / number of non-ignored rows, as torch)
-    Backward:  p = e^{(z - m) - s} (softmax, per chunk),  G_n = ge_n (p_n - (1 - a) onehot(y_n) - a / V)
-               grad_x = G W,   grad_W = G^T x,   grad_b = sum over rows of G
-               (ge_n = g, g / number of non-ignored rows, or g_n; 0 on ignored rows)
+    Backward:  p = softmax(z),   G'_n = p_n - (1 - a) onehot(y_n) - a / V,   G = ge G'
+               grad_x = ge (G' W),   grad_W = G'^T (ge x),   grad_b = G'^T ge
+               (ge_n = g, g / number of non-ignored rows, or g_n with reduction 'none'; 0 on
+               ignored rows)
     Two modes (``fused``), both exact (the same formulas, no approximation):
-      recompute (fused=False):  Saved: x, W, b, y, m, s (O(N) beyond the inputs);
-               recomputed: each chunk's logits z in backward (one extra matmul N x d x V:
-               ~4/3 the matmul time of the unfused head).
-      fused (fused=True; scalar loss only, i.e. reduction mean/sum, when a gradient is needed):
-               G is formed chunk by chunk in the forward and grad_x, grad_W, grad_b computed
-               there for g = 1 (Liger-Kernel's design); backward multiplies them by g.
+      recompute (fused=None):  Saved: x, W, b, y (nothing beyond the inputs);
+               recomputed: each chunk's logits z and p = softmax(z) in backward (one extra
+               matmul N x d x V: ~4/3 the matmul time of the unfused head).
+      fused (fused = which of x, W, b need a gradient; scalar loss only, i.e. reduction
+               mean/sum, when one is needed): the gradients are formed chunk by chunk in the
+               forward for g = 1 (Liger-Kernel's design) and backward multiplies them by g.
                Saved: grad_x (N, d), grad_W (V, d), grad_b (V,) of the inputs that need one
-               (x's and W's sizes: saved/torch = d/V + d/N, vs N V for torch's logits);
-               3 matmuls as the unfused head, and the gradients are computed even if backward
-               never runs.
-    Double backward: no (once_differentiable). Gradients of float16/bfloat16 inputs: G is
-    formed in float32 and rounded once before each matmul; grad_W, grad_b are summed over
-    chunks in float32.
-    NOTE: the chunk's buffer is reused in place (z -> z - m -> e^{z-m} -> p -> G), so a chunk
-    costs one (c, V) opmath tensor plus its low-precision matmul output; c is ``chunk_size``
-    rows (default: CHUNK_ELEMENTS // V).
+               (saved / torch's (N, V) log-probabilities = d/V + d/N); 3 matmuls as the
+               unfused head; the gradients are computed even if backward never runs.
+    Double backward: no (once_differentiable). float16/bfloat16: z~, p and G' in float32,
+    G' rounded once before each matmul, grad_W and grad_b summed over chunks in float32.
+    NOTE: memory per chunk: z, z~ (c, V) opmath, z~ turned in place into p then G'; c is
+    ``chunk_size`` rows (default: CHUNK_ELEMENTS // V). No per-row statistic is kept:
+    recomputing softmax(z) is one fused kernel, as cheap as e^{z - logsumexp}.
     """
 
     @staticmethod
     def forward(x, weight, bias, target, reduction, ignore_index, label_smoothing, chunk_size, fused):
-        d, n_cls = weight.shape[1], weight.shape[0]
+        n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
-        n, a = x2.shape[0], label_smoothing
+        a = label_smoothing
         bias = None if bias is None else bias.expand(n_cls)
         valid = t != ignore_index
-        acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        m = torch.zeros(n, 1, dtype=acc, device=x.device)
-        s = torch.zeros(n, 1, dtype=acc, device=x.device)
-        e = torch.zeros(n, dtype=acc, device=x.device)
+        safe = torch.where(valid, t, 0).long().unsqueeze(1)  # (N, 1)
+        acc = opmath(x.new_empty(())).dtype
+        e = torch.zeros(x2.shape[0], dtype=acc, device=x.device)
         count = valid.sum()
         need_x, need_w, need_b = fused or (False, False, False)
-        gx = torch.empty_like(x2, memory_format=torch.contiguous_format) if need_x else None
+        gx = torch.zeros(x2.shape, dtype=x.dtype, device=x.device) if need_x else None
         gw = torch.zeros(weight.shape, dtype=acc, device=x.device) if need_w else None
         gb = torch.zeros(n_cls, dtype=acc, device=x.device) if need_b else None
         if fused:
             scale = 1 / count.to(acc) if reduction == "mean" else torch.ones((), dtype=acc, device=x.device)
-            ge_all = torch.where(valid, scale, 0)
+            ge = torch.where(valid, scale, 0)  # 0 rather than 0 * inf when every target is ignored
         if n_cls == 0:  # no classes: every target is ignored (else the functional raised)
             if a > 0:
                 e.fill_(math.nan)  # a / C with C = 0, as torch
-            if gx is not None:
-                gx.zero_()
         else:
-            rows = _head_rows(n, n_cls, chunk_size)
-            for i in range(0, n, rows):
+            rows = _head_rows(n_cls, chunk_size)
+            for i in range(0, x2.shape[0], rows):
                 sl = slice(i, i + rows)
-                buf, m[sl], s[sl], e[sl] = _head_chunk(x2[sl], weight, bias, t[sl], valid[sl], a)
+                ls, e[sl] = _head_loss(_head_logits(x2[sl], weight, bias), safe[sl], valid[sl], a)
                 if fused:
-                    buf.div_(s[sl].exp())  # e^{z - m} / e^s = p
-                    _head_grads(buf, ge_all[sl], t[sl], valid[sl], a, x2[sl], weight,
+                    _head_grads(ls.exp_(), ge[sl], safe[sl], a, x2[sl], weight,
                                 None if gx is None else gx[sl], gw, gb)
-                del buf
+                del ls
         if reduction == "none":
             out = e.reshape(target.shape)
         else:
             out = e.sum() if reduction == "sum" else e.sum() / count
-        if gx is not None:
-            gx = gx.reshape(x.shape)
-        if gw is not None:
-            gw = gw.to(weight.dtype)
-        if gb is not None:
-            gb = gb.to(bias.dtype)
-        return out.to(x.dtype), m, s, gx, gw, gb
+        return (out.to(x.dtype), None if gx is None else gx.reshape(x.shape),
+                None if gw is None else gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, bias, target, ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size, fused = inputs
-        _, m, s, gx, gw, gb = output
-        ctx.mark_non_differentiable(*[t for t in (m, s, gx, gw, gb) if t is not None])
-        ctx.fused = bool(fused)
+        _, gx, gw, gb = output
+        ctx.mark_non_differentiable(*[t for t in (gx, gw, gb) if t is not None])
+        ctx.fused = fused is not None
         ctx.bias_shape = None if bias is None else bias.shape
-        if ctx.fused:
-            ctx.save_for_backward(gx, gw, gb)
-        else:
-            ctx.save_for_backward(x, weight, bias, target, m, s)
+        ctx.save_for_backward(*((gx, gw, gb) if ctx.fused else (x, weight, bias, target)))
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out, _gm, _gs, _gx, _gw, _gb):
+    def backward(ctx, grad_out, _gx, _gw, _gb):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and ctx.bias_shape is not None
         if ctx.fused:
             gx, gw, gb = ctx.saved_tensors
             return (gx * grad_out if need_x else None, gw * grad_out if need_w else None,
                     sum_to_size(gb * grad_out, ctx.bias_shape) if need_b else None) + (None,) * 6
-        x, weight, bias, target, m, s = ctx.saved_tensors
-        d, n_cls = weight.shape[1], weight.shape[0]
+        x, weight, bias, target = ctx.saved_tensors
+        n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
-        n, a = x2.shape[0], ctx.label_smoothing
-        acc = m.dtype
         valid = t != ctx.ignore_index
+        safe = torch.where(valid, t, 0).long().unsqueeze(1)
+        acc = opmath(x.new_empty(())).dtype
         g = grad_out.to(acc)
         if ctx.reduction == "none":
-            ge_all = torch.where(valid, g.reshape(-1), 0)
+            ge = torch.where(valid, g.reshape(-1), 0)
         else:
-            ge_all = torch.where(valid, g / valid.sum() if ctx.reduction == "mean" else g, 0)
-        gx = torch.empty(x2.shape, dtype=x.dtype, device=x.device) if need_x else None
+            ge = torch.where(valid, g / valid.sum() if ctx.reduction == "mean" else g, 0)
+        gx = torch.zeros(x2.shape, dtype=x.dtype, device=x.device) if need_x else None
         gw = torch.zeros(weight.shape, dtype=acc, device=x.device) if need_w else None
         gb = torch.zeros(n_cls, dtype=acc, device=x.device) if need_b else None
         b = None if bias is None else bias.expand(n_cls)
-        if n_cls == 0:
-            if gx is not None:
-                gx.zero_()
-        else:
-            rows = _head_rows(n, n_cls, ctx.chunk_size)
-            for i in range(0, n, rows):
+        if n_cls > 0:
+            rows = _head_rows(n_cls, ctx.chunk_size)
+            for i in range(0, x2.shape[0], rows):
                 sl = slice(i, i + rows)
-                p = _head_chunk(x2[sl], weight, b, t[sl], valid[sl], a, m[sl], s[sl])[0]
-                _head_grads(p, ge_all[sl], t[sl], valid[sl], a, x2[sl], weight,
+                p = torch.softmax(_head_logits(x2[sl], weight, b), 1)
+                _head_grads(p, ge[sl], safe[sl], ctx.label_smoothing, x2[sl], weight,
                             None if gx is None else gx[sl], gw, gb)
                 del p
         return (None if gx is None else gx.reshape(x.shape), None if gw is None else gw.to(weight.dtype),
