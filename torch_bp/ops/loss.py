@@ -550,7 +550,9 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
                forward for g = 1 (Liger-Kernel's design) and backward multiplies them by g.
                Saved: grad_x (N, d), grad_W (V, d), grad_b (V,) of the inputs that need one
                (saved / torch's (N, V) log-probabilities = d/V + d/N); 3 matmuls as the
-               unfused head; the gradients are computed even if backward never runs.
+               unfused head; the gradients are computed even if backward never runs. With
+               g = 1 (``loss.backward()``) backward returns the saved tensors themselves, which
+               autograd then moves into ``.grad`` without a copy (no second (V, d) tensor).
     Double backward: no (once_differentiable). float16/bfloat16: z~, p and G' in float32,
     G' rounded once before each matmul, grad_W and grad_b summed over chunks in float32.
     NOTE: memory per chunk: z, z~ (c, V) opmath, z~ turned in place into p then G'; c is
@@ -611,8 +613,10 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         need_b = need_b and ctx.bias_shape is not None
         if ctx.fused:
             gx, gw, gb = ctx.saved_tensors
-            return (gx * grad_out if need_x else None, gw * grad_out if need_w else None,
-                    sum_to_size(gb * grad_out, ctx.bias_shape) if need_b else None) + (None,) * 6
+            if not bool(grad_out == 1):  # else (loss.backward()) the saved gradients are the answer
+                gx, gw, gb = (None if t is None else t * grad_out for t in (gx, gw, gb))
+            return (gx if need_x else None, gw if need_w else None,
+                    sum_to_size(gb, ctx.bias_shape) if need_b else None) + (None,) * 6
         x, weight, bias, target = ctx.saved_tensors
         n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
