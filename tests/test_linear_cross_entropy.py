@@ -192,3 +192,17 @@ def test_per_sample_reports_the_head():
         head(model(torch.randn(3, 4)), torch.randint(0, 5, (3,))).backward()
     assert sorted(ps.missing()) == ["head.bias", "head.weight"]
     assert params["body"][0].weight.grad_sample.shape == (3, 6, 4)
+
+
+def test_autocast():
+    """CPU autocast: the matmuls in bfloat16, the loss in float32, as torch's linear and cross_entropy."""
+    x, w, b, y = _inputs(20, 8, 13, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = F.linear_cross_entropy(x, w, y, b)
+        ref = REF(x, w, y, b)
+    assert ours.dtype == ref.dtype == torch.float32
+    g, gr = torch.autograd.grad(ours, (x, w)), torch.autograd.grad(ref, (x, w))
+    assert_close(ours, ref, torch.bfloat16)
+    for p, q in zip(g, gr):
+        assert p.dtype == q.dtype == torch.float32
+        assert_close(p, q, torch.bfloat16)

@@ -424,8 +424,8 @@ def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, re
     target.flatten(), ...)`` (reshaped to ``target``'s shape for ``reduction="none"``).
     """
     input, weight, bias = autocast_inputs("linear", input, weight, bias)
-    autocast = any(isinstance(t, torch.Tensor) and torch.is_autocast_enabled(t.device.type)
-                   for t in (input,))
+    # under autocast: the matmuls in the autocast dtype, the loss in float32 (torch's cross_entropy)
+    out_dtype = torch.float32 if torch.is_autocast_enabled(input.device.type) and input.is_floating_point() else None
     reduction = _reduction(None, None, reduction)
     if mode not in ("fused", "recompute"):
         raise ValueError(f"linear_cross_entropy: mode must be 'fused' or 'recompute', got {mode!r}")
@@ -474,8 +474,8 @@ def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, re
     fused = need if (mode == "fused" and reduction != "none" and torch.is_grad_enabled() and any(need)) else None
     out = _loss.LinearCrossEntropyFunction.apply(input, weight, bias, target, reduction, int(ignore_index),
                                                  label_smoothing, None if chunk_size is None else int(chunk_size),
-                                                 fused)[0]
-    return out.float() if autocast else out
+                                                 fused, out_dtype)[0]
+    return out
 
 
 # --- normalization ---

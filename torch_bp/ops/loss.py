@@ -553,6 +553,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
                unfused head; the gradients are computed even if backward never runs. With
                g = 1 (``loss.backward()``) backward returns the saved tensors themselves, which
                autograd then moves into ``.grad`` without a copy (no second (V, d) tensor).
+    The loss has x's dtype, or ``out_dtype`` (float32 under autocast, as torch's cross_entropy).
     Double backward: no (once_differentiable). float16/bfloat16: z~, p and G' in float32,
     G' rounded once before each matmul, grad_W and grad_b summed over chunks in float32.
     NOTE: memory per chunk: z, z~ (c, V) opmath, z~ turned in place into p then G'; c is
@@ -561,7 +562,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x, weight, bias, target, reduction, ignore_index, label_smoothing, chunk_size, fused):
+    def forward(x, weight, bias, target, reduction, ignore_index, label_smoothing, chunk_size, fused, out_dtype):
         n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
         a = label_smoothing
@@ -594,12 +595,12 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             out = e.reshape(target.shape)
         else:
             out = e.sum() if reduction == "sum" else e.sum() / count
-        return (out.to(x.dtype), None if gx is None else gx.reshape(x.shape),
+        return (out.to(out_dtype or x.dtype), None if gx is None else gx.reshape(x.shape),
                 None if gw is None else gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, target, ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size, fused = inputs
+        x, weight, bias, target, ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size, fused, _ = inputs
         _, gx, gw, gb = output
         ctx.mark_non_differentiable(*[t for t in (gx, gw, gb) if t is not None])
         ctx.fused = fused is not None
@@ -616,7 +617,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             if not bool(grad_out == 1):  # else (loss.backward()) the saved gradients are the answer
                 gx, gw, gb = (None if t is None else t * grad_out for t in (gx, gw, gb))
             return (gx if need_x else None, gw if need_w else None,
-                    sum_to_size(gb, ctx.bias_shape) if need_b else None) + (None,) * 6
+                    sum_to_size(gb, ctx.bias_shape) if need_b else None) + (None,) * 7
         x, weight, bias, target = ctx.saved_tensors
         n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
@@ -641,4 +642,4 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
                             None if gx is None else gx[sl], gw, gb)
                 del p
         return (None if gx is None else gx.reshape(x.shape), None if gw is None else gw.to(weight.dtype),
-                None if gb is None else sum_to_size(gb.to(bias.dtype), ctx.bias_shape)) + (None,) * 6
+                None if gb is None else sum_to_size(gb.to(bias.dtype), ctx.bias_shape)) + (None,) * 7
