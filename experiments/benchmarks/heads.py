@@ -9,7 +9,8 @@ Candidates (float32, forward + backward of the mean loss, gradients of x, W and 
   chunk by chunk in the forward, saved grad-sized);
 - ``recompute``: ``mode="recompute"`` (O(N) saved, each chunk's logits recomputed in backward).
 
-Columns: time relative to eager (interleaved medians, measure.py); bytes saved for backward
+Columns: time relative to eager (interleaved medians of wall-clock time, as measure.py, and of
+the process's CPU time, which a box shared with other jobs disturbs less); bytes saved for backward
 (measure.saved_bytes, x, W, b and y excluded); and peak bytes of one forward + backward.
 
 Peak bytes, CPU: each candidate runs once in a fresh subprocess (``--peak-child``), where
@@ -31,15 +32,17 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import time
 
 import torch
 import torch.nn.functional as TF
 
 import torch_bp.functional as F
 
-from .measure import format_table, fwd_bwd, interleaved_median, saved_bytes
+from .measure import format_table, fwd_bwd, saved_bytes
 
 CANDIDATES = ("eager", "fused", "recompute")
 
@@ -101,19 +104,38 @@ def peak_bytes(name, n, vocab, d, device="cpu"):
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
+def interleaved_wall_and_cpu(candidates, reps, warmup=1, device="cpu"):
+    """Medians of wall-clock and process CPU seconds per call, candidates timed A/B/C/A/B/C
+    (measure.interleaved_median, with the CPU time beside the wall-clock time)."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    wall, cpu = {k: [] for k in candidates}, {k: [] for k in candidates}
+    for _ in range(reps):
+        for name, fn in candidates.items():
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
+
+
 def bench_heads(device="cpu", reps=5, n=4096, vocab=32000, d=1024, peak=True):
     torch.manual_seed(0)
     x, w, b, y = make_inputs(n, vocab, d, device)
     params = (x, w, b)
     cands = {name: fwd_bwd(lambda name=name: call(name, x, w, b, y), params) for name in CANDIDATES}
-    t = interleaved_median(cands, reps=reps, warmup=1, device=device)
+    t, c = interleaved_wall_and_cpu(cands, reps, device=device)
     saved = {name: saved_bytes(lambda name=name: call(name, x, w, b, y), (x, w, b, y)) for name in CANDIDATES}
     peaks = {name: peak_bytes(name, n, vocab, d, device) for name in CANDIDATES} if peak else {}
     rows = []
     for name in CANDIDATES:
         rows.append({
             "head": f"N={n} V={vocab} d={d}", "candidate": name, "ms": 1e3 * t[name],
-            "time_vs_eager": t[name] / t["eager"],
+            "time_vs_eager": t[name] / t["eager"], "cpu_time_vs_eager": c[name] / c["eager"],
             "saved_MB": saved[name] / 2**20, "saved_vs_eager": saved[name] / saved["eager"],
             "peak_MB": peaks[name] / 2**20 if peak else None,
             "peak_vs_eager": peaks[name] / peaks["eager"] if peak else None,
@@ -122,7 +144,7 @@ def bench_heads(device="cpu", reps=5, n=4096, vocab=32000, d=1024, peak=True):
 
 
 COLUMNS = [("head", "head (float32)"), ("candidate", "candidate"), ("ms", "ms"), ("time_vs_eager", "x eager"),
-           ("saved_MB", "saved MB"), ("saved_vs_eager", "saved x eager"), ("peak_MB", "peak MB"),
+           ("cpu_time_vs_eager", "cpu time x eager"), ("saved_MB", "saved MB"), ("saved_vs_eager", "saved x eager"), ("peak_MB", "peak MB"),
            ("peak_vs_eager", "peak x eager")]
 
 
@@ -133,15 +155,17 @@ def main(argv=None):
     p.add_argument("--d", type=int, default=1024, help="hidden size (in_features)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--no-peak", action="store_true")
     p.add_argument("--peak-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="JSON path (default experiments/results/heads_<device>.json)")
     a = p.parse_args(argv)
     if a.peak_child:
         return _peak_child(a.peak_child, a.n, a.vocab, a.d, a.device)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
     rows = bench_heads(a.device, a.reps, a.n, a.vocab, a.d, peak=not a.no_peak)
-    print(f"# linear + cross-entropy head, {a.device}, float32, medians of {a.reps} interleaved reps\n")
+    print(f"# linear + cross-entropy head, {a.device}, float32, {torch.get_num_threads()} threads, "
+          f"medians of {a.reps} interleaved reps\n")
     print(format_table(rows, COLUMNS))
     out = a.out or os.path.join(os.path.dirname(__file__), "..", "results", f"heads_{a.device}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
