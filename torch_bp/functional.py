@@ -425,6 +425,84 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                             label_smoothing)[0]
 
 
+def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                         label_smoothing=0.0, *, chunk_size=None, mode="fused"):
+    """``cross_entropy(linear(input, weight, bias), target)`` over the last dim, for a language-model
+    head, computed over chunks of rows so that the (N, V) logits never exist
+    (:class:`~torch_bp.ops.loss.LinearCrossEntropyFunction`). torch_bp only.
+
+    Args:
+        input: (*, d) hidden states (any leading dims, flattened to N rows).
+        weight: (V, d), as ``linear``'s (an ``nn.Linear(d, V)``'s weight).
+        target: (*) class indices in [0, V) (int64 or uint8), ``input.shape[:-1]``.
+        bias: (V,) or None.
+        ignore_index, reduction, label_smoothing: as :func:`cross_entropy` (no class weights).
+            ``reduction="none"`` returns a loss of ``target``'s shape.
+        chunk_size: rows per chunk (default: as many as make about 2^24 logits).
+        mode: ``"fused"`` (default): with a scalar loss (mean/sum) and a gradient to take,
+            the gradients are computed chunk by chunk during the forward and saved (grad-sized:
+            grad_x (N, d), grad_W (V, d)); no extra matmul. ``"recompute"``: only O(N) per-row
+            statistics are saved and each chunk's logits are recomputed in backward (one extra
+            matmul, ~4/3 the time). ``reduction="none"`` always recomputes.
+
+    Same values and gradients as ``F.cross_entropy(F.linear(input, weight, bias).flatten(0, -2),
+    target.flatten(), ...)`` (reshaped to ``target``'s shape for ``reduction="none"``).
+    """
+    input, weight, bias = autocast_inputs("linear", input, weight, bias)
+    # under autocast: the matmuls in the autocast dtype, the loss in float32 (torch's cross_entropy)
+    out_dtype = torch.float32 if torch.is_autocast_enabled(input.device.type) and input.is_floating_point() else None
+    reduction = _reduction(None, None, reduction)
+    if mode not in ("fused", "recompute"):
+        raise ValueError(f"linear_cross_entropy: mode must be 'fused' or 'recompute', got {mode!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"linear_cross_entropy: chunk_size must be a positive integer, got {chunk_size!r}")
+    if input.dim() == 0:
+        raise RuntimeError("linear_cross_entropy: input must have at least 1 dimension, got a 0-d tensor")
+    if weight.dim() != 2:
+        raise RuntimeError(f"linear_cross_entropy: weight must be 2-d (num_classes, in_features), "
+                           f"got shape {list(weight.shape)}")
+    if input.shape[-1] != weight.shape[1]:
+        raise RuntimeError(f"linear_cross_entropy: input of shape {list(input.shape)} and weight of shape "
+                           f"{list(weight.shape)}: in_features {input.shape[-1]} != {weight.shape[1]} "
+                           "(mat1 and mat2 shapes cannot be multiplied)")
+    n_cls = weight.shape[0]
+    if bias is not None and (bias.dim() > 1 or bias.numel() not in (1, n_cls)):
+        raise RuntimeError(f"linear_cross_entropy: bias of shape {list(bias.shape)} does not broadcast to "
+                           f"the {n_cls} classes (expected shape [{n_cls}])")
+    for t, what in ((weight, "weight"), (bias, "bias")):
+        if t is not None and t.dtype != input.dtype:
+            raise RuntimeError(f"linear_cross_entropy: expected {what} of the input's dtype {input.dtype}, "
+                               f"got {t.dtype}")
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"linear_cross_entropy: expected {what} on the input's device {input.device}, "
+                               f"got {t.device}")
+    if target.device != input.device:
+        raise RuntimeError(f"linear_cross_entropy: expected target on the input's device {input.device}, "
+                           f"got {target.device}")
+    if input.dtype == torch.bool:  # torch's matmul (addmm) has no bool kernel
+        raise NotImplementedError("linear_cross_entropy: matmul (addmm) not implemented for 'Bool'")
+    if tuple(target.shape) != tuple(input.shape[:-1]):
+        raise ValueError(f"linear_cross_entropy: expected target of shape {list(input.shape[:-1])} "
+                         f"(input.shape[:-1]), got {list(target.shape)}")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"linear_cross_entropy: not implemented for input of dtype {input.dtype}")
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
+    if label_smoothing > 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    label_smoothing = max(float(label_smoothing), 0.0)  # as torch: a negative value is no smoothing
+    if not torch.compiler.is_compiling() and torch._C._functorch.maybe_get_level(target) == -1:
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_cls))
+        if bad.any():
+            raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
+    need = (input.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    fused = need if (mode == "fused" and reduction != "none" and torch.is_grad_enabled() and any(need)) else None
+    out = _loss.LinearCrossEntropyFunction.apply(input, weight, bias, target, reduction, int(ignore_index),
+                                                 label_smoothing, None if chunk_size is None else int(chunk_size),
+                                                 fused, out_dtype)[0]
+    return out
+
+
 # --- normalization ---
 def _normalized_size(input, normalized_shape, name):
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)

@@ -8,6 +8,7 @@ are all driven by this table: adding a layer means adding a row (and samples in 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -54,6 +55,22 @@ def _linear_activation_reference(input, weight, bias=None, activation="relu", ap
     return TF.gelu(h, approximate=approximate) if activation == "gelu" else getattr(TF, activation)(h)
 
 
+def _linear_cross_entropy_reference(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                                    label_smoothing=0.0, *, chunk_size=None, mode="fused"):
+    """torch's cross_entropy(linear(x, W, b), y) with x flattened to rows (N, d) and y to (N,), the
+    reference of torch_bp.functional.linear_cross_entropy (``chunk_size`` and ``mode`` change nothing).
+    NOTE: flattened first, so that torch's 2-d linear (addmm) runs for any input: on 1-d and >2-d
+    inputs torch's linear adds the bias with type promotion instead of rejecting another dtype."""
+    if input.dim() == 0:
+        return TF.linear(input, weight, bias)  # torch's error
+    z = TF.linear(input.reshape(math.prod(input.shape[:-1]), input.shape[-1]), weight, bias)
+    if tuple(target.shape) != tuple(input.shape[:-1]):
+        raise ValueError(f"expected target of shape {list(input.shape[:-1])}, got {list(target.shape)}")
+    loss = TF.cross_entropy(z, target.reshape(-1), ignore_index=ignore_index, reduction=reduction,
+                            label_smoothing=label_smoothing)
+    return loss.reshape(target.shape) if reduction == "none" else loss
+
+
 LAYERS: list[Layer] = [
     # --- core: linear ---
     _row("linear", "linear", [linear.LinearFunction], [(nn.Linear, torch.nn.Linear)], double_backward=True),
@@ -97,6 +114,10 @@ LAYERS: list[Layer] = [
     _row("nll_loss", "loss", [loss.NLLLossFunction], [(nn.NLLLoss, torch.nn.NLLLoss)], double_backward=True),
     _row("binary_cross_entropy_with_logits", "loss", [loss.BCEWithLogitsFunction],
          [(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)], double_backward=True),
+    _row("linear_cross_entropy", "loss", [loss.LinearCrossEntropyFunction],
+         reference=_linear_cross_entropy_reference,
+         notes="torch_bp only: cross_entropy(linear(x, W, b), y) over chunks of rows, never the (N, V) "
+               "logits (module: LinearCrossEntropy, loads nn.Linear's state_dict); no class weights"),
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),

@@ -18,6 +18,8 @@ import torch
 import torch_bp
 from torch_bp.registry import LAYERS
 
+from .heads import COLUMNS as HEAD_COLUMNS
+from .heads import bench_heads
 from .layers import SIZES
 from .measure import format_table, fwd_bwd, interleaved_median, peak_cuda_bytes, saved_bytes
 from .models import MODELS
@@ -174,6 +176,11 @@ def main(argv=None):
                                 ("saved_MB_ours", "saved MB ours"), ("saved_ratio", "saved x torch"),
                                 ("note", "note")]))
     print()
+    heads = []
+    if not a.only or "linear_cross_entropy" in a.only:  # the head's two modes and peak bytes
+        heads = bench_heads(a.device, reps)
+        print(format_table(heads, HEAD_COLUMNS))
+        print()
     models = bench_models(a.device, reps, compile_ref, a.only)
     cols = [("model", "model"), ("backend", "backend"), ("converted", "converted"),
             ("grad_max_rel_err", "grad rel err"), ("eager_ms", "eager ms"), ("ours_ms", "ours ms"),
@@ -186,7 +193,7 @@ def main(argv=None):
     out = a.out or os.path.join(os.path.dirname(__file__), "..", "results", f"bench_{a.device}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
-        json.dump({"machine": machine, "reps": reps, "layers": layers, "models": models}, f, indent=1)
+        json.dump({"machine": machine, "reps": reps, "layers": layers, "heads": heads, "models": models}, f, indent=1)
     print(f"\nwrote {os.path.normpath(out)}")
 
 

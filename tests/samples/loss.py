@@ -263,3 +263,65 @@ def _cross_entropy_err(make):
     yield Sample("probabilities: ignore_index", (make(4, 5), make.prob(4, 5)), {"ignore_index": 1})
     yield Sample("probabilities: weight size", (make(4, 5), make.prob(4, 5), make(4, requires_grad=False)))
     yield Sample("probabilities: label_smoothing>1", (make(4, 5), make.prob(4, 5)), {"label_smoothing": 1.5})
+
+
+# --- linear_cross_entropy (the language-model head: linear + cross_entropy in chunks of rows) ---
+@samples("linear_cross_entropy")
+def _linear_cross_entropy(make):
+    # 7 rows, 5 classes; chunk_size 3 divides neither (chunks of 3, 3, 1 rows)
+    for mode in ("fused", "recompute"):
+        for red in REDUCTIONS:
+            yield Sample(f"2d {red} chunk=3 {mode}", (make(7, 4), make(5, 4), make.int(5, 7), make(5)),
+                         {"reduction": red, "chunk_size": 3, "mode": mode})
+        yield Sample(f"ignore_index+label_smoothing chunk=2 {mode}",
+                     (make(6, 4), make(5, 4), _targets_with(make, 5, (6,), [1, 1]), make(5)),
+                     {"ignore_index": 1, "label_smoothing": 0.2, "chunk_size": 2, "mode": mode})
+        yield Sample(f"3d no-bias sum {mode}", (make(2, 3, 4), make(5, 4), make.int(5, 2, 3)),
+                     {"reduction": "sum", "mode": mode})
+        yield Sample(f"weight-grad-only {mode}", (make(5, 4, requires_grad=False), make(6, 4), make.int(6, 5)),
+                     {"bias": make(6, requires_grad=False), "mode": mode, "chunk_size": 4})
+        yield Sample(f"input-and-bias-grad label_smoothing sum {mode}",
+                     (make(5, 4), make(6, 4, requires_grad=False), make.int(6, 5), make(6)),
+                     {"label_smoothing": 0.1, "reduction": "sum", "mode": mode})
+    yield Sample("label_smoothing none 3d", (make(2, 3, 4), make(5, 4), make.int(5, 2, 3), make(5)),
+                 {"label_smoothing": 0.3, "reduction": "none", "chunk_size": 4})
+    yield Sample("default ignore_index -100", (make(5, 3), make(4, 3), _targets_with(make, 4, (5,), [-100])))
+    yield Sample("uint8 targets", (make(4, 3), make(6, 3), make.int(6, 4).to(torch.uint8), make(6)))
+    yield Sample("unbatched", (make(4), make(5, 4), make.int(5), make(5)))
+    yield Sample("broadcast bias (1,)", (make(4, 3), make(5, 3), make.int(5, 4), make(1)))
+    yield Sample("every target ignored (mean: 0/0)", (make(3, 4), make(5, 4), torch.full((3,), -100)),
+                 gradcheck=False)
+    yield Sample("every target ignored sum", (make(3, 4), make(5, 4), torch.full((3,), -100)),
+                 {"reduction": "sum"})
+    # mean of no rows = 0/0 = NaN as torch (finite differences of NaN are meaningless); gradient 0
+    yield Sample("empty-batch (mean: 0/0)", (make(0, 4), make(5, 4), make.int(5, 0), make(5)), gradcheck=False)
+    yield Sample("empty-batch sum", (make(0, 4), make(5, 4), make.int(5, 0), make(5)), {"reduction": "sum"})
+    yield Sample("empty-batch none recompute", (make(0, 4), make(5, 4), make.int(5, 0)),
+                 {"reduction": "none", "mode": "recompute"})
+    yield Sample("noncontiguous", (make(4, 3, layout="t"), make(5, 3, layout="slice"), make.int(5, 8)[::2]),
+                 {"chunk_size": 3})
+    yield Sample("large-magnitude offset", (make(4, 3, low=1e2, high=1e2 + 2), make(5, 3, low=30, high=32),
+                                            make.int(5, 4)))
+    yield Sample("1 row per chunk", (make(3, 4), make(5, 4), make.int(5, 3), make(5)),
+                 {"chunk_size": 1})
+
+
+@error_samples("linear_cross_entropy")
+def _linear_cross_entropy_err(make):
+    x, w, t = make(4, 3), make(5, 3), make.int(5, 4)
+    yield Sample("0-d input", (make(requires_grad=False), w, torch.tensor(0)))
+    yield Sample("in_features mismatch", (make(4, 2), w, t))
+    yield Sample("3-d weight", (x, make(5, 3, 1), t))
+    yield Sample("bias size", (x, w, t, make(4)))
+    yield Sample("weight dtype", (x, make(5, 3, dtype=torch.float64), t))
+    yield Sample("bias dtype", (x, w, t, make(5, dtype=torch.float64)))
+    yield Sample("target shape", (x, w, make.int(5, 3)))
+    yield Sample("target of the logits' shape", (x, w, make.int(5, 4, 5)))
+    yield Sample("float target", (x, w, t.float()))
+    yield Sample("int32 target", (x, w, t.int()))
+    yield Sample("class index out of range", (x, w, torch.tensor([0, 1, 5, 2])))
+    yield Sample("negative class index", (x, w, torch.tensor([0, -1, 3, 2])))
+    yield Sample("integer input and weight", (torch.zeros(4, 3, dtype=torch.long),
+                                              torch.zeros(5, 3, dtype=torch.long), t))
+    yield Sample("bad reduction", (x, w, t), {"reduction": "avg"})
+    yield Sample("label_smoothing>1", (x, w, t), {"label_smoothing": 1.5})

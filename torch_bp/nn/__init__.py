@@ -1,7 +1,8 @@
 """Drop-in twins of ``torch.nn`` modules (subclasses: same constructors, parameters, state_dicts)."""
 from .activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
 from .linear import Linear
-from .loss import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
+from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, LinearCrossEntropy, MSELoss, NLLLoss,
+                   SmoothL1Loss)
 from .sparse import Embedding
 from .dropout import Dropout
 from .activation import LogSoftmax, Softmax
@@ -26,4 +27,5 @@ __all__ = [
     "LayerNorm", "RMSNorm",
     "Softmax", "LogSoftmax", "Dropout", "Embedding",
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
+    "LinearCrossEntropy",
 ]

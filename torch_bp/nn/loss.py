@@ -71,3 +71,64 @@ class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
     def forward(self, input, target):
         return F.binary_cross_entropy_with_logits(input, target, self.weight, pos_weight=self.pos_weight,
                                                   reduction=self.reduction)
+
+
+class LinearCrossEntropy(torch.nn.Module):
+    r"""A language-model head and its loss in one: ``cross_entropy(linear(input), target)``
+    computed over chunks of rows, never materialising the (N, num_classes) logits
+    (rule: :class:`torch_bp.ops.loss.LinearCrossEntropyFunction`). torch_bp only.
+
+    Its parameters are :class:`torch.nn.Linear`'s (``weight`` (num_classes, in_features),
+    ``bias`` (num_classes,)), initialised alike, so the state_dict of a trained
+    ``nn.Linear(in_features, num_classes)`` head loads into it and back.
+
+    Args:
+        in_features: size of each input row (d).
+        num_classes: number of classes (vocabulary size V).
+        bias: learn an additive bias (default True).
+        ignore_index, reduction, label_smoothing: as :class:`torch.nn.CrossEntropyLoss`.
+        chunk_size, mode: see :func:`torch_bp.functional.linear_cross_entropy`.
+
+    Shape:
+        - input: (*, in_features);  target: (*) class indices
+        - output: scalar, or (*) with ``reduction="none"``
+
+    Example::
+
+        >>> head = torch_bp.nn.LinearCrossEntropy(64, 1000)
+        >>> head.load_state_dict(torch.nn.Linear(64, 1000).state_dict())
+        >>> loss = head(torch.randn(8, 16, 64), torch.randint(0, 1000, (8, 16)))
+        >>> loss.backward()
+    """
+
+    def __init__(self, in_features, num_classes, bias=True, device=None, dtype=None, ignore_index=-100,
+                 reduction="mean", label_smoothing=0.0, chunk_size=None, mode="fused"):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.in_features, self.num_classes = in_features, num_classes
+        self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
+        self.chunk_size, self.mode = chunk_size, mode
+        self.weight = torch.nn.Parameter(torch.empty((num_classes, in_features), **factory))
+        if bias:
+            self.bias = torch.nn.Parameter(torch.empty(num_classes, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    reset_parameters = torch.nn.Linear.reset_parameters  # the same initialisation as nn.Linear
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear, **kwargs) -> "LinearCrossEntropy":
+        """A head sharing ``linear``'s parameters (no copy)."""
+        head = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta", **kwargs)
+        head.weight, head.bias = linear.weight, linear.bias
+        return head
+
+    def forward(self, input, target):
+        return F.linear_cross_entropy(input, self.weight, target, self.bias, ignore_index=self.ignore_index,
+                                      reduction=self.reduction, label_smoothing=self.label_smoothing,
+                                      chunk_size=self.chunk_size, mode=self.mode)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, num_classes={self.num_classes}, bias={self.bias is not None}, "
+                f"reduction={self.reduction!r}, mode={self.mode!r}")
