@@ -6,3 +6,4 @@
 #include "cpu/linear.cpp"
 #include "cpu/dropout.cpp"
 #include "cpu/loss.cpp"
+#include "cpu/recurrent.cpp"
