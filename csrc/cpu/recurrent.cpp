@@ -94,7 +94,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fw
   const Tensor gi = gi_.contiguous();
   Tensor h = h0.clone(at::MemoryFormat::Contiguous), c = c0.clone(at::MemoryFormat::Contiguous);
   Tensor Y = gi.new_empty({N, Hout}), Hprev = gi.new_empty({N, Hout});
-  Tensor Cprev = gi.new_empty({N, H}), A = gi.new_empty({N, 4 * H}), C = gi.new_empty({N, H});
+  Tensor Cprev = gi.new_empty({N, H}), A = new_output({N, 4 * H}, gi.options()), C = gi.new_empty({N, H});
   Tensor ht = proj ? gi.new_empty({B, H}) : Tensor();
   const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr.t() : Tensor();
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
@@ -165,7 +165,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, cons
   const Tensor Cprev = Cprev_.contiguous(), A = A_.contiguous(), C = C_.contiguous();
   const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();  // a column block of (N, D*Hout): rows strided
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous), dc = dc0.clone(at::MemoryFormat::Contiguous);
-  Tensor dA = A.new_empty({N, 4 * H});
+  Tensor dA = new_output({N, 4 * H}, A.options());
   Tensor dHo = proj ? A.new_empty({N, Hout}) : Tensor(), dht = proj ? A.new_empty({B, H}) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
     using T = scalar_t;
@@ -232,7 +232,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_fwd(const Tensor& g
   const Steps st = check_steps(offsets, sizes, N, B, op);
   const Tensor gi = gi_.contiguous();
   Tensor h = h0.clone(at::MemoryFormat::Contiguous);
-  Tensor Y = gi.new_empty({N, H}), Hprev = gi.new_empty({N, H}), A = gi.new_empty({N, 3 * H});
+  Tensor Y = gi.new_empty({N, H}), Hprev = gi.new_empty({N, H}), A = new_output({N, 3 * H}, gi.options());
   Tensor HN = gi.new_empty({N, H}), gh = gi.new_empty({B, 3 * H});
   const Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
@@ -299,7 +299,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor&
   const Tensor Hprev = Hprev_.contiguous(), A = A_.contiguous(), HN = HN_.contiguous();
   const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous);
-  Tensor dAi = A.new_empty({N, 3 * H}), dAh = A.new_empty({N, 3 * H});
+  Tensor dAi = new_output({N, 3 * H}, A.options()), dAh = new_output({N, 3 * H}, A.options());
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
     using T = scalar_t;
     for (size_t s = 0; s < st.off.size(); ++s) {

@@ -175,9 +175,7 @@ def _offsets_sizes(steps):
 def _lstm_forward(x, w, h, c, steps):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     H = w_hh.shape[0] // 4
-    gi = x.matmul(w_ih.t())                                    # (N, 4H): all steps at once
-    if b_ih is not None:
-        gi += b_ih + b_hh
+    gi = x.matmul(w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x, w_ih.t())  # (N, 4H): all steps
     if backend.use_cpp(gi, w_hh, w_hr, h, c):                 # the loop below, compiled (csrc/cpu/recurrent.cpp)
         Y, h, c, *res = torch.ops.torch_bp.lstm_layer_fwd(gi, w_hh, w_hr, h, c, *_offsets_sizes(steps))
         return Y, h, c, tuple(res)
@@ -246,9 +244,7 @@ def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w, per=None):
 def _gru_forward(x, w, h, _c, steps):
     w_ih, w_hh, b_ih, b_hh, _ = w
     H = w_hh.shape[0] // 3
-    gi = x.matmul(w_ih.t())                                    # (N, 3H): all steps at once
-    if b_ih is not None:
-        gi += b_ih
+    gi = x.matmul(w_ih.t()) if b_ih is None else torch.addmm(b_ih, x, w_ih.t())  # (N, 3H): all steps at once
     if backend.use_cpp(gi, w_hh, b_hh, h):                    # the loop below, compiled (csrc/cpu/recurrent.cpp)
         Y, h, *res = torch.ops.torch_bp.gru_layer_fwd(gi, w_hh, b_hh, h, *_offsets_sizes(steps))
         return Y, h, None, tuple(res)
