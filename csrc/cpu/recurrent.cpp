@@ -46,6 +46,12 @@ inline void check_dtypes(std::initializer_list<const Tensor*> ts, const char* op
   }
 }
 
+// Rows per task of a step's gate pass. NOTE: a step is small (B x H, about 10 us for 32 x 256) and
+// there are two passes per step (its matmul runs on all threads too): a parallel region per pass
+// costs more than it saves until a task has ~64K gate elements, and on a loaded machine each
+// region waits for every thread to be scheduled.
+inline int64_t step_grain(int64_t H) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(4 * H, 1)); }
+
 template <typename V>
 inline V sigmoid(const V& x) { return act::sigmoid(x); }
 
@@ -55,7 +61,7 @@ inline V sigmoid(const V& x) { return act::sigmoid(x); }
 template <typename T>
 void lstm_gates_fwd(T* a, T* c_state, T* cprev, T* c_out, T* ht, int64_t ld_ht, int64_t bs, int64_t H) {
   using V = at::vec::Vectorized<T>;
-  at::parallel_for(0, bs, row_grain(8 * H), [&](int64_t j0, int64_t j1) {
+  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       T* aj = a + j * 4 * H;
       vec_loop<T>(H, [&](int64_t k, int64_t m) {
@@ -123,7 +129,7 @@ void lstm_gates_bwd(const T* a, const T* cprev, const T* c, const T* dht, const 
                     T* dc, T* da, int64_t bs, int64_t H) {
   using V = at::vec::Vectorized<T>;
   const V one(T(1));
-  at::parallel_for(0, bs, row_grain(12 * H), [&](int64_t j0, int64_t j1) {
+  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       const T* aj = a + j * 4 * H;
       T* daj = da + j * 4 * H;
@@ -194,7 +200,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, cons
 template <typename T>
 void gru_gates_fwd(const T* gi, const T* gh, T* a, T* hn, T* y, T* h, int64_t bs, int64_t H) {
   using V = at::vec::Vectorized<T>;
-  at::parallel_for(0, bs, row_grain(8 * H), [&](int64_t j0, int64_t j1) {
+  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       const T *gij = gi + j * 3 * H, *ghj = gh + j * 3 * H;
       T* aj = a + j * 3 * H;
@@ -261,7 +267,7 @@ void gru_gates_bwd(const T* a, const T* hn, const T* hprev, const T* dy, int64_t
                    int64_t bs, int64_t H) {
   using V = at::vec::Vectorized<T>;
   const V one(T(1));
-  at::parallel_for(0, bs, row_grain(12 * H), [&](int64_t j0, int64_t j1) {
+  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
       const T* aj = a + j * 3 * H;
       T *dij = dai + j * 3 * H, *dhj = dah + j * 3 * H;
