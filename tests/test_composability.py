@@ -283,3 +283,17 @@ def test_fast_apply_keeps_torch_semantics():
     assert torch.equal(torch.func.vmap(lambda t: Scale.apply(t, 3.0))(xs), xs * 3.0)
     gx = torch.func.grad(lambda t: Scale.apply(t, 3.0).sum())(xs[0])
     assert torch.equal(gx, torch.full_like(gx, 3.0))
+
+
+def test_conversion_report_counts_layers_not_containers():
+    """The built-in SmallCNN is a torch_bp class but a container: the report lists its layers only."""
+    from torch_bp.lightning import SmallCNN
+
+    report = torch_bp.conversion_report(SmallCNN())
+    assert "SmallCNN" not in report.converted and report.converted and report.share == 1.0
+    assert all(name in {c.__name__ for c in _layer_classes()} for name in report.converted)
+
+
+def _layer_classes():
+    from torch_bp.registry import module_pairs
+    return [ours for ours, _ in module_pairs()]

@@ -61,9 +61,9 @@ def _report():
             json.dump({f"{n}[{b}]": dict(c) for (n, b), c in sorted(OUTCOMES.items())}, f, indent=1)
 
 
-@pytest.mark.xfail(reason="known gap: the generic mutations make torch reject most draws for linear, huber_loss, "
-                   "bce_with_logits, layer_norm, conv2d, multi-head attention and the RNNs (see the closing "
-                   "note); the per-layer option tables need more valid draws", strict=False)
+@pytest.mark.xfail(reason="known gap: nll_loss gets 9 valid draws in 30 (its shape edits on the input alone, a "
+                   "new leading dim or a narrowed batch, mismatch the target); every other layer reaches a third",
+                   strict=False)
 def test_fuzz_reaches_both_outcomes():
     """The draws are not mostly errors: at least a third of every layer's draws succeeded."""
     ran = {n: c for (n, _), c in OUTCOMES.items() if n in NAMES}

@@ -191,6 +191,27 @@ def test_cli_fit_logs_every_tag_with_finite_values(tmp_path, monkeypatch, capsys
     assert saved["trainer"]["max_steps"] == 6
 
 
+def test_cli_resumes_with_ckpt_path_last_by_default(tmp_path, monkeypatch):
+    """The CLI's default callbacks keep last.ckpt in runs/<name>/checkpoints, the same directory for
+    every run of the experiment, so the same command with --ckpt_path last goes on from it."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+    first = cli.build_cli(args + ["--trainer.max_steps", "4"])
+    last = tmp_path / "runs" / "digits" / "checkpoints" / "last.ckpt"
+    assert first.trainer.global_step == 4 and last.is_file()
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+    ckpt = torch.load(last, weights_only=True)                    # mark the checkpoint: weights + 1
+    ckpt["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, last)
+    # the same command, with --ckpt_path last and no steps left: the weights are the marked ones
+    second = cli.build_cli(args + ["--trainer.max_steps", "4", "--ckpt_path", "last"])
+    assert second.trainer.global_step == 4
+    for k, v in second.model.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k]), k
+    third = cli.build_cli(args + ["--trainer.max_steps", "6", "--ckpt_path", "last"])   # and on
+    assert third.trainer.global_step == 6 and torch.load(last, weights_only=True)["global_step"] == 6
+
+
 def test_cli_print_config_and_trainer_flags(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["fit", "--print_config", "--trainer.max_epochs", "3", "--model.optimizer", "SGD",
@@ -202,7 +223,8 @@ def test_cli_print_config_and_trainer_flags(capsys):
     assert cfg["model"]["optimizer"]["init_args"]["lr"] == 0.5
     assert cfg["model"]["net"]["class_path"].startswith("torch_bp.lightning")
     assert cfg["data"]["class_path"] == "torch_bp.lightning.DigitsDataModule"
-    assert [c["class_path"].rsplit(".", 1)[1] for c in cfg["trainer"]["callbacks"]] == ["GradientMonitor", "GradientCheck"]
+    assert [c["class_path"].rsplit(".", 1)[1] for c in cfg["trainer"]["callbacks"]] == ["GradientMonitor", "GradientCheck",
+                                                                                   "ResumableCheckpoint"]
 
 
 def test_experiment_configs_train(tmp_path, monkeypatch):

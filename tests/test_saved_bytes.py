@@ -30,8 +30,9 @@ GATES = {
     # target 0.7: MISSED (measured 1.031: the ReLU bit masks come on top of the ReLU outputs that
     # the next conv and the pool save anyway)
     "cnn_stack": 1.04,
-    # target 0.6: MISSED, narrowly (measured 0.604)
-    "transformer_block": 0.61,
+    # target 0.6: met (measured 0.559 on both backends: dropout masks as bits, layer norm keeps
+    # its input and row statistics, attention its row log-sum-exp)
+    "transformer_block": 0.6,
     # no target in the issue; measured 0.459 at these sizes (0.473 at the suite's 32 x 64 steps)
     "lstm_2layer": 0.46,
 }
@@ -97,3 +98,29 @@ def test_lean_recipe_not_used_after_in_place_change_nor_under_vmap():
     seen = []
     torch.func.vmap(lambda r: seen.append(_lean.active()) or r)(torch.zeros(2))
     assert seen == [False]
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+def test_dropout_saves_one_bit_per_element(backend):
+    """Both backends keep dropout's mask as bits (pack_bits / csrc pack_mask), with torch's gradient."""
+    from torch_bp.ops._util import pack_bits, unpack_bits
+
+    if backend == "cpp" and torch_bp.backend_info().backend != "cpp":
+        pytest.skip("compiled backend unavailable")
+    for shape in [(3, 5, 7), (1,), (64, 100)]:  # numel not a multiple of 8, and one that is
+        m = torch.rand(shape) > 0.3
+        assert torch.equal(unpack_bits(pack_bits(m), m.shape), m)
+    torch_bp.set_backend(backend)
+    try:
+        x = torch.randn(37, 101, requires_grad=True)
+        n_saved = saved_bytes(lambda: torch_bp.functional.dropout(x, 0.5), [x])
+        assert n_saved <= -(-x.numel() // 8) + 8  # the bits and the 0-d scale
+        torch.manual_seed(0)
+        y = torch_bp.functional.dropout(x, 0.5)
+        (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+        torch.manual_seed(0)
+        y_ref = torch.nn.functional.dropout(x, 0.5)
+        (gx_ref,) = torch.autograd.grad(y_ref, x, torch.ones_like(y_ref))
+        assert torch.equal(y, y_ref) and torch.equal(gx, gx_ref)
+    finally:
+        torch_bp.set_backend("auto")

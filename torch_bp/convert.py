@@ -78,18 +78,21 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _is_ours(module: torch.nn.Module) -> bool:
-    return type(module).__module__.startswith("torch_bp.")
+def _is_ours(module: torch.nn.Module, layer_classes) -> bool:
+    """A torch_bp layer: a class the converter produces (containers such as the Lightning
+    models are torch_bp classes too, but not layers)."""
+    return type(module) in layer_classes or type(module).__module__.startswith("torch_bp.nn.")
 
 
 def conversion_report(model: torch.nn.Module) -> ConversionReport:
     """What in ``model`` runs through torch_bp layers and what does not."""
     converted, unconverted = Counter(), Counter()
     total = ours = 0
+    layer_classes = set(_tables()[1])
     for module in model.modules():
         own = sum(p.numel() for p in module.parameters(recurse=False))
         total += own
-        if _is_ours(module):
+        if _is_ours(module, layer_classes):
             converted[type(module).__name__] += 1
             ours += own
         elif own:

@@ -7,7 +7,8 @@ where the backward rule lives. Nothing here states a gradient.
 NOTE: ``inplace=True`` (relu, leaky_relu, elu, silu, dropout) is accepted for signature
 compatibility but computed out of place: the result is returned and the input is left
 untouched, because an in-place write would put torch's CopyBackwards, not our rule, on the
-output. Code that uses the returned tensor, as every module does, behaves the same.
+output. Code that uses the returned tensor, as every module does, behaves the same. What
+torch refuses to write into, we refuse too (:func:`_check_inplace`).
 """
 from __future__ import annotations
 
@@ -58,7 +59,23 @@ def linear_activation(input, weight, bias=None, activation="relu", approximate="
 
 
 # --- activations ---
+def _check_inplace(input):
+    """With ``inplace=True``: the errors torch gives before it writes into ``input`` (a leaf, or a
+    view of a leaf, that requires grad; elements sharing memory, as in an expanded tensor)."""
+    if torch.is_grad_enabled() and input.requires_grad:
+        if input.is_leaf:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        if input._is_view() and input._base.is_leaf and input._base.requires_grad:
+            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "
+                               "operation.")
+    if torch._debug_has_internal_overlap(input) == 1:
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "
+                           "single memory location. Please clone() the tensor before performing the operation.")
+
+
 def relu(input, inplace=False):
+    if inplace:
+        _check_inplace(input)
     return _act.ReLUFunction.apply(input)
 
 
@@ -71,11 +88,15 @@ def _floating_only(input, name):
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     _floating_only(input, "leaky_relu")
+    if inplace:
+        _check_inplace(input)
     return _act.LeakyReLUFunction.apply(input, float(negative_slope))
 
 
 def elu(input, alpha=1.0, inplace=False):
     _floating_only(input, "elu")
+    if inplace:
+        _check_inplace(input)
     return _act.ELUFunction.apply(input, float(alpha))
 
 
@@ -88,6 +109,8 @@ def gelu(input, approximate="none"):
 
 def silu(input, inplace=False):
     _floating_only(input, "silu")
+    if inplace:
+        _check_inplace(input)
     return _act.SiLUFunction.apply(input)
 
 
@@ -146,6 +169,8 @@ def dropout(input, p=0.5, training=True, inplace=False):
         if not (torch.is_grad_enabled() and input.requires_grad):
             return input  # torch returns the input itself
         return _drop.DropoutFunction.apply(input, None, None)
+    if inplace:
+        _check_inplace(input)
     if p == 1:  # as torch: input * 0 (a 0-d mask and scale broadcast; nothing is stored per element)
         zero = torch.zeros((), dtype=input.dtype, device=input.device)
         return _drop.DropoutFunction.apply(input, zero.bool(), zero)
@@ -683,14 +708,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if query.shape[-1] != key.shape[-1]:
         raise RuntimeError(f"scaled_dot_product_attention: query and key must have the same last dim, got "
                            f"{query.shape[-1]} and {key.shape[-1]}")
+    # as torch (2.13, CPU): a key/value length mismatch passes only when there is no query row
+    # (an empty batch or L = 0) or the value is empty; an empty key does not excuse it
+    lenient = math.prod(query.shape[:-1]) == 0 or value.numel() == 0
     empty = query.numel() == 0 or key.numel() == 0 or value.numel() == 0
-    if key.shape[-2] != value.shape[-2] and not empty:
+    if key.shape[-2] != value.shape[-2] and not lenient:
         raise RuntimeError(f"scaled_dot_product_attention: key and value must have the same sequence length, got "
                            f"{key.shape[-2]} and {value.shape[-2]}")
     if not 0.0 <= dropout_p <= 1.0:
         raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
     if attn_mask is not None:
-        if is_causal:
+        if is_causal and not empty:  # as torch: an empty input returns before this check
             raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when "
                                "is_causal=True")
         if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
@@ -801,6 +829,14 @@ def _multi_head_attention(query, key, value, embed_dim_to_check, num_heads, in_p
         for w, n in ((q_proj_weight, "q"), (k_proj_weight, "k"), (v_proj_weight, "v")):
             if w is None:
                 raise AssertionError(f"use_separate_proj_weight is True but {n}_proj_weight is None")
+        eq, ek, ev = query.shape[-1], key.shape[-1], value.shape[-1]  # torch's _in_projection checks
+        for w, want, n in ((q_proj_weight, (eq, eq), "query"), (k_proj_weight, (eq, ek), "key"),
+                           (v_proj_weight, (eq, ev), "value")):
+            if tuple(w.shape) != want:
+                raise AssertionError(f"expecting {n} weights shape of {want}, but got {w.shape}")
+        for b, n in ((b_q, "query"), (b_k, "key"), (b_v, "value")):
+            if b is not None and tuple(b.shape) != (eq,):
+                raise AssertionError(f"expecting {n} bias shape of {(eq,)}, but got {b.shape}")
         q, k, v = linear(query, q_proj_weight, b_q), linear(key, k_proj_weight, b_k), linear(value, v_proj_weight, b_v)
 
     # masks -> one additive float mask broadcastable to (N, H, L, S)
@@ -948,6 +984,10 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
             raise RuntimeError(f"self and mat2 must have the same dtype, but got {input.dtype} and {params[0].dtype}")
         raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({params[0].dtype}). "
                          f"Convert input: input.to({params[0].dtype}), or convert model: model.to({input.dtype})")
+    odd = [p.dtype for p in params if p.dtype != params[0].dtype]
+    if odd and not torch._C._is_any_autocast_enabled():  # torch's kernels: one dtype for every weight
+        raise RuntimeError(f"self and mat2 must have the same dtype, but got {params[0].dtype} and {odd[0]} "
+                           f"(every weight and bias of the {_RNN_NAMES[mode]} must have one dtype)")
     is_lstm = mode == "LSTM"
     unbatched = False
     if packed:

@@ -76,6 +76,52 @@ def _layer_norm_variance_overflow(case, ours=None, ref=None):
     return bool(((rows - rows.mean(1, keepdim=True)).pow(2).sum(1) > big / 256).any())
 
 
+def _group_norm_variance_overflow(case, ours=None, ref=None):
+    """A group whose sum of squared deviations overflows the compute dtype (float32 for
+    float32/bfloat16/float16 inputs), and only non-finite values differ."""
+    x, g = case.value("input"), case.value("num_groups")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0 or not g:
+        return False
+    big = torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).max
+    rows = x.double().reshape(x.shape[0] * g, -1)
+    over = bool(((rows - rows.mean(1, keepdim=True)).pow(2).sum(1) > big / 256).any())
+    return over and _only_nonfinite_differences(case, ours, ref, torch_nan_ok=True)
+
+
+def _linear_gelu_inf(case, ours=None, ref=None):
+    """linear_activation with GELU whose pre-activation holds +-inf (an infinite input or weight):
+    torch's vectorized GELU gives NaN for +inf (see the gelu row); only non-finite values differ."""
+    if case.value("activation") != "gelu" or case.value("approximate") not in (None, "none"):
+        return False
+    if not any(_has(case.value(p), v) for p in ("input", "weight", "bias") for v in (math.inf, -math.inf)):
+        return False
+    return case.dtype != torch.float64 and _only_nonfinite_differences(case, ours, ref)
+
+
+def _rnn_nan_weight(case, ours=None, ref=None):
+    """A NaN or +-inf in an RNN weight, and wherever we differ one side is NaN (finite values
+    agree)."""
+    if isinstance(ours, Exception) or isinstance(ref, Exception):
+        return False
+    params = [x.leaf if hasattr(x, "leaf") else x for x in (case.arguments.get("params") or [])]
+    if not any(_has_nan(p) or _has(p, math.inf) or _has(p, -math.inf) for p in params):
+        return False
+    t = tol(case.dtype, case.cond)
+    for a, b in zip(ours[0] + ours[1], ref[0] + ref[1]):
+        if a is None or b is None:
+            if (a is None) != (b is None):
+                return False
+            continue
+        a, b = a.detach().double(), b.detach().double()
+        if not bool((torch.isclose(a, b, equal_nan=True, **t) | a.isnan() | b.isnan()).all()):
+            return False
+    return True
+
+
+def _has_nan(t):
+    return isinstance(t, torch.Tensor) and t.is_floating_point() and bool(t.isnan().any())
+
+
 def _only_nonfinite_differences(case, ours, ref, torch_nan_ok=False):
     """Both ran, and wherever they differ both are non-finite (NaN against +-inf), or, with
     ``torch_nan_ok``, torch is NaN; every finite pair agrees with the table's tolerance."""
@@ -138,6 +184,47 @@ def _layer_norm_mixed_bias_backward(case, ours, ref):
             and x.dtype in (torch.bfloat16, torch.float16))
 
 
+def _float64_reference(case, ref):
+    """torch's own result on the case's inputs upcast to float64 (same upstream), or None."""
+    from .cases import TArg
+    from .compare import _run
+    from torch_bp.registry import get
+
+    up = copy.copy(case)
+    up.arguments = {}
+    for k, v in case.arguments.items():
+        items = v if type(v) in (list, tuple) else [v]
+        items = [TArg(x.leaf.detach().double().requires_grad_(x.leaf.requires_grad), x.expand_to)
+                 if isinstance(x, TArg) and x.leaf.is_floating_point() else x for x in items]
+        up.arguments[k] = type(v)(items) if type(v) in (list, tuple) else items[0]
+    exact = _run(get(case.name).reference, up, upstream=[u.double() for u in ref[2]])
+    return None if isinstance(exact, Exception) else exact
+
+
+def _gradient_overflows(case, ours, ref):
+    """Finite inputs; wherever we differ, torch is NaN, ours is +-inf, and torch's own float64
+    result there is beyond the dtype's range (the true gradient overflows)."""
+    if isinstance(ours, Exception) or isinstance(ref, Exception):
+        return False
+    if not all(bool(t.isfinite().all()) for t in case.tensors() if t.is_floating_point()):
+        return False
+    exact = _float64_reference(case, ref)
+    if exact is None:
+        return False
+    t_ok = tol(max((t.dtype for t in case.tensors() if t.is_floating_point()), key=lambda d: TOL[d]), case.cond)
+    for a, b, e in zip(ours[0] + ours[1], ref[0] + ref[1], exact[0] + exact[1]):
+        if a is None or b is None or e is None:
+            if not (a is None and b is None):
+                return False
+            continue
+        big = torch.finfo(a.dtype).max
+        a, b, e = a.detach().double(), b.detach().double(), e.detach().double()
+        differ = ~torch.isclose(a, b, equal_nan=True, **t_ok)
+        if not bool((b[differ].isnan() & a[differ].isinf() & (e[differ].abs() > big)).all()):
+            return False
+    return True
+
+
 def more_accurate_than_torch(case, ours, ref):
     """bfloat16/float16: ours agrees with torch's own float64 result on the same (upcast)
     inputs within the case dtype's tolerance, wherever it differs from torch's result."""
@@ -189,6 +276,12 @@ def _conv_empty_batch(case, ours=None, ref=None):
     return isinstance(x, torch.Tensor) and x.numel() == 0 and len(dtypes) > 1
 
 
+def _batch_norm_empty_unchecked(case, ours=None, ref=None):
+    x = case.value("input")
+    return (isinstance(x, torch.Tensor) and x.numel() == 0 and isinstance(ours, Exception)
+            and not isinstance(ref, Exception) and "running_" in str(ours))
+
+
 def _huber_mixed_dtypes_backward(case, ours, ref):
     """torch's huber_loss forward takes a target of another dtype, its backward then raises."""
     x, t = case.value("input"), case.value("target")
@@ -219,7 +312,14 @@ _CONV_EMPTY = (_conv_empty_batch,
                "torch's convolution returns an empty output for an empty input before it checks that "
                "weight and bias have the input's dtype")
 
+_RNN_NAN = (_rnn_nan_weight, "a NaN or infinite weight: NaN reaches different gradient entries in torch's "
+                             "fused RNN kernels (0 * NaN and inf - inf taken in another order, or skipped "
+                             "inside its GEMMs) than in our step-by-step rule; the finite values agree")
+
 TORCH_QUIRKS: dict[str, list] = {
+    **{name: [_RNN_NAN] for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")},
+    "linear_activation": [(_linear_gelu_inf, "torch's vectorized GELU kernel gives NaN for +inf (see gelu); "
+                                             "ours +inf: only non-finite values differ")],
     "gelu": [(_gelu_inf, "torch's vectorized float32/bfloat16/float16 GELU kernel gives NaN for +inf "
                          "(its scalar path, used for one element, and float64 give +inf, as we do)")],
     "softplus": [(_softplus_overflow, "torch's softplus backward computes z / (z + 1) with z = exp(beta x), "
@@ -230,7 +330,10 @@ TORCH_QUIRKS: dict[str, list] = {
                   "torch's rms_norm is a composite whose autograd forms sum(g w x) * r^3, r = "
                   "(mean(x^2) + eps)^(-1/2): it overflows to inf, or 0 * inf = NaN, where our closed "
                   "form r (g w - x r^2 mean(g w x)) stays finite")],
-    "layer_norm": [(_layer_norm_variance_overflow,
+    "layer_norm": [(_gradient_overflows,
+                    "a gradient beyond the dtype's range (torch's own float64 result overflows it): torch's "
+                    "LayerNorm backward gives NaN there (inf - inf in its folded form), ours the IEEE +-inf"),
+                   (_layer_norm_variance_overflow,
                     "torch's LayerNorm on a row whose variance overflows the compute dtype gives NaN "
                     "for short rows and y = bias (rstd = 0) for long ones (its vectorized path), "
                     "depending on dtype and row length; ours gives NaN, never a silently wrong y = b"),
@@ -267,10 +370,19 @@ TORCH_QUIRKS: dict[str, list] = {
     "conv1d": [_CONV_EMPTY, _CONV_BIAS_DTYPE],
     "conv2d": [_CONV_EMPTY, _CONV_BIAS_DTYPE],
     "conv_transpose2d": [_CONV_EMPTY, _CONV_BIAS_DTYPE],
-    "batch_norm": [(_conv_empty_batch, "torch's batch_norm returns early for an empty input "
+    "batch_norm": [(_batch_norm_empty_unchecked,
+                    "torch's batch_norm returns early for an empty input (x * w[0] + b[0]) before it checks "
+                    "the running statistics (their size, or that they are given in eval mode); ours checks "
+                    "them first and raises"),
+                   (_conv_empty_batch, "torch's batch_norm returns early for an empty input "
                                        "(x * w[0] + b[0]) before it checks the parameters' dtypes"),
                    (_inf_differs_only_in_kind, _NORM_INF)],
-    "group_norm": [(_inf_differs_only_in_kind, _NORM_INF)],
+    "group_norm": [(_inf_differs_only_in_kind, _NORM_INF),
+                   (_group_norm_variance_overflow,
+                    "a group whose variance overflows the compute dtype: torch's GroupNorm gives NaN where "
+                    "ours is +-inf or NaN (both non-finite at the same positions)"),
+                   (_gradient_overflows, "a gradient beyond the dtype's range (torch's own float64 result "
+                                         "overflows it): torch's GroupNorm backward gives NaN there, ours +-inf")],
     "adaptive_avg_pool2d": [(_adaptive_pool_empty_channels,
                              "torch's adaptive_avg_pool2d backward rejects an input with an empty non-batch "
                              "dim (its forward accepts it); ours returns the empty gradient")],
@@ -297,6 +409,21 @@ _RNN_CRASH = (_rnn_params_reshaped, "torch's RNN kernels (_VF.lstm/gru/rnn_*) do
 # Draws that would crash torch itself (the process, not an exception): not run, counted as
 # ``"skipped: <reason>"``. Each predicate sees only the case.
 TORCH_CRASHES: dict[str, list] = {name: [_RNN_CRASH] for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")}
+
+
+def _group_norm_channels_last_no_input_grad(case):
+    x = case.value("input")
+    arg = case.arguments.get("input")
+    return (isinstance(x, torch.Tensor) and x.dim() == 4 and x.numel() > 0
+            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            and not arg.leaf.requires_grad)
+
+
+# Found by the fuzzer (torch 2.13 CPU): F.group_norm(x_channels_last, g, w, b).backward() with x
+# not requiring grad (only the weight's and bias's gradients wanted) segfaults in torch's kernel.
+TORCH_CRASHES["group_norm"] = [(_group_norm_channels_last_no_input_grad,
+                                "torch's CPU group_norm backward segfaults for a channels_last input that does not "
+                                "require grad (weight/bias gradients only)")]
 
 
 def torch_crash(case):

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 # eps at its edges: 0 (a zero-variance row divides by zero), denormal-tiny, huge.
 _EPS = st.sampled_from([1e-5, 0.0, 1e-30, 1e-45, 1.0, 1e10])
-_REDUCTION = st.sampled_from(["mean", "sum", "none", "bogus"])
+_REDUCTION = st.sampled_from(["mean", "sum", "none"] * 2 + ["bogus"])  # a bad string 1 draw in 7
 _P = st.sampled_from([0.5, 0.0, 1.0, 0.999, 1e-7, -0.1, 1.5])
 
 

@@ -8,9 +8,11 @@ Imported only by those who use it (``import torch_bp`` never imports Lightning):
   paper's tasks (:class:`SymmetryDataModule`, :class:`FamilyTreesDataModule`,
   :class:`XORDataModule`, :class:`ParityDataModule`);
 - callbacks: :class:`GradientMonitor` (gradients and the error signals captured inside our
-  backward rules) and :class:`GradientCheck` (our gradients against torch autograd's, online);
+  backward rules), :class:`GradientCheck` (our gradients against torch autograd's, online) and
+  :class:`ResumableCheckpoint` (keeps ``last.ckpt`` where ``--ckpt_path last`` finds it);
 - the ``torch-bp`` command (:mod:`torch_bp.lightning.cli`).
 """
+from .checkpoint import ResumableCheckpoint
 from .data import (DigitsDataModule, EpochShuffleSampler, FamilyTreesDataModule, ParityDataModule,
                    ResumableDataLoader, SymmetryDataModule, TensorDataModule, XORDataModule)
 from .models import MLP, FamilyTreeNet, SmallCNN, default_net, default_net_class
@@ -22,5 +24,5 @@ __all__ = [
     "TensorDataModule", "DigitsDataModule", "SymmetryDataModule", "FamilyTreesDataModule", "XORDataModule",
     "ParityDataModule", "EpochShuffleSampler", "ResumableDataLoader",
     "MLP", "SmallCNN", "FamilyTreeNet", "default_net", "default_net_class",
-    "GradientMonitor", "GradientCheck", "GradientFlowWarning", "GradientCheckWarning",
+    "GradientMonitor", "GradientCheck", "GradientFlowWarning", "GradientCheckWarning", "ResumableCheckpoint",
 ]

@@ -8,6 +8,7 @@ accuracy and the ``tensorboard --logdir`` command. Everything is a LightningCLI 
     torch-bp fit --print_config                        # the full default configuration
     torch-bp fit --config experiments/configs/symmetry.yaml
     torch-bp fit --trainer.max_epochs 5 --model.optimizer SGD --model.optimizer.lr 0.1
+    torch-bp fit --ckpt_path last                      # go on from the last run's last.ckpt
 
 It runs on one CPU thread unless told otherwise (``--threads``, see below) and on a GPU when
 there is one (``--trainer.accelerator``).
@@ -23,6 +24,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .data import DigitsDataModule, TensorDataModule
+from .checkpoint import ResumableCheckpoint
 from .models import default_net_class
 from .module import BPModule
 from .monitor import GradientCheck, GradientMonitor
@@ -50,7 +52,7 @@ class TorchBPCLI(LightningCLI):
             # parser defaults (not trainer_defaults, which are always appended) so that a
             # config's trainer.callbacks replaces them
             "trainer.callbacks": [{"class_path": f"{c.__module__}.{c.__name__}"}
-                                  for c in (GradientMonitor, GradientCheck)],
+                                  for c in (GradientMonitor, GradientCheck, ResumableCheckpoint)],
         })
 
     def before_instantiate_classes(self):

@@ -67,3 +67,32 @@ def fast_apply(cls: type) -> None:
         return super(torch.autograd.Function, cls).apply(*args)
 
     cls.apply = classmethod(apply)
+
+
+# --- masks as bits (the Python twin of csrc's pack_mask / mask_bwd layout) ---
+_BIT_WEIGHTS: dict = {}
+
+
+def plain_eager() -> bool:
+    """True outside torch.compile tracing and torch.func transforms (where rules save plainly)."""
+    return not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as uint8 bits: bit i % 8 of byte i // 8 is element i of the flattened mask."""
+    flat = mask.reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    w = _BIT_WEIGHTS.get(mask.device)
+    if w is None:
+        w = _BIT_WEIGHTS[mask.device] = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8,
+                                                     device=mask.device)
+    return (flat.view(torch.uint8).view(-1, 8) * w).sum(-1, dtype=torch.uint8)
+
+
+def unpack_bits(bits: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The bool tensor of ``shape`` that :func:`pack_bits` packed."""
+    n = shape.numel()
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return ((bits.unsqueeze(-1) >> shifts) & 1).view(-1)[:n].view(shape).bool()

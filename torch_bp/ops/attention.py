@@ -192,9 +192,9 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, _grad_lse):
         q, k, v, mask, out, lse = ctx.saved_tensors
-        if _empty(q, k, v):
+        if _empty(q, k, v):  # as torch: zeros for q, k, v; the mask is not used (no gradient)
             return tuple(torch.zeros_like(t) if t is not None and need else None
-                         for t, need in zip((q, k, v, mask), ctx.needs_input_grad[:4])) + (None,) * 5
+                         for t, need in zip((q, k, v), ctx.needs_input_grad[:3])) + (None,) * 6
         g, scale, p_drop = ctx.groups, ctx.scale, ctx.dropout_p
         q5, k5, v5 = opmath(grouped(q, g)), opmath(grouped(k, 1)), opmath(grouped(v, 1))
         mask5 = None if mask is None else grouped(additive(mask, q5.dtype), g)

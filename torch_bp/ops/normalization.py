@@ -341,7 +341,9 @@ class GroupNormFunction(torch.autograd.Function):
         else:
             mean = groups.mean(2, keepdim=True)
             var = mean.clone()
-        rstd = torch.rsqrt(var + eps)
+        # NOTE: var + eps in float64, as torch's kernel (its double eps promotes the sum): an eps
+        # below float32's normal range (1e-45) would otherwise round (to 1.4e-45) first
+        rstd = torch.rsqrt(var.double() + eps).to(var.dtype) if var.dtype != torch.float64 else torch.rsqrt(var + eps)
         # y = x alpha + beta per (n, c), alpha = r w, beta = b - mu alpha: one pass, and the same
         # non-finite results as torch's kernel, which computes it this way
         n, c = x.shape[:2]

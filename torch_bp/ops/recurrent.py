@@ -325,7 +325,7 @@ def _rnn_backward(relu):
     def bwd(x, w, res, dY, dh, _dc, steps, need_w, per=None):
         w_ih, w_hh, b_ih, b_hh, _ = w
         Hprev, Y = res
-        fac = (Y > 0).to(Y.dtype) if relu else 1.0 - Y * Y     # act'(a) from the output
+        fac = (Y <= 0).logical_not().to(Y.dtype) if relu else 1.0 - Y * Y  # act'(a) from the output (NaN passes, as torch)
         dA = torch.empty_like(Y)
         for off, bs in steps:
             r = slice(off, off + bs)
@@ -562,7 +562,7 @@ class RNNFunction(torch.autograd.Function):
 
     Forward:   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)   (W_ih x_t of all t: one matmul)
     Backward, for t in reverse order, dh = grad h_t:
-               da = dh (1 - h_t^2) for tanh,  dh [h_t > 0] for relu
+               da = dh (1 - h_t^2) for tanh,  dh [not h_t <= 0] for relu
                grad h_{t-1} = W_hh^T da;   tied weights: grad_W_ih = sum_t da x_t^T,
                grad_W_hh = sum_t da h_{t-1}^T, grad_b_ih = grad_b_hh = sum_t da;  grad x_t = W_ih^T da
     Saved:     input, h0, weights; per layer and direction Hprev, Y.
