@@ -71,4 +71,16 @@ TORCH_LIBRARY(torch_bp, m) {
   m.def("bce_with_logits_fwd(Tensor x, Tensor t, Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor");
   m.def("bce_with_logits_bwd(Tensor grad_out, Tensor x, Tensor t, Tensor? weight, Tensor? pos_weight, "
         "str reduction) -> Tensor");
+  // recurrent: LSTMFunction, GRUFunction, the time loop of one layer and direction. gi = W_ih x + b
+  // of all steps (N, G*H); the steps as (offsets[s], sizes[s]) in the order visited; h0/c0/dh/dc: the
+  // state (B, .). lstm fwd -> (Y, h_n, c_n, Hprev, Cprev, A, C), bwd -> (dA, dh_0, dc_0, dHo or
+  // undefined without w_hr); gru fwd -> (Y, h_n, Hprev, A, HN), bwd -> (d gi, d gh, dh_0).
+  m.def("lstm_layer_fwd(Tensor gi, Tensor w_hh, Tensor? w_hr, Tensor h0, Tensor c0, int[] offsets, int[] sizes)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("lstm_layer_bwd(Tensor dY, Tensor dh, Tensor dc, Tensor w_hh, Tensor? w_hr, Tensor Cprev, Tensor A, "
+        "Tensor C, int[] offsets, int[] sizes) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("gru_layer_fwd(Tensor gi, Tensor w_hh, Tensor? b_hh, Tensor h0, int[] offsets, int[] sizes)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("gru_layer_bwd(Tensor dY, Tensor dh, Tensor w_hh, Tensor Hprev, Tensor A, Tensor HN, int[] offsets, "
+        "int[] sizes) -> (Tensor, Tensor, Tensor)");
 }

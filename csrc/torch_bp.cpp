@@ -7,3 +7,4 @@
 #include "cpu/dropout.cpp"
 #include "cpu/loss.cpp"
 #include "cpu/pooling.cpp"
+#include "cpu/recurrent.cpp"

@@ -56,6 +56,8 @@ COMPILED = {
     "L1LossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
     "HuberLossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
     "BCEWithLogitsFunction": ("bce_with_logits_fwd", "bce_with_logits_bwd"),
+    "LSTMFunction": ("lstm_layer_fwd", "lstm_layer_bwd"),
+    "GRUFunction": ("gru_layer_fwd", "gru_layer_bwd"),
 }
 
 _mode = "python"
@@ -253,6 +255,27 @@ def _register_fakes():
     @reg("torch_bp::cross_entropy_bwd")
     def _(grad_out, x, target, weight, m, s, reduction, ignore_index, label_smoothing):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @reg("torch_bp::lstm_layer_fwd")
+    def _(gi, w_hh, w_hr, h0, c0, offsets, sizes):
+        n, h = gi.shape[0], gi.shape[1] // 4
+        rows = [gi.new_empty((n, k)) for k in (h0.shape[1], h0.shape[1], h, 4 * h, h)]  # Y, Hprev, Cprev, A, C
+        return rows[0], h0.new_empty(h0.shape), c0.new_empty(c0.shape), *rows[1:]
+
+    @reg("torch_bp::lstm_layer_bwd")
+    def _(dY, dh, dc, w_hh, w_hr, Cprev, A, C, offsets, sizes):
+        return (A.new_empty(A.shape), dh.new_empty(dh.shape), dc.new_empty(dc.shape),
+                None if w_hr is None else dY.new_empty(dY.shape))
+
+    @reg("torch_bp::gru_layer_fwd")
+    def _(gi, w_hh, b_hh, h0, offsets, sizes):
+        n, h = gi.shape[0], gi.shape[1] // 3
+        return (gi.new_empty((n, h)), h0.new_empty(h0.shape), gi.new_empty((n, h)), gi.new_empty((n, 3 * h)),
+                gi.new_empty((n, h)))
+
+    @reg("torch_bp::gru_layer_bwd")
+    def _(dY, dh, w_hh, Hprev, A, HN, offsets, sizes):
+        return A.new_empty(A.shape), A.new_empty(A.shape), dh.new_empty(dh.shape)
 
     # grad_x = mask_bwd(grad_y, mask, scale) is linear in grad_y: its derivative is itself
     # (relu and dropout support double backward through it).

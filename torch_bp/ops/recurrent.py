@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
+from .. import backend
 from ._util import opmath
 
 
@@ -158,17 +159,26 @@ class _Examples:
         return r if self.unsorted is None else r.index_select(0, self.unsorted)
 
 
+def _offsets_sizes(steps):
+    """The steps as the compiled loops take them: ([row offset], [batch size]) in the order visited."""
+    return [o for o, _ in steps], [b for _, b in steps]
+
+
 # --- the cells: one direction of one layer, forward and backward through time ---
 # NOTE (speed): the loops over time steps are Python, so each step does as few tensor ops as
 # possible: results are written in place into preallocated row blocks (``out=``), and in the
 # backward every factor that does not depend on the recursion (sigmoid'(i) g, ...) is
-# computed for all steps at once before the loop.
+# computed for all steps at once before the loop. For LSTM and GRU on CPU the compiled
+# backend runs the same loops in C++ (one matmul and one fused pass over the gates per step,
+# csrc/cpu/recurrent.cpp); the input projection before and the tied-weight sums after (and so
+# the per-sample rule) are these, shared by both backends.
 def _lstm_forward(x, w, h, c, steps):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     H = w_hh.shape[0] // 4
-    gi = x.matmul(w_ih.t())                                    # (N, 4H): all steps at once
-    if b_ih is not None:
-        gi += b_ih + b_hh
+    gi = x.matmul(w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x, w_ih.t())  # (N, 4H): all steps
+    if backend.use_cpp(gi, w_hh, w_hr, h, c):                 # the loop below, compiled (csrc/cpu/recurrent.cpp)
+        Y, h, c, *res = torch.ops.torch_bp.lstm_layer_fwd(gi, w_hh, w_hr, h, c, *_offsets_sizes(steps))
+        return Y, h, c, tuple(res)
     N, Hout = x.shape[0], h.shape[-1]
     Y, Hprev = x.new_empty(N, Hout), x.new_empty(N, Hout)
     Cprev, A, C = x.new_empty(N, H), x.new_empty(N, 4 * H), x.new_empty(N, H)
@@ -199,23 +209,27 @@ def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w, per=None):
     Hprev, Cprev, A, C = res
     H = C.shape[1]
     i, f, g, o = A.chunk(4, 1)
-    tc = torch.tanh(C)
-    fac = torch.cat([g * i * (1.0 - i), Cprev * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], 1)
-    oc = o * (1.0 - tc * tc)                                   # d c / d h~ through h~ = o tanh(c)
-    dA = torch.empty_like(A)
-    dHo = torch.empty_like(dY) if w_hr is not None else None
-    for off, bs in steps:
-        r = slice(off, off + bs)
-        dht = dh[:bs] + dY[r]                                  # gradient of this step's output h
-        if w_hr is not None:
-            dHo[r] = dht
-            dht = dht.mm(w_hr)                                 # through h = W_hr h~
-        dcn = torch.addcmul(dc[:bs], dht, oc[r])               # gradient of c_t
-        da = dA[r]
-        torch.mul(dcn.unsqueeze(1), fac[r, :3 * H].view(bs, 3, H), out=da[:, :3 * H].view(bs, 3, H))
-        torch.mul(dht, fac[r, 3 * H:], out=da[:, 3 * H:])     # (da_i, da_f, da_g), da_o
-        torch.mm(da, w_hh, out=dh[:bs])                        # gradient of h_{t-1}
-        torch.mul(dcn, f[r], out=dc[:bs])                      # gradient of c_{t-1}
+    if backend.use_cpp(dY, dh, dc, w_hh, w_hr, A):            # the loop below, compiled (csrc/cpu/recurrent.cpp)
+        dA, dh, dc, dHo = torch.ops.torch_bp.lstm_layer_bwd(dY, dh, dc, w_hh, w_hr, Cprev, A, C,
+                                                            *_offsets_sizes(steps))
+    else:
+        tc = torch.tanh(C)
+        fac = torch.cat([g * i * (1.0 - i), Cprev * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], 1)
+        oc = o * (1.0 - tc * tc)                               # d c / d h~ through h~ = o tanh(c)
+        dA = torch.empty_like(A)
+        dHo = torch.empty_like(dY) if w_hr is not None else None
+        for off, bs in steps:
+            r = slice(off, off + bs)
+            dht = dh[:bs] + dY[r]                              # gradient of this step's output h
+            if w_hr is not None:
+                dHo[r] = dht
+                dht = dht.mm(w_hr)                             # through h = W_hr h~
+            dcn = torch.addcmul(dc[:bs], dht, oc[r])           # gradient of c_t
+            da = dA[r]
+            torch.mul(dcn.unsqueeze(1), fac[r, :3 * H].view(bs, 3, H), out=da[:, :3 * H].view(bs, 3, H))
+            torch.mul(dht, fac[r, 3 * H:], out=da[:, 3 * H:])  # (da_i, da_f, da_g), da_o
+            torch.mm(da, w_hh, out=dh[:bs])                    # gradient of h_{t-1}
+            torch.mul(dcn, f[r], out=dc[:bs])                  # gradient of c_{t-1}
     grads = [None] * 5
     if need_w:
         grads[0] = _tied_sum(dA, x, per)
@@ -223,16 +237,17 @@ def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w, per=None):
         if b_ih is not None:
             grads[2] = grads[3] = _tied_sum(dA, None, per)
         if w_hr is not None:
-            grads[4] = _tied_sum(dHo, o * tc, per)
+            grads[4] = _tied_sum(dHo, o * torch.tanh(C), per)
     return dA.mm(w_ih), dh, dc, grads
 
 
 def _gru_forward(x, w, h, _c, steps):
     w_ih, w_hh, b_ih, b_hh, _ = w
     H = w_hh.shape[0] // 3
-    gi = x.matmul(w_ih.t())                                    # (N, 3H): all steps at once
-    if b_ih is not None:
-        gi += b_ih
+    gi = x.matmul(w_ih.t()) if b_ih is None else torch.addmm(b_ih, x, w_ih.t())  # (N, 3H): all steps at once
+    if backend.use_cpp(gi, w_hh, b_hh, h):                    # the loop below, compiled (csrc/cpu/recurrent.cpp)
+        Y, h, *res = torch.ops.torch_bp.gru_layer_fwd(gi, w_hh, b_hh, h, *_offsets_sizes(steps))
+        return Y, h, None, tuple(res)
     N = x.shape[0]
     Y, Hprev, A, HN = x.new_empty(N, H), x.new_empty(N, H), x.new_empty(N, 3 * H), x.new_empty(N, H)
     gh = x.new_empty(h.shape[0], 3 * H)
@@ -260,23 +275,24 @@ def _gru_backward(x, w, res, dY, dh, _dc, steps, need_w, per=None):
     w_ih, w_hh, b_ih, b_hh, _ = w
     Hprev, A, HN = res
     H = HN.shape[1]
-    rr, z, n = A.chunk(3, 1)
-    f_n = (1.0 - z) * (1.0 - n * n)                            # da_n = dh f_n
-    f_r = HN * rr * (1.0 - rr)                                 # da_r = da_n f_r
-    f_z = (Hprev - n) * z * (1.0 - z)                          # da_z = dh f_z
-    dAi = torch.empty_like(A)
-    w_rz, w_n = w_hh[:2 * H], w_hh[2 * H:]
-    for off, bs in steps:
-        r = slice(off, off + bs)
-        dhn = dh[:bs] + dY[r]
-        da = dAi[r]
-        dan = torch.mul(dhn, f_n[r], out=da[:, 2 * H:])
-        torch.mul(dan, f_r[r], out=da[:, :H])
-        torch.mul(dhn, f_z[r], out=da[:, H:2 * H])
-        g = torch.addmm(dhn * z[r], da[:, :2 * H], w_rz)       # dh z + W_hh[r, z]^T (da_r, da_z)
-        torch.addmm(g, dan * rr[r], w_n, out=dh[:bs])          #      + W_hh[n]^T (da_n r)
-    dAh = dAi.clone()
-    dAh[:, 2 * H:] *= rr
+    if backend.use_cpp(dY, dh, w_hh, A):                      # the loop below, compiled (csrc/cpu/recurrent.cpp)
+        dAi, dAh, dh = torch.ops.torch_bp.gru_layer_bwd(dY, dh, w_hh, Hprev, A, HN, *_offsets_sizes(steps))
+    else:
+        rr, z, n = A.chunk(3, 1)
+        f_n = (1.0 - z) * (1.0 - n * n)                        # da_n = dh f_n
+        f_r = HN * rr * (1.0 - rr)                             # da_r = da_n f_r
+        f_z = (Hprev - n) * z * (1.0 - z)                      # da_z = dh f_z
+        dAi, dAh = torch.empty_like(A), torch.empty_like(A)
+        for off, bs in steps:
+            r = slice(off, off + bs)
+            dhn = dh[:bs] + dY[r]
+            da, dah = dAi[r], dAh[r]
+            dan = torch.mul(dhn, f_n[r], out=da[:, 2 * H:])
+            torch.mul(dan, f_r[r], out=da[:, :H])
+            torch.mul(dhn, f_z[r], out=da[:, H:2 * H])
+            dah[:, :2 * H] = da[:, :2 * H]
+            torch.mul(dan, rr[r], out=dah[:, 2 * H:])          # d gh = (da_r, da_z, da_n r)
+            torch.addmm(dhn * z[r], dah, w_hh, out=dh[:bs])    # dh z + W_hh^T d gh
     grads = [None] * 5
     if need_w:
         grads[0] = _tied_sum(dAi, x, per)

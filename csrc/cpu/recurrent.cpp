@@ -1,0 +1,333 @@
+// CPU kernels of torch_bp/ops/recurrent.py (LSTMFunction, GRUFunction): the loop over the time
+// steps of one layer and direction, forward and backward, so that no Python runs per step. Each
+// step is one matmul (at::addmm / at::mm, as the Python rule calls) and one fused pass over the
+// gates. The input projection of all steps (gi = x W_ih^T + b) and the tied-weight gradients
+// (one matmul each over the stacked steps) stay in Python, shared with the per-sample rule.
+//
+// Steps: the Python rule's list of (row offset, batch size) in the order visited, as two int
+// lists. Step s owns rows [off_s, off_s + bs_s) of the (N, .) row tensors and the first bs_s rows
+// of the state (B, .); the other state rows are left untouched. The kernels take float32/float64
+// (the Python driver computes bfloat16 layers in float32, torch_bp.ops._util.opmath).
+#include "activation.h"
+
+namespace torch_bp {
+namespace rnn {
+
+using at::Tensor;
+
+struct Steps {
+  std::vector<int64_t> off, bs;
+};
+
+inline Steps check_steps(at::IntArrayRef offsets, at::IntArrayRef sizes, int64_t n, int64_t b, const char* op) {
+  TORCH_CHECK(offsets.size() == sizes.size(), "torch_bp::", op, ": offsets and sizes must have the same length");
+  for (size_t s = 0; s < sizes.size(); ++s)
+    TORCH_CHECK(sizes[s] >= 0 && sizes[s] <= b && offsets[s] >= 0 && offsets[s] + sizes[s] <= n, "torch_bp::", op,
+                ": step ", s, " (offset ", offsets[s], ", size ", sizes[s], ") is outside ", n, " rows or ", b,
+                " state rows");
+  return {offsets.vec(), sizes.vec()};
+}
+
+inline void check_2d(const Tensor& t, int64_t rows, int64_t cols, const char* name, const char* op) {
+  TORCH_CHECK(t.dim() == 2 && (rows < 0 || t.size(0) == rows) && t.size(1) == cols, "torch_bp::", op, ": ", name,
+              " must have shape (", rows < 0 ? std::string("*") : std::to_string(rows), ", ", cols, "), got ",
+              t.sizes());
+}
+
+inline void check_dtypes(std::initializer_list<const Tensor*> ts, const char* op) {
+  const auto dt = (*ts.begin())->scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble, "torch_bp::", op, ": expects float32 or float64 (bfloat16 layers "
+              "run in float32), got ", dt);
+  for (const Tensor* t : ts) {
+    if (!t->defined()) continue;
+    check_cpu(*t, op);
+    TORCH_CHECK(t->scalar_type() == dt, "torch_bp::", op, ": all tensors must have dtype ", dt, ", got ",
+                t->scalar_type());
+  }
+}
+
+// Rows per task of a step's gate pass. NOTE: a step is small (B x H, about 10 us for 32 x 256) and
+// there are two passes per step (its matmul runs on all threads too): a parallel region per pass
+// costs more than it saves until a task has ~64K gate elements, and on a loaded machine each
+// region waits for every thread to be scheduled.
+inline int64_t step_grain(int64_t H) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(4 * H, 1)); }
+
+template <typename V>
+inline V sigmoid(const V& x) { return act::sigmoid(x); }
+
+// --- LSTM ---
+// One step's gates, in place: a = (i, f, g, o) pre-activations (bs, 4H) -> activated; then
+// c = f c_prev + i g, h~ = o tanh(c). Writes Cprev, C, the state c and h~ (ld: its row stride).
+template <typename T>
+void lstm_gates_fwd(T* a, T* c_state, T* cprev, T* c_out, T* ht, int64_t ld_ht, int64_t bs, int64_t H) {
+  using V = at::vec::Vectorized<T>;
+  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      T* aj = a + j * 4 * H;
+      vec_loop<T>(H, [&](int64_t k, int64_t m) {
+        const V i = sigmoid(V::loadu(aj + k, m)), f = sigmoid(V::loadu(aj + H + k, m));
+        const V g = V::loadu(aj + 2 * H + k, m).tanh(), o = sigmoid(V::loadu(aj + 3 * H + k, m));
+        const V cp = V::loadu(c_state + j * H + k, m);
+        const V c = f * cp + i * g;
+        i.store(aj + k, m);
+        f.store(aj + H + k, m);
+        g.store(aj + 2 * H + k, m);
+        o.store(aj + 3 * H + k, m);
+        cp.store(cprev + j * H + k, m);
+        c.store(c_out + j * H + k, m);
+        c.store(c_state + j * H + k, m);
+        (o * c.tanh()).store(ht + j * ld_ht + k, m);
+      });
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd(
+    const Tensor& gi_, const Tensor& w_hh, const c10::optional<Tensor>& w_hr_, const Tensor& h0, const Tensor& c0,
+    at::IntArrayRef offsets, at::IntArrayRef sizes) {
+  const char* op = "lstm_layer_fwd";
+  const bool proj = w_hr_.has_value() && w_hr_->defined();
+  const Tensor w_hr = proj ? *w_hr_ : Tensor();
+  check_dtypes({&gi_, &w_hh, &w_hr, &h0, &c0}, op);
+  TORCH_CHECK(gi_.dim() == 2 && gi_.size(1) % 4 == 0, "torch_bp::", op, ": gi must be (N, 4H), got ", gi_.sizes());
+  const int64_t N = gi_.size(0), H = gi_.size(1) / 4, B = h0.dim() == 2 ? h0.size(0) : 0;
+  const int64_t Hout = proj ? w_hr.size(0) : H;
+  check_2d(w_hh, 4 * H, Hout, "w_hh", op);
+  if (proj) check_2d(w_hr, Hout, H, "w_hr", op);
+  check_2d(h0, B, Hout, "h0", op);
+  check_2d(c0, B, H, "c0", op);
+  const Steps st = check_steps(offsets, sizes, N, B, op);
+  const Tensor gi = gi_.contiguous();
+  Tensor h = h0.clone(at::MemoryFormat::Contiguous), c = c0.clone(at::MemoryFormat::Contiguous);
+  Tensor Y = gi.new_empty({N, Hout}), Hprev = gi.new_empty({N, Hout});
+  Tensor Cprev = gi.new_empty({N, H}), A = new_output({N, 4 * H}, gi.options()), C = gi.new_empty({N, H});
+  Tensor ht = proj ? gi.new_empty({B, H}) : Tensor();
+  const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr.t() : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
+    using T = scalar_t;
+    const int64_t es = Hout * static_cast<int64_t>(sizeof(T));
+    for (size_t s = 0; s < st.off.size(); ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      if (bs == 0) continue;
+      Tensor hp = Hprev.narrow(0, off, bs), a = A.narrow(0, off, bs), y = Y.narrow(0, off, bs);
+      std::memcpy(hp.data_ptr<T>(), h.data_ptr<T>(), bs * es);
+      at::addmm_out(a, gi.narrow(0, off, bs), hp, w_hh_t);  // gates (bs, 4H)
+      T* out = proj ? ht.data_ptr<T>() : y.data_ptr<T>();
+      lstm_gates_fwd<T>(a.data_ptr<T>(), c.data_ptr<T>(), Cprev.data_ptr<T>() + off * H, C.data_ptr<T>() + off * H,
+                        out, H, bs, H);
+      if (proj) at::mm_out(y, ht.narrow(0, 0, bs), w_hr_t);  // h = W_hr h~
+      std::memcpy(h.data_ptr<T>(), y.data_ptr<T>(), bs * es);
+    }
+  });
+  return {Y, h, c, Hprev, Cprev, A, C};
+}
+
+// One step backward: dh~ (bs, H) and the state dc in; da (bs, 4H) out, dc <- dc f (grad c_{t-1}).
+// dh~ = dh + dY when there is no projection (dy != nullptr), else given in dht.
+template <typename T>
+void lstm_gates_bwd(const T* a, const T* cprev, const T* c, const T* dht, const T* dh, const T* dy, int64_t ldy,
+                    T* dc, T* da, int64_t bs, int64_t H) {
+  using V = at::vec::Vectorized<T>;
+  const V one(T(1));
+  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const T* aj = a + j * 4 * H;
+      T* daj = da + j * 4 * H;
+      vec_loop<T>(H, [&](int64_t k, int64_t m) {
+        const V i = V::loadu(aj + k, m), f = V::loadu(aj + H + k, m);
+        const V g = V::loadu(aj + 2 * H + k, m), o = V::loadu(aj + 3 * H + k, m);
+        const V tc = V::loadu(c + j * H + k, m).tanh();
+        const V d = dy ? V::loadu(dh + j * H + k, m) + V::loadu(dy + j * ldy + k, m) : V::loadu(dht + j * H + k, m);
+        const V dcn = V::loadu(dc + j * H + k, m) + d * (o * (one - tc * tc));
+        (dcn * (g * i * (one - i))).store(daj + k, m);
+        (dcn * (V::loadu(cprev + j * H + k, m) * f * (one - f))).store(daj + H + k, m);
+        (dcn * (i * (one - g * g))).store(daj + 2 * H + k, m);
+        (d * (tc * o * (one - o))).store(daj + 3 * H + k, m);
+        (dcn * f).store(dc + j * H + k, m);
+      });
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, const Tensor& dh0, const Tensor& dc0,
+                                                          const Tensor& w_hh, const c10::optional<Tensor>& w_hr_,
+                                                          const Tensor& Cprev_, const Tensor& A_, const Tensor& C_,
+                                                          at::IntArrayRef offsets, at::IntArrayRef sizes) {
+  const char* op = "lstm_layer_bwd";
+  const bool proj = w_hr_.has_value() && w_hr_->defined();
+  const Tensor w_hr = proj ? *w_hr_ : Tensor();
+  check_dtypes({&dY, &dh0, &dc0, &w_hh, &w_hr, &Cprev_, &A_, &C_}, op);
+  TORCH_CHECK(A_.dim() == 2 && A_.size(1) % 4 == 0, "torch_bp::", op, ": A must be (N, 4H), got ", A_.sizes());
+  const int64_t N = A_.size(0), H = A_.size(1) / 4, B = dh0.dim() == 2 ? dh0.size(0) : 0;
+  const int64_t Hout = proj ? w_hr.size(0) : H;
+  check_2d(dY, N, Hout, "dY", op);
+  check_2d(w_hh, 4 * H, Hout, "w_hh", op);
+  if (proj) check_2d(w_hr, Hout, H, "w_hr", op);
+  check_2d(dh0, B, Hout, "dh", op);
+  check_2d(dc0, B, H, "dc", op);
+  check_2d(Cprev_, N, H, "Cprev", op);
+  check_2d(C_, N, H, "C", op);
+  const Steps st = check_steps(offsets, sizes, N, B, op);
+  const Tensor Cprev = Cprev_.contiguous(), A = A_.contiguous(), C = C_.contiguous();
+  const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();  // a column block of (N, D*Hout): rows strided
+  Tensor dh = dh0.clone(at::MemoryFormat::Contiguous), dc = dc0.clone(at::MemoryFormat::Contiguous);
+  Tensor dA = new_output({N, 4 * H}, A.options());
+  Tensor dHo = proj ? A.new_empty({N, Hout}) : Tensor(), dht = proj ? A.new_empty({B, H}) : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
+    using T = scalar_t;
+    for (size_t s = 0; s < st.off.size(); ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      if (bs == 0) continue;
+      Tensor da = dA.narrow(0, off, bs), dhb = dh.narrow(0, 0, bs);
+      if (proj) {  // dh~ = W_hr^T (dh + dY)
+        Tensor dho = dHo.narrow(0, off, bs);
+        at::add_out(dho, dhb, dy.narrow(0, off, bs));
+        Tensor dhtb = dht.narrow(0, 0, bs);
+        at::mm_out(dhtb, dho, w_hr);
+      }
+      lstm_gates_bwd<T>(A.const_data_ptr<T>() + off * 4 * H, Cprev.const_data_ptr<T>() + off * H,
+                        C.const_data_ptr<T>() + off * H, proj ? dht.const_data_ptr<T>() : nullptr,
+                        dh.const_data_ptr<T>(), proj ? nullptr : dy.const_data_ptr<T>() + off * dy.stride(0),
+                        dy.stride(0), dc.data_ptr<T>(), da.data_ptr<T>(), bs, H);
+      at::mm_out(dhb, da, w_hh);  // grad h_{t-1}
+    }
+  });
+  return {dA, dh, dc, dHo};
+}
+
+// --- GRU ---
+// One step forward from gh = W_hh h + b_hh (bs, 3H): A = (r, z, n), HN = gh[n], h <- (1 - z) n + z h.
+template <typename T>
+void gru_gates_fwd(const T* gi, const T* gh, T* a, T* hn, T* y, T* h, int64_t bs, int64_t H) {
+  using V = at::vec::Vectorized<T>;
+  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const T *gij = gi + j * 3 * H, *ghj = gh + j * 3 * H;
+      T* aj = a + j * 3 * H;
+      vec_loop<T>(H, [&](int64_t k, int64_t m) {
+        const V r = sigmoid(V::loadu(gij + k, m) + V::loadu(ghj + k, m));
+        const V z = sigmoid(V::loadu(gij + H + k, m) + V::loadu(ghj + H + k, m));
+        const V ghn = V::loadu(ghj + 2 * H + k, m);
+        const V n = (V::loadu(gij + 2 * H + k, m) + r * ghn).tanh();
+        const V hp = V::loadu(h + j * H + k, m);
+        const V hy = n + z * (hp - n);
+        r.store(aj + k, m);
+        z.store(aj + H + k, m);
+        n.store(aj + 2 * H + k, m);
+        ghn.store(hn + j * H + k, m);
+        hy.store(y + j * H + k, m);
+        hy.store(h + j * H + k, m);
+      });
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_fwd(const Tensor& gi_, const Tensor& w_hh,
+                                                                 const c10::optional<Tensor>& b_hh_, const Tensor& h0,
+                                                                 at::IntArrayRef offsets, at::IntArrayRef sizes) {
+  const char* op = "gru_layer_fwd";
+  const bool has_b = b_hh_.has_value() && b_hh_->defined();
+  const Tensor b_hh = has_b ? *b_hh_ : Tensor();
+  check_dtypes({&gi_, &w_hh, &b_hh, &h0}, op);
+  TORCH_CHECK(gi_.dim() == 2 && gi_.size(1) % 3 == 0, "torch_bp::", op, ": gi must be (N, 3H), got ", gi_.sizes());
+  const int64_t N = gi_.size(0), H = gi_.size(1) / 3, B = h0.dim() == 2 ? h0.size(0) : 0;
+  check_2d(w_hh, 3 * H, H, "w_hh", op);
+  TORCH_CHECK(!has_b || (b_hh.dim() == 1 && b_hh.size(0) == 3 * H), "torch_bp::", op, ": b_hh must have shape (",
+              3 * H, "), got ", b_hh.sizes());
+  check_2d(h0, B, H, "h0", op);
+  const Steps st = check_steps(offsets, sizes, N, B, op);
+  const Tensor gi = gi_.contiguous();
+  Tensor h = h0.clone(at::MemoryFormat::Contiguous);
+  Tensor Y = gi.new_empty({N, H}), Hprev = gi.new_empty({N, H}), A = new_output({N, 3 * H}, gi.options());
+  Tensor HN = gi.new_empty({N, H}), gh = gi.new_empty({B, 3 * H});
+  const Tensor w_hh_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
+    using T = scalar_t;
+    for (size_t s = 0; s < st.off.size(); ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      if (bs == 0) continue;
+      Tensor hp = Hprev.narrow(0, off, bs), ghb = gh.narrow(0, 0, bs);
+      std::memcpy(hp.data_ptr<T>(), h.data_ptr<T>(), bs * H * sizeof(T));
+      if (has_b) {
+        at::addmm_out(ghb, b_hh, hp, w_hh_t);  // gh = W_hh h + b_hh
+      } else {
+        at::mm_out(ghb, hp, w_hh_t);
+      }
+      gru_gates_fwd<T>(gi.const_data_ptr<T>() + off * 3 * H, ghb.const_data_ptr<T>(), A.data_ptr<T>() + off * 3 * H,
+                       HN.data_ptr<T>() + off * H, Y.data_ptr<T>() + off * H, h.data_ptr<T>(), bs, H);
+    }
+  });
+  return {Y, h, Hprev, A, HN};
+}
+
+// One step backward: dh <- dh + dY; d gi = (da_r, da_z, da_n), d gh = (da_r, da_z, da_n r); dh <- dh z
+// (the matmul W_hh^T d gh is added after).
+template <typename T>
+void gru_gates_bwd(const T* a, const T* hn, const T* hprev, const T* dy, int64_t ldy, T* dh, T* dai, T* dah,
+                   int64_t bs, int64_t H) {
+  using V = at::vec::Vectorized<T>;
+  const V one(T(1));
+  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const T* aj = a + j * 3 * H;
+      T *dij = dai + j * 3 * H, *dhj = dah + j * 3 * H;
+      vec_loop<T>(H, [&](int64_t k, int64_t m) {
+        const V r = V::loadu(aj + k, m), z = V::loadu(aj + H + k, m), n = V::loadu(aj + 2 * H + k, m);
+        const V d = V::loadu(dh + j * H + k, m) + V::loadu(dy + j * ldy + k, m);
+        const V dan = d * ((one - z) * (one - n * n));
+        const V dar = dan * (V::loadu(hn + j * H + k, m) * r * (one - r));
+        const V daz = d * ((V::loadu(hprev + j * H + k, m) - n) * z * (one - z));
+        dar.store(dij + k, m);
+        daz.store(dij + H + k, m);
+        dan.store(dij + 2 * H + k, m);
+        dar.store(dhj + k, m);
+        daz.store(dhj + H + k, m);
+        (dan * r).store(dhj + 2 * H + k, m);
+        (d * z).store(dh + j * H + k, m);
+      });
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor& dh0, const Tensor& w_hh,
+                                                 const Tensor& Hprev_, const Tensor& A_, const Tensor& HN_,
+                                                 at::IntArrayRef offsets, at::IntArrayRef sizes) {
+  const char* op = "gru_layer_bwd";
+  check_dtypes({&dY, &dh0, &w_hh, &Hprev_, &A_, &HN_}, op);
+  TORCH_CHECK(A_.dim() == 2 && A_.size(1) % 3 == 0, "torch_bp::", op, ": A must be (N, 3H), got ", A_.sizes());
+  const int64_t N = A_.size(0), H = A_.size(1) / 3, B = dh0.dim() == 2 ? dh0.size(0) : 0;
+  check_2d(dY, N, H, "dY", op);
+  check_2d(dh0, B, H, "dh", op);
+  check_2d(w_hh, 3 * H, H, "w_hh", op);
+  check_2d(Hprev_, N, H, "Hprev", op);
+  check_2d(HN_, N, H, "HN", op);
+  const Steps st = check_steps(offsets, sizes, N, B, op);
+  const Tensor Hprev = Hprev_.contiguous(), A = A_.contiguous(), HN = HN_.contiguous();
+  const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();
+  Tensor dh = dh0.clone(at::MemoryFormat::Contiguous);
+  Tensor dAi = new_output({N, 3 * H}, A.options()), dAh = new_output({N, 3 * H}, A.options());
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
+    using T = scalar_t;
+    for (size_t s = 0; s < st.off.size(); ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      if (bs == 0) continue;
+      Tensor dhb = dh.narrow(0, 0, bs);
+      gru_gates_bwd<T>(A.const_data_ptr<T>() + off * 3 * H, HN.const_data_ptr<T>() + off * H,
+                       Hprev.const_data_ptr<T>() + off * H, dy.const_data_ptr<T>() + off * dy.stride(0), dy.stride(0),
+                       dh.data_ptr<T>(), dAi.data_ptr<T>() + off * 3 * H, dAh.data_ptr<T>() + off * 3 * H, bs, H);
+      dhb.addmm_(dAh.narrow(0, off, bs), w_hh);  // grad h_{t-1} = dh z + W_hh^T d gh
+    }
+  });
+  return {dAi, dAh, dh};
+}
+
+}  // namespace rnn
+
+TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
+  m.impl("lstm_layer_fwd", &rnn::lstm_layer_fwd);
+  m.impl("lstm_layer_bwd", &rnn::lstm_layer_bwd);
+  m.impl("gru_layer_fwd", &rnn::gru_layer_fwd);
+  m.impl("gru_layer_bwd", &rnn::gru_layer_bwd);
+}
+
+}  // namespace torch_bp
