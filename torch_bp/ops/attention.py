@@ -19,6 +19,12 @@ NOTE (memory): the (L, S) matrices s, p are never saved. The forward runs over b
 p block by block from the saved row log-sum-exp. What is saved for backward is O(L + S)
 per head: q, k, v, o and lse (plus the float/bool mask, if one was given: it is an input).
 
+NOTE (compiled backend): without a mask, grouped or broadcast heads, the same blocked rule runs
+in ``csrc/cpu/attention.cpp`` (``attention_fwd`` / ``attention_bwd``; bfloat16 in float32): one
+task per (head, block of 128 queries) forward and per head backward, each (128 x 512) score tile
+staying in cache between its matmuls and its elementwise passes. Its dropout masks are those
+below, drawn in Python for the whole (L, S) and read by the kernel.
+
 NOTE (dropout): the keep mask of key block j is drawn from a fresh generator seeded with
 ``seed + j``; the seed is drawn once from torch's default generator in the functional and
 saved. The backward regenerates the same masks, so gradients are those of the forward's
@@ -29,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from .. import backend
 from ._util import opmath
 
 BLOCK_K = 256  # keys per block in forward and backward
@@ -103,6 +110,23 @@ def additive(mask, dtype):
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
+def _compiled(q, k, v, mask, groups, *more):
+    """True when the compiled kernels (csrc/cpu/attention.cpp) run this call: no mask, no grouped or
+    broadcast heads (q, k, v of one leading shape), a non-empty problem, and :func:`backend.use_cpp`."""
+    return (mask is None and groups == 1 and q.dim() == k.dim() == v.dim()
+            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and not _empty(q, k, v)
+            and backend.use_cpp(q, k, v, *more))
+
+
+def _keep_all(seed, q, S, p, device):
+    """The keep masks of every key block, side by side: (..., L, S) bool, q's leading dims (the
+    same draws as the block loop of the Python rule, whose blocks take the same shapes)."""
+    shape = grouped(q, 1).shape[:-1]  # (..., H, 1, L)
+    blocks = [keep_mask(seed, j, shape + (min(j0 + BLOCK_K, S) - j0,), p, device)
+              for j, j0 in enumerate(range(0, S, BLOCK_K))]
+    return torch.cat(blocks, -1).reshape(q.shape[:-1] + (S,))
+
+
 def _empty(q, k, v):
     return q.numel() == 0 or k.numel() == 0 or v.numel() == 0
 
@@ -152,6 +176,11 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
                 if s.isnan().any():
                     out.fill_(float("nan"))
             return out, q.new_zeros(0)
+        if _compiled(q, k, v, mask, groups):  # the block loop below, compiled (bfloat16 in float32)
+            qc, kc, vc = opmath(q), opmath(k), opmath(v)
+            keep = _keep_all(seed, q, k.shape[-2], dropout_p, q.device) if dropout_p > 0 else None
+            out, lse = torch.ops.torch_bp.attention_fwd(qc, kc, vc, keep, causal, scale, keep_scale(dropout_p))
+            return out.to(q.dtype), lse.reshape(grouped(q, 1).shape[:-1])
         q5 = opmath(grouped(q, groups))   # (..., Hk, G, L, E)
         k5 = opmath(grouped(k, 1))        # (..., Hk, 1, S, E)
         v5 = opmath(grouped(v, 1))        # (..., Hk, 1, S, Ev)
@@ -196,6 +225,13 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
             return tuple(torch.zeros_like(t) if t is not None and need else None
                          for t, need in zip((q, k, v), ctx.needs_input_grad[:3])) + (None,) * 6
         g, scale, p_drop = ctx.groups, ctx.scale, ctx.dropout_p
+        if _compiled(q, k, v, mask, g, grad_out):  # the block loop below, compiled (bfloat16 in float32)
+            keep = _keep_all(ctx.seed, q, k.shape[-2], p_drop, q.device) if p_drop > 0 else None
+            grads = torch.ops.torch_bp.attention_bwd(opmath(grad_out.reshape(out.shape)), opmath(q), opmath(k),
+                                                     opmath(v), opmath(out), lse.reshape(q.shape[:-1]), keep,
+                                                     ctx.causal, scale, keep_scale(p_drop))
+            return tuple(gr.to(t.dtype) if need else None
+                         for gr, t, need in zip(grads, (q, k, v), ctx.needs_input_grad[:3])) + (None,) * 6
         q5, k5, v5 = opmath(grouped(q, g)), opmath(grouped(k, 1)), opmath(grouped(v, 1))
         mask5 = None if mask is None else grouped(additive(mask, q5.dtype), g)
         do5 = opmath(grouped(grad_out.reshape(out.shape), g))     # (..., Hk, G, L, Ev)
