@@ -188,10 +188,13 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         L, S = q5.shape[-2], k5.shape[-2]
         batch = broadcast_shape(q5.shape[:-2], k5.shape[:-2], v5.shape[:-2],
                                 () if mask5 is None else mask5.shape[:-2])
+        qs = q5 * scale
+        if S <= BLOCK_K and mask5 is None:
+            out, lse = _one_block(qs, k5, v5, causal, batch, dropout_p, seed)
+            return ScaledDotProductAttentionFunction._finish(out, lse, q, k, v, mask)
         m = q5.new_full(batch + (L, 1), float("-inf"))
         lsum = q5.new_zeros(batch + (L, 1))
         acc = q5.new_zeros(batch + (L, v5.shape[-1]))
-        qs = q5 * scale
         for j, j0, j1 in _blocks(S, L, causal):
             s = block_scores(qs, k5, mask5, causal, j0, j1, batch)
             m_new = torch.maximum(m, s.amax(-1, keepdim=True))
@@ -205,6 +208,10 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
             m = m_new
         out = acc / lsum.masked_fill(lsum == 0, 1.0)
         lse = (m.masked_fill(m == float("-inf"), 0.0) + torch.log(lsum)).squeeze(-1)  # (..., Hk, G, L)
+        return ScaledDotProductAttentionFunction._finish(out, lse, q, k, v, mask)
+
+    @staticmethod
+    def _finish(out, lse, q, k, v, mask):
         out = out.to(q.dtype).flatten(-4, -3)  # (..., Hq, L, Ev)
         if max(t.dim() for t in (q, k, v, mask) if t is not None) < 3:
             out = out.squeeze(0)  # every input was (L, E): no head dim in the output
@@ -280,6 +287,22 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
             grad_q = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
             grad_k = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
         return grad_q, grad_k, grad_v, grad_m, None, None, None, None, None
+
+
+def _one_block(qs, k5, v5, causal, batch, dropout_p, seed):
+    """The forward when all keys fit one block and there is no mask: (o, lse), the same values.
+
+    NOTE: every row has an unmasked key here (causal keeps key 0), so p = softmax(s) (one fused
+    pass) and, with m = rowmax s, the largest p is exp(0) / l: lse = m + log l = m - log(max p),
+    to float rounding. This replaces the online-softmax passes (subtract, exp, sum) of the loop.
+    """
+    s = block_scores(qs, k5, None, causal, 0, k5.shape[-2], batch)  # (..., L, S)
+    m = s.amax(-1, keepdim=True)
+    p = torch.softmax(s, -1)
+    lse = (m - torch.log(p.amax(-1, keepdim=True))).squeeze(-1)
+    if dropout_p > 0:
+        p.masked_fill_(~keep_mask(seed, 0, p.shape, dropout_p, p.device), 0.0).mul_(keep_scale(dropout_p))
+    return torch.matmul(p, v5), lse
 
 
 # --- attention weights (MultiheadAttention with need_weights=True) ---
