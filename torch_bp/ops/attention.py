@@ -249,9 +249,10 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         lse_b = lse_b.masked_fill(lse_b == float("-inf"), float("inf"))  # fully masked rows: p = 0
         need_q, need_k, need_v, need_m = ctx.needs_input_grad[:4]
         need_m = need_m and mask is not None and mask.is_floating_point()
-        dq = D.new_zeros(D.shape[:-1] + (q5.shape[-1],)) if need_q else None
-        dk = k5.new_zeros(k5.shape) if need_k else None
-        dv = v5.new_zeros(v5.shape) if need_v else None
+        one = S <= BLOCK_K  # one key block: its gradients are the whole ones (no zeros, no copy)
+        dq = None
+        dk = k5.new_zeros(k5.shape) if need_k and not one else None
+        dv = v5.new_zeros(v5.shape) if need_v and not one else None
         dmask = mask5.new_zeros(mask5.shape, dtype=D.dtype) if need_m else None
         qs = q5 * scale
         batch = lse.shape[:-1]
@@ -266,20 +267,25 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
                 dp.mul_(keep)
             else:
                 pd = p
-            if need_v:
+            if need_v and one:
+                dv = torch.matmul(pd.transpose(-1, -2), do5).sum_to_size(v5.shape)
+            elif need_v:
                 dv[..., j0:j1, :] = torch.matmul(pd.transpose(-1, -2), do5).sum_to_size(
                     dv[..., j0:j1, :].shape)
             ds = dp.sub_(D).mul_(p)                                      # p * (dp - D), in place
             if need_q:
-                dq.add_(torch.matmul(ds, k5[..., j0:j1, :]))
-            if need_k:
+                dq_j = torch.matmul(ds, k5[..., j0:j1, :])
+                dq = dq_j if dq is None else dq.add_(dq_j)
+            if need_k and one:
+                dk = torch.matmul(ds.transpose(-1, -2), qs).sum_to_size(k5.shape)
+            elif need_k:
                 dk[..., j0:j1, :] = torch.matmul(ds.transpose(-1, -2), qs).sum_to_size(dk[..., j0:j1, :].shape)
             if need_m:
                 if mask5.shape[-1] == 1:
                     dmask = dmask + ds.sum(-1, keepdim=True).sum_to_size(dmask.shape)
                 else:
                     dmask[..., j0:j1] = ds.sum_to_size(dmask[..., j0:j1].shape)
-        grad_q = ungroup(dq * scale, q, g).to(q.dtype) if need_q else None
+        grad_q = ungroup(dq.mul_(scale), q, g).to(q.dtype) if need_q else None
         grad_k = ungroup(dk, k, 1).to(k.dtype) if need_k else None
         grad_v = ungroup(dv, v, 1).to(v.dtype) if need_v else None
         grad_m = ungroup(dmask, mask, g).to(mask.dtype) if need_m else None
