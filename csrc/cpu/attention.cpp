@@ -164,11 +164,11 @@ void bwd_kernel(const Tensor& go, const Tensor& q, const Tensor& k, const Tensor
         const int64_t n = std::min(kBlockQ, L - i0);
         const Tensor qi = qb.narrow(0, i0, n), goi = gob.narrow(0, i0, n);
         Tensor dqi = dqb.narrow(0, i0, n);
-        const A* gp = gob.const_data_ptr<A>();  // contiguous rows
+        const A* gp = gob.const_data_ptr<A>();  // rows of unit column stride
         const A* op = ob.const_data_ptr<A>();
         for (int64_t r = 0; r < n; ++r) {  // D = rowsum(grad_o * o); lse = -inf (all masked): p = 0
           D[r] = at::vec::map2_reduce_all<A>([](V a, V c) { return a * c; }, [](V a, V c) { return a + c; },
-                                             gp + (i0 + r) * Ev, op + (i0 + r) * Ev, Ev);
+                                             gp + (i0 + r) * gob.stride(0), op + (i0 + r) * ob.stride(0), Ev);
           const A x = lse[b * L + i0 + r];
           lb[r] = x == -inf ? inf : x;
         }
@@ -220,7 +220,10 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_o, const Ten
               o.sizes());
   TORCH_CHECK(lse_.scalar_type() == q.scalar_type() && lse_.numel() == heads(q) * q.size(-2),
               "torch_bp::attention_bwd: lse must be (..., L), got ", lse_.sizes());
-  const Tensor go = grad_o.contiguous(), oc = o.contiguous(), lse = lse_.contiguous();
+  // grad_o often arrives as a transposed view (multi-head attention's (N, L, H, D) layout): read
+  // through its strides when its rows are unit-stride, as q, k, v are
+  const Tensor go = grad_o.stride(-1) == 1 ? grad_o : grad_o.contiguous();
+  const Tensor oc = o.stride(-1) == 1 ? o : o.contiguous(), lse = lse_.contiguous();
   const Tensor keep = keep_.has_value() && keep_->defined() ? keep_->contiguous() : Tensor();
   Tensor dq = at::zeros(q.sizes(), q.options()), dk = at::zeros(k.sizes(), k.options());
   Tensor dv = at::zeros(v.sizes(), v.options());
