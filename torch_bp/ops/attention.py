@@ -241,6 +241,8 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
                          for gr, t, need in zip(grads, (q, k, v), ctx.needs_input_grad[:3])) + (None,) * 6
         q5, k5, v5 = opmath(grouped(q, g)), opmath(grouped(k, 1)), opmath(grouped(v, 1))
         mask5 = None if mask is None else grouped(additive(mask, q5.dtype), g)
+        if 0 in grad_out.stride():  # NOTE: one value expanded (the backward of sum()) sends the
+            grad_out = grad_out.contiguous()  # matmuls down a slow strided path: materialise it
         do5 = opmath(grouped(grad_out.reshape(out.shape), g))     # (..., Hk, G, L, Ev)
         o5 = opmath(grouped(out, g))
         L, S = q5.shape[-2], k5.shape[-2]
