@@ -83,4 +83,11 @@ TORCH_LIBRARY(torch_bp, m) {
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_layer_bwd(Tensor dY, Tensor dh, Tensor w_hh, Tensor Hprev, Tensor A, Tensor HN, int[] offsets, "
         "int[] sizes) -> (Tensor, Tensor, Tensor)");
+  // attention: ScaledDotProductAttentionFunction without a mask, groups or broadcast heads; q (..., L, E),
+  // k (..., S, E), v (..., S, Ev) with the same leading dims, float32/float64; keep: the dropout keep mask
+  // (..., L, S) (bool) or none, scaled by keep_scale. fwd -> (o, lse (..., L)), bwd -> (grad_q, grad_k, grad_v).
+  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? keep, bool causal, float scale, float keep_scale)"
+        " -> (Tensor, Tensor)");
+  m.def("attention_bwd(Tensor grad_o, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor? keep, bool causal, "
+        "float scale, float keep_scale) -> (Tensor, Tensor, Tensor)");
 }

@@ -213,6 +213,40 @@ def test_attention_many_blocks_match_torch(monkeypatch):
             assert_close(g, r, torch.float64, what=f"{s.desc} grad (blocks of 2 keys)")
 
 
+# --- the compiled kernels (csrc/cpu/attention.cpp) against the Python rule, over several tiles ---
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_attention_compiled_tiles_match_python_rule(dtype):
+    """Query blocks of 128 and key blocks of 512 in the kernels: 300 queries x 700 keys spans
+    3 x 2 tiles (with a partial one of each), causal skips tiles, dropout reads the Python masks."""
+    before = torch_bp.backend_info().requested
+    try:
+        torch_bp.set_backend("cpp")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    torch.manual_seed(0)
+    cases = [((1, 2, 300, 8), (1, 2, 700, 8), (1, 2, 700, 4), {}),
+             ((1, 2, 300, 8), (1, 2, 700, 8), (1, 2, 700, 4), {"is_causal": True}),
+             ((2, 260, 8), (2, 260, 8), (2, 260, 4), {"is_causal": True, "dropout_p": 0.3}),
+             ((5, 8), (7, 8), (7, 4), {"dropout_p": 0.5, "scale": 0.7})]
+    try:
+        for qs, ks, vs, kw in cases:
+            args = [torch.randn(*sh, dtype=dtype) for sh in (qs, ks, vs)]
+            args[0] = args[0].transpose(-1, -2).contiguous().transpose(-1, -2)  # strided q
+            up = torch.randn(qs[:-1] + vs[-1:], dtype=dtype)
+            res = []
+            for b in ("python", "cpp"):
+                torch_bp.set_backend(b)
+                a = [t.clone().requires_grad_() for t in args]
+                torch.manual_seed(1)  # the dropout seed
+                out = F.scaled_dot_product_attention(*a, **kw)
+                out.backward(up)
+                res.append([out] + [t.grad for t in a])
+            for c, p in zip(*res):
+                assert_close(c, p, dtype, what=f"compiled sdpa {qs} {kw}")
+    finally:
+        torch_bp.set_backend(before)
+
+
 # --- saved memory: O(T) for ours, O(T^2) for torch's math path ---
 def _saved_bytes(fn, T):
     torch.manual_seed(0)

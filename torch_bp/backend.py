@@ -58,6 +58,7 @@ COMPILED = {
     "BCEWithLogitsFunction": ("bce_with_logits_fwd", "bce_with_logits_bwd"),
     "LSTMFunction": ("lstm_layer_fwd", "lstm_layer_bwd"),
     "GRUFunction": ("gru_layer_fwd", "gru_layer_bwd"),
+    "ScaledDotProductAttentionFunction": ("attention_fwd", "attention_bwd"),
 }
 
 _mode = "python"
@@ -276,6 +277,14 @@ def _register_fakes():
     @reg("torch_bp::gru_layer_bwd")
     def _(dY, dh, w_hh, Hprev, A, HN, offsets, sizes):
         return A.new_empty(A.shape), A.new_empty(A.shape), dh.new_empty(dh.shape)
+
+    @reg("torch_bp::attention_fwd")
+    def _(q, k, v, keep, causal, scale, keep_scale):
+        return q.new_empty(tuple(q.shape[:-1]) + (v.shape[-1],)), q.new_empty(tuple(q.shape[:-1]))
+
+    @reg("torch_bp::attention_bwd")
+    def _(grad_o, q, k, v, o, lse, keep, causal, scale, keep_scale):
+        return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
     # grad_x = mask_bwd(grad_y, mask, scale) is linear in grad_y: its derivative is itself
     # (relu and dropout support double backward through it).

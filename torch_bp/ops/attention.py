@@ -19,6 +19,12 @@ NOTE (memory): the (L, S) matrices s, p are never saved. The forward runs over b
 p block by block from the saved row log-sum-exp. What is saved for backward is O(L + S)
 per head: q, k, v, o and lse (plus the float/bool mask, if one was given: it is an input).
 
+NOTE (compiled backend): without a mask, grouped or broadcast heads, the same blocked rule runs
+in ``csrc/cpu/attention.cpp`` (``attention_fwd`` / ``attention_bwd``; bfloat16 in float32): one
+task per (head, block of 128 queries) forward and per head backward, each (128 x 512) score tile
+staying in cache between its matmuls and its elementwise passes. Its dropout masks are those
+below, drawn in Python for the whole (L, S) and read by the kernel.
+
 NOTE (dropout): the keep mask of key block j is drawn from a fresh generator seeded with
 ``seed + j``; the seed is drawn once from torch's default generator in the functional and
 saved. The backward regenerates the same masks, so gradients are those of the forward's
@@ -29,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from .. import backend
 from ._util import opmath
 
 BLOCK_K = 256  # keys per block in forward and backward
@@ -103,6 +110,23 @@ def additive(mask, dtype):
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
+def _compiled(q, k, v, mask, groups, *more):
+    """True when the compiled kernels (csrc/cpu/attention.cpp) run this call: no mask, no grouped or
+    broadcast heads (q, k, v of one leading shape), a non-empty problem, and :func:`backend.use_cpp`."""
+    return (mask is None and groups == 1 and q.dim() == k.dim() == v.dim()
+            and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and not _empty(q, k, v)
+            and backend.use_cpp(q, k, v, *more))
+
+
+def _keep_all(seed, q, S, p, device):
+    """The keep masks of every key block, side by side: (..., L, S) bool, q's leading dims (the
+    same draws as the block loop of the Python rule, whose blocks take the same shapes)."""
+    shape = grouped(q, 1).shape[:-1]  # (..., H, 1, L)
+    blocks = [keep_mask(seed, j, shape + (min(j0 + BLOCK_K, S) - j0,), p, device)
+              for j, j0 in enumerate(range(0, S, BLOCK_K))]
+    return torch.cat(blocks, -1).reshape(q.shape[:-1] + (S,))
+
+
 def _empty(q, k, v):
     return q.numel() == 0 or k.numel() == 0 or v.numel() == 0
 
@@ -152,6 +176,11 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
                 if s.isnan().any():
                     out.fill_(float("nan"))
             return out, q.new_zeros(0)
+        if _compiled(q, k, v, mask, groups):  # the block loop below, compiled (bfloat16 in float32)
+            qc, kc, vc = opmath(q), opmath(k), opmath(v)
+            keep = _keep_all(seed, q, k.shape[-2], dropout_p, q.device) if dropout_p > 0 else None
+            out, lse = torch.ops.torch_bp.attention_fwd(qc, kc, vc, keep, causal, scale, keep_scale(dropout_p))
+            return out.to(q.dtype), lse.reshape(grouped(q, 1).shape[:-1])
         q5 = opmath(grouped(q, groups))   # (..., Hk, G, L, E)
         k5 = opmath(grouped(k, 1))        # (..., Hk, 1, S, E)
         v5 = opmath(grouped(v, 1))        # (..., Hk, 1, S, Ev)
@@ -159,10 +188,13 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         L, S = q5.shape[-2], k5.shape[-2]
         batch = broadcast_shape(q5.shape[:-2], k5.shape[:-2], v5.shape[:-2],
                                 () if mask5 is None else mask5.shape[:-2])
+        qs = q5 * scale
+        if S <= BLOCK_K and mask5 is None:
+            out, lse = _one_block(qs, k5, v5, causal, batch, dropout_p, seed)
+            return ScaledDotProductAttentionFunction._finish(out, lse, q, k, v, mask)
         m = q5.new_full(batch + (L, 1), float("-inf"))
         lsum = q5.new_zeros(batch + (L, 1))
         acc = q5.new_zeros(batch + (L, v5.shape[-1]))
-        qs = q5 * scale
         for j, j0, j1 in _blocks(S, L, causal):
             s = block_scores(qs, k5, mask5, causal, j0, j1, batch)
             m_new = torch.maximum(m, s.amax(-1, keepdim=True))
@@ -176,6 +208,10 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
             m = m_new
         out = acc / lsum.masked_fill(lsum == 0, 1.0)
         lse = (m.masked_fill(m == float("-inf"), 0.0) + torch.log(lsum)).squeeze(-1)  # (..., Hk, G, L)
+        return ScaledDotProductAttentionFunction._finish(out, lse, q, k, v, mask)
+
+    @staticmethod
+    def _finish(out, lse, q, k, v, mask):
         out = out.to(q.dtype).flatten(-4, -3)  # (..., Hq, L, Ev)
         if max(t.dim() for t in (q, k, v, mask) if t is not None) < 3:
             out = out.squeeze(0)  # every input was (L, E): no head dim in the output
@@ -196,8 +232,17 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
             return tuple(torch.zeros_like(t) if t is not None and need else None
                          for t, need in zip((q, k, v), ctx.needs_input_grad[:3])) + (None,) * 6
         g, scale, p_drop = ctx.groups, ctx.scale, ctx.dropout_p
+        if _compiled(q, k, v, mask, g, grad_out):  # the block loop below, compiled (bfloat16 in float32)
+            keep = _keep_all(ctx.seed, q, k.shape[-2], p_drop, q.device) if p_drop > 0 else None
+            grads = torch.ops.torch_bp.attention_bwd(opmath(grad_out.reshape(out.shape)), opmath(q), opmath(k),
+                                                     opmath(v), opmath(out), lse.reshape(q.shape[:-1]), keep,
+                                                     ctx.causal, scale, keep_scale(p_drop))
+            return tuple(gr.to(t.dtype) if need else None
+                         for gr, t, need in zip(grads, (q, k, v), ctx.needs_input_grad[:3])) + (None,) * 6
         q5, k5, v5 = opmath(grouped(q, g)), opmath(grouped(k, 1)), opmath(grouped(v, 1))
         mask5 = None if mask is None else grouped(additive(mask, q5.dtype), g)
+        if 0 in grad_out.stride():  # NOTE: one value expanded (the backward of sum()) sends the
+            grad_out = grad_out.contiguous()  # matmuls down a slow strided path: materialise it
         do5 = opmath(grouped(grad_out.reshape(out.shape), g))     # (..., Hk, G, L, Ev)
         o5 = opmath(grouped(out, g))
         L, S = q5.shape[-2], k5.shape[-2]
@@ -206,9 +251,10 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         lse_b = lse_b.masked_fill(lse_b == float("-inf"), float("inf"))  # fully masked rows: p = 0
         need_q, need_k, need_v, need_m = ctx.needs_input_grad[:4]
         need_m = need_m and mask is not None and mask.is_floating_point()
-        dq = D.new_zeros(D.shape[:-1] + (q5.shape[-1],)) if need_q else None
-        dk = k5.new_zeros(k5.shape) if need_k else None
-        dv = v5.new_zeros(v5.shape) if need_v else None
+        one = S <= BLOCK_K  # one key block: its gradients are the whole ones (no zeros, no copy)
+        dq = None
+        dk = k5.new_zeros(k5.shape) if need_k and not one else None
+        dv = v5.new_zeros(v5.shape) if need_v and not one else None
         dmask = mask5.new_zeros(mask5.shape, dtype=D.dtype) if need_m else None
         qs = q5 * scale
         batch = lse.shape[:-1]
@@ -223,20 +269,25 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
                 dp.mul_(keep)
             else:
                 pd = p
-            if need_v:
+            if need_v and one:
+                dv = torch.matmul(pd.transpose(-1, -2), do5).sum_to_size(v5.shape)
+            elif need_v:
                 dv[..., j0:j1, :] = torch.matmul(pd.transpose(-1, -2), do5).sum_to_size(
                     dv[..., j0:j1, :].shape)
             ds = dp.sub_(D).mul_(p)                                      # p * (dp - D), in place
             if need_q:
-                dq.add_(torch.matmul(ds, k5[..., j0:j1, :]))
-            if need_k:
+                dq_j = torch.matmul(ds, k5[..., j0:j1, :])
+                dq = dq_j if dq is None else dq.add_(dq_j)
+            if need_k and one:
+                dk = torch.matmul(ds.transpose(-1, -2), qs).sum_to_size(k5.shape)
+            elif need_k:
                 dk[..., j0:j1, :] = torch.matmul(ds.transpose(-1, -2), qs).sum_to_size(dk[..., j0:j1, :].shape)
             if need_m:
                 if mask5.shape[-1] == 1:
                     dmask = dmask + ds.sum(-1, keepdim=True).sum_to_size(dmask.shape)
                 else:
                     dmask[..., j0:j1] = ds.sum_to_size(dmask[..., j0:j1].shape)
-        grad_q = ungroup(dq * scale, q, g).to(q.dtype) if need_q else None
+        grad_q = ungroup(dq.mul_(scale), q, g).to(q.dtype) if need_q else None
         grad_k = ungroup(dk, k, 1).to(k.dtype) if need_k else None
         grad_v = ungroup(dv, v, 1).to(v.dtype) if need_v else None
         grad_m = ungroup(dmask, mask, g).to(mask.dtype) if need_m else None
@@ -244,6 +295,22 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
             grad_q = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
             grad_k = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
         return grad_q, grad_k, grad_v, grad_m, None, None, None, None, None
+
+
+def _one_block(qs, k5, v5, causal, batch, dropout_p, seed):
+    """The forward when all keys fit one block and there is no mask: (o, lse), the same values.
+
+    NOTE: every row has an unmasked key here (causal keeps key 0), so p = softmax(s) (one fused
+    pass) and, with m = rowmax s, the largest p is exp(0) / l: lse = m + log l = m - log(max p),
+    to float rounding. This replaces the online-softmax passes (subtract, exp, sum) of the loop.
+    """
+    s = block_scores(qs, k5, None, causal, 0, k5.shape[-2], batch)  # (..., L, S)
+    m = s.amax(-1, keepdim=True)
+    p = torch.softmax(s, -1)
+    lse = (m - torch.log(p.amax(-1, keepdim=True))).squeeze(-1)
+    if dropout_p > 0:
+        p.masked_fill_(~keep_mask(seed, 0, p.shape, dropout_p, p.device), 0.0).mul_(keep_scale(dropout_p))
+    return torch.matmul(p, v5), lse
 
 
 # --- attention weights (MultiheadAttention with need_weights=True) ---
