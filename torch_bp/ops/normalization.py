@@ -389,24 +389,27 @@ class GroupNormFunction(torch.autograd.Function):
         n, c = x.shape[:2]
         groups = xf.reshape(_group_view(x, num_groups))  # (N, G, D)
         # NOTE: two passes, the mean, then the norm of x - mu (torch's one-pass var_mean, Welford over a
-        # long group dim, runs ~15x slower on CPU); x - mu then becomes y in place: one (N, C, S) tensor
+        # long group dim, runs ~15x slower on CPU); the buffer of x - mu then takes y: one (N, C, S) tensor
         mean = groups.mean(2, keepdim=True)  # NaN for empty groups
-        y = groups - mean
+        buf = groups - mean
         if groups.numel():
-            var = torch.linalg.vector_norm(y, dim=2, keepdim=True).square_().div_(groups.shape[2])
+            var = torch.linalg.vector_norm(buf, dim=2, keepdim=True).square_().div_(groups.shape[2])
         else:
             var = mean.clone()
         # NOTE: var + eps in float64, as torch's kernel (its double eps promotes the sum): an eps
         # below float32's normal range (1e-45) would otherwise round (to 1.4e-45) first
         rstd = torch.rsqrt(var.double() + eps).to(var.dtype) if var.dtype != torch.float64 else torch.rsqrt(var + eps)
-        # y = (x - mu) alpha + b per (n, c), alpha = r w
-        alpha = rstd.expand(n, num_groups, c // num_groups).reshape(n, c, 1)
+        # y = x alpha + beta per (n, c), alpha = r w, beta = b - mu alpha: the same non-finite results
+        # as torch's kernel, which computes it this way
+        per_channel = (n, num_groups, c // num_groups)
+        alpha = rstd.expand(per_channel).reshape(n, c)
         if weight is not None:
-            alpha = alpha * opmath(weight).view(c, 1)
-        y = y.view(n, c, math.prod(x.shape[2:])).mul_(alpha)  # (N, C, S)
+            alpha = alpha * opmath(weight)
+        beta = -alpha * mean.expand(per_channel).reshape(n, c)
         if bias is not None:
-            y.add_(opmath(bias).view(c, 1))
-        y = y.view(x.shape)
+            beta = beta + opmath(bias)
+        x3 = xf.reshape(n, c, math.prod(x.shape[2:]))  # (N, C, S)
+        y = torch.mul(x3, alpha.unsqueeze(-1), out=buf.view(x3.shape)).add_(beta.unsqueeze(-1)).view(x.shape)
         return y.to(x.dtype), mean, rstd
 
     @staticmethod

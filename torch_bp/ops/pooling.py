@@ -9,11 +9,12 @@ own pooling backward does; x is usually saved by the layer before anyway): a sha
 is not seen by torch.compile as an input of the backward graph and breaks it once dynamo
 makes shapes dynamic. Max pooling saves a one-element stand-in expanded to x's shape instead.
 
-The forward passes are torch's own pooling kernels (forward primitives); the backward
+The Python rules' forward passes are torch's own pooling kernels (forward primitives); the backward
 rules are explicit: a scatter into the argmax for max pooling, a transposed convolution
 with a kernel of ones for average pooling, two small matrix products for adaptive
 average pooling. All three backward rules are linear in ``grad_y`` and built from
-differentiable ops, so they support double backward.
+differentiable ops, so they support double backward. Max and average pooling also have
+compiled kernels (csrc/cpu/pooling.cpp) that run the same rules, forward included.
 """
 from __future__ import annotations
 
@@ -243,7 +244,7 @@ class AdaptiveAvgPool2dFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         h, w = x.shape[-2:]
         ho, wo = grad_y.shape[-2:]
-        if ho and wo and h % ho == 0 and w % wo == 0:
+        if 0 < ho <= h and 0 < wo <= w and h % ho == 0 and w % wo == 0:
             # NOTE: windows of kh x kw = (H/Ho) x (W/Wo) side by side: A_h^T grad_y A_w repeats
             # grad_y / (kh kw) over each window (for output 1 x 1, an expand: no copy here)
             kh, kw = h // ho, w // wo
