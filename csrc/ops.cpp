@@ -26,12 +26,22 @@ TORCH_LIBRARY(torch_bp, m) {
         " -> (Tensor, Tensor, Tensor)");
   m.def("batch_norm_bwd(Tensor grad_y, Tensor x, Tensor? weight, Tensor mean, Tensor var, bool training, float eps, "
         "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // normalization: GroupNormFunction, x (N, C, ...) in G groups of C/G channels; mean/rstd: (N, G, 1) in the
+  // accumulation dtype
+  m.def("group_norm_fwd(Tensor x, Tensor? weight, Tensor? bias, int groups, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("group_norm_bwd(Tensor grad_y, Tensor x, Tensor? weight, Tensor mean, Tensor rstd, int groups, "
+        "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // pooling: MaxPool2dFunction, x (N, C, H, W) or (C, H, W); idx: the argmax within each window
   // (row-major, uint8 for windows of up to 256 elements, int32 beyond)
   m.def("max_pool2d_fwd(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, int ho, int wo)"
         " -> (Tensor, Tensor)");
   m.def("max_pool2d_bwd(Tensor grad_y, Tensor idx, SymInt[] x_size, int[2] kernel_size, int[2] stride, "
         "int[2] padding, int[2] dilation) -> Tensor");
+  // pooling: AvgPool2dFunction, x (N, C, H, W) or (C, H, W); (ho, wo) the output size (ceil_mode resolved)
+  m.def("avg_pool2d_fwd(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, bool count_include_pad, "
+        "int? divisor_override, int ho, int wo) -> Tensor");
+  m.def("avg_pool2d_bwd(Tensor grad_y, SymInt[] x_size, int[2] kernel_size, int[2] stride, int[2] padding, "
+        "bool count_include_pad, int? divisor_override) -> Tensor");
   // activation: GELUFunction, SiLUFunction, ReLUFunction (mask: uint8, 1 bit per element)
   m.def("gelu_fwd(Tensor x, str approximate) -> Tensor");
   m.def("gelu_bwd(Tensor grad_y, Tensor x, str approximate) -> Tensor");

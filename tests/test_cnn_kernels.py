@@ -1,6 +1,7 @@
 """The CNN kernels' edge cases against torch, on both backends: max pooling's window argmax with
 ties, NaN and -inf on the vectorised 2 x 2 path (rows wide enough for whole vectors) and the
-scalar one, and its backward; batch norm's compiled statistics far from zero."""
+scalar one, and its backward; batch norm's and group norm's compiled statistics far from zero; average
+pooling on wide rows (the vectorised 2 x 2 path)."""
 from __future__ import annotations
 
 import pytest
@@ -59,3 +60,39 @@ def test_batch_norm_far_from_zero_like_torch(backend, dtype, training):
     assert_close(y, yt.to(dtype), dtype, cond=cond, what="batch_norm output")
     for a, r in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(yt, (x, w, b), g.double())):
         assert_close(a, r.to(dtype), dtype, cond=cond, what="batch_norm grad")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 40), (2, 2, 7, 67), (1, 2, 5, 4)])
+@pytest.mark.parametrize("options", [{"kernel_size": 2}, {"kernel_size": 2, "ceil_mode": True},
+                                     {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+                                     {"kernel_size": (2, 3), "stride": (3, 2), "divisor_override": 5}],
+                         ids=["2x2", "2x2-ceil", "overlap-exclude-pad", "divisor"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_avg_pool_wide_rows_like_torch(backend, shape, options, dtype):
+    """avg_pool2d on rows wide enough for the compiled kernel's vectorised 2 x 2 path, and its tails."""
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    y = torch_bp.functional.avg_pool2d(x, **options)
+    yt = TF.avg_pool2d(x.double(), **options)
+    g = torch.randn(y.shape, dtype=dtype)
+    assert_close(y, yt.to(dtype), dtype, what="avg_pool2d output")
+    assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(yt, x, g.double())[0].to(dtype), dtype,
+                 what="avg_pool2d grad")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_far_from_zero_like_torch(backend, dtype, affine):
+    """group_norm with groups longer than a vector and odd tails, |mean| / std = 30."""
+    torch.manual_seed(0)
+    x = (torch.randn(3, 6, 5, 7, dtype=torch.float64) + 30).to(dtype).requires_grad_()
+    w, b = (torch.randn(6, dtype=dtype, requires_grad=True) if affine else None for _ in range(2))
+    y = torch_bp.functional.group_norm(x, 3, w, b)
+    ref = [t.double() if t is not None else None for t in (x, w, b)]
+    yt = TF.group_norm(ref[0], 3, ref[1], ref[2])
+    g = torch.randn(y.shape, dtype=dtype)
+    cond = 1.0 if dtype == torch.bfloat16 else 30.0
+    assert_close(y, yt.to(dtype), dtype, cond=cond, what="group_norm output")
+    inputs = [t for t in (x, w, b) if t is not None]
+    for a, r in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(yt, inputs, g.double())):
+        assert_close(a, r.to(dtype), dtype, cond=cond, what="group_norm grad")

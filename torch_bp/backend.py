@@ -39,7 +39,9 @@ COMPILED = {
     "LayerNormFunction": ("layer_norm_fwd", "layer_norm_bwd"),
     "RMSNormFunction": ("rms_norm_fwd", "rms_norm_bwd"),
     "BatchNormFunction": ("batch_norm_fwd", "batch_norm_bwd"),
+    "GroupNormFunction": ("group_norm_fwd", "group_norm_bwd"),
     "MaxPool2dFunction": ("max_pool2d_fwd", "max_pool2d_bwd"),
+    "AvgPool2dFunction": ("avg_pool2d_fwd", "avg_pool2d_bwd"),
     "GELUFunction": ("gelu_fwd", "gelu_bwd"),
     "SiLUFunction": ("silu_fwd", "silu_bwd"),
     "ReLUFunction": ("relu_mask", "mask_bwd"),
@@ -197,6 +199,20 @@ def _register_fakes():
         gb = x.new_empty((x.shape[1],)) if output_mask[2] else None
         return gx, gw, gb
 
+    @reg("torch_bp::group_norm_fwd")
+    def _(x, weight, bias, groups, eps):
+        stats = (x.shape[0], groups, 1)
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(stats, dtype=_acc(x.dtype)),
+                x.new_empty(stats, dtype=_acc(x.dtype)))
+
+    @reg("torch_bp::group_norm_bwd")
+    def _(grad_y, x, weight, mean, rstd, groups, output_mask):
+        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if output_mask[0] else None
+        gw = torch.empty_like(weight, memory_format=torch.contiguous_format) \
+            if output_mask[1] and weight is not None else None
+        gb = x.new_empty((x.shape[1],)) if output_mask[2] else None
+        return gx, gw, gb
+
     @reg("torch_bp::max_pool2d_fwd")
     def _(x, kernel_size, stride, padding, dilation, ho, wo):
         shape = tuple(x.shape[:-2]) + (ho, wo)
@@ -205,6 +221,14 @@ def _register_fakes():
 
     @reg("torch_bp::max_pool2d_bwd")
     def _(grad_y, idx, x_size, kernel_size, stride, padding, dilation):
+        return grad_y.new_empty(x_size)
+
+    @reg("torch_bp::avg_pool2d_fwd")
+    def _(x, kernel_size, stride, padding, count_include_pad, divisor_override, ho, wo):
+        return x.new_empty(tuple(x.shape[:-2]) + (ho, wo))
+
+    @reg("torch_bp::avg_pool2d_bwd")
+    def _(grad_y, x_size, kernel_size, stride, padding, count_include_pad, divisor_override):
         return grad_y.new_empty(x_size)
 
     for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd"):

@@ -1,4 +1,5 @@
-// CPU kernels of torch_bp/ops/normalization.py (LayerNormFunction, RMSNormFunction, BatchNormFunction).
+// CPU kernels of torch_bp/ops/normalization.py (LayerNormFunction, RMSNormFunction, BatchNormFunction,
+// GroupNormFunction).
 //
 // One task per block of rows. A row is read from memory once per direction: its statistics
 // pass and its output pass run back to back, so the second read hits the cache. Only the
@@ -449,6 +450,175 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_bwd(const at::Tensor& 
   return {gx, gw, gb};
 }
 
+
+// --- GroupNorm: x (N, C, S) contiguous, G groups of C/G channels; one task per (n, g) ---
+// A group is D = C/G * S contiguous elements. Statistics as layer_norm_fwd (two passes over x - x0,
+// x0 the group's first element), then y = x alpha + beta per channel (alpha = r w, beta = b - mu alpha),
+// the third pass from the cache. mean/rstd: (N, G, 1) in the accumulation dtype.
+template <typename T>
+void group_norm_fwd_kernel(const T* x, const T* w, const T* b, T* y, acc_t<T>* mean, acc_t<T>* rstd, int64_t nb,
+                           int64_t cs, int64_t s, int64_t groups, double eps) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  const int64_t cpg = cs / groups, d = cpg * s;
+  at::parallel_for(0, nb * groups, row_grain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t ng = begin; ng < end; ++ng) {
+      const T* xg = x + ng * d;
+      T* yg = y + ng * d;
+      const A x0 = static_cast<A>(xg[0]);
+      const V vx0(x0);
+      V acc(0);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) { acc += V::set(V(0), vload(xg + j, k) - vx0, k); });
+      const A m1 = hsum(acc) / static_cast<A>(d);
+      const V vm1(m1);
+      V q(0);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        const V c = V::set(V(0), (vload(xg + j, k) - vx0) - vm1, k);
+        q = at::vec::fmadd(c, c, q);
+      });
+      // NOTE: var + eps in double, as torch's kernel and the Python rule (an eps below float's normal range)
+      const A mu = x0 + m1, rs = static_cast<A>(1.0 / std::sqrt(static_cast<double>(hsum(q) / static_cast<A>(d)) + eps));
+      mean[ng] = mu;
+      rstd[ng] = rs;
+      const int64_t c0 = (ng % groups) * cpg;
+      for (int64_t i = 0; i < cpg; ++i) {
+        A alpha = w ? rs * static_cast<A>(w[c0 + i]) : rs;
+        A beta = -mu * alpha;
+        if (b) beta = beta + static_cast<A>(b[c0 + i]);
+        const V va(alpha), vb(beta);
+        const T* xr = xg + i * s;
+        T* yr = yg + i * s;
+        vec_loop<T>(s, [&](int64_t j, int64_t k) { vstore(yr + j, at::vec::fmadd(vload(xr + j, k), va, vb), k); });
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd(const at::Tensor& x_, const c10::optional<at::Tensor>& weight,
+                                                              const c10::optional<at::Tensor>& bias, int64_t groups,
+                                                              double eps) {
+  check_same_dtype(x_, weight, "weight");
+  check_same_dtype(x_, bias, "bias");
+  TORCH_CHECK(x_.dim() >= 2, "torch_bp::group_norm_fwd: expected an input (N, C, ...)");
+  const int64_t nb = x_.size(0), cs = x_.size(1);
+  TORCH_CHECK(groups > 0 && cs % groups == 0, "torch_bp::group_norm_fwd: C = ", cs, " is not divisible by groups = ",
+              groups);
+  const at::Tensor x = x_.contiguous();
+  const int64_t s = nb * cs > 0 ? x.numel() / (nb * cs) : 0;
+  at::Tensor w = weight.has_value() && weight->defined() ? weight->contiguous() : at::Tensor();
+  at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  TORCH_CHECK((!w.defined() || w.numel() == cs) && (!b.defined() || b.numel() == cs),
+              "torch_bp::group_norm_fwd: weight and bias must have C elements");
+  const auto acc = at::toOpMathType(x.scalar_type());
+  at::Tensor mean = at::empty({nb, groups, 1}, x.options().dtype(acc));
+  at::Tensor rstd = at::empty({nb, groups, 1}, x.options().dtype(acc));
+  at::Tensor y = new_output_like(x);
+  if (x.numel() == 0) {  // empty groups (S = 0): NaN statistics, as the Python rule
+    mean.fill_(std::numeric_limits<double>::quiet_NaN());
+    rstd.fill_(std::numeric_limits<double>::quiet_NaN());
+    return {y, mean, rstd};
+  }
+  TORCH_BP_DISPATCH(x.scalar_type(), "group_norm_fwd", [&] {
+    using A = acc_t<scalar_t>;
+    group_norm_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
+                                    b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
+                                    mean.mutable_data_ptr<A>(), rstd.mutable_data_ptr<A>(), nb, cs, s, groups, eps);
+  });
+  return {y, mean, rstd};
+}
+
+// Per (n, c): db = sum_S grad_y, ds = sum_S grad_y (x - mu) (x - mu formed first, as batch_norm_bwd).
+// With g = grad_y w:  mean_D(g) = sum_c w db / D,  mean_D(g xh) = r sum_c w ds / D, so
+// grad_x = r w grad_y - r^2 mean_D(g xh) (x - mu) - r mean_D(g): one more pass, per channel.
+// grad_w[c] = sum_n r ds,  grad_b[c] = sum_n db (after the parallel part, in a fixed order).
+// gy_row_stride: S, or 0 for a grad_y that is one value expanded (GradIn).
+template <typename T>
+void group_norm_bwd_kernel(const T* gy, int64_t gy_row_stride, const T* x, const T* w, const acc_t<T>* mean,
+                           const acc_t<T>* rstd, T* gx, acc_t<T>* ds, acc_t<T>* db, int64_t nb, int64_t cs, int64_t s,
+                           int64_t groups) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  const int64_t cpg = cs / groups, d = cpg * s;
+  at::parallel_for(0, nb * groups, row_grain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t ng = begin; ng < end; ++ng) {
+      const int64_t c0 = (ng % groups) * cpg, row0 = ng * cpg;  // row: (n, c) = n * C + c
+      const A mu = mean[ng], rs = rstd[ng];
+      const V vmu(mu);
+      A sum_g = 0, sum_gx = 0;
+      for (int64_t i = 0; i < cpg; ++i) {
+        const T* xr = x + (row0 + i) * s;
+        const T* gr = gy + (row0 + i) * gy_row_stride;
+        V sg(0), sd(0);
+        vec_loop<T>(s, [&](int64_t j, int64_t k) {
+          const V g = V::set(V(0), vload(gr + j, k), k);
+          sg += g;
+          sd = at::vec::fmadd(g, vload(xr + j, k) - vmu, sd);
+        });
+        const A b_ = hsum(sg), s_ = hsum(sd);
+        db[row0 + i] = b_;
+        ds[row0 + i] = s_;
+        const A wc = w ? static_cast<A>(w[c0 + i]) : A(1);
+        sum_g += wc * b_;
+        sum_gx += wc * s_;
+      }
+      if (!gx) continue;
+      const A mg = sum_g / static_cast<A>(d), mgx = rs * sum_gx / static_cast<A>(d);
+      const V vk(-rs * rs * mgx), vc(-rs * mg);
+      for (int64_t i = 0; i < cpg; ++i) {
+        const T* xr = x + (row0 + i) * s;
+        const T* gr = gy + (row0 + i) * gy_row_stride;
+        T* out = gx + (row0 + i) * s;
+        const V va(w ? rs * static_cast<A>(w[c0 + i]) : rs);
+        vec_loop<T>(s, [&](int64_t j, int64_t k) {
+          vstore(out + j, at::vec::fmadd(vload(xr + j, k) - vmu, vk, at::vec::fmadd(vload(gr + j, k), va, vc)), k);
+        });
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_bwd(const at::Tensor& grad_y_, const at::Tensor& x_,
+                                                              const c10::optional<at::Tensor>& weight,
+                                                              const at::Tensor& mean_, const at::Tensor& rstd_,
+                                                              int64_t groups, std::array<bool, 3> mask) {
+  check_same_dtype(x_, weight, "weight");
+  TORCH_CHECK(grad_y_.scalar_type() == x_.scalar_type() && grad_y_.sizes() == x_.sizes() && x_.dim() >= 2,
+              "torch_bp::group_norm_bwd: grad_y must match x (N, C, ...)");
+  const int64_t nb = x_.size(0), cs = x_.size(1);
+  TORCH_CHECK(groups > 0 && cs % groups == 0, "torch_bp::group_norm_bwd: C = ", cs, " is not divisible by groups = ",
+              groups);
+  const at::Tensor x = x_.contiguous();
+  const int64_t s = nb * cs > 0 ? x.numel() / (nb * cs) : 0;
+  const auto acc = at::toOpMathType(x.scalar_type());
+  const at::Tensor mean = mean_.to(acc).contiguous(), rstd = rstd_.to(acc).contiguous();
+  TORCH_CHECK(mean.numel() == nb * groups && rstd.numel() == nb * groups,
+              "torch_bp::group_norm_bwd: mean and rstd must have N * groups elements");
+  const GradIn gy = grad_in(grad_y_, s);
+  const bool has_w = weight.has_value() && weight->defined();
+  at::Tensor w = has_w ? weight->contiguous() : at::Tensor();
+  TORCH_CHECK(!has_w || w.numel() == cs, "torch_bp::group_norm_bwd: weight must have C elements");
+  at::Tensor gx = mask[0] ? new_output_like(x) : at::Tensor();
+  at::Tensor gw, gb;
+  if (x.numel() == 0) {
+    if (mask[1] && has_w) gw = at::zeros({cs}, x.options()).view(w.sizes());
+    if (mask[2]) gb = at::zeros({cs}, x.options());
+    return {gx, gw, gb};
+  }
+  at::Tensor ds = at::empty({nb, cs}, x.options().dtype(acc)), db = at::empty({nb, cs}, x.options().dtype(acc));
+  TORCH_BP_DISPATCH(x.scalar_type(), "group_norm_bwd", [&] {
+    using A = acc_t<scalar_t>;
+    group_norm_bwd_kernel<scalar_t>(gy.data.const_data_ptr<scalar_t>(), gy.broadcast ? 0 : s,
+                                    x.const_data_ptr<scalar_t>(), has_w ? w.const_data_ptr<scalar_t>() : nullptr,
+                                    mean.const_data_ptr<A>(), rstd.const_data_ptr<A>(),
+                                    gx.defined() ? gx.mutable_data_ptr<scalar_t>() : nullptr, ds.mutable_data_ptr<A>(),
+                                    db.mutable_data_ptr<A>(), nb, cs, s, groups);
+  });
+  if (mask[1] && has_w)  // sum_n r[n, g(c)] ds[n, c]
+    gw = (ds.view({nb, groups, cs / groups}) * rstd.view({nb, groups, 1})).sum(0).view(w.sizes()).to(x.scalar_type());
+  if (mask[2]) gb = db.sum(0).to(x.scalar_type());
+  return {gx, gw, gb};
+}
+
 }  // namespace norm
 
 TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
@@ -458,6 +628,8 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("rms_norm_bwd", &norm::rms_norm_bwd);
   m.impl("batch_norm_fwd", &norm::batch_norm_fwd);
   m.impl("batch_norm_bwd", &norm::batch_norm_bwd);
+  m.impl("group_norm_fwd", &norm::group_norm_fwd);
+  m.impl("group_norm_bwd", &norm::group_norm_bwd);
 }
 
 }  // namespace torch_bp

@@ -1,5 +1,6 @@
-// CPU kernels of torch_bp/ops/pooling.py (MaxPool2dFunction): the max over each window and its
-// window-local argmax (uint8 up to 256 window elements, int32 beyond), and the backward scatter.
+// CPU kernels of torch_bp/ops/pooling.py: MaxPool2dFunction (the max over each window and its
+// window-local argmax, uint8 up to 256 window elements, int32 beyond, and the backward scatter) and
+// AvgPool2dFunction (window sums over the divisor, and their spread back over each window).
 //
 // Inputs are contiguous (N*C, H, W) planes; one task per block of planes. The scan order and the
 // tie/NaN rule are torch's CPU kernel's (the first maximum in row-major order; a NaN wins).
@@ -212,11 +213,202 @@ at::Tensor max_pool2d_bwd(const at::Tensor& grad_y_, const at::Tensor& idx_, c10
   return gx;
 }
 
+
+// --- AvgPool2d ---
+// The window of output o in one dim is [o s - p, o s - p + k); its elements are those inside [0, H).
+// D[o] (the divisor): the window clipped to [-p, H + p) (count_include_pad) or to [0, H), the 2-d
+// divisor the product of the two dims' (as _avg_divisor in pooling.py), or divisor_override.
+struct AvgWindow {
+  int64_t kh, kw, sh, sw, ph, pw;
+  bool count_include_pad;
+  c10::optional<int64_t> divisor_override;
+};
+
+inline int64_t avg_count(int64_t start, int64_t k, int64_t size, int64_t p, bool include_pad) {
+  const int64_t end = std::min(start + k, size + p);
+  return include_pad ? end - start : std::min(end, size) - std::max<int64_t>(start, 0);
+}
+
+// D per output position (Ho * Wo), in the accumulation type
+template <typename A>
+std::vector<A> avg_divisors(int64_t h, int64_t w, int64_t ho, int64_t wo, const AvgWindow& k) {
+  std::vector<A> div(ho * wo);
+  for (int64_t oh = 0; oh < ho; ++oh)
+    for (int64_t ow = 0; ow < wo; ++ow)
+      div[oh * wo + ow] = k.divisor_override.has_value()
+                              ? static_cast<A>(*k.divisor_override)
+                              : static_cast<A>(avg_count(oh * k.sh - k.ph, k.kh, h, k.ph, k.count_include_pad) *
+                                               avg_count(ow * k.sw - k.pw, k.kw, w, k.pw, k.count_include_pad));
+  return div;
+}
+
+inline bool is_2x2_s2(const AvgWindow& k) {
+  return k.kh == 2 && k.kw == 2 && k.sh == 2 && k.sw == 2 && k.ph == 0 && k.pw == 0;
+}
+
+// y[o] = (sum of the window's elements, row-major) / D[o]
+template <typename T>
+void avg_pool2d_fwd_kernel(const T* x, T* y, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo,
+                           const AvgWindow& k) {
+  using A = acc_t<T>;
+  const std::vector<A> div = avg_divisors<A>(h, w, ho, wo, k);
+  at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / std::max<int64_t>(h * w, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t pl = begin; pl < end; ++pl) {
+      const T* xp = x + pl * h * w;
+      T* yp = y + pl * ho * wo;
+      for (int64_t oh = 0; oh < ho; ++oh) {
+        const int64_t hs = oh * k.sh - k.ph, h0 = std::max<int64_t>(hs, 0), h1 = std::min(hs + k.kh, h);
+        const A* dp = div.data() + oh * wo;
+        int64_t ow = 0;
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+        if constexpr (std::is_same_v<T, float>) {
+          // 2 x 2, stride 2: a vector of outputs from two deinterleaved rows, summed in the scalar order
+          if (is_2x2_s2(k) && 2 * oh + 1 < h) {
+            using V = at::vec::Vectorized<float>;
+            constexpr int64_t W = V::size();
+            const float* r0 = xp + 2 * oh * w;
+            const float* r1 = r0 + w;
+            for (; ow + W <= std::min(wo, w / 2); ow += W) {
+              const auto top = at::vec::deinterleave2(V::loadu(r0 + 2 * ow), V::loadu(r0 + 2 * ow + W));
+              const auto bot = at::vec::deinterleave2(V::loadu(r1 + 2 * ow), V::loadu(r1 + 2 * ow + W));
+              (((top.first + top.second) + bot.first + bot.second) / V::loadu(dp + ow)).store(yp + oh * wo + ow);
+            }
+          }
+        }
+#endif
+        for (; ow < wo; ++ow) {
+          const int64_t ws = ow * k.sw - k.pw, w0 = std::max<int64_t>(ws, 0), w1 = std::min(ws + k.kw, w);
+          A sum = 0;
+          for (int64_t ih = h0; ih < h1; ++ih)
+            for (int64_t iw = w0; iw < w1; ++iw) sum += static_cast<A>(xp[ih * w + iw]);
+          yp[oh * wo + ow] = static_cast<T>(sum / dp[ow]);
+        }
+      }
+    }
+  });
+}
+
+// grad_x[i] = sum over the windows o containing i of grad_y[o] / D[o]. Disjoint windows (stride >= kernel):
+// each element gets at most one term, written directly; overlapping ones sum in the accumulation type.
+template <typename T>
+void avg_pool2d_bwd_kernel(const T* gy, T* gx, int64_t planes, int64_t h, int64_t w, int64_t ho, int64_t wo,
+                           const AvgWindow& k) {
+  using A = acc_t<T>;
+  const std::vector<A> div = avg_divisors<A>(h, w, ho, wo, k);
+  const bool disjoint = k.sh >= k.kh && k.sw >= k.kw;
+  // every element in exactly one window: no zero fill needed
+  const bool covers = k.sh == k.kh && k.sw == k.kw && k.ph == 0 && k.pw == 0 && ho * k.sh == h && wo * k.sw == w;
+  at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / std::max<int64_t>(h * w, 1)), [&](int64_t begin, int64_t end) {
+    std::vector<A> buf(disjoint ? 0 : h * w);
+    for (int64_t pl = begin; pl < end; ++pl) {
+      const T* gp = gy + pl * ho * wo;
+      T* out = gx + pl * h * w;
+      if (disjoint) {
+        if (!covers) std::memset(static_cast<void*>(out), 0, sizeof(T) * h * w);
+        for (int64_t oh = 0; oh < ho; ++oh) {
+          const int64_t hs = oh * k.sh - k.ph, h0 = std::max<int64_t>(hs, 0), h1 = std::min(hs + k.kh, h);
+          const A* dp = div.data() + oh * wo;
+          int64_t ow = 0;
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+          if constexpr (std::is_same_v<T, float>) {
+            if (is_2x2_s2(k) && 2 * oh + 1 < h) {  // each value to two adjacent columns of two rows
+              using V = at::vec::Vectorized<float>;
+              constexpr int64_t W = V::size();
+              float* r0 = out + 2 * oh * w;
+              for (; ow + W <= std::min(wo, w / 2); ow += W) {
+                const V v = V::loadu(gp + oh * wo + ow) / V::loadu(dp + ow);
+                const auto both = at::vec::interleave2(v, v);
+                both.first.store(r0 + 2 * ow);
+                both.second.store(r0 + 2 * ow + W);
+                both.first.store(r0 + w + 2 * ow);
+                both.second.store(r0 + w + 2 * ow + W);
+              }
+            }
+          }
+#endif
+          for (; ow < wo; ++ow) {
+            const int64_t ws = ow * k.sw - k.pw, w0 = std::max<int64_t>(ws, 0), w1 = std::min(ws + k.kw, w);
+            const T v = static_cast<T>(static_cast<A>(gp[oh * wo + ow]) / dp[ow]);
+            for (int64_t ih = h0; ih < h1; ++ih)
+              for (int64_t iw = w0; iw < w1; ++iw) out[ih * w + iw] = v;
+          }
+        }
+      } else {
+        std::fill(buf.begin(), buf.end(), A(0));
+        for (int64_t oh = 0; oh < ho; ++oh) {
+          const int64_t hs = oh * k.sh - k.ph, h0 = std::max<int64_t>(hs, 0), h1 = std::min(hs + k.kh, h);
+          for (int64_t ow = 0; ow < wo; ++ow) {
+            const int64_t ws = ow * k.sw - k.pw, w0 = std::max<int64_t>(ws, 0), w1 = std::min(ws + k.kw, w);
+            const A v = static_cast<A>(gp[oh * wo + ow]) / div[oh * wo + ow];
+            for (int64_t ih = h0; ih < h1; ++ih)
+              for (int64_t iw = w0; iw < w1; ++iw) buf[ih * w + iw] += v;
+          }
+        }
+        for (int64_t i = 0; i < h * w; ++i) out[i] = static_cast<T>(buf[i]);
+      }
+    }
+  });
+}
+
+AvgWindow avg_window(at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p, bool count_include_pad,
+                     c10::optional<int64_t> divisor_override) {
+  TORCH_CHECK(k.size() == 2 && s.size() == 2 && p.size() == 2,
+              "torch_bp::avg_pool2d: kernel_size, stride, padding must have 2 entries");
+  TORCH_CHECK(k[0] > 0 && k[1] > 0 && s[0] > 0 && s[1] > 0, "torch_bp::avg_pool2d: kernel_size and stride must be positive");
+  TORCH_CHECK(p[0] >= 0 && p[1] >= 0 && p[0] <= k[0] / 2 && p[1] <= k[1] / 2,
+              "torch_bp::avg_pool2d: pad should be at most half of effective kernel size");
+  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, "torch_bp::avg_pool2d: divisor must be not zero");
+  return {k[0], k[1], s[0], s[1], p[0], p[1], count_include_pad, divisor_override};
+}
+
+// x: (N, C, H, W) or (C, H, W); (ho, wo): the output size (pool_out_size in pooling.py, torch's formula)
+at::Tensor avg_pool2d_fwd(const at::Tensor& x_, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                          at::IntArrayRef padding, bool count_include_pad, c10::optional<int64_t> divisor_override,
+                          int64_t ho, int64_t wo) {
+  TORCH_CHECK(x_.dim() == 3 || x_.dim() == 4, "torch_bp::avg_pool2d_fwd: expected a 3-d or 4-d input, got ",
+              x_.dim(), "-d");
+  const AvgWindow k = avg_window(kernel_size, stride, padding, count_include_pad, divisor_override);
+  TORCH_CHECK(ho > 0 && wo > 0, "torch_bp::avg_pool2d_fwd: output size is too small");
+  const at::Tensor x = x_.contiguous();
+  const int64_t h = x.size(-2), w = x.size(-1), planes = h * w > 0 ? x.numel() / (h * w) : 0;
+  std::vector<int64_t> out_size(x.sizes().begin(), x.sizes().end() - 2);
+  out_size.push_back(ho);
+  out_size.push_back(wo);
+  at::Tensor y = at::empty(out_size, x.options());
+  if (planes == 0) return y;
+  TORCH_BP_DISPATCH(x.scalar_type(), "avg_pool2d_fwd", [&] {
+    avg_pool2d_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), planes, h, w, ho, wo, k);
+  });
+  return y;
+}
+
+at::Tensor avg_pool2d_bwd(const at::Tensor& grad_y_, c10::SymIntArrayRef x_size, at::IntArrayRef kernel_size,
+                          at::IntArrayRef stride, at::IntArrayRef padding, bool count_include_pad,
+                          c10::optional<int64_t> divisor_override) {
+  const AvgWindow k = avg_window(kernel_size, stride, padding, count_include_pad, divisor_override);
+  TORCH_CHECK(static_cast<int64_t>(x_size.size()) == grad_y_.dim() && grad_y_.dim() >= 3,
+              "torch_bp::avg_pool2d_bwd: x_size must have grad_y's number of dims");
+  std::vector<int64_t> size;
+  for (const auto& s : x_size) size.push_back(s.expect_int());
+  const at::Tensor gy = grad_y_.contiguous();
+  const int64_t h = size[size.size() - 2], w = size.back(), ho = gy.size(-2), wo = gy.size(-1);
+  const int64_t planes = ho * wo > 0 ? gy.numel() / (ho * wo) : 0;
+  at::Tensor gx = new_output(size, gy.options());
+  if (planes == 0 || h * w == 0) return gx.zero_();
+  TORCH_BP_DISPATCH(gy.scalar_type(), "avg_pool2d_bwd", [&] {
+    avg_pool2d_bwd_kernel<scalar_t>(gy.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), planes, h, w, ho,
+                                    wo, k);
+  });
+  return gx;
+}
+
 }  // namespace pool
 
 TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("max_pool2d_fwd", &pool::max_pool2d_fwd);
   m.impl("max_pool2d_bwd", &pool::max_pool2d_bwd);
+  m.impl("avg_pool2d_fwd", &pool::avg_pool2d_fwd);
+  m.impl("avg_pool2d_bwd", &pool::avg_pool2d_bwd);
 }
 
 }  // namespace torch_bp

@@ -373,25 +373,34 @@ class GroupNormFunction(torch.autograd.Function):
     Saved:     x, w, mu, r (per (n, g); xh is recomputed)
     Double backward: no (once_differentiable)
     Per example n:  grad_w[n], grad_b[n] = the sums above over example n's positions only
+    Compiled (csrc/cpu/normalization.cpp): the same rule, one task per (n, g); backward takes per
+    (n, c) sum(grad_y) and sum(grad_y (x - mu)), from which mean_D(g) and mean_D(g * xh), grad_w and
+    grad_b follow, then grad_x in one more pass
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, weight, bias, num_groups, eps):
+        if x.numel() and backend.use_cpp(x, weight, bias):
+            # the same rule, one task per (n, g) (csrc/cpu/normalization.cpp)
+            return torch.ops.torch_bp.group_norm_fwd(x, weight, bias, num_groups, eps)
         xf = opmath(x)
+        n, c = x.shape[:2]
         groups = xf.reshape(_group_view(x, num_groups))  # (N, G, D)
+        # NOTE: two passes, the mean, then the norm of x - mu (torch's one-pass var_mean, Welford over a
+        # long group dim, runs ~15x slower on CPU); the buffer of x - mu then takes y: one (N, C, S) tensor
+        mean = groups.mean(2, keepdim=True)  # NaN for empty groups
+        buf = groups - mean
         if groups.numel():
-            var, mean = torch.var_mean(groups, 2, keepdim=True, correction=0)  # one pass
+            var = torch.linalg.vector_norm(buf, dim=2, keepdim=True).square_().div_(groups.shape[2])
         else:
-            mean = groups.mean(2, keepdim=True)
             var = mean.clone()
         # NOTE: var + eps in float64, as torch's kernel (its double eps promotes the sum): an eps
         # below float32's normal range (1e-45) would otherwise round (to 1.4e-45) first
         rstd = torch.rsqrt(var.double() + eps).to(var.dtype) if var.dtype != torch.float64 else torch.rsqrt(var + eps)
-        # y = x alpha + beta per (n, c), alpha = r w, beta = b - mu alpha: one pass, and the same
-        # non-finite results as torch's kernel, which computes it this way
-        n, c = x.shape[:2]
+        # y = x alpha + beta per (n, c), alpha = r w, beta = b - mu alpha: the same non-finite results
+        # as torch's kernel, which computes it this way
         per_channel = (n, num_groups, c // num_groups)
         alpha = rstd.expand(per_channel).reshape(n, c)
         if weight is not None:
@@ -400,7 +409,7 @@ class GroupNormFunction(torch.autograd.Function):
         if bias is not None:
             beta = beta + opmath(bias)
         x3 = xf.reshape(n, c, math.prod(x.shape[2:]))  # (N, C, S)
-        y = torch.addcmul(beta.unsqueeze(-1), x3, alpha.unsqueeze(-1)).reshape(x.shape)
+        y = torch.mul(x3, alpha.unsqueeze(-1), out=buf.view(x3.shape)).add_(beta.unsqueeze(-1)).view(x.shape)
         return y.to(x.dtype), mean, rstd
 
     @staticmethod
@@ -415,20 +424,42 @@ class GroupNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y, _grad_mean, _grad_rstd):
         x, weight, mean, rstd = ctx.saved_tensors
-        red, shape = _channel_dims(x)
-        gview = _group_view(x, ctx.num_groups)
-        xh = (opmath(x).reshape(gview) - mean) * rstd  # (N, G, D)
-        gy = opmath(grad_y)
+        want_x, want_w = ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]
+        want_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
+        if x.numel() and backend.use_cpp(x, weight, grad_y):
+            # csrc/cpu/normalization.cpp: per (n, c) sums of grad_y and grad_y (x - mu), then one pass
+            gx, gw, gb = torch.ops.torch_bp.group_norm_bwd(grad_y, x, weight, mean, rstd, ctx.num_groups,
+                                                           [want_x, want_w, want_b])
+            return gx, gw, None if gb is None else gb.to(ctx.bias_dtype), None, None
+        # NOTE: per (n, c) sums first, as the compiled kernel: db = sum_S(grad_y), ds = sum_S(grad_y (x - mu))
+        # (x - mu formed first, as in BatchNorm), then mean_D(g) = sum_c(w db) / D and
+        # mean_D(g xh) = r sum_c(w ds) / D, and grad_x = (r w) grad_y - r^2 mean_D(g xh) (x - mu) - r mean_D(g)
+        # in place in the buffer of grad_y (x - mu): two (N, C, S) tensors, x - mu and that buffer
+        n, c, groups = x.shape[0], x.shape[1], ctx.num_groups
+        s, cpg = math.prod(x.shape[2:]), c // groups
+        gy = opmath(grad_y).reshape(n, c, s)  # (N, C, S)
+        xc = (opmath(x).reshape(n, groups, cpg * s) - mean).view(n, c, s)  # x - mu
+        r = rstd.view(n, groups, 1)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            g = gy if weight is None else gy * opmath(weight).view(shape)
-            g = g.reshape(gview)
-            grad_x = rstd * (g - g.mean(2, keepdim=True) - xh * (g * xh).mean(2, keepdim=True))
-            grad_x = grad_x.reshape(x.shape).to(x.dtype)
-        if weight is not None and ctx.needs_input_grad[1]:
-            grad_w = (gy * xh.reshape(x.shape)).sum(red).to(weight.dtype)
-        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
-            grad_b = gy.sum(red).to(ctx.bias_dtype)
+        db = gy.sum(-1)  # (N, C)
+        if want_x or want_w:
+            buf = gy * xc
+            ds = buf.sum(-1)  # sum_S(grad_y (x - mu))
+        if want_x:
+            w = None if weight is None else opmath(weight)
+            wdb, wds = (db, ds) if w is None else (db * w, ds * w)
+            d = max(cpg * s, 1)
+            mg = wdb.view(n, groups, cpg).sum(-1, keepdim=True) / d  # (N, G, 1)
+            mgx = r * wds.view(n, groups, cpg).sum(-1, keepdim=True) / d
+            scale = r.expand(n, groups, cpg) if w is None else r * w.view(groups, cpg)  # (N, G, C/G): r w
+            grad_x = torch.mul(gy, scale.reshape(n, c, 1), out=buf)  # buf reused: one (N, C, S) tensor fewer
+            grad_x.add_((-r * mg).expand(n, groups, cpg).reshape(n, c, 1))
+            grad_x.addcmul_(xc, (-r * r * mgx).expand(n, groups, cpg).reshape(n, c, 1))
+            grad_x = grad_x.view(x.shape).to(x.dtype)
+        if want_w:
+            grad_w = (ds.view(n, groups, cpg) * r).sum(0).view(c).to(weight.dtype)
+        if want_b:
+            grad_b = db.sum(0).to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None, None
 
     @staticmethod

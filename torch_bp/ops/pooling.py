@@ -9,11 +9,12 @@ own pooling backward does; x is usually saved by the layer before anyway): a sha
 is not seen by torch.compile as an input of the backward graph and breaks it once dynamo
 makes shapes dynamic. Max pooling saves a one-element stand-in expanded to x's shape instead.
 
-The forward passes are torch's own pooling kernels (forward primitives); the backward
+The Python rules' forward passes are torch's own pooling kernels (forward primitives); the backward
 rules are explicit: a scatter into the argmax for max pooling, a transposed convolution
 with a kernel of ones for average pooling, two small matrix products for adaptive
 average pooling. All three backward rules are linear in ``grad_y`` and built from
-differentiable ops, so they support double backward.
+differentiable ops, so they support double backward. Max and average pooling also have
+compiled kernels (csrc/cpu/pooling.cpp) that run the same rules, forward included.
 """
 from __future__ import annotations
 
@@ -142,18 +143,29 @@ class AvgPool2dFunction(torch.autograd.Function):
                or divisor_override)
     Backward:  grad_x = crop(conv_transpose(grad_y / D, ones(k), stride=s))  on each plane
     Saved:     x, for its shape (as torch)    Double backward: yes (linear in grad_y)
+    Compiled (csrc/cpu/pooling.cpp): the forward sums each window and divides by D; the backward
+    spreads grad_y / D over each window (written directly when windows do not overlap)
 
     NOTE: conv_transpose with stride s and no padding spreads each ``grad_y[o] / D[o]``
     over its window in *padded* coordinates [o s, o s + k); it has (Ho - 1) s + k
     positions. Input position h sits at padded position h + p, so the crop is [p, p + H)
     (zero-extended when the forward's floor left trailing input positions no window read;
-    ceil_mode windows reaching past H + p contribute only to the cropped-away part).
+    ceil_mode windows reaching past H + p contribute only to the cropped-away part). With
+    stride = kernel the windows sit side by side and the transposed convolution is a repeat of
+    each value over its k x k block (an expand), which the rule takes instead.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        if x.dim() in (3, 4) and x.numel() and backend.use_cpp(x) and min(stride) > 0 \
+                and all(p <= k // 2 for p, k in zip(padding, kernel_size)):
+            ho, wo = (pool_out_size(x.shape[-2 + i], kernel_size[i], stride[i], padding[i], 1, ceil_mode)
+                      for i in range(2))
+            if ho > 0 and wo > 0:  # else torch's kernel raises its error below
+                return torch.ops.torch_bp.avg_pool2d_fwd(x, kernel_size, stride, padding, count_include_pad,
+                                                         divisor_override, ho, wo)
         return torch._C._nn.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                        divisor_override)
 
@@ -165,6 +177,9 @@ class AvgPool2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
+        if backend.use_cpp(grad_y):  # csrc/cpu/pooling.cpp
+            return torch.ops.torch_bp.avg_pool2d_bwd(grad_y, x.shape, ctx.k, ctx.s, ctx.p, ctx.count_pad, ctx.div), \
+                None, None, None, None, None, None
         shape, (kh, kw), (sh, sw), (ph, pw) = x.shape, ctx.k, ctx.s, ctx.p
         h, w = shape[-2:]
         ho, wo = grad_y.shape[-2:]
@@ -175,9 +190,13 @@ class AvgPool2dFunction(torch.autograd.Function):
             dh = _avg_divisor(h, ho, kh, sh, ph, ctx.ceil, ctx.count_pad, g.device)
             dw = _avg_divisor(w, wo, kw, sw, pw, ctx.ceil, ctx.count_pad, g.device)
             g = g / (dh[:, None] * dw[None, :]).to(g.dtype)
-        planes = g.reshape(-1, 1, ho, wo)
-        ones = planes.new_ones(1, 1, kh, kw)
-        full = TF.conv_transpose2d(planes, ones, stride=(sh, sw))  # (P, 1, (ho-1)sh+kh, (wo-1)sw+kw)
+        if (sh, sw) == (kh, kw):  # windows side by side: the transposed convolution repeats each value
+            lead = g.shape[:-2]
+            full = g[..., :, None, :, None].expand(*lead, ho, kh, wo, kw).reshape(*lead, ho * kh, wo * kw)
+        else:
+            planes = g.reshape(-1, 1, ho, wo)
+            ones = planes.new_ones(1, 1, kh, kw)
+            full = TF.conv_transpose2d(planes, ones, stride=(sh, sw))  # (P, 1, (ho-1)sh+kh, (wo-1)sw+kw)
         extra_h, extra_w = ph + h - full.shape[-2], pw + w - full.shape[-1]
         if extra_h > 0 or extra_w > 0:
             full = TF.pad(full, (0, max(extra_w, 0), 0, max(extra_h, 0)))
@@ -205,6 +224,7 @@ class AdaptiveAvgPool2dFunction(torch.autograd.Function):
     Forward:   y = A_h x A_w^T  on each plane   (A: see _adaptive_matrix; the windows are
                separable, so is the averaging)
     Backward:  grad_x = A_h^T grad_y A_w
+               (Ho, Wo dividing H, W: grad_y / (kh kw) repeated over each kh x kw window)
     Saved:     x, for its shape (as torch)    Double backward: yes (linear in grad_y)
     """
 
@@ -224,6 +244,14 @@ class AdaptiveAvgPool2dFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         h, w = x.shape[-2:]
         ho, wo = grad_y.shape[-2:]
+        if 0 < ho <= h and 0 < wo <= w and h % ho == 0 and w % wo == 0:
+            # NOTE: windows of kh x kw = (H/Ho) x (W/Wo) side by side: A_h^T grad_y A_w repeats
+            # grad_y / (kh kw) over each window (for output 1 x 1, an expand: no copy here)
+            kh, kw = h // ho, w // wo
+            g = (opmath(grad_y) / (kh * kw)).to(grad_y.dtype)
+            if (ho, wo) == (1, 1):
+                return g.expand(x.shape), None
+            return g[..., :, None, :, None].expand(*g.shape[:-2], ho, kh, wo, kw).reshape(x.shape), None
         g = opmath(grad_y)
         a_h = _adaptive_matrix(h, ho, g.dtype, g.device)  # (Ho, H)
         a_w = _adaptive_matrix(w, wo, g.dtype, g.device)  # (Wo, W)
