@@ -1,6 +1,7 @@
 """The CNN kernels' edge cases against torch, on both backends: max pooling's window argmax with
 ties, NaN and -inf on the vectorised 2 x 2 path (rows wide enough for whole vectors) and the
-scalar one, and its backward; batch norm's compiled statistics far from zero."""
+scalar one, and its backward; batch norm's compiled statistics far from zero; the compiled conv
+weight gradient (im2col + matmul over row blocks) with strides, dilation, groups and edges."""
 from __future__ import annotations
 
 import pytest
@@ -59,3 +60,39 @@ def test_batch_norm_far_from_zero_like_torch(backend, dtype, training):
     assert_close(y, yt.to(dtype), dtype, cond=cond, what="batch_norm output")
     for a, r in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(yt, (x, w, b), g.double())):
         assert_close(a, r.to(dtype), dtype, cond=cond, what="batch_norm grad")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", [
+    ((3, 6, 11, 9), (4, 3, 3, 2), (2, 1), (2, 0), (2, 1), 2),   # strided, dilated, grouped, padding beyond taps
+    ((2, 5, 7, 40), (3, 5, 3, 5), (1, 3), (1, 2), (1, 2), 1),   # several row blocks, stride 3 columns
+    ((2, 4, 3, 3), (2, 4, 5, 5), (1, 1), (2, 2), (1, 1), 1),    # kernel larger than the input, all-zero rows
+    ((2, 4, 13), (6, 2, 4), (1,), (3,), (2,), 2),              # 1d
+    ((4, 3, 300), (5, 3, 7), (3,), (1,), (1,), 1),             # 1d, long rows, stride
+], ids=["2d-strided-grouped", "2d-row-blocks", "2d-big-kernel", "1d-grouped", "1d-long"])
+def test_conv_weight_grad_kernel_matches_python_rule(case, dtype):
+    """torch_bp::conv_weight_grad against the Python rule (_weight_grad's swapped convolution)."""
+    before = torch_bp.backend_info().requested
+    if before == "python":
+        pytest.skip("TORCH_BP_BACKEND=python")
+    try:
+        torch_bp.set_backend("cpp")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    from torch_bp.ops.conv import _weight_grad
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    torch.manual_seed(0)
+    x = torch.randn(x_shape, dtype=dtype)
+    w = torch.randn(w_shape, dtype=dtype)
+    conv = TF.conv2d if len(w_shape) == 4 else TF.conv1d
+    gy = torch.randn(conv(x, w, None, stride, padding, dilation, groups).shape, dtype=dtype)
+    k = w_shape[2:]
+    got = torch.ops.torch_bp.conv_weight_grad(x.transpose(0, 1).contiguous().transpose(0, 1), gy, list(k),
+                                              list(stride), list(padding), list(dilation), groups)
+    torch_bp.set_backend("python")
+    try:
+        want = _weight_grad(x, gy, k, stride, padding, dilation, groups)
+    finally:
+        torch_bp.set_backend(before)
+    assert got.shape == w.shape
+    assert_close(got, want, dtype, what="conv weight grad")

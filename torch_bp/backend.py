@@ -58,6 +58,8 @@ COMPILED = {
     "BCEWithLogitsFunction": ("bce_with_logits_fwd", "bce_with_logits_bwd"),
     "LSTMFunction": ("lstm_layer_fwd", "lstm_layer_bwd"),
     "GRUFunction": ("gru_layer_fwd", "gru_layer_bwd"),
+    "ConvFunction": ("conv_weight_grad",),
+    "ConvTransposeFunction": ("conv_weight_grad",),
 }
 
 _mode = "python"
@@ -276,6 +278,10 @@ def _register_fakes():
     @reg("torch_bp::gru_layer_bwd")
     def _(dY, dh, w_hh, Hprev, A, HN, offsets, sizes):
         return A.new_empty(A.shape), A.new_empty(A.shape), dh.new_empty(dh.shape)
+
+    @reg("torch_bp::conv_weight_grad")
+    def _(x, grad_y, kernel_size, stride, padding, dilation, groups):
+        return x.new_empty((grad_y.shape[1], x.shape[1] // groups, *kernel_size))
 
     # grad_x = mask_bwd(grad_y, mask, scale) is linear in grad_y: its derivative is itself
     # (relu and dropout support double backward through it).
