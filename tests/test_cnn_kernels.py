@@ -96,3 +96,24 @@ def test_conv_weight_grad_kernel_matches_python_rule(case, dtype):
         torch_bp.set_backend(before)
     assert got.shape == w.shape
     assert_close(got, want, dtype, what="conv weight grad")
+
+
+@pytest.mark.parametrize("case", [
+    ((2, 4, 33, 35), (6, 4, 3, 3), (1, 1), (1, 1), 1),    # a plane past _TAP_MATMUL_MIN_PLANE
+    ((2, 4, 9, 7), (6, 2, 3, 2), (2, 0), (2, 3), 2),      # dilated, grouped, padding beyond the taps
+    ((2, 3, 5, 6), (2, 3, 1, 1), (0, 0), (1, 1), 1),      # 1 x 1
+    ((2, 4, 13), (6, 2, 4), (3,), (2,), 2),                # 1d
+], ids=["2d-large-plane", "2d-dilated-grouped", "2d-1x1", "1d-grouped"])
+def test_weight_grad_taps_like_torch(case):
+    """The Python rule's one-matmul-per-tap weight gradient (flat windows of padded rows) against torch."""
+    from torch_bp.ops.conv import _weight_grad_taps
+    x_shape, w_shape, padding, dilation, groups = case
+    torch.manual_seed(0)
+    x = torch.randn(x_shape, dtype=torch.float64)
+    w = torch.randn(w_shape, dtype=torch.float64, requires_grad=True)
+    conv = TF.conv2d if len(w_shape) == 4 else TF.conv1d
+    y = conv(x, w, None, 1, padding, dilation, groups)
+    gy = torch.randn(y.shape, dtype=torch.float64)
+    want, = torch.autograd.grad(y, w, gy)
+    assert_close(_weight_grad_taps(x, gy, w_shape[2:], padding, dilation, groups), want, torch.float64,
+                 what="weight grad by taps")
