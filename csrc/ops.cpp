@@ -81,6 +81,10 @@ TORCH_LIBRARY(torch_bp, m) {
   m.def("bce_with_logits_fwd(Tensor x, Tensor t, Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor");
   m.def("bce_with_logits_bwd(Tensor grad_out, Tensor x, Tensor t, Tensor? weight, Tensor? pos_weight, "
         "str reduction) -> Tensor");
+  // conv: ConvFunction, ConvTransposeFunction, the weight gradient of a 1d/2d convolution of x (N, C, *H)
+  // with output gradient grad_y (N, O, *Ho); returns (O, C/groups, *kernel_size)
+  m.def("conv_weight_grad(Tensor x, Tensor grad_y, int[] kernel_size, int[] stride, int[] padding, int[] dilation, "
+        "int groups) -> Tensor");
   // recurrent: LSTMFunction, GRUFunction, the time loop of one layer and direction. gi = W_ih x + b
   // of all steps (N, G*H); the steps as (offsets[s], sizes[s]) in the order visited; h0/c0/dh/dc: the
   // state (B, .). lstm fwd -> (Y, h_n, c_n, Hprev, Cprev, A, C), bwd -> (dA, dh_0, dc_0, dHo or

@@ -9,3 +9,4 @@
 #include "cpu/pooling.cpp"
 #include "cpu/recurrent.cpp"
 #include "cpu/attention.cpp"
+#include "cpu/conv.cpp"

@@ -1,7 +1,8 @@
 """The CNN kernels' edge cases against torch, on both backends: max pooling's window argmax with
 ties, NaN and -inf on the vectorised 2 x 2 path (rows wide enough for whole vectors) and the
 scalar one, and its backward; batch norm's and group norm's compiled statistics far from zero; average
-pooling on wide rows (the vectorised 2 x 2 path)."""
+pooling on wide rows (the vectorised 2 x 2 path); the compiled conv weight gradient (im2col + matmul
+over row blocks) with strides, dilation, groups and edges."""
 from __future__ import annotations
 
 import pytest
@@ -96,3 +97,58 @@ def test_group_norm_far_from_zero_like_torch(backend, dtype, affine):
     inputs = [t for t in (x, w, b) if t is not None]
     for a, r in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(yt, inputs, g.double())):
         assert_close(a, r.to(dtype), dtype, cond=cond, what="group_norm grad")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("case", [
+    ((3, 6, 11, 9), (4, 3, 3, 2), (2, 1), (2, 0), (2, 1), 2),   # strided, dilated, grouped, padding beyond taps
+    ((2, 5, 7, 40), (3, 5, 3, 5), (1, 3), (1, 2), (1, 2), 1),   # several row blocks, stride 3 columns
+    ((2, 4, 3, 3), (2, 4, 5, 5), (1, 1), (2, 2), (1, 1), 1),    # kernel larger than the input, all-zero rows
+    ((2, 4, 13), (6, 2, 4), (1,), (3,), (2,), 2),              # 1d
+    ((4, 3, 300), (5, 3, 7), (3,), (1,), (1,), 1),             # 1d, long rows, stride
+], ids=["2d-strided-grouped", "2d-row-blocks", "2d-big-kernel", "1d-grouped", "1d-long"])
+def test_conv_weight_grad_kernel_matches_python_rule(case, dtype):
+    """torch_bp::conv_weight_grad against the Python rule (_weight_grad's swapped convolution)."""
+    before = torch_bp.backend_info().requested
+    if before == "python":
+        pytest.skip("TORCH_BP_BACKEND=python")
+    try:
+        torch_bp.set_backend("cpp")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    from torch_bp.ops.conv import _weight_grad
+    x_shape, w_shape, stride, padding, dilation, groups = case
+    torch.manual_seed(0)
+    x = torch.randn(x_shape, dtype=dtype)
+    w = torch.randn(w_shape, dtype=dtype)
+    conv = TF.conv2d if len(w_shape) == 4 else TF.conv1d
+    gy = torch.randn(conv(x, w, None, stride, padding, dilation, groups).shape, dtype=dtype)
+    k = w_shape[2:]
+    got = torch.ops.torch_bp.conv_weight_grad(x.transpose(0, 1).contiguous().transpose(0, 1), gy, list(k),
+                                              list(stride), list(padding), list(dilation), groups)
+    torch_bp.set_backend("python")
+    try:
+        want = _weight_grad(x, gy, k, stride, padding, dilation, groups)
+    finally:
+        torch_bp.set_backend(before)
+    assert got.shape == w.shape
+    assert_close(got, want, dtype, what="conv weight grad")
+
+
+@pytest.mark.parametrize("case", [
+    ((2, 4, 33, 35), (6, 4, 3, 3), (1, 1), (1, 1), 1),    # a plane past _TAP_MATMUL_MIN_PLANE
+    ((2, 4, 9, 7), (6, 2, 3, 2), (2, 0), (2, 3), 2),      # dilated, grouped, padding beyond the taps
+    ((2, 3, 5, 6), (2, 3, 1, 1), (0, 0), (1, 1), 1),      # 1 x 1
+    ((2, 4, 13), (6, 2, 4), (3,), (2,), 2),                # 1d
+], ids=["2d-large-plane", "2d-dilated-grouped", "2d-1x1", "1d-grouped"])
+def test_weight_grad_taps_like_torch(case):
+    """The Python rule's one-matmul-per-tap weight gradient (flat windows of padded rows) against torch."""
+    from torch_bp.ops.conv import _weight_grad_taps
+    x_shape, w_shape, padding, dilation, groups = case
+    torch.manual_seed(0)
+    x = torch.randn(x_shape, dtype=torch.float64)
+    w = torch.randn(w_shape, dtype=torch.float64, requires_grad=True)
+    conv = TF.conv2d if len(w_shape) == 4 else TF.conv1d
+    y = conv(x, w, None, 1, padding, dilation, groups)
+    gy = torch.randn(y.shape, dtype=torch.float64)
+    want, = torch.autograd.grad(y, w, gy)
+    assert_close(_weight_grad_taps(x, gy, w_shape[2:], padding, dilation, groups), want, torch.float64,
+                 what="weight grad by taps")

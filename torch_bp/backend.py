@@ -61,6 +61,8 @@ COMPILED = {
     "LSTMFunction": ("lstm_layer_fwd", "lstm_layer_bwd"),
     "GRUFunction": ("gru_layer_fwd", "gru_layer_bwd"),
     "ScaledDotProductAttentionFunction": ("attention_fwd", "attention_bwd"),
+    "ConvFunction": ("conv_weight_grad",),
+    "ConvTransposeFunction": ("conv_weight_grad",),
 }
 
 _mode = "python"
@@ -309,6 +311,10 @@ def _register_fakes():
     @reg("torch_bp::attention_bwd")
     def _(grad_o, q, k, v, o, lse, keep, causal, scale, keep_scale):
         return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+    @reg("torch_bp::conv_weight_grad")
+    def _(x, grad_y, kernel_size, stride, padding, dilation, groups):
+        return x.new_empty((grad_y.shape[1], x.shape[1] // groups, *kernel_size))
 
     # grad_x = mask_bwd(grad_y, mask, scale) is linear in grad_y: its derivative is itself
     # (relu and dropout support double backward through it).
