@@ -8,3 +8,4 @@
 #include "cpu/loss.cpp"
 #include "cpu/pooling.cpp"
 #include "cpu/recurrent.cpp"
+#include "cpu/embedding.cpp"

@@ -51,6 +51,7 @@ COMPILED = {
     "SoftmaxFunction": ("softmax_bwd",),
     "LogSoftmaxFunction": ("log_softmax_bwd",),
     "DropoutFunction": ("dropout_fwd", "pack_mask", "mask_bwd"),
+    "EmbeddingFunction": ("embedding_fwd", "embedding_bwd"),
     "CrossEntropyFunction": ("cross_entropy_fwd", "cross_entropy_bwd"),
     "MSELossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
     "L1LossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
@@ -245,6 +246,14 @@ def _register_fakes():
 
     for name in ("softmax_bwd", "log_softmax_bwd"):
         reg(f"torch_bp::{name}")(lambda g, y: torch.empty_like(y, memory_format=torch.contiguous_format))
+
+    @reg("torch_bp::embedding_fwd")
+    def _(indices, weight):
+        return weight.new_empty((*indices.shape, weight.shape[1]))
+
+    @reg("torch_bp::embedding_bwd")
+    def _(grad_y, indices, num_weights, padding_idx, scale_grad_by_freq):
+        return grad_y.new_empty((num_weights, grad_y.shape[-1]))
 
     @reg("torch_bp::cross_entropy_fwd")
     def _(x, target, weight, reduction, ignore_index, label_smoothing):
