@@ -47,9 +47,9 @@ COMPILED = {
     "ELUFunction": ("elu_fwd", "elu_bwd"),
     "SoftplusFunction": ("softplus_fwd", "softplus_bwd"),
     "TanhFunction": ("tanh_bwd",),
-    "SigmoidFunction": ("sigmoid_bwd",),
-    "SoftmaxFunction": ("softmax_bwd",),
-    "LogSoftmaxFunction": ("log_softmax_bwd",),
+    "SigmoidFunction": ("sigmoid_fwd", "sigmoid_bwd"),
+    "SoftmaxFunction": ("softmax_fwd", "softmax_bwd"),
+    "LogSoftmaxFunction": ("log_softmax_fwd", "log_softmax_bwd"),
     "DropoutFunction": ("dropout_fwd", "pack_mask", "mask_bwd"),
     "EmbeddingFunction": ("embedding_fwd", "embedding_bwd"),
     "CrossEntropyFunction": ("cross_entropy_fwd", "cross_entropy_bwd"),
@@ -207,7 +207,8 @@ def _register_fakes():
     def _(grad_y, idx, x_size, kernel_size, stride, padding, dilation):
         return grad_y.new_empty(x_size)
 
-    for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd"):
+    for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd", "sigmoid_fwd", "softmax_fwd",
+                 "log_softmax_fwd"):
         reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
     for name in ("gelu_bwd", "silu_bwd", "leaky_relu_bwd", "elu_bwd", "softplus_bwd", "tanh_bwd", "sigmoid_bwd",
                  "pointwise_loss_bwd", "bce_with_logits_bwd"):

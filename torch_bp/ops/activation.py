@@ -7,9 +7,9 @@ Conventions (the same as torch's):
 Every backward here is written with differentiable tensor ops, so these rules support
 double backward (``gradgradcheck``).
 
-Compiled (csrc/cpu/activation.cpp), one pass each way: leaky_relu, elu, gelu, silu, softplus;
-the backward of relu (from a 1-bit mask), tanh, sigmoid, softmax and log_softmax (their
-forwards are torch's).
+Compiled (csrc/cpu/activation.cpp), one pass each way: leaky_relu, elu, gelu, silu, softplus,
+sigmoid, softmax and log_softmax (over the last dim; one row at a time); the backward of relu
+(from a 1-bit mask) and tanh (their forwards are torch's).
 """
 from __future__ import annotations
 
@@ -304,6 +304,8 @@ class SigmoidFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x):
+        if backend.use_cpp(x):  # the same function, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.sigmoid_fwd(x)
         return torch.sigmoid(x)
 
     @staticmethod
@@ -324,6 +326,11 @@ class SigmoidFunction(torch.autograd.Function):
 # ======================================================================================
 # --- Softmax / LogSoftmax --- (core: softmax family)
 # ======================================================================================
+def _last_dim(x: torch.Tensor, dim: int) -> bool:
+    """True when ``dim`` names the last dim of ``x`` (where the compiled kernels apply)."""
+    return x.dim() > 0 and dim in (-1, x.dim() - 1)
+
+
 class SoftmaxFunction(torch.autograd.Function):
     r"""Softmax along ``dim``.
 
@@ -337,6 +344,8 @@ class SoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, dim):
+        if _last_dim(x, dim) and backend.use_cpp(x):  # csrc/cpu/activation.cpp
+            return torch.ops.torch_bp.softmax_fwd(x)
         return torch.softmax(x, dim)
 
     @staticmethod
@@ -347,7 +356,7 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
-        if y.dim() and ctx.dim % y.dim() == y.dim() - 1 and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
+        if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.softmax_bwd(grad_y, y), None
         yf, gf = opmath(y), opmath(grad_y)
         if _one_buffer():  # t = grad_y * y, then t = t - y * sum(t), in one buffer
@@ -372,6 +381,8 @@ class LogSoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, dim):
+        if _last_dim(x, dim) and backend.use_cpp(x):  # csrc/cpu/activation.cpp
+            return torch.ops.torch_bp.log_softmax_fwd(x)
         return torch.log_softmax(x, dim)
 
     @staticmethod
@@ -382,7 +393,7 @@ class LogSoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
-        if y.dim() and ctx.dim % y.dim() == y.dim() - 1 and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
+        if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.log_softmax_bwd(grad_y, y), None
         gf = opmath(grad_y)
         if _one_buffer():  # t = e^y, then t = grad_y - t * sum(grad_y), in one buffer
