@@ -30,8 +30,11 @@ def _one_buffer() -> bool:
 
     NOTE: on CPU a fresh tensor of many megabytes costs more than the arithmetic on it (its
     pages are mapped as they are first written), so the rules below reuse one buffer for all
-    their elementwise steps instead of allocating one per step; the math and its rounding per
-    step are those of the plain form next to it.
+    their elementwise steps instead of allocating one per step. The math is that of the plain
+    form next to it, with at most one rounding more or less per element: sigmoid's
+    grad_y (1 - y) is lerp(grad_y, 0, y), i.e. grad_y - y grad_y below y = 1/2 and
+    grad_y (1 - y) (1 - y exact) above, as torch's lerp kernel branches; softmax's
+    y (grad_y - s) is grad_y y - y s.
     """
     return not torch.is_grad_enabled() and plain_eager()
 
