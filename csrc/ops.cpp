@@ -50,10 +50,12 @@ TORCH_LIBRARY(torch_bp, m) {
   m.def("relu_mask(Tensor y) -> Tensor");
   m.def("mask_bwd(Tensor grad_y, Tensor mask, Tensor? scale) -> Tensor");
   // activation: SoftmaxFunction, LogSoftmaxFunction (the softmax dim is the last one; y the output)
+  m.def("softmax_fwd(Tensor x) -> Tensor");
+  m.def("log_softmax_fwd(Tensor x) -> Tensor");
   m.def("softmax_bwd(Tensor grad_y, Tensor y) -> Tensor");
   m.def("log_softmax_bwd(Tensor grad_y, Tensor y) -> Tensor");
-  // activation: LeakyReLUFunction, ELUFunction, SoftplusFunction (saved: x), TanhFunction and
-  // SigmoidFunction (the forward is torch's; saved: y, the bwd's second argument)
+  // activation: LeakyReLUFunction, ELUFunction, SoftplusFunction (saved: x), TanhFunction (the forward
+  // is torch's) and SigmoidFunction (saved: y, the bwd's second argument)
   m.def("leaky_relu_fwd(Tensor x, float negative_slope) -> Tensor");
   m.def("leaky_relu_bwd(Tensor grad_y, Tensor x, float negative_slope) -> Tensor");
   m.def("elu_fwd(Tensor x, float alpha) -> Tensor");
@@ -61,7 +63,13 @@ TORCH_LIBRARY(torch_bp, m) {
   m.def("softplus_fwd(Tensor x, float beta, float threshold) -> Tensor");
   m.def("softplus_bwd(Tensor grad_y, Tensor x, float beta, float threshold) -> Tensor");
   m.def("tanh_bwd(Tensor grad_y, Tensor y) -> Tensor");
+  m.def("sigmoid_fwd(Tensor x) -> Tensor");
   m.def("sigmoid_bwd(Tensor grad_y, Tensor y) -> Tensor");
+  // embedding: EmbeddingFunction, indices (*) int64/int32, weight (V, D); bwd: grad_W (V, D), the rows of
+  // grad_y (*, D) summed per index, divided by the index's count under scale_grad_by_freq, 0 at padding_idx
+  m.def("embedding_fwd(Tensor indices, Tensor weight) -> Tensor");
+  m.def("embedding_bwd(Tensor grad_y, Tensor indices, int num_weights, int? padding_idx, bool scale_grad_by_freq)"
+        " -> Tensor");
   // dropout: DropoutFunction (mask: bool in, 1 bit per element saved; backward: mask_bwd)
   m.def("dropout_fwd(Tensor x, Tensor mask, Tensor scale) -> Tensor");
   m.def("pack_mask(Tensor mask) -> Tensor");

@@ -10,3 +10,4 @@
 #include "cpu/recurrent.cpp"
 #include "cpu/attention.cpp"
 #include "cpu/conv.cpp"
+#include "cpu/embedding.cpp"

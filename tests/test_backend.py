@@ -391,3 +391,61 @@ def test_wheel_carries_the_sources():
     if not top_csrc.is_dir():
         pytest.skip("not a source checkout")
     assert (pkg_csrc / "torch_bp.cpp").is_file() and pkg_csrc.resolve() == top_csrc.resolve()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_compiled_softmax_rows(name, dtype, cpp):
+    """Rows of every length around a vector (tails), many rows (parallel), -inf masks, NaN, +inf."""
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(n, d, generator=g, dtype=torch.float64) * 4 for n, d in ((3, 1), (5, 7), (4, 16), (3, 17),
+                                                                             (2, 33), (300, 130))]
+    special = torch.randn(6, 9, generator=g, dtype=torch.float64)
+    special[0, ::2] = -math.inf
+    special[1] = -math.inf
+    special[2, 3] = math.nan
+    special[3, 4] = math.inf
+    xs.append(special)
+    gys = [torch.randn(x.shape, generator=g, dtype=torch.float64).to(dtype) for x in xs]
+    results = {}
+    for b, f in (("python", torch_bp.functional), ("cpp", torch_bp.functional), ("torch", _F)):
+        torch_bp.set_backend("python" if b == "python" else "cpp")
+        results[b] = []
+        for x0, gy in zip(xs, gys):
+            x = x0.to(dtype).requires_grad_()
+            out = getattr(f, name)(x, -1)
+            out.backward(gy)
+            results[b].append((out, x.grad))
+    for x0, gy, cs, ps, rs in zip(xs, gys, results["cpp"], results["python"], results["torch"]):
+        # the gradient from y rounded once more or less (bfloat16: a last-bit difference in y
+        # moves grad_x = grad_y - e^y sum(grad_y) by up to sum |grad_y| of its row times that bit)
+        conds = (1.0, float(gy.double().abs().sum(-1).max()) if dtype == torch.bfloat16 else 1.0)
+        for what, cond, c, p, r in zip(("output", "grad_x"), conds, cs, ps, rs):
+            assert_close(c, p, dtype, cond, what=f"{name} {what} {tuple(x0.shape)} (cpp vs python)")
+            if dtype != torch.bfloat16:
+                assert_close(c, r, dtype, what=f"{name} {what} {tuple(x0.shape)} (cpp vs torch)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_compiled_embedding_rows(dtype, cpp):
+    """Many positions per row and rows never looked up, padding_idx, scale_grad_by_freq, int32."""
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 40, (64, 50), generator=g) % torch.randint(1, 60, (64, 1), generator=g)  # skewed
+    w0 = torch.randn(70, 19, generator=g, dtype=torch.float64).to(dtype)
+    cases = [(i, kw) for i in (idx, idx.int(), idx.t())
+             for kw in ({}, {"padding_idx": 0}, {"scale_grad_by_freq": True}, {"scale_grad_by_freq": True, "padding_idx": 2})]
+    gys = [torch.randn(*i.shape, 19, generator=g, dtype=torch.float64).to(dtype) for i, _ in cases]
+    results = {}
+    for b, f in (("python", torch_bp.functional), ("cpp", torch_bp.functional), ("torch", _F)):
+        torch_bp.set_backend("python" if b == "python" else "cpp")
+        results[b] = []
+        for (i, kw), gy in zip(cases, gys):
+            w = w0.clone().requires_grad_()
+            out = f.embedding(i, w, **kw)
+            out.backward(gy)
+            results[b].append((out, w.grad))
+    for (_, kw), cs, ps, rs in zip(cases, results["cpp"], results["python"], results["torch"]):
+        for what, c, p, r in zip(("output", "grad_w"), cs, ps, rs):
+            assert_close(c, p, dtype, what=f"embedding {what} {kw} (cpp vs python)")
+            if dtype != torch.bfloat16:
+                assert_close(c, r, dtype, what=f"embedding {what} {kw} (cpp vs torch)")

@@ -97,6 +97,8 @@ def test_group_norm_far_from_zero_like_torch(backend, dtype, affine):
     inputs = [t for t in (x, w, b) if t is not None]
     for a, r in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(yt, inputs, g.double())):
         assert_close(a, r.to(dtype), dtype, cond=cond, what="group_norm grad")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("case", [
     ((3, 6, 11, 9), (4, 3, 3, 2), (2, 1), (2, 0), (2, 1), 2),   # strided, dilated, grouped, padding beyond taps

@@ -49,10 +49,11 @@ COMPILED = {
     "ELUFunction": ("elu_fwd", "elu_bwd"),
     "SoftplusFunction": ("softplus_fwd", "softplus_bwd"),
     "TanhFunction": ("tanh_bwd",),
-    "SigmoidFunction": ("sigmoid_bwd",),
-    "SoftmaxFunction": ("softmax_bwd",),
-    "LogSoftmaxFunction": ("log_softmax_bwd",),
+    "SigmoidFunction": ("sigmoid_fwd", "sigmoid_bwd"),
+    "SoftmaxFunction": ("softmax_fwd", "softmax_bwd"),
+    "LogSoftmaxFunction": ("log_softmax_fwd", "log_softmax_bwd"),
     "DropoutFunction": ("dropout_fwd", "pack_mask", "mask_bwd"),
+    "EmbeddingFunction": ("embedding_fwd", "embedding_bwd"),
     "CrossEntropyFunction": ("cross_entropy_fwd", "cross_entropy_bwd"),
     "MSELossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
     "L1LossFunction": ("pointwise_loss_fwd", "pointwise_loss_bwd"),
@@ -233,7 +234,8 @@ def _register_fakes():
     def _(grad_y, x_size, kernel_size, stride, padding, count_include_pad, divisor_override):
         return grad_y.new_empty(x_size)
 
-    for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd"):
+    for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd", "sigmoid_fwd", "softmax_fwd",
+                 "log_softmax_fwd"):
         reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
     for name in ("gelu_bwd", "silu_bwd", "leaky_relu_bwd", "elu_bwd", "softplus_bwd", "tanh_bwd", "sigmoid_bwd",
                  "pointwise_loss_bwd", "bce_with_logits_bwd"):
@@ -272,6 +274,14 @@ def _register_fakes():
 
     for name in ("softmax_bwd", "log_softmax_bwd"):
         reg(f"torch_bp::{name}")(lambda g, y: torch.empty_like(y, memory_format=torch.contiguous_format))
+
+    @reg("torch_bp::embedding_fwd")
+    def _(indices, weight):
+        return weight.new_empty((*indices.shape, weight.shape[1]))
+
+    @reg("torch_bp::embedding_bwd")
+    def _(grad_y, indices, num_weights, padding_idx, scale_grad_by_freq):
+        return grad_y.new_empty((num_weights, grad_y.shape[-1]))
 
     @reg("torch_bp::cross_entropy_fwd")
     def _(x, target, weight, reduction, ignore_index, label_smoothing):

@@ -1,5 +1,5 @@
 // CPU kernels of torch_bp/ops/activation.py: relu's bit-packed mask, gelu (both modes), silu,
-// leaky_relu, elu, softplus, and the backward rules of tanh and sigmoid.
+// leaky_relu, elu, softplus, sigmoid, softmax and log_softmax (last dim), and tanh's backward.
 //
 // Elementwise kernels run over the flattened, contiguous tensor in blocks (at::parallel_for),
 // one vector of acc_t at a time; transcendental functions are at::vec's (Sleef, or the same
@@ -144,7 +144,10 @@ at::Tensor softplus_bwd(const at::Tensor& grad_y, const at::Tensor& x, double be
   });
 }
 
-// --- Tanh, Sigmoid: the backward rules, from the saved output y (the forwards are torch's) ---
+// --- Tanh, Sigmoid: the backward rules, from the saved output y (tanh's forward is torch's) ---
+at::Tensor sigmoid_fwd(const at::Tensor& x) {
+  return map_fwd(x, []<typename V>(const V& v) { return sigmoid(v); });
+}
 at::Tensor tanh_bwd(const at::Tensor& grad_y, const at::Tensor& y) {
   return map_bwd("tanh_bwd", grad_y, y, []<typename V>(const V& g, const V& v) { return g * (splat<V>(1) - v * v); });
 }
@@ -184,7 +187,60 @@ at::Tensor relu_mask(const at::Tensor& y_) {
   return mask;
 }
 
-// --- Softmax / LogSoftmax over the last dim: the backward rules, one pass over each row ---
+// --- Softmax / LogSoftmax over the last dim: forward and backward, one row at a time ---
+// softmax:      m = max x,  s = sum(e^{x - m}),  y = e^{x - m} * (1 / s)
+// log_softmax:  m = max x,  s = sum(e^{x - m}),  y = (x - m) - log s
+// (the formulas of torch's vectorised kernels; e^{x - m} is recomputed in the last pass rather
+// than stored, so that a bfloat16 output is rounded once). The row stays in L1 between passes.
+template <typename T, bool LOG>
+void softmax_fwd_kernel(const T* x, T* y, int64_t n, int64_t d) {
+  using A = acc_t<T>;
+  using V = AVec<T>;
+  at::parallel_for(0, n, row_grain(d), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * d;
+      T* out = y + r * d;
+      const V lowest(-std::numeric_limits<A>::infinity());
+      V mx = lowest;  // at::vec::maximum propagates NaN, as torch's max
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        const V v = vload(xr + j, k);
+        mx = at::vec::maximum(mx, k == V::size() ? v : V::set(lowest, v, k));
+      });
+      const V mv(at::vec::vec_reduce_all([](V& a, V& b) { return at::vec::maximum(a, b); }, mx));
+      V acc(0);
+      vec_loop<T>(d, [&](int64_t j, int64_t k) {
+        const V e = (vload(xr + j, k) - mv).exp();
+        acc += k == V::size() ? e : V::set(V(0), e, k);
+      });
+      const A s = hsum(acc);
+      if constexpr (LOG) {
+        const V ls(std::log(s));
+        vec_loop<T>(d, [&](int64_t j, int64_t k) { vstore(out + j, (vload(xr + j, k) - mv) - ls, k); });
+      } else {
+        const V inv(A(1) / s);
+        vec_loop<T>(d, [&](int64_t j, int64_t k) { vstore(out + j, (vload(xr + j, k) - mv).exp() * inv, k); });
+      }
+    }
+  });
+}
+
+template <bool LOG>
+at::Tensor softmax_fwd_impl(const at::Tensor& x_) {
+  TORCH_CHECK(x_.dim() >= 1, "torch_bp::softmax_fwd: x must be at least 1-d");
+  const at::Tensor x = x_.contiguous();
+  const int64_t d = x.size(-1), n = d > 0 ? x.numel() / d : 0;
+  at::Tensor y = new_output_like(x);
+  if (n == 0) return y;
+  TORCH_BP_DISPATCH(x.scalar_type(), "softmax_fwd", [&] {
+    softmax_fwd_kernel<scalar_t, LOG>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), n, d);
+  });
+  return y;
+}
+
+at::Tensor softmax_fwd(const at::Tensor& x) { return softmax_fwd_impl<false>(x); }
+at::Tensor log_softmax_fwd(const at::Tensor& x) { return softmax_fwd_impl<true>(x); }
+
+// The backward rules, one pass over each row.
 // softmax:      grad_x = y * (grad_y - sum(grad_y * y))
 // log_softmax:  grad_x = grad_y - e^y * sum(grad_y)
 template <typename T, bool LOG>
@@ -297,7 +353,10 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("softplus_fwd", &act::softplus_fwd);
   m.impl("softplus_bwd", &act::softplus_bwd);
   m.impl("tanh_bwd", &act::tanh_bwd);
+  m.impl("sigmoid_fwd", &act::sigmoid_fwd);
   m.impl("sigmoid_bwd", &act::sigmoid_bwd);
+  m.impl("softmax_fwd", &act::softmax_fwd);
+  m.impl("log_softmax_fwd", &act::log_softmax_fwd);
   m.impl("relu_mask", &act::relu_mask);
   m.impl("softmax_bwd", &act::softmax_bwd);
   m.impl("log_softmax_bwd", &act::log_softmax_bwd);

@@ -7,9 +7,9 @@ Conventions (the same as torch's):
 Every backward here is written with differentiable tensor ops, so these rules support
 double backward (``gradgradcheck``).
 
-Compiled (csrc/cpu/activation.cpp), one pass each way: leaky_relu, elu, gelu, silu, softplus;
-the backward of relu (from a 1-bit mask), tanh, sigmoid, softmax and log_softmax (their
-forwards are torch's).
+Compiled (csrc/cpu/activation.cpp), one pass each way: leaky_relu, elu, gelu, silu, softplus,
+sigmoid, softmax and log_softmax (over the last dim; one row at a time); the backward of relu
+(from a 1-bit mask) and tanh (their forwards are torch's).
 """
 from __future__ import annotations
 
@@ -20,7 +20,23 @@ import torch
 
 from .. import backend
 from . import _lean
-from ._util import opmath
+from ._util import opmath, plain_eager
+
+
+def _one_buffer() -> bool:
+    """True where a backward may build its result in place in one fresh buffer: not under
+    ``create_graph`` (grad mode on: the differentiable form runs) nor torch.compile tracing or
+    torch.func transforms (a batched operand cannot be written into an unbatched buffer).
+
+    NOTE: on CPU a fresh tensor of many megabytes costs more than the arithmetic on it (its
+    pages are mapped as they are first written), so the rules below reuse one buffer for all
+    their elementwise steps instead of allocating one per step. The math is that of the plain
+    form next to it, with at most one rounding more or less per element: sigmoid's
+    grad_y (1 - y) is lerp(grad_y, 0, y), i.e. grad_y - y grad_y below y = 1/2 and
+    grad_y (1 - y) (1 - y exact) above, as torch's lerp kernel branches; softmax's
+    y (grad_y - s) is grad_y y - y s.
+    """
+    return not torch.is_grad_enabled() and plain_eager()
 
 
 # --- ReLU ---
@@ -291,6 +307,8 @@ class SigmoidFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x):
+        if backend.use_cpp(x):  # the same function, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.sigmoid_fwd(x)
         return torch.sigmoid(x)
 
     @staticmethod
@@ -302,13 +320,20 @@ class SigmoidFunction(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         if backend.use_cpp(y, grad_y):  # the same rule, compiled (csrc/cpu/activation.cpp)
             return torch.ops.torch_bp.sigmoid_bwd(grad_y, y)
-        yf = opmath(y)
-        return (opmath(grad_y) * yf * (1.0 - yf)).to(grad_y.dtype)
+        yf, gf = opmath(y), opmath(grad_y)
+        if _one_buffer():  # grad_y (1 - y) as lerp(grad_y, 0, y), then times y, in one buffer
+            return torch.lerp(gf, gf.new_zeros(()), yf).mul_(yf).to(grad_y.dtype)
+        return (gf * yf * (1.0 - yf)).to(grad_y.dtype)
 
 
 # ======================================================================================
 # --- Softmax / LogSoftmax --- (core: softmax family)
 # ======================================================================================
+def _last_dim(x: torch.Tensor, dim: int) -> bool:
+    """True when ``dim`` names the last dim of ``x`` (where the compiled kernels apply)."""
+    return x.dim() > 0 and dim in (-1, x.dim() - 1)
+
+
 class SoftmaxFunction(torch.autograd.Function):
     r"""Softmax along ``dim``.
 
@@ -322,6 +347,8 @@ class SoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, dim):
+        if _last_dim(x, dim) and backend.use_cpp(x):  # csrc/cpu/activation.cpp
+            return torch.ops.torch_bp.softmax_fwd(x)
         return torch.softmax(x, dim)
 
     @staticmethod
@@ -332,9 +359,12 @@ class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
-        if y.dim() and ctx.dim % y.dim() == y.dim() - 1 and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
+        if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.softmax_bwd(grad_y, y), None
         yf, gf = opmath(y), opmath(grad_y)
+        if _one_buffer():  # t = grad_y * y, then t = t - y * sum(t), in one buffer
+            t = gf * yf
+            return t.addcmul_(yf, t.sum(ctx.dim, keepdim=True), value=-1).to(grad_y.dtype), None
         grad_x = yf * (gf - (gf * yf).sum(ctx.dim, keepdim=True))
         return grad_x.to(grad_y.dtype), None
 
@@ -354,6 +384,8 @@ class LogSoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, dim):
+        if _last_dim(x, dim) and backend.use_cpp(x):  # csrc/cpu/activation.cpp
+            return torch.ops.torch_bp.log_softmax_fwd(x)
         return torch.log_softmax(x, dim)
 
     @staticmethod
@@ -364,8 +396,11 @@ class LogSoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
-        if y.dim() and ctx.dim % y.dim() == y.dim() - 1 and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
+        if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.log_softmax_bwd(grad_y, y), None
         gf = opmath(grad_y)
+        if _one_buffer():  # t = e^y, then t = grad_y - t * sum(grad_y), in one buffer
+            t = torch.exp(opmath(y))
+            return torch.addcmul(gf, t, gf.sum(ctx.dim, keepdim=True), value=-1, out=t).to(grad_y.dtype), None
         grad_x = gf - torch.exp(opmath(y)) * gf.sum(ctx.dim, keepdim=True)
         return grad_x.to(grad_y.dtype), None

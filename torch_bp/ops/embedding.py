@@ -1,9 +1,14 @@
-r"""Embedding: a lookup of rows of a weight matrix by index."""
+r"""Embedding: a lookup of rows of a weight matrix by index.
+
+Compiled (csrc/cpu/embedding.cpp): the lookup, and the backward as one write of each row of
+grad_W (the positions grouped by index first) instead of zeros plus an index_add.
+"""
 from __future__ import annotations
 
 import torch
 
-from ._util import example_rows, opmath, out_buffer
+from .. import backend
+from ._util import example_rows, opmath, out_buffer, plain_eager
 
 
 # --- Embedding ---
@@ -27,6 +32,8 @@ class EmbeddingFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(indices, weight, padding_idx, scale_grad_by_freq):
+        if backend.use_cpp(weight):  # the same lookup, compiled (csrc/cpu/embedding.cpp)
+            return torch.ops.torch_bp.embedding_fwd(indices, weight)
         flat = indices.reshape(-1)
         return weight.index_select(0, flat).reshape(*indices.shape, weight.shape[1])
 
@@ -41,6 +48,10 @@ class EmbeddingFunction(torch.autograd.Function):
         (indices,) = ctx.saved_tensors
         if not ctx.needs_input_grad[1]:
             return None, None, None, None
+        if backend.use_cpp(grad_y):  # the same rule, compiled (csrc/cpu/embedding.cpp)
+            grad_w = torch.ops.torch_bp.embedding_bwd(grad_y, indices, ctx.num_weights, ctx.padding_idx,
+                                                      ctx.scale_grad_by_freq)
+            return None, grad_w, None, None
         flat = indices.reshape(-1)  # (n,)
         rows = opmath(grad_y.reshape(flat.shape[0], grad_y.shape[-1]))  # (n, D)
         if ctx.scale_grad_by_freq:
@@ -48,7 +59,10 @@ class EmbeddingFunction(torch.autograd.Function):
             rows = rows / counts.index_select(0, flat).unsqueeze(1).to(rows.dtype)
         if ctx.padding_idx is not None:
             rows = torch.where((flat == ctx.padding_idx).unsqueeze(1), 0, rows)
-        grad_w = rows.new_zeros(ctx.num_weights, rows.shape[1]).index_add(0, flat, rows)
+        grad_w = rows.new_zeros(ctx.num_weights, rows.shape[1])
+        # in place into the zeros (index_add would copy them first), except where rows may be
+        # batched by a torch.func transform and the zeros are not
+        grad_w = grad_w.index_add_(0, flat, rows) if plain_eager() else grad_w.index_add(0, flat, rows)
         return None, grad_w.to(grad_y.dtype), None, None
 
     @staticmethod
