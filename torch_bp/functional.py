@@ -811,6 +811,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             raise RuntimeError("Number of heads in key and value must divide the number of heads in query "
                                f"(got {hq} query heads, {hk} key heads and {hv} value heads)")
         groups = hq // hk
+        if groups == 0:  # no query heads: as torch, key and value repeated 0 times (zero gradients)
+            key, value, groups = key.narrow(-3, 0, 0), value.narrow(-3, 0, 0), 1
     batch = [t.shape[:-2] for t in (query, key, value)]
     if groups > 1:
         batch = [b[:-1] for b in batch]

@@ -58,8 +58,8 @@ inline void check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, cons
   }
 }
 
-// Scores of one tile, in place: x = scale * x, keys after the query's position -inf (causal; row r
-// is query i0 + r, column c key j0 + c).
+// Scores of one tile, in place: x = scale * x, keys after the query's position + -inf (causal; row r
+// is query i0 + r, column c key j0 + c): added as torch adds its causal bias, so a NaN score stays NaN.
 template <typename A>
 inline void scale_tile(A* s, int64_t n, int64_t bk, A scale, bool causal, int64_t i0, int64_t j0) {
   using V = at::vec::Vectorized<A>;
@@ -67,7 +67,7 @@ inline void scale_tile(A* s, int64_t n, int64_t bk, A scale, bool causal, int64_
     A* x = s + r * bk;
     at::vec::map([scale](V a) { return a * V(scale); }, x, x, bk);
     if (causal)
-      for (int64_t c = std::max<int64_t>(0, i0 + r + 1 - j0); c < bk; ++c) x[c] = -std::numeric_limits<A>::infinity();
+      for (int64_t c = std::max<int64_t>(0, i0 + r + 1 - j0); c < bk; ++c) x[c] += -std::numeric_limits<A>::infinity();
   }
 }
 

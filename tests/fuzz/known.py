@@ -308,6 +308,13 @@ def _huber_mixed_dtypes_backward(case, ours, ref):
             and isinstance(x, torch.Tensor) and isinstance(t, torch.Tensor) and x.dtype != t.dtype)
 
 
+def _sdpa_empty_unmatched(case, ours=None, ref=None):
+    q = case.value("query")
+    return (isinstance(q, torch.Tensor) and q.numel() == 0 and isinstance(ours, RuntimeError)
+            and not isinstance(ref, Exception)
+            and any(m in str(ours) for m in ("do not broadcast", "must have the same last dim")))
+
+
 def _conv_bias_dtype(case, ours=None, ref=None):
     """A bias whose dtype is not the input's (conv/pooling/batch-norm family)."""
     x, b = case.value("input"), case.value("bias")
@@ -406,6 +413,12 @@ TORCH_QUIRKS: dict[str, list] = {
                     "ours is +-inf or NaN (both non-finite at the same positions)"),
                    (_gradient_overflows, "a gradient beyond the dtype's range (torch's own float64 result "
                                          "overflows it): torch's GroupNorm backward gives NaN there, ours +-inf")],
+    "scaled_dot_product_attention": [(_sdpa_empty_unmatched,
+                                      "torch's sdpa returns an empty output for some empty queries without "
+                                      "matching their batch, head and feature dims against key and value "
+                                      "(e.g. query (0, 0, L, E) or (0, H, L, 0) with key (0, 2, S, E)) yet "
+                                      "rejects others ((1, 0) against (1, 2)); ours always matches them and "
+                                      "raises naming the shapes")],
     "adaptive_avg_pool2d": [(_adaptive_pool_empty_channels,
                              "torch's adaptive_avg_pool2d backward rejects an input with an empty non-batch "
                              "dim (its forward accepts it); ours returns the empty gradient")],

@@ -302,13 +302,19 @@ def _one_block(qs, k5, v5, causal, batch, dropout_p, seed):
 
     NOTE: every row has an unmasked key here (causal keeps key 0), so p = softmax(s) (one fused
     pass) and, with m = rowmax s, the largest p is exp(0) / l: lse = m + log l = m - log(max p),
-    to float rounding. This replaces the online-softmax passes (subtract, exp, sum) of the loop.
+    to float rounding. A row whose scores are all -inf (infinite inputs) gets p = 0, lse = -inf. This replaces the online-softmax passes (subtract, exp, sum) of the loop.
     """
     s = block_scores(qs, k5, None, causal, 0, k5.shape[-2], batch)  # (..., L, S)
     m = s.amax(-1, keepdim=True)
     p = torch.softmax(s, -1)
     lse = (m - torch.log(p.amax(-1, keepdim=True))).squeeze(-1)
-    if dropout_p > 0:
+    dead = m == float("-inf")  # every score -inf (from the data): p = 0 and lse = -inf, as the loop
+    if dead.any():
+        p.masked_fill_(dead, 0.0)
+        lse.masked_fill_(dead.squeeze(-1), float("-inf"))
+    if dropout_p >= 1:  # every weight dropped: 0 * p, so a NaN row stays NaN (as torch's p * mask)
+        p.mul_(0.0)
+    elif dropout_p > 0:
         p.masked_fill_(~keep_mask(seed, 0, p.shape, dropout_p, p.device), 0.0).mul_(keep_scale(dropout_p))
     return torch.matmul(p, v5), lse
 
