@@ -47,6 +47,7 @@ TORCH_LIBRARY(torch_bp, m) {
   m.def("gelu_bwd(Tensor grad_y, Tensor x, str approximate) -> Tensor");
   m.def("silu_fwd(Tensor x) -> Tensor");
   m.def("silu_bwd(Tensor grad_y, Tensor x) -> Tensor");
+  m.def("relu_fwd(Tensor x) -> Tensor");
   m.def("relu_mask(Tensor y) -> Tensor");
   m.def("mask_bwd(Tensor grad_y, Tensor mask, Tensor? scale) -> Tensor");
   // activation: SoftmaxFunction, LogSoftmaxFunction (the softmax dim is the last one; y the output)
@@ -62,6 +63,7 @@ TORCH_LIBRARY(torch_bp, m) {
   m.def("elu_bwd(Tensor grad_y, Tensor x, float alpha) -> Tensor");
   m.def("softplus_fwd(Tensor x, float beta, float threshold) -> Tensor");
   m.def("softplus_bwd(Tensor grad_y, Tensor x, float beta, float threshold) -> Tensor");
+  m.def("tanh_fwd(Tensor x) -> Tensor");
   m.def("tanh_bwd(Tensor grad_y, Tensor y) -> Tensor");
   m.def("sigmoid_fwd(Tensor x) -> Tensor");
   m.def("sigmoid_bwd(Tensor grad_y, Tensor y) -> Tensor");

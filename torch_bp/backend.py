@@ -44,11 +44,11 @@ COMPILED = {
     "AvgPool2dFunction": ("avg_pool2d_fwd", "avg_pool2d_bwd"),
     "GELUFunction": ("gelu_fwd", "gelu_bwd"),
     "SiLUFunction": ("silu_fwd", "silu_bwd"),
-    "ReLUFunction": ("relu_mask", "mask_bwd"),
+    "ReLUFunction": ("relu_fwd", "relu_mask", "mask_bwd"),
     "LeakyReLUFunction": ("leaky_relu_fwd", "leaky_relu_bwd"),
     "ELUFunction": ("elu_fwd", "elu_bwd"),
     "SoftplusFunction": ("softplus_fwd", "softplus_bwd"),
-    "TanhFunction": ("tanh_bwd",),
+    "TanhFunction": ("tanh_fwd", "tanh_bwd"),
     "SigmoidFunction": ("sigmoid_fwd", "sigmoid_bwd"),
     "SoftmaxFunction": ("softmax_fwd", "softmax_bwd"),
     "LogSoftmaxFunction": ("log_softmax_fwd", "log_softmax_bwd"),
@@ -234,7 +234,7 @@ def _register_fakes():
     def _(grad_y, x_size, kernel_size, stride, padding, count_include_pad, divisor_override):
         return grad_y.new_empty(x_size)
 
-    for name in ("gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd", "sigmoid_fwd", "softmax_fwd",
+    for name in ("relu_fwd", "tanh_fwd", "gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd", "sigmoid_fwd", "softmax_fwd",
                  "log_softmax_fwd"):
         reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
     for name in ("gelu_bwd", "silu_bwd", "leaky_relu_bwd", "elu_bwd", "softplus_bwd", "tanh_bwd", "sigmoid_bwd",

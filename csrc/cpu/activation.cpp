@@ -144,7 +144,10 @@ at::Tensor softplus_bwd(const at::Tensor& grad_y, const at::Tensor& x, double be
   });
 }
 
-// --- Tanh, Sigmoid: the backward rules, from the saved output y (tanh's forward is torch's) ---
+// --- Tanh, Sigmoid: forwards, and the backward rules from the saved output y ---
+at::Tensor tanh_fwd(const at::Tensor& x) {
+  return map_fwd(x, []<typename V>(const V& v) { return v.tanh(); });
+}
 at::Tensor sigmoid_fwd(const at::Tensor& x) {
   return map_fwd(x, []<typename V>(const V& v) { return sigmoid(v); });
 }
@@ -171,6 +174,13 @@ void relu_mask_range(const T* yp, uint8_t* mp, int64_t e, int64_t e1, int64_t n)
     for (int64_t b = 0; b < cnt; ++b) m |= static_cast<uint8_t>(!(yp[e + b] <= T(0))) << b;
     mp[e / 8] = m;
   }
+}
+
+// The forward, into an output of ours (new_output: huge-page advice, as every other compiled
+// forward; torch's relu output beside our huge-page gradient made relu's backward fault 3x
+// slower here): y = x where not x <= 0 (NaN passes, as torch's relu), else 0.
+at::Tensor relu_fwd(const at::Tensor& x) {
+  return map_fwd(x, []<typename V>(const V& v) { return V::blendv(v, splat<V>(0), v <= splat<V>(0)); });
 }
 
 at::Tensor relu_mask(const at::Tensor& y_) {
@@ -352,11 +362,13 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("elu_bwd", &act::elu_bwd);
   m.impl("softplus_fwd", &act::softplus_fwd);
   m.impl("softplus_bwd", &act::softplus_bwd);
+  m.impl("tanh_fwd", &act::tanh_fwd);
   m.impl("tanh_bwd", &act::tanh_bwd);
   m.impl("sigmoid_fwd", &act::sigmoid_fwd);
   m.impl("sigmoid_bwd", &act::sigmoid_bwd);
   m.impl("softmax_fwd", &act::softmax_fwd);
   m.impl("log_softmax_fwd", &act::log_softmax_fwd);
+  m.impl("relu_fwd", &act::relu_fwd);
   m.impl("relu_mask", &act::relu_mask);
   m.impl("softmax_bwd", &act::softmax_bwd);
   m.impl("log_softmax_bwd", &act::log_softmax_bwd);

@@ -8,8 +8,8 @@ Every backward here is written with differentiable tensor ops, so these rules su
 double backward (``gradgradcheck``).
 
 Compiled (csrc/cpu/activation.cpp), one pass each way: leaky_relu, elu, gelu, silu, softplus,
-sigmoid, softmax and log_softmax (over the last dim; one row at a time); the backward of relu
-(from a 1-bit mask) and tanh (their forwards are torch's).
+tanh, sigmoid, softmax and log_softmax (over the last dim; one row at a time); relu's forward
+and its backward from a 1-bit mask.
 """
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ class ReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x):
+        if backend.use_cpp(x):  # the same function, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.relu_fwd(x)
         return torch.relu(x)
 
     @staticmethod
@@ -282,6 +284,8 @@ class TanhFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x):
+        if backend.use_cpp(x):  # the same function, compiled (csrc/cpu/activation.cpp)
+            return torch.ops.torch_bp.tanh_fwd(x)
         return torch.tanh(x)
 
     @staticmethod
