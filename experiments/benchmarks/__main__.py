@@ -51,6 +51,18 @@ def _backends():
     return names
 
 
+def _cpu_model() -> str:
+    """' (model name)' from /proc/cpuinfo where there is one, else ''."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f" ({line.split(':', 1)[1].strip()})"
+    except OSError:
+        pass
+    return ""
+
+
 def _set_backend(name):
     if hasattr(torch_bp, "set_backend"):
         torch_bp.set_backend(name)
@@ -165,7 +177,7 @@ def main(argv=None):
     torch.set_num_threads(os.cpu_count() or 1)
     reps = 3 if a.quick else a.reps
     compile_ref = not (a.quick or a.no_compile)
-    machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {a.device}"
+    machine = f"{platform.machine()} {os.cpu_count()} cores{_cpu_model()}, torch {torch.__version__}, {a.device}"
     if a.device == "cuda":
         machine += f" ({torch.cuda.get_device_name()})"
     print(f"# torch_bp benchmark suite on {machine}; float32; times are medians of {reps} interleaved reps\n")
