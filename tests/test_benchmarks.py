@@ -1,0 +1,25 @@
+"""Smoke test of the benchmark suite's command (experiments/benchmarks): one layer and one model,
+few repetitions, its JSON read back. Times are never asserted; saved bytes are (deterministic)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+
+from experiments.benchmarks.__main__ import main  # noqa: E402
+
+
+def test_suite_writes_its_tables(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["--quick", "--only", "relu", "mlp_gelu", "--out", str(out)])
+    printed = capsys.readouterr().out
+    d = json.loads(out.read_text())
+    assert "relu" in printed and "mlp_gelu" in printed
+    relu = {r["backend"]: r for r in d["layers"] if r["layer"] == "relu"}
+    assert "python" in relu
+    for r in relu.values():
+        assert r["time_vs_eager"] > 0 and r["saved_ratio"] <= 0.25  # a mask of at most 1 byte per element
+    (mlp,) = {m["backend"]: m for m in d["models"] if m["model"] == "mlp_gelu" and m["backend"] == "python"}.values()
+    assert mlp["converted"] == "100%" and mlp["grad_max_rel_err"] < 1e-5 and mlp["saved_ratio"] <= 0.6
