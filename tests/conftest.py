@@ -46,12 +46,12 @@ def _deselect_uncompiled(config, items):
         items[:] = keep
 
 
-@pytest.fixture
-def torch_bp_backend(request):
+def _use_backend(name):
+    """Select backend ``name`` for one test (skip where "cpp" cannot run), restoring the one before."""
     import torch_bp
     from torch_bp import backend
     before = backend.backend_info().requested
-    if request.param == "cpp":
+    if name == "cpp":
         if before == "python":
             pytest.skip("TORCH_BP_BACKEND=python")
         try:
@@ -60,5 +60,23 @@ def torch_bp_backend(request):
             pytest.skip(str(e))
     else:
         torch_bp.set_backend("python")
-    yield request.param
+    yield name
     torch_bp.set_backend(before)
+
+
+@pytest.fixture
+def torch_bp_backend(request):
+    """The backend named by an indirect parametrization (``["python", "cpp"]``)."""
+    yield from _use_backend(request.param)
+
+
+@pytest.fixture(params=["python", "cpp"])
+def each_backend(request):
+    """Each backend in turn."""
+    yield from _use_backend(request.param)
+
+
+@pytest.fixture
+def cpp():
+    """The compiled backend (skipped where it cannot run)."""
+    yield from _use_backend("cpp")

@@ -46,19 +46,6 @@ needs_cpp = pytest.mark.skipif(_info().backend != "cpp" and _info().requested !=
                                reason=f"compiled backend unavailable: {_info().reason}")
 
 
-@pytest.fixture
-def cpp():
-    before = _info().requested
-    if before == "python":
-        pytest.skip("TORCH_BP_BACKEND=python")
-    try:
-        torch_bp.set_backend("cpp")
-    except RuntimeError as e:
-        pytest.skip(str(e))
-    yield
-    torch_bp.set_backend(before)
-
-
 class OpLog(TorchDispatchMode):
     """Records every torch_bp op called, with its (detached) arguments."""
 

@@ -13,18 +13,9 @@ import torch_bp
 from harness import assert_close
 
 
-@pytest.fixture(params=["python", "cpp"])
-def backend(request):
-    before = torch_bp.backend_info().requested
-    if request.param == "cpp":
-        try:
-            torch_bp.set_backend("cpp")
-        except RuntimeError as e:
-            pytest.skip(str(e))
-    else:
-        torch_bp.set_backend("python")
-    yield request.param
-    torch_bp.set_backend(before)
+@pytest.fixture
+def backend(each_backend):
+    return each_backend
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 40), (2, 2, 7, 67), (1, 2, 5, 4)])
@@ -107,15 +98,8 @@ def test_group_norm_far_from_zero_like_torch(backend, dtype, affine):
     ((2, 4, 13), (6, 2, 4), (1,), (3,), (2,), 2),              # 1d
     ((4, 3, 300), (5, 3, 7), (3,), (1,), (1,), 1),             # 1d, long rows, stride
 ], ids=["2d-strided-grouped", "2d-row-blocks", "2d-big-kernel", "1d-grouped", "1d-long"])
-def test_conv_weight_grad_kernel_matches_python_rule(case, dtype):
+def test_conv_weight_grad_kernel_matches_python_rule(case, dtype, cpp):
     """torch_bp::conv_weight_grad against the Python rule (_weight_grad's swapped convolution)."""
-    before = torch_bp.backend_info().requested
-    if before == "python":
-        pytest.skip("TORCH_BP_BACKEND=python")
-    try:
-        torch_bp.set_backend("cpp")
-    except RuntimeError as e:
-        pytest.skip(str(e))
     from torch_bp.ops.conv import _weight_grad
     x_shape, w_shape, stride, padding, dilation, groups = case
     torch.manual_seed(0)
@@ -126,11 +110,8 @@ def test_conv_weight_grad_kernel_matches_python_rule(case, dtype):
     k = w_shape[2:]
     got = torch.ops.torch_bp.conv_weight_grad(x.transpose(0, 1).contiguous().transpose(0, 1), gy, list(k),
                                               list(stride), list(padding), list(dilation), groups)
-    torch_bp.set_backend("python")
-    try:
-        want = _weight_grad(x, gy, k, stride, padding, dilation, groups)
-    finally:
-        torch_bp.set_backend(before)
+    torch_bp.set_backend("python")  # the cpp fixture restores the backend after the test
+    want = _weight_grad(x, gy, k, stride, padding, dilation, groups)
     assert got.shape == w.shape
     assert_close(got, want, dtype, what="conv weight grad")
 

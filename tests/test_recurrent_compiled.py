@@ -22,16 +22,8 @@ CASES = [  # (module, kwargs)
 
 
 @pytest.fixture
-def backends():
-    before = torch_bp.backend_info().requested
-    if before == "python":
-        pytest.skip("TORCH_BP_BACKEND=python")
-    try:
-        torch_bp.set_backend("cpp")
-    except RuntimeError as e:
-        pytest.skip(str(e))
-    yield
-    torch_bp.set_backend(before)
+def backends(cpp):
+    """The compiled backend (conftest's ``cpp``): the loops compared against the Python rule."""
 
 
 def _run(backend, model, x, packed_lengths, per_sample):

@@ -154,17 +154,6 @@ def _bn_relu_conv(dtype=torch.double):
     return ref, torch_bp.convert(ref), torch.randn(6, 3, 8, 8, dtype=dtype, requires_grad=True)
 
 
-@pytest.fixture
-def cpp():
-    before = torch_bp.backend_info().requested
-    try:
-        torch_bp.set_backend("cpp")
-    except RuntimeError as e:
-        pytest.skip(str(e))
-    yield
-    torch_bp.set_backend(before)
-
-
 def test_conv_after_batch_norm_relu_saves_the_batch_norm_input_with_equal_gradients(cpp):
     ref, ours, x = _bn_relu_conv()
     excl = [x] + list(ref.parameters()) + list(ours.parameters()) + list(ref.buffers()) + list(ours.buffers())
