@@ -152,6 +152,14 @@ Window window(at::IntArrayRef k, at::IntArrayRef s, at::IntArrayRef p, at::IntAr
   return {k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1]};
 }
 
+// x's sizes with the last two replaced by (ho, wo): a pooling output's sizes.
+inline std::vector<int64_t> pooled_size(const at::Tensor& x, int64_t ho, int64_t wo) {
+  std::vector<int64_t> out(x.sizes().begin(), x.sizes().end() - 2);
+  out.push_back(ho);
+  out.push_back(wo);
+  return out;
+}
+
 // x: (N, C, H, W) or (C, H, W), contiguous; (ho, wo) the output size (computed by the caller,
 // pooling.py's _pool_out, torch's formula). Returns (y, idx), idx uint8 when kh * kw <= 256.
 std::tuple<at::Tensor, at::Tensor> max_pool2d_fwd(const at::Tensor& x_, at::IntArrayRef kernel_size,
@@ -163,9 +171,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fwd(const at::Tensor& x_, at::IntA
   TORCH_CHECK(ho > 0 && wo > 0, "torch_bp::max_pool2d_fwd: output size is too small");
   const at::Tensor x = x_.contiguous();
   const int64_t h = x.size(-2), w = x.size(-1), planes = h * w > 0 ? x.numel() / (h * w) : 0;
-  std::vector<int64_t> out_size(x.sizes().begin(), x.sizes().end() - 2);
-  out_size.push_back(ho);
-  out_size.push_back(wo);
+  const std::vector<int64_t> out_size = pooled_size(x, ho, wo);
   at::Tensor y = at::empty(out_size, x.options());
   at::Tensor idx = at::empty(out_size, x.options().dtype(k.kh * k.kw <= 256 ? at::kByte : at::kInt));
   if (planes == 0) return {y, idx};
@@ -371,9 +377,7 @@ at::Tensor avg_pool2d_fwd(const at::Tensor& x_, at::IntArrayRef kernel_size, at:
   TORCH_CHECK(ho > 0 && wo > 0, "torch_bp::avg_pool2d_fwd: output size is too small");
   const at::Tensor x = x_.contiguous();
   const int64_t h = x.size(-2), w = x.size(-1), planes = h * w > 0 ? x.numel() / (h * w) : 0;
-  std::vector<int64_t> out_size(x.sizes().begin(), x.sizes().end() - 2);
-  out_size.push_back(ho);
-  out_size.push_back(wo);
+  const std::vector<int64_t> out_size = pooled_size(x, ho, wo);
   at::Tensor y = at::empty(out_size, x.options());
   if (planes == 0) return y;
   TORCH_BP_DISPATCH(x.scalar_type(), "avg_pool2d_fwd", [&] {

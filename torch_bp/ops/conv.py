@@ -358,16 +358,7 @@ class ConvTransposeFunction(torch.autograd.Function):
         return _CONV_T[nd](x, weight, bias, opts.stride, opts.padding, opts.output_padding, opts.groups,
                            opts.dilation)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, weight, bias, ctx.opts = inputs
-        ctx.has_bias = bias is not None
-        lean = _lean.recipe(x)
-        ctx.recompute_x = None if lean is None else lean[1]
-        if lean is None:
-            ctx.save_for_backward(x, weight)
-        else:  # the recipe's deps are saved too, so that an in-place change of them is caught in backward
-            ctx.save_for_backward(lean[0], weight, *_lean.deps(x))
+    setup_context = staticmethod(ConvFunction.setup_context)  # the same saved tensors (x or its recipe, w)
 
     @staticmethod
     def backward(ctx, grad_y):
