@@ -247,23 +247,15 @@ def _head_grad_x_cancels(case, ours, ref):
 def more_accurate_than_torch(case, ours, ref):
     """bfloat16/float16: ours agrees with torch's own float64 result on the same (upcast)
     inputs within the case dtype's tolerance, wherever it differs from torch's result."""
-    from .cases import TArg
-    from .compare import _compare, _run
+    from .compare import _compare
     from torch_bp.registry import get
 
     if isinstance(ours, Exception) or isinstance(ref, Exception):
         return False
     if not any(t.dtype in (torch.bfloat16, torch.float16) for t in case.tensors()):
         return False
-    up = copy.copy(case)
-    up.arguments = {}
-    for k, v in case.arguments.items():
-        items = v if type(v) in (list, tuple) else [v]
-        items = [TArg(x.leaf.detach().double().requires_grad_(x.leaf.requires_grad), x.expand_to)
-                 if isinstance(x, TArg) and x.leaf.is_floating_point() else x for x in items]
-        up.arguments[k] = type(v)(items) if type(v) in (list, tuple) else items[0]
-    exact = _run(get(case.name).reference, up, upstream=[u.double() for u in ref[2]])
-    if isinstance(exact, Exception):
+    exact = _float64_reference(case, ref)
+    if exact is None:
         return False
     # Our result, in float64, against torch's float64 result, with the tolerance of the
     # case's low-precision dtype (the case's dtype rules the comparison: see compare.py).
