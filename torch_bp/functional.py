@@ -833,7 +833,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         scale = 1.0 / math.sqrt(query.shape[-1])
     seed = _attention_seed(dropout_p)
     return _attn.ScaledDotProductAttentionFunction.apply(query, key, value, attn_mask, bool(is_causal), float(scale),
-                                                         groups, float(dropout_p), seed)[0]
+                                                         groups, float(dropout_p), seed, None)[0]
 
 
 def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
@@ -987,8 +987,10 @@ def _multi_head_attention(query, key, value, embed_dim_to_check, num_heads, in_p
         o, weights, _ = _attn.AttentionWeightsFunction.apply(q, k, v, attn_mask, False, scale, float(dropout_p),
                                                              seed, bool(average_attn_weights))
     else:
+        # o in the memory order of the out-projection's input below, which is then a view of it
+        perm = (1, 0, 2) if not is_batched else (0, 2, 1, 3) if batch_first else (2, 0, 1, 3)
         o, _ = _attn.ScaledDotProductAttentionFunction.apply(q, k, v, attn_mask, causal, scale, 1,
-                                                             float(dropout_p), seed)
+                                                             float(dropout_p), seed, perm)
         weights = None
     # (N, H, L, D) -> the output layout, then the out-projection (its output is the result)
     if not is_batched:

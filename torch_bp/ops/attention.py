@@ -156,6 +156,9 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
                gradients of broadcast inputs (GQA key heads, broadcast batch dims, the mask)
                are summed back to the input's shape.
     Saved:     q, k, v, mask, o, lse: O(L + S) per head, never an (L, S) matrix.
+               ``out_perm`` lays o out in memory in that order of its dims (multi-head attention
+               asks for (L, N, H, D) or (N, L, H, D)), so that the out-projection's input is a
+               view of it and the two keep one tensor, not two.
     Double backward: no (once_differentiable)
     Conventions (torch's): ``causal`` keeps key j for query i when j <= i (top-left aligned,
     also for L != S); a bool mask is True where attention is allowed, and is applied as an
@@ -166,7 +169,17 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(q, k, v, mask, causal, scale, groups, dropout_p, seed):
+    def forward(q, k, v, mask, causal, scale, groups, dropout_p, seed, out_perm=None):
+        out, lse = ScaledDotProductAttentionFunction._attend(q, k, v, mask, causal, scale, groups, dropout_p, seed)
+        if out_perm is not None:  # the output's memory in the order out_perm of its dims (the shape unchanged)
+            inv = [0] * len(out_perm)
+            for i, d in enumerate(out_perm):
+                inv[d] = i
+            out = out.permute(out_perm).contiguous().permute(inv)
+        return out, lse
+
+    @staticmethod
+    def _attend(q, k, v, mask, causal, scale, groups, dropout_p, seed):
         if _empty(q, k, v):  # as torch: zeros shaped by q k^T and the value's last dim
             qb, kb = tuple(q.shape[:-2]), tuple(k.shape[:-2])
             batch = broadcast_shape(qb[:-1], kb[:-1]) + qb[-1:] if groups > 1 else broadcast_shape(qb, kb)
@@ -219,7 +232,7 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, mask, ctx.causal, ctx.scale, ctx.groups, ctx.dropout_p, ctx.seed = inputs
+        q, k, v, mask, ctx.causal, ctx.scale, ctx.groups, ctx.dropout_p, ctx.seed = inputs[:9]
         out, lse = output
         ctx.mark_non_differentiable(lse)
         ctx.save_for_backward(q, k, v, mask, out, lse)
@@ -230,7 +243,7 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         q, k, v, mask, out, lse = ctx.saved_tensors
         if _empty(q, k, v):  # as torch: zeros for q, k, v; the mask is not used (no gradient)
             return tuple(torch.zeros_like(t) if t is not None and need else None
-                         for t, need in zip((q, k, v), ctx.needs_input_grad[:3])) + (None,) * 6
+                         for t, need in zip((q, k, v), ctx.needs_input_grad[:3])) + (None,) * 7
         g, scale, p_drop = ctx.groups, ctx.scale, ctx.dropout_p
         if _compiled(q, k, v, mask, g, grad_out):  # the block loop below, compiled (bfloat16 in float32)
             keep = _keep_all(ctx.seed, q, k.shape[-2], p_drop, q.device) if p_drop > 0 else None
@@ -238,7 +251,7 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
                                                      opmath(v), opmath(out), lse.reshape(q.shape[:-1]), keep,
                                                      ctx.causal, scale, keep_scale(p_drop))
             return tuple(gr.to(t.dtype) if need else None
-                         for gr, t, need in zip(grads, (q, k, v), ctx.needs_input_grad[:3])) + (None,) * 6
+                         for gr, t, need in zip(grads, (q, k, v), ctx.needs_input_grad[:3])) + (None,) * 7
         q5, k5, v5 = opmath(grouped(q, g)), opmath(grouped(k, 1)), opmath(grouped(v, 1))
         mask5 = None if mask is None else grouped(additive(mask, q5.dtype), g)
         if 0 in grad_out.stride():  # NOTE: one value expanded (the backward of sum()) sends the
@@ -294,7 +307,7 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
         if v5.shape[-1] == 0:
             grad_q = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
             grad_k = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
-        return grad_q, grad_k, grad_v, grad_m, None, None, None, None, None
+        return grad_q, grad_k, grad_v, grad_m, None, None, None, None, None, None
 
 
 def _one_block(qs, k5, v5, causal, batch, dropout_p, seed):
