@@ -23,9 +23,11 @@ Gate conventions are torch's (weights stacked in this order): LSTM (i, f, g, o),
 from a generator seeded with ``seed + layer``; the backward regenerates it.
 
 Saved for backward per layer and direction (rows of all steps): LSTM: Hprev, Cprev, the
-activated gates, C; GRU: Hprev, the gates (r, z, n) and W_hn h + b_hn; RNN: Hprev, Y.
-Plus the input, h0/c0, the weights and the (dropped-out) input of every layer above the
-first. Nothing is recomputed by running the forward again.
+activated gates, C; GRU: Hprev, the gates (r, z, n) and W_hn h + b_hn; RNN: Y only, its
+Hprev is rebuilt in the backward from Y and h0 (step t read the state step t-1 wrote: copies,
+no arithmetic, so the gradients are unchanged). Plus the input, h0/c0, the weights and the
+(dropped-out) input of every layer above the first. Nothing is recomputed by running the
+forward again.
 """
 from __future__ import annotations
 
@@ -204,7 +206,7 @@ def _lstm_forward(x, w, h, c, steps):
     return Y, h, c, (Hprev, Cprev, A, C)
 
 
-def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w, per=None):
+def _lstm_backward(x, w, res, dY, dh, dc, steps, need_w, per=None, h0=None):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     Hprev, Cprev, A, C = res
     H = C.shape[1]
@@ -271,7 +273,7 @@ def _gru_forward(x, w, h, _c, steps):
     return Y, h, None, (Hprev, A, HN)
 
 
-def _gru_backward(x, w, res, dY, dh, _dc, steps, need_w, per=None):
+def _gru_backward(x, w, res, dY, dh, _dc, steps, need_w, per=None, h0=None):
     w_ih, w_hh, b_ih, b_hh, _ = w
     Hprev, A, HN = res
     H = HN.shape[1]
@@ -308,23 +310,43 @@ def _rnn_forward(relu):
         gi = x.matmul(w_ih.t())
         if b_ih is not None:
             gi += b_ih + b_hh
-        Y, Hprev = x.new_empty(x.shape[0], h.shape[-1]), x.new_empty(x.shape[0], h.shape[-1])
+        Y = x.new_empty(x.shape[0], h.shape[-1])
         w_hh_t = w_hh.t()
         for off, bs in steps:
             r = slice(off, off + bs)
             hp, y = h[:bs], Y[r]
-            Hprev[r] = hp
             torch.addmm(gi[r], hp, w_hh_t, out=y)
             y.relu_() if relu else y.tanh_()
             h[:bs] = y
-        return Y, h, None, (Hprev, Y)
+        return Y, h, None, (Y,)
     return fwd
 
 
+def _previous_states(Y, h, steps):
+    """Hprev (N, H): the state each step read, rebuilt from the outputs Y and the initial state h
+    by replaying the forward's state updates (copies only). ``steps`` in the forward's order."""
+    sizes = {bs for _, bs in steps}
+    if len(sizes) == 1 and len(steps) > 1:                    # every step the same batch: one shift
+        bs = sizes.pop()
+        first, second = steps[0][0], steps[1][0]
+        Hprev = torch.empty_like(Y)
+        if first < second:                                     # forward in time: step t read Y[t-1]
+            Hprev[:bs], Hprev[bs:] = h[:bs], Y[:-bs]
+        else:                                                  # reverse direction: step t read Y[t+1]
+            Hprev[-bs:], Hprev[:-bs] = h[:bs], Y[bs:]
+        return Hprev
+    Hprev = torch.empty_like(Y)
+    for off, bs in steps:
+        r = slice(off, off + bs)
+        Hprev[r] = h[:bs]
+        h[:bs] = Y[r]
+    return Hprev
+
+
 def _rnn_backward(relu):
-    def bwd(x, w, res, dY, dh, _dc, steps, need_w, per=None):
+    def bwd(x, w, res, dY, dh, _dc, steps, need_w, per=None, h0=None):
         w_ih, w_hh, b_ih, b_hh, _ = w
-        Hprev, Y = res
+        (Y,) = res
         fac = (Y <= 0).logical_not().to(Y.dtype) if relu else 1.0 - Y * Y  # act'(a) from the output (NaN passes, as torch)
         dA = torch.empty_like(Y)
         for off, bs in steps:
@@ -334,7 +356,7 @@ def _rnn_backward(relu):
         grads = [None] * 5
         if need_w:
             grads[0] = _tied_sum(dA, x, per)
-            grads[1] = _tied_sum(dA, Hprev, per)
+            grads[1] = _tied_sum(dA, _previous_states(Y, h0, steps[::-1]), per)
             if b_ih is not None:
                 grads[2] = grads[3] = _tied_sum(dA, None, per)
         return dA.mm(w_ih), dh, None, grads
@@ -404,6 +426,7 @@ def _backward(ctx, grad_out, grad_hn, grad_cn, per=None):
     # gradients of unused outputs arrive as None
     dy = rows.new_zeros(N, D * hout) if grad_out is None else opmath(_to_rows(opts, grad_out))  # (N, D*Hout)
     dhn = opmath(_state_in(opts, torch.zeros_like(h0) if grad_hn is None else grad_hn, sorted_indices))
+    h0s = opmath(_state_in(opts, h0, sorted_indices))        # the initial states (RNN rebuilds Hprev)
     dcn = None
     if c0 is not None:
         dcn = opmath(_state_in(opts, torch.zeros_like(c0) if grad_cn is None else grad_cn, sorted_indices))
@@ -422,7 +445,8 @@ def _backward(ctx, grad_out, grad_hn, grad_cn, per=None):
             need_w = any(need_params[base:base + opts.per_direction])
             res = residuals[k * per_cell:(k + 1) * per_cell]
             dx, dh, dc, gw = cell_bwd(inp, w, res, dy[:, d * hout:(d + 1) * hout], dhn[k].clone(),
-                                      None if dcn is None else dcn[k].clone(), order, need_w, per)
+                                      None if dcn is None else dcn[k].clone(), order, need_w, per,
+                                      h0=h0s[k].clone())
             dinp = dx if dinp is None else dinp + dx
             dh0[k], dc0[k] = dh, dc
             slots = [0, 1] + ([2, 3] if opts.has_biases else []) + ([4] if opts.proj else [])
@@ -565,7 +589,7 @@ class RNNFunction(torch.autograd.Function):
                da = dh (1 - h_t^2) for tanh,  dh [not h_t <= 0] for relu
                grad h_{t-1} = W_hh^T da;   tied weights: grad_W_ih = sum_t da x_t^T,
                grad_W_hh = sum_t da h_{t-1}^T, grad_b_ih = grad_b_hh = sum_t da;  grad x_t = W_ih^T da
-    Saved:     input, h0, weights; per layer and direction Hprev, Y.
+    Saved:     input, h0, weights; per layer and direction Y (Hprev rebuilt from Y and h0).
     Per example n: the tied-weight sums above over example n's steps only (``backward_per_sample``).
     Double backward: no (once_differentiable)
     """
