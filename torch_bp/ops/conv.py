@@ -13,10 +13,10 @@ Both gradients are again correlations of the same four numbers (s, p, d, k), wit
   ``grad_y`` with the same weight: ``grad_x = conv_transpose(grad_y, w, s, p, output_padding, G, d)``;
 - the weight gradient correlates the input with ``grad_y``: exchanging the roles of the
   batch dim and the channel dim turns it into an ordinary convolution whose "kernel" is
-  ``grad_y`` and whose stride and dilation are swapped (see :func:`_weight_grad`). For stride 1
-  the same sum is computed faster as one matmul per kernel tap (:func:`_weight_grad_taps`, conv1d
-  and large 2d planes) or, on the compiled backend, as an im2col + matmul over cache-sized blocks
-  (``torch_bp::conv_weight_grad``, csrc/cpu/conv.cpp).
+  ``grad_y`` and whose stride and dilation are swapped (see :func:`_weight_grad`). The compiled
+  backend computes the same sum faster as an im2col + matmul over cache-sized blocks
+  (``torch_bp::conv_weight_grad``, csrc/cpu/conv.cpp, any stride); the Python rule, for stride 1,
+  as one matmul per kernel tap (:func:`_weight_grad_taps`, conv1d and large 2d planes).
 
 A transposed convolution is the adjoint of a convolution, so its rules are the same two
 helpers with input and output exchanged.
@@ -80,21 +80,24 @@ def _weight_grad(x, grad_y, k, stride, padding, dilation, groups):
     (C/G, G*N, H) so that channel block g of the new conv sees exactly the batch copies
     of input block g, and grad_y (G*O/G, N, Ho) is its grouped weight.
 
-    Stride 1 (the swapped convolution has a kernel as large as the image, which oneDNN runs
-    slowly): the compiled backend's ``conv_weight_grad`` (the same sum as im2col + matmul over
-    blocks of output rows; float32/float64/bfloat16, not differentiable: the double backward runs
-    this Python rule), else :func:`_weight_grad_taps` where it was measured faster.
+    The swapped convolution has a kernel as large as the output image, which oneDNN runs slowly.
+    The compiled backend's ``conv_weight_grad`` computes the same sum as im2col + matmul over
+    blocks of output rows (float32/float64/bfloat16, not differentiable: the double backward
+    runs this Python rule), for every stride: measured on 2 CPU cores (float32) 1.3x-11x faster
+    than the swapped convolution for strides 2 and 3 (a 1x1 stride-2 downsample 11x, a 3x3
+    stride-2 conv 2.4x, the transposed conv of the benchmark 1.5x), equal for depthwise. Without
+    it, stride 1 uses :func:`_weight_grad_taps` where that was measured faster.
     """
     nd = len(k)
     n, c = x.shape[:2]
     o = grad_y.shape[1]
     if n == 0:
         return x.new_zeros((o, c // groups) + tuple(k))
+    if backend.use_cpp(x, grad_y):
+        # the same sum as an im2col + matmul over cache-sized blocks (csrc/cpu/conv.cpp)
+        return torch.ops.torch_bp.conv_weight_grad(x, grad_y, list(k), list(stride), list(padding),
+                                                   list(dilation), groups)
     if all(v == 1 for v in stride):
-        if backend.use_cpp(x, grad_y):
-            # the same sum as an im2col + matmul over cache-sized blocks (csrc/cpu/conv.cpp)
-            return torch.ops.torch_bp.conv_weight_grad(x, grad_y, list(k), list(stride), list(padding),
-                                                       list(dilation), groups)
         if groups <= _TAP_MATMUL_MAX_GROUPS and (nd == 1 or math.prod(grad_y.shape[2:]) >= _TAP_MATMUL_MIN_PLANE):
             return _weight_grad_taps(x, grad_y, k, padding, dilation, groups)
     cg = c // groups
