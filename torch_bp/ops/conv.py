@@ -84,9 +84,10 @@ def _weight_grad(x, grad_y, k, stride, padding, dilation, groups):
     The compiled backend's ``conv_weight_grad`` computes the same sum as im2col + matmul over
     blocks of output rows (float32/float64/bfloat16, not differentiable: the double backward
     runs this Python rule), for every stride: measured on 2 CPU cores (float32, batch 32, 64
-    channels, 32 x 32, interleaved) 4.7x faster than the swapped convolution for a 1x1 stride-2
-    downsample and 1.9x for a 3x3 stride-2 conv (both at or under torch's time); equal to it for
-    the benchmark's stride-2 transposed conv and for depthwise. Without it, stride 1 uses
+    channels, 32 x 32, interleaved; ``python -m experiments.benchmarks.probes conv``) 3.6-4.7x
+    faster than the swapped convolution for a 1x1 stride-2 downsample and 1.9x for a 3x3
+    stride-2 conv (both near torch's time); about equal to it (either way by run) for the
+    benchmark's stride-2 transposed conv and for depthwise. Without it, stride 1 uses
     :func:`_weight_grad_taps` where that was measured faster.
     """
     nd = len(k)

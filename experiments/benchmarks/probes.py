@@ -1,0 +1,72 @@
+"""Probes behind the README's explanations of missed time targets (not part of the suite).
+
+    python -m experiments.benchmarks.probes conv   # conv weight gradient: swapped conv vs compiled im2col vs torch
+    python -m experiments.benchmarks.probes lstm   # one LSTM step's recurrent matmul: addmm vs packed weights
+
+Interleaved medians in one process, float32, CPU, gradient mode off (as in a backward).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from torch_bp import backend
+from torch_bp.ops import conv as C
+
+
+def _median_ms(fns: dict, reps: int = 15) -> dict:
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: round(sorted(v)[len(v) // 2] * 1e3, 2) for k, v in times.items()}
+
+
+def _swapped(x, gy, k, s, p):
+    before = backend.backend_info().requested
+    backend.set_backend("python")  # the Python rule: the swapped convolution for stride > 1
+    try:
+        return C._weight_grad(x, gy, k, (s, s), (p, p), (1, 1), 1)
+    finally:
+        backend.set_backend(before)
+
+
+def conv():
+    if backend.backend_info().backend != "cpp":
+        sys.exit("the compiled kernels did not build here")
+    cases = [("conv k1 s2 64->128", (32, 64, 32, 32), (128, 64, 1, 1), 2, 0),
+             ("conv k3 s2 64->128", (32, 64, 32, 32), (128, 64, 3, 3), 2, 1),
+             ("conv k4 s2 32->64 (the benchmark's conv_transpose2d)", (32, 32, 32, 32), (64, 32, 4, 4), 2, 1)]
+    for name, xs, ws, s, p in cases:
+        x, w = torch.randn(xs), torch.randn(ws)
+        gy, k = torch.randn_like(F.conv2d(x, w, None, s, p)), ws[2:]
+        print(name, _median_ms({
+            "swapped": lambda: _swapped(x, gy, k, s, p),
+            "cpp": lambda: torch.ops.torch_bp.conv_weight_grad(x, gy, list(k), [s, s], [p, p], [1, 1], 1),
+            "torch": lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [s, s], [p, p], [1, 1], False,
+                                                                 [0, 0], 1, [False, True, False]),
+        }))
+
+
+def lstm():
+    B, H = 32, 256  # the benchmark's lstm: batch 32, hidden 256, gates 4H
+    x, w, b = torch.randn(B, H), torch.randn(4 * H, H), torch.randn(B, 4 * H)
+    out, wt = torch.empty(B, 4 * H), w.t()
+    fns = {"addmm": lambda: torch.addmm(b, x, wt, out=out)}
+    if torch.backends.mkl.is_available():
+        pw = torch.ops.mkl._mkl_reorder_linear_weight(w, B)
+        fns["mkl packed"] = lambda: torch.ops.mkl._mkl_linear(x, pw, w, None, B)
+    if torch.backends.mkldnn.is_available():
+        wm = torch.ops.mkldnn._reorder_linear_weight(w, B)
+        fns["onednn packed"] = lambda: torch.ops.mkldnn._linear_pointwise(x, wm, None, "none", [], "")
+    print("one step (32 x 256) @ (256 x 1024), ms:", _median_ms(fns, reps=640))
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    {"conv": conv, "lstm": lstm}[sys.argv[1] if len(sys.argv) > 1 else "conv"]()
