@@ -8,7 +8,6 @@ Interleaved medians in one process, float32, CPU, gradient mode off (as in a bac
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -16,15 +15,11 @@ import torch.nn.functional as F
 from torch_bp import backend
 from torch_bp.ops import conv as C
 
+from .measure import interleaved_median
+
 
 def _median_ms(fns: dict, reps: int = 15) -> dict:
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: round(sorted(v)[len(v) // 2] * 1e3, 2) for k, v in times.items()}
+    return {k: round(v * 1e3, 2) for k, v in interleaved_median(fns, reps=reps).items()}
 
 
 def _swapped(x, gy, k, s, p):
