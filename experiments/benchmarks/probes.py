@@ -1,7 +1,8 @@
 """Probes behind the README's explanations of missed time targets (not part of the suite).
 
     python -m experiments.benchmarks.probes conv   # conv weight gradient: swapped conv vs compiled im2col vs torch
-    python -m experiments.benchmarks.probes lstm   # one LSTM step's recurrent matmul: addmm vs packed weights
+    python -m experiments.benchmarks.probes lstm   # the lstm layer with torch's oneDNN LSTM on and off; one step's
+                                                   # recurrent matmul: addmm vs packed weights
 
 Interleaved medians in one process, float32, CPU, gradient mode off (as in a backward).
 """
@@ -12,6 +13,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+import torch_bp.functional
 from torch_bp import backend
 from torch_bp.ops import conv as C
 
@@ -48,7 +50,25 @@ def conv():
         }))
 
 
+def _lstm_layer():
+    """The suite's ``lstm`` layer, forward + backward: torch with and without oneDNN's fused LSTM, and ours."""
+    from .layers import SIZES
+    from .measure import fwd_bwd
+
+    args, kwargs = SIZES["lstm"]("cpu")
+    leaves = [t for t in (args[0], *args[2]) if t.requires_grad]
+    fns = {}
+    for name, f in (("torch", torch.lstm), ("torch_bp", torch_bp.functional.lstm)):
+        fns[name] = fwd_bwd(lambda f=f: f(*args, **kwargs), leaves)
+    with torch.enable_grad():
+        res = _median_ms(fns, reps=9)
+        with torch.backends.mkldnn.flags(enabled=False):
+            res["torch, oneDNN off"] = _median_ms({"t": fns["torch"]}, reps=9)["t"]
+    print("lstm layer forward + backward, ms:", res)
+
+
 def lstm():
+    _lstm_layer()
     B, H = 32, 256  # the benchmark's lstm: batch 32, hidden 256, gates 4H
     x, w, b = torch.randn(B, H), torch.randn(4 * H, H), torch.randn(B, 4 * H)
     out, wt = torch.empty(B, 4 * H), w.t()
