@@ -247,44 +247,6 @@ def test_autocast_leaves_float64_alone():
         assert F.linear(x.float(), w.float()).dtype == torch.bfloat16
 
 
-def test_fast_apply_keeps_torch_semantics():
-    """``fast_apply`` (installed on every registry rule) skips the per-call signature binding only
-    when all of forward's arguments are positional; defaults, keywords and torch.func transforms
-    take torch's own path, and all paths give the same values and gradients."""
-    from torch_bp.ops._util import fast_apply
-    from torch_bp.registry import LAYERS
-
-    class Scale(torch.autograd.Function):
-        generate_vmap_rule = True
-
-        @staticmethod
-        def forward(x, scale=2.0):
-            return x * scale
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.scale = inputs[1]
-
-        @staticmethod
-        def backward(ctx, g):
-            return g * ctx.scale, None
-
-    fast_apply(Scale)
-    assert "apply" in Scale.__dict__
-    assert all("apply" in f.__dict__ for row in LAYERS for f in row.functions)
-    x = torch.randn(5, dtype=torch.float64, requires_grad=True)
-    for call, s in ((lambda: Scale.apply(x), 2.0), (lambda: Scale.apply(x, 3.0), 3.0),
-                    (lambda: Scale.apply(x, scale=4.0), 4.0)):
-        x.grad = None
-        y = call()
-        y.sum().backward()
-        assert torch.equal(y, x * s) and torch.equal(x.grad, torch.full_like(x, s))
-    xs = torch.randn(3, 5, dtype=torch.float64)
-    assert torch.equal(torch.func.vmap(lambda t: Scale.apply(t, 3.0))(xs), xs * 3.0)
-    gx = torch.func.grad(lambda t: Scale.apply(t, 3.0).sum())(xs[0])
-    assert torch.equal(gx, torch.full_like(gx, 3.0))
-
-
 def test_conversion_report_counts_layers_not_containers():
     """The built-in SmallCNN is a torch_bp class but a container: the report lists its layers only."""
     from torch_bp.lightning import SmallCNN

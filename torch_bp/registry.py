@@ -188,7 +188,3 @@ def markdown_table() -> str:
 from .per_sample import instrument as _instrument_ps; _instrument_ps(f for row in LAYERS for f in row.functions)  # noqa: E402,E702
 # Error-signal capture for the gradient monitor: wrap every rule above once (torch_bp/_signals.py).
 from ._signals import instrument as _instrument; _instrument(f for row in LAYERS for f in row.functions)  # noqa: E402,E702
-# A cheaper Function.apply for every rule above (see torch_bp/ops/_util.py:fast_apply).
-from .ops._util import fast_apply as _fast_apply  # noqa: E402
-for _f in {f for row in LAYERS for f in row.functions}:
-    _fast_apply(_f)

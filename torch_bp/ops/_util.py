@@ -1,10 +1,7 @@
 """Small helpers shared by the rules in ``torch_bp.ops``."""
 from __future__ import annotations
 
-import inspect
-
 import torch
-from torch._functorch import utils as _functorch_utils
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -42,31 +39,6 @@ def out_buffer(out, i: int, shape, dtype) -> torch.Tensor | None:
     if buf is not None and buf.shape == tuple(shape) and buf.dtype == dtype and buf.is_contiguous():
         return buf
     return None
-
-
-# --- a cheaper Function.apply ---
-def fast_apply(cls: type) -> None:
-    """Give the Function ``cls`` an ``apply`` without the per-call ``inspect.signature``.
-
-    ``torch.autograd.Function.apply`` binds the arguments to ``forward``'s signature on every
-    call (to fill in defaults), which costs ~60 us of Python per call: more than a small layer's
-    arithmetic. When every argument of ``forward`` is given positionally, binding changes
-    nothing, so this ``apply`` goes straight to the C++ ``apply``, as torch's does after
-    binding; any other call (keywords, defaults left out, a torch.func transform active) takes
-    torch's own path unchanged.
-    """
-    if "apply" in cls.__dict__:  # already done (or a Function with its own apply)
-        return
-    n_args = len(inspect.signature(cls.forward).parameters)
-    torch_apply = torch.autograd.Function.apply.__func__
-
-    def apply(cls, *args, **kwargs):
-        if kwargs or len(args) != n_args or torch._C._are_functorch_transforms_active():
-            return torch_apply(cls, *args, **kwargs)
-        args = _functorch_utils.unwrap_dead_wrappers(args)
-        return super(torch.autograd.Function, cls).apply(*args)
-
-    cls.apply = classmethod(apply)
 
 
 # --- masks as bits (the Python twin of csrc's pack_mask / mask_bwd layout) ---
