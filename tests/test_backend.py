@@ -34,7 +34,7 @@ from torch_bp.registry import LAYERS
 
 pytestmark = pytest.mark.filterwarnings("ignore:Implicit dimension choice", "ignore:size_average and reduce args")
 
-COMPILED_ROWS = [r for r in LAYERS if any(f.__name__ in backend.COMPILED for f in r.functions)]
+COMPILED_ROWS = [r for r in LAYERS if any(f.compiled for f in r.functions)]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 
 
@@ -93,7 +93,7 @@ def test_compiled_backend_is_built_where_a_compiler_is():
 @pytest.mark.parametrize("name", [r.name for r in COMPILED_ROWS])
 def test_compiled_matches_python_rule(name, dtype, cpp):
     row = torch_bp.registry.get(name)
-    want = {op for f in row.functions for op in backend.COMPILED.get(f.__name__, ())}
+    want = {op for f in row.functions for op in f.compiled}
     called = set()
     try:
         for s in get_samples(name, dtype):
@@ -123,8 +123,8 @@ def _recorded_calls():
 @needs_cpp
 def test_opcheck_every_registered_op(cpp):
     registered = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("torch_bp::")}
-    declared = {f"torch_bp::{op}" for ops in backend.COMPILED.values() for op in ops}
-    assert registered == declared, "backend.COMPILED and csrc/ops.cpp disagree"
+    declared = {f"torch_bp::{op}" for ops in backend.compiled_rules().values() for op in ops}
+    assert registered == declared, "the rules' compiled declarations and csrc/ops.cpp disagree"
     calls = _recorded_calls()
     assert set(calls) == registered, f"ops not reached by any sample: {sorted(registered - set(calls))}"
     for name, recorded in sorted(calls.items()):

@@ -21,6 +21,7 @@ import torch
 from .. import backend
 from . import _lean
 from ._util import opmath, plain_eager
+from ._rule import Rule
 
 
 def _one_buffer() -> bool:
@@ -40,7 +41,7 @@ def _one_buffer() -> bool:
 
 
 # --- ReLU ---
-class ReLUFunction(torch.autograd.Function):
+class ReLUFunction(Rule):
     r"""Forward: y = max(x, 0).   Backward: grad_x = grad_y * [not y <= 0].
     Saved: the mask [y <= 0] (bool, 1 byte per element), not y; compiled backend: [not y <= 0],
            1 bit per element                                                     Double backward: yes
@@ -49,6 +50,8 @@ class ReLUFunction(torch.autograd.Function):
     NOTE: written as "zero where y <= 0", as torch's threshold_backward, so that grad_y passes
     through where x is NaN (y = NaN), exactly as in torch.
     """
+
+    compiled = ("relu_fwd", "relu_mask", "mask_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -87,10 +90,12 @@ def relu_grad(y: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
 
 
 # --- LeakyReLU ---
-class LeakyReLUFunction(torch.autograd.Function):
+class LeakyReLUFunction(Rule):
     r"""Forward: y = x if x > 0 else s x.   Backward: grad_x = grad_y * (1 if x > 0 else s).
     Saved: x                                Double backward: yes
     """
+
+    compiled = ("leaky_relu_fwd", "leaky_relu_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -114,11 +119,13 @@ class LeakyReLUFunction(torch.autograd.Function):
 
 
 # --- ELU ---
-class ELUFunction(torch.autograd.Function):
+class ELUFunction(Rule):
     r"""Forward: y = x if x > 0 else a (e^x - 1).
     Backward: grad_x = grad_y if x > 0 else grad_y * a e^x.
     Saved: x                                Double backward: yes
     """
+
+    compiled = ("elu_fwd", "elu_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -150,7 +157,7 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-class GELUFunction(torch.autograd.Function):
+class GELUFunction(Rule):
     r"""Gaussian error linear unit.
 
     Exact ('none'):  y = x Phi(x),                    y' = Phi(x) + x phi(x)
@@ -162,6 +169,8 @@ class GELUFunction(torch.autograd.Function):
            saves x (kept here anyway) instead of y and recomputes y in its backward; not under
            torch.compile tracing or torch.func transforms
     """
+
+    compiled = ("gelu_fwd", "gelu_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -208,10 +217,12 @@ def gelu_grad(x: torch.Tensor, grad_y: torch.Tensor, approximate: str) -> torch.
 
 
 # --- SiLU ---
-class SiLUFunction(torch.autograd.Function):
+class SiLUFunction(Rule):
     r"""Forward: y = x s(x), s the logistic sigmoid.   Backward: grad_x = grad_y s (1 + x (1 - s)).
     Saved: x                                           Double backward: yes
     """
+
+    compiled = ("silu_fwd", "silu_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -242,11 +253,13 @@ def silu_grad(x: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
 
 
 # --- Softplus ---
-class SoftplusFunction(torch.autograd.Function):
+class SoftplusFunction(Rule):
     r"""Forward: y = log(1 + e^{b x}) / b if b x <= threshold else x.
     Backward: grad_x = grad_y s(b x) if b x <= threshold else grad_y.
     Saved: x                                Double backward: yes
     """
+
+    compiled = ("softplus_fwd", "softplus_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -275,10 +288,12 @@ class SoftplusFunction(torch.autograd.Function):
 
 
 # --- Tanh ---
-class TanhFunction(torch.autograd.Function):
+class TanhFunction(Rule):
     r"""Forward: y = tanh(x).   Backward: grad_x = grad_y (1 - y^2).
     Saved: y                    Double backward: yes
     """
+
+    compiled = ("tanh_fwd", "tanh_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -302,10 +317,12 @@ class TanhFunction(torch.autograd.Function):
 
 
 # --- Sigmoid ---
-class SigmoidFunction(torch.autograd.Function):
+class SigmoidFunction(Rule):
     r"""Forward: y = 1 / (1 + e^{-x}).   Backward: grad_x = grad_y y (1 - y).
     Saved: y                             Double backward: yes
     """
+
+    compiled = ("sigmoid_fwd", "sigmoid_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -338,7 +355,7 @@ def _last_dim(x: torch.Tensor, dim: int) -> bool:
     return x.dim() > 0 and dim in (-1, x.dim() - 1)
 
 
-class SoftmaxFunction(torch.autograd.Function):
+class SoftmaxFunction(Rule):
     r"""Softmax along ``dim``.
 
     Forward:   y = e^{x - max x} / sum(e^{x - max x})         (sums along dim)
@@ -346,6 +363,8 @@ class SoftmaxFunction(torch.autograd.Function):
     Saved:     y (the output; x is not needed)
     Double backward: yes (the backward is differentiable in y, whose node is this rule)
     """
+
+    compiled = ("softmax_fwd", "softmax_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -373,7 +392,7 @@ class SoftmaxFunction(torch.autograd.Function):
         return grad_x.to(grad_y.dtype), None
 
 
-class LogSoftmaxFunction(torch.autograd.Function):
+class LogSoftmaxFunction(Rule):
     r"""Log-softmax along ``dim``.
 
     Forward:   y = (x - max x) - log(sum(e^{x - max x}))      (sums along dim)
@@ -383,6 +402,8 @@ class LogSoftmaxFunction(torch.autograd.Function):
     NOTE: x - max x is exact, so y keeps full relative precision near 0 even for logits of
     magnitude 1e4; computing x - logsumexp(x) instead would lose ~|x| * eps there.
     """
+
+    compiled = ("log_softmax_fwd", "log_softmax_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 

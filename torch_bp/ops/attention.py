@@ -37,6 +37,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import backend
 from ._util import opmath
+from ._rule import Rule
 
 BLOCK_K = 256  # keys per block in forward and backward
 
@@ -140,7 +141,7 @@ def _blocks(S, L, causal):
 
 
 # --- scaled_dot_product_attention ---
-class ScaledDotProductAttentionFunction(torch.autograd.Function):
+class ScaledDotProductAttentionFunction(Rule):
     r"""softmax(c q k^T + b) v, saving the row log-sum-exp instead of the attention matrix.
 
     Forward (per key block j, online softmax; m, l, a start at -inf, 0, 0):
@@ -165,6 +166,8 @@ class ScaledDotProductAttentionFunction(torch.autograd.Function):
     added 0 / -inf bias (a NaN score stays NaN); p_drop = 1 drops everything (output 0);
     if q, k or v is empty the output is zeros of shape (batch of q k^T, L, Ev).
     """
+
+    compiled = ("attention_fwd", "attention_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -333,7 +336,7 @@ def _one_block(qs, k5, v5, causal, batch, dropout_p, seed):
 
 
 # --- attention weights (MultiheadAttention with need_weights=True) ---
-class AttentionWeightsFunction(torch.autograd.Function):
+class AttentionWeightsFunction(Rule):
     r"""Attention that also returns its (dropped-out) weights, for ``need_weights=True``.
 
     Forward:   p = softmax(c q k^T + b),  pd = p * m / (1 - p_drop),  o = pd v

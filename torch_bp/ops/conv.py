@@ -34,6 +34,7 @@ import torch.nn.functional as TF
 
 from .. import backend
 from . import _lean
+from ._rule import Rule
 
 _CONV = {1: TF.conv1d, 2: TF.conv2d}
 _CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d}
@@ -233,7 +234,7 @@ class ConvOptions(NamedTuple):
     padding_mode: str = "zeros"
 
 
-class ConvFunction(torch.autograd.Function):
+class ConvFunction(Rule):
     r"""N-d convolution (N = 1, 2), optionally after an explicit padding.
 
     Forward:   xp = pad(x)  (only if opts.pad),   y = conv(xp, w, s, p, d, G) + b
@@ -257,6 +258,8 @@ class ConvFunction(torch.autograd.Function):
     :func:`_weight_grad` for the stride/dilation swap. Unbatched inputs (C, *H) are handled
     here with a batch dim of one, so the output still carries this node.
     """
+
+    compiled = ("conv_weight_grad",)  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -338,7 +341,7 @@ class ConvTransposeOptions(NamedTuple):
     dilation: tuple
 
 
-class ConvTransposeFunction(torch.autograd.Function):
+class ConvTransposeFunction(Rule):
     r"""N-d transposed convolution (N = 1, 2): the adjoint of ``conv`` (plus a bias).
 
     Forward:   y = conv_transpose(x, w, s, p, output_padding, G, d) + b
@@ -354,6 +357,8 @@ class ConvTransposeFunction(torch.autograd.Function):
     reach ``max(s, d) - 1``, so when d > s it may append whole strides that no input
     position produced; those trailing positions are cropped (they correspond to no x).
     """
+
+    compiled = ("conv_weight_grad",)  # csrc/cpu
 
     generate_vmap_rule = True
 

@@ -10,10 +10,11 @@ import torch
 
 from .. import backend
 from ._util import pack_bits, plain_eager, unpack_bits
+from ._rule import Rule
 
 
 # --- Dropout ---
-class DropoutFunction(torch.autograd.Function):
+class DropoutFunction(Rule):
     r"""Forward:   y = x * m * s          m in {0, 1} (bool mask), s = 1 / (1 - p) (0-d, x's dtype)
     Backward:  grad_x = grad_y * m * s
     Identity (mask None: eval mode, p = 0, empty input): y = copy of x, grad_x = grad_y.
@@ -27,6 +28,8 @@ class DropoutFunction(torch.autograd.Function):
     autograd forbids to modify in place (``y = dropout(x); y += r`` must keep working). The
     functional returns the input itself, as torch, when no gradient is recorded.
     """
+
+    compiled = ("dropout_fwd", "pack_mask", "mask_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 

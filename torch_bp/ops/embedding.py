@@ -9,10 +9,11 @@ import torch
 
 from .. import backend
 from ._util import example_rows, opmath, out_buffer, plain_eager
+from ._rule import Rule
 
 
 # --- Embedding ---
-class EmbeddingFunction(torch.autograd.Function):
+class EmbeddingFunction(Rule):
     r"""Rows of W selected by integer indices.
 
     Forward:   y[..., :] = W[i[...], :]                    i: (*) integer, W: (V, D), y: (*, D)
@@ -27,6 +28,8 @@ class EmbeddingFunction(torch.autograd.Function):
                per-example terms sum to grad_W (they are not the gradients of single examples then).
     Double backward: yes (the backward is an index_add, linear in grad_y)
     """
+
+    compiled = ("embedding_fwd", "embedding_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 

@@ -9,6 +9,7 @@ from . import _lean
 from .. import backend
 from . import activation as _act
 from ._util import example_rows, opmath, out_buffer
+from ._rule import Rule
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -17,7 +18,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 
 # --- Linear ---
-class LinearFunction(torch.autograd.Function):
+class LinearFunction(Rule):
     r"""Affine map over the last dim.
 
     Forward:   y = x W^T + b                      x: (*, in), W: (out, in), b: (out,)
@@ -116,7 +117,7 @@ class LinearFunction(torch.autograd.Function):
 # ======================================================================================
 # --- Linear + activation: the fused epilogue --- (compiled backend)
 # ======================================================================================
-class BiasActivationFunction(torch.autograd.Function):
+class BiasActivationFunction(Rule):
     r"""The epilogue of a linear layer: y = act(h + b), act one of relu, gelu, silu.
 
     Forward:   z = h + b   (b broadcast along the last dim; z = h without b),   y = act(z)
@@ -130,6 +131,8 @@ class BiasActivationFunction(torch.autograd.Function):
     With h = x W^T from :class:`LinearFunction` (no bias), this is ``act(linear(x, W, b))`` with
     the bias add, the activation and, in backward, grad_b in one pass each (csrc/cpu/linear.cpp).
     """
+
+    compiled = ("bias_act_fwd", "bias_act_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 

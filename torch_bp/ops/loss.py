@@ -30,6 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import backend
 from ._util import opmath, sum_to_size
+from ._rule import Rule
 
 
 def _out_dtype(*tensors):
@@ -100,7 +101,7 @@ def _pointwise_backward(ctx, grad_out, e_of, de):
 
 
 # --- MSELoss ---
-class MSELossFunction(torch.autograd.Function):
+class MSELossFunction(Rule):
     r"""Mean squared error, with torch's optional elementwise ``weight``.
 
     Forward:   d = x - t (broadcast),  L = reduce(w d^2)   (mean with w: sum(w d^2) / sum(w))
@@ -108,6 +109,8 @@ class MSELossFunction(torch.autograd.Function):
                grad_w = ge * d^2        (mean with w: ge * (d^2 - L), ge = g / sum(w))
     Saved:     x, t, w                  Double backward: yes
     """
+
+    compiled = ("pointwise_loss_fwd", "pointwise_loss_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -135,7 +138,7 @@ class MSELossFunction(torch.autograd.Function):
 
 
 # --- L1Loss ---
-class L1LossFunction(torch.autograd.Function):
+class L1LossFunction(Rule):
     r"""Mean absolute error, with torch's optional elementwise ``weight``.
 
     Forward:   d = x - t (broadcast),  L = reduce(w |d|)   (mean with w: sum(w |d|) / sum(w))
@@ -143,6 +146,8 @@ class L1LossFunction(torch.autograd.Function):
                grad_w = ge * |d|          (mean with w: ge * (|d| - L), ge = g / sum(w))
     Saved:     x, t, w                    Double backward: yes (second derivative 0)
     """
+
+    compiled = ("pointwise_loss_fwd", "pointwise_loss_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -170,7 +175,7 @@ class L1LossFunction(torch.autograd.Function):
 
 
 # --- HuberLoss / SmoothL1Loss ---
-class HuberLossFunction(torch.autograd.Function):
+class HuberLossFunction(Rule):
     r"""Huber loss with threshold ``delta``, times ``scale`` (smooth-L1 with beta is
     ``scale = 1 / beta``, ``delta = beta``); torch's optional elementwise ``weight``.
 
@@ -180,6 +185,8 @@ class HuberLossFunction(torch.autograd.Function):
                grad_w = ge * scale * h(d)
     Saved:     x, t, w                                Double backward: yes
     """
+
+    compiled = ("pointwise_loss_fwd", "pointwise_loss_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -218,7 +225,7 @@ def _huber(d, delta, scale):
 
 
 # --- BCEWithLogitsLoss ---
-class BCEWithLogitsFunction(torch.autograd.Function):
+class BCEWithLogitsFunction(Rule):
     r"""Binary cross-entropy on logits, with ``weight`` w and ``pos_weight`` pw (broadcast).
 
     Forward:   l = (pw - 1) t + 1,   e = (1 - t) x - l * logsigmoid(x)
@@ -231,6 +238,8 @@ class BCEWithLogitsFunction(torch.autograd.Function):
     NOTE: logsigmoid(x) = min(x, 0) - log1p(e^{-|x|}) never overflows: finite for any
     finite logit, like torch's.
     """
+
+    compiled = ("bce_with_logits_fwd", "bce_with_logits_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -300,7 +309,7 @@ def _class_shape(weight, x, cd):
     return opmath(weight).reshape(shape)
 
 
-class NLLLossFunction(torch.autograd.Function):
+class NLLLossFunction(Rule):
     r"""Negative log-likelihood of class indices y, input a log-probability z.
 
     Input (C), (N, C) or (N, C, d1, ...); classes along dim 1 (dim 0 unbatched).
@@ -362,7 +371,7 @@ def _log_softmax_parts(xf, cd):
     return m, s
 
 
-class CrossEntropyFunction(torch.autograd.Function):
+class CrossEntropyFunction(Rule):
     r"""Cross-entropy of logits x with class indices y: log-softmax and NLL fused.
 
     Input (C), (N, C) or (N, C, d1, ...); classes along dim 1 (dim 0 unbatched); C classes,
@@ -378,6 +387,8 @@ class CrossEntropyFunction(torch.autograd.Function):
     NOTE: m and s are kept apart because x - m is exact: the loss and p keep full precision
     for logits of magnitude 1e4, where x - (m + s) in float32 would be off by ~|x| eps.
     """
+
+    compiled = ("cross_entropy_fwd", "cross_entropy_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -447,7 +458,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         return grad_x, None, None, None, None, None
 
 
-class SoftCrossEntropyFunction(torch.autograd.Function):
+class SoftCrossEntropyFunction(Rule):
     r"""Cross-entropy of logits x with class probabilities t: log-softmax and the sum fused.
 
     Shapes and notation as :class:`CrossEntropyFunction` (t has x's shape).
@@ -572,7 +583,7 @@ def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb):
         gb.add_(p.t().mv(ge))
 
 
-class LinearCrossEntropyFunction(torch.autograd.Function):
+class LinearCrossEntropyFunction(Rule):
     r"""Language-model head: cross-entropy of the logits z = x W^T + b with class indices y,
     computed over chunks of rows so that no (N, V) tensor of logits ever exists.
 

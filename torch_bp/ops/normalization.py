@@ -14,6 +14,7 @@ from torch.autograd.function import once_differentiable
 from .. import backend
 from . import _lean
 from ._util import example_rows, opmath
+from ._rule import Rule
 
 
 def _rows(x: torch.Tensor, d: int) -> torch.Tensor:
@@ -26,7 +27,7 @@ def _example_sums(t: torch.Tensor, lead, batch_dim: int, shape, dtype) -> torch.
 
 
 # --- LayerNorm ---
-class LayerNormFunction(torch.autograd.Function):
+class LayerNormFunction(Rule):
     r"""LayerNorm over the trailing D elements.
 
     Forward:   mu = mean(x),  r = (mean((x - mu)^2) + eps)^(-1/2),  xh = (x - mu) r
@@ -44,6 +45,8 @@ class LayerNormFunction(torch.autograd.Function):
     NOTE: a row whose variance overflows (|x| > ~1e19 in float32) gives NaN, as torch's
     does, rather than r = 0 and a silently wrong y = b.
     """
+
+    compiled = ("layer_norm_fwd", "layer_norm_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -112,7 +115,7 @@ class LayerNormFunction(torch.autograd.Function):
 
 
 # --- RMSNorm ---
-class RMSNormFunction(torch.autograd.Function):
+class RMSNormFunction(Rule):
     r"""RMSNorm over the trailing D elements.
 
     Forward:   r = (mean(x^2) + eps)^(-1/2),   y = x * r * w
@@ -122,6 +125,8 @@ class RMSNormFunction(torch.autograd.Function):
     Saved:     x, w, r (one number per row)      Double backward: no (once_differentiable)
     Per example n:  grad_w[n] = the sum above over the rows of example n only
     """
+
+    compiled = ("rms_norm_fwd", "rms_norm_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -181,7 +186,7 @@ def _channel_dims(x: torch.Tensor):
     return red, shape
 
 
-class BatchNormFunction(torch.autograd.Function):
+class BatchNormFunction(Rule):
     r"""Batch normalization with batch statistics (training) or given statistics (eval).
 
     Forward:   training: mu = mean_c(x), v = mean_c((x - mu)^2) (biased)
@@ -204,6 +209,8 @@ class BatchNormFunction(torch.autograd.Function):
     from the returned (mu, v), which are not differentiable. The running statistics get no
     gradient, as in torch.
     """
+
+    compiled = ("batch_norm_fwd", "batch_norm_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -362,7 +369,7 @@ def _group_view(x, num_groups):
     return n, num_groups, x.numel() // max(n * num_groups, 1)  # (N, G, D); D unused when N == 0
 
 
-class GroupNormFunction(torch.autograd.Function):
+class GroupNormFunction(Rule):
     r"""GroupNorm: x (N, C, *S) viewed as (N, G, D) with D = C/G * prod(S); statistics per (n, g).
 
     Forward:   mu = mean_D(x), r = (mean_D((x - mu)^2) + eps)^(-1/2), xh = (x - mu) r
@@ -377,6 +384,8 @@ class GroupNormFunction(torch.autograd.Function):
     (n, c) sum(grad_y) and sum(grad_y (x - mu)), from which mean_D(g) and mean_D(g * xh), grad_w and
     grad_b follow, then grad_x in one more pass
     """
+
+    compiled = ("group_norm_fwd", "group_norm_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 

@@ -23,6 +23,7 @@ import torch.nn.functional as TF
 
 from .. import backend
 from ._util import opmath
+from ._rule import Rule
 
 
 # --- MaxPool2d ---
@@ -69,7 +70,7 @@ def _flat_to_window(flat, width, kernel_size, stride, padding, dilation):
     return table[flat - _window_corners(flat.shape[-2], flat.shape[-1], width, stride, padding, flat.device)]
 
 
-class MaxPool2dFunction(torch.autograd.Function):
+class MaxPool2dFunction(Rule):
     r"""Max over each (dilated, padded) window.
 
     Forward:   y[o] = max_{j in window(o)} x[j],   idx[o] = argmax within the window (row-major:
@@ -86,6 +87,8 @@ class MaxPool2dFunction(torch.autograd.Function):
     kernel (csrc/cpu/pooling.cpp) scans the same way. ``return_indices`` gives torch's flat
     indices (h * W + w), converted from idx by :func:`window_to_flat`.
     """
+
+    compiled = ("max_pool2d_fwd", "max_pool2d_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -136,7 +139,7 @@ def _avg_divisor(size, out, k, s, p, ceil_mode, count_include_pad, device):
     return torch.minimum(end, torch.tensor(size, device=device)) - start.clamp(min=0)
 
 
-class AvgPool2dFunction(torch.autograd.Function):
+class AvgPool2dFunction(Rule):
     r"""Average over each padded window.
 
     Forward:   y[o] = (1 / D[o]) sum_{j in window(o)} x[j]      D: divisor (see _avg_divisor,
@@ -154,6 +157,8 @@ class AvgPool2dFunction(torch.autograd.Function):
     stride = kernel the windows sit side by side and the transposed convolution is a repeat of
     each value over its k x k block (an expand), which the rule takes instead.
     """
+
+    compiled = ("avg_pool2d_fwd", "avg_pool2d_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -218,7 +223,7 @@ def _adaptive_matrix(size, out, dtype, device):
     return inside.to(dtype) / (end - start)[:, None].to(dtype)
 
 
-class AdaptiveAvgPool2dFunction(torch.autograd.Function):
+class AdaptiveAvgPool2dFunction(Rule):
     r"""Average over Ho x Wo windows that tile the input (they may overlap by one).
 
     Forward:   y = A_h x A_w^T  on each plane   (A: see _adaptive_matrix; the windows are

@@ -38,6 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import backend
 from ._util import opmath
+from ._rule import Rule
 
 
 @dataclass(frozen=True)
@@ -494,7 +495,7 @@ def _setup(ctx, inputs, output, n_out):
 
 
 # --- LSTM ---
-class LSTMFunction(torch.autograd.Function):
+class LSTMFunction(Rule):
     r"""Multi-layer (bidirectional) LSTM with backpropagation through time.
 
     Forward, per layer and direction, for t in order (reversed for the reverse direction):
@@ -518,6 +519,8 @@ class LSTMFunction(torch.autograd.Function):
     Double backward: no (once_differentiable)
     """
 
+    compiled = ("lstm_layer_fwd", "lstm_layer_bwd")  # csrc/cpu
+
     generate_vmap_rule = True
 
     @staticmethod
@@ -540,7 +543,7 @@ class LSTMFunction(torch.autograd.Function):
 
 
 # --- GRU ---
-class GRUFunction(torch.autograd.Function):
+class GRUFunction(Rule):
     r"""Multi-layer (bidirectional) GRU with backpropagation through time.
 
     Forward, per layer and direction:
@@ -558,6 +561,8 @@ class GRUFunction(torch.autograd.Function):
     Per example n: the tied-weight sums above over example n's steps only (``backward_per_sample``).
     Double backward: no (once_differentiable)
     """
+
+    compiled = ("gru_layer_fwd", "gru_layer_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -581,7 +586,7 @@ class GRUFunction(torch.autograd.Function):
 
 
 # --- RNN (tanh, relu) ---
-class RNNFunction(torch.autograd.Function):
+class RNNFunction(Rule):
     r"""Multi-layer (bidirectional) Elman RNN with tanh or relu, backpropagation through time.
 
     Forward:   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)   (W_ih x_t of all t: one matmul)

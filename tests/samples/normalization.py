@@ -1,5 +1,58 @@
-"""Samples for batch_norm and group_norm (and BatchNorm1d/2d, GroupNorm)."""
+"""Samples for the normalization family: layer, RMS, batch and group norm."""
+
 from . import ModuleSample, Sample, error_samples, module_samples, samples
+
+
+# --- layer_norm / rms_norm ---
+@samples("layer_norm")
+def _layer_norm(make):
+    yield Sample("last-dim", (make(4, 6), [6], make(6), make(6)))
+    yield Sample("two-dims", (make(2, 3, 4, 5), (4, 5), make(4, 5), make(4, 5)))
+    yield Sample("no-affine", (make(3, 7), (7,)))
+    yield Sample("weight-only", (make(3, 7), (7,), make(7)))
+    yield Sample("bias-only", (make(3, 7), (7,), None, make(7)))
+    yield Sample("eps-large", (make(3, 7), (7,), make(7), make(7)), {"eps": 0.5})
+    yield Sample("unbatched", (make(7), (7,), make(7), make(7)))
+    yield Sample("empty-batch", (make(0, 7), (7,), make(7), make(7)))
+    yield Sample("noncontiguous", (make(3, 5, 6, layout="t"), (6,), make(6), make(6)))
+    yield Sample("large-magnitude", (make(4, 8, low=1e4, high=1e4 + 10), (8,), make(8), make(8)), cond=1e4 / 3)
+    yield Sample("input-grad-only", (make(4, 6), (6,), make(6, requires_grad=False), make(6, requires_grad=False)))
+
+
+@module_samples("layer_norm")
+def _layer_norm_mod(make):
+    yield ModuleSample("affine", (6,), {}, (make(4, 6),))
+    yield ModuleSample("no-bias", ((3, 6),), {"bias": False}, (make(2, 3, 6),))
+    yield ModuleSample("no-affine", (6,), {"elementwise_affine": False}, (make(4, 6),))
+
+
+@error_samples("layer_norm")
+def _layer_norm_err(make):
+    yield Sample("shape-mismatch", (make(4, 6), (5,), make(5), make(5)))
+    yield Sample("weight-shape", (make(4, 6), (6,), make(5), make(6)))
+
+
+@samples("rms_norm")
+def _rms_norm(make):
+    yield Sample("last-dim", (make(4, 6), [6], make(6)))
+    yield Sample("two-dims", (make(2, 3, 4, 5), (4, 5), make(4, 5)))
+    yield Sample("no-affine", (make(3, 7), (7,)))
+    yield Sample("eps", (make(3, 7), (7,), make(7)), {"eps": 1e-3})
+    yield Sample("unbatched", (make(7), (7,), make(7)))
+    yield Sample("empty-batch", (make(0, 7), (7,), make(7)))
+    yield Sample("noncontiguous", (make(3, 5, 6, layout="t"), (6,), make(6)))
+    yield Sample("large-magnitude", (make(4, 8, low=1e4, high=2e4), (8,), make(8)))
+
+
+@module_samples("rms_norm")
+def _rms_norm_mod(make):
+    yield ModuleSample("affine", (6,), {}, (make(4, 6),))
+    yield ModuleSample("no-affine-eps", ((3, 6),), {"elementwise_affine": False, "eps": 1e-4}, (make(2, 3, 6),))
+
+
+@error_samples("rms_norm")
+def _rms_norm_err(make):
+    yield Sample("shape-mismatch", (make(4, 6), (5,), make(5)))
 
 
 def _stats(make, c):

@@ -1,0 +1,85 @@
+"""Drop-in twins of ``torch.nn.functional``: same names, positional order, keywords, defaults.
+
+Thin on purpose: each function resolves its options (defaults, autocast, argument checks
+that torch makes before its kernel runs) and calls one Function from ``torch_bp.ops``,
+where the backward rule lives. Nothing here states a gradient.
+
+NOTE: ``inplace=True`` (relu, leaky_relu, elu, silu, dropout) is accepted for signature
+compatibility but computed out of place: the result is returned and the input is left
+untouched, because an in-place write would put torch's CopyBackwards, not our rule, on the
+output. Code that uses the returned tensor, as every module does, behaves the same. What
+torch refuses to write into, we refuse too (:func:`_check_inplace`).
+"""
+from __future__ import annotations
+
+import torch.nn.functional as _torch_F
+
+from .activation import (
+    elu,
+    gelu,
+    leaky_relu,
+    log_softmax,
+    relu,
+    sigmoid,
+    silu,
+    softmax,
+    softplus,
+    tanh,
+)
+from .attention import (
+    _multi_head_attention,  # noqa: F401  (torch_bp.nn.MultiheadAttention)
+    multi_head_attention_forward,
+    scaled_dot_product_attention,
+)
+from .conv import (
+    _convnd,  # noqa: F401  (torch_bp.nn.Conv*: padding modes)
+    conv1d,
+    conv2d,
+    conv_transpose2d,
+)
+from .dropout import dropout
+from .embedding import embedding
+from .linear import linear, linear_activation
+from .loss import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    huber_loss,
+    l1_loss,
+    linear_cross_entropy,
+    mse_loss,
+    nll_loss,
+    smooth_l1_loss,
+)
+from .normalization import batch_norm, group_norm, layer_norm, rms_norm
+from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .recurrent import gru, lstm, rnn_relu, rnn_tanh
+
+# The names defined by torch_bp (a rule of ours runs); every other public name of
+# torch.nn.functional resolves to torch's own function (module __getattr__ below).
+_OURS = frozenset(n for n, v in list(globals().items())
+                  if not n.startswith("_") and callable(v) and getattr(v, "__module__", "").startswith(__name__))
+
+
+def ours(name: str) -> bool:
+    """True if ``torch_bp.functional.<name>`` runs a torch_bp rule, False if it is torch's function.
+
+    Raises AttributeError for a name that neither torch_bp nor ``torch.nn.functional`` has."""
+    if name in _OURS:
+        return True
+    if name.startswith("_") or not hasattr(_torch_F, name):
+        raise AttributeError(f"torch_bp.functional has no function {name!r} (nor has torch.nn.functional)")
+    return False
+
+
+def __getattr__(name: str):
+    # a drop-in for torch.nn.functional: a public name we have no rule for is torch's
+    if not name.startswith("_") and hasattr(_torch_F, name):
+        return getattr(_torch_F, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {n for n in dir(_torch_F) if not n.startswith("_")})
+
+
+__all__ = sorted(_OURS) + ["ours"]

@@ -1,0 +1,204 @@
+"""``torch_bp.functional``: losses. See the package docstring."""
+from __future__ import annotations
+
+import torch
+
+from .._amp import autocast_inputs
+from ..ops import loss as _loss
+from ._checks import (
+    _check_class_targets,
+    _check_class_weight,
+    _int_check,
+    _legacy_reduction,
+    _no_grad_for,
+    _pointwise_loss_args,
+    _reduction,
+)
+
+
+# NOTE: the order of the checks below is torch's (shapes, then the reduction, then the
+# kernel's own checks), so that an input with several problems raises what torch raises.
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    input, target, weight = autocast_inputs("mse_loss", input, target, weight)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _pointwise_loss_args(input, target, weight)
+    if weight is not None and torch.bool in (input.dtype, target.dtype):  # torch's weighted path: input - target
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported "
+                           "(mse_loss with weight: input and target must not be bool)")
+    reduction = _reduction(None, None, reduction)
+    _int_check(input, target, "mse_loss", NotImplementedError)
+    return _loss.MSELossFunction.apply(input, target, weight, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    input, target, weight = autocast_inputs("l1_loss", input, target, weight)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _pointwise_loss_args(input, target, weight)
+    if weight is not None and torch.bool in (input.dtype, target.dtype):  # torch's weighted path: input - target
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported "
+                           "(l1_loss with weight: input and target must not be bool)")
+    reduction = _reduction(None, None, reduction)  # integers: as torch, fine for 'none' and 'sum'
+    return _loss.L1LossFunction.apply(input, target, weight, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    input, target, weight = autocast_inputs("huber_loss", input, target, weight)
+    _pointwise_loss_args(input, target, weight)
+    if weight is None:
+        reduction = _reduction(None, None, reduction)
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    _int_check(input, target, "huber_loss", NotImplementedError)
+    if not input.is_floating_point():  # torch's kernel writes the loss in the input's dtype
+        raise RuntimeError(f"result type {target.dtype} can't be cast to the desired output type {input.dtype} "
+                           "(huber_loss: the input must be floating point)")
+    reduction = _reduction(None, None, reduction)
+    if target.dtype != input.dtype:
+        target = target.to(input.dtype)  # as torch's kernel: the result has the input's dtype
+    return _loss.HuberLossFunction.apply(input, target, weight, reduction, float(delta), 1.0)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    input, target = autocast_inputs("smooth_l1_loss", input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _pointwise_loss_args(input, target, None)
+    reduction = _reduction(None, None, reduction)
+    if beta == 0.0:  # as torch: plain L1
+        return _loss.L1LossFunction.apply(input, target, None, reduction)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    _int_check(input, target, "smooth_l1_loss", NotImplementedError)
+    # smooth_l1 with beta = huber with delta = beta, divided by beta
+    return _loss.HuberLossFunction.apply(input, target, None, reduction, float(beta), 1.0 / beta)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    input, target, weight, pos_weight = autocast_inputs("binary_cross_entropy_with_logits", input, target,
+                                                        weight, pos_weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"binary_cross_entropy_with_logits: not implemented for input of dtype "
+                                  f"{input.dtype} (a floating point input is needed)")
+    if not target.is_floating_point():
+        raise RuntimeError(f"result type Float can't be cast to the desired output type {target.dtype} "
+                           "(binary_cross_entropy_with_logits needs a floating point target)")
+    for t, what in ((weight, "weight"), (pos_weight, "pos_weight")):
+        if t is not None and torch.broadcast_shapes(t.shape, input.shape) != input.shape:
+            raise RuntimeError(f"output with shape {list(input.shape)} doesn't match the broadcast shape "
+                               f"{list(torch.broadcast_shapes(t.shape, input.shape))} ({what})")
+    _no_grad_for("binary_cross_entropy_with_logits", weight=weight, pos_weight=pos_weight)
+    return _loss.BCEWithLogitsFunction.apply(input, target, weight, pos_weight, reduction)
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+    input, weight = autocast_inputs("nll_loss", input, weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    target = _check_class_targets(input, target, weight, ignore_index, "nll_loss")
+    return _loss.NLLLossFunction.apply(input, target, weight, reduction, int(ignore_index))
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    input, target, weight = autocast_inputs("cross_entropy", input, target, weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    if label_smoothing > 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    label_smoothing = max(float(label_smoothing), 0.0)  # as torch: a negative value is no smoothing
+    if input.shape == target.shape:  # as torch: same shapes means class probabilities
+        if not target.is_floating_point():
+            raise RuntimeError(f"Expected floating point type for target with class probabilities, "
+                               f"got {target.dtype}")
+        if ignore_index >= 0:
+            raise RuntimeError("ignore_index is not supported for floating point target")
+        if not input.is_floating_point() and input.numel():
+            raise NotImplementedError(f"cross_entropy: not implemented for input of dtype {input.dtype}")
+        if input.dim() == 0:
+            raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)")
+        _check_class_weight(weight, input.shape[0 if input.dim() == 1 else 1], input, "cross_entropy: ")
+        return _loss.SoftCrossEntropyFunction.apply(input, target, weight, reduction, label_smoothing)[0]
+    if not input.is_floating_point() and input.numel():  # torch's log_softmax runs before nll_loss's checks
+        raise NotImplementedError(f"cross_entropy: not implemented for input of dtype {input.dtype}")
+    target = _check_class_targets(input, target, weight, ignore_index, "cross_entropy")
+    return _loss.CrossEntropyFunction.apply(input, target, weight, reduction, int(ignore_index),
+                                            label_smoothing)[0]
+
+
+def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
+                         label_smoothing=0.0, *, chunk_size=None, mode="fused"):
+    """``cross_entropy(linear(input, weight, bias), target)`` over the last dim, for a language-model
+    head, computed over chunks of rows so that the (N, V) logits never exist
+    (:class:`~torch_bp.ops.loss.LinearCrossEntropyFunction`). torch_bp only.
+
+    Args:
+        input: (*, d) hidden states (any leading dims, flattened to N rows).
+        weight: (V, d), as ``linear``'s (an ``nn.Linear(d, V)``'s weight).
+        target: (*) class indices in [0, V) (int64 or uint8), ``input.shape[:-1]``.
+        bias: (V,) or None.
+        ignore_index, reduction, label_smoothing: as :func:`cross_entropy` (no class weights).
+            ``reduction="none"`` returns a loss of ``target``'s shape.
+        chunk_size: rows per chunk (default: as many as make about 2^24 logits).
+        mode: ``"fused"`` (default): with a scalar loss (mean/sum) and a gradient to take,
+            the gradients are computed chunk by chunk during the forward and saved (grad-sized:
+            grad_x (N, d), grad_W (V, d)); no extra matmul. ``"recompute"``: only O(N) per-row
+            statistics are saved and each chunk's logits are recomputed in backward (one extra
+            matmul, ~4/3 the time). ``reduction="none"`` always recomputes.
+
+    Same values and gradients as ``F.cross_entropy(F.linear(input, weight, bias).flatten(0, -2),
+    target.flatten(), ...)`` (reshaped to ``target``'s shape for ``reduction="none"``).
+    """
+    input, weight, bias = autocast_inputs("linear", input, weight, bias)
+    # under autocast: the matmuls in the autocast dtype, the loss in float32 (torch's cross_entropy)
+    out_dtype = torch.float32 if torch.is_autocast_enabled(input.device.type) and input.is_floating_point() else None
+    reduction = _reduction(None, None, reduction)
+    if mode not in ("fused", "recompute"):
+        raise ValueError(f"linear_cross_entropy: mode must be 'fused' or 'recompute', got {mode!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"linear_cross_entropy: chunk_size must be a positive integer, got {chunk_size!r}")
+    if input.dim() == 0:
+        raise RuntimeError("linear_cross_entropy: input must have at least 1 dimension, got a 0-d tensor")
+    if weight.dim() != 2:
+        raise RuntimeError(f"linear_cross_entropy: weight must be 2-d (num_classes, in_features), "
+                           f"got shape {list(weight.shape)}")
+    if input.shape[-1] != weight.shape[1]:
+        raise RuntimeError(f"linear_cross_entropy: input of shape {list(input.shape)} and weight of shape "
+                           f"{list(weight.shape)}: in_features {input.shape[-1]} != {weight.shape[1]} "
+                           "(mat1 and mat2 shapes cannot be multiplied)")
+    n_cls = weight.shape[0]
+    if bias is not None and (bias.dim() > 1 or bias.numel() not in (1, n_cls)):
+        raise RuntimeError(f"linear_cross_entropy: bias of shape {list(bias.shape)} does not broadcast to "
+                           f"the {n_cls} classes (expected shape [{n_cls}])")
+    for t, what in ((weight, "weight"), (bias, "bias")):
+        if t is not None and t.dtype != input.dtype:
+            raise RuntimeError(f"linear_cross_entropy: expected {what} of the input's dtype {input.dtype}, "
+                               f"got {t.dtype}")
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"linear_cross_entropy: expected {what} on the input's device {input.device}, "
+                               f"got {t.device}")
+    if target.device != input.device:
+        raise RuntimeError(f"linear_cross_entropy: expected target on the input's device {input.device}, "
+                           f"got {target.device}")
+    if input.dtype == torch.bool:  # torch's matmul (addmm) has no bool kernel
+        raise NotImplementedError("linear_cross_entropy: matmul (addmm) not implemented for 'Bool'")
+    if tuple(target.shape) != tuple(input.shape[:-1]):
+        raise ValueError(f"linear_cross_entropy: expected target of shape {list(input.shape[:-1])} "
+                         f"(input.shape[:-1]), got {list(target.shape)}")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"linear_cross_entropy: not implemented for input of dtype {input.dtype}")
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
+    if label_smoothing > 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    label_smoothing = max(float(label_smoothing), 0.0)  # as torch: a negative value is no smoothing
+    if not torch.compiler.is_compiling() and torch._C._functorch.maybe_get_level(target) == -1:
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_cls))
+        if bad.any():
+            raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
+    need = (input.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    fused = need if (mode == "fused" and reduction != "none" and torch.is_grad_enabled() and any(need)) else None
+    out = _loss.LinearCrossEntropyFunction.apply(input, weight, bias, target, reduction, int(ignore_index),
+                                                 label_smoothing, None if chunk_size is None else int(chunk_size),
+                                                 fused, out_dtype)[0]
+    return out

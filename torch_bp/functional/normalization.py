@@ -1,0 +1,80 @@
+"""``torch_bp.functional``: layer, RMS, batch and group normalization. See the package docstring."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._amp import autocast_inputs
+from ..ops import normalization as _norm
+from ._checks import (
+    _check_affine,
+    _check_norm_dtypes,
+    _floating_only,
+    _normalized_size,
+    _verify_values_per_channel,
+)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
+    input, weight, bias = autocast_inputs("layer_norm", input, weight, bias)
+    _check_norm_dtypes(input, (weight, bias), "layer_norm")
+    shape, d = _normalized_size(input, normalized_shape, "layer_norm")
+    _check_affine(weight, shape, "weight", "layer_norm")
+    _check_affine(bias, shape, "bias", "layer_norm")
+    return _norm.LayerNormFunction.apply(input, weight, bias, d, float(eps))[0]
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    input, weight = autocast_inputs("rms_norm", input, weight)
+    _floating_only(input, "rms_norm")
+    shape, d = _normalized_size(input, normalized_shape, "rms_norm")
+    _check_affine(weight, shape, "weight", "rms_norm")
+    if eps is None:  # torch takes the eps of the compute dtype: float32's for bfloat16/float16
+        eps = torch.finfo(torch.float32 if input.dtype in (torch.bfloat16, torch.float16) else input.dtype).eps
+    return _norm.RMSNormFunction.apply(input, weight, d, float(eps))[0]
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-05):
+    # torch's order of checks: values per channel, eps (in F.batch_norm), then the kernel's
+    if training and input.dim() >= 1:
+        _verify_values_per_channel(input, input.shape[0] * math.prod(input.shape[2:]))
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    _check_norm_dtypes(input, (weight, bias, running_mean, running_var), "batch_norm")
+    if input.dim() < 2:
+        raise RuntimeError(f"batch_norm: expected input with at least 2 dims (N, C, ...), got {list(input.shape)}")
+    c = input.shape[1]
+    for t, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
+                    (bias, "bias")):
+        if t is not None and t.numel() != c:
+            raise RuntimeError(f"{what} should contain {c} elements not {t.numel()}")
+    n = input.shape[0] * math.prod(input.shape[2:])  # values per channel
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError("running_mean must be defined in evaluation mode")
+    stats = (None, None) if training else (running_mean, running_var)
+    y, mean, var = _norm.BatchNormFunction.apply(input, weight, bias, *stats, bool(training), float(eps))
+    if training:
+        _norm.update_running_stats(running_mean, running_var, mean, var, n, momentum)
+    return y
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
+    input, weight, bias = autocast_inputs("group_norm", input, weight, bias)
+    if input.dim() < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
+    c = input.shape[1]
+    # torch's order: F.group_norm's checks (values per group, as computed there), then the kernel's
+    _verify_values_per_channel(input, input.shape[0] * c // num_groups * math.prod(input.shape[2:]))
+    _check_norm_dtypes(input, (weight, bias), "group_norm")
+    if num_groups <= 0 or c % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input "
+                           f"of shape {list(input.shape)} and num_groups={num_groups}")
+    for t, what in ((weight, "weight"), (bias, "bias")):
+        if t is not None and (t.dim() != 1 or t.numel() != c):
+            raise RuntimeError(f"Expected {what} to be a vector of size equal to the number of channels in input, "
+                               f"but got {what} of shape {list(t.shape)} and input of shape {list(input.shape)}")
+    return _norm.GroupNormFunction.apply(input, weight, bias, int(num_groups), float(eps))[0]

@@ -1,0 +1,125 @@
+"""``torch_bp.functional``: LSTM, GRU and plain RNN (the ATen ops torch.nn.LSTM/GRU/RNN call). See the package docstring."""
+from __future__ import annotations
+
+import torch
+
+from .._amp import autocast_inputs
+from ..ops import recurrent as _rnn
+
+
+# Not in torch.nn.functional: these mirror the ATen ops torch.nn.LSTM/GRU/RNN call
+# (torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu), with the same positional
+# arguments, and also take what the modules handle around those ops: a PackedSequence as
+# ``input`` (variable lengths, ``hx`` in the caller's batch order), an unbatched (T, I)
+# input, and ``hx=None`` (zeros). ``params`` is the flat weight list in torch's order
+# (``module._flat_weights``). Returns (output, h_n, c_n) for lstm and (output, h_n) else,
+# ``output`` a PackedSequence when the input is one.
+def lstm(input, hx, params, has_biases=True, num_layers=1, dropout=0.0, train=True, bidirectional=False,
+         batch_first=False):
+    return _recurrent("LSTM", input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def gru(input, hx, params, has_biases=True, num_layers=1, dropout=0.0, train=True, bidirectional=False,
+        batch_first=False):
+    return _recurrent("GRU", input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+
+
+def rnn_tanh(input, hx, params, has_biases=True, num_layers=1, dropout=0.0, train=True, bidirectional=False,
+             batch_first=False):
+    return _recurrent("RNN_TANH", input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+                      batch_first)
+
+
+def rnn_relu(input, hx, params, has_biases=True, num_layers=1, dropout=0.0, train=True, bidirectional=False,
+             batch_first=False):
+    return _recurrent("RNN_RELU", input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+                      batch_first)
+
+
+_RNN_NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+
+
+def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first):
+    """The checks torch.nn.LSTM/GRU/RNN make (same exception types and messages), then one Function."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    params = list(params)
+    packed = isinstance(input, PackedSequence)
+    sorted_indices = unsorted_indices = batch_sizes = None
+    if packed:
+        input, batch_sizes, sorted_indices, unsorted_indices = input
+    (input,) = autocast_inputs("rnn", input)
+    params = list(autocast_inputs("rnn", *params))
+    D = 2 if bidirectional else 1
+    per = 2 + 2 * bool(has_biases)
+    if num_layers < 1 or not params or len(params) % (num_layers * D):
+        raise RuntimeError(f"{_RNN_NAMES[mode]}: expected a multiple of {num_layers * D} weights for "
+                           f"num_layers={num_layers}, bidirectional={bidirectional}, got {len(params)}")
+    k = len(params) // (num_layers * D)
+    proj = mode == "LSTM" and k == per + 1
+    if k != per + proj:
+        raise RuntimeError(f"{_RNN_NAMES[mode]}: expected {per} weights per layer and direction "
+                           f"(has_biases={has_biases}), got {k}")
+    gates = _rnn.gate_count(mode)
+    hidden_size = params[1].shape[0] // gates
+    out_size = params[per].shape[0] if proj else hidden_size
+    input_size = params[0].shape[1]
+    name = _RNN_NAMES[mode]
+    if input.dtype != params[0].dtype and not torch._C._is_any_autocast_enabled():
+        if packed and mode == "LSTM":  # torch's module checks nothing here: its kernel raises
+            raise RuntimeError(f"self and mat2 must have the same dtype, but got {input.dtype} and {params[0].dtype}")
+        raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({params[0].dtype}). "
+                         f"Convert input: input.to({params[0].dtype}), or convert model: model.to({input.dtype})")
+    odd = [p.dtype for p in params if p.dtype != params[0].dtype]
+    if odd and not torch._C._is_any_autocast_enabled():  # torch's kernels: one dtype for every weight
+        raise RuntimeError(f"self and mat2 must have the same dtype, but got {params[0].dtype} and {odd[0]} "
+                           f"(every weight and bias of the {_RNN_NAMES[mode]} must have one dtype)")
+    is_lstm = mode == "LSTM"
+    unbatched = False
+    if packed:
+        if input.dim() != 2:
+            raise RuntimeError(f"input must have 2 dimensions, got {input.dim()}")
+        mini_batch = int(batch_sizes[0])
+    else:
+        if input.dim() not in (2, 3):
+            tail = "instead" if is_lstm else "tensor instead"
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D {tail}")
+        unbatched = input.dim() == 2
+        mini_batch = 1 if unbatched else (input.shape[0] if batch_first else input.shape[1])
+    if input.shape[-1] != input_size:
+        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {input_size}, got {input.shape[-1]}")
+    if not packed and input.shape[1 if batch_first and not unbatched else 0] == 0:
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+    state_dims = 2 if unbatched else 3
+    expect_h = (num_layers * D, mini_batch, out_size)
+    expect_c = (num_layers * D, mini_batch, hidden_size)
+    if hx is None:
+        h0 = input.new_zeros(expect_h)
+        c0 = input.new_zeros(expect_c) if is_lstm else None
+    else:
+        h0, c0 = (hx[0], hx[1]) if is_lstm else (hx, None)
+        if not packed:
+            got = (h0.dim(), c0.dim()) if is_lstm else (h0.dim(),)
+            if any(g != state_dims for g in got):
+                kind = "unbatched 2-D" if unbatched else "batched 3-D"
+                what = "hx and cx" if is_lstm else "hx"
+                dims = f"({got[0]}-D, {got[1]}-D) tensors" if is_lstm else f"{got[0]}-D tensor"
+                raise RuntimeError(f"For {kind} input, {what} should also be {state_dims}-D but got {dims}")
+        for t, expect, label in ((h0, expect_h, "hidden[0]" if is_lstm else "hidden"), (c0, expect_c, "hidden[1]")):
+            if t is None:
+                continue
+            shape = (t.shape[0], 1) + tuple(t.shape[1:]) if unbatched else tuple(t.shape)
+            if shape != expect:
+                raise RuntimeError(f"Expected {label} size {expect}, got {list(shape)}")
+    opts = _rnn.RNNOptions(mode, int(num_layers), bool(bidirectional), bool(has_biases), proj,
+                           float(dropout) if train else 0.0, bool(batch_first) and not packed, unbatched,
+                           None if batch_sizes is None else tuple(int(b) for b in batch_sizes))
+    if hx is None and unbatched:  # the Function takes (L*D, H) states with an unbatched input
+        h0 = h0.squeeze(1)
+        c0 = None if c0 is None else c0.squeeze(1)
+    seed = int(torch.randint(0, 2 ** 62, (1,)).item()) if opts.dropout > 0 and num_layers > 1 else 0
+    outs = _rnn.FUNCTIONS[mode].apply(opts, input, h0, c0, sorted_indices, unsorted_indices, seed, *params)
+    output = outs[0]
+    if packed:
+        output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+    return (output, outs[1], outs[2]) if is_lstm else (output, outs[1])
