@@ -98,6 +98,8 @@ LAYERS: list[Layer] = [
     # --- core: dropout ---
     _row("dropout", "dropout", [dropout.DropoutFunction], [(nn.Dropout, torch.nn.Dropout)], double_backward=True,
          notes="inplace=True computed out of place; on CUDA the mask differs from torch's (fused kernel)"),
+    # (more activations and dropout variants: below this line)
+
     # --- core: embedding ---
     _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],
          double_backward=True, notes="sparse=True raises NotImplementedError (dense gradients only)"),
@@ -118,6 +120,8 @@ LAYERS: list[Layer] = [
          reference=_linear_cross_entropy_reference,
          notes="torch_bp only: cross_entropy(linear(x, W, b), y) over chunks of rows, never the (N, V) "
                "logits (module: LinearCrossEntropy, loads nn.Linear's state_dict); no class weights"),
+    # (more losses: below this line)
+
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),
@@ -137,6 +141,8 @@ LAYERS: list[Layer] = [
          [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d)],
          notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
     _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)]),
+    # (more convolution, pooling, resampling, padding and normalization layers: below this line)
+
     # --- attention / recurrent ---
     _row("scaled_dot_product_attention", "attention", [attention.ScaledDotProductAttentionFunction],
          notes="saves O(L+S) per head (row log-sum-exp), recomputes probabilities in blocks; "
@@ -153,10 +159,15 @@ LAYERS: list[Layer] = [
          reference=rnn_reference("RNN_TANH"), notes="mirrors torch.rnn_tanh; inter-layer dropout masks are ours"),
     _row("rnn_relu", "recurrent", [recurrent.RNNFunction], reference=rnn_reference("RNN_RELU"),
          notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))"),
+    # (recurrent cells and other layers: below this line)
+
     # --- compiled backend: the linear layer's fused epilogue ---
     _row("linear_activation", "linear", [linear.LinearFunction, linear.BiasActivationFunction],
          reference=_linear_activation_reference, double_backward=True,
          notes="torch_bp only: act(linear(x, W, b)) for relu/gelu/silu, bias and activation in one pass"),
+
+    # (rules that real models need, e.g. rotary position embedding: below this line)
+
 ]
 
 _BY_NAME = {row.name: row for row in LAYERS}
