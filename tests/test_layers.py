@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torch_bp
-from harness import assert_close, clone_args, float_outputs, leaves, our_nodes, rebuild, run
+from harness import assert_close, clone_args, float_outputs, leaves, our_nodes, rebuild, run, tol
 from samples import ERROR_SAMPLES, MODULE_SAMPLES, SAMPLES, Make, get_samples
 from torch_bp.registry import LAYERS
 
@@ -75,6 +75,98 @@ def test_matches_torch(name, dtype):
             assert_close(g, r, dtype, s.cond, f"{name}[{s.desc}] grad of input {i}")
 
 
+# Rows whose outputs cannot be modified in place before the backward, with the reason; the
+# version check of autograd then raises a RuntimeError in the backward (never a wrong gradient).
+IN_PLACE_REFUSED = {
+    "scaled_dot_product_attention": "saves its output O for the backward (rowsum(grad_O * O), flash-style)",
+}
+
+
+def _doubled(fn, in_place):
+    """``fn`` whose differentiable outputs are then doubled, in place (``y.mul_(2)``, as ``y += ...``
+    after a layer) or out of place."""
+    def wrapped(*args, **kwargs):
+        outs = float_outputs(fn(*args, **kwargs))
+        if in_place:
+            return tuple(o.mul_(2) if o.requires_grad else o for o in outs)
+        return tuple(o * 2 if o.requires_grad else o for o in outs)
+    return wrapped
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_modifiable_in_place(name):
+    """Our outputs can be modified in place where torch's can (no view of a forward intermediate
+    escapes a rule), with the gradients of the same expression computed out of place; where ours
+    refuse (RuntimeError), torch's refuse too."""
+    row = ROWS[name]
+    for s in get_samples(name, torch.float64):
+        ref_a, ref_k = clone_args(s)
+        ref_outs, ref_grads, upstream = run(_doubled(row.reference, False), ref_a, ref_k)
+        ours_a, ours_k = clone_args(s)
+        try:
+            outs, grads, _ = run(_doubled(row.functional, True), ours_a, ours_k, upstream=upstream)
+        except RuntimeError as e:
+            if name in IN_PLACE_REFUSED:
+                assert "modified by an inplace operation" in str(e), str(e)
+                continue
+            with pytest.raises(RuntimeError):
+                run(_doubled(row.reference, True), *clone_args(s), upstream=upstream)
+            continue
+        for o, r in zip(outs, ref_outs):
+            assert_close(o, r, torch.float64, s.cond, f"{name}[{s.desc}] output")
+        for i, (g, r) in enumerate(zip(grads, ref_grads)):
+            assert_close(g, r, torch.float64, s.cond, f"{name}[{s.desc}] grad of input {i}")
+
+
+def _complex(a):
+    """``a`` with its floating tensors as complex128 (the same requires_grad)."""
+    if isinstance(a, torch.Tensor) and a.is_floating_point():
+        return a.detach().to(torch.complex128).requires_grad_(a.requires_grad)
+    if isinstance(a, (list, tuple)) and any(isinstance(x, torch.Tensor) for x in a):
+        return rebuild(a, [_complex(x) for x in a])
+    return a
+
+
+def _complex_grads(fn, args, kwargs):
+    outs = [o for o in _all_outputs(fn(*args, **kwargs)) if o.requires_grad]
+    g = torch.Generator().manual_seed(0)
+    loss = sum((o * torch.randn(o.shape, dtype=o.dtype, generator=g)).real.sum() for o in outs)
+    return outs, torch.autograd.grad(loss, leaves(args, kwargs), allow_unused=True)
+
+
+def _all_outputs(out):
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() or out.is_complex() else []
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _all_outputs(o)]
+    return []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_complex_inputs(name):
+    """Complex inputs: torch's results (outputs and gradients in torch's convention, the conjugate
+    Jacobian), torch's exception type where torch refuses them, or a RuntimeError/NotImplementedError
+    naming the complex dtype where our rule is defined for real tensors only: never a wrong gradient."""
+    row = ROWS[name]
+    s = get_samples(name, torch.float64)[0]
+    ref_args, ref_kwargs = _complex(s.args), {k: _complex(v) for k, v in s.kwargs.items()}
+    try:
+        ref = _complex_grads(row.reference, ref_args, ref_kwargs)
+    except Exception as e:  # torch refuses: so do we, with its exception type
+        with pytest.raises(type(e)):
+            _complex_grads(row.functional, _complex(s.args), {k: _complex(v) for k, v in s.kwargs.items()})
+        return
+    try:
+        ours = _complex_grads(row.functional, _complex(s.args), {k: _complex(v) for k, v in s.kwargs.items()})
+    except (RuntimeError, NotImplementedError) as e:
+        assert "complex" in str(e).lower(), str(e)
+        return
+    for a, b in zip(ours[0] + list(ours[1]), ref[0] + list(ref[1])):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, **tol(torch.float64, s.cond))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_double_backward(name):
     row = ROWS[name]
@@ -93,11 +185,9 @@ def test_double_backward(name):
         assert torch.autograd.gradgradcheck(fn, tuple(inputs)), s.desc
     else:
         out = fn(*inputs)[0]
-        grads = torch.autograd.grad((out * torch.randn_like(out)).sum(), inputs, create_graph=True,
-                                    allow_unused=True)
-        g = next(g for g in grads if g is not None)
-        with pytest.raises(RuntimeError):  # once_differentiable: says so instead of a wrong answer
-            g.sum().backward()
+        # first_order_only: a backward with create_graph=True raises, before any number exists
+        with pytest.raises(RuntimeError, match="double backward is not supported"):
+            torch.autograd.grad((out * torch.randn_like(out)).sum(), inputs, create_graph=True, allow_unused=True)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if ROWS[n].modules])

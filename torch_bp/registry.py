@@ -123,8 +123,10 @@ LAYERS: list[Layer] = [
     # (more losses: below this line)
 
     # --- core: normalization ---
-    _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),
-    _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)]),
+    _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)],
+         double_backward=True),
+    _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)],
+         double_backward=True),
     # --- conv / pooling / batch norm ---
     _row("conv1d", "conv", [conv.ConvFunction], [(nn.Conv1d, torch.nn.Conv1d)], double_backward=True),
     _row("conv2d", "conv", [conv.ConvFunction], [(nn.Conv2d, torch.nn.Conv2d)], double_backward=True),
@@ -139,8 +141,9 @@ LAYERS: list[Layer] = [
          [(nn.AdaptiveAvgPool2d, torch.nn.AdaptiveAvgPool2d)], double_backward=True),
     _row("batch_norm", "normalization", [normalization.BatchNormFunction],
          [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d)],
-         notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
-    _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)]),
+         double_backward=True, notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
+    _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)],
+         double_backward=True),
     # (more convolution, pooling, resampling, padding and normalization layers: below this line)
 
     # --- attention / recurrent ---

@@ -17,6 +17,7 @@ def _layer_norm(make):
     yield Sample("noncontiguous", (make(3, 5, 6, layout="t"), (6,), make(6), make(6)))
     yield Sample("large-magnitude", (make(4, 8, low=1e4, high=1e4 + 10), (8,), make(8), make(8)), cond=1e4 / 3)
     yield Sample("input-grad-only", (make(4, 6), (6,), make(6, requires_grad=False), make(6, requires_grad=False)))
+    yield Sample("zero-features", (make(3, 0), (0,), make(0), make(0)))
 
 
 @module_samples("layer_norm")
@@ -42,6 +43,7 @@ def _rms_norm(make):
     yield Sample("empty-batch", (make(0, 7), (7,), make(7)))
     yield Sample("noncontiguous", (make(3, 5, 6, layout="t"), (6,), make(6)))
     yield Sample("large-magnitude", (make(4, 8, low=1e4, high=2e4), (8,), make(8)))
+    yield Sample("zero-features", (make(3, 0), (0,), make(0)))
 
 
 @module_samples("rms_norm")

@@ -229,3 +229,11 @@ def _pool_options(kernel_size, stride, padding, name):
 def _verify_values_per_channel(input, values):
     if values == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+
+
+def _real_only(name, *tensors):
+    """For rules defined for real tensors only, where torch also computes complex ones: say so."""
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.is_complex():
+            raise NotImplementedError(f"{name}: torch_bp's rule is defined for real tensors; complex input of dtype "
+                               f"{t.dtype} is not supported (torch.nn.functional.{name} computes it)")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from .._amp import autocast_inputs
 from ..ops import conv as _conv
-from ._checks import _check_conv, _check_positive, _conv_tuple
+from ._checks import _real_only, _check_conv, _check_positive, _conv_tuple
 
 
 def _convnd(nd, name, input, weight, bias, stride, padding, dilation, groups, pad=None, padding_mode="zeros"):
     """conv1d/conv2d, and the modules' convolution with an explicit ``pad`` in ``padding_mode``."""
     input, weight, bias = autocast_inputs(name, input, weight, bias)
+    _real_only(name, input, weight, bias)
     _check_conv(input, weight, bias, nd, groups, name)
     stride, dilation = _conv_tuple(stride, nd, "stride"), _conv_tuple(dilation, nd, "dilation")
     _check_positive(stride, "stride")

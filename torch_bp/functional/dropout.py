@@ -19,6 +19,8 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if p == 1:  # as torch: input * 0 (a 0-d mask and scale broadcast; nothing is stored per element)
         zero = torch.zeros((), dtype=input.dtype, device=input.device)
         return _drop.DropoutFunction.apply(input, zero.bool(), zero)
+    if input.is_complex():  # as torch, whose Bernoulli draw is not implemented for complex dtypes
+        raise NotImplementedError(f"dropout: not implemented for input of dtype {input.dtype}")
     if not input.is_floating_point():
         raise RuntimeError(f"result type Float can't be cast to the desired output type {input.dtype} "
                            "(dropout with 0 < p < 1 needs a floating point input)")

@@ -21,6 +21,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if input.dtype not in (torch.int64, torch.int32):
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
                            f"types: Long, Int; but got {input.dtype} instead")
+    if weight.is_complex() and weight.requires_grad and torch.is_grad_enabled():  # as torch
+        raise RuntimeError("embedding does not support automatic differentiation for outputs with complex dtype.")
     if weight.dim() != 2:
         raise RuntimeError(f"'weight' must be 2-D, got weight of size {list(weight.shape)}")
     if max_norm is not None:

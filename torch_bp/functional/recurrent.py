@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import _real_only
+
 from .._amp import autocast_inputs
 from ..ops import recurrent as _rnn
 
@@ -45,6 +47,7 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
 
     params = list(params)
     packed = isinstance(input, PackedSequence)
+    _real_only(mode.lower(), input.data if packed else input, *(hx if isinstance(hx, (tuple, list)) else (hx,)), *params)
     sorted_indices = unsorted_indices = batch_sizes = None
     if packed:
         input, batch_sizes, sorted_indices, unsorted_indices = input

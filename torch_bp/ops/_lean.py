@@ -28,8 +28,9 @@ _RECIPES: dict[int, tuple] = {}
 
 
 def active() -> bool:
-    """Recipes are recorded and used only in plain eager autograd."""
-    if torch.compiler.is_compiling():
+    """Recipes are recorded and used only in plain eager autograd (not under torch.compile, torch.func
+    transforms or inference mode, whose tensors carry no version counter and need no backward)."""
+    if torch.compiler.is_compiling() or torch.is_inference_mode_enabled():
         return False
     return not torch._C._are_functorch_transforms_active()
 

@@ -1,6 +1,8 @@
 """Small helpers shared by the rules in ``torch_bp.ops``."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -68,3 +70,47 @@ def unpack_bits(bits: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     n = shape.numel()
     shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
     return ((bits.unsqueeze(-1) >> shifts) & 1).view(-1)[:n].view(shape).bool()
+
+
+# --- rules without a double backward ---
+def first_order_only(backward):
+    """Decorates the ``backward`` of a rule that has no double backward (instead of torch's
+    ``once_differentiable``): the rule runs under no_grad, and under ``create_graph=True`` (grad
+    mode on in the backward) it raises if a grad_output or a saved tensor requires grad.
+
+    NOTE: ``once_differentiable`` raises only if the graph later reaches its error node through
+    the grad_outputs; a second-order gradient that reaches the rule through a saved tensor (a
+    gradient penalty differentiated with respect to an earlier layer's weight) would silently
+    miss the rule's own dependence on that tensor. Raising at the first-order backward leaves no
+    path by which such a number can escape.
+    """
+    @functools.wraps(backward)
+    def wrapper(ctx, *grad_outputs):
+        if torch.is_grad_enabled() and (
+                any(isinstance(g, torch.Tensor) and g.requires_grad for g in grad_outputs)
+                or any(t is not None and t.requires_grad for t in ctx.saved_tensors)):
+            raise RuntimeError(
+                f"{type(ctx).__name__[:-len('Backward')]}: double backward is not supported by this torch_bp "
+                "rule (a backward with create_graph=True through it); see the README's layer table for "
+                "the rules that support it")
+        with torch.no_grad():
+            return backward(ctx, *grad_outputs)
+    return wrapper
+
+
+# --- outputs the caller may modify in place ---
+def own(t):
+    """``t``, a tensor a Function's forward returns, as a tensor that is not a view.
+
+    NOTE: autograd forbids in-place changes to a custom Function's output that is a view of a
+    tensor made inside its forward (``y = f(x); y += 1`` would raise), so an output formed by
+    ``reshape``/``view``/``permute`` of a forward intermediate is returned through
+    ``aten::_unsafe_view``: the same memory, not marked as a view (torch's own kernels return
+    reshaped results the same way; the public alternative, a copy, costs an output's worth of
+    memory). Only for outputs whose base the rule keeps nowhere else: what the rule saves of an
+    output must be the output itself (``setup_context``'s ``output``), so that autograd's version
+    check sees an in-place change.
+    """
+    if isinstance(t, torch.Tensor) and t._base is not None:
+        return torch.ops.aten._unsafe_view(t, t.shape)
+    return t

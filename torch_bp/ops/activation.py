@@ -312,7 +312,7 @@ class TanhFunction(Rule):
         (y,) = ctx.saved_tensors
         if backend.use_cpp(y, grad_y):  # the same rule, compiled (csrc/cpu/activation.cpp)
             return torch.ops.torch_bp.tanh_bwd(grad_y, y)
-        yf = opmath(y)
+        yf = opmath(y).conj()  # complex z: grad_z = grad_y conj(dy/dz), torch's convention; real: y itself
         return (opmath(grad_y) * (1.0 - yf * yf)).to(grad_y.dtype)
 
 
@@ -341,7 +341,7 @@ class SigmoidFunction(Rule):
         (y,) = ctx.saved_tensors
         if backend.use_cpp(y, grad_y):  # the same rule, compiled (csrc/cpu/activation.cpp)
             return torch.ops.torch_bp.sigmoid_bwd(grad_y, y)
-        yf, gf = opmath(y), opmath(grad_y)
+        yf, gf = opmath(y).conj(), opmath(grad_y)  # conj: complex z, as tanh's
         if _one_buffer():  # grad_y (1 - y) as lerp(grad_y, 0, y), then times y, in one buffer
             return torch.lerp(gf, gf.new_zeros(()), yf).mul_(yf).to(grad_y.dtype)
         return (gf * yf * (1.0 - yf)).to(grad_y.dtype)
@@ -384,7 +384,7 @@ class SoftmaxFunction(Rule):
         (y,) = ctx.saved_tensors
         if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.softmax_bwd(grad_y, y), None
-        yf, gf = opmath(y), opmath(grad_y)
+        yf, gf = opmath(y).conj(), opmath(grad_y)  # conj: complex z, as tanh's
         if _one_buffer():  # t = grad_y * y, then t = t - y * sum(t), in one buffer
             t = gf * yf
             return t.addcmul_(yf, t.sum(ctx.dim, keepdim=True), value=-1).to(grad_y.dtype), None

@@ -33,10 +33,9 @@ mask; :class:`AttentionWeightsFunction` draws the same masks for the same seed.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import backend
-from ._util import opmath
+from ._util import first_order_only, opmath, own
 from ._rule import Rule
 
 BLOCK_K = 256  # keys per block in forward and backward
@@ -160,7 +159,7 @@ class ScaledDotProductAttentionFunction(Rule):
                ``out_perm`` lays o out in memory in that order of its dims (multi-head attention
                asks for (L, N, H, D) or (N, L, H, D)), so that the out-projection's input is a
                view of it and the two keep one tensor, not two.
-    Double backward: no (once_differentiable)
+    Double backward: no (first_order_only: create_graph=True raises)
     Conventions (torch's): ``causal`` keeps key j for query i when j <= i (top-left aligned,
     also for L != S); a bool mask is True where attention is allowed, and is applied as an
     added 0 / -inf bias (a NaN score stays NaN); p_drop = 1 drops everything (output 0);
@@ -179,7 +178,7 @@ class ScaledDotProductAttentionFunction(Rule):
             for i, d in enumerate(out_perm):
                 inv[d] = i
             out = out.permute(out_perm).contiguous().permute(inv)
-        return out, lse
+        return own(out), lse
 
     @staticmethod
     def _attend(q, k, v, mask, causal, scale, groups, dropout_p, seed):
@@ -241,7 +240,7 @@ class ScaledDotProductAttentionFunction(Rule):
         ctx.save_for_backward(q, k, v, mask, out, lse)
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_out, _grad_lse):
         q, k, v, mask, out, lse = ctx.saved_tensors
         if _empty(q, k, v):  # as torch: zeros for q, k, v; the mask is not used (no gradient)
@@ -348,7 +347,7 @@ class AttentionWeightsFunction(Rule):
     Saved:     q, k, v, mask, p: the weights are returned, so the (L, S) matrix is kept
                (use :class:`ScaledDotProductAttentionFunction` when they are not needed).
     The dropout masks are those of :class:`ScaledDotProductAttentionFunction` for the same seed.
-    Double backward: no (once_differentiable)
+    Double backward: no (first_order_only: create_graph=True raises)
 
     NOTE (bfloat16/float16): torch computes this path as a chain of separate ops (scale,
     baddbmm, softmax, dropout, bmm, and their backwards), each rounding its result to the
@@ -372,7 +371,7 @@ class AttentionWeightsFunction(Rule):
         w = pd.mean(-3) if average else pd
         if w is p:  # the weights are an output with a gradient, p a residual: not the same tensor
             w = p.clone()
-        return out.to(q.dtype), w.to(q.dtype), p.to(q.dtype)
+        return own(out.to(q.dtype)), w.to(q.dtype), p.to(q.dtype)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -383,7 +382,7 @@ class AttentionWeightsFunction(Rule):
         ctx.save_for_backward(q, k, v, mask, p)
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_out, grad_w, _grad_p):
         q, k, v, mask, p = ctx.saved_tensors
         rd = _rounding(q.dtype)

@@ -35,6 +35,7 @@ import torch.nn.functional as TF
 from .. import backend
 from . import _lean
 from ._rule import Rule
+from ._util import own
 
 _CONV = {1: TF.conv1d, 2: TF.conv2d}
 _CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d}
@@ -271,7 +272,7 @@ class ConvFunction(Rule):
         if opts.pad is not None:
             xb = _pad(xb, opts.pad, opts.padding_mode)
         y = _CONV[nd](xb, weight, bias, opts.stride, opts.padding, opts.dilation, opts.groups)
-        return y.squeeze(0) if unbatched else y
+        return own(y.squeeze(0) if unbatched else y)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -365,8 +366,8 @@ class ConvTransposeFunction(Rule):
     @staticmethod
     def forward(x, weight, bias, opts: ConvTransposeOptions):
         nd = weight.dim() - 2
-        return _CONV_T[nd](x, weight, bias, opts.stride, opts.padding, opts.output_padding, opts.groups,
-                           opts.dilation)
+        return own(_CONV_T[nd](x, weight, bias, opts.stride, opts.padding, opts.output_padding, opts.groups,
+                               opts.dilation))
 
     setup_context = staticmethod(ConvFunction.setup_context)  # the same saved tensors (x or its recipe, w)
 

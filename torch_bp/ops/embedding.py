@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import backend
-from ._util import example_rows, opmath, out_buffer, plain_eager
+from ._util import example_rows, opmath, out_buffer, own, plain_eager
 from ._rule import Rule
 
 
@@ -38,7 +38,7 @@ class EmbeddingFunction(Rule):
         if backend.use_cpp(weight):  # the same lookup, compiled (csrc/cpu/embedding.cpp)
             return torch.ops.torch_bp.embedding_fwd(indices, weight)
         flat = indices.reshape(-1)
-        return weight.index_select(0, flat).reshape(*indices.shape, weight.shape[1])
+        return own(weight.index_select(0, flat).reshape(*indices.shape, weight.shape[1]))
 
     @staticmethod
     def setup_context(ctx, inputs, output):

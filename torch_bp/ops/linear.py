@@ -8,7 +8,7 @@ import torch
 from . import _lean
 from .. import backend
 from . import activation as _act
-from ._util import example_rows, opmath, out_buffer
+from ._util import example_rows, opmath, out_buffer, own
 from ._rule import Rule
 
 
@@ -44,7 +44,7 @@ class LinearFunction(Rule):
             y = x2.matmul(weight.t())
         else:
             y = torch.addmm(bias, x2, weight.t())  # one rounding, as torch's addmm
-        return y.reshape(*x.shape[:-1], weight.shape[0])
+        return own(y.reshape(*x.shape[:-1], weight.shape[0]))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -67,10 +67,12 @@ class LinearFunction(Rule):
         x, weight = LinearFunction._saved(ctx)
         grad_x = grad_w = grad_b = None
         g2 = _rows(grad_y)  # (N, out)
+        # conj(): complex inputs get torch's convention (grad = grad_y times the conjugate Jacobian);
+        # a no-op for real tensors
         if ctx.needs_input_grad[0]:
-            grad_x = grad_y.matmul(weight)
+            grad_x = grad_y.matmul(weight.conj())
         if ctx.needs_input_grad[1]:
-            grad_w = g2.t().matmul(_rows(x))
+            grad_w = g2.t().matmul(_rows(x).conj())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)
         return grad_x, grad_w, grad_b

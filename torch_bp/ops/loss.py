@@ -26,10 +26,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import backend
-from ._util import opmath, sum_to_size
+from ._util import first_order_only, opmath, own, sum_to_size
 from ._rule import Rule
 
 
@@ -612,7 +611,7 @@ class LinearCrossEntropyFunction(Rule):
     d = 1024; vs torch eager): fused 0.66x wall time (1.00x CPU time), saved 0.28x, peak 0.19x;
     recompute 1.03x wall time (1.37x CPU time), saved 0, peak 0.18x.
     The loss has x's dtype, or ``out_dtype`` (float32 under autocast, as torch's cross_entropy).
-    Double backward: no (once_differentiable). float16/bfloat16: z~, p and G' in float32,
+    Double backward: no (first_order_only: create_graph=True raises). float16/bfloat16: z~, p and G' in float32,
     G' rounded once before each matmul, grad_W and grad_b summed over chunks in float32.
     NOTE: memory per chunk: z, z~ (c, V) opmath, z~ turned in place into p then G'; c is
     ``chunk_size`` rows (default: CHUNK_ELEMENTS // V). No per-row statistic is kept:
@@ -653,7 +652,7 @@ class LinearCrossEntropyFunction(Rule):
             out = e.reshape(target.shape)
         else:
             out = e.sum() if reduction == "sum" else e.sum() / count
-        return (out.to(out_dtype or x.dtype), None if gx is None else gx.reshape(x.shape),
+        return (own(out.to(out_dtype or x.dtype)), None if gx is None else gx.reshape(x.shape),
                 None if gw is None else gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype))
 
     @staticmethod
@@ -666,7 +665,7 @@ class LinearCrossEntropyFunction(Rule):
         ctx.save_for_backward(*((gx, gw, gb) if ctx.fused else (x, weight, bias, target)))
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_out, _gx, _gw, _gb):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and ctx.bias_shape is not None

@@ -9,16 +9,15 @@ import functools
 import math
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import backend
 from . import _lean
-from ._util import example_rows, opmath
+from ._util import example_rows, opmath, own
 from ._rule import Rule
 
 
 def _rows(x: torch.Tensor, d: int) -> torch.Tensor:
-    return x.reshape(-1, d)  # (N, D)
+    return x.reshape(x.numel() // d if d else math.prod(x.shape[:-1]), d)  # (N, D); D = 0: N from the lead dims
 
 
 def _example_sums(t: torch.Tensor, lead, batch_dim: int, shape, dtype) -> torch.Tensor:
@@ -27,6 +26,14 @@ def _example_sums(t: torch.Tensor, lead, batch_dim: int, shape, dtype) -> torch.
 
 
 # --- LayerNorm ---
+def _layer_norm_stats(xr: torch.Tensor, eps: float):
+    """mu (of each row shifted by its first element, see the NOTE below) and r of rows xr (N, D)."""
+    xs = xr - xr[:, :1]
+    mu = xs.mean(1, keepdim=True)
+    var = (xs - mu).pow(2).mean(1, keepdim=True)
+    return mu, torch.rsqrt(var + eps).masked_fill(var.isinf(), float("nan"))
+
+
 class LayerNormFunction(Rule):
     r"""LayerNorm over the trailing D elements.
 
@@ -36,7 +43,8 @@ class LayerNormFunction(Rule):
                grad_x = r * (g - mean(g) - xh * mean(g * xh))
                grad_w = sum over rows of grad_y * xh,   grad_b = sum over rows of grad_y
     Saved:     x, w, and per row mu and r (xh is recomputed: one (N, D) tensor fewer)
-    Double backward: no (once_differentiable)
+    Double backward: yes: under create_graph=True the backward takes mu and r again from x
+               (the forward's statistics, in differentiable ops) and runs the formula above
     Per example n:  grad_w[n], grad_b[n] = the sums above over the rows of example n only
     NOTE: mu is the mean of x - x[0] (each row shifted by its first element; mu and xh are
     unchanged mathematically). A constant row then centres to exactly 0, as torch's Welford
@@ -52,39 +60,36 @@ class LayerNormFunction(Rule):
 
     @staticmethod
     def forward(x, weight, bias, d, eps):
-        if backend.use_cpp(x, weight, bias):  # the same rule, fused (csrc/cpu/normalization.cpp)
+        if d and backend.use_cpp(x, weight, bias):  # the same rule, fused (csrc/cpu/normalization.cpp)
             return torch.ops.torch_bp.layer_norm_fwd(x, weight, bias, d, eps)
         xr = opmath(_rows(x, d))  # (N, D)
-        xr = xr - xr[:, :1]
-        mu = xr.mean(1, keepdim=True)
-        xc = xr - mu
-        var = xc.pow(2).mean(1, keepdim=True)
-        rstd = torch.rsqrt(var + eps).masked_fill(var.isinf(), float("nan"))
-        y = xc * rstd
+        mu, rstd = _layer_norm_stats(xr, eps)
+        y = (xr - xr[:, :1] - mu) * rstd
         if weight is not None:
             y = y * opmath(weight).reshape(-1)
         if bias is not None:
             y = y + opmath(bias).reshape(-1)
-        return y.to(x.dtype).reshape(x.shape), mu, rstd
+        return own(y.to(x.dtype).reshape(x.shape)), mu, rstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, ctx.d, _ = inputs
+        x, weight, bias, ctx.d, ctx.eps = inputs
         _, mu, rstd = output
         ctx.mark_non_differentiable(mu, rstd)
         ctx.bias_shape = None if bias is None else bias.shape
         ctx.save_for_backward(x, weight, mu, rstd)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y, _grad_mu, _grad_rstd):
         x, weight, mu, rstd = ctx.saved_tensors
         d = ctx.d
-        if backend.use_cpp(x, weight, grad_y):
+        if d and backend.use_cpp(x, weight, grad_y):
             mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.bias_shape is not None and ctx.needs_input_grad[2]]
             gx, gw, gb = torch.ops.torch_bp.layer_norm_bwd(grad_y, x, weight, mu, rstd, d, mask)
             return gx, gw, None if gb is None else gb.reshape(ctx.bias_shape), None, None
         xr = opmath(_rows(x, d))
+        if torch.is_grad_enabled():  # create_graph: the statistics as functions of x (double backward)
+            mu, rstd = _layer_norm_stats(xr, ctx.eps)
         xh = (xr - xr[:, :1] - mu) * rstd  # (N, D)
         gy = opmath(_rows(grad_y, d))
         grad_x = grad_w = grad_b = None
@@ -122,7 +127,9 @@ class RMSNormFunction(Rule):
     Backward:  g = grad_y * w
                grad_x = r * (g - x * r^2 * mean(g * x))
                grad_w = sum over rows of grad_y * x * r
-    Saved:     x, w, r (one number per row)      Double backward: no (once_differentiable)
+    Saved:     x, w, r (one number per row)
+    Double backward: yes: under create_graph=True the backward takes r again from x (the forward's
+               formula, in differentiable ops) and runs the formula above
     Per example n:  grad_w[n] = the sum above over the rows of example n only
     """
 
@@ -132,29 +139,30 @@ class RMSNormFunction(Rule):
 
     @staticmethod
     def forward(x, weight, d, eps):
-        if backend.use_cpp(x, weight):  # the same rule, fused (csrc/cpu/normalization.cpp)
+        if d and backend.use_cpp(x, weight):  # the same rule, fused (csrc/cpu/normalization.cpp)
             return torch.ops.torch_bp.rms_norm_fwd(x, weight, d, eps)
         xr = opmath(_rows(x, d))  # (N, D)
         r = torch.rsqrt(xr.pow(2).mean(1, keepdim=True) + eps)
         y = xr * r
         if weight is not None:
             y = y * opmath(weight).reshape(-1)
-        return y.to(x.dtype).reshape(x.shape), r
+        return own(y.to(x.dtype).reshape(x.shape)), r
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, ctx.d, _ = inputs
+        x, weight, ctx.d, ctx.eps = inputs
         _, r = output
         ctx.mark_non_differentiable(r)
         ctx.save_for_backward(x, weight, r)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y, _grad_r):
         x, weight, r = ctx.saved_tensors
-        if backend.use_cpp(x, weight, grad_y):
+        if ctx.d and backend.use_cpp(x, weight, grad_y):
             return (*torch.ops.torch_bp.rms_norm_bwd(grad_y, x, weight, r, ctx.d, ctx.needs_input_grad[:2]), None, None)
         xr, gy = opmath(_rows(x, ctx.d)), opmath(_rows(grad_y, ctx.d))
+        if torch.is_grad_enabled():  # create_graph: r as a function of x (double backward)
+            r = torch.rsqrt(xr.pow(2).mean(1, keepdim=True) + ctx.eps)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             g = gy * opmath(weight).reshape(-1) if weight is not None else gy
@@ -196,7 +204,8 @@ class BatchNormFunction(Rule):
                eval:     grad_x = w r grad_y        (the statistics are constants)
                grad_w = sum_c(grad_y * xh),   grad_b = sum_c(grad_y)
     Saved:     x, w, mu, v (r is recomputed, exactly as in forward; x - mu is formed again)
-    Double backward: no (once_differentiable)
+    Double backward: yes: under create_graph=True the backward takes the batch statistics again
+               from x (training; the forward's formula, in differentiable ops) and runs the formula above
     Lean:      records y = bn(x) (with these mu, v, w, b) as a recompute recipe (ops/_lean.py): a rule
                that would save y (a conv, possibly after a ReLU) saves x, kept here anyway. Given
                ``running_mean``/``running_var`` in training mode, they are taken as the batch
@@ -252,7 +261,6 @@ class BatchNormFunction(Rule):
                      weight, bias, mean, var)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y, _grad_mean, _grad_var):
         x, weight, mean, var = ctx.saved_tensors
         want_x, want_w = ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]
@@ -263,6 +271,8 @@ class BatchNormFunction(Rule):
                                                            [want_x, want_w, want_b])
             return gx, gw, None if gb is None else gb.to(ctx.bias_dtype), None, None, None, None
         red, shape = _channel_dims(x)
+        if torch.is_grad_enabled() and ctx.training and x.numel():
+            mean, var = _batch_stats(opmath(x))  # create_graph: the statistics as functions of x
         rstd = torch.rsqrt(var + ctx.eps)  # (C,), exactly as in forward
         gy = opmath(grad_y)
         # NOTE: sum_c(grad_y xh) = r * sum_c(grad_y (x - mu)); x - mu is formed first (no
@@ -279,7 +289,7 @@ class BatchNormFunction(Rule):
             if ctx.training:
                 n = max(x.numel() // x.shape[1], 1)
                 g = torch.addcmul(gy, xc, (-dotp * rstd.square() / n).view(shape))  # grad_y - xh * sum(grad_y xh) / n
-                grad_x = g.sub_((sum_gy / n).view(shape)).mul_(scale.view(shape))  # in place on our own g
+                grad_x = (g - (sum_gy / n).view(shape)) * scale.view(shape)
             else:
                 grad_x = gy * scale.view(shape)
             grad_x = grad_x.to(x.dtype)
@@ -369,6 +379,12 @@ def _group_view(x, num_groups):
     return n, num_groups, x.numel() // max(n * num_groups, 1)  # (N, G, D); D unused when N == 0
 
 
+def _group_rstd(var: torch.Tensor, eps: float) -> torch.Tensor:
+    """r = (var + eps)^(-1/2); var + eps in float64, as torch's kernel (its double eps promotes the sum):
+    an eps below float32's normal range (1e-45) would otherwise round (to 1.4e-45) first."""
+    return torch.rsqrt(var.double() + eps).to(var.dtype) if var.dtype != torch.float64 else torch.rsqrt(var + eps)
+
+
 class GroupNormFunction(Rule):
     r"""GroupNorm: x (N, C, *S) viewed as (N, G, D) with D = C/G * prod(S); statistics per (n, g).
 
@@ -378,7 +394,8 @@ class GroupNormFunction(Rule):
                grad_x = r * (g - mean_D(g) - xh * mean_D(g * xh))
                grad_w[c] = sum over N and S of grad_y * xh,   grad_b[c] = sum over N and S of grad_y
     Saved:     x, w, mu, r (per (n, g); xh is recomputed)
-    Double backward: no (once_differentiable)
+    Double backward: yes: under create_graph=True the backward takes mu and r again from x (the
+               forward's formula, in differentiable ops) and runs the formula above
     Per example n:  grad_w[n], grad_b[n] = the sums above over example n's positions only
     Compiled (csrc/cpu/normalization.cpp): the same rule, one task per (n, g); backward takes per
     (n, c) sum(grad_y) and sum(grad_y (x - mu)), from which mean_D(g) and mean_D(g * xh), grad_w and
@@ -405,9 +422,7 @@ class GroupNormFunction(Rule):
             var = torch.linalg.vector_norm(buf, dim=2, keepdim=True).square_().div_(groups.shape[2])
         else:
             var = mean.clone()
-        # NOTE: var + eps in float64, as torch's kernel (its double eps promotes the sum): an eps
-        # below float32's normal range (1e-45) would otherwise round (to 1.4e-45) first
-        rstd = torch.rsqrt(var.double() + eps).to(var.dtype) if var.dtype != torch.float64 else torch.rsqrt(var + eps)
+        rstd = _group_rstd(var, eps)
         # y = x alpha + beta per (n, c), alpha = r w, beta = b - mu alpha: the same non-finite results
         # as torch's kernel, which computes it this way
         per_channel = (n, num_groups, c // num_groups)
@@ -419,18 +434,17 @@ class GroupNormFunction(Rule):
             beta = beta + opmath(bias)
         x3 = xf.reshape(n, c, math.prod(x.shape[2:]))  # (N, C, S)
         y = torch.mul(x3, alpha.unsqueeze(-1), out=buf.view(x3.shape)).add_(beta.unsqueeze(-1)).view(x.shape)
-        return y.to(x.dtype), mean, rstd
+        return own(y.to(x.dtype)), mean, rstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, ctx.num_groups, _ = inputs
+        x, weight, bias, ctx.num_groups, ctx.eps = inputs
         _, mean, rstd = output
         ctx.mark_non_differentiable(mean, rstd)
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.save_for_backward(x, weight, mean, rstd)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y, _grad_mean, _grad_rstd):
         x, weight, mean, rstd = ctx.saved_tensors
         want_x, want_w = ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]
@@ -440,35 +454,24 @@ class GroupNormFunction(Rule):
             gx, gw, gb = torch.ops.torch_bp.group_norm_bwd(grad_y, x, weight, mean, rstd, ctx.num_groups,
                                                            [want_x, want_w, want_b])
             return gx, gw, None if gb is None else gb.to(ctx.bias_dtype), None, None
-        # NOTE: per (n, c) sums first, as the compiled kernel: db = sum_S(grad_y), ds = sum_S(grad_y (x - mu))
-        # (x - mu formed first, as in BatchNorm), then mean_D(g) = sum_c(w db) / D and
-        # mean_D(g xh) = r sum_c(w ds) / D, and grad_x = (r w) grad_y - r^2 mean_D(g xh) (x - mu) - r mean_D(g)
-        # in place in the buffer of grad_y (x - mu): two (N, C, S) tensors, x - mu and that buffer
-        n, c, groups = x.shape[0], x.shape[1], ctx.num_groups
-        s, cpg = math.prod(x.shape[2:]), c // groups
-        gy = opmath(grad_y).reshape(n, c, s)  # (N, C, S)
-        xc = (opmath(x).reshape(n, groups, cpg * s) - mean).view(n, c, s)  # x - mu
-        r = rstd.view(n, groups, 1)
+        c, groups = x.shape[1], ctx.num_groups
+        xg = opmath(x).reshape(_group_view(x, groups))  # (N, G, D)
+        if torch.is_grad_enabled() and x.numel():  # create_graph: the statistics as functions of x
+            mean = xg.mean(2, keepdim=True)
+            rstd = _group_rstd((xg - mean).pow(2).mean(2, keepdim=True), ctx.eps)
+        xh = (xg - mean) * rstd  # (N, G, D)
+        gy = opmath(grad_y)
+        channel = (1, c) + (1,) * (x.dim() - 2)  # a per-channel vector broadcast over (N, C, *S)
+        sum_c = [0] + list(range(2, x.dim()))  # the dims a per-channel sum runs over
         grad_x = grad_w = grad_b = None
-        db = gy.sum(-1)  # (N, C)
-        if want_x or want_w:
-            buf = gy * xc
-            ds = buf.sum(-1)  # sum_S(grad_y (x - mu))
         if want_x:
-            w = None if weight is None else opmath(weight)
-            wdb, wds = (db, ds) if w is None else (db * w, ds * w)
-            d = max(cpg * s, 1)
-            mg = wdb.view(n, groups, cpg).sum(-1, keepdim=True) / d  # (N, G, 1)
-            mgx = r * wds.view(n, groups, cpg).sum(-1, keepdim=True) / d
-            scale = r.expand(n, groups, cpg) if w is None else r * w.view(groups, cpg)  # (N, G, C/G): r w
-            grad_x = torch.mul(gy, scale.reshape(n, c, 1), out=buf)  # buf reused: one (N, C, S) tensor fewer
-            grad_x.add_((-r * mg).expand(n, groups, cpg).reshape(n, c, 1))
-            grad_x.addcmul_(xc, (-r * r * mgx).expand(n, groups, cpg).reshape(n, c, 1))
-            grad_x = grad_x.view(x.shape).to(x.dtype)
+            g = (gy if weight is None else gy * opmath(weight).view(channel)).reshape(xg.shape)
+            grad_x = rstd * (g - g.mean(2, keepdim=True) - xh * (g * xh).mean(2, keepdim=True))
+            grad_x = grad_x.reshape(x.shape).to(x.dtype)
         if want_w:
-            grad_w = (ds.view(n, groups, cpg) * r).sum(0).view(c).to(weight.dtype)
+            grad_w = (gy * xh.reshape(x.shape)).sum(sum_c).to(weight.dtype)
         if want_b:
-            grad_b = db.sum(0).to(ctx.bias_dtype)
+            grad_b = gy.sum(sum_c).to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None, None
 
     @staticmethod

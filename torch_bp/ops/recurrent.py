@@ -34,10 +34,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import backend
-from ._util import opmath
+from ._util import first_order_only, opmath, own
 from ._rule import Rule
 
 
@@ -516,7 +515,7 @@ class LSTMFunction(Rule):
                of all steps); the input of each layer above the first.
     Per example n: the tied-weight sums above over example n's steps only (:class:`_Examples`),
                in the same pass (``backward_per_sample``).
-    Double backward: no (once_differentiable)
+    Double backward: no (first_order_only: create_graph=True raises)
     """
 
     compiled = ("lstm_layer_fwd", "lstm_layer_bwd")  # csrc/cpu
@@ -526,14 +525,14 @@ class LSTMFunction(Rule):
     @staticmethod
     def forward(opts, x, h0, c0, sorted_indices, unsorted_indices, seed, *params):
         out, h_n, c_n, res, ins = _forward(opts, x, h0, c0, sorted_indices, unsorted_indices, seed, params)
-        return (out, h_n, c_n, *res, *ins)
+        return (own(out), own(h_n), own(c_n), *res, *ins)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _setup(ctx, inputs, output, 3)
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_out, grad_hn, grad_cn, *_):
         return _backward(ctx, grad_out, grad_hn, grad_cn)
 
@@ -559,7 +558,7 @@ class GRUFunction(Rule):
                grad_b_ih = sum_t d gi,  grad_b_hh = sum_t d gh;   grad x_t = W_ih^T d gi
     Saved:     input, h0, weights; per layer and direction Hprev, (r, z, n), gh[n].
     Per example n: the tied-weight sums above over example n's steps only (``backward_per_sample``).
-    Double backward: no (once_differentiable)
+    Double backward: no (first_order_only: create_graph=True raises)
     """
 
     compiled = ("gru_layer_fwd", "gru_layer_bwd")  # csrc/cpu
@@ -569,14 +568,14 @@ class GRUFunction(Rule):
     @staticmethod
     def forward(opts, x, h0, c0, sorted_indices, unsorted_indices, seed, *params):
         out, h_n, _, res, ins = _forward(opts, x, h0, None, sorted_indices, unsorted_indices, seed, params)
-        return (out, h_n, *res, *ins)
+        return (own(out), own(h_n), *res, *ins)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _setup(ctx, inputs, output, 2)
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_out, grad_hn, *_):
         return _backward(ctx, grad_out, grad_hn, None)
 
@@ -596,7 +595,7 @@ class RNNFunction(Rule):
                grad_W_hh = sum_t da h_{t-1}^T, grad_b_ih = grad_b_hh = sum_t da;  grad x_t = W_ih^T da
     Saved:     input, h0, weights; per layer and direction Y (Hprev rebuilt from Y and h0).
     Per example n: the tied-weight sums above over example n's steps only (``backward_per_sample``).
-    Double backward: no (once_differentiable)
+    Double backward: no (first_order_only: create_graph=True raises)
     """
 
     generate_vmap_rule = True
@@ -604,14 +603,14 @@ class RNNFunction(Rule):
     @staticmethod
     def forward(opts, x, h0, c0, sorted_indices, unsorted_indices, seed, *params):
         out, h_n, _, res, ins = _forward(opts, x, h0, None, sorted_indices, unsorted_indices, seed, params)
-        return (out, h_n, *res, *ins)
+        return (own(out), own(h_n), *res, *ins)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _setup(ctx, inputs, output, 2)
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_out, grad_hn, *_):
         return _backward(ctx, grad_out, grad_hn, None)
 
