@@ -20,24 +20,8 @@ import torch
 
 from .. import backend
 from . import _lean
-from ._util import opmath, plain_eager
+from ._util import opmath
 from ._rule import Rule
-
-
-def _one_buffer() -> bool:
-    """True where a backward may build its result in place in one fresh buffer: not under
-    ``create_graph`` (grad mode on: the differentiable form runs) nor torch.compile tracing or
-    torch.func transforms (a batched operand cannot be written into an unbatched buffer).
-
-    NOTE: on CPU a fresh tensor of many megabytes costs more than the arithmetic on it (its
-    pages are mapped as they are first written), so the rules below reuse one buffer for all
-    their elementwise steps instead of allocating one per step. The math is that of the plain
-    form next to it, with at most one rounding more or less per element: sigmoid's
-    grad_y (1 - y) is lerp(grad_y, 0, y), i.e. grad_y - y grad_y below y = 1/2 and
-    grad_y (1 - y) (1 - y exact) above, as torch's lerp kernel branches; softmax's
-    y (grad_y - s) is grad_y y - y s.
-    """
-    return not torch.is_grad_enabled() and plain_eager()
 
 
 # --- ReLU ---
@@ -342,8 +326,6 @@ class SigmoidFunction(Rule):
         if backend.use_cpp(y, grad_y):  # the same rule, compiled (csrc/cpu/activation.cpp)
             return torch.ops.torch_bp.sigmoid_bwd(grad_y, y)
         yf, gf = opmath(y).conj(), opmath(grad_y)  # conj: complex z, as tanh's
-        if _one_buffer():  # grad_y (1 - y) as lerp(grad_y, 0, y), then times y, in one buffer
-            return torch.lerp(gf, gf.new_zeros(()), yf).mul_(yf).to(grad_y.dtype)
         return (gf * yf * (1.0 - yf)).to(grad_y.dtype)
 
 
@@ -384,10 +366,7 @@ class SoftmaxFunction(Rule):
         (y,) = ctx.saved_tensors
         if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.softmax_bwd(grad_y, y), None
-        yf, gf = opmath(y).conj(), opmath(grad_y)  # conj: complex z, as tanh's
-        if _one_buffer():  # t = grad_y * y, then t = t - y * sum(t), in one buffer
-            t = gf * yf
-            return t.addcmul_(yf, t.sum(ctx.dim, keepdim=True), value=-1).to(grad_y.dtype), None
+        yf, gf = opmath(y), opmath(grad_y)
         grad_x = yf * (gf - (gf * yf).sum(ctx.dim, keepdim=True))
         return grad_x.to(grad_y.dtype), None
 
@@ -424,8 +403,5 @@ class LogSoftmaxFunction(Rule):
         if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.log_softmax_bwd(grad_y, y), None
         gf = opmath(grad_y)
-        if _one_buffer():  # t = e^y, then t = grad_y - t * sum(grad_y), in one buffer
-            t = torch.exp(opmath(y))
-            return torch.addcmul(gf, t, gf.sum(ctx.dim, keepdim=True), value=-1, out=t).to(grad_y.dtype), None
         grad_x = gf - torch.exp(opmath(y)) * gf.sum(ctx.dim, keepdim=True)
         return grad_x.to(grad_y.dtype), None
