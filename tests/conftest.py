@@ -8,6 +8,12 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests/samples and tests/harness
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+# Without a GPU, Triton's interpreter runs the Triton kernels on CPU tensors (tests/test_triton.py).
+# Triton reads this when it is first imported (its own library functions are decorated then), so
+# it is set here, before any test module can import triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     _deselect_uncompiled(config, items)
