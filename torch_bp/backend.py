@@ -19,6 +19,14 @@ The compiled kernels run for CPU tensors of dtype float32, float64 or bfloat16 (
 dtype), outside ``torch.func`` transforms (``vmap``, ``grad``, ...): there the Python rule
 runs, since ``generate_vmap_rule`` vmaps the rule itself, and in a backward with
 ``create_graph=True`` (double backward differentiates the Python rule).
+
+CUDA tensors: where a CUDA device and Triton are both present, the Triton kernels of
+``torch_bp/kernels/triton/`` are registered as the ``CUDA`` implementation of the same ops
+(:data:`CUDA_OPS`), for float32, bfloat16 and float16; a call site names its op
+(``use_cpp(x, op="layer_norm_fwd")``) and runs it for CUDA tensors only if that op has a CUDA
+kernel. Every other op, and every rule without Triton, runs the Python rule on CUDA. The ops'
+schemas come from the compiled library, so the CUDA kernels run in the ``auto``/``cpp`` modes
+with the compiled backend loaded, never in ``python`` mode.
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ from . import _ext
 
 MODES = ("auto", "python", "cpp")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # The Functions with a compiled path and the ops each calls (read by tests and benchmarks).
 COMPILED = {
@@ -70,6 +79,8 @@ _mode = "python"
 _cpp = False        # the compiled kernels are loaded and selected
 _reason = ""        # why not, when they are not
 _warned = False
+CUDA_OPS: frozenset = frozenset()   # the ops with a CUDA kernel (Triton), once registered
+_cuda_reason = "no CUDA device"     # why not, when there are none
 
 
 @dataclass(frozen=True)
@@ -81,8 +92,10 @@ class BackendInfo:
 
     def __str__(self):
         if self.backend == "cpp":
+            cuda = (f"Triton kernels for CUDA tensors of {len(CUDA_OPS)} ops" if CUDA_OPS
+                    else f"no CUDA kernels ({_cuda_reason})")
             return (f"torch_bp backend: cpp (requested {self.requested!r}): compiled kernels from {self.library}, "
-                    f"for CPU tensors of dtype float32/float64/bfloat16; the Python rules elsewhere")
+                    f"for CPU tensors of dtype float32/float64/bfloat16; {cuda}; the Python rules elsewhere")
         return f"torch_bp backend: python (requested {self.requested!r}): {self.reason}"
 
 
@@ -120,11 +133,30 @@ def set_backend(name: str) -> BackendInfo:
         warnings.warn(f"torch_bp: using the Python backend: {reason}", RuntimeWarning, stacklevel=2)
     if lib is not None:
         _register_fakes()
+        _register_cuda()
     return backend_info()
 
 
-def use_cpp(*tensors) -> bool:
+def _register_cuda():
+    """Register the Triton kernels as the CUDA implementation of their ops, where a CUDA device
+    and Triton are both present (once; :data:`CUDA_OPS` names them)."""
+    global CUDA_OPS, _cuda_reason
+    if CUDA_OPS or not torch.cuda.is_available():
+        return
+    try:
+        from .kernels import triton as triton_kernels
+    except ImportError as e:  # triton is optional: the Python rules run on CUDA without it
+        _cuda_reason = f"triton is not installed: {e}"
+        return
+    CUDA_OPS = triton_kernels.register()
+
+
+def use_cpp(*tensors, op: str | None = None) -> bool:
     """True when the compiled kernels should run for these tensors (``None`` entries are skipped).
+
+    CPU tensors: the C++ kernels (float32, float64, bfloat16). CUDA tensors: only when ``op``,
+    the op the call site runs, has a CUDA kernel (:data:`CUDA_OPS`; float32, bfloat16, float16).
+    All tensors must be on one device type and of one dtype.
 
     NOTE: False while grad mode is on. A Function's forward always runs with grad mode off; its
     backward runs with grad mode on only under ``create_graph=True``, where the backward must be
@@ -132,16 +164,19 @@ def use_cpp(*tensors) -> bool:
     """
     if not _cpp or torch.is_grad_enabled():
         return False
-    dtype = None
+    dtype = device = None
     for t in tensors:
         if t is None:
             continue
-        if t.device.type != "cpu" or t.dtype not in DTYPES:
-            return False
         if dtype is None:
-            dtype = t.dtype
-        elif t.dtype != dtype:
+            dtype, device = t.dtype, t.device.type
+        elif t.dtype != dtype or t.device.type != device:
             return False
+    if device == "cuda":
+        if op not in CUDA_OPS or dtype not in CUDA_DTYPES:
+            return False
+    elif device not in (None, "cpu") or dtype not in DTYPES + (None,):
+        return False
     if not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None:
         return False  # under vmap/grad/jacrev: the Python rule (generate_vmap_rule needs it)
     return True
@@ -316,7 +351,7 @@ def _register_fakes():
 
     @reg("torch_bp::attention_fwd")
     def _(q, k, v, keep, causal, scale, keep_scale):
-        return q.new_empty(tuple(q.shape[:-1]) + (v.shape[-1],)), q.new_empty(tuple(q.shape[:-1]))
+        return q.new_empty(tuple(q.shape[:-1]) + (v.shape[-1],)), q.new_empty(tuple(q.shape[:-1]), dtype=_acc(q.dtype))
 
     @reg("torch_bp::attention_bwd")
     def _(grad_o, q, k, v, o, lse, keep, causal, scale, keep_scale):

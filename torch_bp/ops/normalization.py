@@ -49,7 +49,7 @@ class LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, bias, d, eps):
-        if backend.use_cpp(x, weight, bias):  # the same rule, fused (csrc/cpu/normalization.cpp)
+        if backend.use_cpp(x, weight, bias, op="layer_norm_fwd"):  # the same rule, fused (csrc/, kernels/triton/)
             return torch.ops.torch_bp.layer_norm_fwd(x, weight, bias, d, eps)
         xr = opmath(_rows(x, d))  # (N, D)
         xr = xr - xr[:, :1]
@@ -77,7 +77,7 @@ class LayerNormFunction(torch.autograd.Function):
     def backward(ctx, grad_y, _grad_mu, _grad_rstd):
         x, weight, mu, rstd = ctx.saved_tensors
         d = ctx.d
-        if backend.use_cpp(x, weight, grad_y):
+        if backend.use_cpp(x, weight, grad_y, op="layer_norm_bwd"):
             mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.bias_shape is not None and ctx.needs_input_grad[2]]
             gx, gw, gb = torch.ops.torch_bp.layer_norm_bwd(grad_y, x, weight, mu, rstd, d, mask)
             return gx, gw, None if gb is None else gb.reshape(ctx.bias_shape), None, None
@@ -127,7 +127,7 @@ class RMSNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, d, eps):
-        if backend.use_cpp(x, weight):  # the same rule, fused (csrc/cpu/normalization.cpp)
+        if backend.use_cpp(x, weight, op="rms_norm_fwd"):  # the same rule, fused (csrc/, kernels/triton/)
             return torch.ops.torch_bp.rms_norm_fwd(x, weight, d, eps)
         xr = opmath(_rows(x, d))  # (N, D)
         r = torch.rsqrt(xr.pow(2).mean(1, keepdim=True) + eps)
@@ -147,7 +147,7 @@ class RMSNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y, _grad_r):
         x, weight, r = ctx.saved_tensors
-        if backend.use_cpp(x, weight, grad_y):
+        if backend.use_cpp(x, weight, grad_y, op="rms_norm_bwd"):
             return (*torch.ops.torch_bp.rms_norm_bwd(grad_y, x, weight, r, ctx.d, ctx.needs_input_grad[:2]), None, None)
         xr, gy = opmath(_rows(x, ctx.d)), opmath(_rows(grad_y, ctx.d))
         grad_x = grad_w = None
