@@ -82,6 +82,17 @@ def each_backend(request):
     yield from _use_backend(request.param)
 
 
+# --- devices: tests taking ``device`` run on the CPU and, marked ``cuda``, on a CUDA GPU (skipped
+# cleanly without one, by pytest_collection_modifyitems above) ---
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each device in turn: "cpu", and "cuda" where a GPU is (the test is marked ``cuda``)."""
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def cpp():
     """The compiled backend (skipped where it cannot run)."""
