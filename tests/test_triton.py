@@ -270,6 +270,25 @@ def test_cross_entropy_large_vocabulary_and_bad_target():
         kloss.cross_entropy_fwd(x, torch.tensor([0, 4500, 1], device=DEVICE), None, "sum", -100, 0.0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction,smoothing,bias", [("mean", 0.0, True), ("sum", 0.1, False)],
+                         ids=["mean-bias", "sum-smoothed"])
+def test_linear_cross_entropy_fused(dtype, reduction, smoothing, bias):
+    """The fused head with the Triton chunk step against LinearCrossEntropyFunction (Python rule)."""
+    n, vocab, d = 37, 300, 24                              # 3 chunks of 16 rows, the last one ragged
+    x, w = rand(n, d, dtype=dtype), rand(vocab, d, dtype=dtype, seed=1, scale=d ** -0.5)
+    b = rand(vocab, dtype=dtype, seed=2) if bias else None
+    t = torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    t[5] = -100
+    l_ref, grads = reference(lambda x, w, b: BF.linear_cross_entropy(x, w, t, b, reduction=reduction,
+                                                                     label_smoothing=smoothing, chunk_size=16),
+                             (x, w, b), torch.tensor(1.0, device=DEVICE).to(dtype))
+    loss, gx, gw, gb = kloss.linear_cross_entropy_fused(x, w, b, t, reduction, -100, smoothing, chunk_size=16)
+    assert_close(loss, l_ref, dtype, what="loss")
+    for got, want, what in zip((gx, gw, gb), grads, ("grad_x", "grad_W", "grad_b")):
+        assert_close(got, want, dtype, cond=2.0 if what != "grad_x" else 1.0, what=what)
+
+
 # --- attention ---
 def _sdpa_ref(q, k, v, causal, scale, key_keep=None):
     if key_keep is None:

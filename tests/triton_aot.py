@@ -65,6 +65,8 @@ def cases():
         yield kloss._ce_bwd_kernel, sig(f"G:*fp32 X:*{t} T:*i64 W:*{t} WSUM:*fp32 M:*fp32 S:*fp32 GX:*{t} C:i32 "
                                         "ignore_index:i32 a:fp32", HAS_W=has_w, PER_ROW=not has_w, SMOOTH=smooth,
                                         BLOCK=ka.MAX_BLOCK)
+    yield kloss._head_chunk_kernel, sig(f"Z:*{t} T:*i64 GE:*fp32 E:*fp32 V:i32 ignore_index:i32 a:fp32",
+                                        BLOCK=ka.MAX_BLOCK)
     for dt, prec in (("bf16", "tf32"), ("fp32", "ieee")):
         for causal, extra in ((False, False), (True, True)):
             common = dict(CAUSAL=causal, HAS_KEEP=extra, HAS_KPM=extra, PREC=prec, BLOCK_E=64, BLOCK_EV=64)

@@ -92,6 +92,14 @@ def cases(device, dtype, quick):
         y = torch.randint(0, V, (N,), device=device)
         return [x, w], lambda: TF.cross_entropy(TF.linear(x, w), y), lambda: BF.linear_cross_entropy(x, w, y)
 
+    def linear_ce_triton():
+        """The fused head with its chunk step in Triton (kernels/triton/loss.py), which the
+        LinearCrossEntropyFunction does not call yet: timed through _FusedHead below."""
+        x = _r(N, Dm, dtype=dtype, device=device)
+        w = _r(V, Dm, dtype=dtype, device=device, scale=Dm ** -0.5)
+        y = torch.randint(0, V, (N,), device=device)
+        return [x, w], lambda: TF.cross_entropy(TF.linear(x, w), y), lambda: _FusedHead.apply(x, w, y)
+
     def block():
         from .models import transformer_block
         torch.manual_seed(0)
@@ -105,7 +113,29 @@ def cases(device, dtype, quick):
 
     return {"layer_norm": norm("layer_norm"), "rms_norm": norm("rms_norm"), "cross_entropy": ce,
             "softmax": softmax, "bias_gelu_tanh": bias_gelu, "relu": relu, "dropout": dropout,
-            "attention_causal": attention, "linear_cross_entropy": linear_ce, "transformer_block": block}
+            "attention_causal": attention, "linear_cross_entropy": linear_ce,
+            "linear_cross_entropy_triton_chunks": linear_ce_triton, "transformer_block": block}
+
+
+class _FusedHead(torch.autograd.Function):
+    """Measurement wrapper only: the loss and gradients of kernels.triton.loss.linear_cross_entropy_fused
+    (the rule is LinearCrossEntropyFunction's fused mode, torch_bp/ops/loss.py), scaled by grad_out."""
+
+    @staticmethod
+    def forward(x, w, y):
+        from torch_bp.kernels.triton.loss import linear_cross_entropy_fused
+        loss, gx, gw, _ = linear_cross_entropy_fused(x, w, None, y, need=(True, True, False))
+        return loss, gx, gw
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(*output[1:])
+
+    @staticmethod
+    def backward(ctx, g, _gx, _gw):
+        gx, gw = ctx.saved_tensors
+        return gx * g, gw * g, None
 
 
 class _Ops(TorchDispatchMode):
@@ -122,6 +152,8 @@ class _Ops(TorchDispatchMode):
 def _step(fn, grads_of, backward=True):
     def step():
         out = fn()
+        if isinstance(out, tuple):
+            out = out[0]
         if backward:
             out.float().sum().backward()
             for t in grads_of:
@@ -149,6 +181,9 @@ def run(device="cuda", dtype=torch.bfloat16, quick=False, compile_ref=True, reps
         torch.manual_seed(0)
         inputs, ref, ours = make()
         log = _Ops()
+        if name.endswith("_triton_chunks") and not torch_bp.backend.CUDA_OPS:
+            print(f"  {name}: skipped (no Triton kernels on this device)")
+            continue
         with log:
             _step(ours, inputs)()
         cands = {"eager": _step(ref, inputs), "ours": _step(ours, inputs)}

@@ -139,4 +139,74 @@ def cross_entropy_bwd(grad_out, x, target, weight, m, s, reduction, ignore_index
     return gx
 
 
+# --- LinearCrossEntropy: the chunk kernel of the fused head ---
+@triton.jit
+def _head_chunk_kernel(Z, T, GE, E, V, ignore_index, a, BLOCK: tl.constexpr):
+    """LinearCrossEntropyFunction's chunk step in fused mode (torch_bp/ops/loss.py, _head_loss and
+    _head_grads): for one row of logits z (V), lse = logsumexp(z),
+    e = -(1 - a)(z_y - lse) - (a / V) sum_c (z_c - lse) (0 where y is ignored), and z is overwritten,
+    in its own dtype, by ge G' = ge (softmax(z) - (1 - a) onehot(y) - a / V) (ge: the row's scale)."""
+    row = tl.program_id(0).to(tl.int64)
+    m, se = _row_max_sum(Z, row, V, BLOCK)
+    lse = m + tl.log(se)
+    y = tl.load(T + row)
+    valid = y != ignore_index
+    ys = tl.where(valid, y, 0)
+    ge = tl.where(valid, tl.load(GE + row), 0.0)
+    zy = tl.load(Z + row * V + ys).to(tl.float32)      # read before the row is overwritten
+    cols = tl.arange(0, BLOCK)
+    zsum = tl.zeros((BLOCK,), tl.float32)
+    for start in range(0, V, BLOCK):
+        c = start + cols
+        z = tl.load(Z + row * V + c, mask=c < V, other=0.0).to(tl.float32)
+        zsum += tl.where(c < V, z, 0.0)
+        g = tl.exp(z - lse) - a / V
+        g = tl.where(c == ys, g - (1 - a), g)
+        tl.store(Z + row * V + c, (ge * g).to(Z.dtype.element_ty), mask=c < V)
+    e = -(1 - a) * (zy - lse) - (a / V) * (tl.sum(zsum, 0) - V * lse)
+    tl.store(E + row, tl.where(valid, e, 0.0))
+
+
+def linear_cross_entropy_fused(x, weight, bias, target, reduction="mean", ignore_index=-100, label_smoothing=0.0,
+                               chunk_size=None, need=(True, True, True)):
+    """LinearCrossEntropyFunction's fused mode with the chunk step in Triton: the loss and, for an
+    upstream gradient of 1, grad_x, grad_W, grad_b (those ``need`` asks for), chunk by chunk.
+
+    Per chunk of rows: z = x W^T + b in W's dtype (cuBLAS), then :func:`_head_chunk_kernel`
+    turns z in place into ge G' (no second (c, V) buffer, no float32 copy), then
+    grad_x = G W and grad_W += G^T x, grad_b += column sums of G (float32 accumulators).
+    Returns (loss in x's dtype, grad_x, grad_W, grad_b); mean/sum reductions only.
+    """
+    from ...ops.loss import _head_rows
+    if reduction not in ("mean", "sum"):
+        raise ValueError("linear_cross_entropy_fused: reduction must be 'mean' or 'sum' (a scalar loss)")
+    n_cls, d = weight.shape
+    x2, t = x.reshape(-1, d), target.reshape(-1).contiguous()
+    valid = t != ignore_index
+    _targets(t, n_cls, ignore_index)
+    count = valid.sum()
+    scale = 1 / count.float() if reduction == "mean" else torch.ones((), device=x.device)
+    ge = torch.where(valid, scale, 0.0).float().contiguous()
+    e = torch.zeros(x2.shape[0], dtype=torch.float32, device=x.device)
+    need_x, need_w, need_b = need
+    gx = torch.empty_like(x2) if need_x else None
+    gw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_w else None
+    gb = torch.zeros(n_cls, dtype=torch.float32, device=x.device) if need_b and bias is not None else None
+    rows = _head_rows(n_cls, chunk_size)
+    for i in range(0, x2.shape[0], rows):
+        xc = x2[i:i + rows]
+        z = (xc @ weight.t() if bias is None else torch.addmm(bias, xc, weight.t())).contiguous()   # (c, V)
+        _head_chunk_kernel[(z.shape[0],)](z, t[i:i + rows], ge[i:i + rows], e[i:i + rows], n_cls, ignore_index,
+                                          float(label_smoothing), BLOCK=block(n_cls, hi=MAX_BLOCK))
+        if gx is not None:
+            torch.mm(z, weight, out=gx[i:i + rows])
+        if gw is not None:  # as the Python rule: one matmul per chunk in W's dtype, summed in float32
+            gw.addmm_(z.t(), xc) if z.dtype == gw.dtype else gw.add_(z.t().mm(xc))
+        if gb is not None:
+            gb.add_(z.sum(0, dtype=torch.float32))
+    loss = e.sum() / count if reduction == "mean" else e.sum()
+    return (loss.to(x.dtype), None if gx is None else gx.reshape(x.shape),
+            None if gw is None else gw.to(weight.dtype), None if gb is None else gb.to(bias.dtype))
+
+
 OPS = {"cross_entropy_fwd": cross_entropy_fwd, "cross_entropy_bwd": cross_entropy_bwd}
