@@ -26,22 +26,22 @@ pytest.importorskip("triton", reason="triton is not installed (pip install 'torc
 if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA device and TRITON_INTERPRET is not 1: the kernels cannot run", allow_module_level=True)
 
-from torch_bp.kernels import triton as tk  # noqa: E402
-from torch_bp.kernels.triton import activation as ka  # noqa: E402
-from torch_bp.kernels.triton import attention as kattn  # noqa: E402
-from torch_bp.kernels.triton import dropout as kd  # noqa: E402
-from torch_bp.kernels.triton import linear as kl  # noqa: E402
-from torch_bp.kernels.triton import loss as kloss  # noqa: E402
-from torch_bp.kernels.triton import normalization as kn  # noqa: E402
+from harness import assert_close
 
-import torch_bp  # noqa: E402
-import torch_bp.functional as BF  # noqa: E402
-from harness import assert_close  # noqa: E402
-from torch_bp import backend  # noqa: E402
-from torch_bp.ops import _util  # noqa: E402
-from torch_bp.ops.activation import LogSoftmaxFunction, SoftmaxFunction  # noqa: E402
-from torch_bp.ops.loss import CrossEntropyFunction  # noqa: E402
-from torch_bp.ops.normalization import LayerNormFunction, RMSNormFunction  # noqa: E402
+import torch_bp
+import torch_bp.functional as BF
+from torch_bp import backend
+from torch_bp.kernels import triton as tk
+from torch_bp.kernels.triton import activation as ka
+from torch_bp.kernels.triton import attention as kattn
+from torch_bp.kernels.triton import dropout as kd
+from torch_bp.kernels.triton import linear as kl
+from torch_bp.kernels.triton import loss as kloss
+from torch_bp.kernels.triton import normalization as kn
+from torch_bp.ops import _util
+from torch_bp.ops.activation import LogSoftmaxFunction, SoftmaxFunction
+from torch_bp.ops.loss import CrossEntropyFunction
+from torch_bp.ops.normalization import LayerNormFunction, RMSNormFunction
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -353,8 +353,9 @@ def test_attention_dropout_and_fully_masked_row():
 
 
 # --- on a GPU: the Functions through the ops (Triton kernels) and opcheck (marked cuda) ---
-from samples import get_samples  # noqa: E402
-from torch_bp.registry import LAYERS  # noqa: E402
+from samples import get_samples
+
+from torch_bp.registry import LAYERS
 
 KERNEL_OPS = set(tk.kernels())
 TRITON_ROWS = [r.name for r in LAYERS
@@ -444,8 +445,8 @@ def test_kernels_compile_for_a_gpu_without_one():
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(root)}
-    r = subprocess.run([sys.executable, str(root / "tests" / "triton_aot.py"), "--quick"], env=env, cwd=root,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, str(root / "tests" / "triton_aot.py"), "--quick"], check=False, env=env,
+                       cwd=root, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
@@ -469,8 +470,8 @@ def test_op_schemas_defined_from_csrc_match_the_compiled_library(tmp_path):
     root = str(Path(__file__).resolve().parent.parent)
     out = {}
     for mode, env in (("define", "python"), ("library", "cpp")):
-        r = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=300, cwd=root,
-                           env={**os.environ, "TORCH_BP_BACKEND": env, "PYTHONPATH": root})
+        r = subprocess.run([sys.executable, str(script), mode], check=False, capture_output=True, text=True,
+                           timeout=300, cwd=root, env={**os.environ, "TORCH_BP_BACKEND": env, "PYTHONPATH": root})
         assert r.returncode == 0, r.stderr[-3000:]
         out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["define"] == out["library"]
@@ -480,6 +481,7 @@ def test_op_schemas_defined_from_csrc_match_the_compiled_library(tmp_path):
 def test_benchmark_plumbing(tmp_path):
     """experiments/benchmarks/cuda.py end to end on tiny shapes on the CPU (measures nothing)."""
     import json
+
     from experiments.benchmarks import cuda as bench
     out = tmp_path / "bench.json"
     rows = bench.main(["--device", "cpu", "--quick", "--no-compile", "--reps", "1", "--only", "layer_norm",

@@ -28,7 +28,8 @@ def act_code(activation: str, approximate: str = "none") -> int:
     try:
         return ACTIVATIONS[(activation, approximate)]
     except KeyError:
-        raise ValueError(f"torch_bp (Triton): unknown activation {activation!r} (approximate={approximate!r})") from None
+        raise ValueError(f"torch_bp (Triton): unknown activation {activation!r} "
+                         f"(approximate={approximate!r})") from None
 
 
 # --- elementwise rules (float32 in, float32 out) ---
@@ -102,7 +103,7 @@ def _pack_kernel(V, BITS, n, KIND: tl.constexpr, BLOCK: tl.constexpr):
     m = offs < n
     if KIND == 0:
         v = tl.load(V + offs, mask=m, other=0.0)
-        on = (v > 0) | (v != v)                                                # not v <= 0 (NaN: set)
+        on = (v > 0) | (v != v)  # noqa: PLR0124  (not v <= 0: v > 0, or v is NaN)
     else:
         on = tl.load(V + offs, mask=m, other=0) != 0
     on = on & m

@@ -19,6 +19,8 @@ product of two bfloat16 or float16 values is exact in float32, so only the speed
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -174,7 +176,7 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, KEEP, KP, LSE, DELTA, DQ, L, S, E, EV, scal
                     other=0.0)
         v = tl.load(V + bh * S * EV + rn[:, None] * EV + rv[None, :], mask=(rn[:, None] < S) & (rv[None, :] < EV),
                     other=0.0)
-        pd, ds = _probs(q, k, do, v, rm, rn, L, S, KP, KEEP, LSE, DELTA, bh, scale, keep_scale,
+        _pd, ds = _probs(q, k, do, v, rm, rn, L, S, KP, KEEP, LSE, DELTA, bh, scale, keep_scale,
                         CAUSAL, HAS_KEEP, HAS_KPM, PREC)
         dq += _dot(ds.to(k.dtype), k, PREC)
     tl.store(DQ + bh * L * E + rm[:, None] * E + re[None, :], (dq * scale).to(DQ.dtype.element_ty),
@@ -198,7 +200,7 @@ def _dims(q, k, v):
         raise RuntimeError("torch_bp::attention (Triton): q, k, v must have one dtype")
     L, E = q.shape[-2:]
     S, Ev = v.shape[-2:]
-    bh = q.numel() // max(L * E, 1) if L * E else int(torch.Size(q.shape[:-2]).numel())
+    bh = math.prod(q.shape[:-2])
     return bh, L, S, E, Ev
 
 
@@ -248,9 +250,9 @@ def attention_backward(grad_o, q, k, v, o, lse, keep=None, causal=False, scale=1
     args = (q.contiguous(), k.contiguous(), v.contiguous(), do, _keep(keep, bh, L, S), _kpm(key_keep, bh, S), lse,
             delta)
     bm, bn, warps, stages = _config(q, max(E, Ev), True)
-    meta = dict(CAUSAL=bool(causal), HAS_KEEP=keep is not None, HAS_KPM=key_keep is not None, PREC=_prec(q),
-                BLOCK_M=bm, BLOCK_N=bn, BLOCK_E=_blocks_e(E), BLOCK_EV=_blocks_e(Ev), num_warps=warps,
-                num_stages=stages)
+    meta = {"CAUSAL": bool(causal), "HAS_KEEP": keep is not None, "HAS_KPM": key_keep is not None,
+            "PREC": _prec(q), "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_E": _blocks_e(E), "BLOCK_EV": _blocks_e(Ev),
+            "num_warps": warps, "num_stages": stages}
     _attn_bwd_dkdv_kernel[(triton.cdiv(S, bn), bh)](*args, dk, dv, L, S, E, Ev, float(scale), float(keep_scale), **meta)
     _attn_bwd_dq_kernel[(triton.cdiv(L, bm), bh)](*args, dq, L, S, E, Ev, float(scale), float(keep_scale), **meta)
     return dq, dk, dv

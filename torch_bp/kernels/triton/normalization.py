@@ -120,6 +120,10 @@ def _rms_norm_bwd_kernel(GY, X, W, RSTD, GX, GW_PART, N, D, rows_per_prog,
         tl.store(GW_PART + pid * D + cols, gw, mask=m)
 
 
+def _c(t):
+    return None if t is None else t.contiguous()
+
+
 def _check(x, d, name):
     if d > MAX_D:
         raise NotImplementedError(f"torch_bp::{name} (Triton): rows of more than {MAX_D} elements "
@@ -134,7 +138,7 @@ def layer_norm_fwd(x, weight, bias, d, eps):
     mean = torch.empty((n, 1), dtype=torch.float32, device=x.device)
     rstd = torch.empty((n, 1), dtype=torch.float32, device=x.device)
     if n:
-        _layer_norm_fwd_kernel[(n,)](xc, weight, bias, y, mean, rstd, d, eps,
+        _layer_norm_fwd_kernel[(n,)](xc, _c(weight), _c(bias), y, mean, rstd, d, eps,
                                      HAS_W=weight is not None, HAS_B=bias is not None, BLOCK=block(d))
     return y, mean, rstd
 
@@ -150,7 +154,8 @@ def layer_norm_bwd(grad_y, x, weight, mean, rstd, d, output_mask):
     gw_part = torch.zeros((p, d), dtype=torch.float32, device=x.device) if need_w else None
     gb_part = torch.zeros((p, d), dtype=torch.float32, device=x.device) if need_b else None
     if n:
-        _layer_norm_bwd_kernel[(p,)](gy, xc, weight, mean, rstd, gx, gw_part, gb_part, n, d, triton.cdiv(n, p),
+        _layer_norm_bwd_kernel[(p,)](gy, xc, _c(weight), mean.contiguous(), rstd.contiguous(), gx, gw_part, gb_part,
+                                     n, d, triton.cdiv(n, p),
                                      HAS_W=weight is not None, NEED_X=bool(need_x), NEED_W=need_w,
                                      NEED_B=bool(need_b), BLOCK=block(d))
     gw = gw_part.sum(0).to(weight.dtype).reshape(weight.shape) if need_w else None
@@ -165,7 +170,7 @@ def rms_norm_fwd(x, weight, d, eps):
     y = torch.empty_like(xc)
     rstd = torch.empty((n, 1), dtype=torch.float32, device=x.device)
     if n:
-        _rms_norm_fwd_kernel[(n,)](xc, weight, y, rstd, d, eps, HAS_W=weight is not None, BLOCK=block(d))
+        _rms_norm_fwd_kernel[(n,)](xc, _c(weight), y, rstd, d, eps, HAS_W=weight is not None, BLOCK=block(d))
     return y, rstd
 
 
@@ -179,7 +184,7 @@ def rms_norm_bwd(grad_y, x, weight, rstd, d, output_mask):
     p = programs(x, n)
     gw_part = torch.zeros((p, d), dtype=torch.float32, device=x.device) if need_w else None
     if n:
-        _rms_norm_bwd_kernel[(p,)](gy, xc, weight, rstd, gx, gw_part, n, d, triton.cdiv(n, p),
+        _rms_norm_bwd_kernel[(p,)](gy, xc, _c(weight), rstd.contiguous(), gx, gw_part, n, d, triton.cdiv(n, p),
                                    HAS_W=weight is not None, NEED_X=bool(need_x), NEED_W=need_w, BLOCK=block(d))
     gw = gw_part.sum(0).to(weight.dtype).reshape(weight.shape) if need_w else None
     return gx, gw
