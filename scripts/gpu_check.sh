@@ -21,12 +21,16 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 START=$(date +%s)
+DEADLINE=$(( START + ${GPU_CHECK_SECONDS:-480} ))   # the whole check: 8 minutes
 STATUS=0
 declare -a SUMMARY
 
-step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a time limit, record PASS/FAIL
+step() {  # step NAME LIMIT_SECONDS COMMAND...: run with a time limit (capped by the deadline), record PASS/FAIL
   local name=$1 limit=$2; shift 2
   local t0=$(date +%s)
+  local left=$(( DEADLINE - t0 ))
+  if [ $left -lt 20 ]; then SUMMARY+=("FAIL  $name: not started, the 8 minutes are spent"); STATUS=1; return; fi
+  [ $limit -gt $left ] && limit=$left
   echo; echo "=== $name (limit ${limit}s) ==="
   timeout --signal=INT --kill-after=15 "$limit" "$@"
   local rc=$? dt=$(( $(date +%s) - t0 ))
@@ -42,7 +46,7 @@ if ! $PY -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'
   echo "gpu_check: no CUDA device visible to $PY (torch.cuda.is_available() is False)"; exit 1
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi -L
-step "set-up" 240 $PY - <<'PY'
+step "set-up" 150 $PY - <<'PY'
 import platform, torch
 print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA", torch.version.cuda,
       "|", torch.cuda.get_device_name())
@@ -62,13 +66,13 @@ PY
 
 # --- 2. the CUDA tests ---
 if $PY -c 'import pytest' 2>/dev/null; then
-  step "CUDA tests (tests/test_triton.py)" 240 $PY -m pytest -q -p no:cacheprovider --maxfail=25 -rfs tests/test_triton.py
+  step "CUDA tests (tests/test_triton.py)" 200 $PY -m pytest -q -p no:cacheprovider --maxfail=25 -rfs tests/test_triton.py
 else
   skip "CUDA tests" "pytest is not installed (and there is no network to install it)"; STATUS=1
 fi
 
 # --- 3. the default Lightning job, bf16-mixed, with GradientMonitor and GradientCheck ---
-step "Lightning: default job, bf16-mixed, GradientMonitor + GradientCheck" 150 $PY - <<'PY'
+step "Lightning: default job, bf16-mixed, GradientMonitor + GradientCheck" 100 $PY - <<'PY'
 import warnings
 import lightning.pytorch as L
 import torch
@@ -114,11 +118,13 @@ if not check.history:
 PY
 
 # --- 4. the GPU benchmark ---
-step "benchmark (experiments/benchmarks/cuda.py)" 200 $PY -m experiments.benchmarks.cuda --reps 10
+# torch.compile (about 10-30 s a case) for the cases with a target and the Transformer block
+step "benchmark (experiments/benchmarks/cuda.py)" 180 $PY -m experiments.benchmarks.cuda --reps 10 \
+  --compile-only layer_norm rms_norm cross_entropy attention_causal linear_cross_entropy transformer_block
 
 # --- 5. optional: a Hugging Face model converted to torch_bp (only where transformers imports) ---
 if $PY -c 'import transformers' 2>/dev/null; then
-  step "Hugging Face (optional): a small GPT-2, converted, bf16, against the original" 90 $PY - <<'PY'
+  step "Hugging Face (optional): a small GPT-2, converted, bf16, against the original" 60 $PY - <<'PY'
 import torch
 import transformers
 import torch_bp

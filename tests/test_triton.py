@@ -489,3 +489,29 @@ def test_benchmark_plumbing(tmp_path):
     data = json.loads(out.read_text())
     assert [r["case"] for r in data["rows"]] == ["layer_norm", "attention_causal"] == [r["case"] for r in rows]
     assert all(r["ours_ms"] > 0 and r["eager_ms"] > 0 for r in rows)
+
+
+def test_torch_bp_works_without_triton():
+    """triton is optional: with it unimportable, torch_bp imports, runs a rule and says why there
+    are no CUDA kernels; without a GPU, ``import torch_bp`` does not import triton at all."""
+    import subprocess
+    import sys
+    root = str(Path(__file__).resolve().parent.parent)
+    blocked = ("import sys\n"
+               "sys.modules['triton'] = None\n"
+               "import torch, torch_bp, torch_bp.functional as F\n"
+               "x = torch.randn(3, 8, requires_grad=True, device='cuda' if torch.cuda.is_available() else 'cpu')\n"
+               "F.layer_norm(x, (8,)).sum().backward()\n"
+               "print(torch_bp.backend_info().cuda)\n")
+    lazy = "import sys, torch_bp\nprint('triton' in sys.modules)\n"
+    out = []
+    for code in (blocked, lazy):
+        r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                           cwd=root, env={**os.environ, "PYTHONPATH": root})
+        assert r.returncode == 0, r.stderr[-3000:]
+        out.append(r.stdout.strip().splitlines()[-1])
+    assert out[0].startswith("no CUDA kernels"), out[0]
+    if CUDA:
+        assert "triton is not installed" in out[0], out[0]
+    else:
+        assert out[1] == "False", "import torch_bp imported triton on a machine without a GPU"

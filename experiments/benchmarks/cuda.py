@@ -171,7 +171,7 @@ def _peak_mib(step, device):
     return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
 
 
-def run(device="cuda", dtype=torch.bfloat16, quick=False, compile_ref=True, reps=10, only=None):
+def run(device="cuda", dtype=torch.bfloat16, quick=False, compile_ref=True, reps=10, only=None, compile_only=None):
     rows = []
     for name, make in cases(device, dtype, quick).items():
         if only and name not in only:
@@ -187,18 +187,18 @@ def run(device="cuda", dtype=torch.bfloat16, quick=False, compile_ref=True, reps
             _step(ours, inputs)()
         cands = {"eager": _step(ref, inputs), "ours": _step(ours, inputs)}
         fwd = {"eager_fwd": _step(ref, inputs, False), "ours_fwd": _step(ours, inputs, False)}
-        if compile_ref:
-            compiled = torch.compile(ref)
-            cands["compile"] = _step(compiled, inputs)
+        compiled = compile_ref and (not compile_only or name in compile_only)
+        if compiled:
+            cands["compile"] = _step(torch.compile(ref), inputs)
         with torch.no_grad():
             t_fwd = interleaved_median(fwd, reps=reps, device=device)
         t = interleaved_median(cands, reps=reps, device=device)
         peak = {k: _peak_mib(s, device) for k, s in cands.items()}
         row = {"case": name, "dtype": str(dtype).replace("torch.", ""), "ops": ",".join(sorted(log.names)) or "-",
                "eager_ms": 1e3 * t["eager"], "ours_ms": 1e3 * t["ours"],
-               "compile_ms": 1e3 * t["compile"] if compile_ref else None,
+               "compile_ms": 1e3 * t["compile"] if compiled else None,
                "speedup_vs_eager": t["eager"] / t["ours"],
-               "speedup_vs_compile": t["compile"] / t["ours"] if compile_ref else None,
+               "speedup_vs_compile": t["compile"] / t["ours"] if compiled else None,
                "bwd_ratio_vs_eager": (t["ours"] - t_fwd["ours_fwd"]) / max(t["eager"] - t_fwd["eager_fwd"], 1e-9),
                "peak_MiB_eager": peak["eager"], "peak_MiB_ours": peak["ours"],
                "peak_MiB_compile": peak.get("compile"),
@@ -225,14 +225,15 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny shapes (checks the plumbing, measures nothing)")
     p.add_argument("--no-compile", dest="compile_ref", action="store_false")
     p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--only", nargs="*")
+    p.add_argument("--only", nargs="*", help="these cases only")
+    p.add_argument("--compile-only", nargs="*", help="torch.compile only these cases (default: all)")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark measures the GPU kernels (see --device)")
     info = torch_bp.backend_info()
     print(info)
-    rows = run(a.device, getattr(torch, a.dtype), a.quick, a.compile_ref, a.reps, a.only)
+    rows = run(a.device, getattr(torch, a.dtype), a.quick, a.compile_ref, a.reps, a.only, a.compile_only)
     print(format_table(rows, COLUMNS))
     meta = {"device": torch.cuda.get_device_name() if a.device == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "backend": str(info), "quick": a.quick, "reps": a.reps,
