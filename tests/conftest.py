@@ -8,6 +8,12 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests/samples and tests/harness
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+# Without a GPU, Triton's interpreter runs the Triton kernels on CPU tensors (tests/test_triton.py).
+# Triton reads this when it is first imported (its own library functions are decorated then), so
+# it is set here, before any test module can import triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     _deselect_uncompiled(config, items)
@@ -73,6 +79,17 @@ def torch_bp_backend(request):
 def each_backend(request):
     """Each backend in turn."""
     yield from _use_backend(request.param)
+
+
+# --- devices: tests taking ``device`` run on the CPU and, marked ``cuda``, on a CUDA GPU (skipped
+# cleanly without one, by pytest_collection_modifyitems above) ---
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each device in turn: "cpu", and "cuda" where a GPU is (the test is marked ``cuda``)."""
+    return torch.device(request.param)
 
 
 @pytest.fixture

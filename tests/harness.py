@@ -82,7 +82,7 @@ def run(fn, args, kwargs, seed=0, upstream=None):
     diff = [o for o in outs if o.requires_grad]
     if upstream is None:
         g = torch.Generator().manual_seed(seed + 1)
-        upstream = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in diff]
+        upstream = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.device, o.dtype) for o in diff]
     kept = [u.clone() for u in upstream]
     if diff:
         torch.autograd.backward(diff, upstream)

@@ -19,6 +19,15 @@ The compiled kernels run for CPU tensors of dtype float32, float64 or bfloat16 (
 dtype), outside ``torch.func`` transforms (``vmap``, ``grad``, ...): there the Python rule
 runs, since ``generate_vmap_rule`` vmaps the rule itself, and in a backward with
 ``create_graph=True`` (double backward differentiates the Python rule).
+
+CUDA tensors: where a CUDA device and Triton are both present, the Triton kernels of
+``torch_bp/kernels/triton/`` are registered as the ``CUDA`` implementation of the same ops
+(:data:`CUDA_OPS`), for float32, bfloat16 and float16; a call site names its op
+(``use_cpp(x, op="layer_norm_fwd")``) and runs it for CUDA tensors only if that op has a CUDA
+kernel. Every other op, and every rule without Triton, runs the Python rule on CUDA. The CUDA
+kernels run in the ``auto`` and ``cpp`` modes, never in ``python`` mode; their op schemas are the
+compiled library's, or, in ``auto`` mode where the C++ kernels cannot be built (no compiler or
+ninja on a GPU machine), the same schemas defined from ``csrc/ops.cpp``'s text.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ from . import _ext
 
 MODES = ("auto", "python", "cpp")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def compiled_rules() -> dict[str, tuple[str, ...]]:
@@ -42,8 +52,11 @@ def compiled_rules() -> dict[str, tuple[str, ...]]:
 
 _mode = "python"
 _cpp = False        # the compiled kernels are loaded and selected
+_cuda = False       # the CUDA (Triton) kernels are registered and selected
 _reason = ""        # why not, when they are not
 _warned = False
+CUDA_OPS: frozenset = frozenset()   # the ops with a CUDA kernel (Triton), once registered
+_cuda_reason = "no CUDA device"     # why not, when there are none
 
 
 @dataclass(frozen=True)
@@ -52,12 +65,13 @@ class BackendInfo:
     requested: str         # the mode asked for ("auto", "python", "cpp")
     library: str | None    # the loaded extension, if any
     reason: str            # why the compiled backend is not running ("" when it is)
+    cuda: str = ""         # the CUDA kernels: how many ops have one, or why there are none
 
     def __str__(self):
         if self.backend == "cpp":
             return (f"torch_bp backend: cpp (requested {self.requested!r}): compiled kernels from {self.library}, "
-                    f"for CPU tensors of dtype float32/float64/bfloat16; the Python rules elsewhere")
-        return f"torch_bp backend: python (requested {self.requested!r}): {self.reason}"
+                    f"for CPU tensors of dtype float32/float64/bfloat16; {self.cuda}; the Python rules elsewhere")
+        return f"torch_bp backend: python (requested {self.requested!r}): {self.reason}; {self.cuda}"
 
 
 def backend_info(build: bool = False) -> BackendInfo:
@@ -66,12 +80,17 @@ def backend_info(build: bool = False) -> BackendInfo:
     ``build=True`` builds the compiled kernels now if they are missing (retrying a build that
     failed before) and selects them when the mode is ``"auto"`` or ``"cpp"``.
     """
-    global _cpp, _reason
+    global _cpp, _cuda, _reason
     if build:
         lib, reason = _ext.load(build=True, force=True)
         if _mode != "python":
             _cpp, _reason = lib is not None, reason
-    return BackendInfo("cpp" if _cpp else "python", _mode, _ext._loaded, _reason)
+            if lib is not None:
+                _register_fakes()
+                _cuda = _register_cuda()
+    cuda = (f"Triton kernels for CUDA tensors of {len(CUDA_OPS)} ops" if _cuda
+            else "no CUDA kernels (python mode)" if _mode == "python" else f"no CUDA kernels ({_cuda_reason})")
+    return BackendInfo("cpp" if _cpp else "python", _mode, _ext._loaded, _reason, cuda)
 
 
 def set_backend(name: str) -> BackendInfo:
@@ -79,11 +98,11 @@ def set_backend(name: str) -> BackendInfo:
 
     ``"cpp"`` raises ``RuntimeError`` with the reason when the compiled kernels are unavailable.
     """
-    global _mode, _cpp, _reason, _warned
+    global _mode, _cpp, _cuda, _reason, _warned
     if name not in MODES:
         raise ValueError(f"torch_bp backend must be one of {MODES}, got {name!r}")
     if name == "python":
-        _mode, _cpp, _reason = name, False, "selected (TORCH_BP_BACKEND=python or set_backend('python'))"
+        _mode, _cpp, _cuda, _reason = name, False, False, "selected (TORCH_BP_BACKEND=python or set_backend('python'))"
         return backend_info()
     lib, reason = _ext.load(build=True)
     if lib is None and name == "cpp":
@@ -94,28 +113,80 @@ def set_backend(name: str) -> BackendInfo:
         warnings.warn(f"torch_bp: using the Python backend: {reason}", RuntimeWarning, stacklevel=2)
     if lib is not None:
         _register_fakes()
+    _cuda = _register_cuda(define=lib is None)
     return backend_info()
 
 
-def use_cpp(*tensors) -> bool:
+_schema_lib = None  # the torch_bp op schemas defined from csrc/ops.cpp's text (no compiled library)
+
+
+def _define_schemas() -> bool:
+    """Define every ``torch_bp`` op schema of ``csrc/ops.cpp`` from its ``m.def("...")`` lines
+    (for the CUDA kernels where the C++ library cannot be built); False when there is no csrc."""
+    global _schema_lib
+    if _schema_lib is not None:
+        return True
+    if _ext.CSRC is None or not (_ext.CSRC / "ops.cpp").is_file():
+        return False
+    import re
+    text = (_ext.CSRC / "ops.cpp").read_text()
+    lib = torch.library.Library("torch_bp", "DEF")
+    for call in re.findall(r'm\.def\(((?:\s*"[^"]*")+)\s*\)', text):
+        lib.define("".join(re.findall(r'"([^"]*)"', call)))
+    _schema_lib = lib
+    return True
+
+
+def _register_cuda(define: bool = False) -> bool:
+    """Register the Triton kernels as the CUDA implementation of their ops, where a CUDA device
+    and Triton are both present (once; :data:`CUDA_OPS` names them); True when they are.
+    ``define``: the compiled library is not loaded, so define the op schemas first (once)."""
+    global CUDA_OPS, _cuda_reason
+    if CUDA_OPS:
+        return True
+    if not torch.cuda.is_available():
+        _cuda_reason = "no CUDA device"
+        return False
+    try:
+        from .kernels import triton as triton_kernels
+    except ImportError as e:  # triton is optional: the Python rules run on CUDA without it
+        _cuda_reason = f"triton is not installed: {e}"
+        return False
+    if define:
+        if not _define_schemas():
+            _cuda_reason = "no compiled library and no csrc/ops.cpp to define the op schemas from"
+            return False
+        _register_fakes()
+    CUDA_OPS = triton_kernels.register()
+    return True
+
+
+def use_cpp(*tensors, op: str | None = None) -> bool:
     """True when the compiled kernels should run for these tensors (``None`` entries are skipped).
+
+    CPU tensors: the C++ kernels (float32, float64, bfloat16). CUDA tensors: only when ``op``,
+    the op the call site runs, has a CUDA kernel (:data:`CUDA_OPS`; float32, bfloat16, float16).
+    All tensors must be on one device type and of one dtype.
 
     NOTE: False while grad mode is on. A Function's forward always runs with grad mode off; its
     backward runs with grad mode on only under ``create_graph=True``, where the backward must be
     differentiable: the Python rule, built from differentiable ops, runs there.
     """
-    if not _cpp or torch.is_grad_enabled():
+    if torch.is_grad_enabled():
         return False
-    dtype = None
+    dtype = device = None
     for t in tensors:
         if t is None:
             continue
-        if t.device.type != "cpu" or t.dtype not in DTYPES:
-            return False
         if dtype is None:
-            dtype = t.dtype
-        elif t.dtype != dtype:
+            dtype, device = t.dtype, t.device.type
+        elif t.dtype != dtype or t.device.type != device:
             return False
+    if device == "cuda":
+        if not _cuda or op not in CUDA_OPS or dtype not in CUDA_DTYPES:
+            return False
+    elif not _cpp or device not in (None, "cpu") or dtype not in DTYPES + (None,):
+        return False
     if not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None:
         return False  # under vmap/grad/jacrev: the Python rule (generate_vmap_rule needs it)
     return True

@@ -41,13 +41,13 @@ class ReLUFunction(Rule):
 
     @staticmethod
     def forward(x):
-        if backend.use_cpp(x):  # the same function, compiled (csrc/cpu/activation.cpp)
+        if backend.use_cpp(x, op="relu_fwd"):  # the same function, compiled (csrc/cpu/activation.cpp)
             return torch.ops.torch_bp.relu_fwd(x)
         return torch.relu(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.packed = backend.use_cpp(output)  # compiled: saves [not y <= 0], 1 bit per element
+        ctx.packed = backend.use_cpp(output, op="relu_mask")  # compiled: saves [not y <= 0], 1 bit per element
         ctx.save_for_backward(torch.ops.torch_bp.relu_mask(output) if ctx.packed else output <= 0)
         lean = _lean.recipe(inputs[0])
         if lean is not None:
@@ -160,7 +160,7 @@ class GELUFunction(Rule):
 
     @staticmethod
     def forward(x, approximate):
-        if backend.use_cpp(x):  # the same rule, compiled (csrc/cpu/activation.cpp)
+        if backend.use_cpp(x, op="gelu_fwd"):  # the same rule, compiled (csrc/cpu/activation.cpp)
             return torch.ops.torch_bp.gelu_fwd(x, approximate)
         xf = opmath(x)
         if approximate == "tanh":
@@ -178,7 +178,7 @@ class GELUFunction(Rule):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
-        if backend.use_cpp(x, grad_y):
+        if backend.use_cpp(x, grad_y, op="gelu_bwd"):
             return torch.ops.torch_bp.gelu_bwd(grad_y, x, ctx.approximate), None
         return gelu_grad(x, grad_y, ctx.approximate), None
 
@@ -212,7 +212,7 @@ class SiLUFunction(Rule):
 
     @staticmethod
     def forward(x):
-        if backend.use_cpp(x):  # the same rule, compiled (csrc/cpu/activation.cpp)
+        if backend.use_cpp(x, op="silu_fwd"):  # the same rule, compiled (csrc/cpu/activation.cpp)
             return torch.ops.torch_bp.silu_fwd(x)
         xf = opmath(x)
         return (xf * torch.sigmoid(xf)).to(x.dtype)
@@ -224,7 +224,7 @@ class SiLUFunction(Rule):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
-        if backend.use_cpp(x, grad_y):
+        if backend.use_cpp(x, grad_y, op="silu_bwd"):
             return torch.ops.torch_bp.silu_bwd(grad_y, x)
         return silu_grad(x, grad_y)
 
@@ -352,7 +352,7 @@ class SoftmaxFunction(Rule):
 
     @staticmethod
     def forward(x, dim):
-        if _last_dim(x, dim) and backend.use_cpp(x):  # csrc/cpu/activation.cpp
+        if _last_dim(x, dim) and backend.use_cpp(x, op="softmax_fwd"):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.softmax_fwd(x)
         return torch.softmax(x, dim)
 
@@ -364,7 +364,7 @@ class SoftmaxFunction(Rule):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
-        if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
+        if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y, op="softmax_bwd"):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.softmax_bwd(grad_y, y), None
         yf, gf = opmath(y), opmath(grad_y)
         grad_x = yf * (gf - (gf * yf).sum(ctx.dim, keepdim=True))
@@ -388,7 +388,7 @@ class LogSoftmaxFunction(Rule):
 
     @staticmethod
     def forward(x, dim):
-        if _last_dim(x, dim) and backend.use_cpp(x):  # csrc/cpu/activation.cpp
+        if _last_dim(x, dim) and backend.use_cpp(x, op="log_softmax_fwd"):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.log_softmax_fwd(x)
         return torch.log_softmax(x, dim)
 
@@ -400,7 +400,7 @@ class LogSoftmaxFunction(Rule):
     @staticmethod
     def backward(ctx, grad_y):
         (y,) = ctx.saved_tensors
-        if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y):  # csrc/cpu/activation.cpp
+        if _last_dim(y, ctx.dim) and backend.use_cpp(y, grad_y, op="log_softmax_bwd"):  # csrc/cpu/activation.cpp
             return torch.ops.torch_bp.log_softmax_bwd(grad_y, y), None
         gf = opmath(grad_y)
         grad_x = gf - torch.exp(opmath(y)) * gf.sum(ctx.dim, keepdim=True)

@@ -115,7 +115,7 @@ def _compiled(q, k, v, mask, groups, *more):
     broadcast heads (q, k, v of one leading shape), a non-empty problem, and :func:`backend.use_cpp`."""
     return (mask is None and groups == 1 and q.dim() == k.dim() == v.dim()
             and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and not _empty(q, k, v)
-            and backend.use_cpp(q, k, v, *more))
+            and backend.use_cpp(q, k, v, *more, op="attention_fwd"))
 
 
 def _keep_all(seed, q, S, p, device):
@@ -192,7 +192,7 @@ class ScaledDotProductAttentionFunction(Rule):
                     out.fill_(float("nan"))
             return out, q.new_zeros(0)
         if _compiled(q, k, v, mask, groups):  # the block loop below, compiled (bfloat16 in float32)
-            qc, kc, vc = opmath(q), opmath(k), opmath(v)
+            qc, kc, vc = (q, k, v) if q.is_cuda else (opmath(q), opmath(k), opmath(v))  # Triton: 16-bit in, f32 acc
             keep = _keep_all(seed, q, k.shape[-2], dropout_p, q.device) if dropout_p > 0 else None
             out, lse = torch.ops.torch_bp.attention_fwd(qc, kc, vc, keep, causal, scale, keep_scale(dropout_p))
             return out.to(q.dtype), lse.reshape(grouped(q, 1).shape[:-1])
@@ -249,8 +249,9 @@ class ScaledDotProductAttentionFunction(Rule):
         g, scale, p_drop = ctx.groups, ctx.scale, ctx.dropout_p
         if _compiled(q, k, v, mask, g, grad_out):  # the block loop below, compiled (bfloat16 in float32)
             keep = _keep_all(ctx.seed, q, k.shape[-2], p_drop, q.device) if p_drop > 0 else None
-            grads = torch.ops.torch_bp.attention_bwd(opmath(grad_out.reshape(out.shape)), opmath(q), opmath(k),
-                                                     opmath(v), opmath(out), lse.reshape(q.shape[:-1]), keep,
+            up = (lambda t: t) if q.is_cuda else opmath  # Triton (CUDA): 16-bit in, float32 accumulation
+            grads = torch.ops.torch_bp.attention_bwd(up(grad_out.reshape(out.shape)), up(q), up(k),
+                                                     up(v), up(out), lse.reshape(q.shape[:-1]), keep,
                                                      ctx.causal, scale, keep_scale(p_drop))
             return tuple(gr.to(t.dtype) if need else None
                          for gr, t, need in zip(grads, (q, k, v), ctx.needs_input_grad[:3])) + (None,) * 7

@@ -37,7 +37,7 @@ class DropoutFunction(Rule):
     def forward(x, mask, scale):
         if mask is None:
             return x.clone()
-        if mask.shape == x.shape and backend.use_cpp(x, scale):  # the same rule, fused (csrc/cpu/dropout.cpp)
+        if mask.shape == x.shape and backend.use_cpp(x, scale, op="dropout_fwd"):  # the same rule, fused (csrc/cpu/dropout.cpp)
             return torch.ops.torch_bp.dropout_fwd(x, mask, scale)
         return x * (mask * scale)
 
@@ -47,7 +47,7 @@ class DropoutFunction(Rule):
         ctx.identity = mask is None
         if not ctx.identity:
             x = inputs[0]
-            ctx.packed = mask.shape == x.shape and backend.use_cpp(x, scale)  # m as 1 bit per element
+            ctx.packed = mask.shape == x.shape and backend.use_cpp(x, scale, op="pack_mask")  # m as 1 bit per element
             ctx.bits = not ctx.packed and plain_eager()                       # the same, in Python
             ctx.mask_shape = mask.shape
             if ctx.packed:

@@ -140,7 +140,7 @@ class BiasActivationFunction(Rule):
 
     @staticmethod
     def forward(h, bias, activation, approximate):
-        if (bias is None or bias.shape == h.shape[-1:]) and backend.use_cpp(h, bias):  # csrc/cpu/linear.cpp
+        if (bias is None or bias.shape == h.shape[-1:]) and backend.use_cpp(h, bias, op="bias_act_fwd"):  # csrc/cpu/linear.cpp
             y, mask = torch.ops.torch_bp.bias_act_fwd(h, bias, activation, approximate)
             return y, (mask if activation == "relu" else None)
         z = h if bias is None else h + bias
@@ -163,7 +163,7 @@ class BiasActivationFunction(Rule):
     def backward(ctx, grad_y, _grad_mask):
         h, bias = ctx.saved_tensors  # h: relu's bit mask when ctx.packed
         bias_grad = ctx.has_bias and ctx.needs_input_grad[1]
-        if ctx.packed and not torch.is_grad_enabled() or not ctx.packed and backend.use_cpp(h, bias, grad_y):
+        if ctx.packed and not torch.is_grad_enabled() or not ctx.packed and backend.use_cpp(h, bias, grad_y, op="bias_act_bwd"):
             grad_z, grad_b = torch.ops.torch_bp.bias_act_bwd(grad_y, h, bias, ctx.activation, ctx.approximate,
                                                              bias_grad)
             return grad_z if ctx.needs_input_grad[0] else None, grad_b, None, None

@@ -393,7 +393,7 @@ class CrossEntropyFunction(Rule):
 
     @staticmethod
     def forward(x, target, weight, reduction, ignore_index, label_smoothing):
-        if x.dim() == 2 and target.dtype == torch.int64 and backend.use_cpp(x, weight):  # csrc/cpu/loss.cpp
+        if x.dim() == 2 and target.dtype == torch.int64 and backend.use_cpp(x, weight, op="cross_entropy_fwd"):  # csrc/cpu/loss.cpp
             return torch.ops.torch_bp.cross_entropy_fwd(x, target, weight, reduction, ignore_index, label_smoothing)
         cd = _class_dim(x)
         xf = opmath(x)
@@ -429,7 +429,7 @@ class CrossEntropyFunction(Rule):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
         if (grad_s is None and grad_out is not None and x.dim() == 2 and target.dtype == torch.int64
-                and backend.use_cpp(x, weight, grad_out)):  # one pass, p never stored (csrc/cpu/loss.cpp)
+                and backend.use_cpp(x, weight, grad_out, op="cross_entropy_bwd")):  # one pass, p never stored (csrc/cpu/loss.cpp)
             return (torch.ops.torch_bp.cross_entropy_bwd(grad_out, x, target, weight, m, s, ctx.reduction,
                                                          ctx.ignore_index, ctx.label_smoothing), None, None, None, None, None)
         cd = _class_dim(x)

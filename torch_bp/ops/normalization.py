@@ -60,7 +60,7 @@ class LayerNormFunction(Rule):
 
     @staticmethod
     def forward(x, weight, bias, d, eps):
-        if d and backend.use_cpp(x, weight, bias):  # the same rule, fused (csrc/cpu/normalization.cpp)
+        if d and backend.use_cpp(x, weight, bias, op="layer_norm_fwd"):  # the same rule, fused (csrc/, kernels/triton/)
             return torch.ops.torch_bp.layer_norm_fwd(x, weight, bias, d, eps)
         xr = opmath(_rows(x, d))  # (N, D)
         mu, rstd = _layer_norm_stats(xr, eps)
@@ -83,7 +83,7 @@ class LayerNormFunction(Rule):
     def backward(ctx, grad_y, _grad_mu, _grad_rstd):
         x, weight, mu, rstd = ctx.saved_tensors
         d = ctx.d
-        if d and backend.use_cpp(x, weight, grad_y):
+        if d and backend.use_cpp(x, weight, grad_y, op="layer_norm_bwd"):
             mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.bias_shape is not None and ctx.needs_input_grad[2]]
             gx, gw, gb = torch.ops.torch_bp.layer_norm_bwd(grad_y, x, weight, mu, rstd, d, mask)
             return gx, gw, None if gb is None else gb.reshape(ctx.bias_shape), None, None
@@ -139,7 +139,7 @@ class RMSNormFunction(Rule):
 
     @staticmethod
     def forward(x, weight, d, eps):
-        if d and backend.use_cpp(x, weight):  # the same rule, fused (csrc/cpu/normalization.cpp)
+        if d and backend.use_cpp(x, weight, op="rms_norm_fwd"):  # the same rule, fused (csrc/, kernels/triton/)
             return torch.ops.torch_bp.rms_norm_fwd(x, weight, d, eps)
         xr = opmath(_rows(x, d))  # (N, D)
         r = torch.rsqrt(xr.pow(2).mean(1, keepdim=True) + eps)
@@ -158,7 +158,7 @@ class RMSNormFunction(Rule):
     @staticmethod
     def backward(ctx, grad_y, _grad_r):
         x, weight, r = ctx.saved_tensors
-        if ctx.d and backend.use_cpp(x, weight, grad_y):
+        if ctx.d and backend.use_cpp(x, weight, grad_y, op="rms_norm_bwd"):
             return (*torch.ops.torch_bp.rms_norm_bwd(grad_y, x, weight, r, ctx.d, ctx.needs_input_grad[:2]), None, None)
         xr, gy = opmath(_rows(x, ctx.d)), opmath(_rows(grad_y, ctx.d))
         if torch.is_grad_enabled():  # create_graph: r as a function of x (double backward)

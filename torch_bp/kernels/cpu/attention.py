@@ -2,13 +2,15 @@
 ``torch.compile`` and FakeTensor. Registered by :func:`torch_bp.kernels.cpu.register_fakes`."""
 from __future__ import annotations
 
+from . import acc as _acc
 
 
 def register(reg) -> None:
     """Register this family's fake kernels with ``reg`` (``torch.library.register_fake``)."""
     @reg("torch_bp::attention_fwd")
     def _(q, k, v, keep, causal, scale, keep_scale):
-        return q.new_empty(tuple(q.shape[:-1]) + (v.shape[-1],)), q.new_empty(tuple(q.shape[:-1]))
+        lse = q.new_empty(tuple(q.shape[:-1]), dtype=_acc(q.dtype))
+        return q.new_empty(tuple(q.shape[:-1]) + (v.shape[-1],)), lse
 
     @reg("torch_bp::attention_bwd")
     def _(grad_o, q, k, v, o, lse, keep, causal, scale, keep_scale):

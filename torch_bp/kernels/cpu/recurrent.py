@@ -2,8 +2,6 @@
 ``torch.compile`` and FakeTensor. Registered by :func:`torch_bp.kernels.cpu.register_fakes`."""
 from __future__ import annotations
 
-
-
 def register(reg) -> None:
     """Register this family's fake kernels with ``reg`` (``torch.library.register_fake``)."""
     @reg("torch_bp::lstm_layer_fwd")
