@@ -1,7 +1,7 @@
-"""Regenerate the README's generated parts: python scripts/update_readme.py
+"""Regenerate the documentation's generated parts: python scripts/update_readme.py
 
-- the layer table, from the registry (``<!-- layers:start -->``);
-- the benchmark tables, from experiments/results/bench_cpu.json (``<!-- bench:start -->``).
+- docs/layers.md: the layer table, from the registry (``<!-- layers:start -->``);
+- docs/benchmarks.md: the benchmark tables, from experiments/results/bench_cpu.json (``<!-- bench:start -->``).
 """
 import pathlib
 import re
@@ -13,9 +13,11 @@ sys.path.insert(0, str(root))
 import torch_bp  # noqa: E402
 from experiments.benchmarks.readme import tables  # noqa: E402
 
-readme = root / "README.md"
-text = readme.read_text()
-for tag, body in (("layers", torch_bp.registry.markdown_table()), ("bench", tables())):
-    block = f"<!-- {tag}:start -->\n{body}\n<!-- {tag}:end -->"
-    text = re.sub(rf"<!-- {tag}:start -->.*<!-- {tag}:end -->", lambda m: block, text, flags=re.S)
-readme.write_text(text)
+GENERATED = {"layers": ("docs/layers.md", torch_bp.registry.markdown_table),
+             "bench": ("docs/benchmarks.md", tables)}
+
+for tag, (path, make) in GENERATED.items():
+    page = root / path
+    block = f"<!-- {tag}:start -->\n{make()}\n<!-- {tag}:end -->"
+    page.write_text(re.sub(rf"<!-- {tag}:start -->.*<!-- {tag}:end -->", lambda m: block, page.read_text(),
+                           flags=re.S))
