@@ -73,8 +73,8 @@ def reference(fn, inputs, upstream):
 
 
 def test_every_op_has_a_kernel_and_a_schema():
-    """Every launcher is a torch_bp op named in backend.COMPILED (the schema in csrc/ops.cpp)."""
-    ops = {op for names in backend.COMPILED.values() for op in names}
+    """Every launcher is a torch_bp op named in a rule's compiled declaration (the schema in csrc/ops.cpp)."""
+    ops = {op for names in backend.compiled_rules().values() for op in names}
     kernels = tk.kernels()
     assert set(kernels) <= ops, set(kernels) - ops
     for name in ("layer_norm_fwd", "layer_norm_bwd", "rms_norm_fwd", "rms_norm_bwd", "bias_act_fwd", "bias_act_bwd",
@@ -359,7 +359,7 @@ from torch_bp.registry import LAYERS
 
 KERNEL_OPS = set(tk.kernels())
 TRITON_ROWS = [r.name for r in LAYERS
-               if any(op in KERNEL_OPS for f in r.functions for op in backend.COMPILED.get(f.__name__, ()))]
+               if any(op in KERNEL_OPS for f in r.functions for op in f.compiled)]
 
 
 def _cpp_on_cuda():
@@ -380,7 +380,7 @@ def test_cuda_kernels_match_python_rule(name, dtype):
     from test_backend import _run_backend
     row = torch_bp.registry.get(name)
     _cpp_on_cuda()
-    want = {op for f in row.functions for op in backend.COMPILED.get(f.__name__, ())} & KERNEL_OPS
+    want = {op for f in row.functions for op in f.compiled} & KERNEL_OPS
     called = set()
     for s in get_samples(name, dtype, device="cuda"):
         outs, grads, _, _ = _run_backend("python", row, s)
@@ -465,7 +465,7 @@ def test_op_schemas_defined_from_csrc_match_the_compiled_library(tmp_path):
         "if sys.argv[1] == 'define':\n"
         "    assert b._define_schemas()\n"
         "    b._register_fakes()\n"
-        "ops = sorted({op for v in b.COMPILED.values() for op in v})\n"
+        "ops = sorted({op for v in b.compiled_rules().values() for op in v})\n"
         "print(json.dumps({op: str(getattr(torch.ops.torch_bp, op).default._schema) for op in ops}))\n")
     root = str(Path(__file__).resolve().parent.parent)
     out = {}
@@ -475,7 +475,7 @@ def test_op_schemas_defined_from_csrc_match_the_compiled_library(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["define"] == out["library"]
-    assert len(out["define"]) == len({op for v in backend.COMPILED.values() for op in v})
+    assert len(out["define"]) == len({op for v in backend.compiled_rules().values() for op in v})
 
 
 def test_benchmark_plumbing(tmp_path):

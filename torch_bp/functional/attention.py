@@ -45,7 +45,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
             raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                                f"attn_mask.dtype: {attn_mask.dtype} and  query.dtype: {query.dtype} instead.")
-        if is_causal and not empty:  # as torch on CPU: both apply (the causal mask, top-left aligned, folded in)
+        if is_causal and not empty and value.shape[-1] != query.shape[-1]:
+            # as torch on CPU, whose math kernel (value head dim other than the query's) refuses both
+            raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when "
+                               "is_causal=True")
+        if is_causal and not empty:  # as torch's CPU flash kernel: both apply (the causal mask, top-left aligned)
             causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
             attn_mask = attn_mask & causal if attn_mask.dtype == torch.bool \
                 else attn_mask.masked_fill(~causal, float("-inf"))
