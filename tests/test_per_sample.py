@@ -428,10 +428,10 @@ def test_gradient_statistics_callback_logs_to_tensorboard(tmp_path):
     acc = EventAccumulator(trainer.logger.log_dir, size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    layers = {t.split("/", 1)[1] for t in tags if t.startswith("grad_var/")}
+    layers = {t.split("/", 2)[2] for t in tags if t.startswith("bp/grad_var/")}
     assert {"total"} < layers and len(layers) == 3, tags    # two linear layers (named by BPModule) and the total
     for kind in ("grad_var", "grad_snr"):
-        events = acc.Scalars(f"{kind}/total")
+        events = acc.Scalars(f"bp/{kind}/total")
         assert [e.step for e in events] == [0, 1]
         assert events[-1].value == pytest.approx(cb.last_metrics[f"{kind}/total"], rel=1e-6)
     assert all(v > 0 for k, v in cb.last_metrics.items() if k.startswith("grad_var/"))
