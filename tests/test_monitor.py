@@ -184,7 +184,7 @@ def test_update_ratio_is_the_relative_step(tmp_path):
     assert not _signals._ACTIVE and all(not m._forward_pre_hooks for m in net.modules())
 
 
-# A test-only layer whose backward rule is wrong: grad_W is 1.5x too large (relative difference 0.5).
+# A test-only layer whose backward rule is wrong: grad_W and grad_b are 1.5x too large (relative difference 0.5).
 class _BrokenLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(x, weight, bias):
@@ -198,7 +198,7 @@ class _BrokenLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
-        return grad_y @ weight, 1.5 * grad_y.t() @ x, grad_y.sum(0)
+        return grad_y @ weight, 1.5 * grad_y.t() @ x, 1.5 * grad_y.sum(0)
 
 
 class _BrokenLinear(torch.nn.Linear):
