@@ -267,3 +267,25 @@ def test_dpsgd_refuses_unconverted_layers_and_bad_arguments(tmp_path):
     module = UserModule(convert=True)
     with pytest.raises(ValueError, match="per-example losses"):                 # ghost needs reduction="none"
         _dp_fit(tmp_path, DPSGD(max_grad_norm=1.0, noise_multiplier=1.0, mode="ghost", accountant=None), module)
+
+
+# --- FSDP: Lightning's FSDPStrategy refuses accelerator="cpu", so this needs CUDA ---
+@pytest.mark.cuda
+def test_converted_model_trains_under_fsdp_like_single_device(tmp_path):
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    def run(strategy):
+        torch.manual_seed(0)
+        module = UserModule(convert=True, lr=0.1)
+        trainer = L.Trainer(max_steps=3, strategy=strategy, accelerator="cuda", devices=1, precision="32-true",
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(module, _data())
+        return {n: p.detach().float().cpu() for n, p in module.named_parameters()}
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    single, fsdp = run("auto"), run(FSDPStrategy())
+    assert set(single) == set(fsdp)
+    for n in single:
+        torch.testing.assert_close(fsdp[n], single[n], rtol=1e-5, atol=1e-6, msg=n)
