@@ -631,6 +631,8 @@ class GradientCheck(L.Callback):
                     loss = pl_module.compute_loss(net, b, reference=reference)
                 else:
                     loss = training_step_loss(net, b)
+                if loss.dim():   # per-example losses (DPSGD's ghost mode): their sum, the same for both copies
+                    loss = loss.sum()
                 g = torch.autograd.grad(loss, leaves, allow_unused=True)
             prefix = "net." if bp else ""
             named = {f"{prefix}{n}": gi for (n, _), gi in zip(params, g)}
