@@ -289,3 +289,61 @@ def test_converted_model_trains_under_fsdp_like_single_device(tmp_path):
     assert set(single) == set(fsdp)
     for n in single:
         torch.testing.assert_close(fsdp[n], single[n], rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_sinks_use_each_loggers_own_call(monkeypatch):
+    """Figures, histograms and text reach W&B's and MLflow's own calls (stand-ins for the clients:
+    neither package is a dependency), and other loggers get one warning."""
+    import sys
+    import types
+
+    from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
+    from matplotlib.figure import Figure
+
+    calls = []
+
+    class FakeWandb(WandbLogger):
+        def __init__(self):
+            pass
+
+        def log_image(self, key, images, step=None, **kwargs):
+            calls.append(("wandb.image", key, type(images[0]).__name__, step))
+
+        def log_text(self, key, columns=None, data=None, **kwargs):
+            calls.append(("wandb.text", key, data[0][1], data[0][0]))
+
+        def log_metrics(self, metrics, step=None):
+            (key, value), = metrics.items()
+            calls.append(("wandb.metric", key, type(value).__name__, step))
+
+    class Client:
+        def __getattr__(self, name):
+            return lambda run_id, obj, path: calls.append((f"mlflow.{name}", path, run_id))
+
+    class FakeMLflow(MLFlowLogger):
+        def __init__(self):
+            pass
+
+        experiment = property(lambda self: Client())
+        run_id = property(lambda self: "run-1")
+
+    class Histogram:
+        def __init__(self, values):
+            self.values = values
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Histogram=Histogram))
+    trainer = types.SimpleNamespace(loggers=[FakeWandb(), FakeMLflow(), CSVLogger("unused")])
+    sinks._warned.clear()
+    with pytest.warns(UserWarning, match="CSVLogger has no call") as rec:
+        sinks.log_figure(trainer, "bp/gradient_flow", Figure(), 3)
+        sinks.log_histogram(trainer, "bp/grads/w", torch.tensor([1.0, float("nan"), 2.0]), 3)
+        sinks.log_text(trainer, "bp/warnings", "vanishing", 3)
+    assert len([w for w in rec if "CSVLogger" in str(w.message)]) == 1
+    assert calls == [
+        ("wandb.image", "bp/gradient_flow", "Figure", 3),
+        ("mlflow.log_figure", "bp/gradient_flow/step_0000003.png", "run-1"),
+        ("wandb.metric", "bp/grads/w", "Histogram", 3),
+        ("mlflow.log_dict", "bp/grads/w/step_0000003.json", "run-1"),
+        ("wandb.text", "bp/warnings", "vanishing", 3),
+        ("mlflow.log_text", "bp/warnings/step_0000003.md", "run-1"),
+    ]
