@@ -196,10 +196,11 @@ def test_gradient_check_loss_fn_and_a_broken_rule(tmp_path, monkeypatch):
 def test_default_histogram_interval_follows_the_run_length():
     from torch_bp.lightning.monitor import default_histogram_interval
 
-    assert default_histogram_interval(25, 230) == 25          # 230 steps: 0, 25, ... (at least one interval)
+    assert default_histogram_interval(25, 230) == 50          # the default torch-bp fit run: 0, 50, ..., 200
     assert default_histogram_interval(25, 2300) == 450        # about 5 per run, a multiple of every_n_steps
     assert default_histogram_interval(25, math.inf) == 250
     assert default_histogram_interval(10, 1000) == 200
+    assert default_histogram_interval(25, 60) == 25           # at least every_n_steps
 
 
 # --- DP-SGD ---

@@ -127,7 +127,7 @@ def default_histogram_interval(every_n_steps: int, total_steps: float, points: i
     ``total_steps`` (250, or ``every_n_steps`` if larger, when the length is unknown)."""
     if not math.isfinite(total_steps) or total_steps <= 0:
         return max(250 // every_n_steps, 1) * every_n_steps
-    return max(int(total_steps / points) // every_n_steps, 1) * every_n_steps
+    return max(round(total_steps / points / every_n_steps), 1) * every_n_steps
 
 
 class GradientMonitor(L.Callback):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+import lightning.pytorch as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
@@ -125,9 +126,10 @@ def run_hparams(trainer, pl_module=None, datamodule=None) -> dict[str, Any]:
         if obj is None:
             continue
         saved = dict(getattr(obj, "hparams", {}) or {})
-        if not saved:   # no save_hyperparameters(): its public plain attributes
+        if not saved:   # no save_hyperparameters(): its own public plain attributes (not Lightning's)
+            base = set(vars(L.LightningDataModule())) | set(vars(L.LightningModule()))
             saved = {k: v for k, v in vars(obj).items()
-                     if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
+                     if not k.startswith("_") and k not in base and isinstance(v, (bool, int, float, str))}
         for k, v in saved.items():
             out[f"{prefix}/{k}"] = _plain(v)
     net = getattr(pl_module, "net", None)
