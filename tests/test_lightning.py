@@ -152,36 +152,43 @@ def test_cli_fit_logs_every_tag_with_finite_values(tmp_path, monkeypatch, capsys
     params = [f"net.{n}" for n, _ in c.model.net.named_parameters()]
     layers = [f"net.{n}" for n in _torch_bp_layers(c.model.net)]
     param_layers = sorted({p.rsplit(".", 1)[0] for p in params})
-    expected = {"grad_2.0_norm_total", "grad_nonfinite_total", "gradcheck/max_rel_diff", "gradcheck/max_rel_diff/input",
+    expected = {"bp/grad_norm/total", "bp/grad_nonfinite", "bp/gradcheck/max_rel_diff", "bp/gradcheck/max_rel_diff/input",
                 "train/loss_step", "train/loss_epoch", "val/loss", "val/acc"}
     for p in params:
-        expected |= {f"grad_2.0_norm/{p}", f"update_ratio/{p}", f"grad_zero_frac/{p}", f"grad_nan/{p}", f"grad_inf/{p}"}
-        expected |= {f"dead_units/{p}"} if p.endswith("weight") else set()
-    expected |= {f"gradcheck/max_rel_diff/{lay}" for lay in param_layers}
+        expected |= {f"bp/grad_norm/{p}", f"bp/update_ratio/{p}", f"bp/grad_zero_frac/{p}"}
+        expected |= {f"bp/dead_units/{p}"} if p.endswith("weight") else set()
+    expected |= {f"bp/gradcheck/max_rel_diff/{lay}" for lay in param_layers}
     scalars = set(tags["scalars"])
     assert expected <= scalars, sorted(expected - scalars)
-    by_layer = lambda prefix: {t.split("/", 1)[1].split("_", 1)[1]: t for t in scalars if t.startswith(prefix)}  # noqa: E731
-    assert set(by_layer("error_signal_norm/")) == set(layers)                  # every torch_bp layer's error signal
-    assert set(by_layer("grad_mean_abs/")) == set(param_layers)
-    depth = sorted(by_layer("error_signal_norm/").values())
+    assert {t.split("/")[0] for t in scalars} == {"bp", "train", "val", "epoch"}   # the monitor's tags: one section
+    assert not [t for t in scalars if "grad_nan" in t or "grad_inf" in t]      # per parameter only when non-zero
+    by_layer = lambda prefix: {t.split("/", 2)[2].split("_", 1)[1]: t for t in scalars if t.startswith(prefix)}  # noqa: E731
+    assert set(by_layer("bp/error_signal_norm/")) == set(layers)               # every torch_bp layer's error signal
+    assert set(by_layer("bp/grad_mean_abs/")) == set(param_layers)
+    depth = sorted(by_layer("bp/error_signal_norm/").values())
     assert [t.split("_", 3)[-1] for t in depth] == layers                      # tags sort in depth order
     for tag in scalars:
         values = [e.value for e in acc.Scalars(tag)]
         assert values and all(math.isfinite(v) for v in values), tag
-    for tag in ("grad_2.0_norm_total", "error_signal_norm/" + depth[0].split("/")[1]):
+    assert all(e.value == 0 for e in acc.Scalars("bp/grad_nonfinite"))
+    for tag in ("bp/grad_norm/total", depth[0]):
         assert [e.step for e in acc.Scalars(tag)] == [0, 2, 4]                 # every_n_steps=2
-    assert all(e.value < 1e-4 for e in acc.Scalars("gradcheck/max_rel_diff"))
-    assert [e.step for e in acc.Scalars("gradcheck/max_rel_diff")] == [0, 3]
+    assert all(e.value < 1e-4 for e in acc.Scalars("bp/gradcheck/max_rel_diff"))
+    assert [e.step for e in acc.Scalars("bp/gradcheck/max_rel_diff")] == [0, 3]
     hists = set(tags["histograms"])
-    assert {f"weights/{p}" for p in params} | {f"grads/{p}" for p in params} <= hists
-    assert {t for t in hists if t.startswith("error_signal/")} == {"error_signal/" + t.split("/")[1] for t in depth}
+    assert {f"bp/weights/{p}" for p in params} | {f"bp/grads/{p}" for p in params} <= hists
+    assert {t for t in hists if t.startswith("bp/error_signal/")} == {"bp/error_signal/" + t.split("/")[2] for t in depth}
     for tag in hists:
         h = acc.Histograms(tag)[-1].histogram_value
         assert h.num > 0 and math.isfinite(h.min) and math.isfinite(h.max), tag
-    assert tags["images"] == ["gradient_flow"] and [e.step for e in acc.Images("gradient_flow")] == [0, 2, 4]
+    assert tags["images"] == ["bp/gradient_flow"] and [e.step for e in acc.Images("bp/gradient_flow")] == [0, 2, 4]
     assert "custom_scalars__config__" in tags["tensors"]
-    layer_table = acc.Tensors("gradient_monitor/layers/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert all(f"| {lay} |" in layer_table for lay in layers)
+    layer_table = acc.Tensors("bp/layers/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert all(f"| {lay} |" in layer_table for lay in layers) and "| torch_bp |" in layer_table
+    hparams = yaml.safe_load(open(os.path.join(logdir, "hparams.yaml")))       # the run's hyperparameters
+    assert {"model/loss", "model/net", "optimizer/class", "optimizer/lr", "data/batch_size",
+            "trainer/max_steps"} <= set(hparams), sorted(hparams)
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")  # TensorBoard's HPARAMS tab
     png = tmp_path / "flow.png"                                                # the docs' picture, from this log
     plots.main([logdir, str(png), "--step", "4"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -280,5 +287,5 @@ def test_ddp_spawn_matches_single_process(tmp_path, monkeypatch):
     assert len(event_files) == 1                                                # one writer: rank 0
     acc = EventAccumulator(os.path.dirname(event_files[0]), size_guidance={"scalars": 0})
     acc.Reload()
-    assert [e.step for e in acc.Scalars("grad_2.0_norm_total")] == [0, 1, 2]   # logged once per step
-    assert [e.step for e in acc.Scalars("error_signal_norm/00_net.1")] == [0, 1, 2]
+    assert [e.step for e in acc.Scalars("bp/grad_norm/total")] == [0, 1, 2]   # logged once per step
+    assert [e.step for e in acc.Scalars("bp/error_signal_norm/00_net.1")] == [0, 1, 2]

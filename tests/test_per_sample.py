@@ -428,10 +428,88 @@ def test_gradient_statistics_callback_logs_to_tensorboard(tmp_path):
     acc = EventAccumulator(trainer.logger.log_dir, size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    layers = {t.split("/", 1)[1] for t in tags if t.startswith("grad_var/")}
+    layers = {t.split("/", 2)[2] for t in tags if t.startswith("bp/grad_var/")}
     assert {"total"} < layers and len(layers) == 3, tags    # two linear layers (named by BPModule) and the total
     for kind in ("grad_var", "grad_snr"):
-        events = acc.Scalars(f"{kind}/total")
+        events = acc.Scalars(f"bp/{kind}/total")
         assert [e.step for e in events] == [0, 1]
         assert events[-1].value == pytest.approx(cb.last_metrics[f"{kind}/total"], rel=1e-6)
     assert all(v > 0 for k, v in cb.last_metrics.items() if k.startswith("grad_var/"))
+
+
+# --- DPOptimizer misuse: each is refused before a parameter changes ---
+def _dp_setup(**kw):
+    model = torch_bp.convert(_dp_model())
+    x, y = _randn(6, 6, seed=4), torch.randint(0, 3, (6,), generator=_g(5))
+    dp = DPOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, max_grad_norm=1.0, **kw)
+    return model, x, y, dp
+
+
+def _params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_dp_refuses_a_step_without_a_fresh_per_sample_backward():
+    model, x, y, dp = _dp_setup()
+    with dp.per_sample():
+        nn.functional.cross_entropy(model(x), y).backward()
+    dp.step()
+    dp.zero_grad()
+    nn.functional.cross_entropy(model(x[:3]), y[:3]).backward()     # outside the block: grad_sample is stale
+    before = _params(model)
+    with pytest.raises(RuntimeError, match="previous batch"):
+        dp.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(model)))
+    with dp.per_sample():                                             # a fresh block steps again
+        nn.functional.cross_entropy(model(x), y).backward()
+    dp.step()
+
+
+def test_dp_step_with_closure_runs_it_in_the_block():
+    model, x, y, dp = _dp_setup()
+
+    def closure():
+        dp.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    dp.step(closure)
+    first = dp.last_norms.clone()
+    dp.step(closure)                                                  # each closure call is a fresh block
+    assert first.shape == (6,) and not torch.equal(first, dp.last_norms)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_dp_refuses_a_noise_multiplier_that_is_not_a_number_above_zero(bad):
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        _dp_setup(noise_multiplier=bad)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        DPOptimizer(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), nn.Linear(1, 1), max_grad_norm=bad)
+
+
+@pytest.mark.parametrize("mode", ["grads", "ghost"])
+def test_dp_refuses_a_nan_example_before_anything_changes(mode):
+    model, x, y, dp = _dp_setup(mode=mode)
+    x[2, 0] = float("nan")
+    before = _params(model)
+    with pytest.raises(RuntimeError, match=r"example\(s\) \[2\]"):
+        with dp.per_sample():
+            out = model(x)
+            if mode == "grads":
+                nn.functional.cross_entropy(out, y).backward()
+            else:
+                dp.backward(nn.functional.cross_entropy(out, y, reduction="none"))
+        dp.step()
+    assert all(torch.equal(a, b) and a.isfinite().all() for a, b in zip(before, _params(model)))
+
+
+def test_dp_check_loss_reduction_catches_a_mismatch():
+    model, x, y, dp = _dp_setup(loss_reduction="sum")
+    with pytest.raises(ValueError, match="loss_reduction='mean'"):
+        dp.check_loss_reduction(lambda b: nn.functional.cross_entropy(model(b[0]), b[1]), (x, y))
+    assert dp.check_loss_reduction(lambda b: nn.functional.cross_entropy(model(b[0]), b[1], reduction="sum"),
+                                   (x, y)) == "sum"
+    big_reg = lambda b: nn.functional.cross_entropy(model(b[0]), b[1], reduction="sum") + 1e3  # noqa: E731
+    assert dp.check_loss_reduction(big_reg, (x, y)) == "unknown"    # neither ratio: no verdict, no error
+    assert model.training                                           # the check restores the mode

@@ -51,6 +51,7 @@ their own ``batch_first``.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import weakref
 from typing import Iterable
@@ -108,6 +109,7 @@ class PerSampleGrads:
         self._spare: dict[int, torch.Tensor] = {}
         self._hits: dict[int, int] = {}
         self.open = False
+        self.entered = 0     # blocks entered so far (a consumer tells a fresh block's results from stale ones)
 
     # -- the block --
     def __enter__(self) -> "PerSampleGrads":
@@ -124,6 +126,7 @@ class PerSampleGrads:
             _drop(p, "grad_sample_norm_sq")
         self._hits.clear()
         self.open = True
+        self.entered += 1
         _state, _ACTIVE = self, True
         return self
 
@@ -356,7 +359,7 @@ class DPOptimizer:
 
     where g_n is the gradient of example n's own loss (``B * grad_sample[n]`` for a
     mean-reduced loss, see ``loss_reduction``) and ``B`` the batch size. With
-    ``noise_multiplier=0`` this is per-example clipping alone.
+    ``noise_multiplier=0`` this is per-example clipping alone (no privacy).
 
     Two ways to get the per-example gradients:
 
@@ -367,9 +370,22 @@ class DPOptimizer:
       the per-example norms (ghost norms where the layer has them), a second the ordinary
       gradient of ``sum_n c_n loss_n``.
 
-    Every trainable parameter must get per-example gradients (a torch_bp layer with a
-    per-sample rule); otherwise ``step`` raises, since its gradient could not be clipped.
-    The privacy accounting (epsilon for a given delta and sampling rate) is not done here.
+    ``dp.step(closure)`` runs ``closure`` (forward and backward; in mode ``"ghost"`` it calls
+    ``dp.backward``) inside the block itself, as Lightning's optimizer loop does.
+
+    Refused, before any parameter changes:
+
+    - a trainable parameter without per-example gradients (a layer with no torch_bp
+      per-sample rule): its gradient could not be clipped;
+    - ``step`` with no backward inside ``dp.per_sample()`` since the previous step: the
+      per-example gradients left on the parameters are the previous batch's;
+    - an example whose gradient norm is NaN or Inf: clipping it would make every parameter NaN;
+    - ``noise_multiplier < 0``, or a ``max_grad_norm`` that is not a positive number.
+
+    ``loss_reduction`` cannot be read off the gradients: :meth:`check_loss_reduction` tests it
+    on a batch (the Lightning callback :class:`torch_bp.lightning.DPSGD` does so on its first
+    batch). The privacy accounting (epsilon for a delta and a sampling rate) is not done here;
+    :class:`torch_bp.lightning.DPSGD` does it with Opacus's accountant.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, max_grad_norm: float,
@@ -379,25 +395,47 @@ class DPOptimizer:
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         if mode not in ("grads", "ghost"):
             raise ValueError(f"mode must be 'grads' or 'ghost', got {mode!r}")
-        if max_grad_norm <= 0:
-            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+        if not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be a positive number, got {max_grad_norm}")
+        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
+            raise ValueError(f"noise_multiplier must be a number >= 0 (0: no noise), got {noise_multiplier}")
         self.optimizer = optimizer
         self.model = model
         self.max_grad_norm = float(max_grad_norm)
         self.noise_multiplier = float(noise_multiplier)
         self.loss_reduction = loss_reduction
         self.mode = mode
+        self.batch_dim = batch_dim
         self.generator = generator
         self._ps = PerSampleGrads(model, batch_dim, "grads" if mode == "grads" else "norms")
         self.last_norms: torch.Tensor | None = None     # per-example norms before clipping
         self._factors: torch.Tensor | None = None
+        self._stepped_block = 0                          # the per-sample block the last step used
 
+    # -- a torch.optim.Optimizer to its callers (schedulers, checkpoints, Lightning) --
     @property
     def param_groups(self):
         return self.optimizer.param_groups
 
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @property
+    def defaults(self):
+        return self.optimizer.defaults
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        self.optimizer.load_state_dict(state_dict)
+
+    def add_param_group(self, group) -> None:
+        raise RuntimeError("DPOptimizer: parameters are fixed by `model` (build a new DPOptimizer)")
+
     def per_sample(self) -> PerSampleGrads:
-        """The block to run forward and backward in (mode ``"grads"``)."""
+        """The block to run forward and backward in."""
         return self._ps
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -417,6 +455,7 @@ class DPOptimizer:
         self._ps.__exit__()
         self._check(self._ps.missing([p for p, g in zip(params, grads) if g is not None]))
         norms = self._ps.norms()            # losses are per example: no rescaling
+        self._check_finite(norms)
         self.last_norms = norms
         self._factors = clip_factors(norms, self.max_grad_norm)
         (self._factors.detach() * per_example_losses).sum().backward()
@@ -426,14 +465,71 @@ class DPOptimizer:
             raise RuntimeError(f"DPOptimizer: no per-example gradient for {missing}: their layers have no "
                                "per-sample rule (convert the model with torch_bp.convert, or freeze them)")
 
+    @staticmethod
+    def _check_finite(norms: torch.Tensor) -> None:
+        bad = (~norms.isfinite()).nonzero().flatten().tolist()   # one device sync per step
+        if bad:
+            raise RuntimeError(
+                f"DPOptimizer: the gradient of example(s) {bad[:10]}{' ...' if len(bad) > 10 else ''} of the batch "
+                "is NaN or Inf; clipping it would turn every parameter NaN. Nothing was changed: find the "
+                "example (its input, its loss) or skip the batch.")
+
+    def check_loss_reduction(self, loss_fn, batch) -> str:
+        """Test ``loss_reduction`` against the loss: ``loss_fn(batch)`` (a scalar) on ``batch`` and
+        on ``batch`` given twice (every tensor whose ``batch_dim`` has the batch size concatenated
+        with itself), in eval mode and without grad. A mean over examples is unchanged, a sum
+        doubles. Raises ValueError when the loss clearly is the other reduction than declared
+        (per-example norms would be off by the batch size: over-clipping for a sum declared
+        "mean", and for a mean declared "sum" a clipping bound B times looser than
+        ``max_grad_norm``, which voids the privacy guarantee). Returns "mean", "sum", or
+        "unknown" when the ratio is neither (e.g. a large regulariser in the loss)."""
+        sizes = {t.shape[self.batch_dim] for t in _tensors(batch) if t.dim() > self.batch_dim}
+        if len(sizes) != 1:
+            return "unknown"
+        b = sizes.pop()
+
+        def twice(t):
+            return torch.cat([t, t], self.batch_dim) if t.dim() > self.batch_dim and t.shape[self.batch_dim] == b else t
+
+        modes = [(m, m.training) for m in self.model.modules()]
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                one = float(loss_fn(batch))
+                two = float(loss_fn(_map_tensors(batch, twice)))
+        finally:
+            for m, training in modes:
+                m.training = training
+        if not (math.isfinite(one) and math.isfinite(two)) or one == 0:
+            return "unknown"
+        ratio = two / one
+        # exact up to rounding for a plain mean or sum; a mean plus a regulariser stays exact, a
+        # sum plus one lands between the two and gives no verdict
+        found = "mean" if abs(ratio - 1) < 1e-3 else "sum" if abs(ratio - 2) < 2e-3 else "unknown"
+        if found != "unknown" and found != self.loss_reduction:
+            raise ValueError(
+                f"DPOptimizer(loss_reduction={self.loss_reduction!r}), but the loss is a {found} over the examples "
+                f"(it {'doubles' if found == 'sum' else 'stays the same'} when the batch is given twice): the "
+                f"per-example norms would be off by the batch size. Use loss_reduction={found!r}.")
+        return found
+
     @torch.no_grad()
     def step(self, closure=None):
         """Clip, sum, noise and average the gradients, then step the wrapped optimizer."""
         if closure is not None:
             with torch.enable_grad():
-                closure()
+                if self._ps.open:
+                    closure()
+                else:
+                    with self._ps:
+                        closure()
         named = [(n, p) for n, p in self._ps.named if p.grad is not None]
         if self.mode == "grads":
+            if self._ps.entered == self._stepped_block:
+                raise RuntimeError(
+                    "DPOptimizer.step: no backward ran inside `with dp.per_sample():` since the last step; the "
+                    "per-example gradients on the parameters are the previous batch's. Run forward and backward "
+                    "inside the block (or pass them as step(closure)).")
             self._check(self._ps.missing())
             gs = [p.grad_sample for _, p in named]
             if not gs:
@@ -441,6 +537,8 @@ class DPOptimizer:
             batch = gs[0].shape[0]
             scale = float(batch) if self.loss_reduction == "mean" else 1.0
             norms = torch.stack([_sq_norms(g) for g in gs]).sum(0).sqrt() * scale
+            self._check_finite(norms)
+            self._stepped_block = self._ps.entered
             self.last_norms = norms
             c = clip_factors(norms, self.max_grad_norm) * scale
             for (_, p), g in zip(named, gs):
@@ -457,3 +555,21 @@ class DPOptimizer:
                                         dtype=p.grad.dtype), alpha=std)
             p.grad.div_(batch)
         return self.optimizer.step()
+
+
+def _tensors(batch) -> list:
+    out = []
+    _map_tensors(batch, lambda t: out.append(t) or t)
+    return out
+
+
+def _map_tensors(batch, fn):
+    """``batch`` with ``fn`` applied to every tensor in it (tuples, lists and dicts are walked)."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, dict):
+        return type(batch)((k, _map_tensors(v, fn)) for k, v in batch.items())
+    if isinstance(batch, (tuple, list)):
+        items = [_map_tensors(v, fn) for v in batch]
+        return type(batch)(*items) if hasattr(batch, "_fields") else type(batch)(items)
+    return batch

@@ -149,7 +149,7 @@ def run_config(activation: str, init: str, steps: int, *, every: int, tag: str, 
             if kind == "signal":
                 v = [val for k, val in metrics.items() if k.startswith("error_signal_norm/") and k.endswith("_" + n)]
             else:
-                v = [val for k, val in metrics.items() if k == f"grad_2.0_norm/{n}.weight"]
+                v = [val for k, val in metrics.items() if k == f"grad_norm/{n}.weight"]
             out.append(float(v[0]) if v else math.nan)
         return out
 

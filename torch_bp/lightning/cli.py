@@ -2,8 +2,9 @@
 
 ``torch-bp fit`` with no arguments trains the default torch_bp network (a small CNN when
 torch_bp has Conv2d, else an MLP) on scikit-learn's digits, with the GradientMonitor and
-GradientCheck callbacks logging to TensorBoard under ``runs/``, then prints the validation
-accuracy and the ``tensorboard --logdir`` command. Everything is a LightningCLI option::
+GradientCheck callbacks logging to TensorBoard under ``runs/``, then logs the hyperparameters
+with the final metrics (TensorBoard's HPARAMS tab, ``hparams.yaml``) and prints the validation
+accuracy and the ``tensorboard --logdir`` command (the command's own output: printed). Everything is a LightningCLI option::
 
     torch-bp fit --print_config                        # the full default configuration
     torch-bp fit --config experiments/configs/symmetry.yaml
@@ -28,6 +29,7 @@ from .checkpoint import ResumableCheckpoint
 from .models import default_net_class
 from .module import BPModule
 from .monitor import GradientCheck, GradientMonitor
+from .sinks import log_hparams, run_hparams
 
 LOG_ROOT = "runs"
 
@@ -69,6 +71,7 @@ class TorchBPCLI(LightningCLI):
             acc = trainer.callback_metrics.get("val/acc")
         if not trainer.is_global_zero:
             return
+        log_hparams(trainer, run_hparams(trainer, self.model, self.datamodule))
         if acc is not None:
             print(f"\nvalidation accuracy: {float(acc):.1%} (val/acc after {trainer.global_step} steps)")
         logger = trainer.logger

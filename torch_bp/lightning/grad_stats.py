@@ -26,8 +26,9 @@ from collections import defaultdict
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
-from torch_bp.per_sample import PerSampleGrads
+from torch_bp.per_sample import DPOptimizer, PerSampleGrads
 
 
 def batch_gradient_stats(named_params, norm_sq: dict, batch: int, loss_reduction: str = "mean") -> dict:
@@ -62,7 +63,8 @@ class GradientStatistics(L.Callback):
     r"""Log per-layer gradient variance, SNR and the gradient noise scale to the trainer's loggers.
 
     Every ``every_n_steps`` optimizer steps (on global rank 0), the step's forward and backward
-    run inside ``per_sample_grads(model, mode="norms")``, and after the backward it logs:
+    run inside ``per_sample_grads(model, mode="norms")``, and after the backward it logs, to
+    every logger of the trainer and under ``prefix`` (``bp/`` by default):
 
     - ``grad_var/<layer>``: tr(S), the per-example gradient variance summed over the layer's
       parameters; ``grad_snr/<layer>``: ||G||^2 / (tr(S) / B);
@@ -72,8 +74,9 @@ class GradientStatistics(L.Callback):
 
     Formulas: :mod:`torch_bp.lightning.grad_stats`. Layers are named as in
     ``named_parameters`` without the parameter's own name. Needs the model's parameters in
-    torch_bp layers with per-sample rules (others are left out); no batch norm in training
-    mode. Nothing is logged under gradient accumulation (``accumulate_grad_batches > 1``),
+    torch_bp layers with per-sample rules (others are left out, and a model with none gets
+    one warning naming what to convert); no batch norm in training mode. Nothing is logged
+    under gradient accumulation (``accumulate_grad_batches > 1``),
     where ``.grad`` is not the batch's own gradient.
 
     Args:
@@ -81,9 +84,11 @@ class GradientStatistics(L.Callback):
         loss_reduction: how the training loss combines the examples (``"mean"`` or ``"sum"``).
         ema: decay of the moving averages behind the noise scale.
         batch_dim: the batch dim of the layers' inputs (see :class:`torch_bp.per_sample.PerSampleGrads`).
+        prefix: put before every tag.
     """
 
-    def __init__(self, every_n_steps: int = 25, loss_reduction: str = "mean", ema: float = 0.9, batch_dim: int = 0):
+    def __init__(self, every_n_steps: int = 25, loss_reduction: str = "mean", ema: float = 0.9, batch_dim: int = 0,
+                 prefix: str = "bp/"):
         super().__init__()
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
@@ -95,30 +100,55 @@ class GradientStatistics(L.Callback):
         self.loss_reduction = loss_reduction
         self.ema = ema
         self.batch_dim = batch_dim
+        self.prefix = prefix
+        self._warned = False
         self.last_metrics: dict[str, float] = {}
         self._avg: dict[str, tuple[float, float]] = {}   # layer -> (EMA of tr(S), EMA of |G_true|^2)
         self._ps: PerSampleGrads | None = None
         self._ps_model = None
+        self._borrowed: tuple[PerSampleGrads, str] | None = None   # a DPOptimizer's block and loss reduction
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._close()   # a step that skipped its backward left the block open
+        self._borrowed = None
         if not trainer.is_global_zero or trainer.global_step % self.every_n_steps:
             return
         if trainer.accumulate_grad_batches != 1:
+            return
+        dp = trainer.optimizers[0] if len(trainer.optimizers) == 1 else None
+        if isinstance(dp, DPOptimizer):
+            # DP-SGD (torch_bp.lightning.DPSGD) runs the step inside its own per-sample block
+            if dp.mode == "grads":
+                self._borrowed = (dp.per_sample(), dp.loss_reduction)
+            elif not self._warned:
+                self._warned = True
+                rank_zero_warn("GradientStatistics: nothing is logged under DPSGD(mode='ghost'), whose backward "
+                               "leaves the clipped gradient, not the batch gradient, in .grad")
             return
         if self._ps is None or self._ps_model is not pl_module:
             self._ps, self._ps_model = PerSampleGrads(pl_module, self.batch_dim, mode="norms"), pl_module
         self._ps.__enter__()
 
     def on_after_backward(self, trainer, pl_module):
-        ps = self._close()
+        reduction = self.loss_reduction
+        if self._borrowed is not None:
+            (ps, reduction), self._borrowed = self._borrowed, None
+        else:
+            ps = self._close()
         if ps is None:
             return
-        norm_sq = {n: p.grad_sample_norm_sq for n, p in ps.named if getattr(p, "grad_sample_norm_sq", None) is not None}
+        norm_sq = ps.norm_sq()
         if not norm_sq:
+            if not self._warned:
+                self._warned = True
+                missing = ps.missing()
+                rank_zero_warn(f"GradientStatistics: no per-example gradient norms, so nothing is logged: "
+                               f"{len(missing)} parameters ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}) "
+                               "are in layers without a torch_bp per-sample rule. Convert the model "
+                               "(torch_bp.convert) to get them.")
             return
         batch = next(iter(norm_sq.values())).shape[0]
-        stats = batch_gradient_stats(ps.named, norm_sq, batch, self.loss_reduction)
+        stats = batch_gradient_stats(ps.named, norm_sq, batch, reduction)
         metrics = {}
         for layer, (var, g_sq) in stats.items():
             metrics[f"grad_var/{layer}"] = var
@@ -132,7 +162,7 @@ class GradientStatistics(L.Callback):
                 metrics[f"noise_scale/{layer}"] = avg[0] / avg[1]
         self.last_metrics = metrics
         for lg in trainer.loggers:
-            lg.log_metrics(metrics, step=trainer.global_step)
+            lg.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=trainer.global_step)
 
     def _close(self):
         ps = self._ps

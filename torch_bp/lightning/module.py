@@ -6,6 +6,7 @@ from typing import Callable, Optional, Union
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 
 import torch_bp
 import torch_bp.functional as BF
@@ -69,7 +70,7 @@ class BPModule(L.LightningModule):
             torch.nn model with ``convert=True``. Default:
             :func:`~torch_bp.lightning.models.default_net` (digits).
         convert: swap the supported torch.nn layers of ``net`` for torch_bp's
-            (:func:`torch_bp.convert`) and print what was converted.
+            (:func:`torch_bp.convert`) and log what was converted (INFO, rank 0).
         loss: ``"cross_entropy"`` (class-index targets), ``"mse"``, ``"sse"`` (the paper's
             1/2 summed squared error), ``"sse_margin"`` (the same with the family-tree
             margin: no error beyond 0.8 / 0.2), ``"bce_with_logits"``, or any loss module
@@ -98,7 +99,7 @@ class BPModule(L.LightningModule):
             net = default_net()
         if convert:
             net = torch_bp.convert(net)
-            print(torch_bp.conversion_report(net))
+            rank_zero_info(str(torch_bp.conversion_report(net)))
         self.net = net
         if isinstance(loss, str):
             if loss not in LOSSES:

@@ -1,30 +1,34 @@
-"""Callbacks that show and verify backpropagation while a model trains.
+"""Callbacks that show and verify backpropagation while a model trains, on any LightningModule.
 
 - :class:`GradientMonitor` logs, every ``every_n_steps`` optimizer steps, the gradients and
-  the error signals that torch_bp's backward rules propagate (captured inside the rules by
-  :mod:`torch_bp._signals`, with no extra backward pass), and warns once when they vanish,
-  explode or become non-finite.
-- :class:`GradientCheck` recomputes, every ``every_n_steps``, one batch's gradients with
-  plain torch autograd on a torch.nn twin of the model and logs how far ours are from them.
+  the error signals reaching each layer: inside torch_bp's backward rules for its layers
+  (:mod:`torch_bp._signals`), from a hook on the layer's output for every other layer; no
+  extra backward pass. It warns once when they vanish, explode or become non-finite.
+- :class:`GradientCheck` recomputes, every ``every_n_steps``, a few examples' gradients with
+  plain torch autograd on a torch.nn twin of the model and logs how far torch_bp's are from them.
 
-Both act on global rank 0 only and write to the trainer's loggers (images, histograms and
-text to its TensorBoardLogger).
+Both act on global rank 0 only. Scalars go to every logger of the trainer under one prefix
+(``bp/`` by default); figures, histograms and text through each logger's own call
+(:mod:`torch_bp.lightning.sinks`).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import grad_norm
+from lightning.pytorch.utilities import grad_norm, rank_zero_info
+from lightning_utilities.core.apply_func import apply_to_collection
 
 import torch_bp
 from torch_bp import _signals
 
+from . import sinks
 
 class GradientFlowWarning(UserWarning):
     """Error signals vanish or explode across depth, or gradients are not finite."""
@@ -34,89 +38,173 @@ class GradientCheckWarning(UserWarning):
     """torch_bp's gradients differ from plain torch autograd's beyond the dtype tolerance."""
 
 
-def _tensorboard(trainer: L.Trainer):
-    """The SummaryWriter of the trainer's TensorBoardLogger (None without one)."""
-    for lg in trainer.loggers:
-        if isinstance(lg, TensorBoardLogger):
-            return lg.experiment
-    return None
-
-
-def _log_metrics(trainer: L.Trainer, metrics: dict, step: int) -> None:
-    for lg in trainer.loggers:
-        lg.log_metrics(metrics, step=step)
-
-
 def _layer_of(param_name: str) -> str:
     return param_name.rsplit(".", 1)[0] if "." in param_name else ""
 
 
-# Custom-scalars layout: the per-layer series on one chart each (TensorBoard's "Custom Scalars" tab).
-_LAYOUT = {
-    "gradient flow (depth order)": {
-        "error-signal norm per layer": ["Multiline", [r"error_signal_norm/.*"]],
-        "mean |grad| per layer": ["Multiline", [r"grad_mean_abs/.*"]],
-        "update / weight per parameter": ["Multiline", [r"update_ratio/.*"]],
-        "gradient norms": ["Multiline", [r"grad_2\.0_norm.*"]],
-    },
-}
+def _is_ours(module: torch.nn.Module) -> bool:
+    """A torch_bp layer: its backward is one of torch_bp's rules."""
+    return type(module).__module__.startswith("torch_bp.nn.")
+
+
+def _first_tensor(out) -> Optional[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((o for o in out if isinstance(o, torch.Tensor)), None)
+    return None
+
+
+class _HookWatch:
+    r"""Error signals of the layers that are not torch_bp's, and the forward order of all layers.
+
+    A forward hook on each leaf module of ``model`` that has parameters of its own or is a
+    torch.nn activation (the layers a reader of the gradient flow looks for) registers a hook
+    on the module's output tensor, which receives dE/d output in the step's own backward.
+
+    NOTE: ``register_full_backward_hook`` would do the same but wraps the module's output in a
+    view, and an in-place op on that output (``ReLU(inplace=True)`` after a norm layer, common in
+    torchvision) then fails; a tensor hook registered before an in-place op receives the
+    gradient with respect to the output as the module returned it.
+
+    torch_bp's own layers get only a forward pre-hook here, for the order: their error signals
+    come from inside their rules (:mod:`torch_bp._signals`).
+    """
+
+    def __init__(self, model: torch.nn.Module, keep_tensors: bool, hook_others: bool):
+        self.keep_tensors = keep_tensors
+        self.order: list[str] = []
+        self.sq: dict[str, torch.Tensor] = {}
+        self.tensors: dict[str, list] = {}
+        self.handles = []
+        for name, m in model.named_modules():
+            if not name:
+                continue
+            if _is_ours(m):
+                self.handles.append(m.register_forward_pre_hook(functools.partial(self._seen, name)))
+            elif hook_others and next(m.children(), None) is None and (
+                    next(m.parameters(recurse=False), None) is not None
+                    or type(m).__module__ == "torch.nn.modules.activation"):
+                self.handles.append(m.register_forward_hook(functools.partial(self._forward, name)))
+
+    def _seen(self, name, module, args) -> None:
+        if name not in self.order:
+            self.order.append(name)
+
+    def _forward(self, name, module, args, out) -> None:
+        t = _first_tensor(out)
+        if t is None or not t.requires_grad or torch.compiler.is_compiling():
+            return
+        self._seen(name, module, args)
+        t.register_hook(functools.partial(self._grad, name))
+
+    def _grad(self, name, grad) -> None:
+        g = grad.detach()
+        sq = (g if g.dtype == torch.float64 else g.float()).square().sum()
+        self.sq[name] = sq if name not in self.sq else self.sq[name] + sq
+        if self.keep_tensors:
+            self.tensors.setdefault(name, []).append(g)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+# Custom-scalars layout (TensorBoard's "Custom Scalars" tab): the per-layer series on one chart each.
+def _layout(prefix: str) -> dict:
+    p = prefix.replace(".", r"\.")
+    return {"gradient flow (depth order)": {
+        "error-signal norm per layer": ["Multiline", [rf"{p}error_signal_norm/.*"]],
+        "mean |grad| per layer": ["Multiline", [rf"{p}grad_mean_abs/.*"]],
+        "update / weight per parameter": ["Multiline", [rf"{p}update_ratio/.*"]],
+        "gradient norms": ["Multiline", [rf"{p}grad_norm/.*"]],
+    }}
+
+
+def default_histogram_interval(every_n_steps: int, total_steps: float, points: int = 5) -> int:
+    """A multiple of ``every_n_steps`` giving about ``points`` histogram steps over a run of
+    ``total_steps`` (250, or ``every_n_steps`` if larger, when the length is unknown)."""
+    if not math.isfinite(total_steps) or total_steps <= 0:
+        return max(250 // every_n_steps, 1) * every_n_steps
+    return max(round(total_steps / points / every_n_steps), 1) * every_n_steps
 
 
 class GradientMonitor(L.Callback):
-    r"""Log gradients and the error signals inside torch_bp's backward rules to TensorBoard.
+    r"""Log gradients and the error signal reaching every layer, on any model.
 
-    Every ``every_n_steps`` optimizer steps (on global rank 0, at ``on_before_optimizer_step``):
+    Every ``every_n_steps`` optimizer steps (on global rank 0, at ``on_before_optimizer_step``),
+    to every logger of the trainer, under ``prefix`` (``bp/`` by default, so that TensorBoard
+    shows them in one section):
 
-    - ``grad_2.0_norm/<param>`` and ``grad_2.0_norm_total`` (Lightning's ``grad_norm`` keys);
-    - ``error_signal_norm/<depth>_<layer>``: norm of the gradient w.r.t. each torch_bp layer's
-      output, captured inside its backward rule during the step's own backward;
+    - ``grad_norm/<param>`` and ``grad_norm/total``: gradient p-norms (p = ``norm_type``);
+    - ``error_signal_norm/<depth>_<layer>``: norm of the gradient w.r.t. each layer's output,
+      captured in the step's own backward: inside the backward rule for torch_bp's layers,
+      by a hook on the output for the others (see the layer table below);
     - ``grad_mean_abs/<depth>_<layer>``: mean |gradient| of each layer's parameters;
     - ``grad_zero_frac/<param>``, ``dead_units/<param>`` (share of output units, rows of a
-      weight, whose gradient is all zero), ``grad_nan/<param>``, ``grad_inf/<param>`` and
-      ``grad_nonfinite_total`` (NaN and Inf are counted and logged, never dropped);
+      weight, whose gradient is all zero);
+    - ``grad_nonfinite``: the number of NaN and Inf gradient entries, all parameters together;
+      when it is not zero, also ``grad_nan/<param>`` and ``grad_inf/<param>`` for the parameters
+      that have them (NaN and Inf are counted and logged, never dropped);
     - after the optimizer step: ``update_ratio/<param>`` = ||w_new - w_old|| / ||w_old||.
 
     Every ``histogram_every_n_steps`` (a multiple of ``every_n_steps``): histograms
-    ``weights/<param>``, ``grads/<param>``, ``error_signal/<depth>_<layer>`` and the image
+    ``weights/<param>``, ``grads/<param>``, ``error_signal/<depth>_<layer>`` and the figure
     ``gradient_flow`` (both per-layer series in depth order, see
-    :func:`torch_bp.lightning.plots.gradient_flow_figure`); the image also for the last
-    logged step when training ends. A custom-scalars layout groups the
-    per-layer series. ``<depth>`` is the layer's place in forward order, zero-padded, so
-    TensorBoard lists layers from input to output.
+    :func:`torch_bp.lightning.plots.gradient_flow_figure`); the figure also for the last
+    logged step when training ends. Figures, histograms and text go through each logger's own
+    call (:mod:`torch_bp.lightning.sinks`: TensorBoard, W&B, MLflow; one warning for a logger
+    without). The text ``layers`` lists the layers in depth order with their type and whose
+    backward produced the error signal (``torch_bp`` rule, or ``autograd`` for the others).
+    ``<depth>`` is the layer's place in forward order, zero-padded, so TensorBoard lists
+    layers from input to output. A custom-scalars layout groups the per-layer series.
 
-    Warns once per kind (a :class:`GradientFlowWarning` and a TensorBoard text entry under
-    ``gradient_monitor/warnings`` naming the layers) when the error signal reaching a layer is
-    below ``vanishing_factor`` or above ``exploding_factor`` times the one reaching the layer
-    nearest the loss, or when gradients or error signals are not finite.
+    Warns once per kind (a :class:`GradientFlowWarning` and the text ``warnings``, naming the
+    layers) when the error signal reaching a layer is below ``vanishing_factor`` or above
+    ``exploding_factor`` times the one reaching the layer nearest the loss, or when
+    gradients or error signals are not finite.
 
-    Off-steps cost a modulo: no hooks are on the modules and the rules only check a flag.
+    Off-steps cost a modulo: no hooks are on the modules and torch_bp's rules only check a flag.
 
     Args:
         every_n_steps: log every this many optimizer steps (step 0 included).
-        histogram_every_n_steps: histograms and the gradient-flow image (0: never; an image
-            costs ~0.1 s of CPU, so not every step).
-        error_signals: capture error signals (needs torch_bp layers in the model).
+        histogram_every_n_steps: histograms and the gradient-flow figure (0: never; ``None``,
+            the default: about 5 times per run, from the trainer's estimated number of steps,
+            see :func:`default_histogram_interval`).
+        error_signals: capture error signals.
+        hook_other_layers: also capture, with output hooks, the error signals of layers that
+            are not torch_bp's (leaf modules with parameters, and torch.nn activations).
         vanishing_factor, exploding_factor: thresholds of the warnings (see above).
         norm_type: the p of the gradient norms.
+        prefix: put before every tag.
     """
 
-    def __init__(self, every_n_steps: int = 25, histogram_every_n_steps: int = 250, error_signals: bool = True,
-                 vanishing_factor: float = 1e-3, exploding_factor: float = 1e3, norm_type: float = 2.0):
+    def __init__(self, every_n_steps: int = 25, histogram_every_n_steps: Optional[int] = None,
+                 error_signals: bool = True, hook_other_layers: bool = True, vanishing_factor: float = 1e-3,
+                 exploding_factor: float = 1e3, norm_type: float = 2.0, prefix: str = "bp/"):
         super().__init__()
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        if histogram_every_n_steps is not None and histogram_every_n_steps < 0:
+            raise ValueError(f"histogram_every_n_steps must be >= 0 or None, got {histogram_every_n_steps}")
         self.every_n_steps = every_n_steps
         self.histogram_every_n_steps = histogram_every_n_steps
         self.error_signals = error_signals
+        self.hook_other_layers = hook_other_layers
         self.vanishing_factor = vanishing_factor
         self.exploding_factor = exploding_factor
         self.norm_type = float(norm_type)
-        self.last_metrics: dict[str, float] = {}   # what the last logged step logged
+        self.prefix = prefix
+        self.last_metrics: dict[str, float] = {}   # what the last logged step logged (tags without the prefix)
         self.warned: dict[str, str] = {}           # kind -> message, each warned once
         self._depth: dict[str, int] = {}           # layer -> place in forward order (fixed once seen)
         self._types: dict[str, str] = {}           # layer -> module class name
+        self._rules: dict[str, str] = {}           # layer -> "torch_bp" or "autograd"
         self._capture: Optional[_signals.Capture] = None
         self._watch = None
+        self._hooks: Optional[_HookWatch] = None
+        self._hist_every = histogram_every_n_steps or 0
         self._logged_step = -1
         self._capture_step = -1
         self._scale = 1.0
@@ -129,19 +217,27 @@ class GradientMonitor(L.Callback):
         return step % self.every_n_steps == 0
 
     def _hist_due(self, step: int) -> bool:
-        return self.histogram_every_n_steps > 0 and step % self.histogram_every_n_steps == 0
+        return self._hist_every > 0 and step % self._hist_every == 0
+
+    def _log(self, trainer, metrics: dict, step: int) -> None:
+        sinks.log_scalars(trainer, {self.prefix + k: v for k, v in metrics.items()}, step)
 
     # -- Lightning hooks --
     def on_fit_start(self, trainer, pl_module):
-        tb = _tensorboard(trainer) if trainer.is_global_zero else None
-        if tb is not None and hasattr(tb, "add_custom_scalars"):
-            tb.add_custom_scalars(_LAYOUT)
+        if self.histogram_every_n_steps is None:
+            self._hist_every = default_histogram_interval(self.every_n_steps, trainer.estimated_stepping_batches)
+        if trainer.is_global_zero:
+            for lg in trainer.loggers:
+                if isinstance(lg, TensorBoardLogger):
+                    lg.experiment.add_custom_scalars(_layout(self.prefix))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         step = trainer.global_step
         if trainer.is_global_zero and self.error_signals and self._due(step) and self._capture is None:
+            keep = self._hist_due(step)
             self._watch = _signals.watch(pl_module)
-            self._capture = _signals.start(keep_tensors=self._hist_due(step))
+            self._hooks = _HookWatch(pl_module, keep, self.hook_other_layers)
+            self._capture = _signals.start(keep_tensors=keep)
             self._capture_step = step
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
@@ -149,25 +245,24 @@ class GradientMonitor(L.Callback):
         if not trainer.is_global_zero or not self._due(step) or self._logged_step == step:
             return
         self._logged_step = step
-        capture = self._end_capture()
-        signals = capture.norms() if capture is not None else {}
+        capture, hooks = self._end_capture()
+        signals = self._signals(capture, hooks)
         scaler = getattr(trainer.precision_plugin, "scaler", None)  # fp16 AMP: the backward ran on a scaled loss
         self._scale = float(scaler.get_scale()) if scaler is not None else 1.0
         signals = {k: v / self._scale for k, v in signals.items()}
-        tb = _tensorboard(trainer)
-        self._place(pl_module, list(signals) + [_layer_of(n) for n, p in pl_module.named_parameters()
-                                                if p.grad is not None], tb, step)
+        self._place(trainer, pl_module, list(signals) + [_layer_of(n) for n, p in pl_module.named_parameters()
+                                                         if p.grad is not None], step)
         metrics, nonfinite = self._gradient_metrics(pl_module)
         for layer, v in signals.items():
             metrics[f"error_signal_norm/{self._tag(layer)}"] = v
         self.last_metrics = metrics
-        _log_metrics(trainer, metrics, step)
+        self._log(trainer, metrics, step)
         self._last_flow = (metrics, signals, step)
-        if self._hist_due(step) and tb is not None:
-            self._histograms(tb, pl_module, capture, step)
-            self._flow_image(tb, metrics, signals, step)
+        if self._hist_due(step):
+            self._histograms(trainer, pl_module, capture, hooks, step)
+            self._flow_figure(trainer, metrics, signals, step)
             self._last_flow = None
-        self._detect(trainer, tb, signals, nonfinite, step)
+        self._detect(trainer, signals, nonfinite, step)
         self._before = {n: (p, p.detach().clone()) for n, p in pl_module.named_parameters() if p.requires_grad}
         self._before_step = step
 
@@ -182,55 +277,78 @@ class GradientMonitor(L.Callback):
         values = torch.stack(list(metrics.values())).tolist() if metrics else []
         metrics = dict(zip(metrics, values))
         self.last_metrics.update(metrics)
-        _log_metrics(trainer, metrics, self._before_step)
+        self._log(trainer, metrics, self._before_step)
         self._before = {}
 
     def on_train_end(self, trainer, pl_module):
         self._end_capture()
-        tb = _tensorboard(trainer) if trainer.is_global_zero else None
-        if tb is not None and self._last_flow is not None and self.histogram_every_n_steps > 0:
-            self._flow_image(tb, *self._last_flow)  # the last logged step's view, if it has none yet
+        if trainer.is_global_zero and self._last_flow is not None and self._hist_every > 0:
+            self._flow_figure(trainer, *self._last_flow)  # the last logged step's view, if it has none yet
         self._last_flow = None
 
     def on_exception(self, trainer, pl_module, exception):
         self._end_capture()
 
     def state_dict(self):
-        return {"warned": dict(self.warned), "depth": dict(self._depth), "types": dict(self._types)}
+        return {"warned": dict(self.warned), "depth": dict(self._depth), "types": dict(self._types),
+                "rules": dict(self._rules)}
 
     def load_state_dict(self, state_dict):
         self.warned = dict(state_dict.get("warned", {}))
         self._depth = dict(state_dict.get("depth", {}))
         self._types = dict(state_dict.get("types", {}))
+        self._rules = dict(state_dict.get("rules", {}))
 
     # -- pieces --
-    def _end_capture(self) -> Optional[_signals.Capture]:
+    def _end_capture(self) -> tuple[Optional[_signals.Capture], Optional[_HookWatch]]:
         capture, self._capture = self._capture, None
+        hooks, self._hooks = self._hooks, None
         if capture is not None:
             capture.stop()
         if self._watch is not None:
             self._watch.remove()
             self._watch = None
-        return capture
+        if hooks is not None:
+            hooks.remove()
+        return capture, hooks
 
-    def _place(self, pl_module, layers, tb, step) -> None:
+    @staticmethod
+    def _signals(capture, hooks) -> dict[str, float]:
+        """Layer -> error-signal norm, torch_bp's layers and the others together, in forward order."""
+        ours = capture.norms() if capture is not None else {}
+        others = {}
+        if hooks is not None and hooks.sq:
+            names = list(hooks.sq)
+            others = dict(zip(names, torch.stack([hooks.sq[n].double() for n in names]).sqrt().tolist()))
+        order = list(hooks.order) if hooks is not None else []
+        order += [n for n in list(ours) + list(others) if n not in order]
+        return {n: ours[n] if n in ours else others[n] for n in order if n in ours or n in others}
+
+    def _place(self, trainer, pl_module, layers, step) -> None:
         """Give new layers the next depths; log the layer table (text) when it grows."""
         new = False
         for layer in layers:
             if layer not in self._depth:
+                module = pl_module.get_submodule(layer)
                 self._depth[layer] = len(self._depth)
-                self._types[layer] = type(pl_module.get_submodule(layer)).__name__
+                self._types[layer] = type(module).__name__
+                self._rules[layer] = "torch_bp" if _is_ours(module) else "autograd"
                 new = True
-        if new and tb is not None:
-            rows = [f"| {d:02d} | {n} | {self._types[n]} |" for n, d in sorted(self._depth.items(), key=lambda i: i[1])]
-            tb.add_text("gradient_monitor/layers", "\n".join(["| depth | layer | type |", "|---|---|---|", *rows]), step)
+        if new:
+            rows = [f"| {d:02d} | {n} | {self._types[n]} | {self._rules.get(n, '')} |"
+                    for n, d in sorted(self._depth.items(), key=lambda i: i[1])]
+            table = "\n".join(["| depth | layer | type | backward |", "|---|---|---|---|", *rows])
+            sinks.log_text(trainer, f"{self.prefix}layers", table, step)
 
     def _tag(self, layer: str) -> str:
         return f"{self._depth[layer]:02d}_{layer}"
 
     def _gradient_metrics(self, pl_module) -> tuple[dict, list[str]]:
-        metrics = {k: float(v) for k, v in grad_norm(pl_module, self.norm_type).items()}
-        stats, layer_sum, layer_count = {}, {}, {}
+        norms = grad_norm(pl_module, self.norm_type)   # keys grad_{p}_norm/<param>, grad_{p}_norm_total
+        metrics = {}
+        for k, v in norms.items():
+            metrics["grad_norm/total" if k.endswith("_norm_total") else "grad_norm/" + k.split("/", 1)[1]] = float(v)
+        stats, counts, layer_sum, layer_count = {}, {}, {}, {}
         for name, p in pl_module.named_parameters():
             g = p.grad
             if g is None:
@@ -239,47 +357,48 @@ class GradientMonitor(L.Callback):
             stats[f"grad_zero_frac/{name}"] = (g == 0).float().mean()
             if g.dim() >= 2:
                 stats[f"dead_units/{name}"] = (g.reshape(g.shape[0], -1) == 0).all(1).float().mean()
-            stats[f"grad_nan/{name}"] = g.isnan().sum().float()
-            stats[f"grad_inf/{name}"] = g.isinf().sum().float()
+            counts[f"grad_nan/{name}"] = g.isnan().sum().float()
+            counts[f"grad_inf/{name}"] = g.isinf().sum().float()
             layer = _layer_of(name)
             s = g.float().abs().sum()
             layer_sum[layer] = s if layer not in layer_sum else layer_sum[layer] + s
             layer_count[layer] = layer_count.get(layer, 0) + g.numel()
         for layer, s in layer_sum.items():
             stats[f"grad_mean_abs/{self._tag(layer)}"] = s / max(layer_count[layer], 1)
-        values = torch.stack(list(stats.values())).tolist() if stats else []
-        stats = dict(zip(stats, values))
-        bad = [k.split("/", 1)[1] for k, v in stats.items()
-               if (k.startswith("grad_nan/") or k.startswith("grad_inf/")) and v > 0]
-        stats["grad_nonfinite_total"] = float(sum(v for k, v in stats.items()
-                                                  if k.startswith("grad_nan/") or k.startswith("grad_inf/")))
-        metrics.update(stats)
-        return metrics, sorted(set(bad))
+        keys = list(stats) + list(counts)
+        values = torch.stack(list(stats.values()) + list(counts.values())).tolist() if keys else []
+        values = dict(zip(keys, values))
+        metrics.update({k: values[k] for k in stats})
+        bad = {k: v for k, v in values.items() if k in counts and v > 0}
+        metrics["grad_nonfinite"] = float(sum(bad.values()))
+        metrics.update(bad)                            # per parameter only where there are some
+        return metrics, sorted({k.split("/", 1)[1] for k in bad})
 
-    def _histograms(self, tb, pl_module, capture, step) -> None:
-        def add(tag, t):
-            t = t.detach().float().flatten()
-            t = t[t.isfinite()]
-            if t.numel():
-                tb.add_histogram(tag, t.cpu(), step)
+    def _histograms(self, trainer, pl_module, capture, hooks, step) -> None:
+        p = self.prefix
+        for name, param in pl_module.named_parameters():
+            sinks.log_histogram(trainer, f"{p}weights/{name}", param, step)
+            if param.grad is not None:
+                sinks.log_histogram(trainer, f"{p}grads/{name}",
+                                    param.grad.to_dense() if param.grad.is_sparse else param.grad, step)
+        tensors = dict(capture.tensors) if capture is not None else {}
+        if hooks is not None:
+            tensors.update(hooks.tensors)
+        for layer, ts in tensors.items():
+            if layer in self._depth:
+                sinks.log_histogram(trainer, f"{p}error_signal/{self._tag(layer)}",
+                                    torch.cat([t.flatten().float() for t in ts]) / self._scale, step)
 
-        for name, p in pl_module.named_parameters():
-            add(f"weights/{name}", p)
-            if p.grad is not None:
-                add(f"grads/{name}", p.grad.to_dense() if p.grad.is_sparse else p.grad)
-        if capture is not None:
-            for layer, ts in capture.tensors.items():
-                add(f"error_signal/{self._tag(layer)}", torch.cat([t.flatten() for t in ts]).float() / self._scale)
-
-    def _flow_image(self, tb, metrics, signals, step) -> None:
-        from .plots import figure_to_array, gradient_flow_figure
+    def _flow_figure(self, trainer, metrics, signals, step) -> None:
+        from .plots import gradient_flow_figure
 
         gma = {k.split("/", 1)[1].split("_", 1)[1]: v for k, v in metrics.items() if k.startswith("grad_mean_abs/")}
         layers = sorted(set(signals) | set(gma), key=lambda n: self._depth[n])
-        fig = gradient_flow_figure(layers, signals, gma, title=f"gradient flow at step {step}", types=self._types)
-        tb.add_image("gradient_flow", figure_to_array(fig), step, dataformats="HWC")
+        types = {n: f"{self._types[n]}{'' if self._rules.get(n) == 'torch_bp' else ' (autograd)'}" for n in layers}
+        fig = gradient_flow_figure(layers, signals, gma, title=f"gradient flow at step {step}", types=types)
+        sinks.log_figure(trainer, f"{self.prefix}gradient_flow", fig, step)
 
-    def _detect(self, trainer, tb, signals: dict, nonfinite_params: list, step: int) -> None:
+    def _detect(self, trainer, signals: dict, nonfinite_params: list, step: int) -> None:
         msgs = {}
         bad_signals = [n for n, v in signals.items() if not math.isfinite(v)]
         if nonfinite_params or bad_signals:
@@ -301,8 +420,7 @@ class GradientMonitor(L.Callback):
                 continue
             self.warned[kind] = msg
             warnings.warn(f"GradientMonitor: {msg}", GradientFlowWarning, stacklevel=2)
-            if tb is not None:
-                tb.add_text("gradient_monitor/warnings", msg, step)
+            sinks.log_text(trainer, f"{self.prefix}warnings", msg, step)
 
 
 # The GradientCheck tolerance: max |ours - torch| / max |torch| per layer. Each single rule
@@ -336,33 +454,89 @@ def _tolerance(dtype: torch.dtype, net) -> float:
     return TOLERANCE[torch.float16] if tf32 else TOLERANCE.get(dtype, TOLERANCE[torch.float32])
 
 
-def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """max |a - b| / max |b| (NaN where both are NaN counts as equal; any other NaN as inf)."""
+def _max_diff_and_scale(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max |a - b|, max |b|), NaN where both are NaN counting as equal and any other NaN as inf."""
     a, b = a.detach().double(), b.detach().double()
+    if not b.numel():
+        return b.new_zeros(()), b.new_zeros(())
     both_nan = a.isnan() & b.isnan()
     diff = torch.where(both_nan, torch.zeros_like(a), (a - b).abs())
     diff = torch.where(diff.isnan(), torch.full_like(diff, math.inf), diff)
-    scale = torch.where(both_nan, torch.zeros_like(b), b.abs()).max() if b.numel() else b.new_zeros(())
-    return (diff.max() if diff.numel() else diff.new_zeros(())) / scale.clamp_min(1e-30)
+    return diff.max(), torch.where(both_nan, torch.zeros_like(b), b.abs()).max()
+
+
+def _no_log(*args, **kwargs) -> None:
+    return None
+
+
+def _loss_of(output) -> torch.Tensor:
+    """The loss in what a ``training_step`` returned (a tensor, or a dict with ``"loss"``)."""
+    loss = output.get("loss") if isinstance(output, dict) else output
+    if not isinstance(loss, torch.Tensor):
+        raise RuntimeError(f"training_step returned {type(output).__name__}, not a loss tensor or a dict with "
+                           "'loss' (pass loss_fn= to the callback)")
+    return loss
+
+
+def training_step_loss(module: L.LightningModule, batch) -> torch.Tensor:
+    """``module.training_step(batch, 0)``'s loss, with ``self.log`` calls ignored."""
+    saved = {k: module.__dict__[k] for k in ("log", "log_dict") if k in module.__dict__}
+    module.log = module.log_dict = _no_log   # instance attributes shadow the methods
+    try:
+        return _loss_of(module.training_step(batch, 0))
+    finally:
+        for k in ("log", "log_dict"):
+            module.__dict__.pop(k, None)
+        module.__dict__.update(saved)
+
+
+def _batch_size(batch) -> Optional[int]:
+    sizes = []
+    apply_to_collection(batch, torch.Tensor, lambda t: sizes.append(t.shape[0]) if t.dim() else None)
+    return sizes[0] if sizes else None
+
+
+def slice_batch(batch, n: int):
+    """The first ``n`` examples of every tensor in ``batch`` whose leading dim is the batch size."""
+    b = _batch_size(batch)
+    if b is None or b <= n:
+        return batch
+    return apply_to_collection(batch, torch.Tensor, lambda t: t[:n] if t.dim() and t.shape[0] == b else t)
+
+
+def _is_bp_module(module) -> bool:
+    """torch_bp.lightning.BPModule or a module with its interface (``net``, ``compute_loss``)."""
+    return isinstance(getattr(module, "net", None), torch.nn.Module) and callable(getattr(module, "compute_loss", None))
 
 
 class GradientCheck(L.Callback):
-    r"""Online verification: compare our gradients with torch autograd's on a twin, every N steps.
+    r"""Online verification: compare torch_bp's gradients with torch autograd's on a twin, every N steps.
 
-    On global rank 0, before every ``every_n_steps``-th step's own forward, the callback
-    copies the network (``pl_module.net``), builds its torch.nn twin with
-    ``twin(copy)`` (default :func:`torch_bp.revert`: the same weights, plain torch.nn layers),
-    computes the loss of the current batch with each (``pl_module.compute_loss``: our loss
-    rule for ours, torch's for the twin) under the same RNG seed and the trainer's precision
-    context, and takes gradients w.r.t. the parameters and the network input with
-    ``torch.autograd.grad``. Training is untouched: copies, no ``.grad`` written, the global
-    RNG restored.
+    Works with any LightningModule. On global rank 0, before every ``every_n_steps``-th step's
+    own forward, the callback copies the module and makes from the copy
 
-    Logged: ``gradcheck/max_rel_diff/<layer>`` (max |ours - torch| / max |torch| over the
-    layer's parameters; ``input`` for the input gradient) and ``gradcheck/max_rel_diff``.
-    Above ``tolerance`` (default :data:`TOLERANCE` for the compute dtype, float16's for float32
-    under TF32 on CUDA) it warns with a
-    :class:`GradientCheckWarning` naming the layers and writes ``gradient_check/warnings`` text;
+    - ``ours``: the copy as it is, if it has torch_bp layers; else :func:`torch_bp.convert` of it
+      (a model that is not converted is then checked as conversion would make it);
+    - its twin: ``twin(copy of ours)`` (default :func:`torch_bp.revert`: the same weights,
+      plain torch.nn layers);
+
+    computes the loss of the batch's first ``max_examples`` examples with each, under the
+    same RNG seed and the trainer's precision context, and takes gradients w.r.t. the
+    parameters and the floating-point tensors of the batch with ``torch.autograd.grad``. The
+    loss is, in this order: ``loss_fn(module, batch)`` if given; ``compute_loss(net, batch,
+    reference)`` for a :class:`~torch_bp.lightning.BPModule` (torch_bp's loss rule for ours,
+    torch's for the twin); else the module's own ``training_step`` (its ``self.log`` calls
+    ignored). Training is untouched: copies, no ``.grad`` written, the global RNG restored.
+
+    A loss computed with a torch_bp functional inside ``training_step`` or ``loss_fn`` is the
+    same in both (the twin reverts modules, not function calls): the check then covers the
+    layers only.
+
+    Logged (under ``prefix``): ``gradcheck/max_rel_diff/<layer>`` (max |ours - torch| / max
+    |torch| over the layer's parameters; ``input`` for the batch's floating-point tensors)
+    and ``gradcheck/max_rel_diff``. Above ``tolerance`` (default :data:`TOLERANCE` for the
+    compute dtype, float16's for float32 under TF32 on CUDA) it warns with a
+    :class:`GradientCheckWarning` naming the layers and writes the text ``gradcheck/warnings``;
     ``failures`` keeps ``(step, {layer: diff})`` of every failed check.
 
     Args:
@@ -372,25 +546,31 @@ class GradientCheck(L.Callback):
         train_mode: run both in training mode (dropout with the same seed); ``False``: eval mode.
             On CUDA our dropout masks differ from torch's fused kernel: use ``False`` there for
             models with dropout.
+        loss_fn: ``loss_fn(module, batch) -> loss``, called with each copy of the LightningModule.
+        max_examples: the check uses at most this many examples of the batch.
+        prefix: put before every tag.
     """
 
     def __init__(self, every_n_steps: int = 100, tolerance: Optional[float] = None,
-                 twin: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None, train_mode: bool = True):
+                 twin: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None, train_mode: bool = True,
+                 loss_fn: Optional[Callable[[L.LightningModule, Any], torch.Tensor]] = None, max_examples: int = 16,
+                 prefix: str = "bp/"):
         super().__init__()
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        if max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1, got {max_examples}")
         self.every_n_steps = every_n_steps
         self.tolerance = tolerance
         self.twin = twin or torch_bp.revert
         self.train_mode = train_mode
+        self.loss_fn = loss_fn
+        self.max_examples = max_examples
+        self.prefix = prefix
         self.history: list[tuple[int, dict]] = []
         self.failures: list[tuple[int, dict]] = []
         self._checked_step = -1
-
-    def setup(self, trainer, pl_module, stage):
-        if not (hasattr(pl_module, "net") and hasattr(pl_module, "compute_loss")):
-            raise AttributeError("GradientCheck needs a LightningModule with `net` and "
-                                 "`compute_loss(net, batch, reference=False)`, as torch_bp.lightning.BPModule")
+        self._told = False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         step = trainer.global_step
@@ -398,13 +578,13 @@ class GradientCheck(L.Callback):
             return
         self._checked_step = step
         with trainer.precision_plugin.forward_context(), _signals.suspended():
-            diffs = self.check(pl_module, batch, seed=step)
-        dtype = _compute_dtype(trainer, pl_module.net)
-        tol = self.tolerance if self.tolerance is not None else _tolerance(dtype, pl_module.net)
+            diffs = self.check(pl_module, batch, seed=step, trainer=trainer)
+        dtype = _compute_dtype(trainer, pl_module)
+        tol = self.tolerance if self.tolerance is not None else _tolerance(dtype, pl_module)
         self.history.append((step, diffs))
-        metrics = {f"gradcheck/max_rel_diff/{k}": v for k, v in diffs.items()}
-        metrics["gradcheck/max_rel_diff"] = max(diffs.values(), default=0.0)
-        _log_metrics(trainer, metrics, step)
+        metrics = {f"{self.prefix}gradcheck/max_rel_diff/{k}": v for k, v in diffs.items()}
+        metrics[f"{self.prefix}gradcheck/max_rel_diff"] = max(diffs.values(), default=0.0)
+        sinks.log_scalars(trainer, metrics, step)
         bad = {k: v for k, v in diffs.items() if not v <= tol}
         if bad:
             self.failures.append((step, bad))
@@ -412,35 +592,64 @@ class GradientCheck(L.Callback):
             msg = (f"step {step}: torch_bp gradients differ from torch autograd's beyond the {dtype} "
                    f"tolerance {tol:g} (max relative difference) in: {layers}")
             warnings.warn(f"GradientCheck: {msg}", GradientCheckWarning, stacklevel=2)
-            tb = _tensorboard(trainer)
-            if tb is not None:
-                tb.add_text("gradient_check/warnings", msg, step)
+            sinks.log_text(trainer, f"{self.prefix}gradcheck/warnings", msg, step)
 
-    def check(self, pl_module, batch, seed: int = 0) -> dict[str, float]:
-        """Per-layer max relative difference of our gradients from the twin's on ``batch``."""
-        ours = copy.deepcopy(pl_module.net)
-        twin = self.twin(copy.deepcopy(ours))
+    def _copies(self, pl_module) -> tuple[torch.nn.Module, torch.nn.Module]:
+        bp = _is_bp_module(pl_module) and self.loss_fn is None
+        src = pl_module.net if bp else pl_module
+        # LightningModule.__getstate__ leaves the trainer out of the copy
+        ours = copy.deepcopy(src)
+        if not any(_is_ours(m) for m in ours.modules()):
+            ours = torch_bp.convert(ours, inplace=True)
+            if not self._told:
+                self._told = True
+                rank_zero_info("GradientCheck: the model has no torch_bp layers; it is checked as torch_bp.convert "
+                               f"makes it:\n{torch_bp.conversion_report(ours)}")
+        return ours, self.twin(copy.deepcopy(ours))
+
+    def check(self, pl_module, batch, seed: int = 0, trainer=None) -> dict[str, float]:
+        """Per-layer max relative difference of torch_bp's gradients from the twin's on ``batch``."""
+        bp = _is_bp_module(pl_module) and self.loss_fn is None
+        batch = slice_batch(batch, self.max_examples)
         grads = []
-        for net, reference in ((ours, False), (twin, True)):
+        for net, reference in zip(self._copies(pl_module), (False, True)):
+            if trainer is not None and isinstance(net, L.LightningModule):
+                net._trainer = trainer   # training_step may read self.trainer; its self.log is ignored
             net.train(self.train_mode)
-            x, *rest = batch
-            x = x.detach().clone().requires_grad_(x.is_floating_point())
+            b = apply_to_collection(batch, torch.Tensor, lambda t: t.detach().clone().requires_grad_(
+                t.is_floating_point()))
+            inputs = []
+            apply_to_collection(b, torch.Tensor, lambda t: inputs.append(t) if t.requires_grad else None)
             params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-            leaves = [p for _, p in params] + ([x] if x.requires_grad else [])
-            devices = [x.device] if x.device.type == "cuda" else []
+            leaves = [p for _, p in params] + inputs
+            devices = [p.device for _, p in params[:1] if p.device.type == "cuda"]
             with torch.random.fork_rng(devices=devices), torch.enable_grad():
                 torch.manual_seed(seed)
-                loss = pl_module.compute_loss(net, (x, *rest), reference=reference)
+                if self.loss_fn is not None:
+                    loss = self.loss_fn(net, b)
+                elif bp:
+                    loss = pl_module.compute_loss(net, b, reference=reference)
+                else:
+                    loss = training_step_loss(net, b)
+                if loss.dim():   # per-example losses (DPSGD's ghost mode): their sum, the same for both copies
+                    loss = loss.sum()
                 g = torch.autograd.grad(loss, leaves, allow_unused=True)
-            names = [f"net.{n}" for n, _ in params] + (["input"] if x.requires_grad else [])
-            grads.append(dict(zip(names, g)))
-        diffs: dict[str, torch.Tensor] = {}
+            prefix = "net." if bp else ""
+            named = {f"{prefix}{n}": gi for (n, _), gi in zip(params, g)}
+            named.update({f"input.{i}": gi for i, gi in enumerate(g[len(params):])})
+            grads.append(named)
+        # NOTE: one scale per layer (max |torch| over all its parameters), not per parameter: a
+        # parameter whose true gradient is exactly zero (an attention key's bias: softmax ignores a
+        # shift common to all keys) has two rounding-noise gradients, whose relative difference is O(1)
+        num: dict[str, torch.Tensor] = {}
+        den: dict[str, torch.Tensor] = {}
         for name, g_ours in grads[0].items():
             g_ref = grads[1].get(name)
             if g_ours is None or g_ref is None:
                 continue
-            layer = "input" if name == "input" else _layer_of(name)
-            d = _rel_diff(g_ours, g_ref)
-            diffs[layer] = d if layer not in diffs else torch.maximum(diffs[layer], d)
-        values = torch.stack(list(diffs.values())).tolist() if diffs else []
-        return dict(zip(diffs, values))
+            layer = "input" if name.startswith("input.") else _layer_of(name)
+            d, s = _max_diff_and_scale(g_ours, g_ref)
+            num[layer] = d if layer not in num else torch.maximum(num[layer], d)
+            den[layer] = s if layer not in den else torch.maximum(den[layer], s)
+        values = torch.stack([num[k] / den[k].clamp_min(1e-30) for k in num]).tolist() if num else []
+        return dict(zip(num, values))

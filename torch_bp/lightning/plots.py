@@ -1,7 +1,7 @@
 """The gradient-flow view: mean |gradient| and error-signal norm per layer, in depth order.
 
 The :class:`~torch_bp.lightning.monitor.GradientMonitor` logs this figure to TensorBoard
-(tag ``gradient_flow``); this module also renders it from the logged scalars of a finished
+(tag ``bp/gradient_flow``); this module also renders it from the logged scalars of a finished
 run, for documents::
 
     python -m torch_bp.lightning.plots runs/digits/version_0 docs/gradient_flow.png
@@ -59,27 +59,27 @@ def figure_to_array(fig) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def read_log(logdir: str) -> tuple[dict[str, list[tuple[int, float]]], dict[str, str]]:
+def read_log(logdir: str, prefix: str = "bp/") -> tuple[dict[str, list[tuple[int, float]]], dict[str, str]]:
     """The scalar series (tag -> [(step, value), ...]) of the event files in ``logdir``, and
-    the layer types (layer -> module class) from the monitor's ``gradient_monitor/layers`` table."""
+    the layer types (layer -> module class) from the monitor's ``<prefix>layers`` table."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(logdir, size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     scalars = {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
     types = {}
-    if "gradient_monitor/layers/text_summary" in acc.Tags()["tensors"]:
-        table = acc.Tensors("gradient_monitor/layers/text_summary")[-1].tensor_proto.string_val[0].decode()
+    if f"{prefix}layers/text_summary" in acc.Tags()["tensors"]:
+        table = acc.Tensors(f"{prefix}layers/text_summary")[-1].tensor_proto.string_val[0].decode()
         for row in table.splitlines()[2:]:
-            _, _, name, kind, _ = [c.strip() for c in row.split("|")]
-            types[name] = kind
+            cells = [c.strip() for c in row.split("|")]   # | depth | layer | type | backward |
+            types[cells[2]] = cells[3]
     return scalars, types
 
 
-def flow_from_scalars(scalars: Mapping[str, list], step: Optional[int] = None):
+def flow_from_scalars(scalars: Mapping[str, list], step: Optional[int] = None, prefix: str = "bp/"):
     """(layers, signal_norm, grad_mean_abs, step) at ``step`` (default: the last logged one).
 
-    The monitor's per-layer tags are ``<kind>/<depth>_<layer>`` (depth zero-padded, so
+    The monitor's per-layer tags are ``<prefix><kind>/<depth>_<layer>`` (depth zero-padded, so
     TensorBoard lists them in depth order too); layers come back in depth order.
     """
     def series(prefix):
@@ -90,7 +90,7 @@ def flow_from_scalars(scalars: Mapping[str, list], step: Optional[int] = None):
                 out[(int(depth), name)] = dict(values)
         return out
 
-    sig, gma = series("error_signal_norm/"), series("grad_mean_abs/")
+    sig, gma = series(f"{prefix}error_signal_norm/"), series(f"{prefix}grad_mean_abs/")
     steps = sorted({s for d in list(sig.values()) + list(gma.values()) for s in d})
     if not steps:
         raise ValueError("no error_signal_norm/ or grad_mean_abs/ scalars in this log (was GradientMonitor on?)")
