@@ -28,9 +28,10 @@ GATES = {
     # target 0.6: met (measured 0.500: each linear after a GELU saves the GELU input, ops/_lean.py)
     "mlp_gelu": 0.6,
     # cnn_stack: see CNN_GATES (per backend)
-    # target 0.6: met (measured 0.525 on both backends: dropout masks as bits, layer norm keeps
-    # its input and row statistics, attention its row log-sum-exp)
-    "transformer_block": 0.6,
+    # target 0.55: met (measured 0.456: dropout masks as bits, layer norm keeps its input and row
+    # statistics and the linear after it recomputes its output from them, attention its row
+    # log-sum-exp)
+    "transformer_block": 0.55,
     # no target in the issue; measured 0.459 at these sizes (0.473 at the suite's 32 x 64 steps)
     "lstm_2layer": 0.46,
 }

@@ -85,12 +85,9 @@ def _weight_grad(x, grad_y, k, stride, padding, dilation, groups):
     The swapped convolution has a kernel as large as the output image, which oneDNN runs slowly.
     The compiled backend's ``conv_weight_grad`` computes the same sum as im2col + matmul over
     blocks of output rows (float32/float64/bfloat16, not differentiable: the double backward
-    runs this Python rule), for every stride: measured on 2 CPU cores (float32, batch 32, 64
-    channels, 32 x 32, interleaved; ``python -m experiments.benchmarks.probes conv``) 3.6-4.7x
-    faster than the swapped convolution for a 1x1 stride-2 downsample and 1.9x for a 3x3
-    stride-2 conv (both near torch's time); about equal to it (either way by run) for the
-    benchmark's stride-2 transposed conv and for depthwise. Without it, stride 1 uses
-    :func:`_weight_grad_taps` where that was measured faster.
+    runs this Python rule), for every stride; ``python -m experiments.benchmarks.probes conv``
+    measures it against the swapped convolution. Without it, stride 1 uses
+    :func:`_weight_grad_taps` under the conditions below.
     """
     nd = len(k)
     n, c = x.shape[:2]
@@ -111,10 +108,9 @@ def _weight_grad(x, grad_y, k, stride, padding, dilation, groups):
     return _narrow_to(out, k).transpose(0, 1)
 
 
-# The Python rule's choice for stride 1 (measured on 2 CPU cores, float32, batch 32): one matmul per
-# tap (_weight_grad_taps) is 2.5x faster than the swapped convolution for conv1d (64 ch, L = 1024),
-# 1.05-1.4x for 2d planes of 32 x 32, and 1.2x slower for 16 x 16 planes; with many groups it
-# becomes many small matmuls.
+# The Python rule's choice for stride 1: one matmul per tap (_weight_grad_taps) for conv1d and for
+# 2d output planes of at least _TAP_MATMUL_MIN_PLANE positions with few groups, where it runs faster
+# than the swapped convolution (``probes conv``); small planes and many groups make it many small matmuls.
 _TAP_MATMUL_MAX_GROUPS = 4
 _TAP_MATMUL_MIN_PLANE = 1024  # 2d output positions per image
 

@@ -89,8 +89,8 @@ class LinearFunction(Rule):
                 res[1] = torch.mul(gr.transpose(1, 2), xr, **({"out": buf} if buf is not None else {}))
             else:
                 res[1] = torch.bmm(gr.transpose(1, 2), xr, **({"out": buf} if buf is not None else {}))
-                # NOTE: with a few rows per example the batch sum of these reads less than the matmul
-                # for grad_W recomputes (measured: equal at R = 4); with one row it reads B x more.
+                # NOTE: with four or more rows per example the batch sum of these reads no more than
+                # the matmul for grad_W would; with one row it would read B x more.
                 ctx.grad_from_per_sample = (1,) if xr.shape[1] >= 4 else ()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             res[2] = gr.sum(1)

@@ -43,6 +43,8 @@ class LayerNormFunction(Rule):
                grad_x = r * (g - mean(g) - xh * mean(g * xh))
                grad_w = sum over rows of grad_y * xh,   grad_b = sum over rows of grad_y
     Saved:     x, w, and per row mu and r (xh is recomputed: one (N, D) tensor fewer)
+    Lean:      records y = layer_norm(x) as a recompute recipe (ops/_lean.py): a rule that would
+               save y (the linear after a pre-LN norm) saves x, kept here anyway
     Double backward: yes: under create_graph=True the backward takes mu and r again from x
                (the forward's statistics, in differentiable ops) and runs the formula above
     Per example n:  grad_w[n], grad_b[n] = the sums above over the rows of example n only
@@ -74,10 +76,12 @@ class LayerNormFunction(Rule):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, bias, ctx.d, ctx.eps = inputs
-        _, mu, rstd = output
+        y, mu, rstd = output
         ctx.mark_non_differentiable(mu, rstd)
         ctx.bias_shape = None if bias is None else bias.shape
         ctx.save_for_backward(x, weight, mu, rstd)
+        # y = layer_norm(x): a rule that would save y (the linear after a pre-LN norm) saves x, kept here
+        _lean.record(y, x, functools.partial(_norm_again, LayerNormFunction, weight, bias, ctx.d, ctx.eps), weight, bias)
 
     @staticmethod
     def backward(ctx, grad_y, _grad_mu, _grad_rstd):
@@ -128,6 +132,7 @@ class RMSNormFunction(Rule):
                grad_x = r * (g - x * r^2 * mean(g * x))
                grad_w = sum over rows of grad_y * x * r
     Saved:     x, w, r (one number per row)
+    Lean:      records y = rms_norm(x) as a recompute recipe (ops/_lean.py), as LayerNorm's
     Double backward: yes: under create_graph=True the backward takes r again from x (the forward's
                formula, in differentiable ops) and runs the formula above
     Per example n:  grad_w[n] = the sum above over the rows of example n only
@@ -151,9 +156,11 @@ class RMSNormFunction(Rule):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, ctx.d, ctx.eps = inputs
-        _, r = output
+        y, r = output
         ctx.mark_non_differentiable(r)
         ctx.save_for_backward(x, weight, r)
+        # y = rms_norm(x): a rule that would save y saves x, kept here (as LayerNorm's)
+        _lean.record(y, x, functools.partial(_norm_again, RMSNormFunction, weight, ctx.d, ctx.eps), weight)
 
     @staticmethod
     def backward(ctx, grad_y, _grad_r):
@@ -333,6 +340,15 @@ def _batch_stats(xf: torch.Tensor):
     mean = _channel_sum(xf) / n
     var = _channel_sum((xf - mean.view(shape)).square_()) / n
     return mean, var
+
+
+def _norm_again(rule, *args):
+    """y = rule(x) once more, ``args`` ending in x (a lean rule's recompute recipe for the output of
+    a layer or RMS norm): the forward runs again, so y is bit-identical; through the rule itself
+    (differentiable) under create_graph."""
+    if torch.is_grad_enabled():
+        return rule.apply(args[-1], *args[:-1])[0]
+    return rule.forward(args[-1], *args[:-1])[0]
 
 
 def _batch_norm_again(weight, bias, mean, var, training, eps, x):
