@@ -3,6 +3,9 @@
     python -m experiments.benchmarks.probes conv   # conv weight gradient: swapped conv vs compiled im2col vs torch
     python -m experiments.benchmarks.probes lstm   # the lstm layer with torch's oneDNN LSTM on and off; one step's
                                                    # recurrent matmul: addmm vs packed weights
+    python -m experiments.benchmarks.probes apply  # the cost of torch's Function.apply (argument binding) per
+                                                   # call, against the C++ apply it wraps, on a small layer and
+                                                   # on the suite's MLP step
 
 Interleaved medians in one process, float32, CPU, gradient mode off (as in a backward).
 """
@@ -13,6 +16,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+import torch_bp
 import torch_bp.functional
 from torch_bp import backend
 from torch_bp.ops import conv as C
@@ -82,6 +86,44 @@ def lstm():
     print("one step (32 x 256) @ (256 x 1024), ms:", _median_ms(fns, reps=640))
 
 
+def apply():
+    """Every rule's ``apply`` is torch's ``Function.apply``, which binds the arguments to
+    ``forward``'s signature on each call before the C++ apply. This measures what that binding
+    costs: a small linear layer's forward + backward, and the suite's MLP training step, with torch's
+    apply against a direct call of the C++ apply it wraps (``torch._C._FunctionBase.apply``: a
+    private entry point, used here only to measure)."""
+    from torch_bp.ops.linear import LinearFunction
+    from .models import mlp
+
+    torch.set_grad_enabled(True)
+    cpp_apply = super(torch.autograd.Function, LinearFunction).apply  # torch._C._FunctionBase.apply
+
+    def direct(*args):
+        return cpp_apply(*args)
+    x, w, b = torch.randn(8, 64, requires_grad=True), torch.randn(64, 64, requires_grad=True), torch.randn(64)
+
+    def small(fn):
+        return lambda: fn(x, w, b).sum().backward()
+    print("linear 8 x 64 -> 64, forward + backward, ms:",
+          _median_ms({"Function.apply": small(LinearFunction.apply), "C++ apply": small(direct)}, reps=400))
+
+    ref, inputs = mlp()
+    model = torch_bp.convert(ref)
+    original = LinearFunction.apply
+
+    def step(patched):
+        def run():
+            if patched:  # measurement only: the library never replaces a rule's apply
+                LinearFunction.apply = direct
+            try:
+                model(*inputs).sum().backward()
+            finally:
+                LinearFunction.apply = original
+        return run
+    print("suite's MLP step (linear layers through each apply), ms:",
+          _median_ms({"Function.apply": step(False), "C++ apply": step(True)}, reps=15))
+
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    {"conv": conv, "lstm": lstm}[sys.argv[1] if len(sys.argv) > 1 else "conv"]()
+    {"conv": conv, "lstm": lstm, "apply": apply}[sys.argv[1] if len(sys.argv) > 1 else "conv"]()
