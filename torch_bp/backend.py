@@ -8,10 +8,13 @@ Python rule otherwise.
 One switch: the environment variable ``TORCH_BP_BACKEND`` (read at import) or
 :func:`set_backend`, with the values
 
-- ``"auto"`` (default): the compiled kernels if they load (built once, on first import, if a
-  compiler is there), else the Python rules after one warning saying why;
+- ``"auto"`` (default): the compiled kernels if they were built for this torch (never built
+  on import: ``python -m torch_bp.build``, ``backend_info(build=True)`` or
+  ``scripts/setup.sh`` build them), else the Python rules; silently when they are merely not
+  built, after one warning when something is wrong (a damaged build, a failed build);
 - ``"python"``: the Python rules only; nothing is loaded or built;
-- ``"cpp"``: the compiled kernels, or an error saying why they are unavailable.
+- ``"cpp"``: the compiled kernels, built now if needed, or an error saying why they are
+  unavailable.
 
 :func:`backend_info` says which backend runs and why the compiled one does not, if it does not.
 
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _ext
+from . import _compat, _ext
 
 MODES = ("auto", "python", "cpp")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
@@ -77,16 +80,15 @@ class BackendInfo:
 def backend_info(build: bool = False) -> BackendInfo:
     """Which backend runs, and why the compiled one does not if it does not.
 
-    ``build=True`` builds the compiled kernels now if they are missing (retrying a build that
-    failed before) and selects them when the mode is ``"auto"`` or ``"cpp"``.
+    ``build=True`` builds the compiled kernels now if they are missing or damaged (retrying a
+    build that failed before) and selects them when the mode is ``"auto"`` or ``"cpp"``.
     """
     global _cpp, _cuda, _reason
     if build:
-        lib, reason = _ext.load(build=True, force=True)
+        res = _ext.load(build=True, force=True, required_ops=_required_ops())
         if _mode != "python":
-            _cpp, _reason = lib is not None, reason
-            if lib is not None:
-                _register_fakes()
+            _cpp, _reason = _select(res)
+            if _cpp:
                 _cuda = _register_cuda()
     cuda = (f"Triton kernels for CUDA tensors of {len(CUDA_OPS)} ops" if _cuda
             else "no CUDA kernels (python mode)" if _mode == "python" else f"no CUDA kernels ({_cuda_reason})")
@@ -96,7 +98,8 @@ def backend_info(build: bool = False) -> BackendInfo:
 def set_backend(name: str) -> BackendInfo:
     """Select ``"auto"``, ``"python"`` or ``"cpp"`` (see the module docstring); returns :func:`backend_info`.
 
-    ``"cpp"`` raises ``RuntimeError`` with the reason when the compiled kernels are unavailable.
+    ``"cpp"`` builds the compiled kernels if they are missing, and raises ``RuntimeError`` with
+    the reason when they are unavailable. ``"auto"`` never builds.
     """
     global _mode, _cpp, _cuda, _reason, _warned
     if name not in MODES:
@@ -104,17 +107,37 @@ def set_backend(name: str) -> BackendInfo:
     if name == "python":
         _mode, _cpp, _cuda, _reason = name, False, False, "selected (TORCH_BP_BACKEND=python or set_backend('python'))"
         return backend_info()
-    lib, reason = _ext.load(build=True)
-    if lib is None and name == "cpp":
+    res = _ext.load(build=name == "cpp", required_ops=_required_ops())
+    cpp, reason = _select(res)
+    if not cpp and name == "cpp":
         raise RuntimeError(f"torch_bp: the compiled backend is unavailable: {reason}")
-    _mode, _cpp, _reason = name, lib is not None, reason
-    if lib is None and not _warned:
+    _mode, _cpp, _reason = name, cpp, reason
+    if not cpp and res.broken and not _warned:
         _warned = True
         warnings.warn(f"torch_bp: using the Python backend: {reason}", RuntimeWarning, stacklevel=2)
-    if lib is not None:
-        _register_fakes()
-    _cuda = _register_cuda(define=lib is None)
+    _cuda = _register_cuda(define=res.library is None)
     return backend_info()
+
+
+def _required_ops() -> set[str]:
+    return {op for ops in compiled_rules().values() for op in ops}
+
+
+_fakes_error = ""  # why the fake kernels did not register, if they did not
+
+
+def _select(res) -> tuple[bool, str]:
+    """(use the compiled kernels, why not) for a :func:`torch_bp._ext.load` result."""
+    global _fakes_error
+    if res.library is None:
+        return False, res.reason
+    if not _fakes_error:
+        try:
+            _register_fakes()
+        except Exception as e:  # an op whose schema differs from its fake kernel's: not our library
+            _fakes_error = (f"the compiled library {res.library} does not match these sources ({e}); "
+                            f"rebuild: {_ext.BUILD_HINT}")
+    return (False, _fakes_error) if _fakes_error else (True, "")
 
 
 _schema_lib = None  # the torch_bp op schemas defined from csrc/ops.cpp's text (no compiled library)
@@ -187,7 +210,7 @@ def use_cpp(*tensors, op: str | None = None) -> bool:
             return False
     elif not _cpp or device not in (None, "cpu") or dtype not in DTYPES + (None,):
         return False
-    if not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None:
+    if not torch.compiler.is_compiling() and _compat.functorch_transform_active(*tensors):
         return False  # under vmap/grad/jacrev: the Python rule (generate_vmap_rule needs it)
     return True
 
