@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import torch
 
-# Ops that torch's autocast runs in the lower precision dtype (on every device).
-_LOWER_OPS = {"linear", "conv1d", "conv2d", "conv_transpose2d", "scaled_dot_product_attention",
-              "rnn", "bilinear", "prelu"}
-# Ops that torch's autocast runs in float32, per device type (the lists in
-# aten/src/ATen/autocast_mode.cpp). On CPU the norms and softmax keep their input dtype.
-_LOSSES = {"mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy", "nll_loss",
-           "binary_cross_entropy_with_logits"}
-_FP32_OPS = {
-    "cpu": _LOSSES,
-    "cuda": _LOSSES | {"softmax", "log_softmax", "layer_norm", "group_norm", "rms_norm", "softplus"},
-}
+# The policy of each layer is its registry row's ``autocast`` (torch_bp/registry.py), the one torch's
+# autocast applies to the op it replaces (the lists in aten/src/ATen/autocast_mode.cpp):
+#   "lower"     the autocast dtype (float16/bfloat16) on every device
+#   "fp32"      float32 on every device
+#   "fp32_cuda" float32 on CUDA, the input's dtype on CPU (the norms and softmax)
+#   ""          the input's dtype
 
 
 def _device_type(tensors) -> str | None:
@@ -38,9 +33,12 @@ def autocast_inputs(op: str, *tensors):
     dev = _device_type(tensors)
     if dev is None or not torch.is_autocast_enabled(dev):
         return tensors
-    if op in _LOWER_OPS:
+    from .registry import autocast_policy  # only under autocast: the registry imports the functionals
+
+    policy = autocast_policy(op)
+    if policy == "lower":
         target = torch.get_autocast_dtype(dev)
-    elif op in _FP32_OPS.get(dev, ()):
+    elif policy == "fp32" or (policy == "fp32_cuda" and dev == "cuda"):
         target = torch.float32
     else:
         return tensors

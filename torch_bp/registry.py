@@ -33,6 +33,7 @@ class Layer:
     functions: tuple               # autograd.Function classes behind it
     modules: tuple = ()            # ((torch_bp.nn class, torch.nn class), ...)
     double_backward: bool = False  # backward built from differentiable ops (gradgradcheck)
+    autocast: str = ""             # torch's autocast policy for the op: "lower", "fp32", "fp32_cuda" (_amp.py)
     notes: str = ""                # torch behaviour not reproduced, conventions
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -73,7 +74,8 @@ def _linear_cross_entropy_reference(input, weight, target, bias=None, ignore_ind
 
 LAYERS: list[Layer] = [
     # --- core: linear ---
-    _row("linear", "linear", [linear.LinearFunction], [(nn.Linear, torch.nn.Linear)], double_backward=True),
+    _row("linear", "linear", [linear.LinearFunction], [(nn.Linear, torch.nn.Linear)], double_backward=True,
+         autocast="lower"),
     # --- core: activations ---
     _row("relu", "activation", [activation.ReLUFunction], [(nn.ReLU, torch.nn.ReLU)], double_backward=True,
          notes="inplace=True computed out of place"),
@@ -85,16 +87,16 @@ LAYERS: list[Layer] = [
     _row("silu", "activation", [activation.SiLUFunction], [(nn.SiLU, torch.nn.SiLU)], double_backward=True,
          notes="inplace=True computed out of place"),
     _row("softplus", "activation", [activation.SoftplusFunction], [(nn.Softplus, torch.nn.Softplus)],
-         double_backward=True),
+         double_backward=True, autocast="fp32_cuda"),
     _row("tanh", "activation", [activation.TanhFunction], [(nn.Tanh, torch.nn.Tanh)], double_backward=True,
          reference=torch.tanh),
     _row("sigmoid", "activation", [activation.SigmoidFunction], [(nn.Sigmoid, torch.nn.Sigmoid)],
          double_backward=True, reference=torch.sigmoid),
     # --- core: softmax / log_softmax ---
     _row("softmax", "activation", [activation.SoftmaxFunction], [(nn.Softmax, torch.nn.Softmax)],
-         double_backward=True),
+         double_backward=True, autocast="fp32_cuda"),
     _row("log_softmax", "activation", [activation.LogSoftmaxFunction], [(nn.LogSoftmax, torch.nn.LogSoftmax)],
-         double_backward=True),
+         double_backward=True, autocast="fp32_cuda"),
     # --- core: dropout ---
     _row("dropout", "dropout", [dropout.DropoutFunction], [(nn.Dropout, torch.nn.Dropout)], double_backward=True,
          notes="inplace=True computed out of place; on CUDA the mask differs from torch's (fused kernel)"),
@@ -104,34 +106,38 @@ LAYERS: list[Layer] = [
     _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],
          double_backward=True, notes="sparse=True raises NotImplementedError (dense gradients only)"),
     # --- core: losses ---
-    _row("mse_loss", "loss", [loss.MSELossFunction], [(nn.MSELoss, torch.nn.MSELoss)], double_backward=True),
-    _row("l1_loss", "loss", [loss.L1LossFunction], [(nn.L1Loss, torch.nn.L1Loss)], double_backward=True),
+    _row("mse_loss", "loss", [loss.MSELossFunction], [(nn.MSELoss, torch.nn.MSELoss)], double_backward=True,
+         autocast="fp32"),
+    _row("l1_loss", "loss", [loss.L1LossFunction], [(nn.L1Loss, torch.nn.L1Loss)], double_backward=True,
+         autocast="fp32"),
     _row("huber_loss", "loss", [loss.HuberLossFunction], [(nn.HuberLoss, torch.nn.HuberLoss)],
-         double_backward=True),
+         double_backward=True, autocast="fp32"),
     _row("smooth_l1_loss", "loss", [loss.HuberLossFunction, loss.L1LossFunction],
-         [(nn.SmoothL1Loss, torch.nn.SmoothL1Loss)], double_backward=True, notes="beta=0 runs l1_loss, as torch"),
+         [(nn.SmoothL1Loss, torch.nn.SmoothL1Loss)], double_backward=True, notes="beta=0 runs l1_loss, as torch",
+         autocast="fp32"),
     _row("cross_entropy", "loss", [loss.CrossEntropyFunction, loss.SoftCrossEntropyFunction],
          [(nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss)], double_backward=True,
-         notes="log-softmax fused in; SoftCrossEntropyFunction for class-probability targets"),
-    _row("nll_loss", "loss", [loss.NLLLossFunction], [(nn.NLLLoss, torch.nn.NLLLoss)], double_backward=True),
+         notes="log-softmax fused in; SoftCrossEntropyFunction for class-probability targets", autocast="fp32"),
+    _row("nll_loss", "loss", [loss.NLLLossFunction], [(nn.NLLLoss, torch.nn.NLLLoss)], double_backward=True,
+         autocast="fp32"),
     _row("binary_cross_entropy_with_logits", "loss", [loss.BCEWithLogitsFunction],
-         [(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)], double_backward=True),
+         [(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)], double_backward=True, autocast="fp32"),
     _row("linear_cross_entropy", "loss", [loss.LinearCrossEntropyFunction],
          reference=_linear_cross_entropy_reference,
          notes="torch_bp only: cross_entropy(linear(x, W, b), y) over chunks of rows, never the (N, V) "
-               "logits (module: LinearCrossEntropy, loads nn.Linear's state_dict); no class weights"),
+               "logits (module: LinearCrossEntropy, loads nn.Linear's state_dict); no class weights", autocast="lower"),
     # (more losses: below this line)
 
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)],
-         double_backward=True),
+         double_backward=True, autocast="fp32_cuda"),
     _row("rms_norm", "normalization", [normalization.RMSNormFunction], [(nn.RMSNorm, torch.nn.RMSNorm)],
-         double_backward=True),
+         double_backward=True, autocast="fp32_cuda"),
     # --- conv / pooling / batch norm ---
-    _row("conv1d", "conv", [conv.ConvFunction], [(nn.Conv1d, torch.nn.Conv1d)], double_backward=True),
-    _row("conv2d", "conv", [conv.ConvFunction], [(nn.Conv2d, torch.nn.Conv2d)], double_backward=True),
+    _row("conv1d", "conv", [conv.ConvFunction], [(nn.Conv1d, torch.nn.Conv1d)], double_backward=True, autocast="lower"),
+    _row("conv2d", "conv", [conv.ConvFunction], [(nn.Conv2d, torch.nn.Conv2d)], double_backward=True, autocast="lower"),
     _row("conv_transpose2d", "conv", [conv.ConvTransposeFunction], [(nn.ConvTranspose2d, torch.nn.ConvTranspose2d)],
-         double_backward=True),
+         double_backward=True, autocast="lower"),
     _row("max_pool2d", "pooling", [pooling.MaxPool2dFunction], [(nn.MaxPool2d, torch.nn.MaxPool2d)],
          double_backward=True, reference=_torch_max_pool2d,
          notes="ties: the whole gradient goes to the index torch's forward returns (first max in the window)"),
@@ -143,31 +149,34 @@ LAYERS: list[Layer] = [
          [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d)],
          double_backward=True, notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
     _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)],
-         double_backward=True),
+         double_backward=True, autocast="fp32_cuda"),
     # (more convolution, pooling, resampling, padding and normalization layers: below this line)
 
     # --- attention / recurrent ---
     _row("scaled_dot_product_attention", "attention", [attention.ScaledDotProductAttentionFunction],
          notes="saves O(L+S) per head (row log-sum-exp), recomputes probabilities in blocks; "
-               "dropout masks are ours, not torch's"),
+               "dropout masks are ours, not torch's", autocast="lower"),
     _row("multi_head_attention_forward", "attention",
          [linear.LinearFunction, attention.ScaledDotProductAttentionFunction, attention.AttentionWeightsFunction],
          [(nn.MultiheadAttention, torch.nn.MultiheadAttention)],
          notes="no fused fast path; a fully masked row gives 0 (torch: NaN with need_weights=True)"),
     _row("lstm", "recurrent", [recurrent.LSTMFunction], [(nn.LSTM, torch.nn.LSTM)],
-         reference=rnn_reference("LSTM"), notes="mirrors torch.lstm; inter-layer dropout masks are ours"),
+         reference=rnn_reference("LSTM"), notes="mirrors torch.lstm; inter-layer dropout masks are ours",
+         autocast="lower"),
     _row("gru", "recurrent", [recurrent.GRUFunction], [(nn.GRU, torch.nn.GRU)],
          reference=rnn_reference("GRU"), notes="mirrors torch.gru; inter-layer dropout masks are ours"),
     _row("rnn_tanh", "recurrent", [recurrent.RNNFunction], [(nn.RNN, torch.nn.RNN)],
-         reference=rnn_reference("RNN_TANH"), notes="mirrors torch.rnn_tanh; inter-layer dropout masks are ours"),
+         reference=rnn_reference("RNN_TANH"), notes="mirrors torch.rnn_tanh; inter-layer dropout masks are ours",
+         autocast="lower"),
     _row("rnn_relu", "recurrent", [recurrent.RNNFunction], reference=rnn_reference("RNN_RELU"),
-         notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))"),
+         notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))", autocast="lower"),
     # (recurrent cells and other layers: below this line)
 
     # --- compiled backend: the linear layer's fused epilogue ---
     _row("linear_activation", "linear", [linear.LinearFunction, linear.BiasActivationFunction],
          reference=_linear_activation_reference, double_backward=True,
-         notes="torch_bp only: act(linear(x, W, b)) for relu/gelu/silu, bias and activation in one pass"),
+         notes="torch_bp only: act(linear(x, W, b)) for relu/gelu/silu, bias and activation in one pass",
+         autocast="lower"),
 
     # (rules that real models need, e.g. rotary position embedding: below this line)
 
@@ -179,6 +188,12 @@ _BY_NAME = {row.name: row for row in LAYERS}
 def get(name: str) -> Layer:
     """The registry row for ``name`` (a functional name such as ``"layer_norm"``)."""
     return _BY_NAME[name]
+
+
+def autocast_policy(name: str) -> str:
+    """The autocast policy of the layer ``name`` ("" for names without a row)."""
+    row = _BY_NAME.get(name)
+    return "" if row is None else row.autocast
 
 
 def module_pairs() -> list[tuple[type, type]]:

@@ -18,7 +18,7 @@ def linear_activation(input, weight, bias=None, activation="relu", approximate="
     torch.nn.functional twin). ``activation``: ``"relu"``, ``"gelu"`` (with ``approximate``
     ``"none"`` or ``"tanh"``, as :func:`gelu`) or ``"silu"``.
     """
-    input, weight, bias = autocast_inputs("linear", input, weight, bias)
+    input, weight, bias = autocast_inputs("linear_activation", input, weight, bias)
     if activation not in ("relu", "gelu", "silu"):
         raise ValueError(f"linear_activation: activation must be 'relu', 'gelu' or 'silu', got {activation!r}")
     if approximate not in ("none", "tanh"):

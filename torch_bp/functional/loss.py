@@ -149,7 +149,7 @@ def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, re
     Same values and gradients as ``F.cross_entropy(F.linear(input, weight, bias).flatten(0, -2),
     target.flatten(), ...)`` (reshaped to ``target``'s shape for ``reduction="none"``).
     """
-    input, weight, bias = autocast_inputs("linear", input, weight, bias)
+    input, weight, bias = autocast_inputs("linear_cross_entropy", input, weight, bias)
     # under autocast: the matmuls in the autocast dtype, the loss in float32 (torch's cross_entropy)
     out_dtype = torch.float32 if torch.is_autocast_enabled(input.device.type) and input.is_floating_point() else None
     reduction = _reduction(None, None, reduction)

@@ -51,8 +51,13 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
     sorted_indices = unsorted_indices = batch_sizes = None
     if packed:
         input, batch_sizes, sorted_indices, unsorted_indices = input
-    (input,) = autocast_inputs("rnn", input)
-    params = list(autocast_inputs("rnn", *params))
+    policy = mode.lower()  # the registry row's autocast policy
+    (input,) = autocast_inputs(policy, input)
+    params = list(autocast_inputs(policy, *params))
+    if isinstance(hx, (tuple, list)):
+        hx = type(hx)(autocast_inputs(policy, *hx))
+    elif hx is not None:
+        (hx,) = autocast_inputs(policy, hx)
     D = 2 if bidirectional else 1
     per = 2 + 2 * bool(has_biases)
     if num_layers < 1 or not params or len(params) % (num_layers * D):
@@ -121,7 +126,9 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
         h0 = h0.squeeze(1)
         c0 = None if c0 is None else c0.squeeze(1)
     seed = int(torch.randint(0, 2 ** 62, (1,)).item()) if opts.dropout > 0 and num_layers > 1 else 0
-    outs = _rnn.FUNCTIONS[mode].apply(opts, input, h0, c0, sorted_indices, unsorted_indices, seed, *params)
+    # the inputs are cast as torch's autocast would (above); the rule's own matmuls run in those dtypes
+    with torch.autocast(input.device.type, enabled=False):
+        outs = _rnn.FUNCTIONS[mode].apply(opts, input, h0, c0, sorted_indices, unsorted_indices, seed, *params)
     output = outs[0]
     if packed:
         output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
