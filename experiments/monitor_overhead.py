@@ -6,7 +6,7 @@ several callback settings, interleaved ``--repeats`` times, and times each train
 step; the first ``--warmup`` steps left out) and each whole ``trainer.fit`` (with the
 end-of-training image; without validation). Prints median and mean step times, whole-fit
 times and their ratios to training without the monitor, and writes the numbers to
-``experiments/monitor_overhead.json``. Matplotlib is imported once before the timings (a
+``experiments/results/monitor_overhead.json``. Matplotlib is imported once before the timings (a
 one-time cost of about a second at the first gradient-flow image of a process).
 
     .venv/bin/python experiments/monitor_overhead.py            # ~1-2 min on 2 quiet cores
@@ -75,7 +75,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=5, help="first steps of each run left out")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time or process CPU time")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor_overhead.json"))
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "monitor_overhead.json"))
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     if a.threads:

@@ -1,6 +1,6 @@
 """The compiled backend against torch eager, torch.compile (inductor) and our Python rules.
 
-``python -m experiments.bench_compiled [--reps N] [--only layer_norm,cross_entropy] [--upstream sum|grad|both]``
+``python -m experiments.benchmarks.compiled [--reps N] [--only layer_norm,cross_entropy] [--upstream sum|grad|both]``
 
 Per compiled op, at realistic sizes (8192 x 1024 float32 rows for norms and activations,
 4096 x 32000 for cross-entropy): forward+backward time, the median of interleaved repetitions
@@ -12,7 +12,7 @@ Per compiled op, at realistic sizes (8192 x 1024 float32 rows for norms and acti
 - ``grad``: ``out.backward(g)`` with a stored random ``g``, as from a layer above.
 
 Also the bytes saved for backward (saved_tensors_hooks, inputs excluded), which shows the
-1-bit masks of relu and dropout. Writes experiments/out/bench_compiled.json beside the table.
+1-bit masks of relu and dropout. Writes experiments/results/bench_compiled.json beside the table.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import torch_bp
 import torch_bp.functional as F
 from torch_bp.ops.linear import BiasActivationFunction
 
-from .benchmarks.measure import format_table, interleaved_median, saved_bytes
+from .measure import format_table, interleaved_median, saved_bytes
 
 ROWS, FEAT = 8192, 1024
 
@@ -157,7 +157,7 @@ def main(argv=None):
     p.add_argument("--only", default="", help="comma-separated op names")
     p.add_argument("--upstream", choices=("sum", "grad", "both"), default="both")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile reference")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "bench_compiled.json"))
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "bench_compiled.json"))
     a = p.parse_args(argv)
     info = torch_bp.set_backend("cpp")  # raises, saying why, when the compiled backend is unavailable
     print(info)
