@@ -49,7 +49,8 @@ def record(y: torch.Tensor, h: torch.Tensor, f: Callable[[torch.Tensor], torch.T
 
 def recipe(y: torch.Tensor):
     """``(h, f)`` with ``y == f(h)`` if a valid recipe exists for ``y``, else None."""
-    if not _RECIPES or type(y) is not torch.Tensor or not active():   # recorded only for plain tensors
+    # active() first: torch.compile must not trace into the dictionary (it refuses to)
+    if not active() or type(y) is not torch.Tensor or not _RECIPES:   # recorded for plain tensors only
         return None
     entry = _RECIPES.get(y)
     if entry is None:
