@@ -189,7 +189,7 @@ def test_rule_takes_its_gradient_from_the_per_sample_results():
     torch.testing.assert_close(layer.w.grad_sample, expected, **tol(DT))
     torch.testing.assert_close(layer.w.grad, expected.sum(0), **tol(DT))
     assert _Scale.own_formula_runs == 0
-    assert not hasattr(y.grad_fn, "per_sample_results")          # removed after the node's backward
+    assert not hasattr(y.grad_fn, "per_sample_results")          # removed when the block closed
     layer.w.grad = None
     (layer(x) * u).sum().backward()                               # no block: the rule's own formula
     assert _Scale.own_formula_runs == 1

@@ -23,23 +23,24 @@ states, next to its ``backward``, a per-sample rule:
 
 How they run (no rule is wrapped or changed; every step uses public autograd hooks):
 
-1. While a block is open, every module of the tracked model carries a forward pre-hook and a
-   forward hook (without a model, a global module hook: ``torch.nn.modules.module.
-   register_module_forward_hook``). After each module's forward, the hook walks the autograd
-   graph from the module's output back to its inputs' nodes (``grad_fn.next_functions``; it
-   stops there, at leaves and at nodes already walked in this block; a parent module's walk
-   goes on from where its children's walks stopped). A node of a custom Function whose class
-   (:func:`_function_class`) has ``per_sample`` or ``backward_per_sample`` and which takes a
-   tracked parameter directly (the parameter's ``AccumulateGrad`` node is among its
-   ``next_functions``) gets a pre-hook and a post-hook (``Node.register_prehook`` and
-   ``Node.register_hook``). For a custom Function the node *is* its ``ctx``.
+1. While a block is open, every module of the tracked model that holds a tracked parameter
+   (its own or a submodule's) carries a forward pre-hook and a forward hook; without a model,
+   every module does (a global hook, ``torch.nn.modules.module.register_module_forward_hook``).
+   After each hooked module's forward, the hook walks the autograd graph from the module's
+   output back to its inputs' nodes (``grad_fn.next_functions``). It stops there, at leaves and
+   at nodes already walked in this block; a hooked module's walk goes on from where the walks
+   of the hooked modules it called stopped, and covers what unhooked ones (an activation)
+   built. A node of a custom Function whose class (:func:`_function_class`) has
+   ``per_sample`` or ``backward_per_sample`` and which takes a tracked parameter directly (the
+   parameter's ``AccumulateGrad`` node is among its ``next_functions``) gets a pre-hook
+   (``Node.register_prehook``). For a custom Function the node *is* its ``ctx``.
 2. When the backward reaches that node, the pre-hook, before the rule's ``backward`` runs,
    calls the per-sample rule with the node as ``ctx`` and the arriving grad_outputs, with
    ``ctx.needs_input_grad`` masked, for that call only, to the tracked parameters that need a
    gradient; then it adds the results to ``param.grad_sample`` (mode ``"grads"``) or their
    squared norms to ``param.grad_sample_norm_sq`` (``"norms"``).
 3. So that nothing is computed twice, the pre-hook leaves on ``ctx``, for the rule's own
-   ``backward`` and until the post-hook removes them: ``ctx.per_sample_results`` (the
+   ``backward`` and until the block closes: ``ctx.per_sample_results`` (the
    per-example gradients of the inputs in ``grad_from_per_sample``, unless the backward builds
    a graph: ``create_graph`` keeps the rule's differentiable formula) and
    ``ctx.per_sample_backward`` (the gradients ``backward_per_sample`` returned). A rule's
@@ -50,9 +51,9 @@ How they run (no rule is wrapped or changed; every step uses public autograd hoo
 
 Nothing is hooked while no block is open, and nothing under torch.func transforms or
 ``torch.compile`` (there nothing is recorded). A node hooked in a block does nothing when its
-backward runs after that block has closed. A tracked parameter used outside every module's
-forward (a bare functional call at the top level) gets no per-example result: ``missing()``
-names it.
+backward runs after that block has closed. A tracked parameter used outside every hooked
+module's forward (a bare functional call at the top level) gets no per-example result:
+``missing()`` names it.
 
 Convention: ``grad_sample[n]`` is example n's term of ``.grad``, so ``grad_sample.sum(0)``
 equals ``.grad`` whatever the loss reduction. With a mean-reduced loss, the gradient of
@@ -141,12 +142,10 @@ class _Call:
         self.module, self.stops, self.pending = module, stops, []
 
 
-def _clear(ref, grad_inputs, grad_outputs) -> None:
-    """Post-hook: what the pre-hook left on ``ctx`` for the rule's backward lives for that backward only."""
-    node = ref()
-    if node is not None:
-        node.__dict__.pop("per_sample_results", None)
-        node.__dict__.pop("per_sample_backward", None)
+def _clear(node) -> None:
+    """Remove what the pre-hook left on ``ctx`` for the rule's backward (it serves that backward only)."""
+    node.__dict__.pop("per_sample_results", None)
+    node.__dict__.pop("per_sample_backward", None)
 
 
 # ------------------------------------------------------------------------------------
@@ -162,8 +161,8 @@ class PerSampleGrads:
 
     Args:
         model: the module (or an iterable of parameters) whose parameters to track. With a
-            module, its modules carry the block's forward hooks; with parameters alone, every
-            module's forward does (a global hook, for the block only).
+            module, its modules that hold tracked parameters carry the block's forward hooks;
+            with parameters alone, every module's forward does (a global hook, for the block only).
         batch_dim: the batch dim of the input and output of linear, norm and embedding layers.
         mode: ``"grads"`` materialises ``param.grad_sample`` (B, *param.shape);
             ``"norms"`` only computes ``param.grad_sample_norm_sq`` (B,).
@@ -195,11 +194,16 @@ class PerSampleGrads:
         self.batch_dim = batch_dim
         self.mode = mode
         self._tracked = {id(p): p for _, p in self.named}
+        # the modules that carry the block's forward hooks: those holding a tracked parameter (their
+        # own or a submodule's); a module without one (an activation) is walked by the module around it
+        self._hooked = [] if self.module is None else [
+            m for m in self.module.modules() if any(id(p) in self._tracked for p in m.parameters())]
         self._spare: dict[int, torch.Tensor] = {}
         self._hits: dict[int, int] = {}
         self._handles: list = []
         self._calls: list[_Call] = []     # module calls in progress
         self._walked: set = set()         # nodes walked in this block
+        self._left: list = []             # (weak refs to) nodes the pre-hook left results on
         self._block = 0                   # counts the blocks: a node's hooks act in their own block only
         self.open = False
 
@@ -223,7 +227,7 @@ class PerSampleGrads:
             self._handles = [mm.register_module_forward_pre_hook(self._enter),
                              mm.register_module_forward_hook(self._exit, always_call=True)]
         else:
-            self._handles = [h for m in self.module.modules()
+            self._handles = [h for m in self._hooked
                              for h in (m.register_forward_pre_hook(self._enter, with_kwargs=True),
                                        m.register_forward_hook(self._exit, with_kwargs=True, always_call=True))]
         self.open = True
@@ -236,6 +240,11 @@ class PerSampleGrads:
         for h in self._handles:
             h.remove()
         self._handles, self._calls, self._walked = [], [], set()
+        for ref in self._left:   # what the rules' backwards could read: no longer theirs to read
+            node = ref()
+            if node is not None:
+                _clear(node)
+        self._left = []
         if _state is self:
             _state = None
 
@@ -314,14 +323,13 @@ class PerSampleGrads:
             if params:
                 ref = weakref.ref(node)
                 node.register_prehook(functools.partial(self._prehook, ref, cls, rules, params, self._block))
-                node.register_hook(functools.partial(_clear, ref))
 
     # -- backward: the pre-hook on a rule's node --
     def _prehook(self, ref, cls, rules, params, block, grad_outputs) -> None:
         node = ref()
         if node is None:
             return
-        _clear(ref, None, None)   # a backward that raised may have left them
+        _clear(node)   # a backward after the block or a repeated one: nothing from an earlier one
         if _state is not self or self._block != block:
             return
         needs = node.needs_input_grad
@@ -336,6 +344,7 @@ class PerSampleGrads:
             with torch.no_grad():
                 grads, results = fused(node, self.batch_dim, *grad_outputs, out=out)
             node.per_sample_backward = tuple(grads)
+            self._left.append(ref)
         else:
             if grad_outputs[0] is None:   # no gradient reaches the output: every example's term is 0
                 return
@@ -354,6 +363,7 @@ class PerSampleGrads:
                 summable = {i: (results[i], params[i].dtype) for i in chosen if i in results and i in params}
                 if summable:
                     node.per_sample_results = summable
+                    self._left.append(ref)
         if norms is None and not grads_mode:
             norms = {i: _sq_norms(g) for i, g in results.items()}
         for i, p in params.items():

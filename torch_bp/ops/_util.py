@@ -42,7 +42,8 @@ def out_buffer(out, i: int, shape, dtype) -> torch.Tensor | None:
 
 
 # What a per_sample_grads block hands a rule's backward (torch_bp/per_sample.py sets these on the
-# ctx in a pre-hook of the rule's node, just before its backward, and removes them right after).
+# ctx in a pre-hook of the rule's node, just before its backward, and removes them when the block
+# closes; each pre-hook first removes what an earlier backward of the node was left).
 def summed_per_sample(ctx, i: int) -> torch.Tensor | None:
     """Input ``i``'s ordinary gradient as the batch sum of the per-example gradients that a
     ``per_sample_grads`` block has just computed for it, if the rule chose ``i`` for this
