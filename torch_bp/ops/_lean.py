@@ -28,15 +28,15 @@ from typing import Callable
 import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from ._util import plain_eager
+
 # y -> (y's version, h, h's version, f, ((dep, dep's version), ...)); the entry dies with y
 _RECIPES = WeakTensorKeyDictionary()
 
 
 def active() -> bool:
     """Recipes are recorded and used only in plain eager autograd."""
-    if torch.compiler.is_compiling():
-        return False
-    return not torch._C._are_functorch_transforms_active()
+    return plain_eager()
 
 
 def record(y: torch.Tensor, h: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor], *deps) -> None:
