@@ -281,3 +281,14 @@ def test_error_signals_of_any_module():
     for name, o in zip(cap.order, outs):
         assert cap.norms()[name] == pytest.approx(o.grad.norm().item(), rel=1e-12)
     assert _signals.watch(model).handles == []   # the default: torch_bp layers only, none here
+
+
+def test_node_class_lookup():
+    """The one private attribute the hooks use (a node class's ``_forward_cls``), and its fallback by name."""
+    from torch_bp.ops.linear import LinearFunction
+    from torch_bp.per_sample import _function_class, _registry_by_node_name
+    w = torch.randn(2, 3, requires_grad=True)
+    y = torch_bp.functional.linear(torch.randn(4, 3), w)
+    assert _function_class(y.grad_fn) is LinearFunction
+    assert _registry_by_node_name()[type(y.grad_fn).__name__] is LinearFunction
+    assert _function_class((y * 2).grad_fn) is None
