@@ -1,39 +1,41 @@
-"""Error signals captured inside torch_bp's own backward rules (for the gradient monitor).
+"""Error signals of a model's layers, captured by autograd hooks (for the gradient monitor).
 
 The error signal reaching a layer is the gradient of the loss with respect to the layer's
-output, the delta that the 1986 paper propagates; in a backward rule it is
-``grad_outputs[0]``. Every Function in the registry is instrumented once, by
-:func:`instrument` (called from the last line of ``registry.py``):
+output, the delta that the 1986 paper propagates. It is recorded with public autograd hooks,
+no backward rule is wrapped or changed, and no extra backward pass is run:
 
-- the wrapped ``setup_context`` remembers in ``ctx`` which layer is running (a context
-  variable set by forward pre-hooks, see :func:`watch`) and that this Function is, so far,
-  the last one that layer has called;
-- the wrapped ``backward`` adds ``grad_outputs[0]`` to that layer's record if this Function
-  was the layer's last, i.e. the one that produced the layer's output; then it runs the
-  rule unchanged.
+- :func:`watch` puts a forward pre-hook and a forward hook on the chosen layers of a model
+  (by default torch_bp's own layers, :func:`_is_layer`; any module works);
+- while a capture is active (:func:`capture`, :func:`start`), the forward hook registers, on
+  the autograd node that produced the layer's output (``output.grad_fn``), a pre-hook
+  (``Node.register_prehook``) that adds the gradient arriving for that output to the layer's
+  record when the backward reaches the node.
 
-Both do this only while a capture is active (:func:`capture`); otherwise the whole cost is
-one read of the module-level flag ``_ACTIVE`` per call, and no module carries a hook. No
-extra backward pass is run. Under ``torch.compile`` and torch.func transforms (vmap, grad)
-nothing is recorded, so traced graphs never see the capture.
+A layer's output is the first tensor of what its forward returns that has a ``grad_fn``
+(``out`` of an LSTM's ``(out, (h, c))``). Without an active capture the hooks return at once
+and no node gets a hook; a node hooked during a capture records only while that same capture
+is active (not after :meth:`Capture.stop`, nor inside :func:`suspended`). Under
+``torch.compile`` and torch.func transforms (vmap, grad) nothing is hooked or recorded, so
+traced graphs never see the capture.
 
 NOTE: a layer called several times in one step (a shared activation module, an unrolled
 recurrence) accumulates the squares of all its error signals: its norm is that of the
-concatenation. A torch_bp module whose output comes from a nested torch_bp module records
-nothing for itself (the nested one records it).
+concatenation. Two watched layers with the same output tensor (a container that returns its
+last child's output unchanged) record the same signal.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
-_ACTIVE = False                      # checked first by every wrapped rule; True only while capturing
+from .ops._util import plain_eager
+
+_ACTIVE = False                      # True only while capturing (the forward hooks check it first)
 _capture: "Capture | None" = None    # the active capture
-_current: ContextVar["_Frame | None"] = ContextVar("torch_bp_layer", default=None)
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Capture:
         return dict(zip(names, values))
 
     def stop(self) -> None:
-        """End this capture (the rules go back to checking the flag only)."""
+        """End this capture (hooks already placed on the graph record nothing more)."""
         global _ACTIVE, _capture
         self.closed = True
         if _capture is self:
@@ -72,13 +74,6 @@ class Capture:
         self.sq[name] = sq if name not in self.sq else self.sq[name] + sq
         if self.keep_tensors:
             self.tensors.setdefault(name, []).append(g)
-
-
-@dataclass
-class _Frame:
-    name: str
-    capture: Capture
-    calls: int = 0    # Functions this layer call has run so far
 
 
 def start(keep_tensors: bool = False) -> Capture:
@@ -112,88 +107,60 @@ def suspended():
             _capture, _ACTIVE = saved, True
 
 
-def _transformed() -> bool:
-    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
-
-
-def _tag(ctx) -> None:
-    if _transformed():  # first: dynamo cannot trace ContextVar.get
-        return
-    frame = _current.get()
-    if frame is None or frame.capture.closed:
-        return
-    frame.calls += 1
-    ctx._bp_signal = (frame, frame.calls)
-
-
-def _record(ctx, grad_outputs) -> None:
-    tag = getattr(ctx, "_bp_signal", None)
-    if tag is None:
-        return
-    frame, k = tag
-    grad = grad_outputs[0] if grad_outputs else None
-    if k == frame.calls and not frame.capture.closed and isinstance(grad, torch.Tensor):
-        frame.capture._add(frame.name, grad)
-
-
-def instrument(functions) -> None:
-    """Wrap ``setup_context`` and ``backward`` of each Function class, once (idempotent)."""
-    for cls in functions:
-        if cls.__dict__.get("_bp_signals") or "setup_context" not in cls.__dict__:
-            continue
-        setup_fn = cls.__dict__["setup_context"].__func__
-        backward_fn = cls.__dict__["backward"].__func__
-
-        @functools.wraps(setup_fn)
-        def setup_context(ctx, inputs, output, _setup=setup_fn):
-            if _ACTIVE:
-                _tag(ctx)
-            return _setup(ctx, inputs, output)
-
-        @functools.wraps(backward_fn)
-        def backward(ctx, *grad_outputs, _backward=backward_fn):
-            if _ACTIVE:
-                _record(ctx, grad_outputs)
-            return _backward(ctx, *grad_outputs)
-
-        cls.setup_context = staticmethod(setup_context)
-        cls.backward = staticmethod(backward)
-        cls._bp_signals = True
-
-
 def _is_layer(module: torch.nn.Module) -> bool:
     """A torch_bp layer (torch_bp.nn), not a container built of them (e.g. torch_bp.lightning.SmallCNN)."""
     return type(module).__module__.startswith("torch_bp.nn.")
 
 
-class _Watch:
-    """Forward hooks on the torch_bp modules of a model naming the running layer (see :func:`watch`)."""
+def _first_output(out) -> torch.Tensor | None:
+    """The first tensor with a ``grad_fn`` in a forward's result (tensors, tuples, lists, dicts)."""
+    if isinstance(out, torch.Tensor):
+        return out if out.grad_fn is not None else None
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    for item in items:
+        found = _first_output(item)
+        if found is not None:
+            return found
+    return None
 
-    def __init__(self, model: torch.nn.Module, prefix: str = ""):
+
+def _recorder(cap: Capture, name: str, index: int):
+    """The node pre-hook: ``grad_outputs[index]`` is the gradient w.r.t. the layer's output."""
+    def record(grad_outputs):
+        grad = grad_outputs[index]
+        if _capture is cap and isinstance(grad, torch.Tensor):   # this capture, still active
+            cap._add(name, grad)
+    return record
+
+
+class _Watch:
+    """Forward hooks on a model's layers that hook their outputs' nodes while capturing (see :func:`watch`)."""
+
+    def __init__(self, model: torch.nn.Module, prefix: str = "",
+                 layers: Callable[[torch.nn.Module], bool] = _is_layer):
         self.handles = []
         for name, module in model.named_modules(prefix=prefix):
-            if _is_layer(module):
-                tokens: list = []
-                self.handles.append(module.register_forward_pre_hook(functools.partial(self._enter, name, tokens)))
-                self.handles.append(module.register_forward_hook(functools.partial(self._exit, tokens),
-                                                                 always_call=True))
+            if layers(module):
+                self.handles.append(module.register_forward_pre_hook(functools.partial(self._enter, name)))
+                self.handles.append(module.register_forward_hook(functools.partial(self._exit, name)))
 
     @staticmethod
-    def _enter(name, tokens, module, args):
+    def _enter(name, module, args):
         cap = _capture
-        if cap is None or _transformed():
-            tokens.append(None)
+        if cap is None or not plain_eager():
             return
         if name not in cap._seen:
             cap._seen.add(name)
             cap.order.append(name)
-        tokens.append(_current.set(_Frame(name, cap)))
 
     @staticmethod
-    def _exit(tokens, module, args, output):
-        token = tokens.pop() if tokens else None
-        if token is not None:
-            _current.reset(token)
+    def _exit(name, module, args, output):
+        cap = _capture
+        if cap is None or not plain_eager():
+            return
+        out = _first_output(output)
+        if out is not None:
+            out.grad_fn.register_prehook(_recorder(cap, name, out.output_nr))
 
     def remove(self) -> None:
         for h in self.handles:
@@ -201,10 +168,13 @@ class _Watch:
         self.handles = []
 
 
-def watch(model: torch.nn.Module, prefix: str = "") -> _Watch:
-    """Hook the torch_bp modules of ``model`` so captured error signals carry their names.
+def watch(model: torch.nn.Module, prefix: str = "",
+          layers: Callable[[torch.nn.Module], bool] = _is_layer) -> _Watch:
+    """Hook the layers of ``model`` so that captures record their error signals, by name.
 
-    Layers are named as in ``model.named_modules(prefix=prefix)``. Call ``.remove()`` on the
-    result to take the hooks off again (the monitor keeps them only around captured steps).
+    Layers are the modules for which ``layers(module)`` is true (default: torch_bp's own layers;
+    ``lambda m: True`` takes every module), named as in ``model.named_modules(prefix=prefix)``.
+    Call ``.remove()`` on the result to take the hooks off again (the monitor keeps them only
+    around captured steps).
     """
-    return _Watch(model, prefix)
+    return _Watch(model, prefix, layers)

@@ -1,4 +1,4 @@
-r"""Per-example gradients and their norms, computed inside torch_bp's own backward rules.
+r"""Per-example gradients and their norms, from torch_bp's rules, through autograd hooks.
 
 At each layer an explicit backward already holds the layer's saved input and the error
 signal arriving from above; the gradient of every single example follows from those two
@@ -19,23 +19,41 @@ states, next to its ``backward``, a per-sample rule:
 ``grad_from_per_sample = (i, ...)`` (optional class attribute, or set on ``ctx`` by ``per_sample``)
     inputs whose ordinary gradient is cheaper as the batch sum of the per-example ones than
     by the rule's own formula (a convolution's weight; a linear weight with several rows per
-    example): the wrapper then masks them in ``ctx.needs_input_grad`` for ``backward`` and
-    returns the sum instead.
+    example).
 
-Both rules honour ``ctx.needs_input_grad`` like ``backward`` does (the wrapper masks there
-the inputs that are not tracked parameters) and are called with the Function's own
-``ctx`` and grad_outputs, inside its backward. :func:`instrument` (called at the end of
-``registry.py``) wraps, once, ``setup_context`` and ``backward`` of every registry Function
-that has a per-sample rule:
+How they run (no rule is wrapped or changed; every step uses public autograd hooks):
 
-- the wrapped ``setup_context`` keeps in ``ctx`` a weakref to each input that is a
-  parameter of the model being tracked;
-- the wrapped ``backward`` calls the per-sample rule for those and adds the result to
-  ``param.grad_sample`` (mode ``"grads"``) or ``param.grad_sample_norm_sq`` (``"norms"``),
-  then returns the ordinary gradients as before.
+1. While a block is open, every module of the tracked model that holds a tracked parameter
+   (its own or a submodule's) carries a forward pre-hook and a forward hook; without a model,
+   every module does (a global hook, ``torch.nn.modules.module.register_module_forward_hook``).
+   After each hooked module's forward, the hook walks the autograd graph from the module's
+   output back to its inputs' nodes (``grad_fn.next_functions``). It stops there, at leaves and
+   at nodes already walked in this block; a hooked module's walk goes on from where the walks
+   of the hooked modules it called stopped, and covers what unhooked ones (an activation)
+   built. A node of a custom Function whose class (:func:`_function_class`) has
+   ``per_sample`` or ``backward_per_sample`` and which takes a tracked parameter directly (the
+   parameter's ``AccumulateGrad`` node is among its ``next_functions``) gets a pre-hook
+   (``Node.register_prehook``). For a custom Function the node *is* its ``ctx``.
+2. When the backward reaches that node, the pre-hook, before the rule's ``backward`` runs,
+   calls the per-sample rule with the node as ``ctx`` and the arriving grad_outputs, with
+   ``ctx.needs_input_grad`` masked, for that call only, to the tracked parameters that need a
+   gradient; then it adds the results to ``param.grad_sample`` (mode ``"grads"``) or their
+   squared norms to ``param.grad_sample_norm_sq`` (``"norms"``).
+3. So that nothing is computed twice, the pre-hook leaves on ``ctx``, for the rule's own
+   ``backward`` and until the block closes: ``ctx.per_sample_results`` (the
+   per-example gradients of the inputs in ``grad_from_per_sample``, unless the backward builds
+   a graph: ``create_graph`` keeps the rule's differentiable formula) and
+   ``ctx.per_sample_backward`` (the gradients ``backward_per_sample`` returned). A rule's
+   backward reads them through :func:`torch_bp.ops._util.summed_per_sample` and
+   :func:`torch_bp.ops._util.backward_from_per_sample`; a backward that does not simply
+   computes its gradients as always (same values, more work). Hooks cannot replace a gradient
+   a backward left out, so this is the rule's to read, not the hook's to substitute.
 
-Off, each wrapped call costs one read of the module flag ``_ACTIVE``. Under torch.func
-transforms and ``torch.compile`` nothing is recorded.
+Nothing is hooked while no block is open, and nothing under torch.func transforms or
+``torch.compile`` (there nothing is recorded). A node hooked in a block does nothing when its
+backward runs after that block has closed. A tracked parameter used outside every hooked
+module's forward (a bare functional call at the top level) gets no per-example result:
+``missing()`` names it.
 
 Convention: ``grad_sample[n]`` is example n's term of ``.grad``, so ``grad_sample.sum(0)``
 equals ``.grad`` whatever the loss reduction. With a mean-reduced loss, the gradient of
@@ -57,17 +75,83 @@ import weakref
 from typing import Iterable
 
 import torch
+from torch.autograd.function import BackwardCFunction
 
-__all__ = ["per_sample_grads", "PerSampleGrads", "DPOptimizer", "clip_factors", "instrument"]
+from .ops._util import plain_eager
 
-_ACTIVE = False                        # checked first by every wrapped rule
-_state: "PerSampleGrads | None" = None   # the active block
+__all__ = ["per_sample_grads", "PerSampleGrads", "DPOptimizer", "clip_factors"]
 
-
-def _transformed() -> bool:
-    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+_state: "PerSampleGrads | None" = None   # the open block
 
 
+# ------------------------------------------------------------------------------------
+# Finding the rules' nodes in the autograd graph
+# ------------------------------------------------------------------------------------
+def _function_class(node) -> type | None:
+    """The ``torch.autograd.Function`` subclass whose backward ``node`` runs (None: not a custom Function).
+
+    NOTE: ``_forward_cls`` is the one private attribute the per-sample hooks use: torch gives the
+    class of a custom Function's node (``<Name>Backward``, a ``BackwardCFunction``) the Function
+    class as ``_forward_cls``, and there is no public accessor. Where it is missing, the
+    registry's Functions are found by that class name."""
+    if not isinstance(node, BackwardCFunction):
+        return None
+    cls = getattr(type(node), "_forward_cls", None)
+    return cls if cls is not None else _registry_by_node_name().get(type(node).__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _registry_by_node_name() -> dict:
+    from .registry import LAYERS
+    return {f"{f.__name__}Backward": f for row in LAYERS for f in row.functions}
+
+
+_RULES: dict = {}   # Function class -> (per_sample, per_sample_norm_sq, backward_per_sample), or None
+
+
+def _rules(cls):
+    if cls not in _RULES:
+        rules = tuple(getattr(cls, name, None) for name in ("per_sample", "per_sample_norm_sq", "backward_per_sample"))
+        _RULES[cls] = rules if rules[0] is not None or rules[2] is not None else None
+    return _RULES[cls]
+
+
+_ACCUMULATE_GRAD = type(torch.zeros((), requires_grad=True).view(()).grad_fn.next_functions[0][0])
+
+
+def _grad_fns(obj, found: list) -> list:
+    """The ``grad_fn`` of every tensor in ``obj`` (tensors inside tuples, lists and dicts)."""
+    if isinstance(obj, torch.Tensor):
+        if obj.grad_fn is not None:
+            found.append(obj.grad_fn)
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            _grad_fns(item, found)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _grad_fns(item, found)
+    return found
+
+
+class _Call:
+    """One module call in progress: its inputs' nodes (where its walk stops), and the nodes where
+    the walks of the modules it called stopped (where its own walk goes on)."""
+
+    __slots__ = ("module", "stops", "pending")
+
+    def __init__(self, module, stops):
+        self.module, self.stops, self.pending = module, stops, []
+
+
+def _clear(node) -> None:
+    """Remove what the pre-hook left on ``ctx`` for the rule's backward (it serves that backward only)."""
+    node.__dict__.pop("per_sample_results", None)
+    node.__dict__.pop("per_sample_backward", None)
+
+
+# ------------------------------------------------------------------------------------
+# The block
+# ------------------------------------------------------------------------------------
 class PerSampleGrads:
     r"""Collect per-example gradients (or their squared norms) of a model's parameters.
 
@@ -77,7 +161,9 @@ class PerSampleGrads:
     has a batch norm in training mode with trainable parameters.
 
     Args:
-        model: the module (or an iterable of parameters) whose parameters to track.
+        model: the module (or an iterable of parameters) whose parameters to track. With a
+            module, its modules that hold tracked parameters carry the block's forward hooks;
+            with parameters alone, every module's forward does (a global hook, for the block only).
         batch_dim: the batch dim of the input and output of linear, norm and embedding layers.
         mode: ``"grads"`` materialises ``param.grad_sample`` (B, *param.shape);
             ``"norms"`` only computes ``param.grad_sample_norm_sq`` (B,).
@@ -91,6 +177,9 @@ class PerSampleGrads:
     NOTE (norms mode): a parameter used by two layer calls in one block (tied weights) gets
     the sum of two per-example gradients, whose norm is not the sum of their norms; norms
     mode raises then (use mode ``"grads"``).
+
+    NOTE (graph): the block keeps the autograd nodes it has walked until it closes (so that
+    each is walked once); the backward frees their saved tensors as usual.
     """
 
     def __init__(self, model: torch.nn.Module | Iterable[torch.nn.Parameter], batch_dim: int = 0,
@@ -105,15 +194,24 @@ class PerSampleGrads:
             self.named = [(str(i), p) for i, p in enumerate(model) if p.requires_grad]
         self.batch_dim = batch_dim
         self.mode = mode
-        self._ids = {id(p) for _, p in self.named}
+        self._tracked = {id(p): p for _, p in self.named}
+        # the modules that carry the block's forward hooks: those holding a tracked parameter (their
+        # own or a submodule's); a module without one (an activation) is walked by the module around it
+        self._hooked = [] if self.module is None else [
+            m for m in self.module.modules() if any(id(p) in self._tracked for p in m.parameters())]
         self._spare: dict[int, torch.Tensor] = {}
         self._hits: dict[int, int] = {}
+        self._handles: list = []
+        self._calls: list[_Call] = []     # module calls in progress
+        self._walked: set = set()         # nodes walked in this block
+        self._left: list = []             # (weak refs to) nodes the pre-hook left results on
+        self._block = 0                   # counts the blocks: a node's hooks act in their own block only
         self.open = False
         self.entered = 0     # blocks entered so far (a consumer tells a fresh block's results from stale ones)
 
     # -- the block --
     def __enter__(self) -> "PerSampleGrads":
-        global _ACTIVE, _state
+        global _state
         if _state is not None:
             raise RuntimeError("per_sample_grads blocks cannot be nested")
         if self.module is not None:
@@ -125,16 +223,33 @@ class PerSampleGrads:
             _drop(p, "grad_sample")
             _drop(p, "grad_sample_norm_sq")
         self._hits.clear()
+        self._block += 1
+        if self.module is None:
+            mm = torch.nn.modules.module
+            self._handles = [mm.register_module_forward_pre_hook(self._enter),
+                             mm.register_module_forward_hook(self._exit, always_call=True)]
+        else:
+            self._handles = [h for m in self._hooked
+                             for h in (m.register_forward_pre_hook(self._enter, with_kwargs=True),
+                                       m.register_forward_hook(self._exit, with_kwargs=True, always_call=True))]
         self.open = True
         self.entered += 1
-        _state, _ACTIVE = self, True
+        _state = self
         return self
 
     def __exit__(self, *exc) -> None:
-        global _ACTIVE, _state
+        global _state
         self.open = False
+        for h in self._handles:
+            h.remove()
+        self._handles, self._calls, self._walked = [], [], set()
+        for ref in self._left:   # what the rules' backwards could read: no longer theirs to read
+            node = ref()
+            if node is not None:
+                _clear(node)
+        self._left = []
         if _state is self:
-            _state, _ACTIVE = None, False
+            _state = None
 
     # -- results --
     def missing(self, params: Iterable[torch.nn.Parameter] | None = None) -> list[str]:
@@ -167,53 +282,93 @@ class PerSampleGrads:
             raise RuntimeError("no per-example results: did forward and backward run inside the block?")
         return torch.stack(sq).sum(0).sqrt()
 
-    # -- called by the wrapped rules --
-    def _tag(self, ctx, inputs) -> None:
-        found = tuple((i, weakref.ref(t)) for i, t in enumerate(inputs)
-                      if isinstance(t, torch.nn.Parameter) and id(t) in self._ids)
-        if found:
-            ctx._bp_per_sample = (self, found)
+    # -- forward: find the rules' nodes --
+    def _enter(self, module, args, kwargs=None) -> None:
+        if plain_eager():
+            self._calls.append(_Call(module, set(_grad_fns((args, kwargs), []))))
 
-    def _backward(self, cls, ctx, grad_outputs, backward):
-        _, found = ctx._bp_per_sample
-        params = {i: ref() for i, ref in found}
-        needs = ctx.needs_input_grad
-        want = tuple(bool(n) and params.get(i) is not None for i, n in enumerate(needs))
+    def _exit(self, module, args, *rest) -> None:   # rest: (kwargs, output) or (output,)
+        calls = self._calls
+        if not calls or calls[-1].module is not module or not plain_eager():
+            return
+        call = calls.pop()
+        self._walk(_grad_fns(rest[-1], call.pending), call.stops)
+        if calls:   # the caller's walk goes on from where this one stopped
+            calls[-1].pending.extend(call.stops)
+
+    def _walk(self, stack: list, stops: set) -> None:
+        """Hook the rules' nodes reachable from ``stack`` without passing ``stops`` or a walked node."""
+        walked, tracked = self._walked, self._tracked
+        while stack:
+            node = stack.pop()
+            if node in walked or node in stops:
+                continue
+            walked.add(node)
+            nexts = node.next_functions
+            for nxt, _ in nexts:
+                if nxt is not None and type(nxt) is not _ACCUMULATE_GRAD and nxt not in walked:
+                    stack.append(nxt)
+            cls = _function_class(node)
+            if cls is None or (rules := _rules(cls)) is None:
+                continue
+            # next_functions has an entry per *tensor* input (None where it needs no gradient), the
+            # rule's input indices count every input: the inputs that need a gradient are, in order,
+            # the entries that are not None
+            needing = [i for i, n in enumerate(node.needs_input_grad) if n]
+            edges = [nxt for nxt, _ in nexts if nxt is not None]
+            params = {}
+            if len(needing) == len(edges):
+                for i, nxt in zip(needing, edges):
+                    if type(nxt) is _ACCUMULATE_GRAD:
+                        p = nxt.variable
+                        if tracked.get(id(p)) is p:
+                            params[i] = p
+            if params:
+                ref = weakref.ref(node)
+                node.register_prehook(functools.partial(self._prehook, ref, cls, rules, params, self._block))
+
+    # -- backward: the pre-hook on a rule's node --
+    def _prehook(self, ref, cls, rules, params, block, grad_outputs) -> None:
+        node = ref()
+        if node is None:
+            return
+        _clear(node)   # a backward after the block or a repeated one: nothing from an earlier one
+        if _state is not self or self._block != block:
+            return
+        needs = node.needs_input_grad
+        want = tuple(bool(n) and i in params for i, n in enumerate(needs))
         if not any(want):
-            return backward(ctx, *grad_outputs)
+            return
+        per_sample, rule_norms, fused = rules
         grads_mode = self.mode == "grads"
-        rule_norms = getattr(cls, "per_sample_norm_sq", None)
-        fused = getattr(cls, "backward_per_sample", None)
         out = {i: self._spare.pop(id(params[i]), None) for i, w in enumerate(want) if w} if grads_mode else None
         results = norms = None
-        summed = ()
-        try:
-            if fused is not None:
-                with torch.no_grad():
-                    grads, results = fused(ctx, self.batch_dim, *grad_outputs, out=out)
-                grads = list(grads)
-            else:
-                ctx.needs_input_grad = want
+        if fused is not None:
+            with torch.no_grad():
+                grads, results = fused(node, self.batch_dim, *grad_outputs, out=out)
+            node.per_sample_backward = tuple(grads)
+            self._left.append(ref)
+        else:
+            if grad_outputs[0] is None:   # no gradient reaches the output: every example's term is 0
+                return
+            node.needs_input_grad = want  # the rules honour it: the tracked parameters only
+            try:
                 with torch.no_grad():
                     if not grads_mode and rule_norms is not None:
-                        norms = rule_norms(ctx, self.batch_dim, *grad_outputs)
+                        norms = rule_norms(node, self.batch_dim, *grad_outputs)
                     else:
-                        results = cls.per_sample(ctx, self.batch_dim, *grad_outputs, out=out)
-                # create_graph (grad mode on in backward) keeps the rule's own, differentiable, gradient
-                if results is not None and not torch.is_grad_enabled():
-                    chosen = getattr(ctx, "grad_from_per_sample", getattr(cls, "grad_from_per_sample", ()))
-                    summed = tuple(i for i in chosen if i in results)
-                ctx.needs_input_grad = tuple(bool(n) and i not in summed for i, n in enumerate(needs))
-                if any(ctx.needs_input_grad):
-                    grads = list(backward(ctx, *grad_outputs))
-                else:
-                    grads = [None] * len(needs)
-        finally:
-            ctx.needs_input_grad = needs
-        if norms is None:
-            norms = {i: _sq_norms(g) for i, g in results.items()} if not grads_mode else None
-        for i in summed:
-            grads[i] = results[i].sum(0).to(params[i].dtype)
+                        results = per_sample(node, self.batch_dim, *grad_outputs, out=out)
+            finally:
+                node.needs_input_grad = needs
+            # create_graph (grad mode on in backward) keeps the rule's own, differentiable, gradient
+            if results is not None and not torch.is_grad_enabled():
+                chosen = getattr(node, "grad_from_per_sample", getattr(cls, "grad_from_per_sample", ()))
+                summable = {i: (results[i], params[i].dtype) for i in chosen if i in results and i in params}
+                if summable:
+                    node.per_sample_results = summable
+                    self._left.append(ref)
+        if norms is None and not grads_mode:
+            norms = {i: _sq_norms(g) for i, g in results.items()}
         for i, p in params.items():
             if not want[i] or (results if grads_mode else norms).get(i) is None:
                 continue
@@ -227,7 +382,6 @@ class PerSampleGrads:
                         "backward); the norm of a sum is not the sum of norms. Use mode='grads'.")
                 self._hits[id(p)] = 1
                 self._add(p, "grad_sample_norm_sq", norms[i])
-        return tuple(grads)
 
     def _add(self, p, attr, value) -> None:
         old = getattr(p, attr, None)
@@ -307,40 +461,6 @@ def _check_supported(model: torch.nn.Module) -> None:
                 f"per_sample_grads: {name or 'the model'} ({type(m).__name__}) is in training mode: batch "
                 "normalization mixes the examples of a batch, so per-example gradients are not defined. "
                 "Replace it with GroupNorm (or LayerNorm), put it in eval mode, or freeze its parameters.")
-
-
-# ------------------------------------------------------------------------------------
-# The wrapper applied to the registry's Functions
-# ------------------------------------------------------------------------------------
-def instrument(functions) -> None:
-    """Wrap ``setup_context`` and ``backward`` of each Function with a per-sample rule (idempotent).
-
-    Called before the error-signal wrapper of :mod:`torch_bp._signals`, so that one stays
-    outermost and records the error signal also when this one answers the backward itself."""
-    for cls in functions:
-        if cls.__dict__.get("_bp_per_sample_wrapped") or not ("per_sample" in cls.__dict__
-                                                               or "backward_per_sample" in cls.__dict__):
-            continue
-        setup_fn = cls.__dict__["setup_context"].__func__
-        backward_fn = cls.__dict__["backward"].__func__
-
-        @functools.wraps(setup_fn)
-        def setup_context(ctx, inputs, output, _setup=setup_fn):
-            if _ACTIVE and not _transformed():
-                _state._tag(ctx, inputs)
-            return _setup(ctx, inputs, output)
-
-        @functools.wraps(backward_fn)
-        def backward(ctx, *grad_outputs, _backward=backward_fn, _cls=cls):
-            if _ACTIVE:
-                tag = getattr(ctx, "_bp_per_sample", None)
-                if tag is not None and tag[0] is _state:
-                    return _state._backward(_cls, ctx, grad_outputs, _backward)
-            return _backward(ctx, *grad_outputs)
-
-        cls.setup_context = staticmethod(setup_context)
-        cls.backward = staticmethod(backward)
-        cls._bp_per_sample_wrapped = True
 
 
 # ------------------------------------------------------------------------------------

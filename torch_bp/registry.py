@@ -211,9 +211,3 @@ def markdown_table() -> str:
         lines.append(f"| `{r.name}` | {mods} | {funcs} | {'yes' if r.double_backward else 'no'} | {r.notes} |")
     return "\n".join(lines)
 
-
-# Per-example gradients: wrap every rule above that has a per_sample rule, once, inside the
-# error-signal wrapper below (torch_bp/per_sample.py).
-from .per_sample import instrument as _instrument_ps; _instrument_ps(f for row in LAYERS for f in row.functions)  # noqa: E402,E702
-# Error-signal capture for the gradient monitor: wrap every rule above once (torch_bp/_signals.py).
-from ._signals import instrument as _instrument; _instrument(f for row in LAYERS for f in row.functions)  # noqa: E402,E702

@@ -43,6 +43,26 @@ def out_buffer(out, i: int, shape, dtype) -> torch.Tensor | None:
     return None
 
 
+# What a per_sample_grads block hands a rule's backward (torch_bp/per_sample.py sets these on the
+# ctx in a pre-hook of the rule's node, just before its backward, and removes them when the block
+# closes; each pre-hook first removes what an earlier backward of the node was left).
+def summed_per_sample(ctx, i: int) -> torch.Tensor | None:
+    """Input ``i``'s ordinary gradient as the batch sum of the per-example gradients that a
+    ``per_sample_grads`` block has just computed for it, if the rule chose ``i`` for this
+    (``grad_from_per_sample``) and the backward builds no graph; else None (compute it as usual)."""
+    stash = getattr(ctx, "per_sample_results", None)
+    if not stash or i not in stash:
+        return None
+    g, dtype = stash[i]
+    return g.sum(0).to(dtype)
+
+
+def backward_from_per_sample(ctx) -> tuple | None:
+    """The gradients that the rule's ``backward_per_sample`` has just returned in a
+    ``per_sample_grads`` block (the same pass gave the per-example ones), else None."""
+    return getattr(ctx, "per_sample_backward", None)
+
+
 # --- masks as bits (the Python twin of csrc's pack_mask / mask_bwd layout) ---
 _BIT_WEIGHTS: dict = {}
 
