@@ -35,7 +35,7 @@ import torch.nn.functional as TF
 from .. import backend
 from . import _lean
 from ._rule import Rule
-from ._util import own
+from ._util import own, summed_per_sample
 
 _CONV = {1: TF.conv1d, 2: TF.conv2d}
 _CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d}
@@ -306,6 +306,8 @@ class ConvFunction(Rule):
             if unbatched:
                 grad_x = grad_x.squeeze(0)
         if ctx.needs_input_grad[1]:
+            grad_w = summed_per_sample(ctx, 1)   # in a per_sample_grads block: the batch sum of grad_w[n]
+        if ctx.needs_input_grad[1] and grad_w is None:
             grad_w = _weight_grad(xp, gy, weight.shape[2:], o.stride, o.padding, o.dilation, o.groups)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = gy.sum([0] + list(range(2, gy.dim())))
@@ -382,6 +384,8 @@ class ConvTransposeFunction(Rule):
             if unbatched:
                 grad_x = grad_x.squeeze(0)
         if ctx.needs_input_grad[1]:
+            grad_w = summed_per_sample(ctx, 1)   # in a per_sample_grads block: the batch sum of grad_w[n]
+        if ctx.needs_input_grad[1] and grad_w is None:
             # y = conv_transpose(x, w)  <=>  x is the output gradient of conv(y-shaped input, w)
             grad_w = _weight_grad(gy, xb, weight.shape[2:], o.stride, o.padding, o.dilation, o.groups)
         if ctx.has_bias and ctx.needs_input_grad[2]:

@@ -8,7 +8,7 @@ import torch
 from . import _lean
 from .. import backend
 from . import activation as _act
-from ._util import example_rows, opmath, out_buffer, own
+from ._util import example_rows, opmath, out_buffer, own, summed_per_sample
 from ._rule import Rule
 
 
@@ -72,6 +72,8 @@ class LinearFunction(Rule):
         if ctx.needs_input_grad[0]:
             grad_x = grad_y.matmul(weight.conj())
         if ctx.needs_input_grad[1]:
+            grad_w = summed_per_sample(ctx, 1)   # in a per_sample_grads block: the batch sum of grad_W[n]
+        if ctx.needs_input_grad[1] and grad_w is None:
             grad_w = g2.t().matmul(_rows(x).conj())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)

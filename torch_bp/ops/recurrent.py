@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import backend
-from ._util import first_order_only, opmath, own
+from ._util import backward_from_per_sample, first_order_only, opmath, own
 from ._rule import Rule
 
 
@@ -534,7 +534,8 @@ class LSTMFunction(Rule):
     @staticmethod
     @first_order_only
     def backward(ctx, grad_out, grad_hn, grad_cn, *_):
-        return _backward(ctx, grad_out, grad_hn, grad_cn)
+        grads = backward_from_per_sample(ctx)   # in a per_sample_grads block: backward_per_sample's pass
+        return grads if grads is not None else _backward(ctx, grad_out, grad_hn, grad_cn)
 
     @staticmethod
     def backward_per_sample(ctx, batch_dim, grad_out, grad_hn, grad_cn, *_, out=None):
@@ -577,7 +578,8 @@ class GRUFunction(Rule):
     @staticmethod
     @first_order_only
     def backward(ctx, grad_out, grad_hn, *_):
-        return _backward(ctx, grad_out, grad_hn, None)
+        grads = backward_from_per_sample(ctx)   # in a per_sample_grads block: backward_per_sample's pass
+        return grads if grads is not None else _backward(ctx, grad_out, grad_hn, None)
 
     @staticmethod
     def backward_per_sample(ctx, batch_dim, grad_out, grad_hn, *_, out=None):
@@ -612,7 +614,8 @@ class RNNFunction(Rule):
     @staticmethod
     @first_order_only
     def backward(ctx, grad_out, grad_hn, *_):
-        return _backward(ctx, grad_out, grad_hn, None)
+        grads = backward_from_per_sample(ctx)   # in a per_sample_grads block: backward_per_sample's pass
+        return grads if grads is not None else _backward(ctx, grad_out, grad_hn, None)
 
     @staticmethod
     def backward_per_sample(ctx, batch_dim, grad_out, grad_hn, *_, out=None):
