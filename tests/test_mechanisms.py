@@ -59,8 +59,10 @@ def test_import_changes_no_rule_class(cls):
             value = eval(ast.unparse(body[name].value), vars(inspect.getmodule(cls)))
             assert fn is value.__func__, f"{cls.__name__}.{name}"
             continue
-        while hasattr(fn, "__wrapped__"):   # decorators: torch's own only (once_differentiable)
-            assert inspect.getsourcefile(fn).startswith(TORCH_DIR), f"{cls.__name__}.{name} wrapped by {fn}"
+        written = {ast.unparse(d).rsplit(".", 1)[-1] for d in body[name].decorator_list}
+        while hasattr(fn, "__wrapped__"):   # decorators: torch's own, or one written in the class body
+            assert inspect.getsourcefile(fn).startswith(TORCH_DIR) or fn.__code__.co_qualname.split(".")[0] in written, \
+                f"{cls.__name__}.{name} wrapped by {fn}"
             fn = fn.__wrapped__
         assert fn.__code__.co_qualname == f"{cls.__qualname__}.{name}", fn.__code__.co_qualname
         assert inspect.getsourcefile(fn) == inspect.getsourcefile(cls)
@@ -85,10 +87,17 @@ def _patches(path: Path) -> list:
     return found
 
 
+# Assignments of these names that are not on a Function, each with what it is instead.
+NOT_A_FUNCTION = {
+    "torch_bp/lightning/dp.py": "LightningModule.backward of the module being trained (Lightning's hook for "
+                                "a custom backward call: DPSGD ghost clipping), set for the fit and removed after",
+}
+
+
 def test_no_module_patches_a_function_class():
     files = [p for d in ("torch_bp", "experiments", "tests") for p in sorted((ROOT / d).rglob("*.py"))]
     assert len(files) > 20
-    found = [hit for p in files for hit in _patches(p)]
+    found = [hit for p in files for hit in _patches(p) if hit.split(":")[0] not in NOT_A_FUNCTION]
     assert not found, found
 
 
