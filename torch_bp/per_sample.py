@@ -77,6 +77,7 @@ from typing import Iterable
 import torch
 from torch.autograd.function import BackwardCFunction
 
+from . import _compat
 from .ops._util import plain_eager
 
 __all__ = ["per_sample_grads", "PerSampleGrads", "DPOptimizer", "clip_factors"]
@@ -418,9 +419,9 @@ def _drop(p, attr) -> None:
         setattr(p, attr, None)
 
 
-def _refs(p) -> tuple[int, int]:
+def _refs(p) -> tuple[int, int | None]:
     t = p.__dict__.get("grad_sample")
-    return sys.getrefcount(t), torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+    return sys.getrefcount(t), _compat.storage_use_count(t)
 
 
 def _calibrate() -> tuple[int, int] | None:
@@ -428,7 +429,8 @@ def _calibrate() -> tuple[int, int] | None:
     try:
         probe = torch.nn.Parameter(torch.zeros(1))
         probe.grad_sample = torch.zeros(2, 1)
-        return _refs(probe)
+        refs = _refs(probe)
+        return None if refs[1] is None else refs
     except Exception:  # an interpreter or torch without these counts: never reuse
         return None
 

@@ -10,6 +10,7 @@ import warnings
 
 import torch
 
+from .. import _compat
 
 def _check_inplace(input):
     """With ``inplace=True``: the errors torch gives before it writes into ``input`` (a leaf, or a
@@ -20,7 +21,7 @@ def _check_inplace(input):
         if input._is_view() and input._base.is_leaf and input._base.requires_grad:
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "
                                "operation.")
-    if torch._debug_has_internal_overlap(input) == 1:
+    if _compat.has_internal_overlap(input):
         raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "
                            "single memory location. Please clone() the tensor before performing the operation.")
 
@@ -129,7 +130,7 @@ def _check_class_targets(input, target, weight, ignore_index, name):
     _no_grad_for("nll_loss_forward", weight=weight)
     # A data-dependent check: skipped in traced code and under vmap, where the gather's own
     # index check still raises (a RuntimeError, not torch's IndexError).
-    if not torch.compiler.is_compiling() and torch._C._functorch.maybe_get_level(target) == -1:
+    if not torch.compiler.is_compiling() and not _compat.is_functorch_wrapped(target):
         bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
         if bad.any():
             raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")

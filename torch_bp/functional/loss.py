@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _compat
 from .._amp import autocast_inputs
 from ..ops import loss as _loss
 from ._checks import (
@@ -192,7 +193,7 @@ def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, re
     if label_smoothing > 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     label_smoothing = max(float(label_smoothing), 0.0)  # as torch: a negative value is no smoothing
-    if not torch.compiler.is_compiling() and torch._C._functorch.maybe_get_level(target) == -1:
+    if not torch.compiler.is_compiling() and not _compat.is_functorch_wrapped(target):
         bad = (target != ignore_index) & ((target < 0) | (target >= n_cls))
         if bad.any():
             raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _compat
 from ._checks import _real_only
 
 from .._amp import autocast_inputs
@@ -73,13 +74,13 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
     out_size = params[per].shape[0] if proj else hidden_size
     input_size = params[0].shape[1]
     name = _RNN_NAMES[mode]
-    if input.dtype != params[0].dtype and not torch._C._is_any_autocast_enabled():
+    if input.dtype != params[0].dtype and not _compat.autocast_enabled():
         if packed and mode == "LSTM":  # torch's module checks nothing here: its kernel raises
             raise RuntimeError(f"self and mat2 must have the same dtype, but got {input.dtype} and {params[0].dtype}")
         raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({params[0].dtype}). "
                          f"Convert input: input.to({params[0].dtype}), or convert model: model.to({input.dtype})")
     odd = [p.dtype for p in params if p.dtype != params[0].dtype]
-    if odd and not torch._C._is_any_autocast_enabled():  # torch's kernels: one dtype for every weight
+    if odd and not _compat.autocast_enabled():  # torch's kernels: one dtype for every weight
         raise RuntimeError(f"self and mat2 must have the same dtype, but got {params[0].dtype} and {odd[0]} "
                            f"(every weight and bias of the {_RNN_NAMES[mode]} must have one dtype)")
     is_lstm = mode == "LSTM"

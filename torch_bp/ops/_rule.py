@@ -11,16 +11,22 @@ after its body ran. What the base adds are declarations, read by the rest of the
     calls them only where :func:`torch_bp.backend.use_cpp` allows and runs its own Python
     formula otherwise, so the Python rule stays the specification.
 
-The mechanisms that touch a rule from outside, each through autograd's public hooks on the
-rule's backward node (the node of a custom Function is its ``ctx``), never by wrapping it:
+Three mechanisms act on a rule while it runs, all through public autograd APIs (the node of a
+custom Function is its ``ctx``), and a rule takes part only through what it declares or calls
+(docs/mechanisms.md):
 
 - per-example gradients (:mod:`torch_bp.per_sample`): a rule that defines ``per_sample``
-  (and optionally ``per_sample_norm_sq``, ``backward_per_sample``, ``grad_from_per_sample``)
-  is called with its own ``ctx`` and grad_outputs while a ``per_sample_grads`` block is open;
-- error-signal capture for the gradient monitor (:mod:`torch_bp._signals`): the gradient
-  arriving at a watched module's output, read by a pre-hook on that output's node;
-- recompute recipes (:mod:`torch_bp.ops._lean`): a rule whose docstring says it records or
-  uses a recipe saves an activation's input instead of its output.
+  (optionally ``per_sample_norm_sq``, ``grad_from_per_sample``) or ``backward_per_sample``
+  takes part. Inside ``per_sample_grads``, forward hooks find the rule's node when it takes a
+  tracked parameter, and a pre-hook on that node calls these with the ctx and the incoming
+  grad_outputs just before ``backward``; the backward reuses what was computed through
+  ``_util.summed_per_sample(ctx, i)`` and ``_util.backward_from_per_sample(ctx)``;
+- error signals for the gradient monitor (:mod:`torch_bp._signals`): a pre-hook on the node
+  that produced a watched layer's output reads the gradient arriving there; the rule neither
+  sees nor declares anything;
+- recompute recipes (:mod:`torch_bp.ops._lean`): the rule calls ``_lean.record`` /
+  ``_lean.recipe`` in ``setup_context`` (its docstring says so); recipes are keyed weakly by
+  tensor, checked by version counter, and off under torch.compile, torch.func and inference mode.
 
 Every subclass is listed in :data:`RULES` (a test checks that each has a registry row).
 """

@@ -5,6 +5,7 @@ import functools
 
 import torch
 
+from .. import _compat
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -69,7 +70,7 @@ _BIT_WEIGHTS: dict = {}
 
 def plain_eager() -> bool:
     """True outside torch.compile tracing and torch.func transforms (where rules save plainly)."""
-    return not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+    return not torch.compiler.is_compiling() and not _compat.transforms_active()
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
