@@ -146,10 +146,15 @@ LAYERS: list[Layer] = [
     _row("adaptive_avg_pool2d", "pooling", [pooling.AdaptiveAvgPoolFunction],
          [(nn.AdaptiveAvgPool2d, torch.nn.AdaptiveAvgPool2d)], double_backward=True),
     _row("batch_norm", "normalization", [normalization.BatchNormFunction],
-         [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d)],
+         [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d),
+          (nn.BatchNorm3d, torch.nn.BatchNorm3d)],
          notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
     _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)]),
     # (more convolution, pooling, resampling, padding and normalization layers: below this line)
+    _row("instance_norm", "normalization", [normalization.GroupNormFunction, normalization.BatchNormFunction],
+         [(nn.InstanceNorm1d, torch.nn.InstanceNorm1d), (nn.InstanceNorm2d, torch.nn.InstanceNorm2d),
+          (nn.InstanceNorm3d, torch.nn.InstanceNorm3d)],
+         notes="the group norm rule with a group per channel; with running statistics in eval, the batch norm rule"),
     _row("pad", "padding", [padding.PadFunction],
          [(ours, getattr(torch.nn, ours.__name__)) for ours in nn.PADDING_MODULES], double_backward=True,
          notes="reflect/replicate/circular: the backward scatter-adds every copy to its source"),
@@ -181,6 +186,8 @@ LAYERS: list[Layer] = [
                          ("adaptive_max_pool3d", nn.AdaptiveMaxPool3d),
                          ("fractional_max_pool2d", nn.FractionalMaxPool2d),
                          ("fractional_max_pool3d", nn.FractionalMaxPool3d))),
+    *(_row(f"lp_pool{nd}d", "pooling", [pooling.LPPoolFunction], [(ours, getattr(torch.nn, ours.__name__))],
+           double_backward=True) for nd, ours in ((1, nn.LPPool1d), (2, nn.LPPool2d), (3, nn.LPPool3d))),
     *(_row(f"max_unpool{nd}d", "pooling", [pooling.MaxUnpoolFunction], [(ours, getattr(torch.nn, ours.__name__))],
            double_backward=True) for nd, ours in ((1, nn.MaxUnpool1d), (2, nn.MaxUnpool2d), (3, nn.MaxUnpool3d))),
     _row("conv3d", "conv", [conv.ConvFunction], [(nn.Conv3d, torch.nn.Conv3d)], double_backward=True),
@@ -242,8 +249,8 @@ NOT_COVERED: dict[str, str] = {
         "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")},
     "LinearCrossEntropyLoss": "torch's fused linear + cross-entropy module: torch_bp has its own "
                               "LinearCrossEntropy (functional linear_cross_entropy); no twin of torch's class yet",
-    **dict.fromkeys(["BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm",
-                     "CrossMapLRN2d", "SyncBatchNorm", "LPPool1d", "LPPool2d", "LPPool3d", "EmbeddingBag",
+    **dict.fromkeys(["LocalResponseNorm",
+                     "CrossMapLRN2d", "SyncBatchNorm", "EmbeddingBag",
                      "RNNCell", "LSTMCell", "GRUCell"], _NOT_YET),
     # --- pending: layers-a (rules written on branch layers-a; the lead deletes this block at merge) ---
     **dict.fromkeys([

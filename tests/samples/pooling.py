@@ -204,6 +204,9 @@ def _nd_pool_modules(make, kind, nd):
         yield ModuleSample("output-ratio", (2,), {"output_ratio": 0.5}, (_distinct(make, 1, 2, *sp),))
         yield ModuleSample("output-size-indices", (2,), {"output_size": 3, "return_indices": True},
                            (_distinct(make, 1, 2, *sp),))
+    elif kind == "lp":
+        yield ModuleSample("p2-stride", (2.0, 2), {"stride": 1}, (make(2, 2, *sp, low=0.5),))
+        yield ModuleSample("p3-ceil", (3, 3), {"ceil_mode": True, "stride": 2}, (make(1, 2, *sp, low=0.5),))
     elif kind == "unpool":
         pool = (torch.nn.functional.max_pool1d, torch.nn.functional.max_pool2d,
                 torch.nn.functional.max_pool3d)[nd - 1]
@@ -224,6 +227,9 @@ def _nd_pool_errors(make, kind, nd):
     elif kind == "fractional":
         yield Sample("ratio-too-large", (make(1, 2, *(6,) * nd), 2), {"output_ratio": (1.5,) * nd})
         yield Sample("neither", (make(1, 2, *(6,) * nd), 2))
+    elif kind == "lp":
+        yield Sample("kernel-too-large", (make(1, 2, *(2,) * nd), 2.0, 3))
+        yield Sample("wrong-rank", (make(*(4,) * (nd - 1)), 2.0, 2))
     elif kind == "unpool":
         yield Sample("indices-shape", (make(1, 2, *(2,) * nd), torch.zeros(1, 2, *(3,) * nd, dtype=torch.long), 2))
 
@@ -233,12 +239,30 @@ _POOL_ROWS = (("max_pool1d", "max", 1), ("max_pool3d", "max", 3), ("avg_pool1d",
               ("adaptive_max_pool1d", "adaptive_max", 1), ("adaptive_max_pool2d", "adaptive_max", 2),
               ("adaptive_max_pool3d", "adaptive_max", 3), ("fractional_max_pool2d", "fractional", 2),
               ("fractional_max_pool3d", "fractional", 3), ("max_unpool1d", "unpool", 1),
-              ("max_unpool2d", "unpool", 2), ("max_unpool3d", "unpool", 3))
+              ("max_unpool2d", "unpool", 2), ("max_unpool3d", "unpool", 3),
+              ("lp_pool1d", "lp", 1), ("lp_pool2d", "lp", 2), ("lp_pool3d", "lp", 3))
+
+
+def _lp_samples(make, nd):
+    sp = _SP[nd]
+    yield Sample("p2", (make(2, 2, *sp, low=0.5), 2.0, 2))
+    yield Sample("p3-stride-ceil", (make(1, 2, *sp, low=0.5), 3.0, 3), {"stride": 2, "ceil_mode": True})
+    # (torch's lp_pool1d multiplies by kernel_size itself: an int only)
+    yield Sample("p1-kernel-tuple", (make(1, 2, *sp, low=0.5), 1, (2,) * (nd - 1) + (3,) if nd > 1 else 3),
+                 {"stride": 1})
+    yield Sample("p1.5-positive", (make(2, 1, *sp, low=0.5, high=2.0), 1.5, 2))
+    yield Sample("unbatched", (make(2, *sp, low=0.5), 2.0, 2))
+    # an all-zero window: y = 0 and torch's gradient there is 0 (not the root's infinite slope)
+    zeros = make(1, 2, *sp, low=0.5).detach()
+    zeros[..., :2] = 0
+    yield Sample("zero-window", (zeros.requires_grad_(), 2.0, 2), gradcheck=False)
 
 
 def _pool_samples(make, kind, nd):
-    if kind == "avg" and nd == 3 and make.dtype == torch.bfloat16:
+    if kind in ("avg", "lp") and nd == 3 and make.dtype == torch.bfloat16:
         return ()  # torch has no bfloat16 avg_pool3d on CPU (ours raises its NotImplementedError)
+    if kind == "lp":
+        return _lp_samples(make, nd)
     if kind in ("max", "avg"):
         return _nd_pool_samples(make, kind, nd)
     if kind in ("adaptive_avg", "adaptive_max"):

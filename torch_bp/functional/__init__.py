@@ -54,7 +54,7 @@ from .loss import (
     nll_loss,
     smooth_l1_loss,
 )
-from .normalization import batch_norm, group_norm, layer_norm, rms_norm
+from .normalization import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from .padding import pad
 from .pooling import (
     adaptive_avg_pool1d,
@@ -68,6 +68,9 @@ from .pooling import (
     avg_pool3d,
     fractional_max_pool2d,
     fractional_max_pool3d,
+    lp_pool1d,
+    lp_pool2d,
+    lp_pool3d,
     max_pool1d,
     max_pool2d,
     max_pool3d,

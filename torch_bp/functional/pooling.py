@@ -137,3 +137,22 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 
 def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     return _max_unpoolnd(3, input, indices, kernel_size, stride, padding, output_size)
+
+
+# --- power-average pooling ---
+def _lp_poolnd(nd, name, input, norm_type, kernel_size, stride, ceil_mode):
+    k = _tuple(kernel_size, nd, "kernel_size", name)
+    s = k if stride is None else _tuple(stride, nd, "stride", name)
+    return _pool.LPPoolFunction.apply(input, norm_type, k, s, bool(ceil_mode))
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_poolnd(1, "lp_pool1d", input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_poolnd(2, "lp_pool2d", input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_poolnd(3, "lp_pool3d", input, norm_type, kernel_size, stride, ceil_mode)

@@ -20,6 +20,7 @@ from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Linea
 # --- normalization ---
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 # (more normalization layers: below this line)
+from .normalization import BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 
 # --- convolution, pooling ---
 from .conv import Conv1d, Conv2d, ConvTranspose2d
@@ -32,8 +33,8 @@ from .padding import (PADDING_MODULES, CircularPad1d, CircularPad2d, CircularPad
 from .resample import (ChannelShuffle, Fold, PixelShuffle, PixelUnshuffle, Unfold, Upsample, UpsamplingBilinear2d,
                        UpsamplingNearest2d)
 from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool3d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d,
-                      AvgPool1d, AvgPool3d, FractionalMaxPool2d, FractionalMaxPool3d, MaxPool1d, MaxPool3d, MaxUnpool1d,
-                      MaxUnpool2d, MaxUnpool3d)
+                      AvgPool1d, AvgPool3d, FractionalMaxPool2d, FractionalMaxPool3d, LPPool1d, LPPool2d, LPPool3d,
+                      MaxPool1d, MaxPool3d, MaxUnpool1d, MaxUnpool2d, MaxUnpool3d)
 
 # --- attention, recurrent, transformer ---
 from .attention import MultiheadAttention

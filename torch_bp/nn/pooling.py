@@ -149,3 +149,29 @@ class MaxUnpool3d(_MaxUnpoolForward, torch.nn.MaxUnpool3d):
     """Drop-in :class:`torch.nn.MaxUnpool3d` (backward: a gather at the indices)."""
 
     _nd = 3
+
+
+class _LPPoolForward:
+    _nd = 0
+
+    def forward(self, input):
+        fn = (F.lp_pool1d, F.lp_pool2d, F.lp_pool3d)[self._nd - 1]
+        return fn(input, float(self.norm_type), self.kernel_size, self.stride, self.ceil_mode)
+
+
+class LPPool1d(_LPPoolForward, torch.nn.LPPool1d):
+    """Drop-in :class:`torch.nn.LPPool1d` (backward: :class:`torch_bp.ops.pooling.LPPoolFunction`)."""
+
+    _nd = 1
+
+
+class LPPool2d(_LPPoolForward, torch.nn.LPPool2d):
+    """Drop-in :class:`torch.nn.LPPool2d` (backward: :class:`torch_bp.ops.pooling.LPPoolFunction`)."""
+
+    _nd = 2
+
+
+class LPPool3d(_LPPoolForward, torch.nn.LPPool3d):
+    """Drop-in :class:`torch.nn.LPPool3d` (backward: :class:`torch_bp.ops.pooling.LPPoolFunction`)."""
+
+    _nd = 3

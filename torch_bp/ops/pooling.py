@@ -164,6 +164,29 @@ def _outer(vectors) -> torch.Tensor:
     return out
 
 
+def avg_pool_adjoint(g, shape, k, s, p, ceil_mode, count_include_pad, divisor_override):
+    """grad_x of ``y = avg_pool(x)`` (x of ``shape``) for ``grad_y = g``: see :class:`AvgPoolFunction`."""
+    nd = len(k)
+    sizes, out = shape[-nd:], g.shape[-nd:]
+    if divisor_override is not None:
+        g = g / divisor_override
+    else:
+        g = g / _outer([_avg_divisor(sizes[i], out[i], k[i], s[i], p[i], ceil_mode, count_include_pad, g.device)
+                        for i in range(nd)]).to(g.dtype)
+    if tuple(s) == tuple(k):  # windows side by side: the transposed convolution repeats each value
+        full = _repeat_windows(g, k)
+    else:
+        planes = g.reshape(-1, 1, *out)
+        full = _CONV_T[nd](planes, planes.new_ones(1, 1, *k), stride=tuple(s))  # (P, 1, (o-1)s+k per dim)
+        full = full.reshape(*g.shape[:-nd], *full.shape[2:])
+    extra = [p[i] + sizes[i] - full.shape[full.dim() - nd + i] for i in range(nd)]
+    if any(e > 0 for e in extra):
+        full = TF.pad(full, [v for e in reversed(extra) for v in (0, max(e, 0))])
+    for i in range(nd):
+        full = full.narrow(full.dim() - nd + i, p[i], sizes[i])
+    return full.reshape(shape)
+
+
 class AvgPoolFunction(Rule):
     r"""Average over each padded window (1-d, 2-d, 3-d: nd = len(kernel_size)).
 
@@ -213,26 +236,8 @@ class AvgPoolFunction(Rule):
         if nd == 2 and backend.use_cpp(grad_y):  # csrc/cpu/pooling.cpp
             return torch.ops.torch_bp.avg_pool2d_bwd(grad_y, x.shape, ctx.k, ctx.s, ctx.p, ctx.count_pad, ctx.div), \
                 None, None, None, None, None, None
-        shape, k, s, p = x.shape, ctx.k, ctx.s, ctx.p
-        sizes, out = shape[-nd:], grad_y.shape[-nd:]
-        g = opmath(grad_y)
-        if ctx.div is not None:
-            g = g / ctx.div
-        else:
-            g = g / _outer([_avg_divisor(sizes[i], out[i], k[i], s[i], p[i], ctx.ceil, ctx.count_pad, g.device)
-                            for i in range(nd)]).to(g.dtype)
-        if tuple(s) == tuple(k):  # windows side by side: the transposed convolution repeats each value
-            full = _repeat_windows(g, k)
-        else:
-            planes = g.reshape(-1, 1, *out)
-            full = _CONV_T[nd](planes, planes.new_ones(1, 1, *k), stride=tuple(s))  # (P, 1, (o-1)s+k per dim)
-            full = full.reshape(*g.shape[:-nd], *full.shape[2:])
-        extra = [p[i] + sizes[i] - full.shape[full.dim() - nd + i] for i in range(nd)]
-        if any(e > 0 for e in extra):
-            full = TF.pad(full, [v for e in reversed(extra) for v in (0, max(e, 0))])
-        for i in range(nd):
-            full = full.narrow(full.dim() - nd + i, p[i], sizes[i])
-        return full.reshape(shape).to(grad_y.dtype), None, None, None, None, None, None
+        grad_x = avg_pool_adjoint(opmath(grad_y), x.shape, ctx.k, ctx.s, ctx.p, ctx.ceil, ctx.count_pad, ctx.div)
+        return grad_x.to(grad_y.dtype), None, None, None, None, None, None
 
 
 # --- AdaptiveAvgPool1d / AdaptiveAvgPool2d / AdaptiveAvgPool3d ---
@@ -378,3 +383,46 @@ class MaxUnpoolFunction(Rule):
         nd = ctx.nd
         grad_x = grad_y.flatten(-nd).gather(-1, idx.flatten(-nd)).view(idx.shape)
         return grad_x, None, None, None, None, None
+
+
+# --- LPPool1d / LPPool2d / LPPool3d ---
+def _avg_pool(x, k, s, ceil_mode):
+    return TF.avg_pool1d(x, k, s, 0, ceil_mode) if len(k) == 1 else _AVG_POOL[len(k)](x, k, s, 0, ceil_mode)
+
+
+class LPPoolFunction(Rule):
+    r"""Power-average pooling, as torch composes it (nd = len(kernel_size), no padding, K = prod(k)).
+
+    Forward:   a = avg_pool(x^p),  y = (K a)^(1/p)     (torch's ``sign(a) relu(|a|)`` in place of a: equal to
+               a wherever it matters below; computed in torch's order and dtype, so y is torch's)
+    Backward:  grad_a = grad_y (K / p) y^(1 - p)  where a != 0 (i.e. y != 0), else 0   (torch: relu's
+               gradient at 0 is 0, which masks the infinite slope of the root at 0)
+               grad_x = p x^(p - 1) avg_pool^T(grad_a)        (avg_pool^T: :func:`avg_pool_adjoint`)
+    Saved:     x, y        Double backward: yes (plain ops of x and the output y)
+
+    A negative window sum (odd p) gives y = NaN and a NaN gradient, as torch.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, norm_type, kernel_size, stride, ceil_mode):
+        a = _avg_pool(x.pow(norm_type), kernel_size, stride, ceil_mode)
+        return (torch.sign(a) * torch.relu(torch.abs(a))).mul(math.prod(kernel_size)).pow(1.0 / norm_type)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.p, ctx.k, ctx.s, ctx.ceil = inputs
+        ctx.save_for_backward(x, output)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, y = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        p, k = ctx.p, ctx.k
+        x32, y32, g = opmath(x), opmath(y), opmath(grad_y)
+        grad_a = torch.where(y32 != 0, g * (math.prod(k) / p) * y32.pow(1 - p), torch.zeros_like(g))
+        grad_pow = avg_pool_adjoint(grad_a, x.shape, k, ctx.s, (0,) * len(k), ctx.ceil, True, None)
+        grad_x = grad_pow * p * x32.pow(p - 1) if p != 1 else grad_pow
+        return grad_x.to(grad_y.dtype), None, None, None, None
