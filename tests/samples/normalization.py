@@ -1,5 +1,7 @@
 """Samples for the normalization family: layer, RMS, batch and group norm."""
 
+import torch
+
 from . import ModuleSample, Sample, error_samples, module_samples, samples
 
 
@@ -177,3 +179,26 @@ def _instance_norm_err(make):
     yield Sample("one-spatial-element", (make(2, 3, 1),))
     yield Sample("eval-without-stats", (make(2, 3, 4),), {"use_input_stats": False})
     yield Sample("weight-size", (make(2, 3, 4), None, None, make(4)))
+
+
+# --- local_response_norm ---
+@samples("local_response_norm")
+def _lrn(make):
+    yield Sample("3d-odd-size", (make(2, 5, 4), 3))
+    yield Sample("3d-even-size", (make(2, 6, 3), 4), {"alpha": 0.1, "beta": 0.5, "k": 1.5})
+    if make.dtype != torch.bfloat16:  # torch runs avg_pool3d for >= 4-d inputs: no bfloat16 CPU kernel
+        yield Sample("4d-even-size", (make(2, 6, 2, 3), 4), {"alpha": 0.1, "beta": 0.5, "k": 1.5})
+        yield Sample("5d", (make(1, 4, 2, 2, 2), 2), {"alpha": 1.0, "k": 2.0})
+    yield Sample("size-over-channels", (make(2, 3, 3), 7), {"alpha": 0.5})
+    yield Sample("noncontiguous", (make(2, 4, 3, layout="t"), 3), {"alpha": 0.2})
+
+
+@module_samples("local_response_norm")
+def _lrn_mod(make):
+    yield ModuleSample("basic", (3,), {"alpha": 0.1}, (make(2, 5, 3, 3),))
+
+
+@error_samples("local_response_norm")
+def _lrn_err(make):
+    yield Sample("2d-input", (make(4, 5), 3))
+    yield Sample("4d-bfloat16", (make(1, 3, 2, 2, dtype=torch.bfloat16), 2))

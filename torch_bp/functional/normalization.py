@@ -112,3 +112,18 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
             if running_var is not None:
                 running_var.mul_(1 - momentum).add_(var.mean(0).to(running_var.dtype), alpha=momentum)
     return y
+
+
+def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
+    dim = input.dim()
+    if dim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {dim} dimensions)")
+    if input.numel() == 0:
+        return input
+    if dim > 3 and input.device.type == "cpu" and input.dtype in (torch.bfloat16, torch.float16):
+        # as torch, whose local_response_norm of a 4-d or larger input runs avg_pool3d (no such CPU kernel)
+        raise NotImplementedError(f'"avg_pool3d_out_frame" not implemented for {input.dtype} '
+                                  "(torch's local_response_norm of a 4-d or larger input on CPU)")
+    window = _norm.channel_window(input.shape[1], size // 2, (size - 1) // 2, input.device)
+    return _norm.LocalResponseNormFunction.apply(input, window, size, alpha, beta, k)
+

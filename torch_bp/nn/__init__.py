@@ -20,7 +20,7 @@ from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Linea
 # --- normalization ---
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 # (more normalization layers: below this line)
-from .normalization import BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .normalization import BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm
 
 # --- convolution, pooling ---
 from .conv import Conv1d, Conv2d, ConvTranspose2d

@@ -93,3 +93,12 @@ class InstanceNorm2d(_InstanceNormForward, torch.nn.InstanceNorm2d):
 
 class InstanceNorm3d(_InstanceNormForward, torch.nn.InstanceNorm3d):
     """Drop-in :class:`torch.nn.InstanceNorm3d`. Backward: the group norm rule, one group per channel."""
+
+
+# --- LocalResponseNorm ---
+class LocalResponseNorm(torch.nn.LocalResponseNorm):
+    """Drop-in :class:`torch.nn.LocalResponseNorm` (backward: ``LocalResponseNormFunction``)."""
+
+    def forward(self, input):
+        return F.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+

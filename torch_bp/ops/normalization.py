@@ -482,3 +482,54 @@ class GroupNormFunction(Rule):
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             res[2] = _sum_space(gy).to(ctx.bias_dtype)
         return res
+
+
+# --- LocalResponseNorm ---
+def channel_window(channels: int, lo: int, hi: int, device) -> torch.Tensor:
+    """M (C, C) with M[c, j] = 1 when channel j is in the window [c - lo, c + hi] of channel c."""
+    i = torch.arange(channels, device=device)
+    return ((i[None, :] >= i[:, None] - lo) & (i[None, :] <= i[:, None] + hi)).to(torch.float64)
+
+
+class LocalResponseNormFunction(Rule):
+    r"""Local response normalization across channels (dim 1): F.local_response_norm.
+
+    Forward:   s_c = sum_{j in W(c)} x_j^2   (W: the channel window, matrix M: s = M x^2 along dim 1)
+               P = k + (alpha / size) s,   y = x P^(-beta)
+    Backward:  grad_x = grad_y P^(-beta) - (2 alpha beta / size) x (M^T (grad_y x P^(-beta-1)))
+    Saved:     x (P is recomputed from x)        Double backward: yes (plain ops of x)
+
+    Window of channel c: [c - size//2, c + (size-1)//2] (torch pads the channels so). Computed in
+    float32 for bfloat16/float16 inputs and rounded once.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def _p(x, window, size, alpha, k):
+        sq = opmath(x).pow(2).movedim(1, -1)                              # (N, *S, C)
+        s = sq.matmul(window.to(sq.dtype).t()).movedim(-1, 1)              # s_c = sum_j M[c, j] x_j^2
+        return s.mul(alpha / size).add(k)
+
+    @staticmethod
+    def forward(x, window, size, alpha, beta, k):
+        p = LocalResponseNormFunction._p(x, window, size, alpha, k)
+        return (opmath(x) * p.pow(-beta)).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, window, ctx.size, ctx.alpha, ctx.beta, ctx.k = inputs
+        ctx.save_for_backward(x, window)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, window = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        size, alpha, beta = ctx.size, ctx.alpha, ctx.beta
+        p = LocalResponseNormFunction._p(x, window, size, alpha, ctx.k)
+        x32, g = opmath(x), opmath(grad_y)
+        t = (g * x32 * p.pow(-beta - 1)).movedim(1, -1)
+        back = t.matmul(window.to(t.dtype)).movedim(-1, 1)                # (M^T t)_j = sum_c M[c, j] t_c
+        grad_x = g * p.pow(-beta) - (2 * alpha * beta / size) * x32 * back
+        return grad_x.to(grad_y.dtype), None, None, None, None, None
