@@ -13,7 +13,8 @@ import torch
 # Ops that torch's autocast runs in the lower precision dtype (on every device).
 _LOWER_OPS = {"linear", "conv1d", "conv2d", "conv_transpose2d", "scaled_dot_product_attention",
               "rnn", "bilinear", "prelu"}
-_LOWER_OPS |= {"conv3d", "conv_transpose1d", "conv_transpose3d"}  # the rest of the convolution family
+_LOWER_OPS |= {"conv3d", "conv_transpose1d", "conv_transpose3d",  # the rest of the convolution family
+               "rnn_tanh_cell", "rnn_relu_cell", "lstm_cell", "gru_cell"}
 # Ops that torch's autocast runs in float32, per device type (the lists in
 # aten/src/ATen/autocast_mode.cpp). On CPU the norms and softmax keep their input dtype.
 _LOSSES = {"mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy", "nll_loss",

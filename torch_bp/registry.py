@@ -215,6 +215,14 @@ LAYERS: list[Layer] = [
     _row("rnn_relu", "recurrent", [recurrent.RNNFunction], reference=rnn_reference("RNN_RELU"),
          notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))"),
     # (recurrent cells and other layers: below this line)
+    _row("rnn_tanh_cell", "recurrent", [recurrent.RNNCellFunction], [(nn.RNNCell, torch.nn.RNNCell)],
+         reference=torch.rnn_tanh_cell, double_backward=True, notes="module: RNNCell (tanh or relu)"),
+    _row("rnn_relu_cell", "recurrent", [recurrent.RNNCellFunction], reference=torch.rnn_relu_cell,
+         double_backward=True, notes="module: RNNCell(nonlinearity='relu')"),
+    _row("lstm_cell", "recurrent", [recurrent.LSTMCellFunction], [(nn.LSTMCell, torch.nn.LSTMCell)],
+         reference=torch.lstm_cell, double_backward=True),
+    _row("gru_cell", "recurrent", [recurrent.GRUCellFunction], [(nn.GRUCell, torch.nn.GRUCell)],
+         reference=torch.gru_cell, double_backward=True),
 
     # --- compiled backend: the linear layer's fused epilogue ---
     _row("linear_activation", "linear", [linear.LinearFunction, linear.BiasActivationFunction],
@@ -254,8 +262,7 @@ NOT_COVERED: dict[str, str] = {
     "CrossMapLRN2d": "torch's legacy CrossMapLRN2d backward is not the gradient of its forward (gradcheck fails "
                      "on torch's own module; its window loop never drops channel 0): a twin with the true gradient "
                      "would not match torch's module",
-    **dict.fromkeys(["SyncBatchNorm", "EmbeddingBag",
-                     "RNNCell", "LSTMCell", "GRUCell"], _NOT_YET),
+    **dict.fromkeys(["SyncBatchNorm", "EmbeddingBag"], _NOT_YET),
     # --- pending: layers-a (rules written on branch layers-a; the lead deletes this block at merge) ---
     **dict.fromkeys([
         "CELU", "GLU", "Hardshrink", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSigmoid", "Mish", "PReLU", "RReLU",

@@ -85,7 +85,7 @@ from .pooling import (
     max_unpool2d,
     max_unpool3d,
 )
-from .recurrent import gru, lstm, rnn_relu, rnn_tanh
+from .recurrent import gru, gru_cell, lstm, lstm_cell, rnn_relu, rnn_relu_cell, rnn_tanh, rnn_tanh_cell
 from .resample import (channel_shuffle, fold, interpolate, pixel_shuffle, pixel_unshuffle, unfold, upsample,
                        upsample_bilinear, upsample_nearest)
 

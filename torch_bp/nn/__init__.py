@@ -42,6 +42,7 @@ from .rnn import GRU, LSTM, RNN
 from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
                           TransformerEncoderLayer)
 # (recurrent cells and other layers: below this line)
+from .rnn import GRUCell, LSTMCell, RNNCell
 
 __all__ = sorted(n for n, v in list(globals().items())
                  if not n.startswith("_") and isinstance(v, type) and issubclass(v, _torch.nn.Module))
