@@ -110,7 +110,7 @@ LAYERS: list[Layer] = [
 
     # --- core: embedding ---
     _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],
-         double_backward=True, notes="sparse=True raises NotImplementedError (dense gradients only)"),
+         double_backward=True, notes="sparse=True and scale_grad_by_freq=True raise NotImplementedError"),
     # --- core: losses ---
     _row("mse_loss", "loss", [loss.MSELossFunction], [(nn.MSELoss, torch.nn.MSELoss)], double_backward=True),
     _row("l1_loss", "loss", [loss.L1LossFunction], [(nn.L1Loss, torch.nn.L1Loss)], double_backward=True),
@@ -215,6 +215,8 @@ LAYERS: list[Layer] = [
     _row("rnn_relu", "recurrent", [recurrent.RNNFunction], reference=rnn_reference("RNN_RELU"),
          notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))"),
     # (recurrent cells and other layers: below this line)
+    _row("embedding_bag", "embedding", [embedding.EmbeddingBagFunction], [(nn.EmbeddingBag, torch.nn.EmbeddingBag)],
+         double_backward=True, notes="sparse=True and scale_grad_by_freq=True raise NotImplementedError"),
     _row("rnn_tanh_cell", "recurrent", [recurrent.RNNCellFunction], [(nn.RNNCell, torch.nn.RNNCell)],
          reference=torch.rnn_tanh_cell, double_backward=True, notes="module: RNNCell (tanh or relu)"),
     _row("rnn_relu_cell", "recurrent", [recurrent.RNNCellFunction], reference=torch.rnn_relu_cell,
@@ -262,7 +264,7 @@ NOT_COVERED: dict[str, str] = {
     "CrossMapLRN2d": "torch's legacy CrossMapLRN2d backward is not the gradient of its forward (gradcheck fails "
                      "on torch's own module; its window loop never drops channel 0): a twin with the true gradient "
                      "would not match torch's module",
-    **dict.fromkeys(["SyncBatchNorm", "EmbeddingBag"], _NOT_YET),
+    "SyncBatchNorm": _NOT_YET + " (a rule would all_reduce the per-channel sums in forward and backward)",
     # --- pending: layers-a (rules written on branch layers-a; the lead deletes this block at merge) ---
     **dict.fromkeys([
         "CELU", "GLU", "Hardshrink", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSigmoid", "Mish", "PReLU", "RReLU",

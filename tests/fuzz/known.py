@@ -417,6 +417,11 @@ TORCH_QUIRKS: dict[str, list] = {
 }
 
 
+# the other convolutions share conv2d's quirks (conv / pooling / resampling family)
+TORCH_QUIRKS.update({name: [_CONV_EMPTY, _CONV_BIAS_DTYPE] for name in ("conv3d", "conv_transpose1d",
+                                                                        "conv_transpose3d")})
+
+
 # For every layer: torch's low-precision CPU kernels that accumulate in bf16/fp16.
 ANY_LAYER = [(more_accurate_than_torch,
               "torch's bfloat16/float16 CPU kernel is less accurate than ours here (e.g. LayerNorm's "

@@ -42,7 +42,7 @@ from .conv import (
     conv_transpose3d,
 )
 from .dropout import dropout
-from .embedding import embedding
+from .embedding import embedding, embedding_bag
 from .linear import linear, linear_activation
 from .loss import (
     binary_cross_entropy_with_logits,

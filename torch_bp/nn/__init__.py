@@ -43,6 +43,7 @@ from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLay
                           TransformerEncoderLayer)
 # (recurrent cells and other layers: below this line)
 from .rnn import GRUCell, LSTMCell, RNNCell
+from .sparse import EmbeddingBag
 
 __all__ = sorted(n for n, v in list(globals().items())
                  if not n.startswith("_") and isinstance(v, type) and issubclass(v, _torch.nn.Module))
