@@ -173,9 +173,9 @@ LAYERS: list[Layer] = [
     _row("unfold", "resample", [resample.FoldFunction], [(nn.Unfold, torch.nn.Unfold)], double_backward=True),
     _row("fold", "resample", [resample.FoldFunction], [(nn.Fold, torch.nn.Fold)], double_backward=True),
     _row("avg_pool1d", "pooling", [pooling.AvgPoolFunction], [(nn.AvgPool1d, torch.nn.AvgPool1d)],
-         double_backward=True),
+         double_backward=True, extra={"compiled_ops": ()}),  # the compiled avg-pool kernels are 2-d
     _row("avg_pool3d", "pooling", [pooling.AvgPoolFunction], [(nn.AvgPool3d, torch.nn.AvgPool3d)],
-         double_backward=True),
+         double_backward=True, extra={"compiled_ops": ()}),
     _row("adaptive_avg_pool1d", "pooling", [pooling.AdaptiveAvgPoolFunction],
          [(nn.AdaptiveAvgPool1d, torch.nn.AdaptiveAvgPool1d)], double_backward=True),
     _row("adaptive_avg_pool3d", "pooling", [pooling.AdaptiveAvgPoolFunction],
@@ -192,11 +192,12 @@ LAYERS: list[Layer] = [
            double_backward=True) for nd, ours in ((1, nn.LPPool1d), (2, nn.LPPool2d), (3, nn.LPPool3d))),
     *(_row(f"max_unpool{nd}d", "pooling", [pooling.MaxUnpoolFunction], [(ours, getattr(torch.nn, ours.__name__))],
            double_backward=True) for nd, ours in ((1, nn.MaxUnpool1d), (2, nn.MaxUnpool2d), (3, nn.MaxUnpool3d))),
-    _row("conv3d", "conv", [conv.ConvFunction], [(nn.Conv3d, torch.nn.Conv3d)], double_backward=True),
+    _row("conv3d", "conv", [conv.ConvFunction], [(nn.Conv3d, torch.nn.Conv3d)], double_backward=True,
+         extra={"compiled_ops": ()}),  # conv_weight_grad: 1-d and 2-d kernels
     _row("conv_transpose1d", "conv", [conv.ConvTransposeFunction], [(nn.ConvTranspose1d, torch.nn.ConvTranspose1d)],
          double_backward=True),
     _row("conv_transpose3d", "conv", [conv.ConvTransposeFunction], [(nn.ConvTranspose3d, torch.nn.ConvTranspose3d)],
-         double_backward=True),
+         double_backward=True, extra={"compiled_ops": ()}),  # conv_weight_grad: 1-d and 2-d kernels
 
     # --- attention / recurrent ---
     _row("scaled_dot_product_attention", "attention", [attention.ScaledDotProductAttentionFunction],
@@ -281,6 +282,15 @@ NOT_COVERED: dict[str, str] = {
 def get(name: str) -> Layer:
     """The registry row for ``name`` (a functional name such as ``"layer_norm"``)."""
     return _BY_NAME[name]
+
+
+def compiled_ops(row: Layer) -> set[str]:
+    """The compiled ops this row's samples reach: its rules' declarations, unless the row narrows them
+    (``extra["compiled_ops"]``: a rule shared with another row whose compiled path covers only that row's case,
+    e.g. the 2-d pooling kernels of a rule that also serves 1-d and 3-d)."""
+    if "compiled_ops" in row.extra:
+        return set(row.extra["compiled_ops"])
+    return {op for f in row.functions for op in f.compiled}
 
 
 def module_pairs() -> list[tuple[type, type]]:

@@ -418,8 +418,11 @@ TORCH_QUIRKS: dict[str, list] = {
 
 
 # the other convolutions share conv2d's quirks (conv / pooling / resampling family)
-TORCH_QUIRKS.update({name: [_CONV_EMPTY, _CONV_BIAS_DTYPE] for name in ("conv3d", "conv_transpose1d",
-                                                                        "conv_transpose3d")})
+_CONV_INF = (_inf_differs_only_in_kind, "with an infinite input or weight, torch's 3-d/transposed convolution kernels "
+                                       "sum the infinite products in another order than ours: NaN against +-inf, "
+                                       "both non-finite at the same positions")
+TORCH_QUIRKS.update({name: [_CONV_EMPTY, _CONV_BIAS_DTYPE, _CONV_INF] for name in ("conv3d", "conv_transpose1d",
+                                                                                   "conv_transpose3d")})
 
 
 # For every layer: torch's low-precision CPU kernels that accumulate in bf16/fp16.

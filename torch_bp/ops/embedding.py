@@ -123,7 +123,8 @@ class EmbeddingBagFunction(Rule):
                input[i] = padding_idx;   sum: y[b] = sum_i s_i W[input[i]]  (s: per_sample_weights, or 1);
                mean: the sum / |bag|;   max: y[b, d] = max_i W[input[i], d] (torch's index m[b, d]);
                an empty bag gives 0
-    Backward:  sum/mean: grad_W[input[i]] += grad_y[bag(i)] s_i / (mean: |bag(i)|);   max: grad_W[m[b, d], d] += grad_y[b, d] over non-empty bags;
+    Backward:  sum/mean: grad_W[input[i]] += grad_y[bag(i)] s_i / (mean: |bag(i)|);
+               max: grad_W[m[b, d], d] += grad_y[b, d] over non-empty bags;
                grad_s[i] = <grad_y[bag(i)], W[input[i]]>   (sum mode; 0 at padding_idx)
     Saved:     indices, bag of each index, bag sizes, max indices (max), weight and per_sample_weights
     Double backward: yes (index_add / scatter_add / gathers of saved tensors, linear in grad_y)
