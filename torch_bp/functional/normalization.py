@@ -91,6 +91,10 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.size()}")
     if input.dim() < 2:
         raise RuntimeError(f"instance_norm: expected input with at least 2 dims (N, C, ...), got {list(input.shape)}")
+    if input.shape[0] == 0 and (weight is not None or bias is not None or running_mean is not None):
+        # as torch, whose instance_norm repeats weight/bias/statistics per instance (none here) and then indexes it
+        raise IndexError("select(): index 0 out of range for tensor of size [0] at dimension 0 "
+                         "(torch's instance_norm of an empty batch with weight, bias or running statistics)")
     c = input.shape[1]
     for t, what in ((running_mean, "running_mean"), (running_var, "running_var")):
         if t is not None and t.numel() != c:
@@ -120,10 +124,11 @@ def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
         raise ValueError(f"Expected 3D or higher dimensionality input (got {dim} dimensions)")
     if input.numel() == 0:
         return input
+    if not input.is_floating_point():  # no gradient to take: torch's function, with its integer conventions
+        return torch.nn.functional.local_response_norm(input, size, alpha, beta, k)
     if dim > 3 and input.device.type == "cpu" and input.dtype in (torch.bfloat16, torch.float16):
         # as torch, whose local_response_norm of a 4-d or larger input runs avg_pool3d (no such CPU kernel)
         raise NotImplementedError(f'"avg_pool3d_out_frame" not implemented for {input.dtype} '
                                   "(torch's local_response_norm of a 4-d or larger input on CPU)")
-    window = _norm.channel_window(input.shape[1], size // 2, (size - 1) // 2, input.device)
-    return _norm.LocalResponseNormFunction.apply(input, window, size, alpha, beta, k)
+    return _norm.LocalResponseNormFunction.apply(input, size, alpha, beta, k)
 

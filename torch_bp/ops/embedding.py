@@ -140,8 +140,13 @@ class EmbeddingBagFunction(Rule):
                 scale_grad_by_freq):
         # NOTE: the ATen op, for torch's max indices (torch.embedding_bag returns them only when it records a
         # gradient, which a Function's forward does not); the other outputs are recomputed in setup_context
-        out, _, _, max_idx = torch.ops.aten._embedding_bag(weight, input, offsets, scale_grad_by_freq, _MODES[mode],
-                                                           False, per_sample_weights, include_last_offset,
+        if weight.shape[1] == 0:  # no columns: the ATen op reads out of bounds here; the result is empty anyway
+            bags = offsets.shape[0] - int(include_last_offset)
+            return weight.new_zeros(bags, 0), offsets.new_zeros(bags, 0, dtype=torch.int64)
+        # (contiguous indices and offsets: the ATen op reads their storage as if they were)
+        out, _, _, max_idx = torch.ops.aten._embedding_bag(weight, input.contiguous(), offsets.contiguous(),
+                                                           scale_grad_by_freq, _MODES[mode], False, per_sample_weights,
+                                                           include_last_offset,
                                                            -1 if padding_idx is None else padding_idx)
         return out, max_idx
 

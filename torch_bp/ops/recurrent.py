@@ -647,7 +647,7 @@ class RNNCellFunction(Rule):
     r"""Elman cell (tanh or relu), one step.
 
     Forward:   h' = act(a),   a = x W_ih^T + b_ih + h W_hh^T + b_hh
-    Backward:  da = grad_h' act'(a)   (tanh: 1 - h'^2; relu: [h' > 0], 0 at 0)
+    Backward:  da = grad_h' act'(a)   (tanh: 1 - h'^2; relu: 0 where h' <= 0, else 1, as torch's relu)
                grad_x = da W_ih,  grad_h = da W_hh,  grad_W_ih = da^T x,  grad_W_hh = da^T h,
                grad_b_ih = grad_b_hh = sum_rows(da)
     Saved:     x, h, W_ih, W_hh and h' (the output)     Double backward: yes (plain ops of saved inputs/output)
@@ -667,7 +667,8 @@ class RNNCellFunction(Rule):
     @staticmethod
     def backward(ctx, grad_h1):
         x, h, w_ih, w_hh, h1 = ctx.saved_tensors
-        da = grad_h1 * (h1 > 0).to(grad_h1.dtype) if ctx.relu else grad_h1 * (1 - h1 * h1)
+        # relu: torch's convention, 0 where h' <= 0 (a NaN h' passes grad_h' through)
+        da = torch.where(h1 <= 0, torch.zeros_like(grad_h1), grad_h1) if ctx.relu else grad_h1 * (1 - h1 * h1)
         gx = da.mm(w_ih) if ctx.needs_input_grad[0] else None
         gh = da.mm(w_hh) if ctx.needs_input_grad[1] else None
         return (gx, gh, *_cell_param_grads(ctx, da, da, x, h, 2), None)
