@@ -462,6 +462,17 @@ TORCH_CRASHES["group_norm"] = [(_group_norm_channels_last_no_input_grad,
                                 "require grad (weight/bias gradients only)")]
 
 
+def _embedding_bag_no_columns(case):
+    w = case.value("weight")
+    return isinstance(w, torch.Tensor) and w.dim() == 2 and w.shape[1] == 0
+
+
+# Found by the fuzzer (torch 2.13 CPU): embedding_bag with a (V, 0) weight reads its indices out of bounds
+# (garbage index values: an error or a result, by run).
+TORCH_CRASHES["embedding_bag"] = [(_embedding_bag_no_columns,
+                                   "torch's CPU embedding_bag reads out of bounds for a weight with no columns")]
+
+
 def torch_crash(case):
     """The reason this case would crash torch's reference, or None."""
     for predicate, reason in TORCH_CRASHES.get(case.name, []):

@@ -122,8 +122,6 @@ def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
     dim = input.dim()
     if dim < 3:
         raise ValueError(f"Expected 3D or higher dimensionality input (got {dim} dimensions)")
-    if input.numel() == 0:
-        return input
     if not input.is_floating_point():  # no gradient to take: torch's function, with its integer conventions
         return torch.nn.functional.local_response_norm(input, size, alpha, beta, k)
     if dim > 3 and input.device.type == "cpu" and input.dtype in (torch.bfloat16, torch.float16):

@@ -487,6 +487,8 @@ class GroupNormFunction(Rule):
 # --- LocalResponseNorm ---
 def channel_window_sum(t: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     """s_c = sum of t over channels [c - lo, c + hi] (dim 1; channels outside count as 0)."""
+    if t.shape[1] == 0:  # no channels: nothing to sum (and no window to unfold)
+        return t
     tp = t.movedim(1, -1)
     return torch.nn.functional.pad(tp, (lo, hi)).unfold(-1, lo + hi + 1, 1).sum(-1).movedim(-1, 1)
 
