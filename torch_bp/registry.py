@@ -239,10 +239,11 @@ LAYERS: list[Layer] = [
 _BY_NAME = {row.name: row for row in LAYERS}
 
 # Every torch.nn module class that has no module pair above (nor a converter of torch_bp.convert), with the
-# reason; tests/test_nn_coverage.py fails on a torch.nn module in neither, so a module a later torch adds is
-# noticed.
+# reason (layout modules, which need no rule, included); tests/test_nn_coverage.py fails on a torch.nn module in
+# neither, so a module a later torch adds is noticed.
 _CONTAINER = "container: holds layers, computes nothing of its own (its children are converted)"
-_LAYOUT = "layout: a view (or the input itself); torch's view backward is exact, no rule needed"
+_LAYOUT = ("covered, no rule needed: a layout module (a view, or the input itself) whose backward is torch's "
+           "exact view backward")
 _BASE = "base class of torch's recurrent modules (the concrete classes are listed)"
 _NOT_YET = "not covered yet (issue 21): torch's own backward runs"
 

@@ -131,11 +131,11 @@ for _name in _GATES:
 
 
 # --- cells: rnn_tanh_cell, rnn_relu_cell, lstm_cell, gru_cell (one generator; G gates per cell) ---
-_GATES = {"rnn_tanh_cell": 1, "rnn_relu_cell": 1, "lstm_cell": 4, "gru_cell": 3}
+_CELL_GATES = {"rnn_tanh_cell": 1, "rnn_relu_cell": 1, "lstm_cell": 4, "gru_cell": 3}
 
 
 def _cell_samples(make, name):
-    g = _GATES[name]
+    g = _CELL_GATES[name]
     h = 3
 
     def state(b):
@@ -161,12 +161,12 @@ def _cell_modules(make, name):
 
 
 def _cell_errors(make, name):
-    g = _GATES[name]
+    g = _CELL_GATES[name]
     state = (make(2, 3), make(2, 3)) if name == "lstm_cell" else make(2, 3)
     yield Sample("input-size", (make(2, 5), state, make(g * 3, 4), make(g * 3, 3)))
 
 
-for _name in _GATES:
+for _name in _CELL_GATES:
     samples(_name)(lambda make, n=_name: _cell_samples(make, n))
     module_samples(_name)(lambda make, n=_name: _cell_modules(make, n))
     error_samples(_name)(lambda make, n=_name: _cell_errors(make, n))
