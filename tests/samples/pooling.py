@@ -123,7 +123,7 @@ def _adaptive_err(make):
 
 
 # --- 1-d and 3-d pooling, adaptive max, fractional max, unpooling: one generator per kind, over nd ---
-_SP = {1: (9,), 2: (5, 6), 3: (4, 5, 4)}
+_SP = {1: (9,), 2: (5, 6), 3: (3, 4, 3)}  # small: gradcheck of every sample runs in CI
 
 
 def _nd_pool_samples(make, kind, nd):
