@@ -39,8 +39,8 @@ def pytest_generate_tests(metafunc):
 
 
 def _deselect_uncompiled(config, items):
-    from torch_bp.registry import LAYERS
-    compiled = {r.name for r in LAYERS if any(f.compiled for f in r.functions)}
+    from torch_bp.registry import LAYERS, compiled_ops
+    compiled = {r.name for r in LAYERS if compiled_ops(r)}
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})

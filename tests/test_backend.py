@@ -32,11 +32,11 @@ import torch_bp
 from harness import assert_close, clone_args, run
 from samples import get_samples
 from torch_bp import _ext, backend
-from torch_bp.registry import LAYERS
+from torch_bp.registry import LAYERS, compiled_ops
 
 pytestmark = pytest.mark.filterwarnings("ignore:Implicit dimension choice", "ignore:size_average and reduce args")
 
-COMPILED_ROWS = [r for r in LAYERS if any(f.compiled for f in r.functions)]
+COMPILED_ROWS = [r for r in LAYERS if compiled_ops(r)]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 
 
@@ -96,7 +96,7 @@ def test_compiled_backend_is_built_where_a_compiler_is():
 @pytest.mark.parametrize("name", [r.name for r in COMPILED_ROWS])
 def test_compiled_matches_python_rule(name, dtype, cpp):
     row = torch_bp.registry.get(name)
-    want = {op for f in row.functions for op in f.compiled}
+    want = compiled_ops(row)
     called = set()
     try:
         for s in get_samples(name, dtype):

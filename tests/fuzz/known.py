@@ -417,6 +417,14 @@ TORCH_QUIRKS: dict[str, list] = {
 }
 
 
+# the other convolutions share conv2d's quirks (conv / pooling / resampling family)
+_CONV_INF = (_inf_differs_only_in_kind, "with an infinite input or weight, torch's 3-d/transposed convolution kernels "
+                                       "sum the infinite products in another order than ours: NaN against +-inf, "
+                                       "both non-finite at the same positions")
+TORCH_QUIRKS.update({name: [_CONV_EMPTY, _CONV_BIAS_DTYPE, _CONV_INF] for name in ("conv3d", "conv_transpose1d",
+                                                                                   "conv_transpose3d")})
+
+
 # For every layer: torch's low-precision CPU kernels that accumulate in bf16/fp16.
 ANY_LAYER = [(more_accurate_than_torch,
               "torch's bfloat16/float16 CPU kernel is less accurate than ours here (e.g. LayerNorm's "
@@ -452,6 +460,17 @@ def _group_norm_channels_last_no_input_grad(case):
 TORCH_CRASHES["group_norm"] = [(_group_norm_channels_last_no_input_grad,
                                 "torch's CPU group_norm backward segfaults for a channels_last input that does not "
                                 "require grad (weight/bias gradients only)")]
+
+
+def _embedding_bag_no_columns(case):
+    w = case.value("weight")
+    return isinstance(w, torch.Tensor) and w.dim() == 2 and w.shape[1] == 0
+
+
+# Found by the fuzzer (torch 2.13 CPU): embedding_bag with a (V, 0) weight reads its indices out of bounds
+# (garbage index values: an error or a result, by run).
+TORCH_CRASHES["embedding_bag"] = [(_embedding_bag_no_columns,
+                                   "torch's CPU embedding_bag reads out of bounds for a weight with no columns")]
 
 
 def torch_crash(case):

@@ -126,3 +126,50 @@ def _conv_t_err(make):
     yield Sample("padding-string", (make(2, 4, 5, 5), make(4, 3, 3, 3)), {"padding": "same"})
     yield Sample("bias-shape", (make(2, 2, 5, 5), make(2, 1, 3, 3), make(3)))
     yield Sample("output-too-small", (make(1, 2, 1, 1), make(2, 1, 1, 1)), {"padding": 1})
+
+
+# --- conv3d, conv_transpose1d, conv_transpose3d: one generator over the number of spatial dims ---
+def _nd_conv_samples(make, nd, transposed):
+    """Samples of an nd (transposed) convolution; sizes shrink with nd to keep gradcheck fast."""
+    sp = {1: (7,), 2: (5, 4), 3: (3, 2, 4)}[nd]
+    k = {1: (3,), 2: (3, 2), 3: (2, 1, 2)}[nd]
+
+    def w(c_in, c_out, groups=1):  # (C_out, C_in/G, *k) for a convolution, (C_in, C_out/G, *k) transposed
+        return make(c_in, c_out // groups, *k) if transposed else make(c_out, c_in // groups, *k)
+
+    # the first sample is the one gradgradcheck runs: kept small in 3-d
+    yield Sample("basic", (make(2, 3, *sp), w(3, 2), make(2)) if nd < 3 else (make(1, 2, *sp), w(2, 2), make(2)))
+    opts = {"stride": 2, "padding": 1, "dilation": (1,) * (nd - 1) + (2,)}
+    if transposed:
+        opts["output_padding"] = 1
+    yield Sample("stride-padding-dilation", (make(1, 2, *sp), w(2, 3), make(3)), opts)
+    yield Sample("groups-no-bias", (make(2, 4, *sp), w(4, 2, groups=2), None), {"groups": 2})
+    yield Sample("empty-batch", (make(0, 2, *sp), w(2, 2), make(2)))
+    yield Sample("unbatched", (make(2, *sp), w(2, 3), make(3)), {"padding": tuple(int(kk > 1) for kk in k)})
+    yield Sample("noncontiguous", (make(2, 2, *sp, layout="slice"), w(2, 2), make(2)))
+    if not transposed:
+        yield Sample("same", (make(1, 2, *sp), w(2, 3), make(3)), {"padding": "same"})
+
+
+def _nd_conv_modules(make, nd, transposed):
+    sp = {1: (7,), 3: (4, 3, 5)}[nd]
+    yield ModuleSample("basic", (2, 4, 3), {"stride": 2, "padding": 1}, (make(2, 2, *sp),))
+    if transposed:
+        yield ModuleSample("output-size", (2, 3, 2), {"stride": 2, "groups": 1, "bias": False}, (make(1, 2, *sp),),
+                           {"output_size": [2 * s + 1 for s in sp]})
+    else:
+        for mode in ("reflect", "replicate", "circular"):
+            yield ModuleSample(mode, (2, 3, 2), {"padding": 1, "padding_mode": mode}, (make(1, 2, *sp),))
+
+
+def _nd_conv_errors(make, nd, transposed):
+    sp = (4,) * nd
+    yield Sample("wrong-rank", (make(1, 2, 1, *sp), make(2, 2, *(2,) * nd)))
+    yield Sample("channel-mismatch", (make(1, 3, *sp), make(2, 2, *(2,) * nd)))
+    yield Sample("zero-stride", (make(1, 2, *sp), make(2, 2, *(2,) * nd)), {"stride": 0})
+
+
+for _name, _nd, _t in (("conv3d", 3, False), ("conv_transpose1d", 1, True), ("conv_transpose3d", 3, True)):
+    samples(_name)(lambda make, nd=_nd, t=_t: _nd_conv_samples(make, nd, t))
+    module_samples(_name)(lambda make, nd=_nd, t=_t: _nd_conv_modules(make, nd, t))
+    error_samples(_name)(lambda make, nd=_nd, t=_t: _nd_conv_errors(make, nd, t))

@@ -49,3 +49,39 @@ def _embedding_err(make):
     yield Sample("1-d weight", (torch.tensor([1, 2]), make(10)))
     yield Sample("padding_idx out of range", (torch.tensor([1, 2]), make(10, 3)), {"padding_idx": 10})
     yield Sample("negative padding_idx out of range", (torch.tensor([1, 2]), make(10, 3)), {"padding_idx": -11})
+
+
+# --- embedding_bag ---
+@samples("embedding_bag")
+def _embedding_bag(make):
+    idx = torch.tensor([1, 2, 4, 5, 4, 3, 2, 9, 0, 6])
+    offsets = torch.tensor([0, 3, 3, 6])  # bag 1 is empty
+    for mode in ("sum", "mean", "max"):
+        yield Sample(f"{mode}-offsets", (idx, make(10, 3), offsets), {"mode": mode})
+        yield Sample(f"{mode}-2d", (torch.tensor([[1, 2, 4], [4, 3, 2]]), make(10, 3)), {"mode": mode})
+        yield Sample(f"{mode}-padding-idx", (idx, make(10, 3), offsets), {"mode": mode, "padding_idx": 2})
+    yield Sample("sum-per-sample-weights", (idx, make(10, 3), offsets),
+                 {"mode": "sum", "per_sample_weights": make(10)})
+    yield Sample("sum-psw-padding-2d", (torch.tensor([[1, 2, 4], [4, 3, 2]]), make(10, 3)),
+                 {"mode": "sum", "per_sample_weights": make(2, 3), "padding_idx": 4})
+    yield Sample("mean-include-last-offset", (idx, make(10, 3), torch.tensor([0, 3, 7, 10])),
+                 {"mode": "mean", "include_last_offset": True})
+
+
+@module_samples("embedding_bag")
+def _embedding_bag_mod(make):
+    idx = torch.tensor([1, 2, 4, 5, 4, 3, 2, 9])
+    yield ModuleSample("mean", (10, 3), {}, (idx, torch.tensor([0, 3, 5])))
+    yield ModuleSample("max-padding", (10, 3), {"mode": "max", "padding_idx": 4}, (idx, torch.tensor([0, 3, 5])))
+    yield ModuleSample("sum-psw", (10, 3), {"mode": "sum"}, (idx, torch.tensor([0, 3, 5]), make(8)))
+
+
+@error_samples("embedding_bag")
+def _embedding_bag_err(make):
+    yield Sample("2d-with-offsets", (torch.tensor([[1, 2]]), make(10, 3), torch.tensor([0])))
+    yield Sample("no-offsets", (torch.tensor([1, 2]), make(10, 3)))
+    yield Sample("bad-mode", (torch.tensor([1, 2]), make(10, 3), torch.tensor([0])), {"mode": "median"})
+    yield Sample("psw-mean", (torch.tensor([1, 2]), make(10, 3), torch.tensor([0])),
+                 {"per_sample_weights": make(2)})
+    yield Sample("max-scale-freq", (torch.tensor([1, 2]), make(10, 3), torch.tensor([0])),
+                 {"mode": "max", "scale_grad_by_freq": True})

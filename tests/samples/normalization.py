@@ -1,5 +1,7 @@
 """Samples for the normalization family: layer, RMS, batch and group norm."""
 
+import torch
+
 from . import ModuleSample, Sample, error_samples, module_samples, samples
 
 
@@ -69,6 +71,8 @@ def _batch_norm(make):
     yield Sample("train-2d", (make(5, 3), *_stats(make, 3), make(3), make(3)), {"training": True})
     yield Sample("train-3d-momentum-eps", (make(2, 3, 4), *_stats(make, 3), make(3), make(3), True, 0.5, 1e-2))
     yield Sample("eval", (make(3, 4, 3, 2), *_stats(make, 4), make(4), make(4), False))
+    yield Sample("train-5d", (make(2, 3, 2, 3, 2), *_stats(make, 3), make(3), make(3), True))
+    yield Sample("eval-5d", (make(2, 3, 2, 2, 3), *_stats(make, 3), make(3), make(3), False))
     yield Sample("eval-no-affine", (make(2, 3, 4), *_stats(make, 3)))
     yield Sample("train-no-affine", (make(3, 4, 2, 2), *_stats(make, 4)), {"training": True})
     yield Sample("train-no-running-stats", (make(3, 4, 2, 2), None, None, make(4), make(4), True))
@@ -102,6 +106,10 @@ def _batch_norm_mod(make):
     yield ModuleSample("3d-input-momentum-none", (3,), {"momentum": None}, (make(2, 3, 6),), only=one_d)
     yield ModuleSample("untracked-no-affine", (3,), {"track_running_stats": False, "affine": False},
                        (make(4, 3),), only=one_d)
+    three_d = ("BatchNorm3d",)
+    yield ModuleSample("5d-input", (3,), {}, (make(2, 3, 2, 3, 2),), only=three_d)
+    yield ModuleSample("5d-momentum-none-no-affine", (2,), {"momentum": None, "affine": False},
+                       (make(3, 2, 2, 2, 3),), only=three_d)
 
 
 @error_samples("batch_norm")
@@ -144,3 +152,55 @@ def _group_norm_err(make):
     yield Sample("1d-input", (make(4), 2))
     yield Sample("weight-size", (make(2, 4, 3), 2, make(3)))
     yield Sample("one-value-per-group", (make(1, 2), 2))
+
+
+# --- instance_norm ---
+@samples("instance_norm")
+def _instance_norm(make):
+    yield Sample("2d-affine", (make(2, 3, 3, 4), None, None, make(3), make(3)))
+    yield Sample("1d-no-affine", (make(3, 2, 5),))
+    yield Sample("3d-running-stats", (make(2, 2, 2, 3, 2), *_stats(make, 2), make(2), None), {"momentum": 0.3})
+    yield Sample("eval-running-stats", (make(2, 3, 4), *_stats(make, 3), make(3), make(3)), {"use_input_stats": False})
+    yield Sample("eps", (make(2, 3, 4), None, None, make(3), make(3)), {"eps": 1e-2})
+    yield Sample("empty-batch", (make(0, 3, 4),))
+    yield Sample("channels_last", (make(2, 3, 3, 2, layout="channels_last"), None, None, make(3), make(3)))
+
+
+@module_samples("instance_norm")
+def _instance_norm_mod(make):
+    yield ModuleSample("1d", (3,), {}, (make(2, 3, 5),), only=("InstanceNorm1d",))
+    yield ModuleSample("1d-unbatched-affine", (3,), {"affine": True}, (make(3, 5),), only=("InstanceNorm1d",))
+    yield ModuleSample("2d-tracked", (3,), {"track_running_stats": True, "affine": True}, (make(2, 3, 3, 4),),
+                       only=("InstanceNorm2d",))
+    yield ModuleSample("3d-tracked-momentum-none", (2,), {"track_running_stats": True, "momentum": None},
+                       (make(2, 2, 2, 3, 2),), only=("InstanceNorm3d",))
+
+
+@error_samples("instance_norm")
+def _instance_norm_err(make):
+    yield Sample("one-spatial-element", (make(2, 3, 1),))
+    yield Sample("eval-without-stats", (make(2, 3, 4),), {"use_input_stats": False})
+    yield Sample("weight-size", (make(2, 3, 4), None, None, make(4)))
+
+
+# --- local_response_norm ---
+@samples("local_response_norm")
+def _lrn(make):
+    yield Sample("3d-odd-size", (make(2, 5, 4), 3))
+    yield Sample("3d-even-size", (make(2, 6, 3), 4), {"alpha": 0.1, "beta": 0.5, "k": 1.5})
+    if make.dtype != torch.bfloat16:  # torch runs avg_pool3d for >= 4-d inputs: no bfloat16 CPU kernel
+        yield Sample("4d-even-size", (make(2, 6, 2, 3), 4), {"alpha": 0.1, "beta": 0.5, "k": 1.5})
+        yield Sample("5d", (make(1, 4, 2, 2, 2), 2), {"alpha": 1.0, "k": 2.0})
+    yield Sample("size-over-channels", (make(2, 3, 3), 7), {"alpha": 0.5})
+    yield Sample("noncontiguous", (make(2, 4, 3, layout="t"), 3), {"alpha": 0.2})
+
+
+@module_samples("local_response_norm")
+def _lrn_mod(make):
+    yield ModuleSample("basic", (3,), {"alpha": 0.1}, (make(2, 5, 3, 3),))
+
+
+@error_samples("local_response_norm")
+def _lrn_err(make):
+    yield Sample("2d-input", (make(4, 5), 3))
+    yield Sample("4d-bfloat16", (make(1, 3, 2, 2, dtype=torch.bfloat16), 2))

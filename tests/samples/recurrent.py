@@ -128,3 +128,45 @@ for _name in _GATES:
     error_samples(_name)(_error_samples(_name))
     if _name != "rnn_relu":
         module_samples(_name)(_module_samples(_name))
+
+
+# --- cells: rnn_tanh_cell, rnn_relu_cell, lstm_cell, gru_cell (one generator; G gates per cell) ---
+_CELL_GATES = {"rnn_tanh_cell": 1, "rnn_relu_cell": 1, "lstm_cell": 4, "gru_cell": 3}
+
+
+def _cell_samples(make, name):
+    g = _CELL_GATES[name]
+    h = 3
+
+    def state(b):
+        return (make(b, h), make(b, h)) if name == "lstm_cell" else make(b, h)
+
+    yield Sample("bias", (make(4, 5), state(4), make(g * h, 5), make(g * h, h), make(g * h), make(g * h)))
+    yield Sample("no-bias", (make(2, 5), state(2), make(g * h, 5), make(g * h, h)))
+    yield Sample("batch-of-one", (make(1, 2), state(1), make(g * h, 2), make(g * h, h), make(g * h), make(g * h)))
+    yield Sample("state-no-grad", (make(3, 4), (make(3, h, requires_grad=False),) * 2 if name == "lstm_cell"
+                                   else make(3, h, requires_grad=False), make(g * h, 4), make(g * h, h)))
+
+
+def _cell_modules(make, name):
+    if name == "rnn_relu_cell":
+        return
+    cls_kw = {"rnn_tanh_cell": {}, "lstm_cell": {}, "gru_cell": {}}[name]
+    yield ModuleSample("batched", (4, 3), cls_kw, (make(2, 4),))
+    state = (make(2, 3), make(2, 3)) if name == "lstm_cell" else make(2, 3)
+    yield ModuleSample("given-state", (4, 3), cls_kw, (make(2, 4), state))
+    yield ModuleSample("unbatched-no-bias", (4, 3), {"bias": False, **cls_kw}, (make(4),))
+    if name == "rnn_tanh_cell":
+        yield ModuleSample("relu", (4, 3), {"nonlinearity": "relu"}, (make(2, 4),))
+
+
+def _cell_errors(make, name):
+    g = _CELL_GATES[name]
+    state = (make(2, 3), make(2, 3)) if name == "lstm_cell" else make(2, 3)
+    yield Sample("input-size", (make(2, 5), state, make(g * 3, 4), make(g * 3, 3)))
+
+
+for _name in _CELL_GATES:
+    samples(_name)(lambda make, n=_name: _cell_samples(make, n))
+    module_samples(_name)(lambda make, n=_name: _cell_modules(make, n))
+    error_samples(_name)(lambda make, n=_name: _cell_errors(make, n))

@@ -32,13 +32,17 @@ from .attention import (
     scaled_dot_product_attention,
 )
 from .conv import (
+    _conv_transposend,  # noqa: F401  (torch_bp.nn.ConvTranspose*: output_size)
     _convnd,  # noqa: F401  (torch_bp.nn.Conv*: padding modes)
     conv1d,
     conv2d,
+    conv3d,
+    conv_transpose1d,
     conv_transpose2d,
+    conv_transpose3d,
 )
 from .dropout import dropout
-from .embedding import embedding
+from .embedding import embedding, embedding_bag
 from .linear import linear, linear_activation
 from .loss import (
     binary_cross_entropy_with_logits,
@@ -50,9 +54,40 @@ from .loss import (
     nll_loss,
     smooth_l1_loss,
 )
-from .normalization import batch_norm, group_norm, layer_norm, rms_norm
-from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
-from .recurrent import gru, lstm, rnn_relu, rnn_tanh
+from .normalization import (
+    batch_norm,
+    group_norm,
+    instance_norm,
+    layer_norm,
+    local_response_norm,
+    rms_norm,
+)
+from .padding import pad
+from .pooling import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    fractional_max_pool2d,
+    fractional_max_pool3d,
+    lp_pool1d,
+    lp_pool2d,
+    lp_pool3d,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+    max_unpool1d,
+    max_unpool2d,
+    max_unpool3d,
+)
+from .recurrent import gru, gru_cell, lstm, lstm_cell, rnn_relu, rnn_relu_cell, rnn_tanh, rnn_tanh_cell
+from .resample import (channel_shuffle, fold, interpolate, pixel_shuffle, pixel_unshuffle, unfold, upsample,
+                       upsample_bilinear, upsample_nearest)
 
 # The names defined by torch_bp (a rule of ours runs); every other public name of
 # torch.nn.functional resolves to torch's own function (module __getattr__ below).

@@ -48,12 +48,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _convnd(2, "conv2d", input, weight, bias, stride, padding, dilation, groups)
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    input, weight, bias = autocast_inputs("conv_transpose2d", input, weight, bias)
-    nd = 2
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _convnd(3, "conv3d", input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv_transposend(nd, name, input, weight, bias, stride, padding, output_padding, groups, dilation):
+    """conv_transpose1d/2d/3d: torch's checks, then :class:`torch_bp.ops.conv.ConvTransposeFunction`."""
+    input, weight, bias = autocast_inputs(name, input, weight, bias)
     if isinstance(padding, str):
-        raise TypeError("conv_transpose2d(): argument 'padding' must be tuple of ints, not str")
-    _check_conv(input, weight, bias, nd, groups, "conv_transpose2d", transposed=True)
+        raise TypeError(f"{name}(): argument 'padding' must be tuple of ints, not str")
+    _check_conv(input, weight, bias, nd, groups, name, transposed=True)
     stride, dilation = _conv_tuple(stride, nd, "stride"), _conv_tuple(dilation, nd, "dilation")
     padding, output_padding = _conv_tuple(padding, nd, "padding"), _conv_tuple(output_padding, nd, "output_padding")
     _check_positive(stride, "stride")
@@ -71,3 +75,18 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                            f"Calculated output size per channel: ({' x '.join(map(str, out))}). Output size is too small")
     opts = _conv.ConvTransposeOptions(stride, padding, output_padding, int(groups), dilation)
     return _conv.ConvTransposeFunction.apply(input, weight, bias, opts)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transposend(1, "conv_transpose1d", input, weight, bias, stride, padding, output_padding, groups,
+                             dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transposend(2, "conv_transpose2d", input, weight, bias, stride, padding, output_padding, groups,
+                             dilation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transposend(3, "conv_transpose3d", input, weight, bias, stride, padding, output_padding, groups,
+                             dilation)

@@ -32,3 +32,53 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         with torch.no_grad():
             torch.embedding_renorm_(weight, input, max_norm, norm_type)
     return _emb.EmbeddingFunction.apply(input, weight, padding_idx, bool(scale_grad_by_freq))
+
+
+def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False, mode="mean",
+                  sparse=False, per_sample_weights=None, include_last_offset=False, padding_idx=None):
+    # torch's checks, in torch's order (F.embedding_bag); the kernel's own run in the forward
+    if per_sample_weights is not None and input.size() != per_sample_weights.size():
+        raise ValueError(f"embedding_bag: If per_sample_weights ({per_sample_weights.shape}) is not None, "
+                         f"then it must have the same shape as the input ({input.shape})")
+    if weight.dim() != 2:
+        raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.dim()}")
+    if input.dim() == 2:
+        if offsets is not None:
+            raise ValueError("if input is 2D, then offsets has to be None, as input is treated is a mini-batch of "
+                             f"fixed length sequences. However, found offsets of type {type(offsets)}")
+        offsets = torch.arange(0, input.numel(), input.size(1), dtype=input.dtype, device=input.device)
+        include_last_offset = False
+        input = input.reshape(-1)
+        if per_sample_weights is not None:
+            per_sample_weights = per_sample_weights.reshape(-1)
+    elif input.dim() == 1:
+        if offsets is None:
+            raise ValueError("offsets has to be a 1D Tensor but got None")
+        if offsets.dim() != 1:
+            raise ValueError("offsets has to be a 1D Tensor")
+    else:
+        raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {input.dim()}")
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError("mode has to be one of sum, mean or max")
+    if mode == "max" and scale_grad_by_freq:
+        raise ValueError("max mode does not support scaling the gradient by the frequency")
+    if mode == "max" and sparse:
+        raise ValueError("max mode does not support sparse weights")
+    if scale_grad_by_freq:
+        # NOTE: torch's gradient with scale_grad_by_freq (embedding_bag) is not the frequency-divided sum that
+        # the embedding rule computes; until its convention is written out, ours refuses rather than differ
+        raise NotImplementedError("torch_bp embedding_bag: scale_grad_by_freq=True is not supported")
+    if sparse:
+        raise NotImplementedError("torch_bp embedding_bag: sparse=True (sparse gradients) is not supported; "
+                                  "use sparse=False for a dense gradient")
+    if max_norm is not None:
+        with torch.no_grad():  # as torch: rows rescaled in place, outside autograd
+            torch.embedding_renorm_(weight, input.contiguous(), max_norm, norm_type)
+    if per_sample_weights is not None and mode != "sum":
+        raise NotImplementedError("embedding_bag: per_sample_weights was not None. per_sample_weights is only "
+                                  f"supported for mode='sum' (got mode='{mode}'). Please open a feature request on "
+                                  "GitHub.")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx = weight.size(0) + padding_idx
+    return _emb.EmbeddingBagFunction.apply(weight, input, offsets, per_sample_weights, mode, padding_idx,
+                                           bool(include_last_offset), bool(scale_grad_by_freq))[0]

@@ -78,3 +78,55 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
             raise RuntimeError(f"Expected {what} to be a vector of size equal to the number of channels in input, "
                                f"but got {what} of shape {list(t.shape)} and input of shape {list(input.shape)}")
     return _norm.GroupNormFunction.apply(input, weight, bias, int(num_groups), float(eps))[0]
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-05):
+    """Instance norm: the group norm rule with one group per channel (statistics per (n, c)) when
+    ``use_input_stats``; else the batch norm rule in eval mode with the running statistics.
+
+    The running statistics are updated as torch's: by the batch mean of the per-instance mean and
+    unbiased variance (computed apart, without gradient, only when they are given)."""
+    if use_input_stats and math.prod(input.shape[2:]) == 1:  # torch's F.instance_norm check comes first
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.size()}")
+    if input.dim() < 2:
+        raise RuntimeError(f"instance_norm: expected input with at least 2 dims (N, C, ...), got {list(input.shape)}")
+    if input.shape[0] == 0 and (weight is not None or bias is not None or running_mean is not None):
+        # as torch, whose instance_norm repeats weight/bias/statistics per instance (none here) and then indexes it
+        raise IndexError("select(): index 0 out of range for tensor of size [0] at dimension 0 "
+                         "(torch's instance_norm of an empty batch with weight, bias or running statistics)")
+    c = input.shape[1]
+    for t, what in ((running_mean, "running_mean"), (running_var, "running_var")):
+        if t is not None and t.numel() != c:
+            raise RuntimeError(f"{what} should contain {c} elements not {t.numel()}")
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    _check_norm_dtypes(input, (weight, bias, running_mean, running_var), "instance_norm")
+    for t, what in ((weight, "weight"), (bias, "bias")):
+        if t is not None and (t.dim() != 1 or t.numel() != c):
+            raise RuntimeError(f"{what} should contain {c} elements not {t.numel()}")
+    y = _norm.GroupNormFunction.apply(input, weight, bias, c, float(eps))[0]
+    if running_mean is not None or running_var is not None:
+        with torch.no_grad():
+            var, mean = torch.var_mean(input.detach().flatten(2).to(torch.float64), -1, correction=1)  # (N, C)
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum).add_(mean.mean(0).to(running_mean.dtype), alpha=momentum)
+            if running_var is not None:
+                running_var.mul_(1 - momentum).add_(var.mean(0).to(running_var.dtype), alpha=momentum)
+    return y
+
+
+def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
+    dim = input.dim()
+    if dim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {dim} dimensions)")
+    if not input.is_floating_point():  # no gradient to take: torch's function, with its integer conventions
+        return torch.nn.functional.local_response_norm(input, size, alpha, beta, k)
+    if dim > 3 and input.device.type == "cpu" and input.dtype in (torch.bfloat16, torch.float16):
+        # as torch, whose local_response_norm of a 4-d or larger input runs avg_pool3d (no such CPU kernel)
+        raise NotImplementedError(f'"avg_pool3d_out_frame" not implemented for {input.dtype} '
+                                  "(torch's local_response_norm of a 4-d or larger input on CPU)")
+    return _norm.LocalResponseNormFunction.apply(input, size, alpha, beta, k)
+

@@ -134,3 +134,40 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
     if packed:
         output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
     return (output, outs[1], outs[2]) if is_lstm else (output, outs[1])
+
+
+# --- cells: one time step ---
+def _cell_args(name, input, hx, w_ih, w_hh, b_ih, b_hh):
+    tensors = autocast_inputs(name, input, *hx, w_ih, w_hh, b_ih, b_hh)
+    input, hx, (w_ih, w_hh, b_ih, b_hh) = tensors[0], tensors[1:1 + len(hx)], tensors[1 + len(hx):]
+    if input.dim() != 2 or any(h.dim() != 2 for h in hx):
+        raise RuntimeError(f"{name}: expected input (batch, input_size) and hidden states (batch, hidden_size), "
+                           f"got {list(input.shape)} and {[list(h.shape) for h in hx]}")
+    gates = w_ih.shape[0]
+    if input.shape[1] != w_ih.shape[1] or any(h.shape[0] != input.shape[0] or h.shape[1] != w_hh.shape[1]
+                                              for h in hx):
+        raise RuntimeError(f"{name}: input {list(input.shape)}, hidden {[list(h.shape) for h in hx]} do not match "
+                           f"weights {list(w_ih.shape)}, {list(w_hh.shape)}")
+    if w_hh.shape[0] != gates or any(b is not None and b.shape != (gates,) for b in (b_ih, b_hh)):
+        raise RuntimeError(f"{name}: weight/bias sizes do not match: {list(w_ih.shape)}, {list(w_hh.shape)}")
+    return input, hx, w_ih, w_hh, b_ih, b_hh
+
+
+def rnn_tanh_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    input, (hx,), w_ih, w_hh, b_ih, b_hh = _cell_args("rnn_tanh_cell", input, (hx,), w_ih, w_hh, b_ih, b_hh)
+    return _rnn.RNNCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh, False)
+
+
+def rnn_relu_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    input, (hx,), w_ih, w_hh, b_ih, b_hh = _cell_args("rnn_relu_cell", input, (hx,), w_ih, w_hh, b_ih, b_hh)
+    return _rnn.RNNCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh, True)
+
+
+def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    input, (h, c), w_ih, w_hh, b_ih, b_hh = _cell_args("lstm_cell", input, tuple(hx), w_ih, w_hh, b_ih, b_hh)
+    return _rnn.LSTMCellFunction.apply(input, h, c, w_ih, w_hh, b_ih, b_hh)
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    input, (hx,), w_ih, w_hh, b_ih, b_hh = _cell_args("gru_cell", input, (hx,), w_ih, w_hh, b_ih, b_hh)
+    return _rnn.GRUCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh)

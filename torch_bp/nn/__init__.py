@@ -20,11 +20,21 @@ from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Linea
 # --- normalization ---
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 # (more normalization layers: below this line)
+from .normalization import BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm
 
 # --- convolution, pooling ---
 from .conv import Conv1d, Conv2d, ConvTranspose2d
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 # (more convolution, pooling, resampling, padding layers: below this line)
+from .conv import Conv3d, ConvTranspose1d, ConvTranspose3d
+from .padding import (PADDING_MODULES, CircularPad1d, CircularPad2d, CircularPad3d, ConstantPad1d, ConstantPad2d,
+                      ConstantPad3d, ReflectionPad1d, ReflectionPad2d, ReflectionPad3d, ReplicationPad1d,
+                      ReplicationPad2d, ReplicationPad3d, ZeroPad1d, ZeroPad2d, ZeroPad3d)
+from .resample import (ChannelShuffle, Fold, PixelShuffle, PixelUnshuffle, Unfold, Upsample, UpsamplingBilinear2d,
+                       UpsamplingNearest2d)
+from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool3d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d,
+                      AvgPool1d, AvgPool3d, FractionalMaxPool2d, FractionalMaxPool3d, LPPool1d, LPPool2d, LPPool3d,
+                      MaxPool1d, MaxPool3d, MaxUnpool1d, MaxUnpool2d, MaxUnpool3d)
 
 # --- attention, recurrent, transformer ---
 from .attention import MultiheadAttention
@@ -32,6 +42,8 @@ from .rnn import GRU, LSTM, RNN
 from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
                           TransformerEncoderLayer)
 # (recurrent cells and other layers: below this line)
+from .rnn import GRUCell, LSTMCell, RNNCell
+from .sparse import EmbeddingBag
 
 __all__ = sorted(n for n, v in list(globals().items())
                  if not n.startswith("_") and isinstance(v, type) and issubclass(v, _torch.nn.Module))

@@ -64,7 +64,42 @@ class Conv2d(_ConvForward, torch.nn.Conv2d):
     _nd = 2
 
 
-class ConvTranspose2d(torch.nn.ConvTranspose2d):
+class Conv3d(_ConvForward, torch.nn.Conv3d):
+    r"""Drop-in :class:`torch.nn.Conv3d` (all four ``padding_mode``\ s, ``padding='same'``/``'valid'``).
+
+    Its backward is :class:`torch_bp.ops.conv.ConvFunction`. Args, Shape and parameters:
+    as :class:`torch.nn.Conv3d`.
+
+    Example::
+
+        >>> torch_bp.nn.Conv3d(2, 4, 3, padding=1)(torch.randn(1, 2, 5, 6, 7)).shape
+        torch.Size([1, 4, 5, 6, 7])
+    """
+
+    _nd = 3
+
+
+class _ConvTransposeForward:
+    """``forward`` of ConvTranspose1d/2d/3d: ``output_size`` picks the output padding, as torch."""
+
+    _nd = 0
+
+    def forward(self, input, output_size=None):
+        if self.padding_mode != "zeros":
+            raise ValueError(f"Only `zeros` padding mode is supported for {type(self).__name__}")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
+                                              self._nd, self.dilation)
+        return F._conv_transposend(self._nd, f"conv_transpose{self._nd}d", input, self.weight, self.bias,
+                                   self.stride, self.padding, output_padding, self.groups, self.dilation)
+
+
+class ConvTranspose1d(_ConvTransposeForward, torch.nn.ConvTranspose1d):
+    r"""Drop-in :class:`torch.nn.ConvTranspose1d`; backward: :class:`torch_bp.ops.conv.ConvTransposeFunction`."""
+
+    _nd = 1
+
+
+class ConvTranspose2d(_ConvTransposeForward, torch.nn.ConvTranspose2d):
     r"""Drop-in :class:`torch.nn.ConvTranspose2d` (``output_size`` in forward picks the output padding).
 
     Its backward is :class:`torch_bp.ops.conv.ConvTransposeFunction`. As in torch, only
@@ -77,10 +112,10 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
         torch.Size([8, 3, 32, 32])
     """
 
-    def forward(self, input, output_size=None):
-        if self.padding_mode != "zeros":
-            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
-                                              2, self.dilation)
-        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
-                                  self.groups, self.dilation)
+    _nd = 2
+
+
+class ConvTranspose3d(_ConvTransposeForward, torch.nn.ConvTranspose3d):
+    r"""Drop-in :class:`torch.nn.ConvTranspose3d`; backward: :class:`torch_bp.ops.conv.ConvTransposeFunction`."""
+
+    _nd = 3

@@ -61,8 +61,44 @@ class BatchNorm2d(_BatchNormForward, torch.nn.BatchNorm2d):
     """
 
 
+class BatchNorm3d(_BatchNormForward, torch.nn.BatchNorm3d):
+    """Drop-in :class:`torch.nn.BatchNorm3d`: input (N, C, D, H, W); buffers as torch's."""
+
+
 class GroupNorm(torch.nn.GroupNorm):
     """Drop-in :class:`torch.nn.GroupNorm`. Backward: :class:`torch_bp.ops.normalization.GroupNormFunction`."""
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+
+# --- InstanceNorm1d / InstanceNorm2d / InstanceNorm3d ---
+class _InstanceNormForward:
+    """torch's ``_InstanceNorm.forward`` (unbatched input, the running statistics' use) with the
+    normalization routed through :func:`torch_bp.functional.instance_norm`."""
+
+    def _apply_instance_norm(self, input):
+        return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                               self.training or not self.track_running_stats, self.momentum if self.momentum is not None
+                               else 0.0, self.eps)
+
+
+class InstanceNorm1d(_InstanceNormForward, torch.nn.InstanceNorm1d):
+    """Drop-in :class:`torch.nn.InstanceNorm1d`. Backward: the group norm rule, one group per channel."""
+
+
+class InstanceNorm2d(_InstanceNormForward, torch.nn.InstanceNorm2d):
+    """Drop-in :class:`torch.nn.InstanceNorm2d`. Backward: the group norm rule, one group per channel."""
+
+
+class InstanceNorm3d(_InstanceNormForward, torch.nn.InstanceNorm3d):
+    """Drop-in :class:`torch.nn.InstanceNorm3d`. Backward: the group norm rule, one group per channel."""
+
+
+# --- LocalResponseNorm ---
+class LocalResponseNorm(torch.nn.LocalResponseNorm):
+    """Drop-in :class:`torch.nn.LocalResponseNorm` (backward: ``LocalResponseNormFunction``)."""
+
+    def forward(self, input):
+        return F.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+

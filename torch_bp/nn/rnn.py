@@ -99,3 +99,50 @@ def torch_reference(mode: str):
 
     reference.__name__ = reference.__qualname__ = f"torch_{mode.lower()}"
     return reference
+
+
+# --- RNNCell / LSTMCell / GRUCell ---
+class _CellForward:
+    """torch's cell ``forward`` (unbatched input, default zero state) with the step routed through our rules."""
+
+    def forward(self, input, hx=None):
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{type(self).__name__}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        states = hx if isinstance(hx, tuple) else (hx,) if hx is not None else None
+        if states is not None and any(h.dim() not in (1, 2) for h in states):
+            raise ValueError(f"{type(self).__name__}: Expected hidden to be 1D or 2D, "
+                             f"got {[h.dim() for h in states]}D instead")
+        batched = input.dim() == 2
+        if not batched:
+            input = input.unsqueeze(0)
+        if states is None:
+            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+            states = (zeros, zeros) if isinstance(self, torch.nn.LSTMCell) else (zeros,)
+        elif not batched:
+            states = tuple(h.unsqueeze(0) for h in states)
+        out = self._step(input, states)
+        if not batched:
+            out = tuple(o.squeeze(0) for o in out) if isinstance(out, tuple) else out.squeeze(0)
+        return out
+
+
+class RNNCell(_CellForward, torch.nn.RNNCell):
+    """Drop-in :class:`torch.nn.RNNCell` (backward: :class:`torch_bp.ops.recurrent.RNNCellFunction`)."""
+
+    def _step(self, input, states):
+        fn = F.rnn_tanh_cell if self.nonlinearity == "tanh" else F.rnn_relu_cell
+        return fn(input, states[0], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+
+class LSTMCell(_CellForward, torch.nn.LSTMCell):
+    """Drop-in :class:`torch.nn.LSTMCell` (backward: :class:`torch_bp.ops.recurrent.LSTMCellFunction`)."""
+
+    def _step(self, input, states):
+        return F.lstm_cell(input, states, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+
+
+class GRUCell(_CellForward, torch.nn.GRUCell):
+    """Drop-in :class:`torch.nn.GRUCell` (backward: :class:`torch_bp.ops.recurrent.GRUCellFunction`)."""
+
+    def _step(self, input, states):
+        return F.gru_cell(input, states[0], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)

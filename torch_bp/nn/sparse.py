@@ -23,3 +23,13 @@ class Embedding(torch.nn.Embedding):
     def forward(self, input):
         return F.embedding(input, self.weight, self.padding_idx, self.max_norm, self.norm_type,
                            self.scale_grad_by_freq, self.sparse)
+
+
+class EmbeddingBag(torch.nn.EmbeddingBag):
+    """Drop-in :class:`torch.nn.EmbeddingBag` (sum/mean/max, offsets, per_sample_weights, padding_idx; dense
+    gradients). Backward: :class:`torch_bp.ops.embedding.EmbeddingBagFunction`."""
+
+    def forward(self, input, offsets=None, per_sample_weights=None):
+        return F.embedding_bag(input, self.weight, offsets, self.max_norm, self.norm_type, self.scale_grad_by_freq,
+                               self.mode, self.sparse, per_sample_weights, self.include_last_offset,
+                               self.padding_idx)

@@ -1,4 +1,4 @@
-r"""Convolutions (1d/2d) and transposed convolutions, with backward rules written as forward convolutions.
+r"""Convolutions (1d/2d/3d) and transposed convolutions (1d/2d/3d), with backward rules written as forward convolutions.
 
 Notation for one spatial dim (the rules apply per dim): input size ``H``, kernel ``k``,
 stride ``s``, padding ``p`` (both sides), dilation ``d``, output size
@@ -36,9 +36,10 @@ from .. import backend
 from . import _lean
 from ._rule import Rule
 from ._util import own, summed_per_sample
+from .padding import unpad
 
-_CONV = {1: TF.conv1d, 2: TF.conv2d}
-_CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d}
+_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
+_CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d, 3: TF.conv_transpose3d}
 
 
 def _narrow_to(t: torch.Tensor, sizes) -> torch.Tensor:
@@ -88,17 +89,18 @@ def _weight_grad(x, grad_y, k, stride, padding, dilation, groups):
     runs this Python rule), for every stride; ``python -m experiments.benchmarks.probes conv``
     measures it against the swapped convolution. Without it, stride 1 uses
     :func:`_weight_grad_taps` under the conditions below.
+    Both are written for 1-d and 2-d kernels; a 3-d kernel always takes the swapped convolution.
     """
     nd = len(k)
     n, c = x.shape[:2]
     o = grad_y.shape[1]
     if n == 0:
         return x.new_zeros((o, c // groups) + tuple(k))
-    if backend.use_cpp(x, grad_y):
+    if nd <= 2 and backend.use_cpp(x, grad_y):
         # the same sum as an im2col + matmul over cache-sized blocks (csrc/cpu/conv.cpp)
         return torch.ops.torch_bp.conv_weight_grad(x, grad_y, list(k), list(stride), list(padding),
                                                    list(dilation), groups)
-    if all(v == 1 for v in stride):
+    if nd <= 2 and all(v == 1 for v in stride):
         if groups <= _TAP_MATMUL_MAX_GROUPS and (nd == 1 or math.prod(grad_y.shape[2:]) >= _TAP_MATMUL_MIN_PLANE):
             return _weight_grad_taps(x, grad_y, k, padding, dilation, groups)
     cg = c // groups
@@ -175,17 +177,6 @@ def _per_example_weight_grad(xp, grad_y, k, stride, padding, dilation, groups):
     return torch.einsum("ngol,ngckl->ngock", gy, windows).reshape((n, o, c // groups) + tuple(k))
 
 
-def _pad_index(size: int, lo: int, hi: int, mode: str, device) -> torch.Tensor:
-    """Source index of every position of a ``reflect``/``replicate``/``circular`` padded dim."""
-    i = torch.arange(-lo, size + hi, device=device)
-    if mode == "reflect":
-        i = i.abs()
-        return torch.where(i >= size, 2 * (size - 1) - i, i)
-    if mode == "replicate":
-        return i.clamp(0, size - 1)
-    return i.remainder(size)  # circular
-
-
 def _pad(x, pad, mode):
     """Pad the trailing spatial dims of x by pad = ((lo, hi), ...) in torch's ``mode``."""
     flat = [v for lo_hi in reversed(pad) for v in lo_hi]  # F.pad order: last dim first
@@ -194,27 +185,7 @@ def _pad(x, pad, mode):
     return TF.pad(x, flat, mode=mode)
 
 
-def _unpad(grad_xp, x_sizes, pad, mode):
-    r"""Adjoint of :func:`_pad`: the gradient of every padded copy goes back to its source.
-
-    zeros: crop. reflect/replicate/circular: the pad is a gather along each dim with the
-    indices of :func:`_pad_index`, so its adjoint is an ``index_add`` with the same indices.
-    """
-    nd = len(x_sizes)
-    g = grad_xp
-    for i, ((lo, hi), size) in enumerate(zip(pad, x_sizes)):
-        dim = g.dim() - nd + i
-        if mode == "zeros":
-            g = g.narrow(dim, lo, size)
-        elif lo or hi:
-            idx = _pad_index(size, lo, hi, mode, g.device)
-            shape = list(g.shape)
-            shape[dim] = size
-            g = g.new_zeros(shape).index_add(dim, idx, g)
-    return g
-
-
-# --- Conv1d / Conv2d ---
+# --- Conv1d / Conv2d / Conv3d ---
 class ConvOptions(NamedTuple):
     """Resolved options of a convolution (one entry per spatial dim).
 
@@ -232,11 +203,11 @@ class ConvOptions(NamedTuple):
 
 
 class ConvFunction(Rule):
-    r"""N-d convolution (N = 1, 2), optionally after an explicit padding.
+    r"""N-d convolution (N = 1, 2, 3), optionally after an explicit padding.
 
     Forward:   xp = pad(x)  (only if opts.pad),   y = conv(xp, w, s, p, d, G) + b
     Backward:  grad_xp = conv_transpose(grad_y, w, s, p, output_padding=r, G, d)
-               grad_x  = pad^T(grad_xp)   (crop for zeros; index_add of the copies otherwise)
+               grad_x  = pad^T(grad_xp)   (crop for zeros; index_add of the copies otherwise: ops/padding.py)
                grad_w  = conv(xp^{C<->N}, grad_y^{O<->N}, stride=d, padding=p, dilation=s, G)[..., :k]
                          (stride 1: one matmul per tap, or the compiled im2col + matmul; see _weight_grad)
                grad_b  = sum of grad_y over batch and space
@@ -302,7 +273,7 @@ class ConvFunction(Rule):
         if ctx.needs_input_grad[0]:
             grad_x = _input_grad(gy, weight, xp.shape[2:], o.stride, o.padding, o.dilation, o.groups)
             if o.pad is not None:
-                grad_x = _unpad(grad_x, xb.shape[2:], o.pad, o.padding_mode)
+                grad_x = unpad(grad_x, xb.shape[2:], o.pad, o.padding_mode)
             if unbatched:
                 grad_x = grad_x.squeeze(0)
         if ctx.needs_input_grad[1]:
@@ -330,7 +301,7 @@ class ConvFunction(Rule):
         return res
 
 
-# --- ConvTranspose2d ---
+# --- ConvTranspose1d / ConvTranspose2d / ConvTranspose3d ---
 class ConvTransposeOptions(NamedTuple):
     """Resolved options of a transposed convolution (one entry per spatial dim)."""
     stride: tuple
@@ -341,7 +312,7 @@ class ConvTransposeOptions(NamedTuple):
 
 
 class ConvTransposeFunction(Rule):
-    r"""N-d transposed convolution (N = 1, 2): the adjoint of ``conv`` (plus a bias).
+    r"""N-d transposed convolution (N = 1, 2, 3): the adjoint of ``conv`` (plus a bias).
 
     Forward:   y = conv_transpose(x, w, s, p, output_padding, G, d) + b
                w: (C_in, C_out/G, *k); y has (H-1)s - 2p + d(k-1) + 1 + output_padding positions

@@ -104,3 +104,83 @@ def _example_rows(ctx, batch_dim, grad_y):
         rows = torch.where((flat == ctx.padding_idx).unsqueeze(1), 0, rows)
     idx = example_rows(indices.unsqueeze(-1), batch_dim, 1).squeeze(2)
     return idx, example_rows(rows.reshape(*indices.shape, rows.shape[1]), batch_dim, rows.shape[1])
+
+
+# --- EmbeddingBag ---
+_MODES = {"sum": 0, "mean": 1, "max": 2}
+
+
+def bag_of_each_index(n: int, offsets: torch.Tensor, bags: int) -> torch.Tensor:
+    """(n,): the bag of every index position: the last b with offsets[b] <= i (offsets of the ``bags`` bags)."""
+    i = torch.arange(n, device=offsets.device)
+    return torch.searchsorted(offsets[:bags].contiguous(), i, right=True) - 1
+
+
+class EmbeddingBagFunction(Rule):
+    r"""Bags of embeddings reduced by sum, mean or max (``F.embedding_bag`` with 1-d indices and offsets).
+
+    Forward:   bag b holds the index positions i with bag(i) = b (from offsets), minus those with
+               input[i] = padding_idx;   sum: y[b] = sum_i s_i W[input[i]]  (s: per_sample_weights, or 1);
+               mean: the sum / |bag|;   max: y[b, d] = max_i W[input[i], d] (torch's index m[b, d]);
+               an empty bag gives 0
+    Backward:  sum/mean: grad_W[input[i]] += grad_y[bag(i)] s_i / (mean: |bag(i)|);
+               max: grad_W[m[b, d], d] += grad_y[b, d] over non-empty bags;
+               grad_s[i] = <grad_y[bag(i)], W[input[i]]>   (sum mode; 0 at padding_idx)
+    Saved:     indices, bag of each index, bag sizes, max indices (max), weight and per_sample_weights
+    Double backward: yes (index_add / scatter_add / gathers of saved tensors, linear in grad_y)
+
+    ``scale_grad_by_freq`` is refused in torch_bp.functional.embedding_bag (its torch convention is not
+    reproduced), so it is always False here.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weight, input, offsets, per_sample_weights, mode, padding_idx, include_last_offset,
+                scale_grad_by_freq):
+        # NOTE: the ATen op, for torch's max indices (torch.embedding_bag returns them only when it records a
+        # gradient, which a Function's forward does not); the other outputs are recomputed in setup_context
+        if weight.shape[1] == 0:  # no columns: the ATen op reads out of bounds here; the result is empty anyway
+            bags = offsets.shape[0] - int(include_last_offset)
+            return weight.new_zeros(bags, 0), offsets.new_zeros(bags, 0, dtype=torch.int64)
+        # (contiguous indices and offsets: the ATen op reads their storage as if they were)
+        out, _, _, max_idx = torch.ops.aten._embedding_bag(weight, input.contiguous(), offsets.contiguous(),
+                                                           scale_grad_by_freq, _MODES[mode], False, per_sample_weights,
+                                                           include_last_offset,
+                                                           -1 if padding_idx is None else padding_idx)
+        return out, max_idx
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        weight, input, offsets, psw, ctx.mode, padding_idx, _, _ = inputs
+        out, max_idx = output
+        ctx.mark_non_differentiable(max_idx)
+        bags = out.shape[0]
+        bag = bag_of_each_index(input.shape[0], offsets, bags)
+        keep = torch.ones_like(input, dtype=torch.bool) if padding_idx is None else input != padding_idx
+        size = torch.zeros(bags, dtype=weight.dtype, device=weight.device).index_add(0, bag, keep.to(weight.dtype))
+        ctx.has_psw = psw is not None
+        ctx.save_for_backward(weight, input, bag, keep, size, max_idx, psw)
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_idx):
+        weight, input, bag, keep, size, max_idx, psw = ctx.saved_tensors
+        grad_w = grad_psw = None
+        g = grad_y.index_select(0, bag) * keep.unsqueeze(1).to(grad_y.dtype)  # (n, D): each index's bag gradient
+        if ctx.needs_input_grad[0]:
+            if ctx.mode == "max":
+                nonempty = (size > 0).to(grad_y.dtype).unsqueeze(1)
+                d = weight.shape[1]
+                flat = (max_idx * d + torch.arange(d, device=weight.device)).reshape(-1)
+                grad_w = weight.new_zeros(weight.numel()).scatter_add(0, flat, (grad_y * nonempty).reshape(-1))
+                grad_w = grad_w.view(weight.shape)
+            else:
+                rows = g
+                if ctx.has_psw:
+                    rows = rows * psw.unsqueeze(1)
+                if ctx.mode == "mean":
+                    rows = rows / size.clamp(min=1).index_select(0, bag).unsqueeze(1)
+                grad_w = weight.new_zeros(weight.shape).index_add(0, input, rows)
+        if ctx.has_psw and ctx.needs_input_grad[3]:
+            grad_psw = (g * weight.index_select(0, input)).sum(1)
+        return grad_w, None, None, grad_psw, None, None, None, None

@@ -501,3 +501,54 @@ class GroupNormFunction(Rule):
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             res[2] = _sum_space(gy).to(ctx.bias_dtype)
         return res
+
+
+# --- LocalResponseNorm ---
+def channel_window_sum(t: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """s_c = sum of t over channels [c - lo, c + hi] (dim 1; channels outside count as 0)."""
+    if t.shape[1] == 0:  # no channels: nothing to sum (and no window to unfold)
+        return t
+    tp = t.movedim(1, -1)
+    return torch.nn.functional.pad(tp, (lo, hi)).unfold(-1, lo + hi + 1, 1).sum(-1).movedim(-1, 1)
+
+
+class LocalResponseNormFunction(Rule):
+    r"""Local response normalization across channels (dim 1): F.local_response_norm.
+
+    Forward:   s_c = sum_{j in W(c)} x_j^2,   W(c) = [c - lo, c + hi],  lo = size // 2,  hi = (size - 1) // 2
+               (torch pads the channels so),   P = k + (alpha / size) s,   y = x P^(-beta)
+    Backward:  grad_x_j = grad_y_j P_j^(-beta)
+                          - (2 alpha beta / size) x_j sum_{c: j in W(c)} grad_y_c x_c P_c^(-beta-1)
+               (the adjoint window sum runs over [j - hi, j + lo])
+    Saved:     x (P is recomputed from x)        Double backward: yes (plain ops of x)
+
+    Computed in float32 for bfloat16/float16 inputs and rounded once.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def _p(x, size, alpha, k):
+        return channel_window_sum(opmath(x).pow(2), size // 2, (size - 1) // 2).mul(alpha / size).add(k)
+
+    @staticmethod
+    def forward(x, size, alpha, beta, k):
+        p = LocalResponseNormFunction._p(x, size, alpha, k)
+        return (opmath(x) * p.pow(-beta)).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.size, ctx.alpha, ctx.beta, ctx.k = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        size, alpha, beta = ctx.size, ctx.alpha, ctx.beta
+        p = LocalResponseNormFunction._p(x, size, alpha, ctx.k)
+        x32, g = opmath(x), opmath(grad_y)
+        back = channel_window_sum(g * x32 * p.pow(-beta - 1), (size - 1) // 2, size // 2)
+        grad_x = g * p.pow(-beta) - (2 * alpha * beta / size) * x32 * back
+        return grad_x.to(grad_y.dtype), None, None, None, None

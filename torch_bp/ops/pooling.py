@@ -1,8 +1,9 @@
-r"""2-d pooling: max, average and adaptive average.
+r"""Pooling: max (2-d window-local rule; 1-d/3-d, adaptive and fractional by torch's indices), max
+unpooling, average and adaptive average (1-d, 2-d, 3-d).
 
 Notation for one spatial dim: input size H, kernel k, stride s, padding p, dilation d;
 output position o reads the window ``o s - p + j d`` for ``j < k``. Pooling acts on each
-(batch, channel) plane separately; inputs are (N, C, H, W) or unbatched (C, H, W).
+(batch, channel) plane separately; inputs are (N, C, *spatial) or unbatched (C, *spatial).
 
 NOTE: the average poolings save their input x, although only its shape is needed (as torch's
 own pooling backward does; x is usually saved by the layer before anyway): a shape kept on ctx
@@ -17,6 +18,8 @@ differentiable ops, so they support double backward. Max and average pooling als
 compiled kernels (csrc/cpu/pooling.cpp) that run the same rules, forward included.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as TF
@@ -124,13 +127,13 @@ class MaxPool2dFunction(Rule):
         return grad_x.view(shape).to(grad_y.dtype), None, None, None, None, None
 
 
-# --- AvgPool2d ---
+# --- AvgPool1d / AvgPool2d / AvgPool3d ---
 def _avg_divisor(size, out, k, s, p, ceil_mode, count_include_pad, device):
     r"""Per output position of one dim, the number of window elements torch divides by.
 
     torch clips a window to [-p, H + p) (ceil_mode may let the last window stick out
     beyond it) for count_include_pad=True, and to [0, H) for count_include_pad=False. The
-    2-d divisor is the product of the two dims' counts.
+    nd divisor is the product of the dims' counts.
     """
     start = torch.arange(out, device=device) * s - p
     end = torch.minimum(start + k, torch.tensor(size + p, device=device))
@@ -139,14 +142,59 @@ def _avg_divisor(size, out, k, s, p, ceil_mode, count_include_pad, device):
     return torch.minimum(end, torch.tensor(size, device=device)) - start.clamp(min=0)
 
 
-class AvgPool2dFunction(Rule):
-    r"""Average over each padded window.
+_AVG_POOL = {2: TF.avg_pool2d, 3: TF.avg_pool3d}
+_CONV_T = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d, 3: TF.conv_transpose3d}
 
-    Forward:   y[o] = (1 / D[o]) sum_{j in window(o)} x[j]      D: divisor (see _avg_divisor,
-               or divisor_override)
+
+def _repeat_windows(g: torch.Tensor, k) -> torch.Tensor:
+    """Each of the trailing len(k) dims' positions o repeated k times (windows side by side): (.., O) -> (.., O k)."""
+    nd = len(k)
+    lead, out = g.shape[:g.dim() - nd], g.shape[g.dim() - nd:]
+    spread = g.reshape(*lead, *[v for o in out for v in (o, 1)])
+    return spread.expand(*lead, *[v for o, kk in zip(out, k) for v in (o, kk)]).reshape(
+        *lead, *[o * kk for o, kk in zip(out, k)])
+
+
+def _outer(vectors) -> torch.Tensor:
+    """The product ``v_1[i_1] v_2[i_2] ...`` as an nd tensor (the separable divisor of nd pooling)."""
+    nd = len(vectors)
+    out = vectors[0].reshape((-1,) + (1,) * (nd - 1))
+    for i, v in enumerate(vectors[1:], 1):
+        out = out * v.reshape((1,) * i + (-1,) + (1,) * (nd - 1 - i))
+    return out
+
+
+def avg_pool_adjoint(g, shape, k, s, p, ceil_mode, count_include_pad, divisor_override):
+    """grad_x of ``y = avg_pool(x)`` (x of ``shape``) for ``grad_y = g``: see :class:`AvgPoolFunction`."""
+    nd = len(k)
+    sizes, out = shape[-nd:], g.shape[-nd:]
+    if divisor_override is not None:
+        g = g / divisor_override
+    else:
+        g = g / _outer([_avg_divisor(sizes[i], out[i], k[i], s[i], p[i], ceil_mode, count_include_pad, g.device)
+                        for i in range(nd)]).to(g.dtype)
+    if tuple(s) == tuple(k):  # windows side by side: the transposed convolution repeats each value
+        full = _repeat_windows(g, k)
+    else:
+        planes = g.reshape(-1, 1, *out)
+        full = _CONV_T[nd](planes, planes.new_ones(1, 1, *k), stride=tuple(s))  # (P, 1, (o-1)s+k per dim)
+        full = full.reshape(*g.shape[:-nd], *full.shape[2:])
+    extra = [p[i] + sizes[i] - full.shape[full.dim() - nd + i] for i in range(nd)]
+    if any(e > 0 for e in extra):
+        full = TF.pad(full, [v for e in reversed(extra) for v in (0, max(e, 0))])
+    for i in range(nd):
+        full = full.narrow(full.dim() - nd + i, p[i], sizes[i])
+    return full.reshape(shape)
+
+
+class AvgPoolFunction(Rule):
+    r"""Average over each padded window (1-d, 2-d, 3-d: nd = len(kernel_size)).
+
+    Forward:   y[o] = (1 / D[o]) sum_{j in window(o)} x[j]      D: divisor (the product over dims of
+               _avg_divisor, or divisor_override)
     Backward:  grad_x = crop(conv_transpose(grad_y / D, ones(k), stride=s))  on each plane
     Saved:     x, for its shape (as torch)    Double backward: yes (linear in grad_y)
-    Compiled (csrc/cpu/pooling.cpp): the forward sums each window and divides by D; the backward
+    Compiled (csrc/cpu/pooling.cpp, 2-d only): the forward sums each window and divides by D; the backward
     spreads grad_y / D over each window (written directly when windows do not overlap)
 
     NOTE: conv_transpose with stride s and no padding spreads each ``grad_y[o] / D[o]``
@@ -164,15 +212,17 @@ class AvgPool2dFunction(Rule):
 
     @staticmethod
     def forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-        if x.dim() in (3, 4) and x.numel() and backend.use_cpp(x) and min(stride) > 0 \
+        nd = len(kernel_size)
+        if nd == 2 and x.dim() in (3, 4) and x.numel() and backend.use_cpp(x) and min(stride) > 0 \
                 and all(p <= k // 2 for p, k in zip(padding, kernel_size)):
             ho, wo = (pool_out_size(x.shape[-2 + i], kernel_size[i], stride[i], padding[i], 1, ceil_mode)
                       for i in range(2))
             if ho > 0 and wo > 0:  # else torch's kernel raises its error below
                 return torch.ops.torch_bp.avg_pool2d_fwd(x, kernel_size, stride, padding, count_include_pad,
                                                          divisor_override, ho, wo)
-        return torch._C._nn.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                       divisor_override)
+        if nd == 1:  # torch's avg_pool1d has no divisor_override
+            return TF.avg_pool1d(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+        return _AVG_POOL[nd](x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -182,34 +232,15 @@ class AvgPool2dFunction(Rule):
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
-        if backend.use_cpp(grad_y):  # csrc/cpu/pooling.cpp
+        nd = len(ctx.k)
+        if nd == 2 and backend.use_cpp(grad_y):  # csrc/cpu/pooling.cpp
             return torch.ops.torch_bp.avg_pool2d_bwd(grad_y, x.shape, ctx.k, ctx.s, ctx.p, ctx.count_pad, ctx.div), \
                 None, None, None, None, None, None
-        shape, (kh, kw), (sh, sw), (ph, pw) = x.shape, ctx.k, ctx.s, ctx.p
-        h, w = shape[-2:]
-        ho, wo = grad_y.shape[-2:]
-        g = opmath(grad_y)
-        if ctx.div is not None:
-            g = g / ctx.div
-        else:
-            dh = _avg_divisor(h, ho, kh, sh, ph, ctx.ceil, ctx.count_pad, g.device)
-            dw = _avg_divisor(w, wo, kw, sw, pw, ctx.ceil, ctx.count_pad, g.device)
-            g = g / (dh[:, None] * dw[None, :]).to(g.dtype)
-        if (sh, sw) == (kh, kw):  # windows side by side: the transposed convolution repeats each value
-            lead = g.shape[:-2]
-            full = g[..., :, None, :, None].expand(*lead, ho, kh, wo, kw).reshape(*lead, ho * kh, wo * kw)
-        else:
-            planes = g.reshape(-1, 1, ho, wo)
-            ones = planes.new_ones(1, 1, kh, kw)
-            full = TF.conv_transpose2d(planes, ones, stride=(sh, sw))  # (P, 1, (ho-1)sh+kh, (wo-1)sw+kw)
-        extra_h, extra_w = ph + h - full.shape[-2], pw + w - full.shape[-1]
-        if extra_h > 0 or extra_w > 0:
-            full = TF.pad(full, (0, max(extra_w, 0), 0, max(extra_h, 0)))
-        grad_x = full[..., ph:ph + h, pw:pw + w].reshape(shape).to(grad_y.dtype)
-        return grad_x, None, None, None, None, None, None
+        grad_x = avg_pool_adjoint(opmath(grad_y), x.shape, ctx.k, ctx.s, ctx.p, ctx.ceil, ctx.count_pad, ctx.div)
+        return grad_x.to(grad_y.dtype), None, None, None, None, None, None
 
 
-# --- AdaptiveAvgPool2d ---
+# --- AdaptiveAvgPool1d / AdaptiveAvgPool2d / AdaptiveAvgPool3d ---
 def _adaptive_matrix(size, out, dtype, device):
     r"""A (out, size) with A[o, h] = 1 / (end_o - start_o) on the window of output o.
 
@@ -223,42 +254,176 @@ def _adaptive_matrix(size, out, dtype, device):
     return inside.to(dtype) / (end - start)[:, None].to(dtype)
 
 
-class AdaptiveAvgPool2dFunction(Rule):
-    r"""Average over Ho x Wo windows that tile the input (they may overlap by one).
+# the ATen ops (torch's kernels and their errors; torch.nn.functional's 2-d/3-d wrappers add Python checks)
+_ADAPTIVE_AVG = {1: torch.ops.aten.adaptive_avg_pool1d, 2: torch.ops.aten.adaptive_avg_pool2d,
+                 3: torch.ops.aten.adaptive_avg_pool3d}
 
-    Forward:   y = A_h x A_w^T  on each plane   (A: see _adaptive_matrix; the windows are
+
+class AdaptiveAvgPoolFunction(Rule):
+    r"""Average over windows that tile the input (they may overlap by one), 1-d, 2-d or 3-d.
+
+    Forward:   y = x x_1 A_1 ... x_n A_n  on each plane   (A_d: see _adaptive_matrix; the windows are
                separable, so is the averaging)
-    Backward:  grad_x = A_h^T grad_y A_w
-               (Ho, Wo dividing H, W: grad_y / (kh kw) repeated over each kh x kw window)
+    Backward:  grad_x = grad_y x_1 A_1^T ... x_n A_n^T   (2-d: A_h^T grad_y A_w)
+               (outputs dividing the input sizes: grad_y / prod(k) repeated over each window)
     Saved:     x, for its shape (as torch)    Double backward: yes (linear in grad_y)
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, output_size):
-        return torch._C._nn.adaptive_avg_pool2d(x, output_size)
+    def forward(x, output_size, nd):
+        return _ADAPTIVE_AVG[nd](x, output_size)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, _ = inputs
+        x, _, ctx.nd = inputs
         ctx.save_for_backward(x)
 
     @staticmethod
     def backward(ctx, grad_y):
         (x,) = ctx.saved_tensors
-        h, w = x.shape[-2:]
-        ho, wo = grad_y.shape[-2:]
-        if 0 < ho <= h and 0 < wo <= w and h % ho == 0 and w % wo == 0:
-            # NOTE: windows of kh x kw = (H/Ho) x (W/Wo) side by side: A_h^T grad_y A_w repeats
-            # grad_y / (kh kw) over each window (for output 1 x 1, an expand: no copy here)
-            kh, kw = h // ho, w // wo
-            g = (opmath(grad_y) / (kh * kw)).to(grad_y.dtype)
-            if (ho, wo) == (1, 1):
-                return g.expand(x.shape), None
-            return g[..., :, None, :, None].expand(*g.shape[:-2], ho, kh, wo, kw).reshape(x.shape), None
+        nd = ctx.nd
+        sizes, out = x.shape[-nd:], grad_y.shape[-nd:]
+        if all(0 < o <= h and h % o == 0 for o, h in zip(out, sizes)):
+            # NOTE: windows of k = H/Ho per dim side by side: the adjoint repeats grad_y / prod(k) over
+            # each window (for an output of one position per plane, an expand: no copy here)
+            k = [h // o for o, h in zip(out, sizes)]
+            g = (opmath(grad_y) / math.prod(k)).to(grad_y.dtype)
+            if all(o == 1 for o in out):
+                return g.expand(x.shape), None, None
+            return _repeat_windows(g, k).reshape(x.shape), None, None
         g = opmath(grad_y)
-        a_h = _adaptive_matrix(h, ho, g.dtype, g.device)  # (Ho, H)
-        a_w = _adaptive_matrix(w, wo, g.dtype, g.device)  # (Wo, W)
-        grad_x = a_h.t().matmul(g).matmul(a_w)  # (*, H, W)
-        return grad_x.to(grad_y.dtype), None
+        for i in range(nd):
+            dim = g.dim() - nd + i
+            a = _adaptive_matrix(sizes[i], out[i], g.dtype, g.device)  # (Ho, H)
+            g = g.movedim(dim, -1).matmul(a).movedim(-1, dim)
+        return g.to(grad_y.dtype), None, None
+
+
+# --- MaxPool1d / MaxPool3d / AdaptiveMaxPool1d-3d / FractionalMaxPool2d-3d ---
+_MAX_WITH_INDICES = {
+    "max_pool1d": TF.max_pool1d, "max_pool3d": TF.max_pool3d,
+    "adaptive_max_pool1d": TF.adaptive_max_pool1d, "adaptive_max_pool2d": TF.adaptive_max_pool2d,
+    "adaptive_max_pool3d": TF.adaptive_max_pool3d,
+    "fractional_max_pool2d": TF.fractional_max_pool2d, "fractional_max_pool3d": TF.fractional_max_pool3d,
+}
+
+
+class MaxIndexPoolFunction(Rule):
+    r"""Max pooling read off torch's indices: max_pool1d/3d, adaptive_max_pool1d/2d/3d and
+    fractional_max_pool2d/3d (``kind``), over the last nd dims.
+
+    Forward:   y[o] = x[idx[o]], idx[o] = torch's argmax of window o (flat index into the nd plane;
+               fractional: windows placed by torch's random samples, drawn as torch draws them)
+    Backward:  grad_x[idx[o]] += grad_y[o]   (a scatter-add; overlapping windows add up)
+    Saved:     idx (int64, torch's) and a one-element stand-in with x's shape (stride 0)
+    Double backward: yes (the scatter-add is linear in grad_y; its adjoint is a gather)
+
+    Ties and NaN: whatever torch's kernel picks (its index) gets the whole gradient, as torch.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, kind, nd, options):
+        return _MAX_WITH_INDICES[kind](x, **dict(options), return_indices=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, _, ctx.nd, _ = inputs
+        _, idx = output
+        ctx.mark_non_differentiable(idx)
+        ctx.save_for_backward(idx, x.new_empty(()).expand(x.shape))
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_idx):
+        idx, x = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        nd, shape = ctx.nd, x.shape
+        g = opmath(grad_y).flatten(-nd)
+        grad_x = g.new_zeros(shape[:len(shape) - nd] + (math.prod(shape[len(shape) - nd:]),))
+        grad_x = grad_x.scatter_add(-1, idx.flatten(-nd), g)
+        return grad_x.view(shape).to(grad_y.dtype), None, None, None
+
+
+# --- MaxUnpool1d / MaxUnpool2d / MaxUnpool3d ---
+_MAX_UNPOOL = {1: TF.max_unpool1d, 2: TF.max_unpool2d, 3: TF.max_unpool3d}
+
+
+class MaxUnpoolFunction(Rule):
+    r"""Max unpooling: the values written back at the indices a max pooling returned (nd = 1, 2, 3).
+
+    Forward:   y = 0 (output_size per plane),  y[idx[o]] = x[o]
+    Backward:  grad_x[o] = grad_y[idx[o]]   (a gather: the adjoint of the scatter)
+    Saved:     idx        Double backward: yes (the gather is linear in grad_y; its adjoint a scatter-add)
+
+    Repeated indices (possible with overlapping windows): torch's forward keeps one of the written values;
+    the gather gives every x[o] with that index the gradient there, as torch's own backward.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, indices, kernel_size, stride, padding, output_size):
+        return _MAX_UNPOOL[len(kernel_size)](x, indices, kernel_size, stride, padding, output_size)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, indices, kernel_size, *_ = inputs
+        ctx.nd = len(kernel_size)
+        ctx.save_for_backward(indices)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (idx,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        nd = ctx.nd
+        # idx.view, as torch's backward: a non-contiguous indices tensor raises its RuntimeError
+        grad_x = grad_y.flatten(-nd).gather(-1, idx.view(*idx.shape[:idx.dim() - nd], -1)).view(idx.shape)
+        return grad_x, None, None, None, None, None
+
+
+# --- LPPool1d / LPPool2d / LPPool3d ---
+def _avg_pool(x, k, s, ceil_mode):
+    return TF.avg_pool1d(x, k, s, 0, ceil_mode) if len(k) == 1 else _AVG_POOL[len(k)](x, k, s, 0, ceil_mode)
+
+
+class LPPoolFunction(Rule):
+    r"""Power-average pooling, as torch composes it (nd = len(kernel_size), no padding, K = prod(k)).
+
+    Forward:   a = avg_pool(x^p),  y = (K a)^(1/p)     (torch's ``sign(a) relu(|a|)`` in place of a: equal to
+               a wherever it matters below; computed in torch's order and dtype, so y is torch's)
+    Backward:  grad_a = grad_y (K / p) y^(1 - p)  where a != 0 (i.e. y != 0), else 0   (torch: relu's
+               gradient at 0 is 0, which masks the infinite slope of the root at 0)
+               grad_x = p x^(p - 1) avg_pool^T(grad_a)        (avg_pool^T: :func:`avg_pool_adjoint`)
+    Saved:     x, y        Double backward: yes (plain ops of x and the output y)
+
+    A negative window sum (odd p) gives y = NaN and a NaN gradient, as torch.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, norm_type, kernel_size, stride, ceil_mode):
+        a = _avg_pool(x.pow(norm_type), kernel_size, stride, ceil_mode)
+        return (torch.sign(a) * torch.relu(torch.abs(a))).mul(math.prod(kernel_size)).pow(1.0 / norm_type)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, ctx.p, ctx.k, ctx.s, ctx.ceil = inputs
+        ctx.save_for_backward(x, output)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, y = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        p, k = ctx.p, ctx.k
+        x32, y32, g = opmath(x), opmath(y), opmath(grad_y)
+        grad_a = torch.where(y32 != 0, g * (math.prod(k) / p) * y32.pow(1 - p), torch.zeros_like(g))
+        grad_pow = avg_pool_adjoint(grad_a, x.shape, k, ctx.s, (0,) * len(k), ctx.ceil, True, None)
+        grad_x = grad_pow * p * x32.pow(p - 1) if p != 1 else grad_pow
+        return grad_x.to(grad_y.dtype), None, None, None, None

@@ -628,3 +628,136 @@ FUNCTIONS = {"LSTM": LSTMFunction, "GRU": GRUFunction, "RNN_TANH": RNNFunction, 
 def gate_count(mode: str) -> int:
     """Rows of W_ih per hidden unit: 4 (LSTM), 3 (GRU), 1 (RNN)."""
     return _CELLS[mode][2]
+
+
+# --- RNNCell / LSTMCell / GRUCell: one time step, inputs (B, I), states (B, H) ---
+def _cell_gates(x, h, w_ih, w_hh, b_ih, b_hh):
+    """(x W_ih^T + b_ih, h W_hh^T + b_hh), the two halves of a cell's pre-activations."""
+    gi = x.matmul(w_ih.t()) if b_ih is None else torch.addmm(b_ih, x, w_ih.t())
+    gh = h.matmul(w_hh.t()) if b_hh is None else torch.addmm(b_hh, h, w_hh.t())
+    return gi, gh
+
+
+def _cell_param_grads(ctx, da_i, da_h, x, h, offset):
+    """grad_W_ih = da_i^T x, grad_W_hh = da_h^T h, grad_b_ih / grad_b_hh = column sums (inputs offset..offset+3)."""
+    need = ctx.needs_input_grad[offset:offset + 4]
+    return (da_i.t().mm(x) if need[0] else None, da_h.t().mm(h) if need[1] else None,
+            da_i.sum(0) if need[2] and ctx.has_b_ih else None, da_h.sum(0) if need[3] and ctx.has_b_hh else None)
+
+
+class RNNCellFunction(Rule):
+    r"""Elman cell (tanh or relu), one step.
+
+    Forward:   h' = act(a),   a = x W_ih^T + b_ih + h W_hh^T + b_hh
+    Backward:  da = grad_h' act'(a)   (tanh: 1 - h'^2; relu: 0 where h' <= 0, else 1, as torch's relu)
+               grad_x = da W_ih,  grad_h = da W_hh,  grad_W_ih = da^T x,  grad_W_hh = da^T h,
+               grad_b_ih = grad_b_hh = sum_rows(da)
+    Saved:     x, h, W_ih, W_hh and h' (the output)     Double backward: yes (plain ops of saved inputs/output)
+    """
+
+    @staticmethod
+    def forward(x, h, w_ih, w_hh, b_ih, b_hh, relu):
+        gi, gh = _cell_gates(x, h, w_ih, w_hh, b_ih, b_hh)
+        return torch.relu(gi + gh) if relu else torch.tanh(gi + gh)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, h, w_ih, w_hh, b_ih, b_hh, ctx.relu = inputs
+        ctx.has_b_ih, ctx.has_b_hh = b_ih is not None, b_hh is not None
+        ctx.save_for_backward(x, h, w_ih, w_hh, output)
+
+    @staticmethod
+    def backward(ctx, grad_h1):
+        x, h, w_ih, w_hh, h1 = ctx.saved_tensors
+        # relu: torch's convention, 0 where h' <= 0 (a NaN h' passes grad_h' through)
+        da = torch.where(h1 <= 0, torch.zeros_like(grad_h1), grad_h1) if ctx.relu else grad_h1 * (1 - h1 * h1)
+        gx = da.mm(w_ih) if ctx.needs_input_grad[0] else None
+        gh = da.mm(w_hh) if ctx.needs_input_grad[1] else None
+        return (gx, gh, *_cell_param_grads(ctx, da, da, x, h, 2), None)
+
+
+class LSTMCellFunction(Rule):
+    r"""LSTM cell, one step (gates stacked as torch: i, f, g, o).
+
+    Forward:   a = x W_ih^T + b_ih + h W_hh^T + b_hh;  i, f, o = sigmoid(a_i, a_f, a_o),  g = tanh(a_g)
+               c' = f c + i g,   h' = o tanh(c')
+    Backward:  dc' = grad_c' + grad_h' o (1 - tanh(c')^2)
+               da = (dc' g i (1 - i),  dc' c f (1 - f),  dc' i (1 - g^2),  grad_h' tanh(c') o (1 - o))
+               grad_c = dc' f,  grad_x = da W_ih,  grad_h = da W_hh,  grad_W_ih = da^T x,  grad_W_hh = da^T h,
+               grad_b_ih = grad_b_hh = sum_rows(da)
+    Saved:     x, h, c, W_ih, W_hh and c' (the output); the gates are recomputed from them, so the rule stays
+               differentiable      Double backward: yes
+    """
+
+    @staticmethod
+    def forward(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        gi, gh = _cell_gates(x, h, w_ih, w_hh, b_ih, b_hh)
+        a_i, a_f, a_g, a_o = (gi + gh).chunk(4, 1)
+        c1 = torch.sigmoid(a_f) * c + torch.sigmoid(a_i) * torch.tanh(a_g)
+        return torch.sigmoid(a_o) * torch.tanh(c1), c1
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, h, c, w_ih, w_hh, b_ih, b_hh = inputs
+        ctx.has_b_ih, ctx.has_b_hh = b_ih is not None, b_hh is not None
+        ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, output[1])
+
+    @staticmethod
+    def backward(ctx, grad_h1, grad_c1):
+        x, h, c, w_ih, w_hh, b_ih, b_hh, c1 = ctx.saved_tensors
+        gi, gh = _cell_gates(x, h, w_ih, w_hh, b_ih, b_hh)
+        a_i, a_f, a_g, a_o = (gi + gh).chunk(4, 1)
+        i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+        tc = torch.tanh(c1)
+        dc1 = grad_c1 + grad_h1 * o * (1 - tc * tc)
+        da = torch.cat([dc1 * g * i * (1 - i), dc1 * c * f * (1 - f), dc1 * i * (1 - g * g),
+                        grad_h1 * tc * o * (1 - o)], 1)
+        gx = da.mm(w_ih) if ctx.needs_input_grad[0] else None
+        gh_ = da.mm(w_hh) if ctx.needs_input_grad[1] else None
+        gc = dc1 * f if ctx.needs_input_grad[2] else None
+        return (gx, gh_, gc, *_cell_param_grads(ctx, da, da, x, h, 3))
+
+
+class GRUCellFunction(Rule):
+    r"""GRU cell, one step (gates stacked as torch: r, z, n).
+
+    Forward:   (a_r, a_z, a_n) = x W_ih^T + b_ih,  (h_r, h_z, h_n) = h W_hh^T + b_hh
+               r = sigmoid(a_r + h_r),  z = sigmoid(a_z + h_z),  n = tanh(a_n + r h_n),  h' = (1 - z) n + z h
+    Backward:  dn = grad_h' (1 - z) (1 - n^2),  dz = grad_h' (h - n) z (1 - z),  dr = dn h_n r (1 - r)
+               da_i = (dr, dz, dn),   da_h = (dr, dz, dn r)
+               grad_x = da_i W_ih,  grad_h = grad_h' z + da_h W_hh,  grad_W_ih = da_i^T x,  grad_W_hh = da_h^T h,
+               grad_b_ih = sum_rows(da_i),  grad_b_hh = sum_rows(da_h)
+    Saved:     x, h, the weights and biases; the gates are recomputed, so the rule stays differentiable
+    Double backward: yes
+    """
+
+    @staticmethod
+    def forward(x, h, w_ih, w_hh, b_ih, b_hh):
+        gi, gh = _cell_gates(x, h, w_ih, w_hh, b_ih, b_hh)
+        a_r, a_z, a_n = gi.chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r, z = torch.sigmoid(a_r + h_r), torch.sigmoid(a_z + h_z)
+        n = torch.tanh(a_n + r * h_n)
+        return (1 - z) * n + z * h
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, h, w_ih, w_hh, b_ih, b_hh = inputs
+        ctx.has_b_ih, ctx.has_b_hh = b_ih is not None, b_hh is not None
+        ctx.save_for_backward(x, h, w_ih, w_hh, b_ih, b_hh)
+
+    @staticmethod
+    def backward(ctx, grad_h1):
+        x, h, w_ih, w_hh, b_ih, b_hh = ctx.saved_tensors
+        gi, gh = _cell_gates(x, h, w_ih, w_hh, b_ih, b_hh)
+        a_r, a_z, a_n = gi.chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r, z = torch.sigmoid(a_r + h_r), torch.sigmoid(a_z + h_z)
+        n = torch.tanh(a_n + r * h_n)
+        dn = grad_h1 * (1 - z) * (1 - n * n)
+        dz = grad_h1 * (h - n) * z * (1 - z)
+        dr = dn * h_n * r * (1 - r)
+        da_i, da_h = torch.cat([dr, dz, dn], 1), torch.cat([dr, dz, dn * r], 1)
+        gx = da_i.mm(w_ih) if ctx.needs_input_grad[0] else None
+        gh_ = grad_h1 * z + da_h.mm(w_hh) if ctx.needs_input_grad[1] else None
+        return (gx, gh_, *_cell_param_grads(ctx, da_i, da_h, x, h, 2))
