@@ -21,6 +21,7 @@ from .ops import dropout, embedding, loss
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
 from .ops import attention, recurrent  # attention / recurrent family
+from .ops import rotary  # rules that real models need
 from .nn.rnn import torch_reference as rnn_reference  # attention / recurrent family
 
 
@@ -69,6 +70,14 @@ def _linear_cross_entropy_reference(input, weight, target, bias=None, ignore_ind
     loss = TF.cross_entropy(z, target.reshape(-1), ignore_index=ignore_index, reduction=reduction,
                             label_smoothing=label_smoothing)
     return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+def _rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
+    """Hugging Face's apply_rotary_pos_emb (transformers.models.llama.modeling_llama), written out."""
+    def rotate_half(x):
+        return torch.cat((-x[..., x.shape[-1] // 2:], x[..., : x.shape[-1] // 2]), dim=-1)
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
 LAYERS: list[Layer] = [
@@ -167,6 +176,9 @@ LAYERS: list[Layer] = [
          notes="torch_bp only: act(linear(x, W, b)) for relu/gelu/silu, bias and activation in one pass"),
 
     # (rules that real models need, e.g. rotary position embedding: below this line)
+    _row("apply_rotary_pos_emb", "rotary", [rotary.RotaryEmbeddingFunction], reference=_rotary_reference,
+         notes="torch_bp only: Hugging Face's apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim) in one "
+               "Function saving only cos and sin; swapped into attention modules by the converter"),
 
 ]
 

@@ -1,0 +1,79 @@
+"""Backward coverage of torch_bp on Hugging Face ``transformers`` models, before and after convert.
+
+Each model is built from a tiny config (random init, nothing downloaded), run once on a
+small batch with labels, and its backward graph is classified by
+:func:`torch_bp.conversion_report` (see ``torch_bp/_coverage.py`` for what counts). Loss and
+every parameter gradient of the converted model are compared with the original's (float64).
+
+    python -m experiments.real_models            # prints the table, writes results/real_models.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results", "real_models.json")
+
+B, T, V, H = 2, 8, 64, 32   # batch, sequence length, vocabulary, hidden size
+IMG = 32                     # image side for the vision models
+
+
+def _text(cfg_cls, model_cls, **kw):
+    def build():
+        cfg = cfg_cls(**kw)
+        return model_cls(cfg)
+
+    def inputs(g):
+        ids = torch.randint(0, V, (B, T), generator=g)
+        return {"input_ids": ids, "labels": ids.clone()}
+    return build, inputs
+
+
+def _seq2seq(cfg_cls, model_cls, **kw):
+    build, _ = _text(cfg_cls, model_cls, **kw)
+
+    def inputs(g):
+        return {"input_ids": torch.randint(0, V, (B, T), generator=g),
+                "labels": torch.randint(0, V, (B, T // 2), generator=g)}
+    return build, inputs
+
+
+def _cls(cfg_cls, model_cls, text=True, **kw):
+    def build():
+        return model_cls(cfg_cls(**kw))
+
+    def inputs(g):
+        if text:
+            return {"input_ids": torch.randint(0, V, (B, T), generator=g),
+                    "labels": torch.randint(0, 3, (B,), generator=g)}
+        return {"pixel_values": torch.randn(B, 3, IMG, IMG, generator=g),
+                "labels": torch.randint(0, 3, (B,), generator=g)}
+    return build, inputs
+
+
+def models() -> dict:
+    """name -> (build(), inputs(generator)); tiny configs (2 layers, hidden 32)."""
+    import transformers as tr
+    dec = dict(vocab_size=V, hidden_size=H, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=64)
+    return {
+        "llama": _text(tr.LlamaConfig, tr.LlamaForCausalLM, **dec),
+        "mistral": _text(tr.MistralConfig, tr.MistralForCausalLM, **dec),
+        "gpt2": _text(tr.GPT2Config, tr.GPT2LMHeadModel, vocab_size=V, n_embd=H, n_layer=2, n_head=4,
+                      n_positions=64),
+        "t5": _seq2seq(tr.T5Config, tr.T5ForConditionalGeneration, vocab_size=V, d_model=H, d_kv=8, d_ff=64,
+                       num_layers=2, num_heads=4, decoder_start_token_id=0),
+        "bert": _cls(tr.BertConfig, tr.BertForSequenceClassification, vocab_size=V, hidden_size=H,
+                     num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=3),
+        "vit": _cls(tr.ViTConfig, tr.ViTForImageClassification, text=False, image_size=IMG, patch_size=8,
+                    hidden_size=H, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=3),
+        "convnext": _cls(tr.ConvNextConfig, tr.ConvNextForImageClassification, text=False, num_channels=3,
+                         hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
+        "mobilenet_v2": _cls(tr.MobileNetV2Config, tr.MobileNetV2ForImageClassification, text=False,
+                             image_size=IMG, depth_multiplier=0.25, num_labels=3),
+        "resnet": _cls(tr.ResNetConfig, tr.ResNetForImageClassification, text=False, embedding_size=8,
+                       hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
+    }
