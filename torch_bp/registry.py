@@ -17,6 +17,7 @@ import torch.nn.functional as TF
 
 from . import functional as F
 from . import nn
+from .nn import attention as _nn_attention, hf as _nn_hf, transformer as _nn_transformer  # noqa: F401
 from .ops import dropout, embedding, loss
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
@@ -180,6 +181,68 @@ LAYERS: list[Layer] = [
          notes="torch_bp only: Hugging Face's apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim) in one "
                "Function saving only cos and sin; swapped into attention modules by the converter"),
 
+]
+
+@dataclass(frozen=True)
+class Converter:
+    """How ``torch_bp.convert`` turns one kind of module into ours (and ``revert`` back), beyond the
+    class swap of the module pairs above.
+
+    Either ``torch_cls`` (every module of exactly that class), or ``match`` (a structural test:
+    attributes, parameter shapes) for classes found in the wild; a module that ``match`` accepts
+    is swapped only if the conversion computes what the original computes on a random probe
+    (``probe(module) -> inputs``, or ``check(module, tol) -> bool`` for a check of its own).
+    """
+    name: str                      # what it converts to, for reports
+    ours: type                     # the class (or base class) of converted modules
+    convert: Callable              # module -> converted module (None: does not apply)
+    revert: Callable               # converted module -> the original
+    torch_cls: type | None = None
+    match: Callable | None = None
+    probe: Callable | None = None
+    check: Callable | None = None
+
+
+def _probe_last_dim(module):
+    """A (2, 3, D) input in the dtype of the module's 1-d parameter (D its length)."""
+    p = next(iter(module._parameters.values()))
+    return (torch.randn(2, 3, p.shape[0], generator=torch.Generator().manual_seed(0), dtype=p.dtype).to(p.device),)
+
+
+def _probe_conv1d(module):
+    w = module.weight
+    return (torch.randn(2, 3, w.shape[0], generator=torch.Generator().manual_seed(0), dtype=w.dtype).to(w.device),)
+
+
+def _probe_activation(module):
+    return (3 * torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64),)
+
+
+def _activation_converters():
+    return [Converter(f"{name}" + "".join(f"({k}={v!r})" for k, v in kw.items()), nn.hf.Activation,
+                      nn.hf.to_activation(name, kw), nn.hf.revert, match=nn.hf.match_activation,
+                      probe=_probe_activation)
+            for name, kw in nn.hf.ACTIVATIONS if F.ours(name)]
+
+
+CONVERTERS: list[Converter] = [
+    # --- torch.nn classes that need more than a class swap ---
+    Converter("NonDynamicallyQuantizableLinear", nn.attention.NonDynamicallyQuantizableLinear,
+              nn.attention.convert_out_proj, nn.attention.revert_out_proj,
+              torch_cls=nn.attention._TorchOutProj),
+    *[Converter(ours.__name__, ours, nn.transformer.converter(ours), nn.transformer.reverter(torch_cls),
+                torch_cls=torch_cls) for ours, torch_cls in nn.transformer.PAIRS],
+    # --- modules found in the wild (Hugging Face transformers and alike): by structure, then a probe ---
+    Converter("rms_norm", nn.hf.RMSNorm, nn.hf.to_rms_norm, nn.hf.revert, match=nn.hf.match_rms_norm,
+              probe=_probe_last_dim),
+    Converter("rms_norm(weight=1 + w)", nn.hf.RMSNorm, nn.hf.to_rms_norm_one_plus, nn.hf.revert,
+              match=nn.hf.match_rms_norm, probe=_probe_last_dim),
+    Converter("linear(weight.t())", nn.hf.Conv1D, nn.hf.to_conv1d, nn.hf.revert, match=nn.hf.match_conv1d,
+              probe=_probe_conv1d),
+    *_activation_converters(),
+    Converter("apply_rotary_pos_emb", nn.hf._RotaryConverted, nn.hf.to_rotary, nn.hf.revert,
+              match=nn.hf.match_rotary, check=nn.hf.rotary_probe_ok),
+    # (more converters: below this line)
 ]
 
 _BY_NAME = {row.name: row for row in LAYERS}
