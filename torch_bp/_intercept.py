@@ -59,6 +59,31 @@ def _embedding_alias(weight, indices, padding_idx=-1, scale_grad_by_freq=False, 
                        scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
 
 
+TORCH = object()  # an adapter's answer: this call is not one of ours, run torch's function
+
+
+def _mul_alias(input, other):
+    """``a * b`` where a backward node will exist: floating tensors (or a tensor and a number), one
+    of them requiring grad. Anything else (integer masks, ``out=``, complex) runs torch's ``mul``."""
+    from . import functional as F
+    tensors = [t for t in (input, other) if isinstance(t, torch.Tensor)]
+    if (not any(t.requires_grad for t in tensors) or not all(t.is_floating_point() for t in tensors)
+            or not all(isinstance(x, (torch.Tensor, float, int)) and not isinstance(x, bool) for x in (input, other))):
+        return TORCH
+    return F.mul(input, other)
+
+
+def _spatial_mean_alias(input, dim=None, keepdim=False, *, dtype=None):
+    """``x.mean((-2, -1))`` of a 4-d tensor is global average pooling: adaptive_avg_pool2d(x, 1)."""
+    from . import functional as F
+    if (dtype is not None or not isinstance(input, torch.Tensor) or input.dim() != 4 or dim is None
+            or not input.is_floating_point() or not input.requires_grad
+            or not isinstance(dim, (list, tuple)) or sorted(d % 4 for d in dim) != [2, 3]):
+        return TORCH
+    out = F.adaptive_avg_pool2d(input, 1)
+    return out if keepdim else out.squeeze(-1).squeeze(-1)
+
+
 def _same(name):
     def call(*args, **kwargs):
         from . import functional as F
@@ -79,6 +104,10 @@ _ALIASES = [
     ("layer_norm", torch.layer_norm, _layer_norm_alias),
     ("rms_norm", getattr(torch, "rms_norm", None), _same("rms_norm")),
     ("embedding", torch.embedding, _embedding_alias),
+    ("mul", torch.mul, _mul_alias), ("mul", torch.Tensor.mul, _mul_alias),
+    ("mul", torch.Tensor.__mul__, _mul_alias), ("mul", torch.Tensor.__rmul__, lambda a, b: _mul_alias(b, a)),
+    ("adaptive_avg_pool2d", torch.mean, _spatial_mean_alias),
+    ("adaptive_avg_pool2d", torch.Tensor.mean, _spatial_mean_alias),
 ]
 
 
@@ -114,7 +143,9 @@ class Intercept(TorchFunctionMode):
         ours = self.table.get(func)
         if (ours is not None and torch.is_grad_enabled() and "out" not in kwargs
                 and all(t in _PLAIN for t in types)):
-            return ours(*args, **kwargs)
+            out = ours(*args, **kwargs)
+            if out is not TORCH:
+                return out
         return func(*args, **kwargs)
 
 

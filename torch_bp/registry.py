@@ -22,7 +22,7 @@ from .ops import dropout, embedding, loss
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
 from .ops import attention, recurrent  # attention / recurrent family
-from .ops import rotary  # rules that real models need
+from .ops import pointwise, rotary  # rules that real models need
 from .nn.rnn import torch_reference as rnn_reference  # attention / recurrent family
 
 
@@ -177,6 +177,9 @@ LAYERS: list[Layer] = [
          notes="torch_bp only: act(linear(x, W, b)) for relu/gelu/silu, bias and activation in one pass"),
 
     # (rules that real models need, e.g. rotary position embedding: below this line)
+    _row("mul", "pointwise", [pointwise.MulFunction], reference=torch.mul, double_backward=True,
+         notes="torch.mul / a * b of floating tensors (gates, layer scale) or a tensor and a number; "
+               "run in a converted model's forward where an operand requires grad"),
     _row("apply_rotary_pos_emb", "rotary", [rotary.RotaryEmbeddingFunction], reference=_rotary_reference,
          notes="torch_bp only: Hugging Face's apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim) in one "
                "Function saving only cos and sin; swapped into attention modules by the converter"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import types
 
 import torch
@@ -170,8 +171,9 @@ def match_rotary(module) -> bool:
     theirs = getattr(fn, "__globals__", {}).get(ROTARY)
     if not isinstance(fn, types.FunctionType) or ROTARY not in fn.__code__.co_names or theirs is None:
         return False
+    if isinstance(theirs, torch.nn.Module):  # wrapped as a module by the `kernels` hub decorator
+        theirs = theirs.forward
     try:
-        import inspect
         params = list(inspect.signature(theirs).parameters)
     except (TypeError, ValueError):
         return False

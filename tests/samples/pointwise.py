@@ -1,0 +1,16 @@
+"""Samples for the pointwise family: elementwise products."""
+
+from . import Sample, samples
+
+
+@samples("mul")
+def _mul(make):
+    yield Sample("same-shape", (make(3, 4), make(3, 4)))
+    yield Sample("gate", (make(2, 3, 5), make(2, 3, 5)))
+    yield Sample("layer-scale", (make(6), make(2, 3, 3, 6)))
+    yield Sample("broadcast-both", (make(2, 1, 4), make(3, 1)))
+    yield Sample("number", (make(3, 4), 0.125))
+    yield Sample("number-first", (-2.5, make(3, 4)))
+    yield Sample("one-needs-grad", (make(3, 4), make(3, 4, requires_grad=False)))
+    yield Sample("noncontiguous", (make(3, 4, layout="t"), make(3, 4)))
+    yield Sample("empty-batch", (make(0, 4), make(4)))
