@@ -21,6 +21,23 @@ B, T, V, H = 2, 8, 64, 32   # batch, sequence length, vocabulary, hidden size
 IMG = 32                     # image side for the vision models
 
 
+# The dtype below which a model's own arithmetic does not go, whatever the dtype it is run in:
+# Llama/Mistral normalize in float32 (hidden_states.to(torch.float32)), T5LayerNorm takes its
+# variance in float32, and the causal-LM loss is taken on logits.float().
+PRECISION = {"llama": torch.float32, "mistral": torch.float32, "t5": torch.float32}
+
+# Backward coverage reached after torch_bp.convert (float32), and the autograd ops still left:
+# the tests assert at least this share and nothing outside these ops.
+COVERAGE = {
+    "llama": (1.0, ()), "mistral": (1.0, ()), "gpt2": (1.0, ()), "bert": (1.0, ()), "vit": (1.0, ()),
+    "convnext": (1.0, ()), "resnet": (1.0, ()),
+    # torch.where combining T5's relative position bias with the causal mask (decoder self-attention)
+    "t5": (0.97, ("WhereBackward0",)),
+    # ReLU6 (hardtanh) and the TF-style "same" padding (F.pad): no torch_bp rule on this branch
+    "mobilenet_v2": (0.55, ("HardtanhBackward0", "ConstantPadNdBackward0")),
+}
+
+
 def _text(cfg_cls, model_cls, **kw):
     def build():
         cfg = cfg_cls(**kw)
@@ -57,23 +74,51 @@ def _cls(cfg_cls, model_cls, text=True, **kw):
 def models() -> dict:
     """name -> (build(), inputs(generator)); tiny configs (2 layers, hidden 32)."""
     import transformers as tr
+    # dropout off everywhere: our dropout masks are not torch's, and the comparison is of the rules
     dec = dict(vocab_size=V, hidden_size=H, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=64)
+    enc = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return {
         "llama": _text(tr.LlamaConfig, tr.LlamaForCausalLM, **dec),
         "mistral": _text(tr.MistralConfig, tr.MistralForCausalLM, **dec),
         "gpt2": _text(tr.GPT2Config, tr.GPT2LMHeadModel, vocab_size=V, n_embd=H, n_layer=2, n_head=4,
-                      n_positions=64),
+                      n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
         "t5": _seq2seq(tr.T5Config, tr.T5ForConditionalGeneration, vocab_size=V, d_model=H, d_kv=8, d_ff=64,
-                       num_layers=2, num_heads=4, decoder_start_token_id=0),
+                       num_layers=2, num_heads=4, decoder_start_token_id=0, dropout_rate=0.0),
         "bert": _cls(tr.BertConfig, tr.BertForSequenceClassification, vocab_size=V, hidden_size=H,
-                     num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=3),
+                     num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=3, **enc),
         "vit": _cls(tr.ViTConfig, tr.ViTForImageClassification, text=False, image_size=IMG, patch_size=8,
-                    hidden_size=H, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=3),
+                    hidden_size=H, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=3, **enc),
         "convnext": _cls(tr.ConvNextConfig, tr.ConvNextForImageClassification, text=False, num_channels=3,
                          hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
         "mobilenet_v2": _cls(tr.MobileNetV2Config, tr.MobileNetV2ForImageClassification, text=False,
-                             image_size=IMG, depth_multiplier=0.25, num_labels=3),
+                             image_size=IMG, depth_multiplier=0.25, num_labels=3, classifier_dropout_prob=0.0),
         "resnet": _cls(tr.ResNetConfig, tr.ResNetForImageClassification, text=False, embedding_size=8,
                        hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
     }
+
+
+def _cast(inputs, dtype):
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+
+
+def compare(name: str, dtype=torch.float64, seed: int = 0) -> dict:
+    """Build ``name``, convert a copy; the same batch through both: coverage before/after, loss and
+    parameter gradients of the converted model against the original's."""
+    import copy
+
+    import torch_bp
+    build, inputs = models()[name]
+    torch.manual_seed(seed)
+    ref = build().to(dtype).train()
+    ours = torch_bp.convert(copy.deepcopy(ref))
+    x = _cast(inputs(torch.Generator().manual_seed(seed)), dtype)
+    before = torch_bp.conversion_report(ref, x).backward
+    after = torch_bp.conversion_report(ours, x).backward
+    out_ref, out = ref(**x), ours(**x)
+    out_ref.loss.backward()
+    out.loss.backward()
+    grads = {n: (p.grad, q.grad) for (n, p), (_, q) in zip(ref.named_parameters(), ours.named_parameters())}
+    return {"model": name, "dtype": str(dtype).replace("torch.", ""), "loss_ref": out_ref.loss.item(),
+            "loss": out.loss.item(), "before": before, "after": after, "grads": grads,
+            "converted": torch_bp.conversion_report(ours)}

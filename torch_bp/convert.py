@@ -113,7 +113,9 @@ def verify(module: torch.nn.Module, converter) -> tuple[bool, str]:
     if len(ya) != len(yb) or not ya:
         return False, "different outputs on the probe"
     for s, t in zip(ya, yb):
-        if s.shape != t.shape or s.dtype != t.dtype or not torch.allclose(s, t, **_tol(s.dtype)):
+        prec = converter.precision if converter.precision is not None and s.is_floating_point() and \
+            torch.finfo(converter.precision).eps > torch.finfo(s.dtype).eps else s.dtype
+        if s.shape != t.shape or s.dtype != t.dtype or not torch.allclose(s, t, **_tol(prec)):
             return False, "differs on the probe"
     return True, ""
 

@@ -204,6 +204,8 @@ class Converter:
     match: Callable | None = None
     probe: Callable | None = None
     check: Callable | None = None
+    precision: torch.dtype | None = None  # the original computes in this dtype whatever its input's
+                                          # (the probe's tolerance is then this dtype's)
 
 
 def _probe_last_dim(module):
@@ -240,6 +242,8 @@ CONVERTERS: list[Converter] = [
               probe=_probe_last_dim),
     Converter("rms_norm(weight=1 + w)", nn.hf.RMSNorm, nn.hf.to_rms_norm_one_plus, nn.hf.revert,
               match=nn.hf.match_rms_norm, probe=_probe_last_dim),
+    Converter("rms_norm(float32)", nn.hf.RMSNorm, nn.hf.to_rms_norm_float32, nn.hf.revert,
+              match=nn.hf.match_rms_norm, probe=_probe_last_dim, precision=torch.float32),
     Converter("linear(weight.t())", nn.hf.Conv1D, nn.hf.to_conv1d, nn.hf.revert, match=nn.hf.match_conv1d,
               probe=_probe_conv1d),
     *_activation_converters(),

@@ -26,7 +26,7 @@ from .. import functional as F
 
 # keys a conversion adds to the module's __dict__ (revert removes them)
 _KEYS = ("_torch_bp_original", "_torch_bp_weight", "_torch_bp_eps", "_torch_bp_offset", "_torch_bp_fn",
-         "_torch_bp_kwargs")
+         "_torch_bp_kwargs", "_torch_bp_float32")
 
 
 def _foreign(module) -> bool:
@@ -75,6 +75,14 @@ def _rms_norm(offset):
 to_rms_norm, to_rms_norm_one_plus = _rms_norm(0.0), _rms_norm(1.0)
 
 
+def to_rms_norm_float32(module):
+    """As :func:`to_rms_norm`, for a module that normalizes in float32 whatever the input dtype
+    (Llama's ``hidden_states.to(torch.float32)``): float64 inputs are normalized in float32, as there."""
+    new = to_rms_norm(module)
+    new.__dict__["_torch_bp_float32"] = True
+    return new
+
+
 class RMSNorm(torch.nn.Module):
     r"""An RMSNorm module of another library, run by :class:`torch_bp.ops.normalization.RMSNormFunction`.
 
@@ -82,13 +90,18 @@ class RMSNorm(torch.nn.Module):
     (Gemma), whichever the original computes (the converter's probe decides). The original's
     float32 upcast of the variance is what our rule does for float16/bfloat16 inputs (its
     intermediate math is float32); the result has the input's dtype. A weight of another
-    dtype than the input is cast to the input's dtype first.
+    dtype than the input is cast to the input's dtype first. Where the original normalizes in
+    float32 also a float64 input (Llama: ``hidden_states.to(torch.float32)``; converter
+    ``rms_norm(float32)``), so do we: ``w * rms_norm(x.float()).to(float64)`` (our mul rule).
     """
 
     def forward(self, hidden_states):
         w = self._parameters[self._torch_bp_weight]
         if self._torch_bp_offset:
             w = w + self._torch_bp_offset
+        if self.__dict__.get("_torch_bp_float32") and hidden_states.dtype == torch.float64:
+            y = F.rms_norm(hidden_states.float(), (w.shape[0],), None, getattr(self, self._torch_bp_eps))
+            return F.mul(w, y.to(hidden_states.dtype))
         if w.dtype != hidden_states.dtype:
             w = w.to(hidden_states.dtype)
         return F.rms_norm(hidden_states, (w.shape[0],), w, getattr(self, self._torch_bp_eps))
