@@ -122,3 +122,111 @@ def compare(name: str, dtype=torch.float64, seed: int = 0) -> dict:
     return {"model": name, "dtype": str(dtype).replace("torch.", ""), "loss_ref": out_ref.loss.item(),
             "loss": out.loss.item(), "before": before, "after": after, "grads": grads,
             "converted": torch_bp.conversion_report(ours)}
+
+
+def coverage_row(name: str) -> dict:
+    """Backward coverage of ``name`` (float32): unconverted, classes only (convert(functional=False)),
+    and full convert; the ops and modules left to autograd; loss/gradient agreement (float64)."""
+    import torch_bp
+    from torch_bp.convert import _tol
+    build, inputs = models()[name]
+    torch.manual_seed(0)
+    model = build().train()
+    x = inputs(torch.Generator().manual_seed(0))
+    rows = {}
+    for label, m in (("unconverted", model), ("classes only", torch_bp.convert(model, functional=False)),
+                     ("convert", torch_bp.convert(model))):
+        rows[label] = torch_bp.conversion_report(m, x).backward
+    after = rows["convert"]
+    r = compare(name, torch.float64)
+    t = _tol(PRECISION.get(name, torch.float64))
+    grads_equal = all((a is None) == (b is None) and (a is None or torch.allclose(b, a, **t))
+                      for a, b in r["grads"].values())
+    mods = {}
+    for (path, op), v in after.by_module.items():
+        mods.setdefault(path, {})[op] = v
+    return {"model": name, "unconverted": rows["unconverted"].share, "classes_only": rows["classes only"].share,
+            "convert": after.share, "ours_nodes": after.ours, "autograd_nodes": after.autograd,
+            "not_counted": dict(after.not_counted), "left_by_op": dict(after.by_op), "left_by_module": mods,
+            "loss_equal": abs(r["loss"] - r["loss_ref"]) <= t["atol"] + t["rtol"] * abs(r["loss_ref"]),
+            "grads_equal": grads_equal, "compared_at": str(PRECISION.get(name, torch.float64))}
+
+
+def overhead(reps: int = 21) -> dict:
+    """Training-step time (forward, backward, SGD step) of converted models with and without functional
+    interception, interleaved. ``mlp`` is built of torch_bp layers only, so interception changes no
+    rule and its cost is the mechanism's alone; ``llama`` also swaps torch's rules for ours."""
+    import torch_bp
+    import transformers as tr
+    from experiments.benchmarks.measure import interleaved_median
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU(),
+                                                    torch.nn.LayerNorm(256)) for _ in range(4)],
+                              torch.nn.Linear(256, 10))
+    xm, ym = torch.randn(64, 256), torch.randint(0, 10, (64,))
+    llama = tr.LlamaForCausalLM(tr.LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256,
+                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    ids = torch.randint(0, 256, (4, 64))
+    out = {}
+    for name, model, call in (
+            ("mlp", mlp, lambda m: torch_bp.functional.cross_entropy(m(xm), ym)),
+            ("llama", llama, lambda m: m(input_ids=ids, labels=ids).loss)):
+        cands = {}
+        for label, functional in (("intercept", True), ("no intercept", False)):
+            m = torch_bp.convert(model, functional=functional)
+            opt = torch.optim.SGD(m.parameters(), lr=1e-4)
+
+            def step(m=m, opt=opt, call=call):
+                opt.zero_grad(set_to_none=True)
+                call(m).backward()
+                opt.step()
+            cands[label] = step
+        t = interleaved_median(cands, reps=reps)
+        out[name] = {"intercept_s": t["intercept"], "no_intercept_s": t["no intercept"],
+                     "overhead": t["intercept"] / t["no intercept"] - 1}
+    return out
+
+
+def _pct(x):
+    return f"{100 * x:.1f}%"
+
+
+def table(rows) -> str:
+    lines = ["| model | unconverted | classes only | convert | equal loss, grads | left to autograd (by op) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        left = ", ".join(f"{k} x{v}" for k, v in sorted(r["left_by_op"].items())) or "-"
+        eq = "yes" if r["loss_equal"] and r["grads_equal"] else "NO"
+        lines.append(f"| {r['model']} | {_pct(r['unconverted'])} | {_pct(r['classes_only'])} | "
+                     f"**{_pct(r['convert'])}** | {eq} | {left} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--no-overhead", action="store_true", help="skip the interception timing")
+    ap.add_argument("--out", default=RESULTS)
+    args = ap.parse_args(argv)
+    rows = [coverage_row(n) for n in (args.models or list(models()))]
+    print(table(rows))
+    result = {"torch": torch.__version__, "rows": rows}
+    try:
+        import transformers
+        result["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if not args.no_overhead:
+        result["overhead"] = overhead()
+        for k, v in result["overhead"].items():
+            print(f"interception overhead, {k} training step: {_pct(v['overhead'])} "
+                  f"({v['intercept_s'] * 1e3:.2f} ms vs {v['no_intercept_s'] * 1e3:.2f} ms, interleaved median)")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
