@@ -29,6 +29,9 @@ from . import _intercept
 log = logging.getLogger("torch_bp")
 
 _USER: list = []   # registry.Converter entries added by register_converter (consulted first)
+# class -> function overrides of the tables below, consulted last (tests patch these)
+_CONVERTERS: dict = {}
+_REVERTERS: dict = {}
 
 # Probe tolerance per dtype: the table of tests/harness.py (our rule and the original evaluate
 # one formula in a different order; see its docstring for the argument).
@@ -82,6 +85,8 @@ def _tables():
         if c.torch_cls is not None:
             conv[c.torch_cls] = c.convert
             rev[c.ours] = c.revert
+    conv.update(_CONVERTERS)
+    rev.update(_REVERTERS)
     return conv, rev
 
 
