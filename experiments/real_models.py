@@ -31,9 +31,7 @@ PRECISION = {"llama": torch.float32, "mistral": torch.float32, "t5": torch.float
 # the tests assert at least this share and nothing outside these ops.
 COVERAGE = {
     "llama": (1.0, ()), "mistral": (1.0, ()), "gpt2": (1.0, ()), "bert": (1.0, ()), "vit": (1.0, ()),
-    "convnext": (1.0, ()), "resnet": (1.0, ()),
-    # torch.where combining T5's relative position bias with the causal mask (decoder self-attention)
-    "t5": (0.97, ("WhereBackward0",)),
+    "convnext": (1.0, ()), "resnet": (1.0, ()), "t5": (1.0, ()),
     # ReLU6 (hardtanh) and the TF-style "same" padding (F.pad): no torch_bp rule on this branch
     "mobilenet_v2": (0.55, ("HardtanhBackward0", "ConstantPadNdBackward0")),
 }

@@ -73,6 +73,17 @@ def _mul_alias(input, other):
     return F.mul(input, other)
 
 
+def _where_alias(condition, input=None, other=None):
+    """``torch.where(c, a, b)`` where a backward node will exist (a floating operand requires grad)."""
+    from . import functional as F
+    tensors = [t for t in (input, other) if isinstance(t, torch.Tensor)]
+    if (input is None or other is None or not isinstance(condition, torch.Tensor) or condition.dtype != torch.bool
+            or not any(t.requires_grad for t in tensors) or not all(t.is_floating_point() for t in tensors)
+            or not all(isinstance(x, (torch.Tensor, float, int)) and not isinstance(x, bool) for x in (input, other))):
+        return TORCH
+    return F.where(condition, input, other)
+
+
 def _spatial_mean_alias(input, dim=None, keepdim=False, *, dtype=None):
     """``x.mean((-2, -1))`` of a 4-d tensor is global average pooling: adaptive_avg_pool2d(x, 1)."""
     from . import functional as F
@@ -106,6 +117,8 @@ _ALIASES = [
     ("embedding", torch.embedding, _embedding_alias),
     ("mul", torch.mul, _mul_alias), ("mul", torch.Tensor.mul, _mul_alias),
     ("mul", torch.Tensor.__mul__, _mul_alias), ("mul", torch.Tensor.__rmul__, lambda a, b: _mul_alias(b, a)),
+    ("where", torch.where, _where_alias),
+    ("where", torch.Tensor.where, lambda self, condition, other: _where_alias(condition, self, other)),
     ("adaptive_avg_pool2d", torch.mean, _spatial_mean_alias),
     ("adaptive_avg_pool2d", torch.Tensor.mean, _spatial_mean_alias),
 ]

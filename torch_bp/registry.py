@@ -180,6 +180,9 @@ LAYERS: list[Layer] = [
     _row("mul", "pointwise", [pointwise.MulFunction], reference=torch.mul, double_backward=True,
          notes="torch.mul / a * b of floating tensors (gates, layer scale) or a tensor and a number; "
                "run in a converted model's forward where an operand requires grad"),
+    _row("where", "pointwise", [pointwise.WhereFunction], reference=torch.where, double_backward=True,
+         notes="torch.where(condition, input, other) with floating tensors or numbers (masks applied to "
+               "a learned bias); run in a converted model's forward where an operand requires grad"),
     _row("apply_rotary_pos_emb", "rotary", [rotary.RotaryEmbeddingFunction], reference=_rotary_reference,
          notes="torch_bp only: Hugging Face's apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim) in one "
                "Function saving only cos and sin; swapped into attention modules by the converter"),

@@ -14,3 +14,15 @@ def _mul(make):
     yield Sample("one-needs-grad", (make(3, 4), make(3, 4, requires_grad=False)))
     yield Sample("noncontiguous", (make(3, 4, layout="t"), make(3, 4)))
     yield Sample("empty-batch", (make(0, 4), make(4)))
+
+
+@samples("where")
+def _where(make):
+    def cond(*shape):
+        return make(*shape, requires_grad=False) > 0
+    yield Sample("same-shape", (cond(3, 4), make(3, 4), make(3, 4)))
+    yield Sample("causal-mask-on-bias", (cond(1, 1, 4, 4), make(1, 2, 4, 4), make(2, 1, 4, 4)))
+    yield Sample("number-other", (cond(3, 4), make(3, 4), -1e4))
+    yield Sample("number-input", (cond(3, 4), 0.5, make(4)))
+    yield Sample("one-needs-grad", (cond(3, 4), make(3, 4), make(3, 4, requires_grad=False)))
+    yield Sample("empty-batch", (cond(0, 4), make(0, 4), make(4)))

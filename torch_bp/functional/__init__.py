@@ -53,7 +53,7 @@ from .loss import (
 from .normalization import batch_norm, group_norm, layer_norm, rms_norm
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .recurrent import gru, lstm, rnn_relu, rnn_tanh
-from .pointwise import mul
+from .pointwise import mul, where
 from .rotary import apply_rotary_pos_emb
 
 # The names defined by torch_bp (a rule of ours runs); every other public name of

@@ -43,3 +43,36 @@ class MulFunction(Rule):
         if ctx.number is None and ctx.needs_input_grad[1]:
             grad_b = (grad_y * a).sum_to_size(b_shape)
         return grad_a, grad_b
+
+
+# --- Where ---
+class WhereFunction(Rule):
+    r"""Elementwise selection with broadcasting: attention masks applied to a learned bias (T5's
+    relative position bias under the causal mask). ``a`` and ``b`` tensors of one dtype, or numbers.
+
+    Forward:   y = where(c, a, b)
+    Backward:  grad_a = sum_to(a)(where(c, grad_y, 0))
+               grad_b = sum_to(b)(where(c, 0, grad_y))      (none for a number)
+    Saved:     c (bool)          Double backward: yes (differentiable ops)
+    """
+
+    @staticmethod
+    def forward(c, a, b):
+        return torch.where(c, a, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        c, a, b = inputs
+        ctx.shapes = tuple(t.shape if isinstance(t, torch.Tensor) else None for t in (a, b))
+        ctx.save_for_backward(c)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (c,) = ctx.saved_tensors
+        grad_a = grad_b = None
+        zero = grad_y.new_zeros(())
+        if ctx.needs_input_grad[1] and ctx.shapes[0] is not None:
+            grad_a = torch.where(c, grad_y, zero).sum_to_size(ctx.shapes[0])
+        if ctx.needs_input_grad[2] and ctx.shapes[1] is not None:
+            grad_b = torch.where(c, zero, grad_y).sum_to_size(ctx.shapes[1])
+        return None, grad_a, grad_b
