@@ -200,3 +200,21 @@ def test_lightning_trains_a_converted_model(built, tmp_path):
     assert trainer.global_step == 3
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_causal_lm_loss_without_logits_equals_the_model_loss(name, built):
+    """torch_bp.nn.hf.causal_lm_loss: fused linear_cross_entropy on the base model's hidden state gives
+    the model's own loss and gradients (float64 model; float32's tolerance: the model takes its loss on
+    logits.float(), i.e. in float32)."""
+    from torch_bp.nn.hf import causal_lm_loss
+    ref, x = built(name)
+    ref = ref.double()
+    ours = torch_bp.convert(ref)
+    loss_ref, g_ref = _run(ref, x)
+    loss = causal_lm_loss(ours, x["input_ids"], x["labels"], chunk_size=5)
+    loss.backward()
+    t = TOL[torch.float32]
+    torch.testing.assert_close(loss.float(), loss_ref, rtol=t, atol=t)
+    for n, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, g_ref[n], rtol=t, atol=t, msg=lambda m: f"{name} {n}: {m}")

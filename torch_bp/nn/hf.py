@@ -279,3 +279,31 @@ def __getattr__(name):
             cls = getattr(cls, part)
         return rotary_class(cls)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --- the causal-LM loss without the (tokens, vocabulary) logits ---
+def causal_lm_loss(model, input_ids, labels, ignore_index=-100, chunk_size=None, **kwargs):
+    """The loss a Hugging Face ``*ForCausalLM`` model returns for ``model(input_ids, labels=labels)``,
+    computed by :func:`torch_bp.functional.linear_cross_entropy` from the base model's last hidden
+    state and the output embedding (``lm_head``): the logits are never materialised. Equal loss and
+    gradients (tests/test_real_models.py). Computed in float32 for float16/bfloat16 models (the
+    model takes its loss on ``logits.float()``), in the model's dtype otherwise (the model's own
+    loss is then float32: it downcasts float64 logits).
+
+    As the model's own ``ForCausalLMLoss``: labels are shifted left by one (the last position predicts
+    nothing), ``ignore_index`` positions are skipped, the mean is over the others. Raises
+    NotImplementedError for what that path does and this one does not: logit soft-capping, a bias on
+    the output embedding, ``num_items_in_batch``. ``kwargs`` go to the base model.
+    """
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "final_logit_softcapping", None) or "num_items_in_batch" in kwargs:
+        raise NotImplementedError("causal_lm_loss: logit soft-capping and num_items_in_batch are not supported")
+    head = model.get_output_embeddings()
+    if head is None or getattr(head, "bias", None) is not None:
+        raise NotImplementedError("causal_lm_loss: needs an output embedding without bias")
+    hidden = model.base_model(input_ids=input_ids, **kwargs)[0]  # (B, T, H)
+    target = torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:].to(hidden.device)
+    weight = head.weight
+    if hidden.dtype in (torch.float16, torch.bfloat16):  # the model's loss is taken on logits.float()
+        hidden, weight = hidden.float(), weight.float()
+    return F.linear_cross_entropy(hidden, weight, target, ignore_index=ignore_index, chunk_size=chunk_size)
