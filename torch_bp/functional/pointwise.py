@@ -1,4 +1,8 @@
-"""``torch_bp.functional``: elementwise products. See the package docstring."""
+"""``torch_bp.functional``: elementwise products and selection. See the package docstring.
+
+What has no gradient (integer or bool operands, complex numbers, a non-bool condition) is torch's
+own ``mul``/``where``: no backward node exists for a rule to run, and torch's errors stay torch's.
+"""
 from __future__ import annotations
 
 import numbers
@@ -8,41 +12,38 @@ import torch
 from ..ops import pointwise as _pw
 
 
+def _real_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def mul(input, other):
-    """``torch.mul(input, other)`` (``input * other``) for floating tensors and numbers: the product by
-    :class:`torch_bp.ops.pointwise.MulFunction`. Operands of different dtypes are first cast to the
-    promoted dtype, as torch's type promotion would."""
-    if not isinstance(input, torch.Tensor):
-        input, other = other, input
-    if not isinstance(input, torch.Tensor) or not input.is_floating_point():
-        raise TypeError(f"torch_bp.functional.mul: expected a floating tensor operand, got {type(input).__name__}")
-    if isinstance(other, torch.Tensor):
-        dtype = torch.promote_types(input.dtype, other.dtype)
-        if dtype != input.dtype:
-            input = input.to(dtype)
-        if dtype != other.dtype:
-            other = other.to(dtype)
-        if other.dim() == 0 and not other.requires_grad and other.device != input.device:
-            other = other.to(input.device)
-    elif isinstance(other, bool) or not isinstance(other, numbers.Real):
-        raise TypeError(f"torch_bp.functional.mul: expected a tensor or a real number, got {type(other).__name__}")
+    """``torch.mul(input, other)`` (``input * other``): for floating tensors and real numbers the product
+    by :class:`torch_bp.ops.pointwise.MulFunction`. Tensor operands of different dtypes are first cast to
+    torch's result dtype (``torch.result_type``); anything else is torch's ``mul``."""
+    a, b = (input, other) if isinstance(input, torch.Tensor) else (other, input)
+    if not (isinstance(a, torch.Tensor) and a.is_floating_point()
+            and ((isinstance(b, torch.Tensor) and b.is_floating_point()) or _real_number(b))):
+        return torch.mul(input, other)
+    if isinstance(b, torch.Tensor):
+        dtype = torch.result_type(a, b)  # torch's promotion (a 0-d tensor does not raise a dimensioned one)
+        a, b = (t if t.dtype == dtype else t.to(dtype) for t in (a, b))
+        if b.dim() == 0 and b.device != a.device:
+            b = b.to(a.device)
     else:
-        other = float(other)
-    return _pw.MulFunction.apply(input, other)
+        b = float(b)
+    return _pw.MulFunction.apply(a, b)
 
 
 def where(condition, input, other):
-    """``torch.where(condition, input, other)`` for floating tensors and numbers, by
-    :class:`torch_bp.ops.pointwise.WhereFunction`. Tensor operands of different dtypes are first cast to
-    the promoted dtype; a number takes the tensor operand's dtype, as torch's type promotion would."""
-    if not isinstance(condition, torch.Tensor) or condition.dtype != torch.bool:
-        raise RuntimeError("where expected condition to be a boolean tensor")
+    """``torch.where(condition, input, other)``: for a bool condition and floating tensors or real numbers
+    the selection by :class:`torch_bp.ops.pointwise.WhereFunction`. Tensor operands of different dtypes are
+    first cast to the promoted dtype; a number takes the tensor operand's dtype, as torch's type promotion
+    would; anything else is torch's ``where``."""
     tensors = [t for t in (input, other) if isinstance(t, torch.Tensor)]
-    if not tensors or not all(t.is_floating_point() for t in tensors):
-        raise TypeError("torch_bp.functional.where: expected floating tensor operands")
-    dtype = tensors[0].dtype if len(tensors) == 1 else torch.promote_types(tensors[0].dtype, tensors[1].dtype)
+    if (not isinstance(condition, torch.Tensor) or condition.dtype != torch.bool or not tensors
+            or not all(t.is_floating_point() for t in tensors)
+            or not all(isinstance(t, torch.Tensor) or _real_number(t) for t in (input, other))):
+        return torch.where(condition, input, other)
+    dtype = tensors[0].dtype if len(tensors) == 1 else torch.result_type(input, other)
     input, other = (t.to(dtype) if isinstance(t, torch.Tensor) and t.dtype != dtype else t for t in (input, other))
-    for t in (input, other):
-        if not isinstance(t, torch.Tensor) and (isinstance(t, bool) or not isinstance(t, numbers.Real)):
-            raise TypeError(f"torch_bp.functional.where: expected a tensor or a real number, got {type(t).__name__}")
     return _pw.WhereFunction.apply(condition, input, other)
