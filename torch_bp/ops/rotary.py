@@ -45,6 +45,10 @@ class RotaryEmbeddingFunction(Rule):
     @staticmethod
     def setup_context(ctx, inputs, output):
         q, k, cos, sin = inputs
+        need = ctx.needs_input_grad
+        for i, out in enumerate(output):  # as torch: q' needs no grad if neither q, cos nor sin does
+            if not (need[i] or need[2] or need[3]):
+                ctx.mark_non_differentiable(out)
         ctx.shapes = (q.shape, k.shape, cos.shape, sin.shape)
         qk = (q, k) if ctx.needs_input_grad[2] or ctx.needs_input_grad[3] else (None, None)
         ctx.save_for_backward(cos, sin, *qk)
