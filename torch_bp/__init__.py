@@ -7,11 +7,11 @@ Every layer is a ``torch.autograd.Function`` with a hand-written backward rule
 """
 from . import functional, nn, ops, registry
 from .backend import backend_info, set_backend
-from .convert import ConversionReport, conversion_report, convert, revert
+from .convert import ConversionReport, conversion_report, convert, register_converter, revert
 from .per_sample import DPOptimizer, per_sample_grads
 
 __version__ = "0.1.0"
 
 __all__ = ["functional", "nn", "ops", "registry", "convert", "revert", "conversion_report",
-           "ConversionReport", "backend_info", "set_backend", "__version__"]
+           "ConversionReport", "register_converter", "backend_info", "set_backend", "__version__"]
 __all__ += ["per_sample_grads", "DPOptimizer"]

@@ -17,11 +17,13 @@ import torch.nn.functional as TF
 
 from . import functional as F
 from . import nn
+from .nn import attention as _nn_attention, hf as _nn_hf, transformer as _nn_transformer  # noqa: F401
 from .ops import dropout, embedding, loss
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
 from .ops import padding, resample  # padding / resampling family
 from .ops import attention, recurrent  # attention / recurrent family
+from .ops import pointwise, rotary  # rules that real models need
 from .nn.rnn import torch_reference as rnn_reference  # attention / recurrent family
 
 
@@ -78,6 +80,14 @@ def _linear_cross_entropy_reference(input, weight, target, bias=None, ignore_ind
     loss = TF.cross_entropy(z, target.reshape(-1), ignore_index=ignore_index, reduction=reduction,
                             label_smoothing=label_smoothing)
     return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+def _rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
+    """Hugging Face's apply_rotary_pos_emb (transformers.models.llama.modeling_llama), written out."""
+    def rotate_half(x):
+        return torch.cat((-x[..., x.shape[-1] // 2:], x[..., : x.shape[-1] // 2]), dim=-1)
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
 LAYERS: list[Layer] = [
@@ -245,7 +255,82 @@ LAYERS: list[Layer] = [
          autocast="lower"),
 
     # (rules that real models need, e.g. rotary position embedding: below this line)
+    _row("mul", "pointwise", [pointwise.MulFunction], reference=torch.mul, double_backward=True,
+         notes="torch.mul / a * b of floating tensors (gates, layer scale) or a tensor and a number; "
+               "run in a converted model's forward where an operand requires grad"),
+    _row("where", "pointwise", [pointwise.WhereFunction], reference=torch.where, double_backward=True,
+         notes="torch.where(condition, input, other) with floating tensors or numbers (masks applied to "
+               "a learned bias); run in a converted model's forward where an operand requires grad"),
+    _row("apply_rotary_pos_emb", "rotary", [rotary.RotaryEmbeddingFunction], reference=_rotary_reference,
+         notes="torch_bp only: Hugging Face's apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim) in one "
+               "Function saving only cos and sin; swapped into attention modules by the converter"),
 
+]
+
+@dataclass(frozen=True)
+class Converter:
+    """How ``torch_bp.convert`` turns one kind of module into ours (and ``revert`` back), beyond the
+    class swap of the module pairs above.
+
+    Either ``torch_cls`` (every module of exactly that class), or ``match`` (a structural test:
+    attributes, parameter shapes) for classes found in the wild; a module that ``match`` accepts
+    is swapped only if the conversion computes what the original computes on a random probe
+    (``probe(module) -> inputs``, or ``check(module, tol) -> bool`` for a check of its own).
+    """
+    name: str                      # what it converts to, for reports
+    ours: type                     # the class (or base class) of converted modules
+    convert: Callable              # module -> converted module (None: does not apply)
+    revert: Callable               # converted module -> the original
+    torch_cls: type | None = None
+    match: Callable | None = None
+    probe: Callable | None = None
+    check: Callable | None = None
+    precision: torch.dtype | None = None  # the original computes in this dtype whatever its input's
+                                          # (the probe's tolerance is then this dtype's)
+
+
+def _probe_last_dim(module):
+    """A (2, 3, D) input in the dtype of the module's 1-d parameter (D its length)."""
+    p = next(iter(module._parameters.values()))
+    return (torch.randn(2, 3, p.shape[0], generator=torch.Generator().manual_seed(0), dtype=p.dtype).to(p.device),)
+
+
+def _probe_conv1d(module):
+    w = module.weight
+    return (torch.randn(2, 3, w.shape[0], generator=torch.Generator().manual_seed(0), dtype=w.dtype).to(w.device),)
+
+
+def _probe_activation(module):
+    return (3 * torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64),)
+
+
+def _activation_converters():
+    return [Converter(f"{name}" + "".join(f"({k}={v!r})" for k, v in kw.items()), nn.hf.Activation,
+                      nn.hf.to_activation(name, kw), nn.hf.revert, match=nn.hf.match_activation,
+                      probe=_probe_activation)
+            for name, kw in nn.hf.ACTIVATIONS if F.ours(name)]
+
+
+CONVERTERS: list[Converter] = [
+    # --- torch.nn classes that need more than a class swap ---
+    Converter("NonDynamicallyQuantizableLinear", nn.attention.NonDynamicallyQuantizableLinear,
+              nn.attention.convert_out_proj, nn.attention.revert_out_proj,
+              torch_cls=nn.attention._TorchOutProj),
+    *[Converter(ours.__name__, ours, nn.transformer.converter(ours), nn.transformer.reverter(torch_cls),
+                torch_cls=torch_cls) for ours, torch_cls in nn.transformer.PAIRS],
+    # --- modules found in the wild (Hugging Face transformers and alike): by structure, then a probe ---
+    Converter("rms_norm", nn.hf.RMSNorm, nn.hf.to_rms_norm, nn.hf.revert, match=nn.hf.match_rms_norm,
+              probe=_probe_last_dim),
+    Converter("rms_norm(weight=1 + w)", nn.hf.RMSNorm, nn.hf.to_rms_norm_one_plus, nn.hf.revert,
+              match=nn.hf.match_rms_norm, probe=_probe_last_dim),
+    Converter("rms_norm(float32)", nn.hf.RMSNorm, nn.hf.to_rms_norm_float32, nn.hf.revert,
+              match=nn.hf.match_rms_norm, probe=_probe_last_dim, precision=torch.float32),
+    Converter("linear(weight.t())", nn.hf.Conv1D, nn.hf.to_conv1d, nn.hf.revert, match=nn.hf.match_conv1d,
+              probe=_probe_conv1d),
+    *_activation_converters(),
+    Converter("apply_rotary_pos_emb", nn.hf._RotaryConverted, nn.hf.to_rotary, nn.hf.revert,
+              match=nn.hf.match_rotary, check=nn.hf.rotary_probe_ok),
+    # (more converters: below this line)
 ]
 
 _BY_NAME = {row.name: row for row in LAYERS}

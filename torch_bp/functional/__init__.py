@@ -88,6 +88,8 @@ from .pooling import (
 from .recurrent import gru, gru_cell, lstm, lstm_cell, rnn_relu, rnn_relu_cell, rnn_tanh, rnn_tanh_cell
 from .resample import (channel_shuffle, fold, interpolate, pixel_shuffle, pixel_unshuffle, unfold, upsample,
                        upsample_bilinear, upsample_nearest)
+from .pointwise import mul, where
+from .rotary import apply_rotary_pos_emb
 
 # The names defined by torch_bp (a rule of ours runs); every other public name of
 # torch.nn.functional resolves to torch's own function (module __getattr__ below).

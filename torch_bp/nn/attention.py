@@ -5,7 +5,6 @@ import torch
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear as _TorchOutProj
 
 from .. import functional as F
-from ..convert import register_converter
 
 
 class NonDynamicallyQuantizableLinear(_TorchOutProj):
@@ -57,6 +56,11 @@ def _swap(module, cls):
 
 
 # MultiheadAttention's out-projection is torch's NonDynamicallyQuantizableLinear (a Linear
-# subclass, so not matched by the Linear row's class swap): it gets its own converter.
-register_converter(_TorchOutProj, lambda m: _swap(m, NonDynamicallyQuantizableLinear),
-                   NonDynamicallyQuantizableLinear, lambda m: _swap(m, _TorchOutProj))
+# subclass, so not matched by the Linear row's class swap): its converter is declared in
+# torch_bp.registry.CONVERTERS with these two functions.
+def convert_out_proj(module):
+    return _swap(module, NonDynamicallyQuantizableLinear)
+
+
+def revert_out_proj(module):
+    return _swap(module, _TorchOutProj)

@@ -11,7 +11,7 @@ Dropout and an activation. The classes here are those same classes with
   so every op with a rule is ours, in training and in eval alike.
 
 The residual additions between the layers are plain tensor additions (no rule needed).
-``torch_bp.convert`` uses the converters registered at the bottom; constructing these
+``torch_bp.convert`` uses the converters declared in ``torch_bp.registry.CONVERTERS``; constructing these
 classes directly gives the same (their children are converted in ``__init__``).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as TF
 from torch.nn.modules import transformer as _tt
 
 from .. import functional as F
-from ..convert import convert, register_converter
+from ..convert import convert
 
 log = logging.getLogger("torch_bp")
 
@@ -151,10 +151,17 @@ def _swap(module, cls, activation):
     return new
 
 
-for _ours, _torch in ((TransformerEncoderLayer, torch.nn.TransformerEncoderLayer),
-                      (TransformerDecoderLayer, torch.nn.TransformerDecoderLayer),
-                      (TransformerEncoder, torch.nn.TransformerEncoder),
-                      (TransformerDecoder, torch.nn.TransformerDecoder),
-                      (Transformer, torch.nn.Transformer)):
-    register_converter(_torch, lambda m, c=_ours: _swap(m, c, _our_activation), _ours,
-                       lambda m, c=_torch: _swap(m, c, _torch_activation))
+# (torch_bp class, torch.nn class): the converters declared in torch_bp.registry.CONVERTERS
+PAIRS = ((TransformerEncoderLayer, torch.nn.TransformerEncoderLayer),
+         (TransformerDecoderLayer, torch.nn.TransformerDecoderLayer),
+         (TransformerEncoder, torch.nn.TransformerEncoder),
+         (TransformerDecoder, torch.nn.TransformerDecoder),
+         (Transformer, torch.nn.Transformer))
+
+
+def converter(ours):
+    return lambda m: _swap(m, ours, _our_activation)
+
+
+def reverter(torch_cls):
+    return lambda m: _swap(m, torch_cls, _torch_activation)
