@@ -15,6 +15,7 @@ import torch
 #   "lower"     the autocast dtype (float16/bfloat16) on every device
 #   "fp32"      float32 on every device
 #   "fp32_cuda" float32 on CUDA, the input's dtype on CPU (the norms and softmax)
+#   "lower_cuda" the autocast dtype on CUDA, the input's dtype on CPU (the recurrent cells)
 #   ""          the input's dtype
 
 
@@ -36,7 +37,7 @@ def autocast_inputs(op: str, *tensors):
     from .registry import autocast_policy  # only under autocast: the registry imports the functionals
 
     policy = autocast_policy(op)
-    if policy == "lower":
+    if policy == "lower" or (policy == "lower_cuda" and dev == "cuda"):
         target = torch.get_autocast_dtype(dev)
     elif policy == "fp32" or (policy == "fp32_cuda" and dev == "cuda"):
         target = torch.float32

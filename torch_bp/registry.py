@@ -175,6 +175,7 @@ LAYERS: list[Layer] = [
     _row("instance_norm", "normalization", [normalization.GroupNormFunction, normalization.BatchNormFunction],
          [(nn.InstanceNorm1d, torch.nn.InstanceNorm1d), (nn.InstanceNorm2d, torch.nn.InstanceNorm2d),
           (nn.InstanceNorm3d, torch.nn.InstanceNorm3d)],
+         double_backward=True,
          notes="the group norm rule with a group per channel; with running statistics in eval, the batch norm rule"),
     _row("pad", "padding", [padding.PadFunction],
          [(ours, getattr(torch.nn, ours.__name__)) for ours in nn.PADDING_MODULES], double_backward=True,
@@ -244,9 +245,9 @@ LAYERS: list[Layer] = [
     _row("rnn_relu_cell", "recurrent", [recurrent.RNNCellFunction], reference=torch.rnn_relu_cell,
          double_backward=True, notes="module: RNNCell(nonlinearity='relu')", autocast="lower"),
     _row("lstm_cell", "recurrent", [recurrent.LSTMCellFunction], [(nn.LSTMCell, torch.nn.LSTMCell)],
-         reference=torch.lstm_cell, double_backward=True, autocast="lower"),
+         reference=torch.lstm_cell, double_backward=True, autocast="lower_cuda"),
     _row("gru_cell", "recurrent", [recurrent.GRUCellFunction], [(nn.GRUCell, torch.nn.GRUCell)],
-         reference=torch.gru_cell, double_backward=True, autocast="lower"),
+         reference=torch.gru_cell, double_backward=True, autocast="lower_cuda"),
 
     # --- compiled backend: the linear layer's fused epilogue ---
     _row("linear_activation", "linear", [linear.LinearFunction, linear.BiasActivationFunction],

@@ -155,19 +155,23 @@ def _cell_args(name, input, hx, w_ih, w_hh, b_ih, b_hh):
 
 def rnn_tanh_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     input, (hx,), w_ih, w_hh, b_ih, b_hh = _cell_args("rnn_tanh_cell", input, (hx,), w_ih, w_hh, b_ih, b_hh)
-    return _rnn.RNNCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh, False)
+    with torch.autocast(input.device.type, enabled=False):  # inputs cast as torch would, above
+        return _rnn.RNNCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh, False)
 
 
 def rnn_relu_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     input, (hx,), w_ih, w_hh, b_ih, b_hh = _cell_args("rnn_relu_cell", input, (hx,), w_ih, w_hh, b_ih, b_hh)
-    return _rnn.RNNCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh, True)
+    with torch.autocast(input.device.type, enabled=False):  # inputs cast as torch would, above
+        return _rnn.RNNCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh, True)
 
 
 def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     input, (h, c), w_ih, w_hh, b_ih, b_hh = _cell_args("lstm_cell", input, tuple(hx), w_ih, w_hh, b_ih, b_hh)
-    return _rnn.LSTMCellFunction.apply(input, h, c, w_ih, w_hh, b_ih, b_hh)
+    with torch.autocast(input.device.type, enabled=False):  # inputs cast as torch would, above
+        return _rnn.LSTMCellFunction.apply(input, h, c, w_ih, w_hh, b_ih, b_hh)
 
 
 def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
     input, (hx,), w_ih, w_hh, b_ih, b_hh = _cell_args("gru_cell", input, (hx,), w_ih, w_hh, b_ih, b_hh)
-    return _rnn.GRUCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh)
+    with torch.autocast(input.device.type, enabled=False):  # inputs cast as torch would, above
+        return _rnn.GRUCellFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh)
