@@ -38,9 +38,12 @@ from . import common as C
 from .vanishing import N_IN, N_OUT, teacher_data
 
 DEPTHS = (2, 5, 10, 20)
-CONFIGS = [("sigmoid", "standard"), ("sigmoid", "normalized"), ("tanh", "standard"), ("tanh", "normalized"),
-           ("softsign", "standard"), ("softsign", "normalized"), ("relu", "standard"), ("relu", "normalized"),
-           ("relu", "he")]
+ALL_CONFIGS = [("sigmoid", "standard"), ("sigmoid", "normalized"), ("tanh", "standard"), ("tanh", "normalized"),
+               ("softsign", "standard"), ("softsign", "normalized"), ("relu", "standard"), ("relu", "normalized"),
+               ("relu", "he")]
+# the default: Glorot & Bengio's Table 1 rows (sigmoid; tanh and softsign, standard and normalized) and ReLU with He's
+CONFIGS = [("sigmoid", "standard"), ("tanh", "standard"), ("tanh", "normalized"), ("softsign", "standard"),
+           ("softsign", "normalized"), ("relu", "he")]
 ACT = {"sigmoid": BF.sigmoid, "tanh": BF.tanh, "relu": BF.relu, "softsign": torch.nn.functional.softsign}
 DACT = {"sigmoid": lambda s: torch.sigmoid(s) * (1 - torch.sigmoid(s)), "tanh": lambda s: 1 - torch.tanh(s) ** 2,
         "relu": lambda s: (s > 0).to(s.dtype), "softsign": lambda s: 1 / (1 + s.abs()) ** 2}
@@ -188,7 +191,7 @@ def run_config(act: str, init: str, depth: int, *, seeds: int, width: int, steps
             "cpu_seconds": round(time.process_time() - t0, 1)}
 
 
-def run(*, depths=DEPTHS, configs=CONFIGS, seeds: int = 5, width: int = 128, steps: int = 500, lr: float = 0.05,
+def run(*, depths=DEPTHS, configs=CONFIGS, seeds: int = 5, width: int = 128, steps: int = 300, lr: float = 0.05,
         batch: int = 32, tag: str, results_dir: str | None = None, fig_dir: str | None = None) -> dict:
     C.setup_threads(1)
     x_tr, y_tr = teacher_data(4096, seed=1)
@@ -339,7 +342,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--depths", help="comma-separated hidden-layer counts (default 2,5,10,20)")
     ap.add_argument("--seeds", type=int, help="default 5")
     ap.add_argument("--width", type=int, help="default 128 (Glorot & Bengio: 1000)")
-    ap.add_argument("--steps", type=int, help="updates (default 500)")
+    ap.add_argument("--steps", type=int, help="updates (default 300)")
+    ap.add_argument("--configs", help="comma-separated activation:init (default the Table 1 rows and relu:he; "
+                                      "'all' adds sigmoid:normalized, relu:standard, relu:normalized)")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--tag", help="name of this run (default quick/full)")
@@ -354,8 +359,10 @@ def main(argv=None) -> dict:
         print(report(out))
         return out
     depths = tuple(int(d) for d in a.depths.split(",")) if a.depths else ((2, 5) if a.quick else DEPTHS)
-    out = run(depths=depths, seeds=a.seeds or (2 if a.quick else 5), width=a.width or (32 if a.quick else 128),
-              steps=a.steps or (60 if a.quick else 500), lr=a.lr, batch=a.batch, tag=tag,
+    configs = (ALL_CONFIGS if a.configs == "all" else [tuple(c.split(":")) for c in a.configs.split(",")]
+               if a.configs else CONFIGS)
+    out = run(depths=depths, configs=configs, seeds=a.seeds or (2 if a.quick else 5), width=a.width or (32 if a.quick else 128),
+              steps=a.steps or (60 if a.quick else 300), lr=a.lr, batch=a.batch, tag=tag,
               results_dir=a.results_dir, fig_dir=a.fig_dir)
     print(report(out))
     return out

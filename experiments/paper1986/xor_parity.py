@@ -380,7 +380,7 @@ def main(argv=None) -> dict:
         print(report_failures(out))
         return out
     if a.study == "codes":
-        out = run_codes(a.seeds or (10 if a.quick else 100), a.max_sweeps or (3000 if a.quick else 50000), tag=tag,
+        out = run_codes(a.seeds or (10 if a.quick else 100), a.max_sweeps or (3000 if a.quick else 10000), tag=tag,
                         results_dir=a.results_dir)
         print(report_codes(out))
         return out
