@@ -308,3 +308,17 @@ def test_vanishing_depth_tiny(tmp_path):
     sig = next(r for r in out["results"] if r["activation"] == "sigmoid" and r["depth"] == 3)
     assert all(v < 1 for v in sig["grad_init"]["signal_ratio_per_seed"])   # sigmoid: shrinks towards the input
     assert (tmp_path / "vanishing_depth_tiny.png").exists() and "Glorot" in VD.report(out)
+
+
+def test_batched_family_tree_net_equals_the_torch_bp_ensemble():
+    person, relation, target, _ = datasets.family_trees(dtype=C.DTYPE)
+    x = torch.cat([person, relation], 1)
+    tr = torch.stack([a for a, _ in FT.splits([0, 1, 2])])
+    net = FT.make_net()
+    params = C.uniform_init(net, [0, 1, 2], 1.0)
+    kw = dict(sweeps=25, schedule=C.Schedule(0.05, 0.9, 0.005, 0.5, switch=20), decay=0.0002, criterion=None,
+              freeze_solved=False, band=(0.2, 0.8), x_batched=True)
+    a = C.train_ensemble(net, params, x[tr], target[tr], **kw)
+    b = C.train_ensemble(net, params, x[tr], target[tr], forward=FT.batched_forward, **kw)
+    for n in a.params:
+        torch.testing.assert_close(a.params[n], b.params[n], rtol=1e-12, atol=1e-12, msg=n)

@@ -134,7 +134,7 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
                    band: tuple[float, float] | None = None, x_batched: bool = False,
                    milestones: dict[str, Callable] | None = None,
                    callback: Callable | None = None, callback_every: int = 0,
-                   mask: dict[str, torch.Tensor] | None = None,
+                   mask: dict[str, torch.Tensor] | None = None, forward: Callable | None = None,
                    writer=None, log_every: int = 50, n_seed_curves: int = 8) -> Result:
     """Full-batch training of S nets with eq. 9; see the module docstring.
 
@@ -151,6 +151,8 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     with the working set's parameters (no graph), its seed indices and its outputs at sweep t.
     ``mask`` ({name: (S, ...) 0/1}) fixes the masked weights at their initial value (zero
     connections stay absent), so a smaller net can run padded inside a larger one.
+    ``forward(params, x)`` replaces the vmapped module (default ``ensemble_forward``): a batched
+    twin of the net (see ``family_trees.batched_forward``) for runs too long for the vmapped rules.
     """
     S = next(iter(params.values())).shape[0]
     final = {n: p.detach().clone() for n, p in params.items()}        # (S, ...) result store
@@ -168,7 +170,8 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     t0, c0 = time.perf_counter(), time.process_time()
     t = 0
     while True:
-        y = ensemble_forward(model, work, xw, x_batched)              # (S_work, N, out)
+        y = (forward(work, xw) if forward is not None
+             else ensemble_forward(model, work, xw, x_batched))     # (S_work, N, out)
         outputs[idx] = y.detach()
         new = None
         if criterion is not None:

@@ -18,6 +18,8 @@ Three studies, each a subcommand with a ``--quick`` mode (the CI smoke size):
   English person and the Italian twin the same weight).
 
     .venv/bin/python -m experiments.paper1986.family_trees_studies long [--quick]
+        (full: one process per recipe, --recipes R --tag full_<R without "paper_">; then
+        ``long --replot`` merges the four into one table and figure)
     .venv/bin/python -m experiments.paper1986.family_trees_studies select [--quick]
     .venv/bin/python -m experiments.paper1986.family_trees_studies heldout [--quick]
 """
@@ -188,11 +190,13 @@ def isomorphism_summary(Ws: list[torch.Tensor]) -> dict:
 
 # --- long runs ---
 def run_long(seeds: int, sweeps: int, *, tag: str, recipes=tuple(LONG), every: int = 100, save_every: int = 1000,
-             fig_dir: str | None = None, results_dir: str | None = RESULTS) -> dict:
+             batched: bool = True, fig_dir: str | None = None, results_dir: str | None = RESULTS) -> dict:
     """The LONG recipes (a subset with ``recipes``) on seeds 0..seeds-1, one ensemble. Train and
     held-out accuracy are recorded every ``every`` sweeps (so a first sweep at which 90% / 100% of
     the training cases are right is known to ``every`` sweeps); the results so far are written
-    every ``save_every`` sweeps, so a run cut short still leaves what it reached (``sweeps_reached``)."""
+    every ``save_every`` sweeps, so a run cut short still leaves what it reached (``sweeps_reached``).
+    ``batched``: train with ``family_trees.batched_forward`` (torch's batched matmul, the same
+    numbers as torch_bp's vmapped rules to rounding, several times cheaper per sweep)."""
     C.setup_threads(1)
     x, target, _ = _data()
     names = list(recipes)
@@ -214,13 +218,15 @@ def run_long(seeds: int, sweeps: int, *, tag: str, recipes=tuple(LONG), every: i
         if results_dir and (t % save_every == 0 or t == sweeps):
             out = _long_out(curve, names, seeds, sweeps, tag, every, state["person"],
                             time.perf_counter() - t0, time.process_time() - c0)
+            out["forward"] = "family_trees.batched_forward" if batched else "torch_bp rules under vmap"
             _save(out, results_dir, f"family_trees_long_{tag}.json")
 
     C.train_ensemble(net, params, x[tr], target[tr], sweeps=sweeps, schedule=sched, decay=decay,
                      criterion=None, freeze_solved=False, band=(0.2, 0.8), x_batched=True,
-                     callback=cb, callback_every=every)
+                     callback=cb, callback_every=every, forward=FT.batched_forward if batched else None)
     out = _long_out(curve, names, seeds, sweeps, tag, every, state["person"],
                     time.perf_counter() - t0, time.process_time() - c0)
+    out["forward"] = "family_trees.batched_forward" if batched else "torch_bp rules under vmap"
     if fig_dir:
         _figure_long(out, os.path.join(fig_dir, f"family_trees_long_{tag}.png"))
     _save(out, results_dir, f"family_trees_long_{tag}.json")
@@ -264,6 +270,15 @@ def _long_out(curve, names, seeds, sweeps, tag, every, person_w, seconds, cpu) -
         r["isomorphism_learned_seeds"] = isomorphism_summary(learned) if learned else None
         out["recipes"][name] = r
     return out
+
+
+def merge_long(outs: list[dict]) -> dict:
+    """One result from runs of single recipes (the full run starts one process per recipe)."""
+    m = dict(outs[0], recipes={}, tag="full", sweeps_reached=min(o["sweeps_reached"] for o in outs),
+             seconds=max(o["seconds"] for o in outs), cpu_seconds=sum(o["cpu_seconds"] for o in outs))
+    for o in outs:
+        m["recipes"].update(o["recipes"])
+    return m
 
 
 def _figure_long(out: dict, path: str) -> None:
@@ -379,7 +394,8 @@ def chosen_recipe(results_dir: str = RESULTS) -> tuple[str, dict]:
 
 # --- many held-out sets per seed ---
 def run_heldout(seeds: int, sets: int, *, tag: str, recipe: tuple[str, dict] | None = None,
-                sweeps: int | None = None, fig_dir: str | None = None, results_dir: str | None = RESULTS) -> dict:
+                sweeps: int | None = None, batched: bool = True, fig_dir: str | None = None,
+                results_dir: str | None = RESULTS) -> dict:
     C.setup_threads(1)
     x, target, rel = _data()
     name, rec = recipe or chosen_recipe()
@@ -389,7 +405,8 @@ def run_heldout(seeds: int, sets: int, *, tag: str, recipe: tuple[str, dict] | N
               for s in range(seeds) for k in range(sets)]
     net, params, sched, decay, tr, te = _ensemble([rec] * len(init_seeds), init_seeds, splits)
     res = C.train_ensemble(net, params, x[tr], target[tr], sweeps=rec["sweeps"], schedule=sched, decay=decay,
-                           criterion=None, freeze_solved=False, band=(0.2, 0.8), x_batched=True)
+                           criterion=None, freeze_solved=False, band=(0.2, 0.8), x_batched=True,
+                           forward=FT.batched_forward if batched else None)
     with torch.no_grad():
         y_te = C.ensemble_forward(net, res.params, x[te], x_batched=True)
     right = _right(y_te, target[te])                              # (N, 4)
@@ -413,7 +430,8 @@ def run_heldout(seeds: int, sets: int, *, tag: str, recipe: tuple[str, dict] | N
             who = datasets.PEOPLE[int(x[i, :24].argmax())]
             per_case[f"{who} {rel_names[int(rel[i])]}"] = {"tested": n, "failed": int((~right & m).sum())}
     worst = sorted(per_case.items(), key=lambda kv: -kv[1]["failed"] / kv[1]["tested"])[:10]
-    out = {"study": "heldout", "tag": tag, "recipe": name, **rec, "seeds": seeds, "sets_per_seed": sets,
+    out = {"study": "heldout", "tag": tag, "recipe": name, **rec,
+           "forward": "family_trees.batched_forward" if batched else "torch_bp rules under vmap", "seeds": seeds, "sets_per_seed": sets,
            "nets": seeds * sets,
            "split_seeds": f"Generator({SPLIT_SEED_BASE} + 100 seed + set), family_trees_split(4), single-answer cases",
            "train_all_units_mean": float(train.mean()), "train_perfect_nets": int(fit.sum()),
@@ -529,8 +547,10 @@ def main(argv=None) -> dict:
     tag = a.tag or ("quick" if a.quick else "full")
     t0 = time.perf_counter()
     if a.study == "long":
-        if a.replot:
-            out = json.load(open(os.path.join(a.results_dir, f"family_trees_long_{tag}.json")))
+        if a.replot:   # tag "full": the four single-recipe runs of the full study, merged
+            names = [f"family_trees_long_full_{r[len('paper_'):]}.json" for r in LONG] if tag == "full" else \
+                [f"family_trees_long_{tag}.json"]
+            out = merge_long([json.load(open(os.path.join(a.results_dir, n))) for n in names])
             _figure_long(out, os.path.join(a.fig_dir, f"family_trees_long_{tag}.png"))
         else:
             out = run_long(a.seeds or (2 if a.quick else 10), a.sweeps or (600 if a.quick else 30000), tag=tag,

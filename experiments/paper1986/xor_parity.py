@@ -175,7 +175,7 @@ def _flat_grad(net, p: dict, x, d) -> tuple[torch.Tensor, float]:
     y = torch.func.functional_call(net, q, (x,))
     e = C.sse(y, d)
     g = torch.autograd.grad(e, list(q.values()))
-    return torch.cat([v.flatten() for v in g]), float(e)
+    return torch.cat([v.flatten() for v in g]), float(e.detach())
 
 
 def hessian_fd(net, p: dict, x, d, h: float = 1e-5) -> torch.Tensor:
@@ -348,7 +348,8 @@ def report_codes(out: dict) -> str:
         f"nets ({out['units_threshold']}/{u} units); thresholds k = 1..4 each once (the 'thermometer'): "
         f"{out['nets_thermometer']}/{n} nets",
         f"- units whose 4 input weights share one sign: {out['units_weights_one_sign']}/{u}; share of a unit's "
-        f"activation variance explained by the count: median {out['count_variance_share_median']:.2f}",
+        f"activation variance explained by the count: median "
+        f"{C.fmt(float(out['count_variance_share_median'] if u else 'nan'), 2)}",
         f"- threshold positions over units: {out['threshold_histogram']}; sets of distinct thresholds per net: "
         f"{out['distinct_threshold_sets']}",
         f"{out['seconds']} s ({out['cpu_seconds']} s CPU)"])
