@@ -539,6 +539,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--sets", type=int, help="heldout: held-out sets per seed (default 20)")
     ap.add_argument("--tag", help="name of this run (default quick/full)")
     ap.add_argument("--recipes", help="long: comma-separated subset of " + ", ".join(LONG))
+    ap.add_argument("--recipe", choices=["chosen", "variant"], default="chosen",
+                    help="heldout: the recipe select chose (default) or family_trees.py's variant")
     ap.add_argument("--replot", action="store_true", help="tables and figures from the saved JSON (long, select, "
                                                           "heldout)")
     ap.add_argument("--results-dir", default=RESULTS)
@@ -565,7 +567,7 @@ def main(argv=None) -> dict:
                          tag=tag, results_dir=a.results_dir)
         print(report_select(out))
     else:
-        rec = ("variant", dict(FT.RECIPES["variant"])) if a.quick else None
+        rec = ("variant", dict(FT.RECIPES["variant"])) if a.quick or a.recipe == "variant" else None
         out = run_heldout(a.seeds or (2 if a.quick else 10), a.sets or (3 if a.quick else 20), tag=tag, recipe=rec,
                           sweeps=a.sweeps or (300 if a.quick else None), fig_dir=a.fig_dir,
                           results_dir=a.results_dir)
