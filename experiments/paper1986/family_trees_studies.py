@@ -511,10 +511,10 @@ def report_isomorphism(iso: dict, nets: str) -> str:
     rows = [[k, v["units"], f"{100 * v['share_of_units']:.0f}%",
              " / ".join(f"{a:.2f}" for a in v["twin_r_quartiles"]), f"{v['nat_gap_median']:.2f}"]
             for k, v in iso["by_kind"].items()]
-    t = C.markdown_table(["unit carries (largest |r| ≥ 0.7)", "units", "share", "twin r: quartiles",
+    t = C.markdown_table(["unit carries (largest abs(r) ≥ 0.7)", "units", "share", "twin r: quartiles",
                           "English-Italian mean gap / weight range (median)"], rows)
     q = iso["twin_nearest_share_quartiles"]
-    return (f"person code unit by unit, {iso['nets']} nets ({nets}), {iso['units']} units:\n" + t +
+    return (f"person code unit by unit, {iso['nets']} nets ({nets}), {iso['units']} units:\n\n" + t +
             f"\n\ntwin r of the whole code (all 6 units pooled; the number family_trees.py reports): median "
             f"{iso['twin_r_whole_code_median']:.2f}; twin r unit by unit, all units: quartiles "
             + " / ".join(f"{a:.2f}" for a in iso["twin_r_all_units_quartiles"]) +
