@@ -47,7 +47,7 @@ from torch import nn
 import torch_bp
 from torch_bp.per_sample import per_sample_grads
 
-from .benchmarks.measure import format_table, interleaved_median
+from .benchmarks.measure import format_table, interleaved_median, spread
 
 F = nn.functional
 
@@ -107,7 +107,8 @@ def _quiet():
 
 
 def timed(cands, reps, device, clock_name="wall"):
-    """Median and minimum seconds per step of each candidate, interleaved by measure.interleaved_median.
+    """Median, minimum and interquartile range (seconds) per step of each candidate, interleaved by
+    measure.interleaved_median.
 
     NOTE: each turn of a candidate runs it twice and times the second run, as in a training loop
     where a step follows a step of the same model: otherwise whichever candidate follows one that
@@ -130,7 +131,8 @@ def timed(cands, reps, device, clock_name="wall"):
         return call
 
     interleaved_median({k: clock(k, fn) for k, fn in cands.items()}, reps=reps, warmup=1, device=device)
-    return ({k: statistics.median(v[1:]) for k, v in seen.items()}, {k: min(v[1:]) for k, v in seen.items()})
+    return ({k: statistics.median(v[1:]) for k, v in seen.items()}, {k: min(v[1:]) for k, v in seen.items()},
+            {k: spread(v[1:])["iqr"] for k, v in seen.items()})
 
 
 def _sync(device):
@@ -315,7 +317,7 @@ def _agreement(cands):
 
 def run(name, device, reps, stat="min", clock_name="wall"):
     cands, skipped, info = build(name, device)
-    medians, minima = timed(cands, reps, device, clock_name)
+    medians, minima, iqrs = timed(cands, reps, device, clock_name)
     agree = _agreement(cands)
     mem = {k: peak_extra_bytes(fn, device) for k, fn in cands.items()}
     times = minima if stat == "min" else medians
@@ -326,7 +328,8 @@ def run(name, device, reps, stat="min", clock_name="wall"):
     bound = base + write   # the cheapest step that materialises them: a backward plus writing B x P numbers
     rows = []
     for k, t in times.items():
-        rows.append({"candidate": k, "ms": t * 1e3, "median_ms": medians[k] * 1e3, "x_backward": t / base,
+        rows.append({"candidate": k, "ms": t * 1e3, "median_ms": medians[k] * 1e3, "iqr_ms": iqrs[k] * 1e3,
+                     "x_backward": t / base,
                      "x_ours": t / times["torch_bp backward"],
                      "x_write": t / write, "x_bound": t / bound, "peak_mb": mem[k] / 2 ** 20,
                      "max_rel_diff": agree.get(k)})
@@ -361,7 +364,8 @@ def main(argv=None):
                "cpu": platform.processor() or platform.machine(),
                "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"}
     clock_name = a.clock or ("wall" if a.device.startswith("cuda") else "cpu")
-    out = {"machine": machine, "reps": a.reps, "stat": a.stat, "clock": clock_name, "models": {}}
+    out = {"machine": machine, "threads": torch.get_num_threads(), "reps": a.reps, "stat": a.stat,
+           "clock": clock_name, "spread": "iqr_ms: interquartile range of the repetitions", "models": {}}
     for name in a.models:
         rows, summary = run(name, a.device, a.reps, a.stat, clock_name)
         out["models"][name] = {"rows": rows, "summary": summary}

@@ -17,12 +17,22 @@ def test_suite_writes_its_tables(tmp_path, capsys):
     printed = capsys.readouterr().out
     d = json.loads(out.read_text())
     assert "relu" in printed and "mlp_gelu" in printed
+    assert d["threads"] >= 1 and d["reps"] == 3
     relu = {r["backend"]: r for r in d["layers"] if r["layer"] == "relu"}
     assert "python" in relu
     for r in relu.values():
         assert r["time_vs_eager"] > 0 and r["saved_ratio"] <= 0.25  # a mask of at most 1 byte per element
+        assert r["ours_iqr_ms"] >= 0 and r["eager_iqr_ms"] >= 0 and r["threads"] == d["threads"]
     (mlp,) = {m["backend"]: m for m in d["models"] if m["model"] == "mlp_gelu" and m["backend"] == "python"}.values()
     assert mlp["converted"] == "100%" and mlp["grad_max_rel_err"] < 1e-5 and mlp["saved_ratio"] <= 0.6
+
+
+def test_spread_of_repetitions():
+    from experiments.benchmarks.measure import interleaved_stats, spread
+    s = spread([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert s["median"] == 3.0 and s["q1"] == 2.0 and s["q3"] == 4.0 and s["iqr"] == 2.0 and s["min"] == 1.0
+    st = interleaved_stats({"a": lambda: None, "b": lambda: sum(range(100))}, reps=3, warmup=1)
+    assert set(st) == {"a", "b"} and st["a"]["reps"] == 3 and st["a"]["threads"] >= 1
 
 
 def test_probes_run(capsys):

@@ -174,3 +174,151 @@ def test_vanishing_tiny(tmp_path):
     assert V._ratio(sig["history"][0]["error_signal"]) < 1e-3
     assert 0.1 < V._ratio(relu["history"][0]["error_signal"]) < 10
     assert (tmp_path / "vanishing_gradient_by_depth_tiny.png").exists()
+
+
+# --- the runner's per-seed rates, masks and weights at the solving sweep ---
+def test_per_seed_rates_and_decay_equal_separate_runs():
+    person, relation, target, _ = datasets.family_trees(dtype=C.DTYPE)
+    x = torch.cat([person, relation], 1)
+    tr = torch.stack([a for a, _ in FT.splits([0, 1])])
+    net = FT.make_net()
+    params = C.uniform_init(net, [0, 1], 0.3)
+    eps, decay = torch.tensor([0.01, 0.001], dtype=C.DTYPE), torch.tensor([0.002, 0.0], dtype=C.DTYPE)
+    sched = C.Schedule(eps, 0.9, 0.005, 0.5, switch=2)
+    res = C.train_ensemble(net, params, x[tr], target[tr], sweeps=5, schedule=sched, decay=decay, criterion=None,
+                           freeze_solved=False, band=(0.2, 0.8), x_batched=True)
+    for i in range(2):
+        ref = C.train_reference(FT.make_net(), C.seed_params(params, i), x[tr[i]], target[tr[i]], sweeps=5,
+                                schedule=C.Schedule(float(eps[i]), 0.9, 0.005, 0.5, switch=2), decay=float(decay[i]),
+                                band=(0.2, 0.8))
+        _assert_same(ref, C.seed_params(res.params, i))
+
+
+def test_masked_padding_leaves_the_small_net_exact():
+    x, d = datasets.symmetry(dtype=C.DTYPE)
+    small = C.uniform_init(SYM.make_net(2), [5], 0.3)
+    big = {n: torch.zeros((1, *p.shape), dtype=C.DTYPE) for n, p in SYM.make_net(4).named_parameters()}
+    mask = {n: torch.zeros_like(v) for n, v in big.items()}
+    for n, v in small.items():
+        sl = (slice(None),) + tuple(slice(0, k) for k in v.shape[1:])
+        big[n][sl], mask[n][sl] = v, 1.0
+    a = C.train_ensemble(SYM.make_net(2), small, x, d, sweeps=20, schedule=C.Schedule(0.1, 0.9), criterion=None)
+    b = C.train_ensemble(SYM.make_net(4), big, x, d, sweeps=20, schedule=C.Schedule(0.1, 0.9), criterion=None,
+                         mask=mask)
+    torch.testing.assert_close(a.outputs, b.outputs, rtol=1e-12, atol=1e-12)
+    assert (b.params["0.weight"][0, 2:] == 0).all() and (b.params["2.weight"][0, :, 2:] == 0).all()
+
+
+def test_unfrozen_run_keeps_weights_of_the_solving_sweep():
+    x, d = datasets.xor(dtype=C.DTYPE)
+    net = XP.mlp(2, 2).to(C.DTYPE)
+    params = C.uniform_init(net, [19, 2], 0.5)                 # seed 2 solves at sweep 149, 19 never (see above)
+    res = C.train_ensemble(net, params, x, d, sweeps=200, schedule=C.Schedule(0.5, 0.9), freeze_solved=False)
+    frozen = C.train_ensemble(net, params, x, d, sweeps=200, schedule=C.Schedule(0.5, 0.9))
+    assert torch.equal(res.solved_at, frozen.solved_at)
+    _assert_same(C.seed_params(frozen.params, 1), C.seed_params(res.at_solve, 1))
+    assert torch.isnan(res.at_solve["0.weight"][0]).all()     # never solved: no solving sweep
+
+
+# --- family-tree studies ---
+def test_family_tree_studies_tiny(tmp_path):
+    from experiments.paper1986 import family_trees_studies as FS
+    out = FS.run_long(2, 40, tag="tiny", every=10, save_every=20, fig_dir=str(tmp_path), results_dir=str(tmp_path))
+    assert set(out["recipes"]) == set(FS.LONG) and out["sweeps_reached"] == 40
+    r = out["recipes"]["paper_eps0.001_nodecay"]
+    assert r["eps"] == 0.001 and r["decay"] == 0.0 and len(r["first_sweep_train_90"]) == 2
+    assert (tmp_path / "family_trees_long_tiny.png").exists() and "|" in FS.report_long(out)
+    sel = FS.run_select(2, (10, 20), tag="tiny", results_dir=str(tmp_path))
+    assert sel["chosen"] in sel["candidates"] and len(sel["candidates"]) == 2 * len(FS.CANDIDATES)
+    assert sel["tuning_seeds"] == "1000-1001" and "chosen" in FS.report_select(sel)
+    ho = FS.run_heldout(2, 2, tag="tiny", recipe=("variant", dict(FT.RECIPES["variant"])), sweeps=10,
+                        fig_dir=str(tmp_path), results_dir=str(tmp_path))
+    assert ho["nets"] == 4 and sum(ho["heldout_score_counts"].values()) == 4
+    assert sum(v["tested"] for v in ho["per_relation"].values()) == 16
+    assert ho["per_relation"]["uncle"]["tested"] == 0           # two-answer cases are never held out
+    assert "relation held out" in FS.report_heldout(ho)
+
+
+def test_unit_analysis_reads_twins_and_nationality():
+    from experiments.paper1986 import family_trees_studies as FS
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(6, 24, dtype=C.DTYPE, generator=g)
+    W[1, 12:] = W[1, :12]                                      # unit 1 gives every twin the same weight
+    W[0] = FT.NATIONALITY.to(C.DTYPE) + 0.01 * torch.randn(24, dtype=C.DTYPE, generator=g)
+    units = FS.unit_analysis(W)
+    assert units[1]["twin_r"] == pytest.approx(1.0) and FS.unit_kind(units[0]) == "nationality"
+    W2 = W.clone()
+    W2[:, 12:] = W2[:, :12]                                    # the whole code isomorphic: every twin nearest
+    W2[0] = FT.NATIONALITY.to(C.DTYPE)
+    assert FS.twin_nearest(W2) == 1.0
+
+
+def test_censored_counts_unsolved_seeds_at_the_cap():
+    c = XP.censored([10, 20, -1, -1, 30], cap=100, ks=(15, 100))
+    assert c["median_all"] == 30 and c["fraction_by"] == {"15": 0.2, "100": 0.6}
+    assert XP.censored([10, -1, -1], cap=100)["median_all"] is None
+
+
+# --- symmetry with more hidden units ---
+def test_symmetry_hidden_tiny(tmp_path):
+    out = SYM.run_hidden(3, 30, (2, 4), tag="tiny", results_dir=str(tmp_path), fig_dir=str(tmp_path))
+    assert set(out["results"]) == {"2", "4"} and out["results"]["2"]["summary"]["seeds"] == 3
+    assert (tmp_path / "symmetry_hidden_tiny.json").exists() and "6-4-1" in SYM.report_hidden(out)
+
+
+# --- XOR failures and the parity code ---
+def test_xor_failures_rerun_unsolved_seeds(tmp_path):
+    XP.run(3, tag="tiny", quick=True, tasks=("xor_2-2-1",), max_sweeps=20, results_dir=str(tmp_path))
+    out = XP.run_failures(str(tmp_path / "xor_parity_tiny.json"), tasks=("xor_2-2-1",), tag="tiny",
+                          results_dir=str(tmp_path))
+    f = out["results"]["xor_2-2-1"]["failures"]
+    assert len(f) == 3 and len(f[0]["hessian_eigenvalues"]) == 9 and f[0]["error_trace"][-1][0] == 20
+    # the rerun ends where the ensemble ended (same seeds, same sweeps)
+    res = C.train_ensemble(XP.mlp(2, 2).to(C.DTYPE), C.uniform_init(XP.mlp(2, 2), [0], 0.3, C.DTYPE),
+                           *datasets.xor(C.DTYPE), sweeps=20, schedule=C.Schedule(0.5, 0.9))
+    assert f[0]["error"] == pytest.approx(float(res.loss[0]), rel=1e-9)
+    assert "Hessian" in XP.report_failures(out)
+
+
+def test_hidden_code_recognises_a_thermometer():
+    x, _ = datasets.parity(4, C.DTYPE)
+    net = XP.mlp(4, 4).to(C.DTYPE)
+    p = {"0.weight": torch.full((4, 4), 10.0, dtype=C.DTYPE),
+         "0.bias": -10.0 * (torch.arange(1, 5, dtype=C.DTYPE) - 0.5)}   # unit k on iff count >= k
+    c = XP.hidden_code(net, p, x)
+    assert c["thermometer"] and c["all_thresholds"] and all(u["weights_one_sign"] for u in c["units"])
+    p["0.weight"] = p["0.weight"] * torch.tensor([1.0, -1.0, 1.0, 1.0], dtype=C.DTYPE)
+    assert not XP.hidden_code(net, p, x)["all_functions_of_count"]
+
+
+def test_parity_codes_tiny(tmp_path):
+    out = XP.run_codes(3, 30, tag="tiny", results_dir=str(tmp_path))
+    assert out["seeds"] == 3 and (tmp_path / "parity_codes_tiny.json").exists() and "hidden code" in XP.report_codes(out)
+
+
+# --- vanishing gradients by depth ---
+def test_vanishing_depth_tiny(tmp_path):
+    from experiments.paper1986 import vanishing_depth as VD
+    out = VD.run(depths=(2, 3), configs=[("sigmoid", "standard"), ("softsign", "normalized")], seeds=2, width=8,
+                 steps=3, tag="tiny", results_dir=str(tmp_path), fig_dir=str(tmp_path))
+    assert len(out["results"]) == 4
+    for r in out["results"]:
+        assert len(r["grad_init"]["error_signal"]) == r["depth"] and len(r["test_error"]) == 2
+        assert len(r["activations"][-1]["histogram"]) == r["depth"]
+    sig = next(r for r in out["results"] if r["activation"] == "sigmoid" and r["depth"] == 3)
+    assert all(v < 1 for v in sig["grad_init"]["signal_ratio_per_seed"])   # sigmoid: shrinks towards the input
+    assert (tmp_path / "vanishing_depth_tiny.png").exists() and "Glorot" in VD.report(out)
+
+
+def test_batched_family_tree_net_equals_the_torch_bp_ensemble():
+    person, relation, target, _ = datasets.family_trees(dtype=C.DTYPE)
+    x = torch.cat([person, relation], 1)
+    tr = torch.stack([a for a, _ in FT.splits([0, 1, 2])])
+    net = FT.make_net()
+    params = C.uniform_init(net, [0, 1, 2], 1.0)
+    kw = dict(sweeps=25, schedule=C.Schedule(0.05, 0.9, 0.005, 0.5, switch=20), decay=0.0002, criterion=None,
+              freeze_solved=False, band=(0.2, 0.8), x_batched=True)
+    a = C.train_ensemble(net, params, x[tr], target[tr], **kw)
+    b = C.train_ensemble(net, params, x[tr], target[tr], forward=FT.batched_forward, **kw)
+    for n in a.params:
+        torch.testing.assert_close(a.params[n], b.params[n], rtol=1e-12, atol=1e-12, msg=n)

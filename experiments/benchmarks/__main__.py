@@ -21,7 +21,7 @@ from torch_bp.registry import LAYERS
 from .heads import COLUMNS as HEAD_COLUMNS
 from .heads import bench_heads
 from .layers import SIZES
-from .measure import format_table, fwd_bwd, interleaved_median, peak_cuda_bytes, saved_bytes
+from .measure import format_table, fwd_bwd, interleaved_stats, peak_cuda_bytes, saved_bytes
 from .models import MODELS
 
 
@@ -68,6 +68,12 @@ def _set_backend(name):
         torch_bp.set_backend(name)
 
 
+def _spread_ms(st: dict, backend: str) -> dict:
+    """The interquartile ranges (ms) beside the medians, and the thread count of the timing."""
+    return {"eager_iqr_ms": 1e3 * st["eager"]["iqr"], "ours_iqr_ms": 1e3 * st[backend]["iqr"],
+            "threads": st[backend]["threads"]}
+
+
 def bench_layers(device, reps, compile_ref, only=None):
     rows = []
     backends = _backends()
@@ -90,7 +96,8 @@ def bench_layers(device, reps, compile_ref, only=None):
                 return row.functional(*args, **kwargs)
             cands[b] = fwd_bwd(ours, grads)
         try:
-            t = interleaved_median(cands, reps=reps, device=device)
+            st = interleaved_stats(cands, reps=reps, device=device)
+            t = {k: v["median"] for k, v in st.items()}
         except Exception as e:  # report, never hide
             rows.append({"layer": row.name, "note": f"error: {type(e).__name__}: {e}"[:80]})
             continue
@@ -101,6 +108,7 @@ def bench_layers(device, reps, compile_ref, only=None):
             ours_saved = saved_bytes(lambda: row.functional(*args, **kwargs), excl)
             rows.append({
                 "layer": row.name, "backend": b, "eager_ms": 1e3 * t["eager"], "ours_ms": 1e3 * t[b],
+                **_spread_ms(st, b),
                 "time_vs_eager": t[b] / t["eager"],
                 "time_vs_compile": t[b] / t["compile"] if compile_ref else None,
                 "saved_MB_torch": torch_saved / 2**20, "saved_MB_ours": ours_saved / 2**20,
@@ -144,7 +152,8 @@ def bench_models(device, reps, compile_ref, only=None):
                 _set_backend(b)
                 return ours(*inputs)
             cands[b] = fwd_bwd(run, params)
-        t = interleaved_median(cands, reps=reps, device=device)
+        st = interleaved_stats(cands, reps=reps, device=device)
+        t = {k: v["median"] for k, v in st.items()}
         excl = list(inputs) + params + list(ref.buffers()) + list(ours.buffers())
         torch_saved = saved_bytes(lambda: ref(*inputs), excl)
         for b in backends:
@@ -156,7 +165,8 @@ def bench_models(device, reps, compile_ref, only=None):
                         "peak_MB_ours": peak_cuda_bytes(cands[b]) / 2**20}
             rows.append({
                 "model": name, "backend": b, "converted": f"{rep.share:.0%}", "grad_max_rel_err": err,
-                "eager_ms": 1e3 * t["eager"], "ours_ms": 1e3 * t[b], "time_vs_eager": t[b] / t["eager"],
+                "eager_ms": 1e3 * t["eager"], "ours_ms": 1e3 * t[b], **_spread_ms(st, b),
+                "time_vs_eager": t[b] / t["eager"],
                 "time_vs_compile": t[b] / t["compile"] if compile_ref else None,
                 "saved_MB_torch": torch_saved / 2**20, "saved_MB_ours": ours_saved / 2**20,
                 "saved_ratio": ours_saved / torch_saved if torch_saved else None, **peak,
@@ -182,10 +192,11 @@ def main(argv=None):
     machine = f"{platform.machine()} {os.cpu_count()} cores{_cpu_model()}, torch {torch.__version__}, {a.device}"
     if a.device == "cuda":
         machine += f" ({torch.cuda.get_device_name()})"
-    print(f"# torch_bp benchmark suite on {machine}; float32; times are medians of {reps} interleaved reps\n")
+    print(f"# torch_bp benchmark suite on {machine}; float32; {torch.get_num_threads()} threads; times are medians "
+          f"of {reps} interleaved reps (iqr: interquartile range)\n")
     layers = bench_layers(a.device, reps, compile_ref and not a.compile_models_only, a.only)
     print(format_table(layers, [("layer", "layer"), ("backend", "backend"), ("eager_ms", "eager ms"),
-                                ("ours_ms", "ours ms"), ("time_vs_eager", "x eager"),
+                                ("ours_ms", "ours ms"), ("ours_iqr_ms", "ours iqr ms"), ("time_vs_eager", "x eager"),
                                 ("time_vs_compile", "x compile"), ("saved_MB_torch", "saved MB torch"),
                                 ("saved_MB_ours", "saved MB ours"), ("saved_ratio", "saved x torch"),
                                 ("note", "note")]))
@@ -198,6 +209,7 @@ def main(argv=None):
     models = bench_models(a.device, reps, compile_ref, a.only)
     cols = [("model", "model"), ("backend", "backend"), ("converted", "converted"),
             ("grad_max_rel_err", "grad rel err"), ("eager_ms", "eager ms"), ("ours_ms", "ours ms"),
+            ("ours_iqr_ms", "ours iqr ms"),
             ("time_vs_eager", "x eager"), ("time_vs_compile", "x compile"),
             ("saved_MB_torch", "saved MB torch"), ("saved_MB_ours", "saved MB ours"),
             ("saved_ratio", "saved x torch")]
@@ -207,7 +219,9 @@ def main(argv=None):
     out = a.out or os.path.join(os.path.dirname(__file__), "..", "results", f"bench_{a.device}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
-        json.dump({"machine": machine, "reps": reps, "layers": layers, "heads": heads, "models": models}, f, indent=1)
+        json.dump({"machine": machine, "threads": torch.get_num_threads(), "reps": reps,
+                   "spread": "eager_iqr_ms / ours_iqr_ms: interquartile range of the repetitions",
+                   "layers": layers, "heads": heads, "models": models}, f, indent=1)
     print(f"\nwrote {os.path.normpath(out)}")
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as TF
 
 import torch_bp.functional as F
 
-from .measure import format_table, fwd_bwd, saved_bytes
+from .measure import format_table, fwd_bwd, saved_bytes, spread
 
 CANDIDATES = ("eager", "fused", "recompute")
 
@@ -105,8 +105,9 @@ def peak_bytes(name, n, vocab, d, device="cpu"):
 
 
 def interleaved_wall_and_cpu(candidates, reps, warmup=1, device="cpu"):
-    """Medians of wall-clock and process CPU seconds per call, candidates timed A/B/C/A/B/C
-    (measure.interleaved_median, with the CPU time beside the wall-clock time)."""
+    """``measure.spread`` of wall-clock and of process CPU seconds per call, candidates timed
+    A/B/C/A/B/C as measure.interleaved_times. Both clocks read the same call, which one
+    torch.utils.benchmark.Timer (one clock per call) cannot do, so the clocks are read here."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     for fn in candidates.values():
         for _ in range(warmup):
@@ -120,7 +121,7 @@ def interleaved_wall_and_cpu(candidates, reps, warmup=1, device="cpu"):
             sync()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-    return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
+    return {k: spread(v) for k, v in wall.items()}, {k: spread(v) for k, v in cpu.items()}
 
 
 def bench_heads(device="cpu", reps=5, n=4096, vocab=32000, d=1024, peak=True):
@@ -128,13 +129,16 @@ def bench_heads(device="cpu", reps=5, n=4096, vocab=32000, d=1024, peak=True):
     x, w, b, y = make_inputs(n, vocab, d, device)
     params = (x, w, b)
     cands = {name: fwd_bwd(lambda name=name: call(name, x, w, b, y), params) for name in CANDIDATES}
-    t, c = interleaved_wall_and_cpu(cands, reps, device=device)
+    ts, cs = interleaved_wall_and_cpu(cands, reps, device=device)
+    t, c = {k: v["median"] for k, v in ts.items()}, {k: v["median"] for k, v in cs.items()}
     saved = {name: saved_bytes(lambda name=name: call(name, x, w, b, y), (x, w, b, y)) for name in CANDIDATES}
     peaks = {name: peak_bytes(name, n, vocab, d, device) for name in CANDIDATES} if peak else {}
     rows = []
     for name in CANDIDATES:
         rows.append({
             "head": f"N={n} V={vocab} d={d}", "candidate": name, "ms": 1e3 * t[name],
+            "iqr_ms": 1e3 * ts[name]["iqr"], "cpu_ms": 1e3 * c[name], "cpu_iqr_ms": 1e3 * cs[name]["iqr"],
+            "threads": torch.get_num_threads(),
             "time_vs_eager": t[name] / t["eager"], "cpu_time_vs_eager": c[name] / c["eager"],
             "saved_MB": saved[name] / 2**20, "saved_vs_eager": saved[name] / saved["eager"],
             "peak_MB": peaks[name] / 2**20 if peak else None,
@@ -143,7 +147,8 @@ def bench_heads(device="cpu", reps=5, n=4096, vocab=32000, d=1024, peak=True):
     return rows
 
 
-COLUMNS = [("head", "head (float32)"), ("candidate", "candidate"), ("ms", "ms"), ("time_vs_eager", "x eager"),
+COLUMNS = [("head", "head (float32)"), ("candidate", "candidate"), ("ms", "ms"), ("iqr_ms", "iqr ms"),
+           ("time_vs_eager", "x eager"),
            ("cpu_time_vs_eager", "cpu time x eager"), ("saved_MB", "saved MB"), ("saved_vs_eager", "saved x eager"), ("peak_MB", "peak MB"),
            ("peak_vs_eager", "peak x eager")]
 
@@ -170,7 +175,8 @@ def main(argv=None):
     out = a.out or os.path.join(os.path.dirname(__file__), "..", "results", f"heads_{a.device}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
-        json.dump({"reps": a.reps, "rows": rows}, f, indent=1)
+        json.dump({"reps": a.reps, "threads": torch.get_num_threads(),
+                   "spread": "iqr_ms / cpu_iqr_ms: interquartile range of the repetitions", "rows": rows}, f, indent=1)
     print(f"\nwrote {os.path.normpath(out)}")
 
 

@@ -1,8 +1,11 @@
 """Measurement primitives shared by every benchmark: interleaved timing and saved bytes.
 
 Times: the candidates run in turn (A, B, C, A, B, C, ...) in one process, after warm-up,
-and each gets the median of its repetitions; ratios are then taken between medians of the
-same run, so a machine that slows down during the run slows every candidate alike.
+and each gets the median of its repetitions, with the quartiles beside it (their difference,
+the interquartile range, is the run-to-run spread a result file records); ratios are then
+taken between medians of the same run, so a machine that slows down during the run slows
+every candidate alike. Each repetition is one call timed by ``torch.utils.benchmark.Timer``
+(which synchronises CUDA around the call) at the process's current thread count.
 
 Saved bytes: every tensor that autograd packs for backward during the forward, counted
 with ``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage, with the
@@ -11,10 +14,10 @@ parameters and the inputs excluded (they are alive anyway).
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Callable, Iterable
 
 import torch
+from torch.utils.benchmark import Timer
 
 
 def _sync(device) -> None:
@@ -22,22 +25,44 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_median(candidates: dict[str, Callable[[], object]], reps: int = 15, warmup: int = 3,
-                       device="cpu") -> dict[str, float]:
-    """Median seconds per call of each candidate, timed A/B/A/B in one process."""
+def interleaved_times(candidates: dict[str, Callable[[], object]], reps: int = 15, warmup: int = 3,
+                      device="cpu") -> dict[str, list[float]]:
+    """Seconds of every repetition of each candidate, timed A/B/A/B in one process."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     _sync(device)
+    threads = torch.get_num_threads()   # Timer would otherwise time at its own default of 1 thread
+    timers = {k: Timer("fn()", globals={"fn": fn}, num_threads=threads) for k, fn in candidates.items()}
     times = {k: [] for k in candidates}
     for _ in range(reps):
-        for name, fn in candidates.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+        for name, timer in timers.items():
+            times[name].append(timer.timeit(1).times[0])
+    return times
+
+
+def spread(times: list[float]) -> dict[str, float]:
+    """Median, quartiles, interquartile range and minimum (seconds) of one candidate's repetitions."""
+    v = sorted(times)
+    if len(v) == 1:
+        q1 = q3 = v[0]
+    else:
+        q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive")
+    return {"median": statistics.median(v), "q1": q1, "q3": q3, "iqr": q3 - q1, "min": v[0], "reps": len(v)}
+
+
+def interleaved_stats(candidates: dict[str, Callable[[], object]], reps: int = 15, warmup: int = 3,
+                      device="cpu") -> dict[str, dict[str, float]]:
+    """``spread`` of each candidate's interleaved repetitions, plus the thread count they ran at."""
+    threads = torch.get_num_threads()
+    return {k: {**spread(v), "threads": threads}
+            for k, v in interleaved_times(candidates, reps, warmup, device).items()}
+
+
+def interleaved_median(candidates: dict[str, Callable[[], object]], reps: int = 15, warmup: int = 3,
+                       device="cpu") -> dict[str, float]:
+    """Median seconds per call of each candidate, timed A/B/A/B in one process."""
+    return {k: statistics.median(v) for k, v in interleaved_times(candidates, reps, warmup, device).items()}
 
 
 def _storage_key(t: torch.Tensor):

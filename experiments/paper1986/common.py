@@ -91,11 +91,14 @@ def ensemble_forward(model: torch.nn.Module, params: dict, x: torch.Tensor, x_ba
 # --- training ---
 @dataclass
 class Schedule:
-    """(eps, alpha) per sweep: ``(eps0, alpha0)`` for the first ``switch`` sweeps, then ``(eps, alpha)``."""
-    eps: float
-    alpha: float
-    eps0: float | None = None
-    alpha0: float | None = None
+    """(eps, alpha) per sweep: ``(eps0, alpha0)`` for the first ``switch`` sweeps, then ``(eps, alpha)``.
+
+    Each value is a float (every seed alike) or an (S,) tensor (one value per seed, so that
+    several recipes run as one ensemble)."""
+    eps: float | torch.Tensor
+    alpha: float | torch.Tensor
+    eps0: float | torch.Tensor | None = None
+    alpha0: float | torch.Tensor | None = None
     switch: int = 0
 
     def __call__(self, t: int) -> tuple[float, float]:
@@ -115,6 +118,14 @@ class Result:
     cpu_seconds: float = 0.0           # CPU time of this process (the box may be shared)
     history: list = field(default_factory=list)   # (sweep, median loss, solved fraction)
     milestones: dict = field(default_factory=dict)  # name -> (S,) first sweep an extra criterion held; -1 never
+    at_solve: dict = field(default_factory=dict)    # without freeze_solved: parameters at the solving sweep
+
+
+def _per_seed(v, idx: torch.Tensor, like: torch.Tensor):
+    """A float, or an (S,) tensor's values for the seeds in the working set shaped to broadcast over ``like``."""
+    if isinstance(v, torch.Tensor):
+        return v.to(like.dtype)[idx].reshape(-1, *([1] * (like.dim() - 1)))
+    return v
 
 
 def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: torch.Tensor, *,
@@ -122,6 +133,8 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
                    criterion: Callable | None = all_correct, freeze_solved: bool = True,
                    band: tuple[float, float] | None = None, x_batched: bool = False,
                    milestones: dict[str, Callable] | None = None,
+                   callback: Callable | None = None, callback_every: int = 0,
+                   mask: dict[str, torch.Tensor] | None = None, forward: Callable | None = None,
                    writer=None, log_every: int = 50, n_seed_curves: int = 8) -> Result:
     """Full-batch training of S nets with eq. 9; see the module docstring.
 
@@ -131,10 +144,20 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     update. With ``freeze_solved`` a solved seed leaves the working set (its weights stay those
     of its solving sweep) and training stops once every seed is solved. ``band=(lo, hi)`` uses
     the family-tree margin loss. ``milestones`` are extra criteria whose first sweep is
-    recorded without stopping anything (give the strictest as ``criterion``).
+    recorded without stopping anything (give the strictest as ``criterion``). ``decay`` and the
+    schedule's values may be (S,) tensors, one per seed. Without ``freeze_solved`` training goes on
+    after a seed solves, and ``Result.at_solve`` keeps its parameters of the solving sweep.
+    ``callback(t, params, idx, y)`` is called every ``callback_every`` sweeps and at the last one,
+    with the working set's parameters (no graph), its seed indices and its outputs at sweep t.
+    ``mask`` ({name: (S, ...) 0/1}) fixes the masked weights at their initial value (zero
+    connections stay absent), so a smaller net can run padded inside a larger one.
+    ``forward(params, x)`` replaces the vmapped module (default ``ensemble_forward``): a batched
+    twin of the net (see ``family_trees.batched_forward``) for runs too long for the vmapped rules.
     """
     S = next(iter(params.values())).shape[0]
     final = {n: p.detach().clone() for n, p in params.items()}        # (S, ...) result store
+    at_solve = ({n: p.detach().clone() for n, p in params.items()}
+                if not freeze_solved and criterion is not None else {})
     dd = d if x_batched else d.expand(S, *d.shape)
     outputs = torch.zeros(dd.shape, dtype=dd.dtype)
     idx = torch.arange(S)                                             # seeds in the working set
@@ -147,7 +170,8 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
     t0, c0 = time.perf_counter(), time.process_time()
     t = 0
     while True:
-        y = ensemble_forward(model, work, xw, x_batched)              # (S_work, N, out)
+        y = (forward(work, xw) if forward is not None
+             else ensemble_forward(model, work, xw, x_batched))     # (S_work, N, out)
         outputs[idx] = y.detach()
         new = None
         if criterion is not None:
@@ -156,6 +180,11 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
         for k, fn in (milestones or {}).items():
             hit = fn(y, dw) & (marks[k][idx] < 0)
             marks[k][idx[hit]] = t
+        if new is not None and at_solve and bool(new.any()):
+            for n in work:
+                at_solve[n][idx[new]] = work[n].detach()[new]
+        if callback is not None and callback_every and (t % callback_every == 0 or t == sweeps):
+            callback(t, {n: p.detach() for n, p in work.items()}, idx, y.detach())
         if writer is not None and (t % log_every == 0 or t == sweeps):
             _log(writer, t, outputs, dd, solved_at, n_seed_curves, history)
         if freeze_solved and new is not None:
@@ -178,15 +207,22 @@ def train_ensemble(model: torch.nn.Module, params: dict, x: torch.Tensor, d: tor
         eps, alpha = schedule(t)
         with torch.no_grad():
             for (n, p), g in zip(work.items(), grads):
-                delta[n] = alpha * delta[n] - eps * g                 # eq. 9
+                a, e = _per_seed(alpha, idx, p), _per_seed(eps, idx, p)
+                delta[n] = a * delta[n] - e * g                       # eq. 9
+                if mask is not None and n in mask:
+                    delta[n] = delta[n] * mask[n][idx]
                 p.add_(delta[n])
-                if decay:
-                    p.mul_(1 - decay)                                 # w <- (1 - decay) w after each change
+                if isinstance(decay, torch.Tensor) or decay:
+                    p.mul_(1 - _per_seed(decay, idx, p))              # w <- (1 - decay) w after each change
         t += 1
     for n in work:
         final[n][idx] = work[n].detach()
+    if at_solve:
+        never = solved_at < 0
+        for n in at_solve:
+            at_solve[n][never] = math.nan                             # no solving sweep
     return Result(solved_at, final, per_seed_sse(outputs, dd), outputs, t,
-                  time.perf_counter() - t0, time.process_time() - c0, history, marks)
+                  time.perf_counter() - t0, time.process_time() - c0, history, marks, at_solve)
 
 
 def _log(writer, t, outputs, d, solved_at, n_curves, history):
@@ -202,9 +238,12 @@ def _log(writer, t, outputs, d, solved_at, n_curves, history):
 
 def train_reference(model: torch.nn.Module, params: dict, x: torch.Tensor, d: torch.Tensor, *,
                     sweeps: int, schedule: Schedule, decay: float = 0.0,
-                    band: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
+                    band: tuple[float, float] | None = None, trace: list | None = None,
+                    trace_every: int = 0) -> dict[str, torch.Tensor]:
     """One seed, a plain loop on the module itself (``loss.backward()``, eq. 9 by hand): the
-    reference the vectorised runner is checked against. ``params`` are that seed's tensors."""
+    reference the vectorised runner is checked against. ``params`` are that seed's tensors.
+    With ``trace`` (a list) and ``trace_every``, (sweep, E) is appended every ``trace_every``
+    sweeps and after the last."""
     with torch.no_grad():
         for n, p in model.named_parameters():
             p.copy_(params[n])
@@ -213,7 +252,10 @@ def train_reference(model: torch.nn.Module, params: dict, x: torch.Tensor, d: to
         model.zero_grad(set_to_none=True)
         y = model(x)
         target = band_targets(y, d, *band) if band is not None else d
-        sse(y, target).backward()
+        loss = sse(y, target)
+        if trace is not None and trace_every and t % trace_every == 0:
+            trace.append((t, float(loss.detach())))
+        loss.backward()
         eps, alpha = schedule(t)
         with torch.no_grad():
             for n, p in model.named_parameters():
@@ -221,6 +263,10 @@ def train_reference(model: torch.nn.Module, params: dict, x: torch.Tensor, d: to
                 p.add_(delta[n])
                 if decay:
                     p.mul_(1 - decay)
+    if trace is not None and trace_every:
+        with torch.no_grad():
+            y = model(x)
+            trace.append((sweeps, float(sse(y, band_targets(y, d, *band) if band is not None else d))))
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 

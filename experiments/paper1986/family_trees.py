@@ -75,6 +75,22 @@ class FamilyTreeNet(torch.nn.Module):
         return self.act(self.output(self.act(self.penultimate(h))))   # (N, 24)
 
 
+def batched_forward(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """FamilyTreeNet for S nets at once with torch's batched matmul and sigmoid (torch's autograd,
+    not torch_bp's rules): p holds the stacked parameters {name: (S, ...)}, x is (S, N, 36).
+
+    NOTE: the vmapped torch_bp net spends most of a sweep in vmap's bookkeeping; this twin is
+    several times cheaper per sweep and is used only for the 30,000-sweep runs
+    (family_trees_studies.py long). tests/test_experiments.py checks that both give the same
+    training run to 1e-12."""
+    def lin(h, n):
+        return torch.baddbmm(p[n + ".bias"].unsqueeze(1), h, p[n + ".weight"].transpose(1, 2))
+    pp = torch.sigmoid(lin(x[..., :24], "person"))
+    r = torch.sigmoid(lin(x[..., 24:], "relation"))
+    h = torch.sigmoid(lin(torch.cat([pp, r], -1), "central"))
+    return torch.sigmoid(lin(torch.sigmoid(lin(h, "penultimate")), "output"))
+
+
 def make_net() -> FamilyTreeNet:
     return FamilyTreeNet().to(C.DTYPE)
 

@@ -28,10 +28,10 @@ from . import common as C
 PAPER_SWEEPS = 1425
 
 
-def make_net() -> torch.nn.Module:
-    """6-2-1 logistic net of torch_bp layers (parameter names 0.weight, 0.bias, 2.weight, 2.bias)."""
-    return torch.nn.Sequential(torch_bp.nn.Linear(6, 2), torch_bp.nn.Sigmoid(),
-                               torch_bp.nn.Linear(2, 1), torch_bp.nn.Sigmoid()).to(C.DTYPE)
+def make_net(hidden: int = 2) -> torch.nn.Module:
+    """6-H-1 logistic net of torch_bp layers (parameter names 0.weight, 0.bias, 2.weight, 2.bias)."""
+    return torch.nn.Sequential(torch_bp.nn.Linear(6, hidden), torch_bp.nn.Sigmoid(),
+                               torch_bp.nn.Linear(hidden, 1), torch_bp.nn.Sigmoid()).to(C.DTYPE)
 
 
 def analyse(p: dict[str, torch.Tensor]) -> dict:
@@ -177,6 +177,191 @@ def run(seeds: int, max_sweeps: int, *, eps: float = 0.1, alpha: float = 0.9, in
     return out
 
 
+# --- 2, 4 and 8 hidden units, and the weights after continued training ---
+def unit_checks(p: dict[str, torch.Tensor]) -> dict:
+    """Per hidden unit of a 6-H-1 net: antisymmetry error and 1:2:4 error (as ``analyse``), for the
+    units that matter (|output weight| at least 10% of the largest)."""
+    W, w2 = p["0.weight"], p["2.weight"][0]                # (H, 6), (H,)
+    used = w2.abs() >= 0.1 * w2.abs().max()
+    scale = W.abs().amax(1)
+    anti = (W + W.flip(1)).abs().amax(1) / scale           # (H,)
+    pair = (W[:, :3].abs() + W.flip(1)[:, :3].abs()) / 2
+    ps = pair.sort(1).values
+    ratio = ps / ps[:, :1]
+    want = torch.tensor([1.0, 2.0, 4.0], dtype=W.dtype)
+    rerr = ((ratio - want).abs() / want).amax(1)           # (H,)
+    return {"used": used.tolist(), "antisymmetry_error": anti.tolist(), "ratio_error": rerr.tolist(),
+            "all_used_antisymmetric": bool((anti[used] < 0.1).all()),
+            "used_units_1_2_4": int(((rerr < 0.15) & (anti < 0.1) & used).sum()), "used_units": int(used.sum())}
+
+
+def run_hidden(seeds: int, sweeps: int, hiddens=(2, 4, 8), *, tag: str, results_dir: str | None = None,
+               fig_dir: str | None = None) -> dict:
+    """6-H-1 nets for each H in ``hiddens``, ``seeds`` seeds each (seed s: the weights the H-net draws
+    from Generator(s), so H = 2 repeats the main run's seeds), trained ``sweeps`` sweeps without
+    stopping at the solve. All H run as one ensemble: each net is padded to max(H) hidden units
+    whose connections are zero and held at zero (``mask``), which leaves it the H-net exactly."""
+    C.setup_threads(1)
+    x, d = datasets.symmetry(dtype=C.DTYPE)
+    Hmax = max(hiddens)
+    big = make_net(Hmax)
+    parts, masks = [], []
+    for H in hiddens:
+        p = C.uniform_init(make_net(H), range(seeds), 0.3)
+        pad = {n: torch.zeros((seeds, *q.shape), dtype=C.DTYPE) for n, q in big.named_parameters()}
+        m = {n: torch.zeros_like(v) for n, v in pad.items()}
+        for n, v in p.items():
+            sl = (slice(None),) + tuple(slice(0, k) for k in v.shape[1:])
+            pad[n][sl], m[n][sl] = v, 1.0
+        parts.append(pad)
+        masks.append(m)
+    params = {n: torch.cat([q[n] for q in parts]) for n in parts[0]}
+    mask = {n: torch.cat([q[n] for q in masks]) for n in masks[0]}
+    res = C.train_ensemble(big, params, x, d, sweeps=sweeps, schedule=C.Schedule(0.1, 0.9), freeze_solved=False,
+                           mask=mask)
+    ks = [k for k in (500, 1000, PAPER_SWEEPS, 2000, 5000, 10000, 20000, 50000) if k <= sweeps]
+    out = {"experiment": "symmetry_hidden", "tag": tag, "seeds": seeds, "sweeps": sweeps, "hiddens": list(hiddens),
+           "recipe": "as the main run (eps 0.1, alpha 0.9, U[-0.3, 0.3], full batch); training goes on after "
+                     "the solving sweep", "results": {},
+           "seconds": round(res.seconds, 1), "cpu_seconds": round(res.cpu_seconds, 1)}
+    for j, H in enumerate(hiddens):
+        sl = slice(j * seeds, (j + 1) * seeds)
+        at = res.solved_at[sl]
+        ok = (at >= 0).nonzero().flatten().tolist()
+
+        def unpad(store, i):
+            q = {n: v[sl][i] for n, v in store.items()}
+            return {"0.weight": q["0.weight"][:H], "0.bias": q["0.bias"][:H], "2.weight": q["2.weight"][:, :H],
+                    "2.bias": q["2.bias"]}
+
+        still = C.all_correct(res.outputs[sl], d.expand(seeds, *d.shape))
+        r = {"hidden": H, "summary": C.summary_row(at), "solved_at": at.tolist(),
+             "censored": _censored(at, sweeps, ks), "still_solved_at_end": int(still[at >= 0].sum()),
+             "error_end_median_solved": float(res.loss[sl][at >= 0].median()) if ok else None}
+        if H == 2 and ok:
+            a0 = [analyse(unpad(res.at_solve, i)) for i in ok]
+            a1 = [analyse(unpad(res.params, i)) for i in ok]
+            extra = torch.tensor([sweeps - int(at[i]) for i in ok], dtype=torch.float64)
+            long_ok = [k for k, i in enumerate(ok) if sweeps - int(at[i]) >= sweeps // 2]
+            r["at_solve"] = _checks(a0)
+            r["at_end"] = _checks(a1)
+            r["at_end_solved_in_first_half"] = _checks([a1[k] for k in long_ok])
+            r["at_solve_solved_in_first_half"] = _checks([a0[k] for k in long_ok])
+            r["extra_sweeps_median"] = float(extra.median())
+            r["ratio_error_at_solve"] = [a["ratio_error"] for a in a0]
+            r["ratio_error_at_end"] = [a["ratio_error"] for a in a1]
+            r["example_pair_ratios_end"] = {str(ok[k]): [a1[k]["pair_ratio_unit0"], a1[k]["pair_ratio_unit1"]]
+                                            for k in range(min(5, len(ok)))}
+        if ok:
+            u0 = [unit_checks(unpad(res.at_solve, i)) for i in ok]
+            u1 = [unit_checks(unpad(res.params, i)) for i in ok]
+            for when, us in (("units_at_solve", u0), ("units_at_end", u1)):
+                r[when] = {"nets": len(us), "all_used_units_antisymmetric": sum(u["all_used_antisymmetric"] for u in us),
+                           "used_units": sum(u["used_units"] for u in us),
+                           "used_units_antisymmetric_and_1_2_4": sum(u["used_units_1_2_4"] for u in us),
+                           "used_units_per_net_median": float(torch.tensor([float(u["used_units"]) for u in us])
+                                                              .median())}
+        out["results"][str(H)] = r
+    if fig_dir:
+        _figure_hidden(out, os.path.join(fig_dir, f"symmetry_hidden_{tag}.png"))
+    if results_dir:
+        os.makedirs(results_dir, exist_ok=True)
+        with open(os.path.join(results_dir, f"symmetry_hidden_{tag}.json"), "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+def _checks(analyses: list[dict]) -> dict:
+    n = len(analyses)
+    med = (lambda k: float(torch.tensor([a[k] for a in analyses]).median())) if n else (lambda k: None)
+    return {"nets": n, "antisymmetry<0.1": sum(a["antisymmetry_error"] < 0.1 for a in analyses),
+            "ratio_1:2:4_within_15%": sum(a["ratio_error"] < 0.15 for a in analyses),
+            "hidden_corr<-0.9": sum(a["hidden_corr"] < -0.9 for a in analyses),
+            "all_checks": sum(paper_like(a) for a in analyses),
+            "ratio_error_median": med("ratio_error"), "antisymmetry_error_median": med("antisymmetry_error")}
+
+
+def _censored(at: torch.Tensor, cap: int, ks) -> dict:
+    """All seeds, unsolved ones censored at ``cap``: share solved by each k and the median over all seeds
+    (None when fewer than half solved)."""
+    n = at.numel()
+    t = torch.where(at >= 0, at, torch.full_like(at, cap + 1)).sort().values
+    med = int(t[(n - 1) // 2]) if n and int(t[(n - 1) // 2]) <= cap else None
+    return {"median_all_seeds": med, "fraction_by": {str(k): float(((at >= 0) & (at <= k)).double().mean())
+                                                      for k in ks}}
+
+
+def _figure_hidden(out: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for H, r in out["results"].items():
+        at = np.array(r["solved_at"], dtype=float)
+        ks = np.unique(np.concatenate([[0], np.sort(at[at >= 0]), [out["sweeps"]]]))
+        a.step(ks, [((at >= 0) & (at <= k)).mean() for k in ks], where="post", label=f"6-{H}-1")
+    a.axvline(PAPER_SWEEPS, color="tab:red", ls="--", lw=0.8, label=f"paper: {PAPER_SWEEPS}")
+    a.set_xscale("log")
+    a.set_xlabel("sweeps")
+    a.set_ylabel(f"share of {out['seeds']} seeds solved")
+    a.legend(fontsize=8)
+    a.set_title("fraction solved by sweep k (all seeds; unsolved censored at the cap)", fontsize=9)
+    r2 = out["results"].get("2", {})
+    if "ratio_error_at_solve" in r2:
+        e0, e1 = np.array(r2["ratio_error_at_solve"]), np.array(r2["ratio_error_at_end"])
+        bins = np.linspace(0, max(1.0, float(np.nanmax(np.concatenate([e0, e1])))), 40)
+        b.hist(e0, bins=bins, alpha=0.6, label="at the solving sweep")
+        b.hist(e1, bins=bins, alpha=0.6, label=f"after {out['sweeps']:,} sweeps")
+        b.axvline(0.15, color="black", ls="--", lw=0.8, label="15%")
+        b.set_xlabel("largest relative error of the pair magnitudes against 1:2:4")
+        b.set_ylabel("solved seeds (6-2-1)")
+        b.legend(fontsize=8)
+        b.set_title("6-2-1: the 1:2:4 ratio at the solve and after continued training", fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report_hidden(out: dict) -> str:
+    rows = []
+    for H, r in out["results"].items():
+        s, c = r["summary"], r["censored"]
+        fr = ", ".join(f"{int(k):,}: {100 * v:.0f}%" for k, v in c["fraction_by"].items())
+        ua = r.get("units_at_end", {})
+        rows.append([f"6-{H}-1", s["seeds"], f"{s['solved']}/{s['seeds']} within {out['sweeps']:,}",
+                     C.fmt(float(c["median_all_seeds"])) if c["median_all_seeds"] is not None else "not reached",
+                     f"{C.fmt(s['q1'])} - {C.fmt(s['q3'])}", fr,
+                     f"{ua.get('all_used_units_antisymmetric', 0)}/{ua.get('nets', 0)}",
+                     f"{ua.get('used_units_antisymmetric_and_1_2_4', 0)}/{ua.get('used_units', 0)}"])
+    t = C.markdown_table(["net", "seeds", "solved", "median sweeps, all seeds (censored)", "quartiles (solved)",
+                          "solved by sweep k", "nets with every used unit antisymmetric (end)",
+                          "used units antisymmetric and 1:2:4 within 15% (end)"], rows)
+    lines = [t]
+    r2 = out["results"].get("2", {})
+    if "at_solve" in r2:
+        a0, a1 = r2["at_solve"], r2["at_end"]
+        h0, h1 = r2["at_solve_solved_in_first_half"], r2["at_end_solved_in_first_half"]
+        lines += ["", C.markdown_table(
+            ["6-2-1, solved seeds", "nets", "antisymmetric", "1:2:4 within 15%", "units opposite", "all checks",
+             "median 1:2:4 error"],
+            [["at the solving sweep", a0["nets"], a0["antisymmetry<0.1"], a0["ratio_1:2:4_within_15%"],
+              a0["hidden_corr<-0.9"], a0["all_checks"], f"{a0['ratio_error_median']:.3f}"],
+             [f"after {out['sweeps']:,} sweeps (median {r2['extra_sweeps_median']:,.0f} past the solve)", a1["nets"],
+              a1["antisymmetry<0.1"], a1["ratio_1:2:4_within_15%"], a1["hidden_corr<-0.9"], a1["all_checks"],
+              f"{a1['ratio_error_median']:.3f}"],
+             [f"solved in the first half: at the solve", h0["nets"], h0["antisymmetry<0.1"],
+              h0["ratio_1:2:4_within_15%"], h0["hidden_corr<-0.9"], h0["all_checks"],
+              f"{h0['ratio_error_median']:.3f}" if h0["nets"] else "-"],
+             [f"the same seeds after {out['sweeps']:,} sweeps", h1["nets"], h1["antisymmetry<0.1"],
+              h1["ratio_1:2:4_within_15%"], h1["hidden_corr<-0.9"], h1["all_checks"],
+              f"{h1['ratio_error_median']:.3f}" if h1["nets"] else "-"]])]
+    lines.append(f"\n{out['sweeps']:,} sweeps of {len(out['hiddens']) * out['seeds']} nets in {out['seconds']} s "
+                 f"({out['cpu_seconds']} s CPU)")
+    return "\n".join(lines)
+
+
 def _histogram(solved_at: torch.Tensor, cap: int, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -234,7 +419,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--results-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--fig-dir", default=C.FIGURES)
     ap.add_argument("--no-log", action="store_true", help="no TensorBoard log")
+    ap.add_argument("--hidden", help="the hidden-unit study instead: comma-separated H (e.g. 2,4,8), trained "
+                                     "past the solve (default 100 seeds x 10,000 sweeps; quick 10 x 1,000)")
     a = ap.parse_args(argv)
+    if a.hidden:
+        tag = a.tag or ("quick" if a.quick else "full")
+        t0 = time.perf_counter()
+        out = run_hidden(a.seeds or (10 if a.quick else 100), a.max_sweeps or (1000 if a.quick else 10000),
+                         tuple(int(h) for h in a.hidden.split(",")), tag=tag, results_dir=a.results_dir,
+                         fig_dir=a.fig_dir)
+        print(report_hidden(out))
+        print(f"total {time.perf_counter() - t0:.1f} s")
+        return out
     seeds = a.seeds or (100 if a.quick else 1000)
     cap = a.max_sweeps or (5000 if a.quick else 50000)
     tag = a.tag or ("quick" if a.quick else "full")

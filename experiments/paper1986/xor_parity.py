@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -138,6 +139,222 @@ def report(out: dict) -> str:
     return t + f"\n\ntraining time: {secs}"
 
 
+# --- censored statistics: every seed counts, the unsolved ones at the cap ---
+def censored(at: list[int], cap: int, ks=(250, 500, 1000, 2825, 5000, 10000, 20000, 50000)) -> dict:
+    """Sweeps to solve over *all* seeds, an unsolved seed censored at ``cap`` (one common cap, so the
+    Kaplan-Meier estimate is the empirical share solved by k): the share solved by each k <= cap,
+    the median and quartiles over all seeds (None where fewer seeds than that had solved)."""
+    t = sorted(v if v >= 0 else math.inf for v in at)
+    n = len(t)
+
+    def q(f):
+        v = t[min(n - 1, math.ceil(f * n) - 1)]
+        return None if v == math.inf else int(v)
+
+    return {"seeds": n, "solved": sum(v >= 0 for v in at), "cap": cap, "q1_all": q(0.25), "median_all": q(0.5),
+            "q3_all": q(0.75),
+            "fraction_by": {str(k): sum(0 <= v <= k for v in at) / n for k in ks if k <= cap}}
+
+
+def report_censored(out: dict) -> str:
+    rows = []
+    for name, r in out["results"].items():
+        c = censored(r["solved_side_at"], r["max_sweeps"])
+        f = lambda v: "not reached" if v is None else f"{v:,}"   # noqa: E731
+        rows.append([name, f"{r['paper']:,} {r['paper_unit']}", c["seeds"], f"{c['solved']}/{c['seeds']}",
+                     f"{f(c['median_all'])} ({f(c['q1_all'])} - {f(c['q3_all'])})",
+                     ", ".join(f"{int(k):,}: {100 * v:.0f}%" for k, v in c["fraction_by"].items())])
+    return C.markdown_table(["net", "chapter", "seeds", "solved (side of 0.5)",
+                             "median (quartiles) over all seeds, unsolved = beyond the cap",
+                             "share solved by sweep k"], rows)
+
+
+# --- the unsolved XOR seeds: where they stopped ---
+def _flat_grad(net, p: dict, x, d) -> tuple[torch.Tensor, float]:
+    q = {n: v.detach().clone().requires_grad_(True) for n, v in p.items()}
+    y = torch.func.functional_call(net, q, (x,))
+    e = C.sse(y, d)
+    g = torch.autograd.grad(e, list(q.values()))
+    return torch.cat([v.flatten() for v in g]), float(e.detach())
+
+
+def hessian_fd(net, p: dict, x, d, h: float = 1e-5) -> torch.Tensor:
+    """Hessian of E by central differences of the gradient (the gradient from torch_bp's rules), symmetrised."""
+    names = list(p)
+    flat = torch.cat([p[n].flatten() for n in names])
+    shapes = [p[n].shape for n in names]
+
+    def unflat(v):
+        out, i = {}, 0
+        for n, sh in zip(names, shapes):
+            k = math.prod(sh)
+            out[n] = v[i:i + k].reshape(sh)
+            i += k
+        return out
+
+    cols = []
+    for i in range(flat.numel()):
+        e = torch.zeros_like(flat)
+        e[i] = h
+        gp, _ = _flat_grad(net, unflat(flat + e), x, d)
+        gm, _ = _flat_grad(net, unflat(flat - e), x, d)
+        cols.append((gp - gm) / (2 * h))
+    H = torch.stack(cols, 1)
+    return (H + H.T) / 2
+
+
+def run_failures(full_json: str, *, tasks=("xor_2-1-1_skip", "xor_2-2-1"), tag: str, checkpoints=5,
+                 results_dir: str | None = None, max_sweeps: int | None = None) -> dict:
+    """Rerun each seed that never solved in ``full_json`` (its seeds and cap) with the plain per-seed
+    loop (``common.train_reference``, the loop the tests check the ensemble against), and store where
+    it ends: error, outputs, weights, gradient norm, Hessian eigenvalues (a local minimum has a
+    gradient near 0 and no negative eigenvalue), and the error at ``checkpoints`` points of the run."""
+    C.setup_threads(1)
+    full = json.load(open(full_json))
+    out = {"experiment": "xor_failures", "tag": tag, "source": os.path.basename(full_json), "results": {}}
+    for name in tasks:
+        r = full["results"][name]
+        cap = max_sweeps or r["max_sweeps"]
+        build, data, *_ = TASKS[name]
+        x, d = data()
+        seeds = [i for i, v in enumerate(r["solved_0.1_at"]) if v < 0]
+        rows = []
+        init = float(r["init"].split(",")[1].rstrip("]"))           # "U[-0.3,0.3]"
+        for s in seeds:
+            net = build().to(C.DTYPE)
+            p = C.seed_params(C.uniform_init(net, [s], init), 0)
+            trace = []
+            p_end = C.train_reference(net, p, x, d, sweeps=cap, schedule=C.Schedule(r["eta"], r["alpha"]),
+                                      trace=trace, trace_every=max(1, cap // checkpoints))
+            g, e = _flat_grad(net, p_end, x, d)
+            H = hessian_fd(net, p_end, x, d)
+            ev = torch.linalg.eigvalsh(H)
+            y = torch.func.functional_call(net, p_end, (x,)).detach()
+            rows.append({"seed": s, "sweeps": cap, "error": e, "outputs": y.flatten().tolist(),
+                         "targets": d.flatten().tolist(), "grad_norm": float(g.norm()),
+                         "hessian_eigenvalues": ev.tolist(), "error_trace": trace,
+                         "weights": {n: v.tolist() for n, v in p_end.items()}})
+        out["results"][name] = {"cap": cap, "failed_seeds": seeds, "failures": rows}
+    if results_dir:
+        os.makedirs(results_dir, exist_ok=True)
+        with open(os.path.join(results_dir, f"xor_failures_{tag}.json"), "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+def report_failures(out: dict) -> str:
+    rows = []
+    for name, r in out["results"].items():
+        for f in r["failures"]:
+            ev = f["hessian_eigenvalues"]
+            rows.append([name, f["seed"], f"{f['sweeps']:,}", f"{f['error']:.4f}",
+                         " ".join(f"{v:.3f}" for v in f["outputs"]), f"{f['grad_norm']:.1e}",
+                         f"{min(ev):.1e} / {max(ev):.1e}",
+                         " → ".join(f"{e:.4f}" for _, e in f["error_trace"])])
+        if not r["failures"]:
+            rows.append([name, "none", "-", "-", "-", "-", "-", "-"])
+    return C.markdown_table(["net", "seed", "sweeps", "final E", "outputs for 00, 01, 10, 11", "‖∂E/∂w‖",
+                             "Hessian eigenvalues min / max", "E at 0, 1/5, ..., 5/5 of the run"], rows)
+
+
+# --- the hidden code of the parity nets ---
+def hidden_code(net, p: dict, x: torch.Tensor) -> dict:
+    """Hidden units of one N-N-1 parity net on all 2^N patterns: is each unit (rounded at 0.5) a
+    function of the number of on-bits, a threshold on it (on iff count >= k, or <= k), and are
+    its input weights of one sign and similar size (what a counting unit needs)."""
+    h = torch.sigmoid(torch.func.functional_call(net[:1], {"0.weight": p["0.weight"], "0.bias": p["0.bias"]},
+                                                 (x,))).detach()          # (2^N, H)
+    count = x.sum(1).long()
+    on = h > 0.5
+    N = x.shape[1]
+    units = []
+    for u in range(h.shape[1]):
+        levels = [on[count == c, u] for c in range(N + 1)]
+        is_fn = all(bool((v == v[0]).all()) for v in levels)
+        seq = [bool(v[0]) for v in levels]
+        flips = sum(a != b for a, b in zip(seq[:-1], seq[1:]))
+        var_tot = float(h[:, u].var(unbiased=False))
+        var_within = float(sum(h[count == c, u].var(unbiased=False) * (count == c).sum() for c in range(N + 1)) / len(h))
+        w = p["0.weight"][u]
+        units.append({"function_of_count": is_fn, "threshold_on_count": is_fn and flips == 1,
+                      "threshold_at": next((i + 1 for i, (a, b) in enumerate(zip(seq[:-1], seq[1:])) if a != b), None)
+                      if is_fn and flips == 1 else None,
+                      "on_by_count": seq if is_fn else None,
+                      "count_variance_share": 1 - var_within / var_tot if var_tot > 0 else 0.0,
+                      "weights_one_sign": bool((w > 0).all() or (w < 0).all()),
+                      "weight_cv": float(w.abs().std() / w.abs().mean())})
+    ths = [u["threshold_at"] for u in units if u["threshold_on_count"]]
+    return {"units": units, "all_functions_of_count": all(u["function_of_count"] for u in units),
+            "all_thresholds": all(u["threshold_on_count"] for u in units),
+            "distinct_thresholds": sorted(set(ths)), "thermometer": sorted(ths) == list(range(1, N + 1))}
+
+
+def run_codes(seeds: int, max_sweeps: int, *, tag: str, results_dir: str | None = None) -> dict:
+    """4-bit parity, the main run's recipe and seeds (same numbers as its table), each seed frozen at
+    its solving sweep (within 0.1); the hidden code of every solved net."""
+    name = "parity4_4-4-1"
+    C.setup_threads(1)
+    build, data, *_ = TASKS[name]
+    x, d = data()
+    net = build().to(C.DTYPE)
+    params = C.uniform_init(net, range(seeds), 0.3)
+    res = C.train_ensemble(net, params, x, d, sweeps=max_sweeps, schedule=C.Schedule(0.5, 0.9),
+                           criterion=within(0.1), milestones={"side": within(0.5)})
+    ok = (res.solved_at >= 0).nonzero().flatten().tolist()
+    codes = {i: hidden_code(net, C.seed_params(res.params, i), x) for i in ok}
+    units = [u for c in codes.values() for u in c["units"]]
+    out = {"experiment": "parity_codes", "tag": tag, "task": name, "seeds": seeds, "max_sweeps": max_sweeps,
+           "solved_0.1_at": res.solved_at.tolist(), "solved_side_at": res.milestones["side"].tolist(),
+           "censored": censored(res.milestones["side"].tolist(), max_sweeps),
+           "solved": len(ok),
+           "nets_all_units_functions_of_count": sum(c["all_functions_of_count"] for c in codes.values()),
+           "nets_all_units_thresholds": sum(c["all_thresholds"] for c in codes.values()),
+           "nets_thermometer": sum(c["thermometer"] for c in codes.values()),
+           "units": len(units), "units_function_of_count": sum(u["function_of_count"] for u in units),
+           "units_threshold": sum(u["threshold_on_count"] for u in units),
+           "units_weights_one_sign": sum(u["weights_one_sign"] for u in units),
+           "count_variance_share_median": float(torch.tensor([u["count_variance_share"] for u in units]).median())
+           if units else None,
+           "threshold_histogram": {str(k): sum(u["threshold_at"] == k for u in units) for k in range(1, 5)},
+           "distinct_threshold_sets": _counts(tuple(c["distinct_thresholds"]) for c in codes.values()),
+           "codes": {str(i): c for i, c in codes.items()},
+           "final_error_unsolved": {str(i): float(res.loss[i]) for i in range(seeds) if res.solved_at[i] < 0},
+           "seconds": round(res.seconds, 1), "cpu_seconds": round(res.cpu_seconds, 1)}
+    if results_dir:
+        os.makedirs(results_dir, exist_ok=True)
+        with open(os.path.join(results_dir, f"parity_codes_{tag}.json"), "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+def _counts(items) -> dict:
+    out = {}
+    for k in items:
+        out[str(list(k))] = out.get(str(list(k)), 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def report_codes(out: dict) -> str:
+    n, u = out["solved"], out["units"]
+    c = out["censored"]
+    return "\n".join([
+        f"4-bit parity 4-4-1, {out['seeds']} seeds, cap {out['max_sweeps']:,}: {n} solved (within 0.1); "
+        f"side of 0.5: median over all seeds {c['median_all']}, share solved by k: "
+        + ", ".join(f"{int(k):,}: {100 * v:.0f}%" for k, v in c["fraction_by"].items()),
+        f"hidden code of the {n} solved nets ({u} units), outputs rounded at 0.5:",
+        f"- every unit a function of the number of on-bits: {out['nets_all_units_functions_of_count']}/{n} nets "
+        f"({out['units_function_of_count']}/{u} units)",
+        f"- every unit a threshold on that number (on iff count >= k, or <= k): {out['nets_all_units_thresholds']}/{n} "
+        f"nets ({out['units_threshold']}/{u} units); thresholds k = 1..4 each once (the 'thermometer'): "
+        f"{out['nets_thermometer']}/{n} nets",
+        f"- units whose 4 input weights share one sign: {out['units_weights_one_sign']}/{u}; share of a unit's "
+        f"activation variance explained by the count: median "
+        f"{C.fmt(float(out['count_variance_share_median'] if u else 'nan'), 2)}",
+        f"- threshold positions over units: {out['threshold_histogram']}; sets of distinct thresholds per net: "
+        f"{out['distinct_threshold_sets']}",
+        f"{out['seconds']} s ({out['cpu_seconds']} s CPU)"])
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="30 seeds, smaller caps (about a minute)")
@@ -148,9 +365,26 @@ def main(argv=None) -> dict:
     ap.add_argument("--results-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--fig-dir", default=C.FIGURES)
     ap.add_argument("--no-log", action="store_true", help="no TensorBoard log")
+    ap.add_argument("--study", choices=["censored", "failures", "codes"],
+                    help="censored: the saved run's sweeps over all seeds (no training); failures: rerun the "
+                         "XOR seeds that never solved and show where they stop; codes: the parity nets' hidden code")
     a = ap.parse_args(argv)
     seeds = a.seeds or (30 if a.quick else 100)
     tag = a.tag or ("quick" if a.quick else "full")
+    if a.study == "censored":
+        out = json.load(open(os.path.join(a.results_dir, f"xor_parity_{tag}.json")))
+        print(report_censored(out))
+        return out
+    if a.study == "failures":
+        out = run_failures(os.path.join(a.results_dir, f"xor_parity_{tag}.json"), tag=tag,
+                           results_dir=a.results_dir, max_sweeps=a.max_sweeps)
+        print(report_failures(out))
+        return out
+    if a.study == "codes":
+        out = run_codes(a.seeds or (10 if a.quick else 100), a.max_sweeps or (3000 if a.quick else 10000), tag=tag,
+                        results_dir=a.results_dir)
+        print(report_codes(out))
+        return out
     t0 = time.perf_counter()
     out = run(seeds, tag=tag, quick=a.quick, tasks=a.tasks.split(","), max_sweeps=a.max_sweeps,
               results_dir=a.results_dir, fig_dir=a.fig_dir, log=not a.no_log)
