@@ -62,7 +62,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="runs/examples")
     a = p.parse_args(argv)
     L.seed_everything(0, verbose=False)
-    monitor, check = GradientMonitor(every_n_steps=2 if a.tiny else 10), GradientCheck(every_n_steps=2 if a.tiny else 50)
+    monitor = GradientMonitor(every_n_steps=2 if a.tiny else 10)
+    check = GradientCheck(every_n_steps=2 if a.tiny else 50)
     trainer = L.Trainer(max_epochs=1 if a.tiny else a.epochs, limit_train_batches=4 if a.tiny else 1.0,
                         limit_val_batches=1 if a.tiny else 1.0, accelerator="cpu", devices=1,
                         logger=[TensorBoardLogger(a.out, name="plain_module", default_hp_metric=False),

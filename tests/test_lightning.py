@@ -152,7 +152,8 @@ def test_cli_fit_logs_every_tag_with_finite_values(tmp_path, monkeypatch, capsys
     params = [f"net.{n}" for n, _ in c.model.net.named_parameters()]
     layers = [f"net.{n}" for n in _torch_bp_layers(c.model.net)]
     param_layers = sorted({p.rsplit(".", 1)[0] for p in params})
-    expected = {"bp/grad_norm/total", "bp/grad_nonfinite", "bp/gradcheck/max_rel_diff", "bp/gradcheck/max_rel_diff/input",
+    expected = {"bp/grad_norm/total", "bp/grad_nonfinite", "bp/gradcheck/max_rel_diff",
+                "bp/gradcheck/max_rel_diff/input",
                 "train/loss_step", "train/loss_epoch", "val/loss", "val/acc"}
     for p in params:
         expected |= {f"bp/grad_norm/{p}", f"bp/update_ratio/{p}", f"bp/grad_zero_frac/{p}"}
@@ -177,7 +178,8 @@ def test_cli_fit_logs_every_tag_with_finite_values(tmp_path, monkeypatch, capsys
     assert [e.step for e in acc.Scalars("bp/gradcheck/max_rel_diff")] == [0, 3]
     hists = set(tags["histograms"])
     assert {f"bp/weights/{p}" for p in params} | {f"bp/grads/{p}" for p in params} <= hists
-    assert {t for t in hists if t.startswith("bp/error_signal/")} == {"bp/error_signal/" + t.split("/")[2] for t in depth}
+    signal_hists = {t for t in hists if t.startswith("bp/error_signal/")}
+    assert signal_hists == {"bp/error_signal/" + t.split("/")[2] for t in depth}
     for tag in hists:
         h = acc.Histograms(tag)[-1].histogram_value
         assert h.num > 0 and math.isfinite(h.min) and math.isfinite(h.max), tag
@@ -226,12 +228,13 @@ def test_cli_print_config_and_trainer_flags(capsys):
     assert e.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["trainer"]["max_epochs"] == 3 and cfg["threads"] == 1
-    assert cfg["model"]["optimizer"] == {"class_path": "torch.optim.SGD", "init_args": cfg["model"]["optimizer"]["init_args"]}
+    init_args = cfg["model"]["optimizer"]["init_args"]
+    assert cfg["model"]["optimizer"] == {"class_path": "torch.optim.SGD", "init_args": init_args}
     assert cfg["model"]["optimizer"]["init_args"]["lr"] == 0.5
     assert cfg["model"]["net"]["class_path"].startswith("torch_bp.lightning")
     assert cfg["data"]["class_path"] == "torch_bp.lightning.DigitsDataModule"
-    assert [c["class_path"].rsplit(".", 1)[1] for c in cfg["trainer"]["callbacks"]] == ["GradientMonitor", "GradientCheck",
-                                                                                   "ResumableCheckpoint"]
+    callbacks = [c["class_path"].rsplit(".", 1)[1] for c in cfg["trainer"]["callbacks"]]
+    assert callbacks == ["GradientMonitor", "GradientCheck", "ResumableCheckpoint"]
 
 
 def test_experiment_configs_train(tmp_path, monkeypatch):

@@ -137,7 +137,7 @@ def test_deep_sigmoid_network_triggers_the_vanishing_warning(tmp_path):
         trainer = _fit(BPModule(net), tmp_path, [monitor])
     assert len([w for w in rec if "vanishing" in str(w.message)]) == 1          # once, not every step
     msg = monitor.warned["vanishing"]
-    assert "net.1 (" in msg and "net.21" in msg                                   # first layer named; the last is the reference
+    assert "net.1 (" in msg and "net.21" in msg          # first layer named; the last is the reference
     texts = _texts(_events(trainer), "bp/warnings/text_summary")
     assert len(texts) == 1 and "net.1 (" in texts[0]
 
@@ -149,7 +149,8 @@ def test_healthy_network_does_not_warn_and_large_init_explodes(tmp_path):
         _fit(BPModule(MLP(16, [32, 32], 4, activation="gelu")), tmp_path, [GradientMonitor(every_n_steps=1)])
     monitor = GradientMonitor(every_n_steps=1, histogram_every_n_steps=0)
     with pytest.warns(GradientFlowWarning, match="exploding"):
-        _fit(BPModule(MLP(16, [64] * 8, 4, activation="relu", init_range=1.0), optimizer=lambda p: torch.optim.SGD(p, 0.0)),
+        _fit(BPModule(MLP(16, [64] * 8, 4, activation="relu", init_range=1.0),
+                      optimizer=lambda p: torch.optim.SGD(p, 0.0)),
              tmp_path, [monitor], steps=1)
     assert "net.1 (" in monitor.warned["exploding"]
 

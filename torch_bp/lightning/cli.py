@@ -4,7 +4,8 @@
 torch_bp has Conv2d, else an MLP) on scikit-learn's digits, with the GradientMonitor and
 GradientCheck callbacks logging to TensorBoard under ``runs/``, then logs the hyperparameters
 with the final metrics (TensorBoard's HPARAMS tab, ``hparams.yaml``) and prints the validation
-accuracy and the ``tensorboard --logdir`` command (the command's own output: printed). Everything is a LightningCLI option::
+accuracy and the ``tensorboard --logdir`` command (the command's own output: printed).
+Everything is a LightningCLI option::
 
     torch-bp fit --print_config                        # the full default configuration
     torch-bp fit --config experiments/configs/symmetry.yaml

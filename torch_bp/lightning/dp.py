@@ -112,7 +112,8 @@ class DPSGD(L.Callback):
     # -- set up and take down --
     def on_fit_start(self, trainer, pl_module):
         if trainer.accumulate_grad_batches != 1:
-            raise ValueError("DPSGD: gradient accumulation is not supported (per-example gradients of one batch per step)")
+            raise ValueError("DPSGD: gradient accumulation is not supported "
+                             "(per-example gradients of one batch per step)")
         if trainer.world_size != 1:
             raise ValueError("DPSGD: one process only (the noise and the accounting are not distributed)")
         if not pl_module.automatic_optimization:
@@ -212,5 +213,6 @@ def _dataset_length(trainer) -> Optional[int]:
 
 def _batch_length(batch, batch_dim: int) -> Optional[int]:
     sizes = []
-    apply_to_collection(batch, torch.Tensor, lambda t: sizes.append(t.shape[batch_dim]) if t.dim() > batch_dim else None)
+    apply_to_collection(batch, torch.Tensor,
+                        lambda t: sizes.append(t.shape[batch_dim]) if t.dim() > batch_dim else None)
     return sizes[0] if sizes else None

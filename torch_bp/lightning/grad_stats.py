@@ -142,8 +142,9 @@ class GradientStatistics(L.Callback):
             if not self._warned:
                 self._warned = True
                 missing = ps.missing()
+                names = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
                 rank_zero_warn(f"GradientStatistics: no per-example gradient norms, so nothing is logged: "
-                               f"{len(missing)} parameters ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}) "
+                               f"{len(missing)} parameters ({names}) "
                                "are in layers without a torch_bp per-sample rule. Convert the model "
                                "(torch_bp.convert) to get them.")
             return

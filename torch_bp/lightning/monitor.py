@@ -74,6 +74,7 @@ class _HookWatch:
     def __init__(self, model: torch.nn.Module, keep_tensors: bool, hook_others: bool):
         self.keep_tensors = keep_tensors
         self.order: list[str] = []
+        self._in_order: set[str] = set()
         self.sq: dict[str, torch.Tensor] = {}
         self.tensors: dict[str, list] = {}
         self.handles = []
@@ -88,7 +89,8 @@ class _HookWatch:
                 self.handles.append(m.register_forward_hook(functools.partial(self._forward, name)))
 
     def _seen(self, name, module, args) -> None:
-        if name not in self.order:
+        if name not in self._in_order:
+            self._in_order.add(name)
             self.order.append(name)
 
     def _forward(self, name, module, args, out) -> None:
