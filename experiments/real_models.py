@@ -159,8 +159,9 @@ def overhead(reps: int = 21) -> dict:
     torch's rules for ours (F.silu, sdpa, cross_entropy, the gate products)."""
     import time
 
-    import torch_bp
     import transformers as tr
+
+    import torch_bp
     from torch_bp import _intercept
 
     torch.manual_seed(0)

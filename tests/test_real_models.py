@@ -22,9 +22,10 @@ import torch
 
 pytest.importorskip("transformers", reason="transformers is not installed (pip install -e .[dev])")
 
-import torch_bp  # noqa: E402
-from experiments.real_models import COVERAGE, PRECISION, _cast, models  # noqa: E402
-from harness import TOL  # noqa: E402
+from harness import TOL
+
+import torch_bp
+from experiments.real_models import COVERAGE, PRECISION, _cast, models
 
 NAMES = sorted(models())
 

@@ -247,7 +247,7 @@ def _class_name(cls) -> str:
     return _PREFIX + cls.__module__.replace(".", "_dot_") + "_cls_" + cls.__qualname__.replace(".", "_dot_")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rotary_class(cls):
     """``cls`` with its ``forward`` calling ``torch_bp.functional.apply_rotary_pos_emb``: the same code
     object, run with that one global name bound to ours (no source is copied). Named so that pickle
