@@ -26,6 +26,25 @@ from .activation import (
     softplus,
     tanh,
 )
+from .activation import (  # more activations
+    celu,
+    glu,
+    hardshrink,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    logsigmoid,
+    mish,
+    prelu,
+    relu6,
+    rrelu,
+    selu,
+    softmin,
+    softshrink,
+    softsign,
+    tanhshrink,
+    threshold,
+)
 from .attention import (
     _multi_head_attention,  # noqa: F401  (torch_bp.nn.MultiheadAttention)
     multi_head_attention_forward,
