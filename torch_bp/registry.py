@@ -135,6 +135,19 @@ LAYERS: list[Layer] = [
                "eval: leaky_relu with the mean slope, as torch; inplace=True computed out of place"),
     _row("softmin", "activation", [activation.SoftmaxFunction], [(nn.Softmin, torch.nn.Softmin)],
          double_backward=True, notes="composed: softmax(-x), as torch (the rule is softmax's)"),
+    # --- dropout variants: dropout's rule with a per-channel mask; alpha dropout ---
+    _row("dropout1d", "dropout", [dropout.DropoutFunction], [(nn.Dropout1d, torch.nn.Dropout1d)],
+         double_backward=True, notes="dropout's rule with one mask bit per channel; inplace=True computed out of place"),
+    _row("dropout2d", "dropout", [dropout.DropoutFunction], [(nn.Dropout2d, torch.nn.Dropout2d)],
+         double_backward=True, notes="dropout's rule with one mask bit per channel; inplace=True computed out of place"),
+    _row("dropout3d", "dropout", [dropout.DropoutFunction], [(nn.Dropout3d, torch.nn.Dropout3d)],
+         double_backward=True, notes="dropout's rule with one mask bit per channel; inplace=True computed out of place"),
+    _row("alpha_dropout", "dropout", [dropout.AlphaDropoutFunction, dropout.DropoutFunction],
+         [(nn.AlphaDropout, torch.nn.AlphaDropout)], double_backward=True,
+         notes="mask as bits, dropout's backward; identity and p=1 run dropout's rule, as torch"),
+    _row("feature_alpha_dropout", "dropout", [dropout.AlphaDropoutFunction, dropout.DropoutFunction],
+         [(nn.FeatureAlphaDropout, torch.nn.FeatureAlphaDropout)], double_backward=True,
+         notes="alpha dropout with one mask bit per channel"),
 
     # --- core: embedding ---
     _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],

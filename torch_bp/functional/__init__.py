@@ -56,7 +56,7 @@ from .conv import (
     conv2d,
     conv_transpose2d,
 )
-from .dropout import dropout
+from .dropout import alpha_dropout, dropout, dropout1d, dropout2d, dropout3d, feature_alpha_dropout
 from .embedding import embedding
 from .linear import linear, linear_activation
 from .loss import (

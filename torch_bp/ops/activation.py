@@ -470,7 +470,7 @@ class HardtanhFunction(Rule):
     """
 
     generate_vmap_rule = True
-    forward = staticmethod(lambda x, lo, hi: torch.clamp(x, lo, hi))
+    forward = staticmethod(lambda x, lo, hi: torch.clamp(x, lo, hi).to(x.dtype))  # integer x stays integer
     setup_context = staticmethod(_save_x)
 
     @staticmethod
