@@ -11,15 +11,20 @@ from __future__ import annotations
 import torch
 
 # Ops that torch's autocast runs in the lower precision dtype (on every device).
+# (bilinear is not among them: under CPU autocast torch keeps it in its input dtype.)
 _LOWER_OPS = {"linear", "conv1d", "conv2d", "conv_transpose2d", "scaled_dot_product_attention",
-              "rnn", "bilinear", "prelu"}
+              "rnn", "prelu"}
 # Ops that torch's autocast runs in float32, per device type (the lists in
 # aten/src/ATen/autocast_mode.cpp). On CPU the norms and softmax keep their input dtype.
 _LOSSES = {"mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "cross_entropy", "nll_loss",
-           "binary_cross_entropy_with_logits"}
+           "binary_cross_entropy_with_logits",
+           "kl_div", "poisson_nll_loss", "soft_margin_loss", "hinge_embedding_loss", "margin_ranking_loss",
+           "cosine_embedding_loss", "multi_margin_loss", "multilabel_margin_loss", "triplet_margin_loss"}
+# binary_cross_entropy: float32 under CPU autocast; torch's CUDA autocast refuses it (unsafe).
 _FP32_OPS = {
-    "cpu": _LOSSES,
-    "cuda": _LOSSES | {"softmax", "log_softmax", "layer_norm", "group_norm", "rms_norm", "softplus"},
+    "cpu": _LOSSES | {"binary_cross_entropy"},
+    "cuda": _LOSSES | {"softmax", "log_softmax", "layer_norm", "group_norm", "rms_norm", "softplus",
+                       "cosine_similarity"},
 }
 
 

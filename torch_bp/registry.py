@@ -170,6 +170,25 @@ LAYERS: list[Layer] = [
          notes="torch_bp only: cross_entropy(linear(x, W, b), y) over chunks of rows, never the (N, V) "
                "logits (module: LinearCrossEntropy, loads nn.Linear's state_dict); no class weights"),
     # (more losses: below this line)
+    # --- more pointwise losses: one pattern (ops/loss.py) ---
+    _row("binary_cross_entropy", "loss", [loss.BCELossFunction], [(nn.BCELoss, torch.nn.BCELoss)],
+         double_backward=True, notes="weight takes no gradient, as torch"),
+    _row("kl_div", "loss", [loss.KLDivLossFunction], [(nn.KLDivLoss, torch.nn.KLDivLoss)], double_backward=True,
+         notes="batchmean in the rule; d/dtarget is NaN at target 0, as torch's autograd of xlogy"),
+    _row("poisson_nll_loss", "loss", [loss.PoissonNLLLossFunction], [(nn.PoissonNLLLoss, torch.nn.PoissonNLLLoss)],
+         double_backward=True),
+    _row("gaussian_nll_loss", "loss", [loss.GaussianNLLLossFunction],
+         [(nn.GaussianNLLLoss, torch.nn.GaussianNLLLoss)], double_backward=True,
+         notes="var clamped at eps with the gradient passed unchanged, as torch"),
+    _row("soft_margin_loss", "loss", [loss.SoftMarginLossFunction], [(nn.SoftMarginLoss, torch.nn.SoftMarginLoss)],
+         double_backward=True, notes="target takes no gradient, as torch"),
+    _row("hinge_embedding_loss", "loss", [loss.HingeEmbeddingLossFunction],
+         [(nn.HingeEmbeddingLoss, torch.nn.HingeEmbeddingLoss)], double_backward=True),
+    _row("margin_ranking_loss", "loss", [loss.MarginRankingLossFunction],
+         [(nn.MarginRankingLoss, torch.nn.MarginRankingLoss)], double_backward=True),
+    _row("multilabel_soft_margin_loss", "loss", [loss.MultiLabelSoftMarginLossFunction],
+         [(nn.MultiLabelSoftMarginLoss, torch.nn.MultiLabelSoftMarginLoss)], double_backward=True,
+         notes="weight takes a gradient, as torch's composite"),
 
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),

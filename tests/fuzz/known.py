@@ -334,7 +334,34 @@ _RNN_NAN = (_rnn_nan_weight, "a NaN or infinite weight: NaN reaches different gr
                              "fused RNN kernels (0 * NaN and inf - inf taken in another order, or skipped "
                              "inside its GEMMs) than in our step-by-step rule; the finite values agree")
 
+def _has_inf(case, ours=None, ref=None):
+    x = case.value("input")
+    return isinstance(x, torch.Tensor) and x.is_floating_point() and bool(x.isinf().any())
+
+
+def _float64_sixth(case, ours, ref):
+    """float64 hardsigmoid: only the gradients differ, each by at most torch's constant's error."""
+    x = case.value("input")
+    if isinstance(ours, Exception) or isinstance(ref, Exception) or x.dtype != torch.float64:
+        return False
+    if not all(torch.equal(o, r) for o, r in zip(ours[0], ref[0])):
+        return False
+    return all((g is None and r is None) or torch.allclose(g, r, rtol=4e-8, atol=0, equal_nan=True)
+               for g, r in zip(ours[1], ref[1]))
+
+
+_CLAMP_NAN = (_elu_nan, "torch's hardtanh/shrink backward at NaN depends on the element's position: its "
+                        "vectorized loop gives 0, its scalar tail loop gives grad_y (as we do: NaN is "
+                        "inside no band)")
+
 TORCH_QUIRKS: dict[str, list] = {
+    **{name: [_CLAMP_NAN] for name in ("hardtanh", "relu6", "hardshrink", "softshrink")},
+    **{name: [(_elu_nan, "torch's ELU backward (selu and celu are ELU in torch) at NaN depends on the "
+                         "element's position (see elu)")] for name in ("selu", "celu")},
+    "hardsigmoid": [(_float64_sixth, "torch's hardsigmoid backward multiplies by 1/6 as a float32 constant "
+                                     "(1.0f / 6.0f), also in float64: 3e-8 relative from the exact 1/6 we use")],
+    "softsign": [(_has_inf, "torch's softsign is the composite x / (|x| + 1), whose autograd gives "
+                            "inf / inf = NaN at x = +-inf; our rule's 1 / (1 + |x|)^2 gives 0 there")],
     **{name: [_RNN_NAN] for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")},
     "linear_activation": [(_linear_gelu_inf, "torch's vectorized GELU kernel gives NaN for +inf (see gelu); "
                                              "ours +inf: only non-finite values differ")],

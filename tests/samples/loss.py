@@ -325,3 +325,182 @@ def _linear_cross_entropy_err(make):
                                               torch.zeros(5, 3, dtype=torch.long), t))
     yield Sample("bad reduction", (x, w, t), {"reduction": "avg"})
     yield Sample("label_smoothing>1", (x, w, t), {"label_smoothing": 1.5})
+
+
+# --- more pointwise losses: one generator, the inputs and options per loss ---
+def _inputs_for(make, name, *shape, **kw):
+    """The tensor arguments of loss ``name`` for inputs of ``shape`` (valid values for the loss)."""
+    if name == "binary_cross_entropy":
+        return make(*shape, low=0.05, high=0.95), make(*shape, low=0, high=1)
+    if name == "kl_div":  # log-probabilities and probabilities (> 0: d/dtarget is NaN at 0)
+        return make(*shape, low=-3, high=0), make(*shape, low=0.05, high=1)
+    if name == "poisson_nll_loss":
+        return make(*shape, low=0.1, high=2), make(*shape, low=0.1, high=4)
+    if name == "gaussian_nll_loss":
+        return make(*shape), make(*shape), make(*shape, low=0.1, high=2)
+    if name in ("soft_margin_loss", "hinge_embedding_loss"):
+        return make(*shape), _signs(make, shape)
+    if name == "margin_ranking_loss":
+        return make(*shape), make(*shape), _signs(make, shape)
+    return make(*shape), make(*shape, low=0, high=1)  # multilabel_soft_margin_loss
+
+
+def _signs(make, shape):
+    return (make.int(2, *shape) * 2 - 1).to(make.dtype)
+
+
+_POINTWISE_MORE = {
+    # name: options to sample (beyond reduction)
+    "binary_cross_entropy": ({},),
+    "kl_div": ({}, {"log_target": True}),
+    "poisson_nll_loss": ({}, {"log_input": False}, {"full": True}, {"log_input": False, "full": True, "eps": 0.1}),
+    "gaussian_nll_loss": ({}, {"full": True}, {"eps": 0.05}),
+    "soft_margin_loss": ({},),
+    "hinge_embedding_loss": ({}, {"margin": 0.5}),
+    "margin_ranking_loss": ({}, {"margin": 0.3}),
+    "multilabel_soft_margin_loss": ({},),
+}
+
+
+# torch's gaussian_nll_loss is a Python composite: in bfloat16 each of its ~6 ops rounds (ours
+# once, in float32), and d/dvar = (1/v - r^2) / 2 cancels between its two terms: cond 3.
+_COND = {"gaussian_nll_loss": 3.0}
+
+
+def _pointwise_more(make, name, options):
+    cond = _COND.get(name, 1.0)
+    for s in _pointwise_more_plain(make, name, options):
+        s.cond = cond
+        yield s
+
+
+def _pointwise_more_plain(make, name, options):
+    reductions = REDUCTIONS + (("batchmean",) if name == "kl_div" else ())
+    for red in reductions:
+        for kw in options:
+            tag = ",".join(f"{k}={v}" for k, v in kw.items())
+            yield Sample(f"2d {red} {tag}", _inputs_for(make, name, 4, 5), {"reduction": red, **kw})
+    yield Sample("3d", _inputs_for(make, name, 2, 3, 4))
+    yield Sample("1d", _inputs_for(make, name, 5))
+    yield Sample("empty-batch sum", _inputs_for(make, name, 0, 3), {"reduction": "sum"})
+    yield Sample("empty-batch none", _inputs_for(make, name, 0, 3), {"reduction": "none"})
+    args = _inputs_for(make, name, 3, 4)
+    yield Sample("target-no-grad", (args[0], args[1].detach()) + args[2:])
+    yield Sample("input-no-grad", (args[0].detach(),) + args[1:])
+    t = _inputs_for(make, name, 4, 3)
+    yield Sample("noncontiguous", tuple(a.detach().t().requires_grad_(a.requires_grad) for a in t))
+    if name not in ("binary_cross_entropy", "soft_margin_loss", "multilabel_soft_margin_loss"):
+        yield Sample("legacy reduce=False", _inputs_for(make, name, 3, 4), {"reduce": False}) \
+            if name != "gaussian_nll_loss" else Sample("var one dim short", (make(3, 4), make(3, 4), make(3, low=0.1, high=2)))
+
+
+for _name, _opts in _POINTWISE_MORE.items():
+    samples(_name)(lambda make, name=_name, opts=_opts: _pointwise_more(make, name, opts))
+
+
+@samples("binary_cross_entropy")
+def _bce_probs(make):
+    yield from _pointwise_more(make, "binary_cross_entropy", ({},))
+    w = make(4, 5, low=0.1, high=2, requires_grad=False)
+    yield Sample("weight", _inputs_for(make, "binary_cross_entropy", 4, 5) + (w,))
+    yield Sample("weight broadcast (5,) sum", _inputs_for(make, "binary_cross_entropy", 4, 5),
+                 {"weight": make(5, low=0.1, high=2, requires_grad=False), "reduction": "sum"})
+    x = torch.tensor([0.0, 1.0, 0.5], dtype=make.dtype, requires_grad=True)
+    yield Sample("input at 0 and 1 (logs clamped at -100)", (x, torch.tensor([0.3, 0.7, 1.0], dtype=make.dtype)),
+                 gradcheck=False)
+
+
+@samples("gaussian_nll_loss")
+def _gaussian(make):
+    yield from _pointwise_more(make, "gaussian_nll_loss", _POINTWISE_MORE["gaussian_nll_loss"])
+    yield Sample("var (N, 1) none", (make(3, 4), make(3, 4), make(3, 1, low=0.1, high=2)), {"reduction": "none"},
+                 cond=_COND["gaussian_nll_loss"])
+    # the clamp passes the gradient unchanged (torch: a clamp under no_grad): not a finite difference
+    yield Sample("var below eps (clamped)", (make(3, 4), make(3, 4), make(3, 4, low=0, high=1e-3)), {"eps": 1e-2},
+                 gradcheck=False)
+    yield Sample("var float", (make(3, 4), make(3, 4), 0.5))
+
+
+@samples("multilabel_soft_margin_loss")
+def _mlsm(make):
+    yield from _pointwise_more(make, "multilabel_soft_margin_loss", ({},))
+    for red in REDUCTIONS:
+        yield Sample(f"weight {red}", _inputs_for(make, "multilabel_soft_margin_loss", 4, 5) + (make(5, low=0.1, high=2),),
+                     {"reduction": red})
+    yield Sample("binary targets", (make(4, 5), make.int(2, 4, 5).to(make.dtype)))
+
+
+def _pointwise_more_modules(name, ctor_options):
+    def gen(make):
+        for args, kw in ctor_options:
+            yield ModuleSample(f"{args} {kw}", args, kw, _inputs_for(make, name, 4, 5))
+    return gen
+
+
+module_samples("binary_cross_entropy")(_pointwise_more_modules("binary_cross_entropy", [
+    ((), {}), ((), {"reduction": "sum"})]))
+module_samples("kl_div")(_pointwise_more_modules("kl_div", [((), {"reduction": "batchmean"}),
+                                                          ((), {"reduction": "sum", "log_target": True})]))
+module_samples("poisson_nll_loss")(_pointwise_more_modules("poisson_nll_loss", [
+    ((), {}), ((False, True), {"reduction": "sum"})]))
+module_samples("gaussian_nll_loss")(_pointwise_more_modules("gaussian_nll_loss", [
+    ((), {}), ((), {"full": True, "reduction": "none"})]))
+module_samples("soft_margin_loss")(_pointwise_more_modules("soft_margin_loss", [((), {}), ((), {"reduction": "none"})]))
+module_samples("hinge_embedding_loss")(_pointwise_more_modules("hinge_embedding_loss", [((), {}), ((0.5,), {})]))
+module_samples("margin_ranking_loss")(_pointwise_more_modules("margin_ranking_loss", [((), {}), ((0.2,), {})]))
+module_samples("multilabel_soft_margin_loss")(_pointwise_more_modules("multilabel_soft_margin_loss", [
+    ((), {}), ((), {"reduction": "sum"})]))
+
+
+@error_samples("binary_cross_entropy")
+def _bce_err(make):
+    x, t = _inputs_for(make, "binary_cross_entropy", 3, 4)
+    yield Sample("target size", (x, t[:2]))
+    yield Sample("input > 1", (x.detach() + 1, t))
+    yield Sample("target > 1", (x, t.detach() + 1))
+    yield Sample("weight requires grad", (x, t, make(3, 4)))
+    yield Sample("bad reduction", (x, t), {"reduction": "avg"})
+
+
+@error_samples("kl_div")
+def _kl_err(make):
+    yield Sample("shape mismatch", (make(3, 4), make(2, 4)))
+    yield Sample("bad reduction", (make(3, 4), make(3, 4)), {"reduction": "avg"})
+
+
+@error_samples("poisson_nll_loss")
+def _poisson_err(make):
+    yield Sample("shape mismatch", (make(3, 4), make(2, 4)))
+    yield Sample("bad reduction", (make(3, 4), make(3, 4)), {"reduction": "avg"})
+
+
+@error_samples("gaussian_nll_loss")
+def _gaussian_err(make):
+    yield Sample("negative var", (make(3, 4), make(3, 4), make(3, 4, low=-1, high=-0.5)))
+    yield Sample("var size", (make(3, 4), make(3, 4), make(2, 2, low=0.1, high=1)))
+    yield Sample("bad reduction", (make(3, 4), make(3, 4), make(3, 4, low=0.1)), {"reduction": "avg"})
+    yield Sample("negative float var", (make(3, 4), make(3, 4), -1.0))
+
+
+@error_samples("soft_margin_loss")
+def _soft_margin_err(make):
+    yield Sample("target requires grad", (make(3, 4), make(3, 4)))
+    yield Sample("bad reduction", (make(3, 4), make(3, 4, requires_grad=False)), {"reduction": "avg"})
+
+
+@error_samples("margin_ranking_loss")
+def _margin_ranking_err(make):
+    yield Sample("dims differ", (make(3, 4), make(3, 4), make(3)))
+    yield Sample("bad reduction", (make(3), make(3), make(3)), {"reduction": "avg"})
+
+
+@error_samples("hinge_embedding_loss")
+def _hinge_err(make):
+    yield Sample("shape mismatch", (make(3, 4), make(2, 4)))
+    yield Sample("bad reduction", (make(3), make(3)), {"reduction": "avg"})
+
+
+@error_samples("multilabel_soft_margin_loss")
+def _mlsm_err(make):
+    yield Sample("shape mismatch", (make(3, 4), make(3, 5)))
+    yield Sample("bad reduction", (make(3, 4), make(3, 4)), {"reduction": "avg"})

@@ -207,6 +207,8 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     _check_inplace_if(input, inplace)
     if not training:  # as torch: a leaky relu with the mean slope
         return _act.LeakyReLUFunction.apply(input, (lower + upper) / 2)
+    if input.dtype == torch.float16 and input.device.type == "cpu":
+        raise NotImplementedError("\"rrelu_with_noise_out_cpu\" not implemented for 'Half'")
     # NOTE: torch's CPU draw: one U(lower, upper) double per element x <= 0, in memory order of
     # the contiguous input, cast to opmath; the same seed draws the same slopes.
     nonpos = input.detach().contiguous() <= 0

@@ -1,13 +1,17 @@
 """``torch_bp.functional``: losses. See the package docstring."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .._amp import autocast_inputs
+from ..ops._util import plain_eager
 from ..ops import loss as _loss
 from ._checks import (
     _check_class_targets,
     _check_class_weight,
+    _floating_only,
     _int_check,
     _legacy_reduction,
     _no_grad_for,
@@ -202,3 +206,126 @@ def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, re
                                                  label_smoothing, None if chunk_size is None else int(chunk_size),
                                                  fused, out_dtype)[0]
     return out
+
+
+# --- more pointwise losses (rules: the pointwise pattern of torch_bp.ops.loss) ---
+def _data_checks():
+    """torch's checks of values (not under torch.compile tracing or torch.func transforms)."""
+    return plain_eager()
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    input, target, weight = autocast_inputs("binary_cross_entropy", input, target, weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(f"Using a target size ({target.size()}) that is different to the input size "
+                         f"({input.size()}) is deprecated. Please ensure they have the same size.")
+    if weight is not None:
+        weight = weight.expand(torch.broadcast_shapes(target.size(), weight.size()))
+        if weight.shape != input.shape:  # torch's kernel writes a loss of the input's shape
+            raise RuntimeError(f"The size of tensor weight {list(weight.shape)} must match the input's "
+                               f"{list(input.shape)} (binary_cross_entropy)")
+    _floating_only(input, "binary_cross_entropy")
+    if target.dtype != input.dtype or (weight is not None and weight.dtype != input.dtype):
+        raise RuntimeError(f"expected scalar type {input.dtype} for target and weight (binary_cross_entropy), "
+                           f"got {target.dtype}" + ("" if weight is None else f" and {weight.dtype}"))
+    _no_grad_for("binary_cross_entropy", weight=weight)
+    if _data_checks() and input.numel():
+        if bool(((input < 0) | (input > 1)).any()):
+            raise RuntimeError("all elements of input should be between 0 and 1")
+        if bool(((target < 0) | (target > 1)).any()):
+            raise RuntimeError("all elements of target should be between 0 and 1")
+    return _loss.BCELossFunction.apply(input, target, weight, reduction, ())
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    input, target = autocast_inputs("kl_div", input, target)
+    if size_average is not None or reduce is not None:
+        reduction = _legacy_reduction(size_average, reduce, reduction)
+    elif reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
+                      "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+                      "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+                      stacklevel=2)
+    if reduction != "batchmean":
+        reduction = _reduction(None, None, reduction)
+    torch.broadcast_shapes(input.shape, target.shape)
+    _int_check(input, target, "kl_div", RuntimeError)
+    return _loss.KLDivLossFunction.apply(input, target, reduction, (bool(log_target),))
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                     reduction="mean"):
+    input, target = autocast_inputs("poisson_nll_loss", input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction + " is not a valid value for reduction")
+    torch.broadcast_shapes(input.shape, target.shape)
+    _int_check(input, target, "poisson_nll_loss", RuntimeError)
+    return _loss.PoissonNLLLossFunction.apply(input, target, reduction, (bool(log_input), bool(full), float(eps)))
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    input, target, var = autocast_inputs("gaussian_nll_loss", input, target, var)
+    if isinstance(var, float):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = var * torch.ones_like(input)
+    elif _data_checks() and bool((var < 0).any()):
+        raise ValueError("var has negative entry/entries")
+    if var.size() != input.size():  # torch's homoscedastic cases (one dim of var short or of size 1)
+        if input.size()[:-1] == var.size():
+            var = var.unsqueeze(-1)
+        elif not (input.dim() == var.dim()
+                  and sum(v for i, v in zip(input.size(), var.size()) if i != v) == 1):
+            raise ValueError("var is of incorrect size")
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction + " is not valid")
+    torch.broadcast_shapes(input.shape, target.shape, var.shape)
+    _int_check(input, target, "gaussian_nll_loss", RuntimeError)
+    return _loss.GaussianNLLLossFunction.apply(input, target, var, reduction, (bool(full), float(eps)))
+
+
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    input, target = autocast_inputs("soft_margin_loss", input, target)
+    reduction = _reduction(size_average, reduce, reduction)
+    if torch.broadcast_shapes(input.shape, target.shape) != input.shape:
+        raise RuntimeError(f"output with shape {list(input.shape)} doesn't match the broadcast shape "
+                           f"{list(torch.broadcast_shapes(input.shape, target.shape))} (soft_margin_loss)")
+    _floating_only(input, "soft_margin_loss")
+    _no_grad_for("soft_margin_loss", target=target)
+    return _loss.SoftMarginLossFunction.apply(input, target, reduction, ())
+
+
+def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+    input, target = autocast_inputs("hinge_embedding_loss", input, target)
+    reduction = _reduction(size_average, reduce, reduction)
+    torch.broadcast_shapes(input.shape, target.shape)
+    if input.dtype == torch.bool:
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported (hinge_embedding_loss)")
+    return _loss.HingeEmbeddingLossFunction.apply(input, target, reduction, (float(margin),))
+
+
+def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    input1, input2, target = autocast_inputs("margin_ranking_loss", input1, input2, target)
+    reduction = _reduction(size_average, reduce, reduction)
+    if input1.dim() != input2.dim() or input1.dim() != target.dim():
+        raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but got sizes: "
+                           f"input1: {input1.size()}, input2: {input2.size()}, target: {target.size()} ")
+    torch.broadcast_shapes(input1.shape, input2.shape, target.shape)
+    if torch.bool in (input1.dtype, input2.dtype):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported "
+                           "(margin_ranking_loss)")
+    return _loss.MarginRankingLossFunction.apply(input1, input2, target, reduction, (float(margin),))
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    input, target, weight = autocast_inputs("multilabel_soft_margin_loss", input, target, weight)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if input.dim() == 0:
+        raise IndexError("Dimension specified as -1 but tensor has no dimensions")
+    torch.broadcast_shapes(input.shape, target.shape, *(() if weight is None else (weight.shape,)))
+    _floating_only(input, "multilabel_soft_margin_loss")
+    if reduction not in ("none", "mean", "sum"):  # torch computes the loss first, then rejects it
+        raise ValueError(reduction + " is not valid")
+    return _loss.MultiLabelSoftMarginLossFunction.apply(input, target, weight, reduction, ())

@@ -19,6 +19,8 @@ from .sparse import Embedding
 from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, LinearCrossEntropy, MSELoss, NLLLoss,
                    SmoothL1Loss)
 # (more losses: below this line)
+from .loss import (BCELoss, GaussianNLLLoss, HingeEmbeddingLoss, KLDivLoss, MarginRankingLoss, MultiLabelSoftMarginLoss,
+                   PoissonNLLLoss, SoftMarginLoss)
 
 # --- normalization ---
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm

@@ -132,3 +132,62 @@ class LinearCrossEntropy(torch.nn.Module):
     def extra_repr(self):
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, bias={self.bias is not None}, "
                 f"reduction={self.reduction!r}, mode={self.mode!r}")
+
+
+# --- more pointwise losses (rules: the pointwise pattern of torch_bp.ops.loss) ---
+class BCELoss(torch.nn.BCELoss):
+    """Drop-in :class:`torch.nn.BCELoss` (rule: :class:`torch_bp.ops.loss.BCELossFunction`)."""
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class KLDivLoss(torch.nn.KLDivLoss):
+    """Drop-in :class:`torch.nn.KLDivLoss` (rule: :class:`torch_bp.ops.loss.KLDivLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class PoissonNLLLoss(torch.nn.PoissonNLLLoss):
+    """Drop-in :class:`torch.nn.PoissonNLLLoss` (rule: :class:`torch_bp.ops.loss.PoissonNLLLossFunction`)."""
+
+    def forward(self, log_input, target):
+        return F.poisson_nll_loss(log_input, target, log_input=self.log_input, full=self.full, eps=self.eps,
+                                  reduction=self.reduction)
+
+
+class GaussianNLLLoss(torch.nn.GaussianNLLLoss):
+    """Drop-in :class:`torch.nn.GaussianNLLLoss` (rule: :class:`torch_bp.ops.loss.GaussianNLLLossFunction`)."""
+
+    def forward(self, input, target, var):
+        return F.gaussian_nll_loss(input, target, var, full=self.full, eps=self.eps, reduction=self.reduction)
+
+
+class SoftMarginLoss(torch.nn.SoftMarginLoss):
+    """Drop-in :class:`torch.nn.SoftMarginLoss` (rule: :class:`torch_bp.ops.loss.SoftMarginLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.soft_margin_loss(input, target, reduction=self.reduction)
+
+
+class HingeEmbeddingLoss(torch.nn.HingeEmbeddingLoss):
+    """Drop-in :class:`torch.nn.HingeEmbeddingLoss` (rule: :class:`torch_bp.ops.loss.HingeEmbeddingLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.hinge_embedding_loss(input, target, margin=self.margin, reduction=self.reduction)
+
+
+class MarginRankingLoss(torch.nn.MarginRankingLoss):
+    """Drop-in :class:`torch.nn.MarginRankingLoss` (rule: :class:`torch_bp.ops.loss.MarginRankingLossFunction`)."""
+
+    def forward(self, input1, input2, target):
+        return F.margin_ranking_loss(input1, input2, target, margin=self.margin, reduction=self.reduction)
+
+
+class MultiLabelSoftMarginLoss(torch.nn.MultiLabelSoftMarginLoss):
+    """Drop-in :class:`torch.nn.MultiLabelSoftMarginLoss`
+    (rule: :class:`torch_bp.ops.loss.MultiLabelSoftMarginLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.multilabel_soft_margin_loss(input, target, weight=self.weight, reduction=self.reduction)

@@ -701,3 +701,288 @@ class LinearCrossEntropyFunction(Rule):
                 del p
         return (None if gx is None else gx.reshape(x.shape), None if gw is None else gw.to(weight.dtype),
                 None if gb is None else sum_to_size(gb.to(bias.dtype), ctx.bias_shape)) + (None,) * 7
+
+
+# ======================================================================================
+# --- more pointwise losses: one pattern ---
+# Each rule below is L = reduce(e), e an elementwise function of its tensor inputs (broadcast
+# together; a weight, where the loss has one, is one of them). A rule states e and its
+# partials once, as ``e(*inputs, *options)`` and ``partials(*inputs, *options)`` (one per
+# tensor input, None where torch takes no gradient), evaluated in opmath; the shared
+# forward reduces e, the shared backward is grad_i = sum_to_size(ge * de/d input_i).
+# reduce: 'none' (e), 'sum', 'mean' (sum / numel(e)), 'batchmean' (sum / x.shape[0]; a 0-d x:
+# the sum), and with ``rows`` e is first summed over its last dim ('mean' over the rows).
+# Saved: the tensor inputs.   Double backward: yes (the partials are differentiable ops).
+# ======================================================================================
+def _pointwise_forward(e_fn, tensors, reduction, options, rows=False):
+    e = e_fn(*[None if t is None else opmath(t) for t in tensors], *options)
+    if rows:
+        e = e.sum(-1)
+    if reduction == "sum" or (reduction == "batchmean" and tensors[0].dim() == 0):
+        e = e.sum()
+    elif reduction == "mean":
+        e = e.mean()
+    elif reduction == "batchmean":
+        e = e.sum() / tensors[0].shape[0]
+    return e.to(_out_dtype(*tensors))
+
+
+def _pointwise_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:-2])
+    ctx.reduction, ctx.options = inputs[-2:]
+
+
+def _pointwise_grads(ctx, grad_out, partials, rows=False):
+    tensors = ctx.saved_tensors
+    fs = [None if t is None else opmath(t) for t in tensors]
+    ds = partials(*fs, *ctx.options)
+    shape = torch.broadcast_shapes(*[t.shape for t in tensors if t is not None])
+    ge = opmath(grad_out)
+    if ctx.reduction == "mean":
+        ge = ge / (math.prod(shape[:-1]) if rows else math.prod(shape))
+    elif ctx.reduction == "batchmean" and tensors[0].dim() > 0:
+        ge = ge / tensors[0].shape[0]
+    elif ctx.reduction == "none" and rows:
+        ge = ge.unsqueeze(-1)
+    grads = tuple(
+        sum_to_size(ge * d, t.shape).to(t.dtype) if (need and t is not None and d is not None) else None
+        for t, d, need in zip(tensors, ds, ctx.needs_input_grad))
+    return grads + (None, None)
+
+
+# --- BCELoss ---
+def _bce_e(x, t, w):
+    e = (t - 1) * torch.clamp(torch.log1p(-x), min=-100) - t * torch.clamp(torch.log(x), min=-100)
+    return e if w is None else e * w
+
+
+def _bce_partials(x, t, w):
+    w = 1 if w is None else w
+    dx = (x - t) / torch.clamp((1 - x) * x, min=1e-12)
+    dt = torch.clamp(torch.log1p(-x), min=-100) - torch.clamp(torch.log(x), min=-100)
+    return dx * w, dt * w, None
+
+
+class BCELossFunction(Rule):
+    r"""Binary cross-entropy on probabilities x in [0, 1], weight w (broadcast, no gradient).
+
+    Forward:   e = -w [t log x + (1 - t) log(1 - x)]   (each log clamped below at -100, as torch)
+    Backward:  de/dx = w (x - t) / max(x (1 - x), 1e-12),   de/dt = w (log(1 - x) - log x) (clamped)
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, w, reduction, options: _pointwise_forward(_bce_e, (x, t, w), reduction, ()))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _bce_partials)
+
+
+# --- KLDivLoss ---
+def _kl_div_e(x, t, log_target):
+    return torch.exp(t) * (t - x) if log_target else torch.xlogy(t, t) - t * x
+
+
+def _kl_div_partials(x, t, log_target):
+    if log_target:
+        et = torch.exp(t)
+        return -et, et * (t - x + 1)
+    # d/dt xlogy(t, t) as torch's autograd takes it: xlogy(t != 0, t) + t / t (NaN at t = 0)
+    return -t, torch.xlogy((t != 0).to(t.dtype), t) + t / t - x
+
+
+class KLDivLossFunction(Rule):
+    r"""Kullback-Leibler divergence of the target from log-probabilities x.
+
+    Forward:   e = t log t - t x            (xlogy: 0 at t = 0)
+               e = e^t (t - x)              (log_target: t holds log-probabilities)
+    Backward:  de/dx = -t,   de/dt = log t + 1 - x   (torch's: log t taken as 0 at t = 0, and
+               t / t for the 1, so NaN at t = 0, as torch's autograd of xlogy)
+               log_target: de/dx = -e^t,   de/dt = e^t (t - x + 1)
+    reduction 'batchmean': sum / x.shape[0], as torch.
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, reduction, options: _pointwise_forward(_kl_div_e, (x, t), reduction, options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _kl_div_partials)
+
+
+# --- PoissonNLLLoss ---
+def _stirling(t):
+    return t * torch.log(t) - t + 0.5 * torch.log(2 * math.pi * t)
+
+
+def _poisson_nll_e(x, t, log_input, full, eps):
+    e = torch.exp(x) - t * x if log_input else x - t * torch.log(x + eps)
+    return e + _stirling(t).masked_fill(t <= 1, 0) if full else e
+
+
+def _poisson_nll_partials(x, t, log_input, full, eps):
+    if log_input:
+        dx, dt = torch.exp(x) - t, -x
+    else:
+        dx, dt = 1 - t / (x + eps), -torch.log(x + eps)
+    if full:  # the masked Stirling term's slope times [t > 1]: NaN at t <= 0 as torch's autograd
+        dt = dt + (torch.log(t) + 0.5 / t) * (t > 1).to(t.dtype)
+    return dx, dt
+
+
+class PoissonNLLLossFunction(Rule):
+    r"""Negative log-likelihood of a Poisson target t with rate e^x (log_input) or x.
+
+    Forward:   e = e^x - t x                      (log_input)
+               e = x - t log(x + eps)             (otherwise)
+               full: + t log t - t + log(2 pi t) / 2 where t > 1 (Stirling), as torch
+    Backward:  log_input: de/dx = e^x - t,  de/dt = -x
+               otherwise: de/dx = 1 - t / (x + eps),  de/dt = -log(x + eps)
+               full: de/dt += (log t + 1 / (2t)) [t > 1]
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, reduction, options: _pointwise_forward(_poisson_nll_e, (x, t), reduction,
+                                                                               options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _poisson_nll_partials)
+
+
+# --- GaussianNLLLoss ---
+def _gaussian_nll_e(x, t, var, full, eps):
+    v = torch.clamp(var, min=eps)
+    e = 0.5 * (torch.log(v) + (x - t) ** 2 / v)
+    return e + 0.5 * math.log(2 * math.pi) if full else e
+
+
+def _gaussian_nll_partials(x, t, var, full, eps):
+    v = torch.clamp(var, min=eps)
+    r = (x - t) / v
+    return r, -r, 0.5 * (1 / v - r * r)
+
+
+class GaussianNLLLossFunction(Rule):
+    r"""Negative log-likelihood of t under N(x, var), var clamped below at eps.
+
+    Forward:   v = max(var, eps),   e = (log v + (x - t)^2 / v) / 2   (full: + log(2 pi) / 2)
+    Backward:  r = (x - t) / v,   de/dx = r,   de/dt = -r,   de/dvar = (1 / v - r^2) / 2
+               (the clamp passes the gradient unchanged, as torch's clamp under no_grad)
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, var, reduction, options: _pointwise_forward(_gaussian_nll_e, (x, t, var),
+                                                                                    reduction, options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _gaussian_nll_partials)
+
+
+# --- SoftMarginLoss ---
+def _soft_margin_e(x, t):
+    return torch.log1p(torch.exp(-t * x))
+
+
+def _soft_margin_partials(x, t):
+    return -t * torch.sigmoid(-t * x), None
+
+
+class SoftMarginLossFunction(Rule):
+    r"""Forward:   e = log(1 + e^{-t x})
+    Backward:  de/dx = -t s(-t x)            (no gradient for t, as torch)
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, reduction, options: _pointwise_forward(_soft_margin_e, (x, t), reduction, ()))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _soft_margin_partials)
+
+
+# --- HingeEmbeddingLoss ---
+def _hinge_embedding_e(x, t, margin):
+    return torch.where(t != 1, torch.clamp(margin - x, min=0), 0) + torch.where(t != -1, x, 0)
+
+
+def _hinge_embedding_partials(x, t, margin):
+    return (t != -1).to(x.dtype) - ((t != 1) & (margin - x >= 0)).to(x.dtype), None
+
+
+class HingeEmbeddingLossFunction(Rule):
+    r"""Forward:   e = [t != 1] max(0, margin - x) + [t != -1] x     (t is 1 or -1; as torch's formula)
+    Backward:  de/dx = [t != -1] - [t != 1][margin - x >= 0]         (no gradient for t, as torch)
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, reduction, options: _pointwise_forward(_hinge_embedding_e, (x, t), reduction,
+                                                                               options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _hinge_embedding_partials)
+
+
+# --- MarginRankingLoss ---
+def _margin_ranking_e(x1, x2, t, margin):
+    return torch.clamp(-t * (x1 - x2) + margin, min=0)
+
+
+def _margin_ranking_partials(x1, x2, t, margin):
+    on = (-t * (x1 - x2) + margin >= 0).to(x1.dtype)
+    return -t * on, t * on, -(x1 - x2) * on
+
+
+class MarginRankingLossFunction(Rule):
+    r"""Forward:   e = max(0, -t (x1 - x2) + margin)
+    Backward:  a = [-t (x1 - x2) + margin >= 0]:  de/dx1 = -t a,  de/dx2 = t a,  de/dt = -(x1 - x2) a
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x1, x2, t, reduction, options: _pointwise_forward(
+        _margin_ranking_e, (x1, x2, t), reduction, options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _margin_ranking_partials)
+
+
+# --- MultiLabelSoftMarginLoss ---
+def _multilabel_soft_margin_e(x, t, w):
+    logsig = torch.nn.functional.logsigmoid
+    e = -(t * logsig(x) + (1 - t) * logsig(-x))
+    return (e if w is None else e * w) / x.shape[-1]
+
+
+def _multilabel_soft_margin_partials(x, t, w):
+    c = x.shape[-1]
+    wc = 1 / c if w is None else w / c
+    dw = None if w is None else _multilabel_soft_margin_e(x, t, None)
+    return (torch.sigmoid(x) - t) * wc, -x * wc, dw
+
+
+class MultiLabelSoftMarginLossFunction(Rule):
+    r"""One-vs-all logistic loss over the C classes (last dim), class weight w (C,) or None.
+
+    Forward:   e_c = -w_c [t_c logsigmoid(x_c) + (1 - t_c) logsigmoid(-x_c)] / C,   summed over c
+               per row, then reduced over the rows ('mean': over rows, as torch)
+    Backward:  de/dx = w (s(x) - t) / C,   de/dt = -w x / C,   de/dw = e / w (the unweighted term)
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, w, reduction, options: _pointwise_forward(
+        _multilabel_soft_margin_e, (x, t, w), reduction, (), rows=True))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _multilabel_soft_margin_partials, rows=True)
