@@ -55,20 +55,13 @@ def _linear_activation_reference(input, weight, bias=None, activation="relu", ap
     return TF.gelu(h, approximate=approximate) if activation == "gelu" else getattr(TF, activation)(h)
 
 
-def _linear_cross_entropy_reference(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
-                                    label_smoothing=0.0, *, chunk_size=None, mode="fused"):
-    """torch's cross_entropy(linear(x, W, b), y) with x flattened to rows (N, d) and y to (N,), the
-    reference of torch_bp.functional.linear_cross_entropy (``chunk_size`` and ``mode`` change nothing).
-    NOTE: flattened first, so that torch's 2-d linear (addmm) runs for any input: on 1-d and >2-d
-    inputs torch's linear adds the bias with type promotion instead of rejecting another dtype."""
-    if input.dim() == 0:
-        return TF.linear(input, weight, bias)  # torch's error
-    z = TF.linear(input.reshape(math.prod(input.shape[:-1]), input.shape[-1]), weight, bias)
-    if tuple(target.shape) != tuple(input.shape[:-1]):
-        raise ValueError(f"expected target of shape {list(input.shape[:-1])}, got {list(target.shape)}")
-    loss = TF.cross_entropy(z, target.reshape(-1), ignore_index=ignore_index, reduction=reduction,
-                            label_smoothing=label_smoothing)
-    return loss.reshape(target.shape) if reduction == "none" else loss
+def _linear_cross_entropy_reference(input, linear_weight, target, *, linear_bias=None, weight=None,
+                                    reduction="mean", ignore_index=None, label_smoothing=0.0, options=None,
+                                    chunk_size=None, mode="fused"):
+    """torch's F.linear_cross_entropy (its reference path, options=None), with our keyword-only extras
+    ``chunk_size`` and ``mode`` accepted and ignored: the reference of torch_bp.functional.linear_cross_entropy."""
+    return TF.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
+                                   reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
 LAYERS: list[Layer] = [
@@ -165,10 +158,14 @@ LAYERS: list[Layer] = [
     _row("nll_loss", "loss", [loss.NLLLossFunction], [(nn.NLLLoss, torch.nn.NLLLoss)], double_backward=True),
     _row("binary_cross_entropy_with_logits", "loss", [loss.BCEWithLogitsFunction],
          [(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)], double_backward=True),
-    _row("linear_cross_entropy", "loss", [loss.LinearCrossEntropyFunction],
-         reference=_linear_cross_entropy_reference,
-         notes="torch_bp only: cross_entropy(linear(x, W, b), y) over chunks of rows, never the (N, V) "
-               "logits (module: LinearCrossEntropy, loads nn.Linear's state_dict); no class weights"),
+    _row("linear_cross_entropy", "loss",
+         [loss.LinearCrossEntropyFunction, linear.LinearFunction, loss.CrossEntropyFunction,
+          loss.SoftCrossEntropyFunction],
+         [(nn.LinearCrossEntropyLoss, torch.nn.LinearCrossEntropyLoss)], reference=_linear_cross_entropy_reference,
+         notes="torch's signature and semantics (class weights, K-dim heads, probability targets) plus keyword-only "
+               "chunk_size and mode; class indices of a (C, d) head: over chunks of rows, never the (N, C) logits; "
+               "K-dim heads and probability targets: composed of our linear and cross_entropy rules; "
+               "LinearCrossEntropy (ours) takes (*, d) inputs and loads nn.Linear's state_dict"),
     # (more losses: below this line)
     # --- more pointwise losses: one pattern (ops/loss.py) ---
     _row("binary_cross_entropy", "loss", [loss.BCELossFunction], [(nn.BCELoss, torch.nn.BCELoss)],

@@ -269,54 +269,87 @@ def _cross_entropy_err(make):
 @samples("linear_cross_entropy")
 def _linear_cross_entropy(make):
     # 7 rows, 5 classes; chunk_size 3 divides neither (chunks of 3, 3, 1 rows)
+    cw = lambda: make(5, low=0.2, high=2, requires_grad=False)  # noqa: E731  (class weights)
     for mode in ("fused", "recompute"):
         for red in REDUCTIONS:
-            yield Sample(f"2d {red} chunk=3 {mode}", (make(7, 4), make(5, 4), make.int(5, 7), make(5)),
-                         {"reduction": red, "chunk_size": 3, "mode": mode})
+            yield Sample(f"2d {red} chunk=3 {mode}", (make(7, 4), make(5, 4), make.int(5, 7)),
+                         {"linear_bias": make(5), "reduction": red, "chunk_size": 3, "mode": mode})
+            yield Sample(f"class weights {red} chunk=3 {mode}", (make(7, 4), make(5, 4), make.int(5, 7)),
+                         {"linear_bias": make(5), "weight": cw(), "reduction": red, "chunk_size": 3, "mode": mode})
         yield Sample(f"ignore_index+label_smoothing chunk=2 {mode}",
-                     (make(6, 4), make(5, 4), _targets_with(make, 5, (6,), [1, 1]), make(5)),
-                     {"ignore_index": 1, "label_smoothing": 0.2, "chunk_size": 2, "mode": mode})
-        yield Sample(f"3d no-bias sum {mode}", (make(2, 3, 4), make(5, 4), make.int(5, 2, 3)),
+                     (make(6, 4), make(5, 4), _targets_with(make, 5, (6,), [1, 1])),
+                     {"linear_bias": make(5), "ignore_index": 1, "label_smoothing": 0.2, "chunk_size": 2, "mode": mode})
+        yield Sample(f"class weights+ignore_index+label_smoothing mean {mode}",
+                     (make(6, 4), make(5, 4), _targets_with(make, 5, (6,), [1, 1])),
+                     {"weight": cw(), "ignore_index": 1, "label_smoothing": 0.3, "chunk_size": 4, "mode": mode})
+        yield Sample(f"no-bias sum {mode}", (make(6, 4), make(5, 4), make.int(5, 6)),
                      {"reduction": "sum", "mode": mode})
         yield Sample(f"weight-grad-only {mode}", (make(5, 4, requires_grad=False), make(6, 4), make.int(6, 5)),
-                     {"bias": make(6, requires_grad=False), "mode": mode, "chunk_size": 4})
+                     {"linear_bias": make(6, requires_grad=False), "mode": mode, "chunk_size": 4})
         yield Sample(f"input-and-bias-grad label_smoothing sum {mode}",
-                     (make(5, 4), make(6, 4, requires_grad=False), make.int(6, 5), make(6)),
-                     {"label_smoothing": 0.1, "reduction": "sum", "mode": mode})
-    yield Sample("label_smoothing none 3d", (make(2, 3, 4), make(5, 4), make.int(5, 2, 3), make(5)),
-                 {"label_smoothing": 0.3, "reduction": "none", "chunk_size": 4})
-    yield Sample("default ignore_index -100", (make(5, 3), make(4, 3), _targets_with(make, 4, (5,), [-100])))
-    yield Sample("uint8 targets", (make(4, 3), make(6, 3), make.int(6, 4).to(torch.uint8), make(6)))
-    yield Sample("unbatched", (make(4), make(5, 4), make.int(5), make(5)))
-    yield Sample("broadcast bias (1,)", (make(4, 3), make(5, 3), make.int(5, 4), make(1)))
+                     (make(5, 4), make(6, 4, requires_grad=False), make.int(6, 5)),
+                     {"linear_bias": make(6), "label_smoothing": 0.1, "reduction": "sum", "mode": mode})
+    yield Sample("label_smoothing none class weights", (make(6, 4), make(5, 4), make.int(5, 6)),
+                 {"linear_bias": make(5), "weight": cw(), "label_smoothing": 0.3, "reduction": "none",
+                  "chunk_size": 4})
+    yield Sample("default ignore_index (None: -100)", (make(5, 3), make(4, 3), _targets_with(make, 4, (5,), [-100])))
+    yield Sample("uint8 targets", (make(4, 3), make(6, 3), make.int(6, 4).to(torch.uint8)), {"linear_bias": make(6)})
+    yield Sample("unbatched", (make(4), make(5, 4), make.int(5)), {"linear_bias": make(5)})
+    yield Sample("unbatched none", (make(4), make(5, 4), make.int(5)), {"reduction": "none"})
+    yield Sample("torch's options (batch_chunk_size: our chunk_size)", (make(7, 4), make(5, 4), make.int(5, 7)),
+                 {"options": torch.nn.LinearCrossEntropyOptions(batch_chunk_size=2)})
+    # composed of our linear and cross_entropy rules: probability targets, K-dim heads
+    yield Sample("probability targets (composed)", (make(4, 3), make(5, 3), make.prob(4, 5)),
+                 {"linear_bias": make(5), "label_smoothing": 0.1})
+    yield Sample("probability targets class weights none (composed)", (make(4, 3), make(5, 3), make.prob(4, 5)),
+                 {"weight": cw(), "reduction": "none"})
+    yield Sample("K-dim head (5, 2, 3, d) (composed)", (make(4, 3), make(5, 2, 3, 3), make.int(5, 4, 2, 3)),
+                 {"linear_bias": make(5, 2, 3), "ignore_index": 2})
     yield Sample("every target ignored (mean: 0/0)", (make(3, 4), make(5, 4), torch.full((3,), -100)),
                  gradcheck=False)
     yield Sample("every target ignored sum", (make(3, 4), make(5, 4), torch.full((3,), -100)),
                  {"reduction": "sum"})
     # mean of no rows = 0/0 = NaN as torch (finite differences of NaN are meaningless); gradient 0
-    yield Sample("empty-batch (mean: 0/0)", (make(0, 4), make(5, 4), make.int(5, 0), make(5)), gradcheck=False)
-    yield Sample("empty-batch sum", (make(0, 4), make(5, 4), make.int(5, 0), make(5)), {"reduction": "sum"})
+    yield Sample("empty-batch (mean: 0/0)", (make(0, 4), make(5, 4), make.int(5, 0)), {"linear_bias": make(5)},
+                 gradcheck=False)
+    yield Sample("empty-batch sum", (make(0, 4), make(5, 4), make.int(5, 0)), {"linear_bias": make(5),
+                                                                                "reduction": "sum"})
     yield Sample("empty-batch none recompute", (make(0, 4), make(5, 4), make.int(5, 0)),
                  {"reduction": "none", "mode": "recompute"})
     yield Sample("noncontiguous", (make(4, 3, layout="t"), make(5, 3, layout="slice"), make.int(5, 8)[::2]),
                  {"chunk_size": 3})
     yield Sample("large-magnitude offset", (make(4, 3, low=1e2, high=1e2 + 2), make(5, 3, low=30, high=32),
                                             make.int(5, 4)))
-    yield Sample("1 row per chunk", (make(3, 4), make(5, 4), make.int(5, 3), make(5)),
-                 {"chunk_size": 1})
+    yield Sample("1 row per chunk", (make(3, 4), make(5, 4), make.int(5, 3)), {"linear_bias": make(5),
+                                                                                "chunk_size": 1})
+
+
+@module_samples("linear_cross_entropy")
+def _linear_cross_entropy_mod(make):
+    yield ModuleSample("(6, 5)", (6, 5), {}, (make(4, 6), make.int(5, 4)))
+    yield ModuleSample("bias, class weights, label_smoothing", (6, 5),
+                       {"bias": True, "weight": make(5, low=0.2, high=2, requires_grad=False),
+                        "label_smoothing": 0.1, "reduction": "sum"}, (make(4, 6), make.int(5, 4)))
+    yield ModuleSample("out_features (2,)", (6, 5), {"out_features": (2,), "ignore_index": 1},
+                       (make(3, 6), make.int(5, 3, 2)))
 
 
 @error_samples("linear_cross_entropy")
 def _linear_cross_entropy_err(make):
     x, w, t = make(4, 3), make(5, 3), make.int(5, 4)
     yield Sample("0-d input", (make(requires_grad=False), w, torch.tensor(0)))
+    yield Sample("3-d input", (make(2, 4, 3), w, make.int(5, 2, 4)))
     yield Sample("in_features mismatch", (make(4, 2), w, t))
-    yield Sample("3-d weight", (x, make(5, 3, 1), t))
-    yield Sample("bias size", (x, w, t, make(4)))
+    yield Sample("1-d weight", (x, make(3), t))
+    yield Sample("bias size", (x, w, t), {"linear_bias": make(4)})
+    yield Sample("bias (1,)", (x, w, t), {"linear_bias": make(1)})
+    yield Sample("K-dim head, unbatched input", (make(3), make(5, 2, 3), make.int(5, 2)))
+    yield Sample("probabilities with ignore_index", (x, w, make.prob(4, 5)), {"ignore_index": 1})
     yield Sample("weight dtype", (x, make(5, 3, dtype=torch.float64), t))
-    yield Sample("bias dtype", (x, w, t, make(5, dtype=torch.float64)))
+    yield Sample("bias dtype", (x, w, t), {"linear_bias": make(5, dtype=torch.float64)})
+    yield Sample("class weight size", (x, w, t), {"weight": make(4, requires_grad=False)})
+    yield Sample("class weight requires grad", (x, w, t), {"weight": make(5)})
     yield Sample("target shape", (x, w, make.int(5, 3)))
-    yield Sample("target of the logits' shape", (x, w, make.int(5, 4, 5)))
     yield Sample("float target", (x, w, t.float()))
     yield Sample("int32 target", (x, w, t.int()))
     yield Sample("class index out of range", (x, w, torch.tensor([0, 1, 5, 2])))

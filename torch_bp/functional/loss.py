@@ -8,6 +8,7 @@ import torch
 from .._amp import autocast_inputs
 from ..ops._util import plain_eager
 from ..ops import loss as _loss
+from .linear import linear as _linear
 from ._checks import (
     _check_class_targets,
     _check_class_weight,
@@ -130,82 +131,98 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                             label_smoothing)[0]
 
 
-def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
-                         label_smoothing=0.0, *, chunk_size=None, mode="fused"):
-    """``cross_entropy(linear(input, weight, bias), target)`` over the last dim, for a language-model
-    head, computed over chunks of rows so that the (N, V) logits never exist
-    (:class:`~torch_bp.ops.loss.LinearCrossEntropyFunction`). torch_bp only.
+class _LogitsShape:
+    """What cross_entropy's checks read of the logits (rank, shape, dtype), without a tensor of them."""
 
-    Args:
-        input: (*, d) hidden states (any leading dims, flattened to N rows).
-        weight: (V, d), as ``linear``'s (an ``nn.Linear(d, V)``'s weight).
-        target: (*) class indices in [0, V) (int64 or uint8), ``input.shape[:-1]``.
-        bias: (V,) or None.
-        ignore_index, reduction, label_smoothing: as :func:`cross_entropy` (no class weights).
-            ``reduction="none"`` returns a loss of ``target``'s shape.
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = torch.Size(shape), dtype
+
+    def dim(self):
+        return len(self.shape)
+
+    def is_floating_point(self):
+        return self.dtype.is_floating_point
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
+                         ignore_index=None, label_smoothing=0.0, options=None, chunk_size=None, mode="fused"):
+    """torch's ``F.linear_cross_entropy``: ``cross_entropy(linear(input, linear_weight, linear_bias),
+    target, weight=weight, ...)``, same signature, semantics and errors, plus two keyword-only
+    extras of ours. ``weight`` is the class weight, as in torch.
+
+    Class-index targets of a (C, in_features) head run :class:`~torch_bp.ops.loss.LinearCrossEntropyFunction`:
+    over chunks of rows, so the (N, C) logits never exist. Probability targets (``target`` of the
+    logits' shape) and K-dimensional heads (``linear_weight`` (C, d_1, ..., d_K, in_features)) are
+    composed of our ``linear`` and ``cross_entropy`` rules (the logits are materialised, as torch's).
+
+    Args (beyond torch's):
+        options: torch's :class:`torch.nn.LinearCrossEntropyOptions` or None; we always chunk, its
+            ``batch_chunk_size`` (when given) is our ``chunk_size``; the rest concern torch's kernels.
         chunk_size: rows per chunk (default: as many as make about 2^24 logits).
         mode: ``"fused"`` (default): with a scalar loss (mean/sum) and a gradient to take,
             the gradients are computed chunk by chunk during the forward and saved (grad-sized:
-            grad_x (N, d), grad_W (V, d)); no extra matmul. ``"recompute"``: only O(N) per-row
-            statistics are saved and each chunk's logits are recomputed in backward (one extra
+            grad_x (N, d), grad_W (C, d)); no extra matmul. ``"recompute"``: nothing beyond the
+            inputs is saved and each chunk's logits are recomputed in backward (one extra
             matmul, ~4/3 the time). ``reduction="none"`` always recomputes.
-
-    Same values and gradients as ``F.cross_entropy(F.linear(input, weight, bias).flatten(0, -2),
-    target.flatten(), ...)`` (reshaped to ``target``'s shape for ``reduction="none"``).
     """
-    input, weight, bias = autocast_inputs("linear", input, weight, bias)
+    if mode not in ("fused", "recompute"):
+        raise ValueError(f"linear_cross_entropy: mode must be 'fused' or 'recompute', got {mode!r}")
+    if chunk_size is None and options is not None:
+        chunk_size = getattr(options, "batch_chunk_size", None)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"linear_cross_entropy: chunk_size must be a positive integer, got {chunk_size!r}")
+    # torch's checks, in torch's order
+    if input.dim() < 1 or input.dim() > 2:
+        raise RuntimeError(f"expected input with dimensionality 1 or 2, got {input.dim()}")
+    if linear_weight.dim() < 2:
+        raise RuntimeError(f"expected linear_weight with dimensionality at least 2, got {linear_weight.dim()}")
+    if input.shape[-1] != linear_weight.shape[-1]:
+        raise RuntimeError("expected equal input and linear_weight last dimensions (in_features), "
+                           f"got {input.shape[-1]} and {linear_weight.shape[-1]}, respectively")
+    n_cls, out_features = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
+    if linear_bias is not None and tuple(linear_bias.shape) != (n_cls, *out_features):
+        raise RuntimeError(f"expected linear_bias shape {(n_cls, *out_features)}, got {tuple(linear_bias.shape)}")
+    if out_features and input.dim() == 1:
+        raise RuntimeError(f"K-dimensional loss defined by linear_weight shape {tuple(linear_weight.shape)} requires"
+                           f" batched input, (N, {input.shape[-1]}), got unbatched input with shape "
+                           f"{tuple(input.shape)}")
+    logits_shape = (*input.shape[:-1], n_cls, *out_features)
+    probabilities = tuple(target.shape) == logits_shape
+    if probabilities and ignore_index is not None:
+        raise RuntimeError("ignore_index cannot be specified when target contains probabilities")
+    ignore_index = -100 if ignore_index is None else ignore_index
+    if probabilities or out_features:  # composed of our linear and cross_entropy rules
+        w2 = linear_weight.reshape(-1, input.shape[-1])
+        logits = _linear(input, w2, None if linear_bias is None else linear_bias.reshape(-1))
+        return cross_entropy(logits.reshape(logits_shape), target, weight, ignore_index=ignore_index,
+                             reduction=reduction, label_smoothing=label_smoothing)
+
+    input, linear_weight, linear_bias = autocast_inputs("linear", input, linear_weight, linear_bias)
     # under autocast: the matmuls in the autocast dtype, the loss in float32 (torch's cross_entropy)
     out_dtype = torch.float32 if torch.is_autocast_enabled(input.device.type) and input.is_floating_point() else None
     reduction = _reduction(None, None, reduction)
-    if mode not in ("fused", "recompute"):
-        raise ValueError(f"linear_cross_entropy: mode must be 'fused' or 'recompute', got {mode!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"linear_cross_entropy: chunk_size must be a positive integer, got {chunk_size!r}")
-    if input.dim() == 0:
-        raise RuntimeError("linear_cross_entropy: input must have at least 1 dimension, got a 0-d tensor")
-    if weight.dim() != 2:
-        raise RuntimeError(f"linear_cross_entropy: weight must be 2-d (num_classes, in_features), "
-                           f"got shape {list(weight.shape)}")
-    if input.shape[-1] != weight.shape[1]:
-        raise RuntimeError(f"linear_cross_entropy: input of shape {list(input.shape)} and weight of shape "
-                           f"{list(weight.shape)}: in_features {input.shape[-1]} != {weight.shape[1]} "
-                           "(mat1 and mat2 shapes cannot be multiplied)")
-    n_cls = weight.shape[0]
-    if bias is not None and (bias.dim() > 1 or bias.numel() not in (1, n_cls)):
-        raise RuntimeError(f"linear_cross_entropy: bias of shape {list(bias.shape)} does not broadcast to "
-                           f"the {n_cls} classes (expected shape [{n_cls}])")
-    for t, what in ((weight, "weight"), (bias, "bias")):
+    for t, what in ((linear_weight, "linear_weight"), (linear_bias, "linear_bias")):  # torch's linear (addmm)
         if t is not None and t.dtype != input.dtype:
             raise RuntimeError(f"linear_cross_entropy: expected {what} of the input's dtype {input.dtype}, "
                                f"got {t.dtype}")
         if t is not None and t.device != input.device:
             raise RuntimeError(f"linear_cross_entropy: expected {what} on the input's device {input.device}, "
                                f"got {t.device}")
-    if target.device != input.device:
-        raise RuntimeError(f"linear_cross_entropy: expected target on the input's device {input.device}, "
-                           f"got {target.device}")
     if input.dtype == torch.bool:  # torch's matmul (addmm) has no bool kernel
         raise NotImplementedError("linear_cross_entropy: matmul (addmm) not implemented for 'Bool'")
-    if tuple(target.shape) != tuple(input.shape[:-1]):
-        raise ValueError(f"linear_cross_entropy: expected target of shape {list(input.shape[:-1])} "
-                         f"(input.shape[:-1]), got {list(target.shape)}")
     if not input.is_floating_point():
         raise NotImplementedError(f"linear_cross_entropy: not implemented for input of dtype {input.dtype}")
-    if target.dtype not in (torch.int64, torch.uint8):
-        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
     if label_smoothing > 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     label_smoothing = max(float(label_smoothing), 0.0)  # as torch: a negative value is no smoothing
-    if not torch.compiler.is_compiling() and torch._C._functorch.maybe_get_level(target) == -1:
-        bad = (target != ignore_index) & ((target < 0) | (target >= n_cls))
-        if bad.any():
-            raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
-    need = (input.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    # the logits' checks of cross_entropy (on a shape-only stand-in: no logits are made)
+    target = _check_class_targets(_LogitsShape(logits_shape, input.dtype), target, weight, ignore_index,
+                                  "cross_entropy")
+    need = (input.requires_grad, linear_weight.requires_grad, linear_bias is not None and linear_bias.requires_grad)
     fused = need if (mode == "fused" and reduction != "none" and torch.is_grad_enabled() and any(need)) else None
-    out = _loss.LinearCrossEntropyFunction.apply(input, weight, bias, target, reduction, int(ignore_index),
-                                                 label_smoothing, None if chunk_size is None else int(chunk_size),
-                                                 fused, out_dtype)[0]
-    return out
+    return _loss.LinearCrossEntropyFunction.apply(input, linear_weight, linear_bias, target, weight, reduction,
+                                                  int(ignore_index), label_smoothing,
+                                                  None if chunk_size is None else int(chunk_size), fused, out_dtype)[0]
 
 
 # --- more pointwise losses (rules: the pointwise pattern of torch_bp.ops.loss) ---

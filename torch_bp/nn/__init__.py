@@ -21,6 +21,7 @@ from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Linea
 # (more losses: below this line)
 from .loss import (BCELoss, GaussianNLLLoss, HingeEmbeddingLoss, KLDivLoss, MarginRankingLoss, MultiLabelSoftMarginLoss,
                    PoissonNLLLoss, SoftMarginLoss)
+from .loss import LinearCrossEntropyLoss
 
 # --- normalization ---
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm

@@ -125,9 +125,13 @@ class LinearCrossEntropy(torch.nn.Module):
         return head
 
     def forward(self, input, target):
-        return F.linear_cross_entropy(input, self.weight, target, self.bias, ignore_index=self.ignore_index,
+        # (*, d) rows flattened to (N, d), the 2-d input of torch's linear_cross_entropy
+        loss = F.linear_cross_entropy(input.reshape(-1, input.shape[-1]) if input.dim() > 2 else input,
+                                      self.weight, target.reshape(-1) if input.dim() > 2 else target,
+                                      linear_bias=self.bias, ignore_index=self.ignore_index,
                                       reduction=self.reduction, label_smoothing=self.label_smoothing,
                                       chunk_size=self.chunk_size, mode=self.mode)
+        return loss.reshape(target.shape) if self.reduction == "none" else loss
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, bias={self.bias is not None}, "
@@ -191,3 +195,18 @@ class MultiLabelSoftMarginLoss(torch.nn.MultiLabelSoftMarginLoss):
 
     def forward(self, input, target):
         return F.multilabel_soft_margin_loss(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class LinearCrossEntropyLoss(torch.nn.LinearCrossEntropyLoss):
+    """Drop-in :class:`torch.nn.LinearCrossEntropyLoss` (its ``linear`` submodule, ``weight`` buffer and
+    ``options``, as torch's): :func:`torch_bp.functional.linear_cross_entropy`, chunked over rows
+    (rule: :class:`torch_bp.ops.loss.LinearCrossEntropyFunction`; K-dimensional heads and
+    probability targets: our linear and cross_entropy rules)."""
+
+    def forward(self, input, target):
+        linear_weight = self.linear.weight.reshape((self.num_classes, *self.out_features, self.linear.in_features))
+        linear_bias = (None if self.linear.bias is None
+                       else self.linear.bias.reshape((self.num_classes, *self.out_features)))
+        return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
+                                      reduction=self.reduction, ignore_index=self.ignore_index,
+                                      label_smoothing=self.label_smoothing, options=self.options)

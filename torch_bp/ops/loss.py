@@ -554,22 +554,36 @@ def _head_logits(xc, weight, bias):
     return opmath(z)
 
 
-def _head_loss(z, safe, valid, a):
+def _head_loss(z, safe, valid, a, cw):
     """(log_softmax(z), e): the per-row loss e, 0 on ignored rows (torch's log_softmax kernel)."""
     ls = torch.log_softmax(z, 1)
     e = -ls.gather(1, safe).squeeze(1)
-    if a > 0:
-        e = (1 - a) * e - a * ls.mean(1)
+    if cw is None:
+        if a > 0:
+            e = (1 - a) * e - a * ls.mean(1)
+    else:
+        e = (1 - a) * cw[safe.squeeze(1)] * e
+        if a > 0:
+            e = e - (a / ls.shape[1]) * ls.mv(cw)
     return ls, torch.where(valid, e, 0)
 
 
-def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb):
-    r"""With G' = p - (1 - a) onehot(y) - a / V formed in place of p (c, V) and G = ge G':
+def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb, cw):
+    r"""With G' = p - (1 - a) onehot(y) - a / V (class weights w: p ((1 - a) w_y + (a / V) sum(w))
+    - (1 - a) w_y onehot(y) - (a / V) w) formed in place of p (c, V) and G = ge G':
     grad_x rows = ge (G' W) into ``gx``, grad_W += G'^T (ge x), grad_b += G'^T ge.
     NOTE: ge scales the (c, d) factors, never the (c, V) one: one pass less over the chunk."""
-    p.scatter_add_(1, safe, p.new_full(safe.shape, -(1 - a)))
-    if a > 0:
-        p.sub_(a / p.shape[1])
+    v = p.shape[1]
+    if cw is None:
+        p.scatter_add_(1, safe, p.new_full(safe.shape, -(1 - a)))
+        if a > 0:
+            p.sub_(a / v)
+    else:
+        wy = cw[safe.squeeze(1)].unsqueeze(1)  # (c, 1)
+        p.mul_((1 - a) * wy + (a / v) * cw.sum())
+        p.scatter_add_(1, safe, -(1 - a) * wy)
+        if a > 0:
+            p.sub_((a / v) * cw)
     g = p.to(weight.dtype)
     if gx is not None:
         gx.copy_(g.mm(weight).mul_(ge.unsqueeze(1).to(weight.dtype)))
@@ -583,19 +597,26 @@ def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb):
         gb.add_(p.t().mv(ge))
 
 
+def _head_count(valid, safe, cw):
+    """The mean's divisor: the number of non-ignored rows, or the sum of their targets' class weights."""
+    return valid.sum() if cw is None else torch.where(valid, cw[safe.squeeze(1)], 0).sum()
+
+
 class LinearCrossEntropyFunction(Rule):
     r"""Language-model head: cross-entropy of the logits z = x W^T + b with class indices y,
     computed over chunks of rows so that no (N, V) tensor of logits ever exists.
 
     x (*, d) flattened to N rows, W (V, d), b (V,) (or broadcast to it) or None, y (*) class
-    indices (rows with y = ignore_index contribute nothing); label smoothing a; no class
-    weights. Per chunk of rows, with z = x W^T + b (c, V) and z~ = log_softmax(z):
-    Forward:   e_n = -(1 - a) z~_{n, y_n} - (a / V) sum_c z~_{nc}     (0 where y_n is ignored)
-               L = reduce(e)   (mean: sum(e) / number of non-ignored rows, as torch)
-    Backward:  p = softmax(z),   G'_n = p_n - (1 - a) onehot(y_n) - a / V,   G = ge G'
+    indices (rows with y = ignore_index contribute nothing); label smoothing a; class weights
+    w (V,) or None (w = 1). Per chunk of rows, with z = x W^T + b (c, V) and z~ = log_softmax(z):
+    Forward:   e_n = -(1 - a) w_{y_n} z~_{n, y_n} - (a / V) sum_c w_c z~_{nc}   (0 where y_n is ignored)
+               L = reduce(e)   (mean: sum(e) / sum of w_{y_n} over the non-ignored rows, as torch)
+    Backward:  p = softmax(z),   G'_n = p_n ((1 - a) w_{y_n} + (a / V) sum_c w_c)
+                                        - (1 - a) w_{y_n} onehot(y_n) - (a / V) w,   G = ge G'
+               (w = 1: G'_n = p_n - (1 - a) onehot(y_n) - a / V)
                grad_x = ge (G' W),   grad_W = G'^T (ge x),   grad_b = G'^T ge
-               (ge_n = g, g / number of non-ignored rows, or g_n with reduction 'none'; 0 on
-               ignored rows)
+               (ge_n = g, g / that sum of weights, or g_n with reduction 'none'; 0 on
+               ignored rows); no gradient for w (as torch)
     Two modes (``fused``), both exact (the same formulas, no approximation):
       recompute (fused=None):  Saved: x, W, b, y (nothing beyond the inputs);
                recomputed: each chunk's logits z and p = softmax(z) in backward (one extra
@@ -620,7 +641,8 @@ class LinearCrossEntropyFunction(Rule):
     """
 
     @staticmethod
-    def forward(x, weight, bias, target, reduction, ignore_index, label_smoothing, chunk_size, fused, out_dtype):
+    def forward(x, weight, bias, target, class_weight, reduction, ignore_index, label_smoothing, chunk_size, fused,
+                out_dtype):
         n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
         a = label_smoothing
@@ -628,8 +650,9 @@ class LinearCrossEntropyFunction(Rule):
         valid = t != ignore_index
         safe = torch.where(valid, t, 0).long().unsqueeze(1)  # (N, 1)
         acc = opmath(x.new_empty(())).dtype
+        cw = None if class_weight is None else class_weight.to(acc)
         e = torch.zeros(x2.shape[0], dtype=acc, device=x.device)
-        count = valid.sum()
+        count = _head_count(valid, safe, cw)
         need_x, need_w, need_b = fused or (False, False, False)
         gx = torch.zeros(x2.shape, dtype=x.dtype, device=x.device) if need_x else None
         gw = torch.zeros(weight.shape, dtype=acc, device=x.device) if need_w else None
@@ -644,10 +667,10 @@ class LinearCrossEntropyFunction(Rule):
             rows = _head_rows(n_cls, chunk_size)
             for i in range(0, x2.shape[0], rows):
                 sl = slice(i, i + rows)
-                ls, e[sl] = _head_loss(_head_logits(x2[sl], weight, bias), safe[sl], valid[sl], a)
+                ls, e[sl] = _head_loss(_head_logits(x2[sl], weight, bias), safe[sl], valid[sl], a, cw)
                 if fused:
                     _head_grads(ls.exp_(), ge[sl], safe[sl], a, x2[sl], weight,
-                                None if gx is None else gx[sl], gw, gb)
+                                None if gx is None else gx[sl], gw, gb, cw)
                 del ls
         if reduction == "none":
             out = e.reshape(target.shape)
@@ -658,12 +681,13 @@ class LinearCrossEntropyFunction(Rule):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, target, ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size, fused, _ = inputs
+        (x, weight, bias, target, class_weight, ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size,
+         fused, _) = inputs
         _, gx, gw, gb = output
         ctx.mark_non_differentiable(*[t for t in (gx, gw, gb) if t is not None])
         ctx.fused = fused is not None
         ctx.bias_shape = None if bias is None else bias.shape
-        ctx.save_for_backward(*((gx, gw, gb) if ctx.fused else (x, weight, bias, target)))
+        ctx.save_for_backward(*((gx, gw, gb) if ctx.fused else (x, weight, bias, target, class_weight)))
 
     @staticmethod
     @once_differentiable
@@ -675,18 +699,19 @@ class LinearCrossEntropyFunction(Rule):
             if not bool(grad_out == 1):  # else (loss.backward()) the saved gradients are the answer
                 gx, gw, gb = (None if t is None else t * grad_out for t in (gx, gw, gb))
             return (gx if need_x else None, gw if need_w else None,
-                    sum_to_size(gb, ctx.bias_shape) if need_b else None) + (None,) * 7
-        x, weight, bias, target = ctx.saved_tensors
+                    sum_to_size(gb, ctx.bias_shape) if need_b else None) + (None,) * 8
+        x, weight, bias, target, class_weight = ctx.saved_tensors
         n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
         valid = t != ctx.ignore_index
         safe = torch.where(valid, t, 0).long().unsqueeze(1)
         acc = opmath(x.new_empty(())).dtype
+        cw = None if class_weight is None else class_weight.to(acc)
         g = grad_out.to(acc)
         if ctx.reduction == "none":
             ge = torch.where(valid, g.reshape(-1), 0)
         else:
-            ge = torch.where(valid, g / valid.sum() if ctx.reduction == "mean" else g, 0)
+            ge = torch.where(valid, g / _head_count(valid, safe, cw) if ctx.reduction == "mean" else g, 0)
         gx = torch.zeros(x2.shape, dtype=x.dtype, device=x.device) if need_x else None
         gw = torch.zeros(weight.shape, dtype=acc, device=x.device) if need_w else None
         gb = torch.zeros(n_cls, dtype=acc, device=x.device) if need_b else None
@@ -697,10 +722,10 @@ class LinearCrossEntropyFunction(Rule):
                 sl = slice(i, i + rows)
                 p = torch.softmax(_head_logits(x2[sl], weight, b), 1)
                 _head_grads(p, ge[sl], safe[sl], ctx.label_smoothing, x2[sl], weight,
-                            None if gx is None else gx[sl], gw, gb)
+                            None if gx is None else gx[sl], gw, gb, cw)
                 del p
         return (None if gx is None else gx.reshape(x.shape), None if gw is None else gw.to(weight.dtype),
-                None if gb is None else sum_to_size(gb.to(bias.dtype), ctx.bias_shape)) + (None,) * 7
+                None if gb is None else sum_to_size(gb.to(bias.dtype), ctx.bias_shape)) + (None,) * 8
 
 
 # ======================================================================================
