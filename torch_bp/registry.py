@@ -21,6 +21,7 @@ from .ops import dropout, embedding, loss
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
 from .ops import attention, recurrent  # attention / recurrent family
+from .ops import distance
 from .nn.rnn import torch_reference as rnn_reference  # attention / recurrent family
 
 
@@ -225,6 +226,14 @@ LAYERS: list[Layer] = [
     _row("rnn_relu", "recurrent", [recurrent.RNNFunction], reference=rnn_reference("RNN_RELU"),
          notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))"),
     # (recurrent cells and other layers: below this line)
+    # --- bilinear, distances ---
+    _row("bilinear", "linear", [linear.BilinearFunction], [(nn.Bilinear, torch.nn.Bilinear)], double_backward=True),
+    _row("pairwise_distance", "distance", [distance.PairwiseDistanceFunction],
+         [(nn.PairwiseDistance, torch.nn.PairwiseDistance)], double_backward=True,
+         notes="norm's gradient conventions as torch's (0 at a zero norm; p=inf shared among ties)"),
+    _row("cosine_similarity", "distance", [distance.CosineSimilarityFunction],
+         [(nn.CosineSimilarity, torch.nn.CosineSimilarity)], double_backward=True,
+         notes="norms clamped at eps without gradient, as torch"),
 
     # --- compiled backend: the linear layer's fused epilogue ---
     _row("linear_activation", "linear", [linear.LinearFunction, linear.BiasActivationFunction],

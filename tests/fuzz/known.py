@@ -350,6 +350,23 @@ def _float64_sixth(case, ours, ref):
                for g, r in zip(ours[1], ref[1]))
 
 
+def _soft_margin_overflow(case, ours=None, ref=None):
+    x, t = case.value("input"), case.value("target")
+    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in (x, t)):
+        return False
+    return bool((-(t.double() * x.double()) > 88).any() or (~torch.isfinite(t)).any() or (~torch.isfinite(x)).any())
+
+
+def _gaussian_low_precision_overflow(case, ours=None, ref=None):
+    """float16/bfloat16: 1 / var or (x - t)^2 / var (var clamped at eps) beyond the dtype's range."""
+    x, t, var, eps = case.value("input"), case.value("target"), case.value("var"), case.value("eps")
+    if not isinstance(var, torch.Tensor) or var.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    v = var.double().clamp(min=1e-6 if eps is None else eps)
+    big = torch.finfo(var.dtype).max
+    return bool(((1 / v > big / 4) | ((x.double() - t.double()) ** 2 / v > big / 4)).any())
+
+
 _CLAMP_NAN = (_elu_nan, "torch's hardtanh/shrink backward at NaN depends on the element's position: its "
                         "vectorized loop gives 0, its scalar tail loop gives grad_y (as we do: NaN is "
                         "inside no band)")
@@ -360,6 +377,12 @@ TORCH_QUIRKS: dict[str, list] = {
                          "element's position (see elu)")] for name in ("selu", "celu")},
     "hardsigmoid": [(_float64_sixth, "torch's hardsigmoid backward multiplies by 1/6 as a float32 constant "
                                      "(1.0f / 6.0f), also in float64: 3e-8 relative from the exact 1/6 we use")],
+    "soft_margin_loss": [(_soft_margin_overflow, "torch's soft_margin_loss backward is -t z / (1 + z) with z = "
+                                                 "exp(-t x): inf / inf = NaN once z overflows (or t, x are "
+                                                 "infinite); ours -t sigmoid(-t x) stays finite")],
+    "gaussian_nll_loss": [(_gaussian_low_precision_overflow,
+                           "torch's gaussian_nll_loss is a composite evaluated in float16/bfloat16: 1 / var "
+                           "and (x - t)^2 / var overflow there, where ours (in float32, rounded once) does not")],
     "softsign": [(_has_inf, "torch's softsign is the composite x / (|x| + 1), whose autograd gives "
                             "inf / inf = NaN at x = +-inf; our rule's 1 / (1 + |x|)^2 gives 0 there")],
     **{name: [_RNN_NAN] for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")},

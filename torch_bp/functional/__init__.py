@@ -59,6 +59,8 @@ from .conv import (
 from .dropout import alpha_dropout, dropout, dropout1d, dropout2d, dropout3d, feature_alpha_dropout
 from .embedding import embedding
 from .linear import linear, linear_activation
+from .linear import bilinear
+from .distance import cosine_similarity, pairwise_distance
 from .loss import (
     binary_cross_entropy_with_logits,
     cross_entropy,

@@ -248,9 +248,9 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
                            f"got {target.dtype}" + ("" if weight is None else f" and {weight.dtype}"))
     _no_grad_for("binary_cross_entropy", weight=weight)
     if _data_checks() and input.numel():
-        if bool(((input < 0) | (input > 1)).any()):
+        if not bool(((input >= 0) & (input <= 1)).all()):  # NaN fails too, as torch's check
             raise RuntimeError("all elements of input should be between 0 and 1")
-        if bool(((target < 0) | (target > 1)).any()):
+        if not bool(((target >= 0) & (target <= 1)).all()):
             raise RuntimeError("all elements of target should be between 0 and 1")
     return _loss.BCELossFunction.apply(input, target, weight, reduction, ())
 
@@ -267,7 +267,8 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     if reduction != "batchmean":
         reduction = _reduction(None, None, reduction)
     torch.broadcast_shapes(input.shape, target.shape)
-    _int_check(input, target, "kl_div", RuntimeError)
+    if not (input.is_floating_point() and target.is_floating_point()):
+        raise RuntimeError("kl_div: Integral inputs not supported.")
     return _loss.KLDivLossFunction.apply(input, target, reduction, (bool(log_target),))
 
 
@@ -320,6 +321,11 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     torch.broadcast_shapes(input.shape, target.shape)
     if input.dtype == torch.bool:
         raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported (hinge_embedding_loss)")
+    if not input.is_floating_point():  # as torch: an integer input gives an integer loss (no mean)
+        if reduction == "mean":
+            raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a floating point "
+                               f"or complex dtype. Got: {input.dtype} (hinge_embedding_loss)")
+        return _loss.HingeEmbeddingLossFunction.apply(input, target, reduction, (float(margin),)).to(input.dtype)
     return _loss.HingeEmbeddingLossFunction.apply(input, target, reduction, (float(margin),))
 
 

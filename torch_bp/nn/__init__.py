@@ -38,6 +38,8 @@ from .rnn import GRU, LSTM, RNN
 from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
                           TransformerEncoderLayer)
 # (recurrent cells and other layers: below this line)
+from .linear import Bilinear
+from .distance import CosineSimilarity, PairwiseDistance
 
 __all__ = sorted(n for n, v in list(globals().items())
                  if not n.startswith("_") and isinstance(v, type) and issubclass(v, _torch.nn.Module))

@@ -989,10 +989,10 @@ def _multilabel_soft_margin_e(x, t, w):
 
 
 def _multilabel_soft_margin_partials(x, t, w):
-    c = x.shape[-1]
-    wc = 1 / c if w is None else w / c
+    c = x.shape[-1]  # C = 0 (no classes): 0 / 0 = NaN, as torch
     dw = None if w is None else _multilabel_soft_margin_e(x, t, None)
-    return (torch.sigmoid(x) - t) * wc, -x * wc, dw
+    dx, dt = (torch.sigmoid(x) - t) / c if c else x * math.nan, -x / c if c else x * math.nan
+    return (dx, dt, dw) if w is None else (dx * w, dt * w, dw)
 
 
 class MultiLabelSoftMarginLossFunction(Rule):
