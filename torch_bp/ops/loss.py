@@ -580,7 +580,7 @@ def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb, cw):
             p.sub_(a / v)
     else:
         wy = cw[safe.squeeze(1)].unsqueeze(1)  # (c, 1)
-        p.mul_((1 - a) * wy + (a / v) * cw.sum())
+        p.mul_((1 - a) * wy + (a / v) * cw.sum() if a > 0 else wy)  # (a = 0: untargeted classes' weights unread)
         p.scatter_add_(1, safe, -(1 - a) * wy)
         if a > 0:
             p.sub_((a / v) * cw)
@@ -736,13 +736,13 @@ class LinearCrossEntropyFunction(Rule):
 # tensor input, None where torch takes no gradient), evaluated in opmath; the shared
 # forward reduces e, the shared backward is grad_i = sum_to_size(ge * de/d input_i).
 # reduce: 'none' (e), 'sum', 'mean' (sum / numel(e)), 'batchmean' (sum / x.shape[0]; a 0-d x:
-# the sum), and with ``rows`` e is first summed over its last dim ('mean' over the rows).
+# the sum), and with ``rows`` e is first averaged over its last dim ('mean' over the rows).
 # Saved: the tensor inputs.   Double backward: yes (the partials are differentiable ops).
 # ======================================================================================
 def _pointwise_forward(e_fn, tensors, reduction, options, rows=False):
     e = e_fn(*[None if t is None else opmath(t) for t in tensors], *options)
     if rows:
-        e = e.sum(-1)
+        e = e.sum(-1) / e.shape[-1]  # C = 0 (no classes): 0 / 0 = NaN, as torch
     if reduction == "sum" or (reduction == "batchmean" and tensors[0].dim() == 0):
         e = e.sum()
     elif reduction == "mean":
@@ -763,6 +763,8 @@ def _pointwise_grads(ctx, grad_out, partials, rows=False):
     ds = partials(*fs, *ctx.options)
     shape = torch.broadcast_shapes(*[t.shape for t in tensors if t is not None])
     ge = opmath(grad_out)
+    if rows:
+        ge = ge / shape[-1]
     if ctx.reduction == "mean":
         ge = ge / (math.prod(shape[:-1]) if rows else math.prod(shape))
     elif ctx.reduction == "batchmean" and tensors[0].dim() > 0:
@@ -985,22 +987,21 @@ class MarginRankingLossFunction(Rule):
 def _multilabel_soft_margin_e(x, t, w):
     logsig = torch.nn.functional.logsigmoid
     e = -(t * logsig(x) + (1 - t) * logsig(-x))
-    return (e if w is None else e * w) / x.shape[-1]
+    return e if w is None else e * w
 
 
 def _multilabel_soft_margin_partials(x, t, w):
-    c = x.shape[-1]  # C = 0 (no classes): 0 / 0 = NaN, as torch
     dw = None if w is None else _multilabel_soft_margin_e(x, t, None)
-    dx, dt = (torch.sigmoid(x) - t) / c if c else x * math.nan, -x / c if c else x * math.nan
+    dx, dt = torch.sigmoid(x) - t, -x
     return (dx, dt, dw) if w is None else (dx * w, dt * w, dw)
 
 
 class MultiLabelSoftMarginLossFunction(Rule):
     r"""One-vs-all logistic loss over the C classes (last dim), class weight w (C,) or None.
 
-    Forward:   e_c = -w_c [t_c logsigmoid(x_c) + (1 - t_c) logsigmoid(-x_c)] / C,   summed over c
-               per row, then reduced over the rows ('mean': over rows, as torch)
-    Backward:  de/dx = w (s(x) - t) / C,   de/dt = -w x / C,   de/dw = e / w (the unweighted term)
+    Forward:   e_c = -w_c [t_c logsigmoid(x_c) + (1 - t_c) logsigmoid(-x_c)],   averaged over c per
+               row (sum / C), then reduced over the rows ('mean': over rows, as torch)
+    Backward:  de/dx = w (s(x) - t),   de/dt = -w x,   de/dw = e / w (the unweighted term), each / C
     """
 
     generate_vmap_rule = True
