@@ -187,6 +187,20 @@ LAYERS: list[Layer] = [
     _row("multilabel_soft_margin_loss", "loss", [loss.MultiLabelSoftMarginLossFunction],
          [(nn.MultiLabelSoftMarginLoss, torch.nn.MultiLabelSoftMarginLoss)], double_backward=True,
          notes="weight takes a gradient, as torch's composite"),
+    # --- row losses ---
+    _row("cosine_embedding_loss", "loss", [loss.CosineEmbeddingLossFunction],
+         [(nn.CosineEmbeddingLoss, torch.nn.CosineEmbeddingLoss)], double_backward=True),
+    _row("triplet_margin_loss", "loss", [loss.TripletHingeFunction, distance.PairwiseDistanceFunction],
+         [(nn.TripletMarginLoss, torch.nn.TripletMarginLoss)], double_backward=True,
+         notes="composed: our pairwise_distance rule, then the hinge rule (swap's minimum inside it)"),
+    _row("triplet_margin_with_distance_loss", "loss", [loss.TripletHingeFunction, distance.PairwiseDistanceFunction],
+         [(nn.TripletMarginWithDistanceLoss, torch.nn.TripletMarginWithDistanceLoss)], double_backward=True,
+         notes="composed: distance_function (default: our pairwise_distance), then the hinge rule"),
+    _row("multi_margin_loss", "loss", [loss.MultiMarginLossFunction], [(nn.MultiMarginLoss, torch.nn.MultiMarginLoss)],
+         double_backward=True, notes="hinge active where z > 0 strictly, as torch"),
+    _row("multilabel_margin_loss", "loss", [loss.MultiLabelMarginLossFunction],
+         [(nn.MultiLabelMarginLoss, torch.nn.MultiLabelMarginLoss)], double_backward=True,
+         notes="hinge active where z > 0 strictly, as torch"),
 
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)]),

@@ -367,6 +367,14 @@ def _gaussian_low_precision_overflow(case, ours=None, ref=None):
     return bool(((1 / v > big / 4) | ((x.double() - t.double()) ** 2 / v > big / 4)).any())
 
 
+def _empty_sum_uninitialised(case, ours=None, ref=None):
+    x = case.value("input")
+    return isinstance(x, torch.Tensor) and x.numel() == 0 and case.value("reduction") == "sum"
+
+
+_EMPTY_SUM = (_empty_sum_uninitialised, "torch's CPU multi_margin_loss / multilabel_margin_loss with an empty "
+                                        "batch and reduction='sum' return an uninitialised value; ours is 0")
+
 _CLAMP_NAN = (_elu_nan, "torch's hardtanh/shrink backward at NaN depends on the element's position: its "
                         "vectorized loop gives 0, its scalar tail loop gives grad_y (as we do: NaN is "
                         "inside no band)")
@@ -377,6 +385,8 @@ TORCH_QUIRKS: dict[str, list] = {
                          "element's position (see elu)")] for name in ("selu", "celu")},
     "hardsigmoid": [(_float64_sixth, "torch's hardsigmoid backward multiplies by 1/6 as a float32 constant "
                                      "(1.0f / 6.0f), also in float64: 3e-8 relative from the exact 1/6 we use")],
+    "multi_margin_loss": [_EMPTY_SUM],
+    "multilabel_margin_loss": [_EMPTY_SUM],
     "soft_margin_loss": [(_soft_margin_overflow, "torch's soft_margin_loss backward is -t z / (1 + z) with z = "
                                                  "exp(-t x): inf / inf = NaN once z overflows (or t, x are "
                                                  "infinite); ours -t sigmoid(-t x) stays finite")],

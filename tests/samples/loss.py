@@ -537,3 +537,158 @@ def _hinge_err(make):
 def _mlsm_err(make):
     yield Sample("shape mismatch", (make(3, 4), make(3, 5)))
     yield Sample("bad reduction", (make(3, 4), make(3, 4)), {"reduction": "avg"})
+
+
+# --- row losses ---
+@samples("cosine_embedding_loss")
+def _cosine_embedding(make):
+    for red in REDUCTIONS:
+        yield Sample(f"2d {red}", (make(4, 5), make(4, 5), _signs(make, (4,))), {"reduction": red})
+    yield Sample("margin=0.3", (make(4, 5), make(4, 5), _signs(make, (4,))), {"margin": 0.3})
+    yield Sample("margin=-0.5 sum", (make(4, 5), make(4, 5), _signs(make, (4,))), {"margin": -0.5, "reduction": "sum"})
+    yield Sample("1d (0-d target)", (make(5), make(5), torch.tensor(-1.0, dtype=make.dtype)), {"margin": -0.9})
+    yield Sample("integer target", (make(4, 5), make(4, 5), make.int(2, 4) * 2 - 1))
+    yield Sample("input2-no-grad", (make(3, 4), make(3, 4, requires_grad=False), _signs(make, (3,))))
+    yield Sample("empty-batch sum", (make(0, 4), make(0, 4), _signs(make, (0,))), {"reduction": "sum"})
+    yield Sample("noncontiguous", (make(3, 4, layout="t"), make(3, 4, layout="slice"), _signs(make, (3,))))
+
+
+@module_samples("cosine_embedding_loss")
+def _cosine_embedding_mod(make):
+    yield ModuleSample("default", (), {}, (make(4, 5), make(4, 5), _signs(make, (4,))))
+    yield ModuleSample("margin=0.2 none", (0.2,), {"reduction": "none"}, (make(4, 5), make(4, 5), _signs(make, (4,))))
+
+
+@error_samples("cosine_embedding_loss")
+def _cosine_embedding_err(make):
+    yield Sample("2-d target", (make(4, 5), make(4, 5), make(4, 1)))
+    yield Sample("1-d target, 1-d inputs", (make(5), make(5), make(1)))
+    yield Sample("bad reduction", (make(4, 5), make(4, 5), _signs(make, (4,))), {"reduction": "avg"})
+
+
+def _triplets(make, *shape, **kw):
+    return make(*shape, **kw), make(*shape, **kw), make(*shape, **kw)
+
+
+@samples("triplet_margin_loss")
+def _triplet(make):
+    for red in REDUCTIONS:
+        yield Sample(f"2d {red}", _triplets(make, 4, 5), {"reduction": red})
+    yield Sample("swap", _triplets(make, 4, 5), {"swap": True})
+    yield Sample("p=1 margin=2", _triplets(make, 4, 5), {"p": 1, "margin": 2.0})
+    yield Sample("p=3 swap sum", _triplets(make, 4, 5), {"p": 3, "swap": True, "reduction": "sum"})
+    yield Sample("1d", _triplets(make, 5))
+    yield Sample("3d", _triplets(make, 2, 3, 4))
+    yield Sample("negative-no-grad", _triplets(make, 3, 4)[:2] + (make(3, 4, requires_grad=False),))
+    yield Sample("empty-batch sum", _triplets(make, 0, 4), {"reduction": "sum"})
+
+
+@module_samples("triplet_margin_loss")
+def _triplet_mod(make):
+    yield ModuleSample("default", (), {}, _triplets(make, 4, 5))
+    yield ModuleSample("swap p=1", (), {"swap": True, "p": 1.0}, _triplets(make, 4, 5))
+
+
+@error_samples("triplet_margin_loss")
+def _triplet_err(make):
+    yield Sample("dims differ", (make(3, 4), make(3, 4), make(4)))
+    yield Sample("margin=0", _triplets(make, 3, 4), {"margin": 0.0})
+    yield Sample("bad reduction", _triplets(make, 3, 4), {"reduction": "avg"})
+
+
+def _cosine_distance(x, y):
+    return 1.0 - torch.nn.functional.cosine_similarity(x, y)
+
+
+@samples("triplet_margin_with_distance_loss")
+def _triplet_dist(make):
+    for red in REDUCTIONS:
+        yield Sample(f"2d {red}", _triplets(make, 4, 5), {"reduction": red})
+    yield Sample("swap margin=0.5", _triplets(make, 4, 5), {"swap": True, "margin": 0.5})
+    yield Sample("distance_function: 1 - cosine (torch's)", _triplets(make, 4, 5),
+                 {"distance_function": _cosine_distance, "swap": True})
+    yield Sample("1d", _triplets(make, 5))
+
+
+@module_samples("triplet_margin_with_distance_loss")
+def _triplet_dist_mod(make):
+    yield ModuleSample("default", (), {}, _triplets(make, 4, 5))
+    yield ModuleSample("swap", (), {"swap": True, "margin": 0.5}, _triplets(make, 4, 5))
+
+
+@error_samples("triplet_margin_with_distance_loss")
+def _triplet_dist_err(make):
+    yield Sample("dims differ", (make(3, 4), make(3, 4), make(4)))
+    yield Sample("margin=0", _triplets(make, 3, 4), {"margin": 0.0})
+
+
+@samples("multi_margin_loss")
+def _multi_margin(make):
+    if make.dtype in (torch.bfloat16, torch.float16):
+        return  # torch's CPU kernel has none (the error samples check that we raise as torch)
+    for red in REDUCTIONS:
+        yield Sample(f"2d {red}", (make(4, 5), make.int(5, 4)), {"reduction": red})
+    yield Sample("p=2 margin=0.5", (make(4, 5), make.int(5, 4)), {"p": 2, "margin": 0.5})
+    yield Sample("weight", (make(4, 5), make.int(5, 4)), {"weight": make(5, low=0.2, high=2, requires_grad=False)})
+    yield Sample("p=2 weight sum", (make(4, 5), make.int(5, 4)),
+                 {"p": 2, "weight": make(5, low=0.2, high=2, requires_grad=False), "reduction": "sum"})
+    yield Sample("1d (0-d target)", (make(5), make.int(5)))
+    # no empty batch with reduction='sum': torch's kernel returns an uninitialised value (tests/fuzz/known.py)
+    yield Sample("empty-batch none", (make(0, 5), make.int(5, 0)), {"reduction": "none"})
+    yield Sample("noncontiguous", (make(4, 5, layout="t"), make.int(5, 4)))
+
+
+@module_samples("multi_margin_loss")
+def _multi_margin_mod(make):
+    yield ModuleSample("default", (), {}, (make(4, 5), make.int(5, 4)))
+    yield ModuleSample("p=2 weight", (2, 0.5, make(5, low=0.2, high=2, requires_grad=False)), {},
+                       (make(4, 5), make.int(5, 4)))
+
+
+@error_samples("multi_margin_loss")
+def _multi_margin_err(make):
+    yield Sample("p=3", (make(4, 5), make.int(5, 4)), {"p": 3})
+    yield Sample("class out of range", (make(4, 5), torch.tensor([0, 1, 5, 2])))
+    yield Sample("weight size", (make(4, 5), make.int(5, 4)), {"weight": make(4, requires_grad=False)})
+    yield Sample("2-d weight", (make(4, 5), make.int(5, 4)), {"weight": make(5, 1, requires_grad=False)})
+    yield Sample("target size", (make(4, 5), make.int(5, 3)))
+    yield Sample("3-d input", (make(2, 4, 5), make.int(5, 2)))
+    yield Sample("bfloat16 input (no CPU kernel in torch)", (make(4, 5, dtype=torch.bfloat16), make.int(5, 4)))
+
+
+def _label_lists(make, n, c):
+    """Rows of class indices ended by -1 (several listed targets per row, one row with none)."""
+    t = torch.stack([torch.randperm(c) for _ in range(n)])
+    for r in range(n):
+        t[r, r % c:] = -1
+    return t
+
+
+@samples("multilabel_margin_loss")
+def _multilabel_margin(make):
+    if make.dtype in (torch.bfloat16, torch.float16):
+        return  # torch's CPU kernel has none (the error samples check that we raise as torch)
+    for red in REDUCTIONS:
+        yield Sample(f"2d {red}", (make(4, 5), _label_lists(make, 4, 5)), {"reduction": red})
+    t = _label_lists(make, 3, 5)
+    t[:, -1] = 2  # values after the first -1 are ignored
+    yield Sample("values after -1", (make(3, 5), t))
+    yield Sample("every class a target", (make(2, 3), torch.tensor([[0, 1, 2], [2, 1, 0]])))
+    yield Sample("1d", (make(5), torch.tensor([3, 0, -1, 1, 1])))
+    # no empty batch with reduction='sum': torch's kernel returns an uninitialised value (tests/fuzz/known.py)
+    yield Sample("empty-batch none", (make(0, 5), torch.zeros(0, 5, dtype=torch.long)), {"reduction": "none"})
+    yield Sample("noncontiguous", (make(4, 5, layout="t"), _label_lists(make, 4, 5)))
+
+
+@module_samples("multilabel_margin_loss")
+def _multilabel_margin_mod(make):
+    yield ModuleSample("default", (), {}, (make(4, 5), _label_lists(make, 4, 5)))
+    yield ModuleSample("sum", (), {"reduction": "sum"}, (make(4, 5), _label_lists(make, 4, 5)))
+
+
+@error_samples("multilabel_margin_loss")
+def _multilabel_margin_err(make):
+    yield Sample("target shape", (make(4, 5), _label_lists(make, 4, 4)))
+    yield Sample("class out of range", (make(2, 3), torch.tensor([[0, 5, -1], [1, -1, 0]])))
+    yield Sample("3-d input", (make(2, 4, 5), torch.zeros(2, 4, 5, dtype=torch.long)))
+    yield Sample("float16 input (no CPU kernel in torch)", (make(4, 5, dtype=torch.float16), _label_lists(make, 4, 5)))

@@ -81,6 +81,13 @@ from .loss import (  # more losses
     poisson_nll_loss,
     soft_margin_loss,
 )
+from .loss import (  # row losses
+    cosine_embedding_loss,
+    multi_margin_loss,
+    multilabel_margin_loss,
+    triplet_margin_loss,
+    triplet_margin_with_distance_loss,
+)
 from .normalization import batch_norm, group_norm, layer_norm, rms_norm
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .recurrent import gru, lstm, rnn_relu, rnn_tanh

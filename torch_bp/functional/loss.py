@@ -8,6 +8,7 @@ import torch
 from .._amp import autocast_inputs
 from ..ops._util import plain_eager
 from ..ops import loss as _loss
+from .distance import pairwise_distance
 from .linear import linear as _linear
 from ._checks import (
     _check_class_targets,
@@ -352,3 +353,114 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     if reduction not in ("none", "mean", "sum"):  # torch computes the loss first, then rejects it
         raise ValueError(reduction + " is not valid")
     return _loss.MultiLabelSoftMarginLossFunction.apply(input, target, weight, reduction, ())
+
+
+# --- row losses: cosine embedding, triplet, multi-margin, multi-label margin ---
+def _no_low_precision_cpu(input, kernel):
+    """As torch: its CPU kernel of these losses has no bfloat16/float16 version."""
+    if input.device.type == "cpu" and input.dtype in (torch.bfloat16, torch.float16):
+        name = "BFloat16" if input.dtype == torch.bfloat16 else "Half"
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{name}'")
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    input1, input2, target = autocast_inputs("cosine_embedding_loss", input1, input2, target)
+    reduction = _reduction(size_average, reduce, reduction)
+    if target.dim() not in (0, 1):
+        raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+    if target.dim() == 1 and not (input1.dim() == 2 and input2.dim() == 2):
+        raise RuntimeError(f"1D target tensor expects 2D input tensors, but found inputs with sizes "
+                           f"{list(input1.shape)} and {list(input2.shape)}.")
+    if target.dim() == 0 and not (input1.dim() == 1 and input2.dim() == 1):
+        raise RuntimeError(f"0D target tensor expects 1D input tensors, but found inputs with sizes "
+                           f"{list(input1.shape)} and {list(input2.shape)}.")
+    if input1.shape != input2.shape or input1.shape[:-1] != target.shape:
+        torch.broadcast_shapes(input1.shape, input2.shape)  # torch's size error
+        raise RuntimeError(f"cosine_embedding_loss: expected inputs of one shape and a target of their rows, got "
+                           f"{list(input1.shape)}, {list(input2.shape)} and {list(target.shape)}")
+    if not torch.promote_types(input1.dtype, input2.dtype).is_floating_point:
+        raise RuntimeError("cosine_embedding_loss: expected floating point inputs")
+    return _loss.CosineEmbeddingLossFunction.apply(input1, input2, target, float(margin), reduction)
+
+
+def _triplet_dims(anchor, positive, negative):
+    if not anchor.dim() == positive.dim() == negative.dim():
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have the same number of "
+                           f"dimensions, but got: anchor {anchor.dim()}D, positive {positive.dim()}D, and negative "
+                           f"{negative.dim()}D inputs")
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, size_average=None,
+                        reduce=None, reduction="mean"):
+    """Composed: our pairwise_distance rule for the three distances, then :class:`TripletHingeFunction`."""
+    anchor, positive, negative = autocast_inputs("triplet_margin_loss", anchor, positive, negative)
+    reduction = _reduction(size_average, reduce, reduction)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    _triplet_dims(anchor, positive, negative)
+    d_ap = pairwise_distance(anchor, positive, p, eps)
+    d_an = pairwise_distance(anchor, negative, p, eps)
+    d_pn = pairwise_distance(positive, negative, p, eps) if swap else None
+    return _loss.TripletHingeFunction.apply(d_ap, d_an, d_pn, float(margin), reduction)
+
+
+def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None, margin=1.0,
+                                      swap=False, reduction="mean"):
+    """Composed: ``distance_function`` (default: our pairwise_distance), then :class:`TripletHingeFunction`."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if margin <= 0:
+        raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} instead")
+    _triplet_dims(anchor, positive, negative)
+    dist = pairwise_distance if distance_function is None else distance_function
+    d_ap, d_an = dist(anchor, positive), dist(anchor, negative)
+    d_pn = dist(positive, negative) if swap else None
+    return _loss.TripletHingeFunction.apply(d_ap, d_an, d_pn, float(margin), reduction)
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
+    input, weight = autocast_inputs("multi_margin_loss", input, weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    if weight is not None and weight.dim() != 1:
+        raise ValueError("weight must be one-dimensional")
+    if input.dim() > 2 or (input.dim() == 2 and input.shape[1] == 0 and input.shape[0] > 0):
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
+    c = input.shape[-1] if input.dim() else 1
+    n = input.shape[0] if input.dim() == 2 else 1
+    if target.numel() != n or (input.dim() == 2 and target.dim() != 1) or target.dim() > 1:
+        raise RuntimeError(f"inconsistent target size, expected {n} but got {list(target.shape)}")
+    if weight is not None and weight.numel() != c:
+        raise RuntimeError(f"inconsistent weight size, expected {c} but got {list(weight.shape)}")
+    _floating_only(input, "multi_margin_loss")
+    _no_low_precision_cpu(input, "multi_margin_loss_cpu_kernel")
+    if target.dtype != torch.int64:
+        raise RuntimeError(f"expected scalar type Long but found {target.dtype} (multi_margin_loss target)")
+    _no_grad_for("multi_margin_loss", weight=weight)
+    if _data_checks() and target.numel() and bool(((target < 0) | (target >= c)).any()):
+        raise RuntimeError("target out of range")
+    x = input if input.dim() else input.reshape(1)
+    return _loss.MultiMarginLossFunction.apply(x, target.reshape(target.shape if input.dim() else ()), weight,
+                                               int(p), float(margin), reduction)
+
+
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    input = autocast_inputs("multilabel_margin_loss", input)[0]
+    reduction = _reduction(size_average, reduce, reduction)
+    if input.dim() > 2 or (input.dim() == 2 and input.shape[1] == 0 and input.shape[0] > 0):
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
+    if target.shape != input.shape:
+        raise RuntimeError(f"inconsistent target size: {list(target.shape)} for input of size: {list(input.shape)}")
+    _floating_only(input, "multilabel_margin_loss")
+    _no_low_precision_cpu(input, "multilabel_margin_loss_forward_out_frame")
+    if target.dtype != torch.int64:
+        raise RuntimeError(f"expected scalar type Long but found {target.dtype} (multilabel_margin_loss target)")
+    c = input.shape[-1] if input.dim() else 1
+    if _data_checks() and target.numel() and bool(((target < -1) | (target >= c)).any()):
+        raise RuntimeError("argument #2 'target' is out of range")
+    x, t = (input, target) if input.dim() else (input.reshape(1), target.reshape(1))
+    out = _loss.MultiLabelMarginLossFunction.apply(x, t, reduction)
+    return out.reshape(()) if input.dim() == 0 and reduction == "none" else out

@@ -210,3 +210,45 @@ class LinearCrossEntropyLoss(torch.nn.LinearCrossEntropyLoss):
         return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
                                       reduction=self.reduction, ignore_index=self.ignore_index,
                                       label_smoothing=self.label_smoothing, options=self.options)
+
+
+# --- row losses ---
+class CosineEmbeddingLoss(torch.nn.CosineEmbeddingLoss):
+    """Drop-in :class:`torch.nn.CosineEmbeddingLoss` (rule: :class:`torch_bp.ops.loss.CosineEmbeddingLossFunction`)."""
+
+    def forward(self, input1, input2, target):
+        return F.cosine_embedding_loss(input1, input2, target, margin=self.margin, reduction=self.reduction)
+
+
+class TripletMarginLoss(torch.nn.TripletMarginLoss):
+    """Drop-in :class:`torch.nn.TripletMarginLoss` (our pairwise_distance, then
+    :class:`torch_bp.ops.loss.TripletHingeFunction`)."""
+
+    def forward(self, anchor, positive, negative):
+        return F.triplet_margin_loss(anchor, positive, negative, margin=self.margin, p=self.p, eps=self.eps,
+                                     swap=self.swap, reduction=self.reduction)
+
+
+class TripletMarginWithDistanceLoss(torch.nn.TripletMarginWithDistanceLoss):
+    """Drop-in :class:`torch.nn.TripletMarginWithDistanceLoss` (default distance: our pairwise_distance;
+    the hinge: :class:`torch_bp.ops.loss.TripletHingeFunction`)."""
+
+    def forward(self, anchor, positive, negative):
+        return F.triplet_margin_with_distance_loss(anchor, positive, negative,
+                                                   distance_function=self.distance_function, margin=self.margin,
+                                                   swap=self.swap, reduction=self.reduction)
+
+
+class MultiMarginLoss(torch.nn.MultiMarginLoss):
+    """Drop-in :class:`torch.nn.MultiMarginLoss` (rule: :class:`torch_bp.ops.loss.MultiMarginLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.multi_margin_loss(input, target, p=self.p, margin=self.margin, weight=self.weight,
+                                   reduction=self.reduction)
+
+
+class MultiLabelMarginLoss(torch.nn.MultiLabelMarginLoss):
+    """Drop-in :class:`torch.nn.MultiLabelMarginLoss` (rule: :class:`torch_bp.ops.loss.MultiLabelMarginLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.multilabel_margin_loss(input, target, reduction=self.reduction)

@@ -1012,3 +1012,203 @@ class MultiLabelSoftMarginLossFunction(Rule):
     @staticmethod
     def backward(ctx, grad_out):
         return _pointwise_grads(ctx, grad_out, _multilabel_soft_margin_partials, rows=True)
+
+
+# ======================================================================================
+# --- row losses: one loss per row, reduced over the rows (_reduce / _elem_grad above) ---
+# ======================================================================================
+def _row_grad(ctx, grad_out, n):
+    """ge (n,): the gradient reaching each row's loss (mean: g / n)."""
+    ge = _elem_grad(opmath(grad_out), n, None, ctx.reduction, False)
+    return ge.expand(n) if ge.dim() == 0 else ge.reshape(n)
+
+
+# --- CosineEmbeddingLoss ---
+_COSINE_EPS = 1e-12  # torch's EPSILON in cosine_embedding_loss
+
+
+class CosineEmbeddingLossFunction(Rule):
+    r"""Rows x1, x2 (N, D) (or (D,) with a 0-d target), target t in {1, -1}.
+
+    Forward:   m_k = sum(x_k^2) + 1e-12,   c = sum(x1 x2) / sqrt(m1 m2)     (per row, as torch)
+               e = 1 - c if t = 1;   max(0, c - margin) if t = -1;   0 otherwise
+    Backward:  de/dc = -[t = 1] + [t = -1][c - margin >= 0]
+               dc/dx1 = x2 / sqrt(m1 m2) - c x1 / m1,   dc/dx2 = x1 / sqrt(m1 m2) - c x2 / m2
+               (no gradient for t, as torch)
+    Saved:     x1, x2, t                 Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x1, x2, t, margin, reduction):
+        a, b = opmath(x1), opmath(x2)
+        c = (a * b).sum(-1) / ((a * a).sum(-1) + _COSINE_EPS).mul((b * b).sum(-1) + _COSINE_EPS).sqrt()
+        e = torch.where(t == 1, 1 - c, 0) + torch.where(t == -1, (c - margin).clamp_min(0), 0)
+        return _reduce(e, None, reduction, False).to(_out_dtype(x1, x2))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x1, x2, t, ctx.margin, ctx.reduction = inputs
+        ctx.save_for_backward(x1, x2, t)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x1, x2, t = ctx.saved_tensors
+        a, b = opmath(x1), opmath(x2)
+        m1, m2 = (a * a).sum(-1, keepdim=True) + _COSINE_EPS, (b * b).sum(-1, keepdim=True) + _COSINE_EPS
+        den = (m1 * m2).sqrt()
+        c = (a * b).sum(-1, keepdim=True) / den
+        tt = t.unsqueeze(-1)
+        dc = -(tt == 1).to(a.dtype) + ((tt == -1) & (c - ctx.margin >= 0)).to(a.dtype)
+        ge = _row_grad(ctx, grad_out, t.numel()).reshape(dc.shape) * dc
+        grad_x1 = (ge * (b / den - c * a / m1)).to(x1.dtype) if ctx.needs_input_grad[0] else None
+        grad_x2 = (ge * (a / den - c * b / m2)).to(x2.dtype) if ctx.needs_input_grad[1] else None
+        return grad_x1, grad_x2, None, None, None
+
+
+# --- TripletMarginLoss / TripletMarginWithDistanceLoss: the hinge on two distances ---
+class TripletHingeFunction(Rule):
+    r"""The hinge of both triplet losses, on distances computed before it (triplet_margin_loss: our
+    :class:`~torch_bp.ops.distance.PairwiseDistanceFunction`; with_distance: the user's function).
+
+    Forward:   n = min(d_an, d_pn) with ``swap`` (d_pn given), else d_an
+               e = max(margin + d_ap - n, 0)
+    Backward:  a = [margin + d_ap - n >= 0]:   grad_d_ap = ge a,   grad_n = -ge a
+               min: grad_n to the smaller of d_an, d_pn, halved between them at a tie (torch's minimum)
+    Saved:     d_ap, d_an, d_pn              Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(d_ap, d_an, d_pn, margin, reduction):
+        n = d_an if d_pn is None else torch.minimum(d_an, d_pn)
+        e = (margin + opmath(d_ap) - opmath(n)).clamp_min(0)
+        return _reduce(e, None, reduction, False).to(_out_dtype(d_ap, d_an, d_pn))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        d_ap, d_an, d_pn, ctx.margin, ctx.reduction = inputs
+        ctx.save_for_backward(d_ap, d_an, d_pn)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        d_ap, d_an, d_pn = ctx.saved_tensors
+        n = d_an if d_pn is None else torch.minimum(d_an, d_pn)
+        on = (ctx.margin + opmath(d_ap) - opmath(n) >= 0).to(opmath(d_ap).dtype)
+        shape = torch.broadcast_shapes(d_ap.shape, d_an.shape, *(() if d_pn is None else (d_pn.shape,)))
+        ge = _elem_grad(opmath(grad_out), math.prod(shape), None, ctx.reduction, False) * on
+        grad_an = grad_pn = None
+        if d_pn is None:
+            g_an = -ge
+        else:
+            half = torch.where(d_an == d_pn, 0.5, 1.0)
+            g_an = torch.where(d_an <= d_pn, -ge * half, 0)
+            g_pn = torch.where(d_pn <= d_an, -ge * half, 0)
+            if ctx.needs_input_grad[2]:
+                grad_pn = sum_to_size(g_pn, d_pn.shape).to(d_pn.dtype)
+        grad_ap = sum_to_size(ge, d_ap.shape).to(d_ap.dtype) if ctx.needs_input_grad[0] else None
+        if ctx.needs_input_grad[1]:
+            grad_an = sum_to_size(g_an, d_an.shape).to(d_an.dtype)
+        return grad_ap, grad_an, grad_pn, None, None
+
+
+# --- MultiMarginLoss ---
+class MultiMarginLossFunction(Rule):
+    r"""Multi-class hinge: x (N, C), y (N,) class indices, class weight w (C,) or None, p in {1, 2}.
+
+    Forward:   z_i = margin - x_y + x_i,   e = w_y sum_{i != y} max(z_i, 0)^p / C
+    Backward:  for i != y with z_i > 0 (strictly, as torch):  h_i = w_y p z_i^{p-1} / C,
+               de/dx_i = h_i,   de/dx_y = -sum_i h_i          (no gradient for y, w)
+    Saved:     x, y, w                   Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, w, p, margin, reduction):
+        z, keep, wy = _multi_margin_terms(opmath(x), y, w, margin)
+        e = (z.clamp_min(0).pow(p) * keep).sum(-1) * wy / x.shape[-1]
+        return _reduce(e, None, reduction, False).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, w, ctx.p, ctx.margin, ctx.reduction = inputs
+        ctx.save_for_backward(x, y, w)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, y, w = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        xf = opmath(x)
+        z, keep, wy = _multi_margin_terms(xf, y, w, ctx.margin)
+        hot = keep * (z > 0).to(xf.dtype)
+        h = hot if ctx.p == 1 else 2 * z * hot
+        h = h * (wy / x.shape[-1] * _row_grad(ctx, grad_out, y.numel()).reshape(wy.shape)).unsqueeze(-1)
+        grad = h.scatter_add(-1, y.unsqueeze(-1), -h.sum(-1, keepdim=True))
+        return grad.to(x.dtype), None, None, None, None, None
+
+
+def _multi_margin_terms(xf, y, w, margin):
+    """z = margin - x_y + x (N, C), keep = [i != y] (x's dtype), w_y (N,) (1 without weights)."""
+    yy = y.unsqueeze(-1)
+    z = margin - xf.gather(-1, yy) + xf
+    keep = torch.ones_like(xf).scatter(-1, yy, 0)
+    wy = torch.ones_like(y, dtype=xf.dtype) if w is None else opmath(w)[y]
+    return z, keep, wy
+
+
+# --- MultiLabelMarginLoss ---
+class MultiLabelMarginLossFunction(Rule):
+    r"""Multi-label hinge: x (N, C), targets y (N, C) of class indices ended by the first -1.
+
+    With J = the listed targets of a row, and i over the classes not in J:
+    Forward:   z_ji = 1 - (x_j - x_i),   e = sum_{j in J} sum_{i not in J} max(z_ji, 0) / C
+    Backward:  a_ji = [z_ji > 0] (strictly, as torch):  de/dx_i = sum_j a_ji / C,
+               de/dx_j = -sum_i a_ji / C                 (no gradient for y)
+    Saved:     x, y                      Double backward: yes (the gradient is constant in x)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, reduction):
+        z, pairs = _multilabel_margin_terms(opmath(x), y)
+        e = (z.clamp_min(0) * pairs).sum((-2, -1)) / x.shape[-1]
+        return _reduce(e, None, reduction, False).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, ctx.reduction = inputs
+        ctx.save_for_backward(x, y)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, y = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        xf = opmath(x)
+        z, pairs = _multilabel_margin_terms(xf, y)
+        n = y.numel() // y.shape[-1]
+        ge = _row_grad(ctx, grad_out, n).reshape(y.shape[:-1] + (1, 1)) / x.shape[-1]
+        a = (z > 0).to(xf.dtype) * pairs * ge                 # (..., j, i)
+        safe = torch.where(_listed(y), y, 0)
+        grad = a.sum(-2).scatter_add(-1, safe, -a.sum(-1))     # pairs are 0 on unlisted j
+        return grad.to(x.dtype), None, None
+
+
+def _listed(y):
+    """[y_j is listed]: before the first -1 of its row."""
+    return (y < 0).long().cumsum(-1) == 0
+
+
+def _multilabel_margin_terms(xf, y):
+    """z_ji = 1 - x_{y_j} + x_i (..., C, C) and the pairs counted: j listed, i not a listed target."""
+    listed = _listed(y)
+    safe = torch.where(listed, y, 0)
+    is_target = torch.zeros_like(safe).scatter_add(-1, safe, listed.long()) > 0  # (duplicate indices: add)
+    z = 1 - xf.gather(-1, safe).unsqueeze(-1) + xf.unsqueeze(-2)
+    pairs = (listed.unsqueeze(-1) & ~is_target.unsqueeze(-2)).to(xf.dtype)
+    return z, pairs
