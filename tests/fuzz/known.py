@@ -375,6 +375,17 @@ def _empty_sum_uninitialised(case, ours=None, ref=None):
 _EMPTY_SUM = (_empty_sum_uninitialised, "torch's CPU multi_margin_loss / multilabel_margin_loss with an empty "
                                         "batch and reduction='sum' return an uninitialised value; ours is 0")
 
+def _nonfinite_input_nan_placement(case, ours, ref):
+    """A non-finite input, and wherever we differ torch is NaN or both are non-finite."""
+    if not any(t.is_floating_point() and not bool(t.isfinite().all()) for t in case.tensors()):
+        return False
+    return _only_nonfinite_differences(case, ours, ref, torch_nan_ok=True)
+
+
+_NAN_PLACEMENT = (_nonfinite_input_nan_placement,
+                  "an infinite or NaN input: torch's kernel forms inf * 0 or inf / inf (NaN) in other entries "
+                  "than our formula's order of operations; the finite values agree")
+
 _CLAMP_NAN = (_elu_nan, "torch's hardtanh/shrink backward at NaN depends on the element's position: its "
                         "vectorized loop gives 0, its scalar tail loop gives grad_y (as we do: NaN is "
                         "inside no band)")
@@ -386,6 +397,9 @@ TORCH_QUIRKS: dict[str, list] = {
     "hardsigmoid": [(_float64_sixth, "torch's hardsigmoid backward multiplies by 1/6 as a float32 constant "
                                      "(1.0f / 6.0f), also in float64: 3e-8 relative from the exact 1/6 we use")],
     "multi_margin_loss": [_EMPTY_SUM],
+    "bilinear": [_NAN_PLACEMENT],
+    "cosine_similarity": [_NAN_PLACEMENT],
+    "pairwise_distance": [_NAN_PLACEMENT],
     "multilabel_margin_loss": [_EMPTY_SUM],
     "soft_margin_loss": [(_soft_margin_overflow, "torch's soft_margin_loss backward is -t z / (1 + z) with z = "
                                                  "exp(-t x): inf / inf = NaN once z overflows (or t, x are "

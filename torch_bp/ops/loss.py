@@ -795,6 +795,7 @@ class BCELossFunction(Rule):
 
     Forward:   e = -w [t log x + (1 - t) log(1 - x)]   (each log clamped below at -100, as torch)
     Backward:  de/dx = w (x - t) / max(x (1 - x), 1e-12),   de/dt = w (log(1 - x) - log x) (clamped)
+    Saved:     the tensor inputs           Double backward: yes
     """
 
     generate_vmap_rule = True
@@ -828,6 +829,7 @@ class KLDivLossFunction(Rule):
                t / t for the 1, so NaN at t = 0, as torch's autograd of xlogy)
                log_target: de/dx = -e^t,   de/dt = e^t (t - x + 1)
     reduction 'batchmean': sum / x.shape[0], as torch.
+    Saved:     the tensor inputs           Double backward: yes
     """
 
     generate_vmap_rule = True
@@ -868,6 +870,7 @@ class PoissonNLLLossFunction(Rule):
     Backward:  log_input: de/dx = e^x - t,  de/dt = -x
                otherwise: de/dx = 1 - t / (x + eps),  de/dt = -log(x + eps)
                full: de/dt += (log t + 1 / (2t)) [t > 1]
+    Saved:     the tensor inputs           Double backward: yes
     """
 
     generate_vmap_rule = True
@@ -899,6 +902,7 @@ class GaussianNLLLossFunction(Rule):
     Forward:   v = max(var, eps),   e = (log v + (x - t)^2 / v) / 2   (full: + log(2 pi) / 2)
     Backward:  r = (x - t) / v,   de/dx = r,   de/dt = -r,   de/dvar = (1 / v - r^2) / 2
                (the clamp passes the gradient unchanged, as torch's clamp under no_grad)
+    Saved:     the tensor inputs           Double backward: yes
     """
 
     generate_vmap_rule = True
@@ -923,6 +927,7 @@ def _soft_margin_partials(x, t):
 class SoftMarginLossFunction(Rule):
     r"""Forward:   e = log(1 + e^{-t x})
     Backward:  de/dx = -t s(-t x)            (no gradient for t, as torch)
+    Saved:     the tensor inputs           Double backward: yes
     """
 
     generate_vmap_rule = True
@@ -946,6 +951,7 @@ def _hinge_embedding_partials(x, t, margin):
 class HingeEmbeddingLossFunction(Rule):
     r"""Forward:   e = [t != 1] max(0, margin - x) + [t != -1] x     (t is 1 or -1; as torch's formula)
     Backward:  de/dx = [t != -1] - [t != 1][margin - x >= 0]         (no gradient for t, as torch)
+    Saved:     the tensor inputs           Double backward: yes
     """
 
     generate_vmap_rule = True
@@ -971,6 +977,7 @@ def _margin_ranking_partials(x1, x2, t, margin):
 class MarginRankingLossFunction(Rule):
     r"""Forward:   e = max(0, -t (x1 - x2) + margin)
     Backward:  a = [-t (x1 - x2) + margin >= 0]:  de/dx1 = -t a,  de/dx2 = t a,  de/dt = -(x1 - x2) a
+    Saved:     the tensor inputs           Double backward: yes
     """
 
     generate_vmap_rule = True
@@ -1002,6 +1009,7 @@ class MultiLabelSoftMarginLossFunction(Rule):
     Forward:   e_c = -w_c [t_c logsigmoid(x_c) + (1 - t_c) logsigmoid(-x_c)],   averaged over c per
                row (sum / C), then reduced over the rows ('mean': over rows, as torch)
     Backward:  de/dx = w (s(x) - t),   de/dt = -w x,   de/dw = e / w (the unweighted term), each / C
+    Saved:     the tensor inputs           Double backward: yes
     """
 
     generate_vmap_rule = True
