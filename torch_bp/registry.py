@@ -136,10 +136,9 @@ LAYERS: list[Layer] = [
          double_backward=True, notes="dropout's rule with one mask bit per channel; inplace=True computed out of place"),
     _row("dropout3d", "dropout", [dropout.DropoutFunction], [(nn.Dropout3d, torch.nn.Dropout3d)],
          double_backward=True, notes="dropout's rule with one mask bit per channel; inplace=True computed out of place"),
-    _row("alpha_dropout", "dropout", [dropout.AlphaDropoutFunction, dropout.DropoutFunction],
-         [(nn.AlphaDropout, torch.nn.AlphaDropout)], double_backward=True,
-         notes="mask as bits, dropout's backward; identity and p=1 run dropout's rule, as torch"),
-    _row("feature_alpha_dropout", "dropout", [dropout.AlphaDropoutFunction, dropout.DropoutFunction],
+    _row("alpha_dropout", "dropout", [dropout.AlphaDropoutFunction], [(nn.AlphaDropout, torch.nn.AlphaDropout)],
+         double_backward=True, notes="mask as bits; dropout's saving and backward (identity and p=1: dropout's)"),
+    _row("feature_alpha_dropout", "dropout", [dropout.AlphaDropoutFunction],
          [(nn.FeatureAlphaDropout, torch.nn.FeatureAlphaDropout)], double_backward=True,
          notes="alpha dropout with one mask bit per channel"),
 

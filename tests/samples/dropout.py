@@ -57,6 +57,8 @@ def _variant_samples(make, shapes, training):
     yield Sample("empty-batch", (make(0, *big[1:]),), {"training": True})
     yield Sample("large-magnitude", (make(*big, low=-1e4, high=1e4),), {"p": 0.1, "training": True})
     yield Sample("inplace=True", (make(*big, requires_grad=False),), {"p": 0.5, "training": True, "inplace": True})
+    # spatial dims of size 1: the channel mask has x's shape (the compiled bit-mask kernels run)
+    yield Sample("spatial size 1 p=0.4", (make(*big[:2], *(1,) * (len(big) - 2)),), {"p": 0.4, "training": True})
 
 
 def _variant_modules(shapes):

@@ -19,15 +19,17 @@ def _dropout(input, p, training, inplace, noise_shape=None, alpha=False):
     of ``noise_shape`` (x's shape, or (N, C, 1, ...) for channel dropout; a callable, evaluated
     where torch makes its feature noise, so its error comes where torch's does) and the rule."""
     _check_p(p)
+    rule = (lambda x, m, s: _drop.AlphaDropoutFunction.apply(x, m, s, float(p))) if alpha else \
+        _drop.DropoutFunction.apply
     if not training or p == 0 or input.numel() == 0:  # the identity, as torch
         if not (torch.is_grad_enabled() and input.requires_grad):
             return input  # torch returns the input itself
-        return _drop.DropoutFunction.apply(input, None, None)
+        return rule(input, None, None)
     if inplace:
         _check_inplace(input)
     if p == 1:  # as torch: input * 0 (a 0-d mask and scale broadcast; nothing is stored per element)
         zero = torch.zeros((), dtype=input.dtype, device=input.device)
-        return _drop.DropoutFunction.apply(input, zero.bool(), zero)
+        return rule(input, zero.bool(), zero)
     shape = None if noise_shape is None else noise_shape()
     if not input.is_floating_point():
         raise RuntimeError(f"result type Float can't be cast to the desired output type {input.dtype} "
@@ -40,8 +42,8 @@ def _dropout(input, p, training, inplace, noise_shape=None, alpha=False):
     mask = noise.bool()
     if alpha:
         a = 1.0 / ((_drop._SELU_ALPHA_PRIME ** 2 * p + 1) * (1 - p)) ** 0.5
-        return _drop.AlphaDropoutFunction.apply(input, mask, noise.new_full((), a), float(p))
-    return _drop.DropoutFunction.apply(input, mask, noise.new_ones(()).div_(1 - p))
+        return rule(input, mask, noise.new_full((), a))
+    return rule(input, mask, noise.new_ones(()).div_(1 - p))
 
 
 def _feature_shape(input, batched=True):

@@ -194,9 +194,14 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     ignore_index = -100 if ignore_index is None else ignore_index
     if probabilities or out_features:  # composed of our linear and cross_entropy rules
         w2 = linear_weight.reshape(-1, input.shape[-1])
-        logits = _linear(input, w2, None if linear_bias is None else linear_bias.reshape(-1))
-        return cross_entropy(logits.reshape(logits_shape), target, weight, ignore_index=ignore_index,
-                             reduction=reduction, label_smoothing=label_smoothing)
+        logits = _linear(input, w2, None if linear_bias is None else linear_bias.reshape(-1)).reshape(logits_shape)
+        if out_features and not probabilities and reduction != "none" and tuple(target.shape) == (
+                input.shape[0], *out_features):
+            # class indices of a K-dim head: the (N * d_1 ... d_K, C) rows of the class dim (the same
+            # sums: each position is a row of its own)
+            logits, target = logits.movedim(1, -1).reshape(-1, n_cls), target.reshape(-1)
+        return cross_entropy(logits, target, weight, ignore_index=ignore_index, reduction=reduction,
+                             label_smoothing=label_smoothing)
 
     input, linear_weight, linear_bias = autocast_inputs("linear", input, linear_weight, linear_bias)
     # under autocast: the matmuls in the autocast dtype, the loss in float32 (torch's cross_entropy)

@@ -87,6 +87,7 @@ class AlphaDropoutFunction(Rule):
     Backward:  grad_x = grad_y * m * a     (b is a constant: the same backward as Dropout's,
                with scale a, so :class:`DropoutFunction`'s saving and backward are reused)
     Saved:     m as 1 bit per element, a (0-d, x's dtype)
+    Identity (mask None) and p = 1 (x * 0): as :class:`DropoutFunction`, as torch.
     Double backward: yes (linear in grad_y)
     NOTE: the forward repeats torch's ops in x's dtype (noise - 1, * alpha' a, + alpha' a p;
     noise * a; x * noise + b), so output and gradient equal torch's bit for bit.
@@ -98,6 +99,8 @@ class AlphaDropoutFunction(Rule):
 
     @staticmethod
     def forward(x, mask, scale, p):
+        if mask is None or p == 1:  # the identity, and x * 0 (p = 1), as torch: :class:`DropoutFunction`'s
+            return DropoutFunction.forward(x, mask, scale)
         a = 1.0 / math.sqrt((_SELU_ALPHA_PRIME ** 2 * p + 1) * (1 - p))
         noise = mask.to(x.dtype)
         b = noise.add(-1).mul_(_SELU_ALPHA_PRIME * a).add_(_SELU_ALPHA_PRIME * a * p)
