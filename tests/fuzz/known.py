@@ -369,11 +369,12 @@ def _gaussian_low_precision_overflow(case, ours=None, ref=None):
 
 def _empty_sum_uninitialised(case, ours=None, ref=None):
     x = case.value("input")
-    return isinstance(x, torch.Tensor) and x.numel() == 0 and case.value("reduction") == "sum"
+    return isinstance(x, torch.Tensor) and x.numel() == 0 and case.value("reduction") in (None, "mean", "sum")
 
 
 _EMPTY_SUM = (_empty_sum_uninitialised, "torch's CPU multi_margin_loss / multilabel_margin_loss with an empty "
-                                        "batch and reduction='sum' return an uninitialised value; ours is 0")
+                                        "batch and reduction 'sum' or 'mean' return an uninitialised value; ours "
+                                        "is 0 (sum) or NaN (mean: 0 / 0)")
 
 def _nonfinite_input_nan_placement(case, ours, ref):
     """A non-finite input, and wherever we differ torch is NaN or both are non-finite."""

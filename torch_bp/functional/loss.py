@@ -379,10 +379,8 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     if target.dim() == 0 and not (input1.dim() == 1 and input2.dim() == 1):
         raise RuntimeError(f"0D target tensor expects 1D input tensors, but found inputs with sizes "
                            f"{list(input1.shape)} and {list(input2.shape)}.")
-    if input1.shape != input2.shape or input1.shape[:-1] != target.shape:
-        torch.broadcast_shapes(input1.shape, input2.shape)  # torch's size error
-        raise RuntimeError(f"cosine_embedding_loss: expected inputs of one shape and a target of their rows, got "
-                           f"{list(input1.shape)}, {list(input2.shape)} and {list(target.shape)}")
+    rows = torch.broadcast_shapes(input1.shape, input2.shape)[:-1]  # torch's size error
+    torch.broadcast_shapes(rows, target.shape)
     if not torch.promote_types(input1.dtype, input2.dtype).is_floating_point:
         raise RuntimeError("cosine_embedding_loss: expected floating point inputs")
     return _loss.CosineEmbeddingLossFunction.apply(input1, input2, target, float(margin), reduction)

@@ -66,6 +66,12 @@ class PairwiseDistanceFunction(Rule):
 
 
 # --- CosineSimilarity ---
+def _common(x1, x2):
+    """x1, x2 in their common (floating) dtype, opmath, broadcast (torch accepts an integer side)."""
+    dtype = torch.promote_types(x1.dtype, x2.dtype)
+    return torch.broadcast_tensors(opmath(x1.to(dtype)), opmath(x2.to(dtype)))
+
+
 class CosineSimilarityFunction(Rule):
     r"""Forward:   n_k = ||x_k|| over ``dim``,  c_k = max(n_k, eps) (a clamp without gradient, as torch),
                y = sum((x1 / c1) (x2 / c2)) over ``dim``
@@ -78,7 +84,7 @@ class CosineSimilarityFunction(Rule):
 
     @staticmethod
     def forward(x1, x2, dim, eps):
-        a, b = torch.broadcast_tensors(opmath(x1), opmath(x2))
+        a, b = _common(x1, x2)
         c1 = torch.linalg.vector_norm(a, 2, dim, True).clamp_min(eps)
         c2 = torch.linalg.vector_norm(b, 2, dim, True).clamp_min(eps)
         return ((a / c1) * (b / c2)).sum(dim).to(torch.promote_types(x1.dtype, x2.dtype))
@@ -91,7 +97,7 @@ class CosineSimilarityFunction(Rule):
     @staticmethod
     def backward(ctx, g):
         x1, x2, y = ctx.saved_tensors
-        a, b = torch.broadcast_tensors(opmath(x1), opmath(x2))
+        a, b = _common(x1, x2)
         n1, n2 = torch.linalg.vector_norm(a, 2, ctx.dim, True), torch.linalg.vector_norm(b, 2, ctx.dim, True)
         c1, c2 = n1.clamp_min(ctx.eps), n2.clamp_min(ctx.eps)
         gf, yf = opmath(g).unsqueeze(ctx.dim), opmath(y).unsqueeze(ctx.dim)

@@ -1036,7 +1036,7 @@ _COSINE_EPS = 1e-12  # torch's EPSILON in cosine_embedding_loss
 
 
 class CosineEmbeddingLossFunction(Rule):
-    r"""Rows x1, x2 (N, D) (or (D,) with a 0-d target), target t in {1, -1}.
+    r"""Rows x1, x2 (N, D) (or (D,) with a 0-d target; broadcast), target t in {1, -1}.
 
     Forward:   m_k = sum(x_k^2) + 1e-12,   c = sum(x1 x2) / sqrt(m1 m2)     (per row, as torch)
                e = 1 - c if t = 1;   max(0, c - margin) if t = -1;   0 otherwise
@@ -1069,9 +1069,11 @@ class CosineEmbeddingLossFunction(Rule):
         c = (a * b).sum(-1, keepdim=True) / den
         tt = t.unsqueeze(-1)
         dc = -(tt == 1).to(a.dtype) + ((tt == -1) & (c - ctx.margin >= 0)).to(a.dtype)
-        ge = _row_grad(ctx, grad_out, t.numel()).reshape(dc.shape) * dc
-        grad_x1 = (ge * (b / den - c * a / m1)).to(x1.dtype) if ctx.needs_input_grad[0] else None
-        grad_x2 = (ge * (a / den - c * b / m2)).to(x2.dtype) if ctx.needs_input_grad[1] else None
+        n = math.prod(torch.broadcast_shapes(c.shape[:-1], t.shape))
+        ge = _elem_grad(opmath(grad_out), n, None, ctx.reduction, False)
+        ge = (ge if ge.dim() == 0 else ge.unsqueeze(-1)) * dc
+        grad_x1 = sum_to_size(ge * (b / den - c * a / m1), x1.shape).to(x1.dtype) if ctx.needs_input_grad[0] else None
+        grad_x2 = sum_to_size(ge * (a / den - c * b / m2), x2.shape).to(x2.dtype) if ctx.needs_input_grad[1] else None
         return grad_x1, grad_x2, None, None, None
 
 
