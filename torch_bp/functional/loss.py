@@ -441,6 +441,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     _no_low_precision_cpu(input, "multi_margin_loss_cpu_kernel")
     if target.dtype != torch.int64:
         raise RuntimeError(f"expected scalar type Long but found {target.dtype} (multi_margin_loss target)")
+    if weight is not None and weight.dtype != input.dtype:
+        raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (multi_margin_loss weight)")
     _no_grad_for("multi_margin_loss", weight=weight)
     if _data_checks() and target.numel() and bool(((target < 0) | (target >= c)).any()):
         raise RuntimeError("target out of range")

@@ -1128,7 +1128,7 @@ class TripletHingeFunction(Rule):
 class MultiMarginLossFunction(Rule):
     r"""Multi-class hinge: x (N, C), y (N,) class indices, class weight w (C,) or None, p in {1, 2}.
 
-    Forward:   z_i = margin - x_y + x_i,   e = w_y sum_{i != y} max(z_i, 0)^p / C
+    Forward:   z_i = margin - x_y + x_i,   e = w_y sum_{i != y, z_i > 0} z_i^p / C   (a NaN z_i is skipped, as torch)
     Backward:  for i != y with z_i > 0 (strictly, as torch):  h_i = w_y p z_i^{p-1} / C,
                de/dx_i = h_i,   de/dx_y = -sum_i h_i          (no gradient for y, w)
     Saved:     x, y, w                   Double backward: yes
@@ -1139,7 +1139,7 @@ class MultiMarginLossFunction(Rule):
     @staticmethod
     def forward(x, y, w, p, margin, reduction):
         z, keep, wy = _multi_margin_terms(opmath(x), y, w, margin)
-        e = (z.clamp_min(0).pow(p) * keep).sum(-1) * wy / x.shape[-1]
+        e = torch.where((z > 0) & (keep > 0), z, 0).pow(p).sum(-1) * wy / x.shape[-1]  # selects: NaN z skipped
         return _reduce(e, None, reduction, False).to(x.dtype)
 
     @staticmethod
@@ -1154,9 +1154,9 @@ class MultiMarginLossFunction(Rule):
             return None, None, None, None, None, None
         xf = opmath(x)
         z, keep, wy = _multi_margin_terms(xf, y, w, ctx.margin)
-        hot = keep * (z > 0).to(xf.dtype)
-        h = hot if ctx.p == 1 else 2 * z * hot
-        h = h * (wy / x.shape[-1] * _row_grad(ctx, grad_out, y.numel()).reshape(wy.shape)).unsqueeze(-1)
+        on = (keep > 0) & (z > 0)  # selects: a skipped (or NaN) z gives no gradient, whatever w_y is, as torch
+        scale = (wy / x.shape[-1] * _row_grad(ctx, grad_out, y.numel()).reshape(wy.shape)).unsqueeze(-1)
+        h = torch.where(on, scale if ctx.p == 1 else 2 * z * scale, 0)
         grad = h.scatter_add(-1, y.unsqueeze(-1), -h.sum(-1, keepdim=True))
         return grad.to(x.dtype), None, None, None, None, None
 
@@ -1175,7 +1175,7 @@ class MultiLabelMarginLossFunction(Rule):
     r"""Multi-label hinge: x (N, C), targets y (N, C) of class indices ended by the first -1.
 
     With J = the listed targets of a row, and i over the classes not in J:
-    Forward:   z_ji = 1 - (x_j - x_i),   e = sum_{j in J} sum_{i not in J} max(z_ji, 0) / C
+    Forward:   z_ji = 1 - (x_j - x_i),   e = sum_{j in J} sum_{i not in J, z_ji > 0} z_ji / C  (NaN skipped, as torch)
     Backward:  a_ji = [z_ji > 0] (strictly, as torch):  de/dx_i = sum_j a_ji / C,
                de/dx_j = -sum_i a_ji / C                 (no gradient for y)
     Saved:     x, y                      Double backward: yes (the gradient is constant in x)
@@ -1186,7 +1186,7 @@ class MultiLabelMarginLossFunction(Rule):
     @staticmethod
     def forward(x, y, reduction):
         z, pairs = _multilabel_margin_terms(opmath(x), y)
-        e = (z.clamp_min(0) * pairs).sum((-2, -1)) / x.shape[-1]
+        e = torch.where((z > 0) & pairs, z, 0).sum((-2, -1)) / x.shape[-1]  # selects: a NaN z is skipped
         return _reduce(e, None, reduction, False).to(x.dtype)
 
     @staticmethod
@@ -1203,7 +1203,7 @@ class MultiLabelMarginLossFunction(Rule):
         z, pairs = _multilabel_margin_terms(xf, y)
         n = y.numel() // y.shape[-1]
         ge = _row_grad(ctx, grad_out, n).reshape(y.shape[:-1] + (1, 1)) / x.shape[-1]
-        a = (z > 0).to(xf.dtype) * pairs * ge                 # (..., j, i)
+        a = ((z > 0) & pairs).to(xf.dtype) * ge              # (..., j, i)
         safe = torch.where(_listed(y), y, 0)
         grad = a.sum(-2).scatter_add(-1, safe, -a.sum(-1))     # pairs are 0 on unlisted j
         return grad.to(x.dtype), None, None
@@ -1220,5 +1220,5 @@ def _multilabel_margin_terms(xf, y):
     safe = torch.where(listed, y, 0)
     is_target = torch.zeros_like(safe).scatter_add(-1, safe, listed.long()) > 0  # (duplicate indices: add)
     z = 1 - xf.gather(-1, safe).unsqueeze(-1) + xf.unsqueeze(-2)
-    pairs = (listed.unsqueeze(-1) & ~is_target.unsqueeze(-2)).to(xf.dtype)
+    pairs = listed.unsqueeze(-1) & ~is_target.unsqueeze(-2)
     return z, pairs
