@@ -401,6 +401,8 @@ TORCH_QUIRKS: dict[str, list] = {
     "bilinear": [_NAN_PLACEMENT],
     "cosine_similarity": [_NAN_PLACEMENT],
     "pairwise_distance": [_NAN_PLACEMENT],
+    "poisson_nll_loss": [_NAN_PLACEMENT],
+    "multilabel_soft_margin_loss": [_NAN_PLACEMENT],
     "multilabel_margin_loss": [_EMPTY_SUM],
     "soft_margin_loss": [(_soft_margin_overflow, "torch's soft_margin_loss backward is -t z / (1 + z) with z = "
                                                  "exp(-t x): inf / inf = NaN once z overflows (or t, x are "

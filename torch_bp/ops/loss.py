@@ -772,7 +772,8 @@ def _pointwise_grads(ctx, grad_out, partials, rows=False):
     elif ctx.reduction == "none" and rows:
         ge = ge.unsqueeze(-1)
     grads = tuple(
-        sum_to_size(ge * d, t.shape).to(t.dtype) if (need and t is not None and d is not None) else None
+        sum_to_size((ge * d).broadcast_to(shape), t.shape).to(t.dtype)  # (a partial may not depend on t)
+        if (need and t is not None and d is not None) else None
         for t, d, need in zip(tensors, ds, ctx.needs_input_grad))
     return grads + (None, None)
 
