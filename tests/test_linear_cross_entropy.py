@@ -36,7 +36,7 @@ def _inputs(n=11, d=6, v=7, bias=True, dtype=DT, lead=(), seed=0):
 def _grads(fn, x, w, b, y, upstream=None, **kw):
     leaves = [t.detach().clone().requires_grad_() for t in (x, w, b) if t is not None]
     xx, ww, bb = leaves[0], leaves[1], (leaves[2] if b is not None else None)
-    out = fn(xx, ww, y, bb, **kw)
+    out = fn(xx, ww, y, linear_bias=bb, **kw)
     u = torch.ones_like(out) * 0.7 if upstream is None else upstream
     out.backward(u)
     return out.detach(), [t.grad for t in leaves]
@@ -60,13 +60,42 @@ def test_options_match_torch(mode, reduction):
 
 
 def test_leading_dims_and_chunks_across_them():
-    """x (B, T, d), y (B, T): chunks of 4 rows straddle the sequences; 'none' has y's shape."""
+    """The module LinearCrossEntropy takes x (B, T, d), y (B, T) (torch's functional takes 1-d or
+    2-d inputs only): chunks of 4 rows straddle the sequences; 'none' has y's shape."""
     x, w, b, y = _inputs(n=5, lead=(3,))
     for reduction in ("mean", "none"):
-        ours = F.linear_cross_entropy(x, w, y, b, reduction=reduction, chunk_size=4)
-        ref = REF(x, w, y, b, reduction=reduction)
-        assert ours.shape == ref.shape == (() if reduction == "mean" else (3, 5))
-        assert_close(ours, ref, DT, what=reduction)
+        head = torch_bp.nn.LinearCrossEntropy(6, 7, reduction=reduction, chunk_size=4, dtype=DT)
+        head.load_state_dict({"weight": w.detach(), "bias": b.detach()})
+        ours = head(x, y)
+        ref = REF(x.reshape(15, 6), w, y.reshape(15), linear_bias=b, reduction=reduction)
+        assert ours.shape == (() if reduction == "mean" else (3, 5))
+        assert_close(ours.reshape(ref.shape), ref, DT, what=reduction)
+
+
+def test_signature_is_torchs():
+    """torch's parameters, names, kinds and defaults, then our keyword-only extras."""
+    import inspect
+    ours = list(inspect.signature(F.linear_cross_entropy).parameters.values())
+    ref = list(inspect.signature(TF.linear_cross_entropy).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in ours[:len(ref)]] == [(p.name, p.kind, p.default) for p in ref]
+    assert [(p.name, p.kind) for p in ours[len(ref):]] == [("chunk_size", inspect.Parameter.KEYWORD_ONLY),
+                                                          ("mode", inspect.Parameter.KEYWORD_ONLY)]
+
+
+@pytest.mark.parametrize("mode", ["fused", "recompute"])
+def test_class_weights_match_torch(mode):
+    """``weight`` is torch's class weight: with ignore_index and label smoothing, every reduction."""
+    for reduction, smooth, chunk in itertools.product(("mean", "sum", "none"), (0.0, 0.3), (None, 4)):
+        x, w, b, y = _inputs()
+        cw = torch.rand(7, dtype=DT) + 0.2
+        kw = dict(weight=cw, ignore_index=3, reduction=reduction, label_smoothing=smooth)
+        up = torch.randn(11, dtype=DT) if reduction == "none" else None
+        ours, g_ours = _grads(F.linear_cross_entropy, x, w, b, y, up, chunk_size=chunk, mode=mode, **kw)
+        ref, g_ref = _grads(REF, x, w, b, y, up, **kw)
+        what = f"{mode} {reduction} a={smooth} chunk={chunk}"
+        assert_close(ours, ref, DT, what=what + " loss")
+        for i, (p, q) in enumerate(zip(g_ours, g_ref)):
+            assert_close(p, q, DT, what=f"{what} grad {i}")
 
 
 class _LargestTensor(TorchDispatchMode):
@@ -91,9 +120,9 @@ def test_never_materialises_the_logits(mode):
     n, d, v, chunk = 256, 8, 300, 32
     x, w, b, y = _inputs(n, d, v, dtype=torch.float32)
     with _LargestTensor() as ours:
-        F.linear_cross_entropy(x, w, y, b, chunk_size=chunk, mode=mode).backward()
+        F.linear_cross_entropy(x, w, y, linear_bias=b, chunk_size=chunk, mode=mode).backward()
     with _LargestTensor() as ref:
-        REF(x, w, y, b).backward()
+        REF(x, w, y, linear_bias=b).backward()
     assert ref.largest == n * v
     assert ours.largest == max(chunk * v, v * d, n * d), ours.largest
 
@@ -101,8 +130,8 @@ def test_never_materialises_the_logits(mode):
 def _saved(mode, n, d, v):
     from experiments.benchmarks.measure import saved_bytes
     x, w, b, y = _inputs(n, d, v, dtype=torch.float32)
-    fn = REF if mode == "torch" else lambda *a: F.linear_cross_entropy(*a, mode=mode)
-    return saved_bytes(lambda: fn(x, w, y, b), (x, w, b, y))
+    fn = REF if mode == "torch" else lambda *a, **k: F.linear_cross_entropy(*a, mode=mode, **k)
+    return saved_bytes(lambda: fn(x, w, y, linear_bias=b), (x, w, b, y))
 
 
 def test_saved_bytes():
@@ -122,12 +151,12 @@ def test_no_grad_and_frozen_head():
     from experiments.benchmarks.measure import saved_bytes
     x, w, b, y = _inputs(64, 8, 50, dtype=torch.float32)
     with torch.no_grad():
-        out = F.linear_cross_entropy(x, w, y, b)
+        out = F.linear_cross_entropy(x, w, y, linear_bias=b)
     assert out.grad_fn is None
-    assert_close(out, REF(x, w, y, b).detach(), torch.float32)
+    assert_close(out, REF(x, w, y, linear_bias=b).detach(), torch.float32)
     w.requires_grad_(False)
     b.requires_grad_(False)
-    assert saved_bytes(lambda: F.linear_cross_entropy(x, w, y, b), (x, w, b, y)) == 4 * 64 * 8
+    assert saved_bytes(lambda: F.linear_cross_entropy(x, w, y, linear_bias=b), (x, w, b, y)) == 4 * 64 * 8
 
 
 def test_bfloat16_close_to_float64():
@@ -145,15 +174,16 @@ def test_bfloat16_close_to_float64():
 def test_errors():
     x, w, b, y = _inputs(4, 3, 5, dtype=torch.float32)
     cases = [
-        (lambda: F.linear_cross_entropy(x, w, y[:3], b), ValueError, "expected target of shape"),
-        (lambda: F.linear_cross_entropy(x, w.double(), y, b), RuntimeError, "weight of the input's dtype"),
-        (lambda: F.linear_cross_entropy(x, w, y, b[:4]), RuntimeError, "bias of shape"),
-        (lambda: F.linear_cross_entropy(x[:, :2], w, y, b), RuntimeError, "in_features"),
-        (lambda: F.linear_cross_entropy(x, w, y.int(), b), RuntimeError, "Long or Byte"),
-        (lambda: F.linear_cross_entropy(x, w, y, b, mode="fast"), ValueError, "mode"),
-        (lambda: F.linear_cross_entropy(x, w, y, b, chunk_size=0), ValueError, "chunk_size"),
-        (lambda: F.linear_cross_entropy(x, w, torch.full((4,), 5), b), IndexError, "out of bounds"),
-        (lambda: F.linear_cross_entropy(x, w, y, b, reduction="avg"), ValueError, "reduction"),
+        (lambda: F.linear_cross_entropy(x, w, y[:3], linear_bias=b), ValueError, "batch_size"),
+        (lambda: F.linear_cross_entropy(x, w.double(), y, linear_bias=b), RuntimeError, "weight of the input's dtype"),
+        (lambda: F.linear_cross_entropy(x, w, y, linear_bias=b[:4]), RuntimeError, "linear_bias shape"),
+        (lambda: F.linear_cross_entropy(x[None], w, y[None], linear_bias=b), RuntimeError, "dimensionality 1 or 2"),
+        (lambda: F.linear_cross_entropy(x[:, :2], w, y, linear_bias=b), RuntimeError, "in_features"),
+        (lambda: F.linear_cross_entropy(x, w, y.int(), linear_bias=b), RuntimeError, "Long or Byte"),
+        (lambda: F.linear_cross_entropy(x, w, y, linear_bias=b, mode="fast"), ValueError, "mode"),
+        (lambda: F.linear_cross_entropy(x, w, y, linear_bias=b, chunk_size=0), ValueError, "chunk_size"),
+        (lambda: F.linear_cross_entropy(x, w, torch.full((4,), 5), linear_bias=b), IndexError, "out of bounds"),
+        (lambda: F.linear_cross_entropy(x, w, y, linear_bias=b, reduction="avg"), ValueError, "reduction"),
     ]
     for fn, exc, msg in cases:
         with pytest.raises(exc, match=msg):
@@ -198,8 +228,8 @@ def test_autocast():
     """CPU autocast: the matmuls in bfloat16, the loss in float32, as torch's linear and cross_entropy."""
     x, w, b, y = _inputs(20, 8, 13, dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        ours = F.linear_cross_entropy(x, w, y, b)
-        ref = REF(x, w, y, b)
+        ours = F.linear_cross_entropy(x, w, y, linear_bias=b)
+        ref = REF(x, w, y, linear_bias=b)
     assert ours.dtype == ref.dtype == torch.float32
     g, gr = torch.autograd.grad(ours, (x, w)), torch.autograd.grad(ref, (x, w))
     assert_close(ours, ref, torch.bfloat16)

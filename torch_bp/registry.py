@@ -24,6 +24,7 @@ from .ops import conv, pooling
 from .ops import padding, resample  # padding / resampling family
 from .ops import attention, recurrent  # attention / recurrent family
 from .ops import pointwise, rotary  # rules that real models need
+from .ops import distance
 from .nn.rnn import torch_reference as rnn_reference  # attention / recurrent family
 
 
@@ -66,20 +67,13 @@ def _linear_activation_reference(input, weight, bias=None, activation="relu", ap
     return TF.gelu(h, approximate=approximate) if activation == "gelu" else getattr(TF, activation)(h)
 
 
-def _linear_cross_entropy_reference(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
-                                    label_smoothing=0.0, *, chunk_size=None, mode="fused"):
-    """torch's cross_entropy(linear(x, W, b), y) with x flattened to rows (N, d) and y to (N,), the
-    reference of torch_bp.functional.linear_cross_entropy (``chunk_size`` and ``mode`` change nothing).
-    NOTE: flattened first, so that torch's 2-d linear (addmm) runs for any input: on 1-d and >2-d
-    inputs torch's linear adds the bias with type promotion instead of rejecting another dtype."""
-    if input.dim() == 0:
-        return TF.linear(input, weight, bias)  # torch's error
-    z = TF.linear(input.reshape(math.prod(input.shape[:-1]), input.shape[-1]), weight, bias)
-    if tuple(target.shape) != tuple(input.shape[:-1]):
-        raise ValueError(f"expected target of shape {list(input.shape[:-1])}, got {list(target.shape)}")
-    loss = TF.cross_entropy(z, target.reshape(-1), ignore_index=ignore_index, reduction=reduction,
-                            label_smoothing=label_smoothing)
-    return loss.reshape(target.shape) if reduction == "none" else loss
+def _linear_cross_entropy_reference(input, linear_weight, target, *, linear_bias=None, weight=None,
+                                    reduction="mean", ignore_index=None, label_smoothing=0.0, options=None,
+                                    chunk_size=None, mode="fused"):
+    """torch's F.linear_cross_entropy (its reference path, options=None), with our keyword-only extras
+    ``chunk_size`` and ``mode`` accepted and ignored: the reference of torch_bp.functional.linear_cross_entropy."""
+    return TF.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
+                                   reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
 def _rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
@@ -111,14 +105,63 @@ LAYERS: list[Layer] = [
     _row("sigmoid", "activation", [activation.SigmoidFunction], [(nn.Sigmoid, torch.nn.Sigmoid)],
          double_backward=True, reference=torch.sigmoid),
     # --- core: softmax / log_softmax ---
-    _row("softmax", "activation", [activation.SoftmaxFunction], [(nn.Softmax, torch.nn.Softmax)],
-         double_backward=True, autocast="fp32_cuda"),
+    _row("softmax", "activation", [activation.SoftmaxFunction],
+         [(nn.Softmax, torch.nn.Softmax), (nn.Softmax2d, torch.nn.Softmax2d)], double_backward=True,
+         notes="Softmax2d is softmax over dim -3 of a 3-d or 4-d input, as torch", autocast="fp32_cuda"),
     _row("log_softmax", "activation", [activation.LogSoftmaxFunction], [(nn.LogSoftmax, torch.nn.LogSoftmax)],
          double_backward=True, autocast="fp32_cuda"),
     # --- core: dropout ---
     _row("dropout", "dropout", [dropout.DropoutFunction], [(nn.Dropout, torch.nn.Dropout)], double_backward=True,
          notes="inplace=True computed out of place; on CUDA the mask differs from torch's (fused kernel)"),
     # (more activations and dropout variants: below this line)
+    # --- more activations: one elementwise pattern (ops/activation.py) ---
+    _row("hardtanh", "activation", [activation.HardtanhFunction], [(nn.Hardtanh, torch.nn.Hardtanh)],
+         double_backward=True, notes="inplace=True computed out of place"),
+    _row("relu6", "activation", [activation.HardtanhFunction], [(nn.ReLU6, torch.nn.ReLU6)], double_backward=True,
+         notes="hardtanh(0, 6), as torch; inplace=True computed out of place"),
+    _row("hardswish", "activation", [activation.HardswishFunction], [(nn.Hardswish, torch.nn.Hardswish)],
+         double_backward=True, notes="inplace=True computed out of place"),
+    _row("hardsigmoid", "activation", [activation.HardsigmoidFunction], [(nn.Hardsigmoid, torch.nn.Hardsigmoid)],
+         double_backward=True, notes="inplace=True computed out of place"),
+    _row("hardshrink", "activation", [activation.HardshrinkFunction], [(nn.Hardshrink, torch.nn.Hardshrink)],
+         double_backward=True),
+    _row("softshrink", "activation", [activation.SoftshrinkFunction], [(nn.Softshrink, torch.nn.Softshrink)],
+         double_backward=True),
+    _row("threshold", "activation", [activation.ThresholdFunction], [(nn.Threshold, torch.nn.Threshold)],
+         double_backward=True, notes="inplace=True computed out of place"),
+    _row("selu", "activation", [activation.ScaledELUFunction], [(nn.SELU, torch.nn.SELU)], double_backward=True,
+         notes="torch's elu with selu's coefficients (one rule with celu); inplace=True computed out of place"),
+    _row("celu", "activation", [activation.ScaledELUFunction], [(nn.CELU, torch.nn.CELU)], double_backward=True,
+         notes="torch's elu with input scale 1/alpha (one rule with selu); inplace=True computed out of place"),
+    _row("mish", "activation", [activation.MishFunction], [(nn.Mish, torch.nn.Mish)], double_backward=True,
+         notes="inplace=True computed out of place"),
+    _row("logsigmoid", "activation", [activation.LogSigmoidFunction], [(nn.LogSigmoid, torch.nn.LogSigmoid)],
+         double_backward=True),
+    _row("softsign", "activation", [activation.SoftsignFunction], [(nn.Softsign, torch.nn.Softsign)],
+         double_backward=True),
+    _row("tanhshrink", "activation", [activation.TanhshrinkFunction], [(nn.Tanhshrink, torch.nn.Tanhshrink)],
+         double_backward=True),
+    _row("glu", "activation", [activation.GLUFunction], [(nn.GLU, torch.nn.GLU)], double_backward=True),
+    _row("prelu", "activation", [activation.PReLUFunction], [(nn.PReLU, torch.nn.PReLU)], double_backward=True,
+         autocast="lower"),
+    _row("rrelu", "activation", [activation.RReLUFunction, activation.LeakyReLUFunction],
+         [(nn.RReLU, torch.nn.RReLU)], double_backward=True,
+         notes="training: slopes drawn as torch's CPU kernel (same seed, same slopes), saved in x's dtype; "
+               "eval: leaky_relu with the mean slope, as torch; inplace=True computed out of place"),
+    _row("softmin", "activation", [activation.SoftmaxFunction], [(nn.Softmin, torch.nn.Softmin)],
+         double_backward=True, notes="composed: softmax(-x), as torch (the rule is softmax's)"),
+    # --- dropout variants: dropout's rule with a per-channel mask; alpha dropout ---
+    _row("dropout1d", "dropout", [dropout.DropoutFunction], [(nn.Dropout1d, torch.nn.Dropout1d)],
+         double_backward=True, notes="dropout's rule with one mask bit per channel; inplace=True computed out of place"),
+    _row("dropout2d", "dropout", [dropout.DropoutFunction], [(nn.Dropout2d, torch.nn.Dropout2d)],
+         double_backward=True, notes="dropout's rule with one mask bit per channel; inplace=True computed out of place"),
+    _row("dropout3d", "dropout", [dropout.DropoutFunction], [(nn.Dropout3d, torch.nn.Dropout3d)],
+         double_backward=True, notes="dropout's rule with one mask bit per channel; inplace=True computed out of place"),
+    _row("alpha_dropout", "dropout", [dropout.AlphaDropoutFunction], [(nn.AlphaDropout, torch.nn.AlphaDropout)],
+         double_backward=True, notes="mask as bits; dropout's saving and backward (identity and p=1: dropout's)"),
+    _row("feature_alpha_dropout", "dropout", [dropout.AlphaDropoutFunction],
+         [(nn.FeatureAlphaDropout, torch.nn.FeatureAlphaDropout)], double_backward=True,
+         notes="alpha dropout with one mask bit per channel"),
 
     # --- core: embedding ---
     _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],
@@ -140,11 +183,48 @@ LAYERS: list[Layer] = [
          autocast="fp32"),
     _row("binary_cross_entropy_with_logits", "loss", [loss.BCEWithLogitsFunction],
          [(nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss)], double_backward=True, autocast="fp32"),
-    _row("linear_cross_entropy", "loss", [loss.LinearCrossEntropyFunction],
-         reference=_linear_cross_entropy_reference,
-         notes="torch_bp only: cross_entropy(linear(x, W, b), y) over chunks of rows, never the (N, V) "
-               "logits (module: LinearCrossEntropy, loads nn.Linear's state_dict); no class weights", autocast="lower"),
+    _row("linear_cross_entropy", "loss",
+         [loss.LinearCrossEntropyFunction, linear.LinearFunction, loss.CrossEntropyFunction,
+          loss.SoftCrossEntropyFunction],
+         [(nn.LinearCrossEntropyLoss, torch.nn.LinearCrossEntropyLoss)], reference=_linear_cross_entropy_reference,
+         notes="torch's signature and semantics (class weights, K-dim heads, probability targets) plus keyword-only "
+               "chunk_size and mode; class indices of a (C, d) head: over chunks of rows, never the (N, C) logits; "
+               "K-dim heads and probability targets: composed of our linear and cross_entropy rules; "
+               "LinearCrossEntropy (ours) takes (*, d) inputs and loads nn.Linear's state_dict", autocast="lower"),
     # (more losses: below this line)
+    # --- more pointwise losses: one pattern (ops/loss.py) ---
+    _row("binary_cross_entropy", "loss", [loss.BCELossFunction], [(nn.BCELoss, torch.nn.BCELoss)],
+         double_backward=True, notes="weight takes no gradient, as torch", autocast="fp32"),
+    _row("kl_div", "loss", [loss.KLDivLossFunction], [(nn.KLDivLoss, torch.nn.KLDivLoss)], double_backward=True,
+         notes="batchmean in the rule; d/dtarget is NaN at target 0, as torch's autograd of xlogy", autocast="fp32"),
+    _row("poisson_nll_loss", "loss", [loss.PoissonNLLLossFunction], [(nn.PoissonNLLLoss, torch.nn.PoissonNLLLoss)],
+         double_backward=True, autocast="fp32"),
+    _row("gaussian_nll_loss", "loss", [loss.GaussianNLLLossFunction],
+         [(nn.GaussianNLLLoss, torch.nn.GaussianNLLLoss)], double_backward=True,
+         notes="var clamped at eps with the gradient passed unchanged, as torch"),
+    _row("soft_margin_loss", "loss", [loss.SoftMarginLossFunction], [(nn.SoftMarginLoss, torch.nn.SoftMarginLoss)],
+         double_backward=True, notes="target takes no gradient, as torch", autocast="fp32"),
+    _row("hinge_embedding_loss", "loss", [loss.HingeEmbeddingLossFunction],
+         [(nn.HingeEmbeddingLoss, torch.nn.HingeEmbeddingLoss)], double_backward=True, autocast="fp32"),
+    _row("margin_ranking_loss", "loss", [loss.MarginRankingLossFunction],
+         [(nn.MarginRankingLoss, torch.nn.MarginRankingLoss)], double_backward=True, autocast="fp32"),
+    _row("multilabel_soft_margin_loss", "loss", [loss.MultiLabelSoftMarginLossFunction],
+         [(nn.MultiLabelSoftMarginLoss, torch.nn.MultiLabelSoftMarginLoss)], double_backward=True,
+         notes="weight takes a gradient, as torch's composite"),
+    # --- row losses ---
+    _row("cosine_embedding_loss", "loss", [loss.CosineEmbeddingLossFunction],
+         [(nn.CosineEmbeddingLoss, torch.nn.CosineEmbeddingLoss)], double_backward=True, autocast="fp32"),
+    _row("triplet_margin_loss", "loss", [loss.TripletHingeFunction, distance.PairwiseDistanceFunction],
+         [(nn.TripletMarginLoss, torch.nn.TripletMarginLoss)], double_backward=True,
+         notes="composed: our pairwise_distance rule, then the hinge rule (swap's minimum inside it)", autocast="fp32"),
+    _row("triplet_margin_with_distance_loss", "loss", [loss.TripletHingeFunction, distance.PairwiseDistanceFunction],
+         [(nn.TripletMarginWithDistanceLoss, torch.nn.TripletMarginWithDistanceLoss)], double_backward=True,
+         notes="composed: distance_function (default: our pairwise_distance), then the hinge rule"),
+    _row("multi_margin_loss", "loss", [loss.MultiMarginLossFunction], [(nn.MultiMarginLoss, torch.nn.MultiMarginLoss)],
+         double_backward=True, notes="hinge active where z > 0 strictly, as torch", autocast="fp32"),
+    _row("multilabel_margin_loss", "loss", [loss.MultiLabelMarginLossFunction],
+         [(nn.MultiLabelMarginLoss, torch.nn.MultiLabelMarginLoss)], double_backward=True,
+         notes="hinge active where z > 0 strictly, as torch", autocast="fp32"),
 
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)],
@@ -248,6 +328,14 @@ LAYERS: list[Layer] = [
          reference=torch.lstm_cell, double_backward=True, autocast="lower_cuda"),
     _row("gru_cell", "recurrent", [recurrent.GRUCellFunction], [(nn.GRUCell, torch.nn.GRUCell)],
          reference=torch.gru_cell, double_backward=True, autocast="lower_cuda"),
+    # --- bilinear, distances ---
+    _row("bilinear", "linear", [linear.BilinearFunction], [(nn.Bilinear, torch.nn.Bilinear)], double_backward=True),
+    _row("pairwise_distance", "distance", [distance.PairwiseDistanceFunction],
+         [(nn.PairwiseDistance, torch.nn.PairwiseDistance)], double_backward=True,
+         notes="norm's gradient conventions as torch's (0 at a zero norm; p=inf shared among ties)"),
+    _row("cosine_similarity", "distance", [distance.CosineSimilarityFunction],
+         [(nn.CosineSimilarity, torch.nn.CosineSimilarity)], double_backward=True,
+         notes="norms clamped at eps without gradient, as torch", autocast="fp32_cuda"),
 
     # --- compiled backend: the linear layer's fused epilogue ---
     _row("linear_activation", "linear", [linear.LinearFunction, linear.BiasActivationFunction],
@@ -343,7 +431,7 @@ _CONTAINER = "container: holds layers, computes nothing of its own (its children
 _LAYOUT = ("covered, no rule needed: a layout module (a view, or the input itself) whose backward is torch's "
            "exact view backward")
 _BASE = "base class of torch's recurrent modules (the concrete classes are listed)"
-_NOT_YET = "not covered yet (issue 21): torch's own backward runs"
+_NOT_YET = "not covered yet: torch's own backward runs"
 
 
 def _lazy(becomes: str) -> str:
@@ -359,21 +447,13 @@ NOT_COVERED: dict[str, str] = {
     **{f"Lazy{name}": _lazy(name) for name in (
         "Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
         "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")},
-    "LinearCrossEntropyLoss": "torch's fused linear + cross-entropy module: torch_bp has its own "
-                              "LinearCrossEntropy (functional linear_cross_entropy); no twin of torch's class yet",
     "CrossMapLRN2d": "torch's legacy CrossMapLRN2d backward is not the gradient of its forward (gradcheck fails "
                      "on torch's own module; its window loop never drops channel 0): a twin with the true gradient "
                      "would not match torch's module",
+    "AdaptiveLogSoftmaxWithLoss": _NOT_YET,
+    "CTCLoss": _NOT_YET,
+    "NLLLoss2d": "torch's deprecated alias of NLLLoss; not converted (NLLLoss is)",
     "SyncBatchNorm": _NOT_YET + " (a rule would all_reduce the per-channel sums in forward and backward)",
-    # --- pending: layers-a (rules written on branch layers-a; the lead deletes this block at merge) ---
-    **dict.fromkeys([
-        "CELU", "GLU", "Hardshrink", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSigmoid", "Mish", "PReLU", "RReLU",
-        "ReLU6", "SELU", "Softmax2d", "Softmin", "Softshrink", "Softsign", "Tanhshrink", "Threshold",
-        "AlphaDropout", "Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout",
-        "BCELoss", "CTCLoss", "CosineEmbeddingLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "KLDivLoss",
-        "MarginRankingLoss", "MultiLabelMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss", "NLLLoss2d",
-        "PoissonNLLLoss", "SoftMarginLoss", "TripletMarginLoss", "TripletMarginWithDistanceLoss",
-        "AdaptiveLogSoftmaxWithLoss", "Bilinear", "CosineSimilarity", "PairwiseDistance"], "pending: layers-a"),
     # --- end of pending: layers-a ---
 }
 

@@ -59,7 +59,7 @@ def make_inputs(n, vocab, d, device="cpu", dtype=torch.float32, seed=0):
 def call(name, x, w, b, y):
     if name == "eager":
         return TF.cross_entropy(TF.linear(x, w, b), y)
-    return F.linear_cross_entropy(x, w, y, b, mode=name)
+    return F.linear_cross_entropy(x, w, y, linear_bias=b, mode=name)
 
 
 def _status_kib(field):

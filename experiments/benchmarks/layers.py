@@ -67,7 +67,7 @@ SIZES = {
     # the language-model head: 4096 tokens, d = 1024, vocabulary 32000 (experiments/benchmarks/heads.py
     # adds the recompute mode and peak bytes)
     "linear_cross_entropy": lambda d: ((_r(4096, 1024, device=d), _r(32000, 1024, device=d),
-                                        _i(32000, 4096, device=d), _r(32000, device=d)), {}),
+                                        _i(32000, 4096, device=d)), {"linear_bias": _r(32000, device=d)}),
     "conv1d": lambda d: ((_r(32, 64, 1024, device=d), _r(64, 64, 5, device=d), _r(64, device=d)), {"padding": 2}),
     "conv2d": lambda d: ((_r(32, 64, 32, 32, device=d), _r(64, 64, 3, 3, device=d), _r(64, device=d)),
                          {"padding": 1}),

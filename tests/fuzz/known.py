@@ -334,7 +334,84 @@ _RNN_NAN = (_rnn_nan_weight, "a NaN or infinite weight: NaN reaches different gr
                              "fused RNN kernels (0 * NaN and inf - inf taken in another order, or skipped "
                              "inside its GEMMs) than in our step-by-step rule; the finite values agree")
 
+def _has_inf(case, ours=None, ref=None):
+    x = case.value("input")
+    return isinstance(x, torch.Tensor) and x.is_floating_point() and bool(x.isinf().any())
+
+
+def _float64_sixth(case, ours, ref):
+    """float64 hardsigmoid: only the gradients differ, each by at most torch's constant's error."""
+    x = case.value("input")
+    if isinstance(ours, Exception) or isinstance(ref, Exception) or x.dtype != torch.float64:
+        return False
+    if not all(torch.equal(o, r) for o, r in zip(ours[0], ref[0])):
+        return False
+    return all((g is None and r is None) or torch.allclose(g, r, rtol=4e-8, atol=0, equal_nan=True)
+               for g, r in zip(ours[1], ref[1]))
+
+
+def _soft_margin_overflow(case, ours=None, ref=None):
+    x, t = case.value("input"), case.value("target")
+    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in (x, t)):
+        return False
+    return bool((-(t.double() * x.double()) > 88).any() or (~torch.isfinite(t)).any() or (~torch.isfinite(x)).any())
+
+
+def _gaussian_low_precision_overflow(case, ours=None, ref=None):
+    """float16/bfloat16: 1 / var or (x - t)^2 / var (var clamped at eps) beyond the dtype's range."""
+    x, t, var, eps = case.value("input"), case.value("target"), case.value("var"), case.value("eps")
+    if not isinstance(var, torch.Tensor) or var.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    v = var.double().clamp(min=1e-6 if eps is None else eps)
+    big = torch.finfo(var.dtype).max
+    return bool(((1 / v > big / 4) | ((x.double() - t.double()) ** 2 / v > big / 4)).any())
+
+
+def _empty_sum_uninitialised(case, ours=None, ref=None):
+    x = case.value("input")
+    return isinstance(x, torch.Tensor) and x.numel() == 0 and case.value("reduction") in (None, "mean", "sum")
+
+
+_EMPTY_SUM = (_empty_sum_uninitialised, "torch's CPU multi_margin_loss / multilabel_margin_loss with an empty "
+                                        "batch and reduction 'sum' or 'mean' return an uninitialised value; ours "
+                                        "is 0 (sum) or NaN (mean: 0 / 0)")
+
+def _nonfinite_input_nan_placement(case, ours, ref):
+    """A non-finite input, and wherever we differ torch is NaN or both are non-finite."""
+    if not any(t.is_floating_point() and not bool(t.isfinite().all()) for t in case.tensors()):
+        return False
+    return _only_nonfinite_differences(case, ours, ref, torch_nan_ok=True)
+
+
+_NAN_PLACEMENT = (_nonfinite_input_nan_placement,
+                  "an infinite or NaN input: torch's kernel forms inf * 0 or inf / inf (NaN) in other entries "
+                  "than our formula's order of operations; the finite values agree")
+
+_CLAMP_NAN = (_elu_nan, "torch's hardtanh/shrink backward at NaN depends on the element's position: its "
+                        "vectorized loop gives 0, its scalar tail loop gives grad_y (as we do: NaN is "
+                        "inside no band)")
+
 TORCH_QUIRKS: dict[str, list] = {
+    **{name: [_CLAMP_NAN] for name in ("hardtanh", "relu6", "hardshrink", "softshrink")},
+    **{name: [(_elu_nan, "torch's ELU backward (selu and celu are ELU in torch) at NaN depends on the "
+                         "element's position (see elu)")] for name in ("selu", "celu")},
+    "hardsigmoid": [(_float64_sixth, "torch's hardsigmoid backward multiplies by 1/6 as a float32 constant "
+                                     "(1.0f / 6.0f), also in float64: 3e-8 relative from the exact 1/6 we use")],
+    "multi_margin_loss": [_EMPTY_SUM],
+    "bilinear": [_NAN_PLACEMENT],
+    "cosine_similarity": [_NAN_PLACEMENT],
+    "pairwise_distance": [_NAN_PLACEMENT],
+    "poisson_nll_loss": [_NAN_PLACEMENT],
+    "multilabel_soft_margin_loss": [_NAN_PLACEMENT],
+    "multilabel_margin_loss": [_EMPTY_SUM],
+    "soft_margin_loss": [(_soft_margin_overflow, "torch's soft_margin_loss backward is -t z / (1 + z) with z = "
+                                                 "exp(-t x): inf / inf = NaN once z overflows (or t, x are "
+                                                 "infinite); ours -t sigmoid(-t x) stays finite")],
+    "gaussian_nll_loss": [(_gaussian_low_precision_overflow,
+                           "torch's gaussian_nll_loss is a composite evaluated in float16/bfloat16: 1 / var "
+                           "and (x - t)^2 / var overflow there, where ours (in float32, rounded once) does not")],
+    "softsign": [(_has_inf, "torch's softsign is the composite x / (|x| + 1), whose autograd gives "
+                            "inf / inf = NaN at x = +-inf; our rule's 1 / (1 + |x|)^2 gives 0 there")],
     **{name: [_RNN_NAN] for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")},
     "linear_activation": [(_linear_gelu_inf, "torch's vectorized GELU kernel gives NaN for +inf (see gelu); "
                                              "ours +inf: only non-finite values differ")],

@@ -26,6 +26,25 @@ from .activation import (
     softplus,
     tanh,
 )
+from .activation import (  # more activations
+    celu,
+    glu,
+    hardshrink,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    logsigmoid,
+    mish,
+    prelu,
+    relu6,
+    rrelu,
+    selu,
+    softmin,
+    softshrink,
+    softsign,
+    tanhshrink,
+    threshold,
+)
 from .attention import (
     _multi_head_attention,  # noqa: F401  (torch_bp.nn.MultiheadAttention)
     multi_head_attention_forward,
@@ -41,9 +60,11 @@ from .conv import (
     conv_transpose2d,
     conv_transpose3d,
 )
-from .dropout import dropout
+from .dropout import alpha_dropout, dropout, dropout1d, dropout2d, dropout3d, feature_alpha_dropout
 from .embedding import embedding, embedding_bag
 from .linear import linear, linear_activation
+from .linear import bilinear
+from .distance import cosine_similarity, pairwise_distance
 from .loss import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -53,6 +74,23 @@ from .loss import (
     mse_loss,
     nll_loss,
     smooth_l1_loss,
+)
+from .loss import (  # more losses
+    binary_cross_entropy,
+    gaussian_nll_loss,
+    hinge_embedding_loss,
+    kl_div,
+    margin_ranking_loss,
+    multilabel_soft_margin_loss,
+    poisson_nll_loss,
+    soft_margin_loss,
+)
+from .loss import (  # row losses
+    cosine_embedding_loss,
+    multi_margin_loss,
+    multilabel_margin_loss,
+    triplet_margin_loss,
+    triplet_margin_with_distance_loss,
 )
 from .normalization import (
     batch_norm,

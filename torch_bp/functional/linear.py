@@ -30,3 +30,31 @@ def linear_activation(input, weight, bias=None, activation="relu", approximate="
         raise RuntimeError(f"linear_activation: bias of dtype {bias.dtype} does not match input dtype {input.dtype}")
     h = _lin.LinearFunction.apply(input, weight, None)
     return _lin.BiasActivationFunction.apply(h, bias, activation, approximate)[0]
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """torch's ``F.bilinear`` (rule: :class:`~torch_bp.ops.linear.BilinearFunction`)."""
+    if input1.dim() != input2.dim():
+        raise RuntimeError(f"bilinear(): input dimensions do not match: got {input1.dim()} and {input2.dim()}")
+    if input1.dim() == 0:
+        raise RuntimeError("bilinear(): inputs must have at least 1 dimension, got 0-d tensors")
+    if input1.shape[:-1] != input2.shape[:-1]:
+        raise RuntimeError(f"bilinear(): input batch dimensions do not match: got {list(input1.shape[:-1])} and "
+                           f"{list(input2.shape[:-1])}")
+    if weight.dim() != 3:
+        raise RuntimeError(f"bilinear(): weight must be 3-d (out, in1, in2), got {weight.dim()}-d")
+    if input1.shape[-1] != weight.shape[1]:
+        raise RuntimeError(f"bilinear(): input1 size does not match weight size: got {input1.shape[-1]} but "
+                           f"expected {weight.shape[1]}")
+    if input2.shape[-1] != weight.shape[2]:
+        raise RuntimeError(f"bilinear(): input2 size does not match weight size: got {input2.shape[-1]} but "
+                           f"expected {weight.shape[2]}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise RuntimeError(f"bilinear(): bias size does not match weight size: got {list(bias.shape)} but "
+                           f"expected [{weight.shape[0]}]")
+    dtypes = {t.dtype for t in (input1, input2, weight, bias) if t is not None}
+    if len(dtypes) > 1:
+        raise RuntimeError(f"bilinear(): expected all tensors of one dtype, got {sorted(map(str, dtypes))}")
+    if not input1.is_floating_point():
+        raise NotImplementedError(f"bilinear: not implemented for input of dtype {input1.dtype}")
+    return _lin.BilinearFunction.apply(input1, input2, weight, bias)

@@ -1,14 +1,20 @@
 """``torch_bp.functional``: losses. See the package docstring."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .. import _compat
 from .._amp import autocast_inputs
+from ..ops._util import plain_eager
 from ..ops import loss as _loss
+from .distance import pairwise_distance
+from .linear import linear as _linear
 from ._checks import (
     _check_class_targets,
     _check_class_weight,
+    _floating_only,
     _int_check,
     _legacy_reduction,
     _no_grad_for,
@@ -127,79 +133,340 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                             label_smoothing)[0]
 
 
-def linear_cross_entropy(input, weight, target, bias=None, ignore_index=-100, reduction="mean",
-                         label_smoothing=0.0, *, chunk_size=None, mode="fused"):
-    """``cross_entropy(linear(input, weight, bias), target)`` over the last dim, for a language-model
-    head, computed over chunks of rows so that the (N, V) logits never exist
-    (:class:`~torch_bp.ops.loss.LinearCrossEntropyFunction`). torch_bp only.
+class _LogitsShape:
+    """What cross_entropy's checks read of the logits (rank, shape, dtype), without a tensor of them."""
 
-    Args:
-        input: (*, d) hidden states (any leading dims, flattened to N rows).
-        weight: (V, d), as ``linear``'s (an ``nn.Linear(d, V)``'s weight).
-        target: (*) class indices in [0, V) (int64 or uint8), ``input.shape[:-1]``.
-        bias: (V,) or None.
-        ignore_index, reduction, label_smoothing: as :func:`cross_entropy` (no class weights).
-            ``reduction="none"`` returns a loss of ``target``'s shape.
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = torch.Size(shape), dtype
+
+    def dim(self):
+        return len(self.shape)
+
+    def is_floating_point(self):
+        return self.dtype.is_floating_point
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
+                         ignore_index=None, label_smoothing=0.0, options=None, chunk_size=None, mode="fused"):
+    """torch's ``F.linear_cross_entropy``: ``cross_entropy(linear(input, linear_weight, linear_bias),
+    target, weight=weight, ...)``, same signature, semantics and errors, plus two keyword-only
+    extras of ours. ``weight`` is the class weight, as in torch.
+
+    Class-index targets of a (C, in_features) head run :class:`~torch_bp.ops.loss.LinearCrossEntropyFunction`:
+    over chunks of rows, so the (N, C) logits never exist. Probability targets (``target`` of the
+    logits' shape) and K-dimensional heads (``linear_weight`` (C, d_1, ..., d_K, in_features)) are
+    composed of our ``linear`` and ``cross_entropy`` rules (the logits are materialised, as torch's).
+
+    Args (beyond torch's):
+        options: torch's :class:`torch.nn.LinearCrossEntropyOptions` or None; we always chunk, its
+            ``batch_chunk_size`` (when given) is our ``chunk_size``; the rest concern torch's kernels.
         chunk_size: rows per chunk (default: as many as make about 2^24 logits).
         mode: ``"fused"`` (default): with a scalar loss (mean/sum) and a gradient to take,
             the gradients are computed chunk by chunk during the forward and saved (grad-sized:
-            grad_x (N, d), grad_W (V, d)); no extra matmul. ``"recompute"``: only O(N) per-row
-            statistics are saved and each chunk's logits are recomputed in backward (one extra
+            grad_x (N, d), grad_W (C, d)); no extra matmul. ``"recompute"``: nothing beyond the
+            inputs is saved and each chunk's logits are recomputed in backward (one extra
             matmul, ~4/3 the time). ``reduction="none"`` always recomputes.
-
-    Same values and gradients as ``F.cross_entropy(F.linear(input, weight, bias).flatten(0, -2),
-    target.flatten(), ...)`` (reshaped to ``target``'s shape for ``reduction="none"``).
     """
-    input, weight, bias = autocast_inputs("linear_cross_entropy", input, weight, bias)
+    if mode not in ("fused", "recompute"):
+        raise ValueError(f"linear_cross_entropy: mode must be 'fused' or 'recompute', got {mode!r}")
+    if chunk_size is None and options is not None:
+        chunk_size = getattr(options, "batch_chunk_size", None)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"linear_cross_entropy: chunk_size must be a positive integer, got {chunk_size!r}")
+    # torch's checks, in torch's order
+    if input.dim() < 1 or input.dim() > 2:
+        raise RuntimeError(f"expected input with dimensionality 1 or 2, got {input.dim()}")
+    if linear_weight.dim() < 2:
+        raise RuntimeError(f"expected linear_weight with dimensionality at least 2, got {linear_weight.dim()}")
+    if input.shape[-1] != linear_weight.shape[-1]:
+        raise RuntimeError("expected equal input and linear_weight last dimensions (in_features), "
+                           f"got {input.shape[-1]} and {linear_weight.shape[-1]}, respectively")
+    n_cls, out_features = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
+    if linear_bias is not None and tuple(linear_bias.shape) != (n_cls, *out_features):
+        raise RuntimeError(f"expected linear_bias shape {(n_cls, *out_features)}, got {tuple(linear_bias.shape)}")
+    if out_features and input.dim() == 1:
+        raise RuntimeError(f"K-dimensional loss defined by linear_weight shape {tuple(linear_weight.shape)} requires"
+                           f" batched input, (N, {input.shape[-1]}), got unbatched input with shape "
+                           f"{tuple(input.shape)}")
+    logits_shape = (*input.shape[:-1], n_cls, *out_features)
+    probabilities = tuple(target.shape) == logits_shape
+    if probabilities and ignore_index is not None:
+        raise RuntimeError("ignore_index cannot be specified when target contains probabilities")
+    ignore_index = -100 if ignore_index is None else ignore_index
+    if probabilities or out_features:  # composed of our linear and cross_entropy rules
+        w2 = linear_weight.reshape(-1, input.shape[-1])
+        logits = _linear(input, w2, None if linear_bias is None else linear_bias.reshape(-1)).reshape(logits_shape)
+        if out_features and not probabilities and reduction != "none" and tuple(target.shape) == (
+                input.shape[0], *out_features):
+            # class indices of a K-dim head: the (N * d_1 ... d_K, C) rows of the class dim (the same
+            # sums: each position is a row of its own)
+            logits, target = logits.movedim(1, -1).reshape(-1, n_cls), target.reshape(-1)
+        return cross_entropy(logits, target, weight, ignore_index=ignore_index, reduction=reduction,
+                             label_smoothing=label_smoothing)
+
+    input, linear_weight, linear_bias = autocast_inputs("linear_cross_entropy", input, linear_weight, linear_bias)
     # under autocast: the matmuls in the autocast dtype, the loss in float32 (torch's cross_entropy)
     out_dtype = torch.float32 if torch.is_autocast_enabled(input.device.type) and input.is_floating_point() else None
     reduction = _reduction(None, None, reduction)
-    if mode not in ("fused", "recompute"):
-        raise ValueError(f"linear_cross_entropy: mode must be 'fused' or 'recompute', got {mode!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"linear_cross_entropy: chunk_size must be a positive integer, got {chunk_size!r}")
-    if input.dim() == 0:
-        raise RuntimeError("linear_cross_entropy: input must have at least 1 dimension, got a 0-d tensor")
-    if weight.dim() != 2:
-        raise RuntimeError(f"linear_cross_entropy: weight must be 2-d (num_classes, in_features), "
-                           f"got shape {list(weight.shape)}")
-    if input.shape[-1] != weight.shape[1]:
-        raise RuntimeError(f"linear_cross_entropy: input of shape {list(input.shape)} and weight of shape "
-                           f"{list(weight.shape)}: in_features {input.shape[-1]} != {weight.shape[1]} "
-                           "(mat1 and mat2 shapes cannot be multiplied)")
-    n_cls = weight.shape[0]
-    if bias is not None and (bias.dim() > 1 or bias.numel() not in (1, n_cls)):
-        raise RuntimeError(f"linear_cross_entropy: bias of shape {list(bias.shape)} does not broadcast to "
-                           f"the {n_cls} classes (expected shape [{n_cls}])")
-    for t, what in ((weight, "weight"), (bias, "bias")):
+    for t, what in ((linear_weight, "linear_weight"), (linear_bias, "linear_bias")):  # torch's linear (addmm)
         if t is not None and t.dtype != input.dtype:
             raise RuntimeError(f"linear_cross_entropy: expected {what} of the input's dtype {input.dtype}, "
                                f"got {t.dtype}")
         if t is not None and t.device != input.device:
             raise RuntimeError(f"linear_cross_entropy: expected {what} on the input's device {input.device}, "
                                f"got {t.device}")
-    if target.device != input.device:
-        raise RuntimeError(f"linear_cross_entropy: expected target on the input's device {input.device}, "
-                           f"got {target.device}")
     if input.dtype == torch.bool:  # torch's matmul (addmm) has no bool kernel
         raise NotImplementedError("linear_cross_entropy: matmul (addmm) not implemented for 'Bool'")
-    if tuple(target.shape) != tuple(input.shape[:-1]):
-        raise ValueError(f"linear_cross_entropy: expected target of shape {list(input.shape[:-1])} "
-                         f"(input.shape[:-1]), got {list(target.shape)}")
     if not input.is_floating_point():
         raise NotImplementedError(f"linear_cross_entropy: not implemented for input of dtype {input.dtype}")
-    if target.dtype not in (torch.int64, torch.uint8):
-        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
     if label_smoothing > 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     label_smoothing = max(float(label_smoothing), 0.0)  # as torch: a negative value is no smoothing
-    if not torch.compiler.is_compiling() and not _compat.is_functorch_wrapped(target):
-        bad = (target != ignore_index) & ((target < 0) | (target >= n_cls))
-        if bad.any():
-            raise IndexError(f"Target {target[bad].reshape(-1)[0].item()} is out of bounds.")
-    need = (input.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    # the logits' checks of cross_entropy (on a shape-only stand-in: no logits are made)
+    target = _check_class_targets(_LogitsShape(logits_shape, input.dtype), target, weight, ignore_index,
+                                  "cross_entropy")
+    need = (input.requires_grad, linear_weight.requires_grad, linear_bias is not None and linear_bias.requires_grad)
     fused = need if (mode == "fused" and reduction != "none" and torch.is_grad_enabled() and any(need)) else None
-    out = _loss.LinearCrossEntropyFunction.apply(input, weight, bias, target, reduction, int(ignore_index),
-                                                 label_smoothing, None if chunk_size is None else int(chunk_size),
-                                                 fused, out_dtype)[0]
-    return out
+    return _loss.LinearCrossEntropyFunction.apply(input, linear_weight, linear_bias, target, weight, reduction,
+                                                  int(ignore_index), label_smoothing,
+                                                  None if chunk_size is None else int(chunk_size), fused, out_dtype)[0]
+
+
+# --- more pointwise losses (rules: the pointwise pattern of torch_bp.ops.loss) ---
+def _data_checks():
+    """torch's checks of values (not under torch.compile tracing or torch.func transforms)."""
+    return plain_eager()
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    input, target, weight = autocast_inputs("binary_cross_entropy", input, target, weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    if target.size() != input.size():
+        raise ValueError(f"Using a target size ({target.size()}) that is different to the input size "
+                         f"({input.size()}) is deprecated. Please ensure they have the same size.")
+    if weight is not None:
+        weight = weight.expand(torch.broadcast_shapes(target.size(), weight.size()))
+        if weight.shape != input.shape:  # torch's kernel writes a loss of the input's shape
+            raise RuntimeError(f"The size of tensor weight {list(weight.shape)} must match the input's "
+                               f"{list(input.shape)} (binary_cross_entropy)")
+    _floating_only(input, "binary_cross_entropy")
+    if target.dtype != input.dtype or (weight is not None and weight.dtype != input.dtype):
+        raise RuntimeError(f"expected scalar type {input.dtype} for target and weight (binary_cross_entropy), "
+                           f"got {target.dtype}" + ("" if weight is None else f" and {weight.dtype}"))
+    _no_grad_for("binary_cross_entropy", weight=weight)
+    if _data_checks() and input.numel():
+        if not bool(((input >= 0) & (input <= 1)).all()):  # NaN fails too, as torch's check
+            raise RuntimeError("all elements of input should be between 0 and 1")
+        if not bool(((target >= 0) & (target <= 1)).all()):
+            raise RuntimeError("all elements of target should be between 0 and 1")
+    return _loss.BCELossFunction.apply(input, target, weight, reduction, ())
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    input, target = autocast_inputs("kl_div", input, target)
+    if size_average is not None or reduce is not None:
+        reduction = _legacy_reduction(size_average, reduce, reduction)
+    elif reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
+                      "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+                      "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+                      stacklevel=2)
+    if reduction != "batchmean":
+        reduction = _reduction(None, None, reduction)
+    torch.broadcast_shapes(input.shape, target.shape)
+    if not (input.is_floating_point() and target.is_floating_point()):
+        raise RuntimeError("kl_div: Integral inputs not supported.")
+    return _loss.KLDivLossFunction.apply(input, target, reduction, (bool(log_target),))
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                     reduction="mean"):
+    input, target = autocast_inputs("poisson_nll_loss", input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction + " is not a valid value for reduction")
+    torch.broadcast_shapes(input.shape, target.shape)
+    _int_check(input, target, "poisson_nll_loss", RuntimeError)
+    return _loss.PoissonNLLLossFunction.apply(input, target, reduction, (bool(log_input), bool(full), float(eps)))
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    input, target, var = autocast_inputs("gaussian_nll_loss", input, target, var)
+    if isinstance(var, float):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = var * torch.ones_like(input)
+    elif _data_checks() and bool((var < 0).any()):
+        raise ValueError("var has negative entry/entries")
+    if var.size() != input.size():  # torch's homoscedastic cases (one dim of var short or of size 1)
+        if input.size()[:-1] == var.size():
+            var = var.unsqueeze(-1)
+        elif not (input.dim() == var.dim()
+                  and sum(v for i, v in zip(input.size(), var.size()) if i != v) == 1):
+            raise ValueError("var is of incorrect size")
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(reduction + " is not valid")
+    torch.broadcast_shapes(input.shape, target.shape, var.shape)
+    _int_check(input, target, "gaussian_nll_loss", RuntimeError)
+    return _loss.GaussianNLLLossFunction.apply(input, target, var, reduction, (bool(full), float(eps)))
+
+
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    input, target = autocast_inputs("soft_margin_loss", input, target)
+    reduction = _reduction(size_average, reduce, reduction)
+    if torch.broadcast_shapes(input.shape, target.shape) != input.shape:
+        raise RuntimeError(f"output with shape {list(input.shape)} doesn't match the broadcast shape "
+                           f"{list(torch.broadcast_shapes(input.shape, target.shape))} (soft_margin_loss)")
+    _floating_only(input, "soft_margin_loss")
+    _no_grad_for("soft_margin_loss", target=target)
+    return _loss.SoftMarginLossFunction.apply(input, target, reduction, ())
+
+
+def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+    input, target = autocast_inputs("hinge_embedding_loss", input, target)
+    reduction = _reduction(size_average, reduce, reduction)
+    torch.broadcast_shapes(input.shape, target.shape)
+    if input.dtype == torch.bool:
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported (hinge_embedding_loss)")
+    if not input.is_floating_point():  # as torch: an integer input gives an integer loss (no mean)
+        if reduction == "mean":
+            raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a floating point "
+                               f"or complex dtype. Got: {input.dtype} (hinge_embedding_loss)")
+        return _loss.HingeEmbeddingLossFunction.apply(input, target, reduction, (float(margin),)).to(input.dtype)
+    return _loss.HingeEmbeddingLossFunction.apply(input, target, reduction, (float(margin),))
+
+
+def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    input1, input2, target = autocast_inputs("margin_ranking_loss", input1, input2, target)
+    reduction = _reduction(size_average, reduce, reduction)
+    if input1.dim() != input2.dim() or input1.dim() != target.dim():
+        raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but got sizes: "
+                           f"input1: {input1.size()}, input2: {input2.size()}, target: {target.size()} ")
+    torch.broadcast_shapes(input1.shape, input2.shape, target.shape)
+    if torch.bool in (input1.dtype, input2.dtype):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported "
+                           "(margin_ranking_loss)")
+    return _loss.MarginRankingLossFunction.apply(input1, input2, target, reduction, (float(margin),))
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    input, target, weight = autocast_inputs("multilabel_soft_margin_loss", input, target, weight)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if input.dim() == 0:
+        raise IndexError("Dimension specified as -1 but tensor has no dimensions")
+    torch.broadcast_shapes(input.shape, target.shape, *(() if weight is None else (weight.shape,)))
+    _floating_only(input, "multilabel_soft_margin_loss")
+    if reduction not in ("none", "mean", "sum"):  # torch computes the loss first, then rejects it
+        raise ValueError(reduction + " is not valid")
+    return _loss.MultiLabelSoftMarginLossFunction.apply(input, target, weight, reduction, ())
+
+
+# --- row losses: cosine embedding, triplet, multi-margin, multi-label margin ---
+def _no_low_precision_cpu(input, kernel):
+    """As torch: its CPU kernel of these losses has no bfloat16/float16 version."""
+    if input.device.type == "cpu" and input.dtype in (torch.bfloat16, torch.float16):
+        name = "BFloat16" if input.dtype == torch.bfloat16 else "Half"
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{name}'")
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
+    input1, input2, target = autocast_inputs("cosine_embedding_loss", input1, input2, target)
+    reduction = _reduction(size_average, reduce, reduction)
+    if target.dim() not in (0, 1):
+        raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+    if target.dim() == 1 and not (input1.dim() == 2 and input2.dim() == 2):
+        raise RuntimeError(f"1D target tensor expects 2D input tensors, but found inputs with sizes "
+                           f"{list(input1.shape)} and {list(input2.shape)}.")
+    if target.dim() == 0 and not (input1.dim() == 1 and input2.dim() == 1):
+        raise RuntimeError(f"0D target tensor expects 1D input tensors, but found inputs with sizes "
+                           f"{list(input1.shape)} and {list(input2.shape)}.")
+    rows = torch.broadcast_shapes(input1.shape, input2.shape)[:-1]  # torch's size error
+    torch.broadcast_shapes(rows, target.shape)
+    if not torch.promote_types(input1.dtype, input2.dtype).is_floating_point:
+        raise RuntimeError("cosine_embedding_loss: expected floating point inputs")
+    return _loss.CosineEmbeddingLossFunction.apply(input1, input2, target, float(margin), reduction)
+
+
+def _triplet_dims(anchor, positive, negative):
+    if not anchor.dim() == positive.dim() == negative.dim():
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have the same number of "
+                           f"dimensions, but got: anchor {anchor.dim()}D, positive {positive.dim()}D, and negative "
+                           f"{negative.dim()}D inputs")
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False, size_average=None,
+                        reduce=None, reduction="mean"):
+    """Composed: our pairwise_distance rule for the three distances, then :class:`TripletHingeFunction`."""
+    anchor, positive, negative = autocast_inputs("triplet_margin_loss", anchor, positive, negative)
+    reduction = _reduction(size_average, reduce, reduction)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    _triplet_dims(anchor, positive, negative)
+    d_ap = pairwise_distance(anchor, positive, p, eps)
+    d_an = pairwise_distance(anchor, negative, p, eps)
+    d_pn = pairwise_distance(positive, negative, p, eps) if swap else None
+    return _loss.TripletHingeFunction.apply(d_ap, d_an, d_pn, float(margin), reduction)
+
+
+def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None, margin=1.0,
+                                      swap=False, reduction="mean"):
+    """Composed: ``distance_function`` (default: our pairwise_distance), then :class:`TripletHingeFunction`."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if margin <= 0:
+        raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} instead")
+    _triplet_dims(anchor, positive, negative)
+    dist = pairwise_distance if distance_function is None else distance_function
+    d_ap, d_an = dist(anchor, positive), dist(anchor, negative)
+    d_pn = dist(positive, negative) if swap else None
+    return _loss.TripletHingeFunction.apply(d_ap, d_an, d_pn, float(margin), reduction)
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
+    input, weight = autocast_inputs("multi_margin_loss", input, weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    if weight is not None and weight.dim() != 1:
+        raise ValueError("weight must be one-dimensional")
+    if input.dim() > 2 or (input.dim() == 2 and input.shape[1] == 0 and input.shape[0] > 0):
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
+    c = input.shape[-1] if input.dim() else 1
+    n = input.shape[0] if input.dim() == 2 else 1
+    if target.numel() != n or (input.dim() == 2 and target.dim() != 1) or target.dim() > 1:
+        raise RuntimeError(f"inconsistent target size, expected {n} but got {list(target.shape)}")
+    if weight is not None and weight.numel() != c:
+        raise RuntimeError(f"inconsistent weight size, expected {c} but got {list(weight.shape)}")
+    _floating_only(input, "multi_margin_loss")
+    _no_low_precision_cpu(input, "multi_margin_loss_cpu_kernel")
+    if target.dtype != torch.int64:
+        raise RuntimeError(f"expected scalar type Long but found {target.dtype} (multi_margin_loss target)")
+    if weight is not None and weight.dtype != input.dtype:
+        raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (multi_margin_loss weight)")
+    _no_grad_for("multi_margin_loss", weight=weight)
+    if _data_checks() and target.numel() and bool(((target < 0) | (target >= c)).any()):
+        raise RuntimeError("target out of range")
+    x = input if input.dim() else input.reshape(1)
+    return _loss.MultiMarginLossFunction.apply(x, target.reshape(target.shape if input.dim() else ()), weight,
+                                               int(p), float(margin), reduction)
+
+
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    input = autocast_inputs("multilabel_margin_loss", input)[0]
+    reduction = _reduction(size_average, reduce, reduction)
+    if input.dim() > 2 or (input.dim() == 2 and input.shape[1] == 0 and input.shape[0] > 0):
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
+    if target.shape != input.shape:
+        raise RuntimeError(f"inconsistent target size: {list(target.shape)} for input of size: {list(input.shape)}")
+    _floating_only(input, "multilabel_margin_loss")
+    _no_low_precision_cpu(input, "multilabel_margin_loss_forward_out_frame")
+    if target.dtype != torch.int64:
+        raise RuntimeError(f"expected scalar type Long but found {target.dtype} (multilabel_margin_loss target)")
+    c = input.shape[-1] if input.dim() else 1
+    if _data_checks() and target.numel() and bool(((target < -1) | (target >= c)).any()):
+        raise RuntimeError("argument #2 'target' is out of range")
+    x, t = (input, target) if input.dim() else (input.reshape(1), target.reshape(1))
+    out = _loss.MultiLabelMarginLossFunction.apply(x, t, reduction)
+    return out.reshape(()) if input.dim() == 0 and reduction == "none" else out

@@ -8,6 +8,9 @@ from .linear import Linear
 from .activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .dropout import Dropout
 # (more activations and dropout variants: below this line)
+from .activation import (CELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid, Mish, PReLU,
+                         ReLU6, RReLU, Softmax2d, Softmin, Softshrink, Softsign, Tanhshrink, Threshold)
+from .dropout import AlphaDropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout
 
 # --- embedding ---
 from .sparse import Embedding
@@ -16,6 +19,11 @@ from .sparse import Embedding
 from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, LinearCrossEntropy, MSELoss, NLLLoss,
                    SmoothL1Loss)
 # (more losses: below this line)
+from .loss import (BCELoss, GaussianNLLLoss, HingeEmbeddingLoss, KLDivLoss, MarginRankingLoss, MultiLabelSoftMarginLoss,
+                   PoissonNLLLoss, SoftMarginLoss)
+from .loss import LinearCrossEntropyLoss
+from .loss import (CosineEmbeddingLoss, MultiLabelMarginLoss, MultiMarginLoss, TripletMarginLoss,
+                   TripletMarginWithDistanceLoss)
 
 # --- normalization ---
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
@@ -44,6 +52,8 @@ from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLay
 # (recurrent cells and other layers: below this line)
 from .rnn import GRUCell, LSTMCell, RNNCell
 from .sparse import EmbeddingBag
+from .linear import Bilinear
+from .distance import CosineSimilarity, PairwiseDistance
 
 __all__ = sorted(n for n, v in list(globals().items())
                  if not n.startswith("_") and isinstance(v, type) and issubclass(v, _torch.nn.Module))

@@ -83,3 +83,133 @@ class LogSoftmax(torch.nn.LogSoftmax):
 
     def forward(self, input):
         return F.log_softmax(input, self.dim, _stacklevel=5)
+
+
+# --- more activations (rules: torch_bp.ops.activation; each forward passes the module's options) ---
+class Hardtanh(torch.nn.Hardtanh):
+    """Drop-in :class:`torch.nn.Hardtanh`."""
+
+    def forward(self, input):
+        return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
+
+
+class ReLU6(torch.nn.ReLU6):
+    """Drop-in :class:`torch.nn.ReLU6` (hardtanh(0, 6), as torch)."""
+
+    def forward(self, input):
+        return F.relu6(input, self.inplace)
+
+
+class Hardswish(torch.nn.Hardswish):
+    """Drop-in :class:`torch.nn.Hardswish`."""
+
+    def forward(self, input):
+        return F.hardswish(input, self.inplace)
+
+
+class Hardsigmoid(torch.nn.Hardsigmoid):
+    """Drop-in :class:`torch.nn.Hardsigmoid`."""
+
+    def forward(self, input):
+        return F.hardsigmoid(input, self.inplace)
+
+
+class Hardshrink(torch.nn.Hardshrink):
+    """Drop-in :class:`torch.nn.Hardshrink`."""
+
+    def forward(self, input):
+        return F.hardshrink(input, self.lambd)
+
+
+class Softshrink(torch.nn.Softshrink):
+    """Drop-in :class:`torch.nn.Softshrink`."""
+
+    def forward(self, input):
+        return F.softshrink(input, self.lambd)
+
+
+class Threshold(torch.nn.Threshold):
+    """Drop-in :class:`torch.nn.Threshold`."""
+
+    def forward(self, input):
+        return F.threshold(input, self.threshold, self.value, self.inplace)
+
+
+class SELU(torch.nn.SELU):
+    """Drop-in :class:`torch.nn.SELU`."""
+
+    def forward(self, input):
+        return F.selu(input, self.inplace)
+
+
+class CELU(torch.nn.CELU):
+    """Drop-in :class:`torch.nn.CELU`."""
+
+    def forward(self, input):
+        return F.celu(input, self.alpha, self.inplace)
+
+
+class Mish(torch.nn.Mish):
+    """Drop-in :class:`torch.nn.Mish`."""
+
+    def forward(self, input):
+        return F.mish(input, self.inplace)
+
+
+class LogSigmoid(torch.nn.LogSigmoid):
+    """Drop-in :class:`torch.nn.LogSigmoid`."""
+
+    def forward(self, input):
+        return F.logsigmoid(input)
+
+
+class Softsign(torch.nn.Softsign):
+    """Drop-in :class:`torch.nn.Softsign`."""
+
+    def forward(self, input):
+        return F.softsign(input)
+
+
+class Tanhshrink(torch.nn.Tanhshrink):
+    """Drop-in :class:`torch.nn.Tanhshrink`."""
+
+    def forward(self, input):
+        return F.tanhshrink(input)
+
+
+class GLU(torch.nn.GLU):
+    """Drop-in :class:`torch.nn.GLU`."""
+
+    def forward(self, input):
+        return F.glu(input, self.dim)
+
+
+class PReLU(torch.nn.PReLU):
+    """Drop-in :class:`torch.nn.PReLU` (parameter ``weight``, as torch's)."""
+
+    def forward(self, input):
+        return F.prelu(input, self.weight)
+
+
+class RReLU(torch.nn.RReLU):
+    """Drop-in :class:`torch.nn.RReLU` (training: random slopes, torch's draw on CPU; eval: the mean slope)."""
+
+    def forward(self, input):
+        return F.rrelu(input, self.lower, self.upper, self.training, self.inplace)
+
+
+class Softmin(torch.nn.Softmin):
+    """Drop-in :class:`torch.nn.Softmin`: softmax(-x) (rule: :class:`torch_bp.ops.activation.SoftmaxFunction`)."""
+
+    def forward(self, input):
+        return F.softmin(input, self.dim, _stacklevel=5)
+
+
+class Softmax2d(torch.nn.Softmax2d):
+    """Drop-in :class:`torch.nn.Softmax2d`: softmax over the channels, dim -3 of a (C, H, W) or
+    (N, C, H, W) input (rule: :class:`torch_bp.ops.activation.SoftmaxFunction`)."""
+
+    def forward(self, input):
+        if input.dim() not in (3, 4):
+            raise ValueError(f"Softmax2d: expected input to be 3D or 4D, got {input.dim()}D instead")
+        return F.softmax(input, -3, _stacklevel=5)

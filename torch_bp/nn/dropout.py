@@ -21,3 +21,39 @@ class Dropout(torch.nn.Dropout):
 
     def forward(self, input):
         return F.dropout(input, self.p, self.training, self.inplace)
+
+
+# --- dropout variants (rules: DropoutFunction with a per-channel mask; AlphaDropoutFunction) ---
+class Dropout1d(torch.nn.Dropout1d):
+    """Drop-in :class:`torch.nn.Dropout1d`: one mask bit per channel of (N, C, L) or (C, L)."""
+
+    def forward(self, input):
+        return F.dropout1d(input, self.p, self.training, self.inplace)
+
+
+class Dropout2d(torch.nn.Dropout2d):
+    """Drop-in :class:`torch.nn.Dropout2d` (a 3-d input is (N, C, L), as torch's, with its warning)."""
+
+    def forward(self, input):
+        return F.dropout2d(input, self.p, self.training, self.inplace)
+
+
+class Dropout3d(torch.nn.Dropout3d):
+    """Drop-in :class:`torch.nn.Dropout3d`: one mask bit per channel of (N, C, D, H, W) or (C, D, H, W)."""
+
+    def forward(self, input):
+        return F.dropout3d(input, self.p, self.training, self.inplace)
+
+
+class AlphaDropout(torch.nn.AlphaDropout):
+    """Drop-in :class:`torch.nn.AlphaDropout` (rule: :class:`torch_bp.ops.dropout.AlphaDropoutFunction`)."""
+
+    def forward(self, input):
+        return F.alpha_dropout(input, self.p, self.training)
+
+
+class FeatureAlphaDropout(torch.nn.FeatureAlphaDropout):
+    """Drop-in :class:`torch.nn.FeatureAlphaDropout`: alpha dropout of whole channels."""
+
+    def forward(self, input):
+        return F.feature_alpha_dropout(input, self.p, self.training)

@@ -20,3 +20,10 @@ class Linear(torch.nn.Linear):
 
     def forward(self, input):
         return F.linear(input, self.weight, self.bias)
+
+
+class Bilinear(torch.nn.Bilinear):
+    """Drop-in :class:`torch.nn.Bilinear` (rule: :class:`torch_bp.ops.linear.BilinearFunction`)."""
+
+    def forward(self, input1, input2):
+        return F.bilinear(input1, input2, self.weight, self.bias)

@@ -125,10 +125,130 @@ class LinearCrossEntropy(torch.nn.Module):
         return head
 
     def forward(self, input, target):
-        return F.linear_cross_entropy(input, self.weight, target, self.bias, ignore_index=self.ignore_index,
+        # (*, d) rows flattened to (N, d), the 2-d input of torch's linear_cross_entropy
+        loss = F.linear_cross_entropy(input.reshape(-1, input.shape[-1]) if input.dim() > 2 else input,
+                                      self.weight, target.reshape(-1) if input.dim() > 2 else target,
+                                      linear_bias=self.bias, ignore_index=self.ignore_index,
                                       reduction=self.reduction, label_smoothing=self.label_smoothing,
                                       chunk_size=self.chunk_size, mode=self.mode)
+        return loss.reshape(target.shape) if self.reduction == "none" else loss
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, num_classes={self.num_classes}, bias={self.bias is not None}, "
                 f"reduction={self.reduction!r}, mode={self.mode!r}")
+
+
+# --- more pointwise losses (rules: the pointwise pattern of torch_bp.ops.loss) ---
+class BCELoss(torch.nn.BCELoss):
+    """Drop-in :class:`torch.nn.BCELoss` (rule: :class:`torch_bp.ops.loss.BCELossFunction`)."""
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class KLDivLoss(torch.nn.KLDivLoss):
+    """Drop-in :class:`torch.nn.KLDivLoss` (rule: :class:`torch_bp.ops.loss.KLDivLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class PoissonNLLLoss(torch.nn.PoissonNLLLoss):
+    """Drop-in :class:`torch.nn.PoissonNLLLoss` (rule: :class:`torch_bp.ops.loss.PoissonNLLLossFunction`)."""
+
+    def forward(self, log_input, target):
+        return F.poisson_nll_loss(log_input, target, log_input=self.log_input, full=self.full, eps=self.eps,
+                                  reduction=self.reduction)
+
+
+class GaussianNLLLoss(torch.nn.GaussianNLLLoss):
+    """Drop-in :class:`torch.nn.GaussianNLLLoss` (rule: :class:`torch_bp.ops.loss.GaussianNLLLossFunction`)."""
+
+    def forward(self, input, target, var):
+        return F.gaussian_nll_loss(input, target, var, full=self.full, eps=self.eps, reduction=self.reduction)
+
+
+class SoftMarginLoss(torch.nn.SoftMarginLoss):
+    """Drop-in :class:`torch.nn.SoftMarginLoss` (rule: :class:`torch_bp.ops.loss.SoftMarginLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.soft_margin_loss(input, target, reduction=self.reduction)
+
+
+class HingeEmbeddingLoss(torch.nn.HingeEmbeddingLoss):
+    """Drop-in :class:`torch.nn.HingeEmbeddingLoss` (rule: :class:`torch_bp.ops.loss.HingeEmbeddingLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.hinge_embedding_loss(input, target, margin=self.margin, reduction=self.reduction)
+
+
+class MarginRankingLoss(torch.nn.MarginRankingLoss):
+    """Drop-in :class:`torch.nn.MarginRankingLoss` (rule: :class:`torch_bp.ops.loss.MarginRankingLossFunction`)."""
+
+    def forward(self, input1, input2, target):
+        return F.margin_ranking_loss(input1, input2, target, margin=self.margin, reduction=self.reduction)
+
+
+class MultiLabelSoftMarginLoss(torch.nn.MultiLabelSoftMarginLoss):
+    """Drop-in :class:`torch.nn.MultiLabelSoftMarginLoss`
+    (rule: :class:`torch_bp.ops.loss.MultiLabelSoftMarginLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.multilabel_soft_margin_loss(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class LinearCrossEntropyLoss(torch.nn.LinearCrossEntropyLoss):
+    """Drop-in :class:`torch.nn.LinearCrossEntropyLoss` (its ``linear`` submodule, ``weight`` buffer and
+    ``options``, as torch's): :func:`torch_bp.functional.linear_cross_entropy`, chunked over rows
+    (rule: :class:`torch_bp.ops.loss.LinearCrossEntropyFunction`; K-dimensional heads and
+    probability targets: our linear and cross_entropy rules)."""
+
+    def forward(self, input, target):
+        linear_weight = self.linear.weight.reshape((self.num_classes, *self.out_features, self.linear.in_features))
+        linear_bias = (None if self.linear.bias is None
+                       else self.linear.bias.reshape((self.num_classes, *self.out_features)))
+        return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias, weight=self.weight,
+                                      reduction=self.reduction, ignore_index=self.ignore_index,
+                                      label_smoothing=self.label_smoothing, options=self.options)
+
+
+# --- row losses ---
+class CosineEmbeddingLoss(torch.nn.CosineEmbeddingLoss):
+    """Drop-in :class:`torch.nn.CosineEmbeddingLoss` (rule: :class:`torch_bp.ops.loss.CosineEmbeddingLossFunction`)."""
+
+    def forward(self, input1, input2, target):
+        return F.cosine_embedding_loss(input1, input2, target, margin=self.margin, reduction=self.reduction)
+
+
+class TripletMarginLoss(torch.nn.TripletMarginLoss):
+    """Drop-in :class:`torch.nn.TripletMarginLoss` (our pairwise_distance, then
+    :class:`torch_bp.ops.loss.TripletHingeFunction`)."""
+
+    def forward(self, anchor, positive, negative):
+        return F.triplet_margin_loss(anchor, positive, negative, margin=self.margin, p=self.p, eps=self.eps,
+                                     swap=self.swap, reduction=self.reduction)
+
+
+class TripletMarginWithDistanceLoss(torch.nn.TripletMarginWithDistanceLoss):
+    """Drop-in :class:`torch.nn.TripletMarginWithDistanceLoss` (default distance: our pairwise_distance;
+    the hinge: :class:`torch_bp.ops.loss.TripletHingeFunction`)."""
+
+    def forward(self, anchor, positive, negative):
+        return F.triplet_margin_with_distance_loss(anchor, positive, negative,
+                                                   distance_function=self.distance_function, margin=self.margin,
+                                                   swap=self.swap, reduction=self.reduction)
+
+
+class MultiMarginLoss(torch.nn.MultiMarginLoss):
+    """Drop-in :class:`torch.nn.MultiMarginLoss` (rule: :class:`torch_bp.ops.loss.MultiMarginLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.multi_margin_loss(input, target, p=self.p, margin=self.margin, weight=self.weight,
+                                   reduction=self.reduction)
+
+
+class MultiLabelMarginLoss(torch.nn.MultiLabelMarginLoss):
+    """Drop-in :class:`torch.nn.MultiLabelMarginLoss` (rule: :class:`torch_bp.ops.loss.MultiLabelMarginLossFunction`)."""
+
+    def forward(self, input, target):
+        return F.multilabel_margin_loss(input, target, reduction=self.reduction)

@@ -20,7 +20,7 @@ import torch
 
 from .. import backend
 from . import _lean
-from ._util import opmath
+from ._util import opmath, plain_eager, sum_to_size
 from ._rule import Rule
 
 
@@ -405,3 +405,300 @@ class LogSoftmaxFunction(Rule):
         gf = opmath(grad_y)
         grad_x = gf - torch.exp(opmath(y)) * gf.sum(ctx.dim, keepdim=True)
         return grad_x.to(grad_y.dtype), None
+
+
+# ======================================================================================
+# --- more elementwise activations: one pattern ---
+# Each rule below saves x and its scalar options; its backward is grad_x = grad_y * y'(x),
+# written as ``slope(x, *options) -> (mask, d)``: grad_x = grad_y * d where mask holds, 0
+# elsewhere (mask None: everywhere; d None: d = 1). A mask is a select, as in torch's
+# *_backward kernels, so an inf or NaN in grad_y reaches grad_x only where the mask holds.
+# d is computed in float32 for bfloat16/float16 (opmath) and the product rounded once.
+# The forwards follow torch's kernels (the same formula, in opmath where torch's is).
+# ======================================================================================
+def _save_x(ctx, inputs, output):
+    """setup_context of the elementwise rules: save x, keep the scalar options."""
+    ctx.save_for_backward(inputs[0])
+    ctx.options = inputs[1:]
+
+
+def _elementwise_grad(ctx, grad_y, slope):
+    """The backward of every elementwise rule below: grad_y * d where mask holds, else 0."""
+    (x,) = ctx.saved_tensors
+    mask, d = slope(opmath(x), *ctx.options)
+    g = grad_y if d is None else (opmath(grad_y) * d).to(grad_y.dtype)
+    if mask is not None:
+        g = torch.where(mask, g, g.new_zeros(()))
+    return (g,) + (None,) * len(ctx.options)
+
+
+def _in_opmath(fn):
+    """fn evaluated in opmath and rounded once to x's dtype (as torch's float kernels)."""
+    return lambda x, *options: fn(opmath(x), *options).to(x.dtype)
+
+
+# --- ReLU6 / Hardtanh ---
+class HardtanhFunction(Rule):
+    r"""Forward:  y = min(max(x, lo), hi)        (relu6: lo = 0, hi = 6, as torch's relu6)
+    Backward: grad_x = grad_y where lo < x < hi, else 0 (0 at both kinks, as torch; NaN
+              x passes grad_y)
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, lo, hi: torch.clamp(x, lo, hi).to(x.dtype))  # integer x stays integer
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x, lo, hi: (~((x <= lo) | (x >= hi)), None))
+
+
+# --- Hardswish / Hardsigmoid ---
+class HardswishFunction(Rule):
+    r"""Forward:  y = x min(max(x + 3, 0), 6) / 6
+    Backward: grad_x = 0 if x <= -3;  grad_y (x / 3 + 1/2) if x < 3;  grad_y above (as torch: at
+              x = -3 the left slope 0, at x = 3 the right slope 1)
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(_in_opmath(lambda x: x * torch.clamp(x + 3, 0, 6) / 6))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x: (~(x <= -3), torch.where(x < 3, x / 3 + 0.5, 1.0)))
+
+
+class HardsigmoidFunction(Rule):
+    r"""Forward:  y = min(max(x + 3, 0), 6) / 6
+    Backward: grad_x = grad_y / 6 where -3 < x < 3, else 0
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(_in_opmath(lambda x: torch.clamp(x + 3, 0, 6) / 6))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x: ((x > -3) & (x < 3), 1.0 / 6))
+
+
+# --- Hardshrink / Softshrink / Threshold ---
+class HardshrinkFunction(Rule):
+    r"""Forward:  y = 0 where -l <= x <= l, else x
+    Backward: grad_x = 0 where -l <= x <= l, else grad_y
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, lambd: x.masked_fill((x >= -lambd) & (x <= lambd), 0))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x, lambd: (~((x >= -lambd) & (x <= lambd)), None))
+
+
+class SoftshrinkFunction(Rule):
+    r"""Forward:  y = x - l if x > l;  x + l if x < -l;  0 otherwise (NaN stays NaN, as torch)
+    Backward: grad_x = 0 where -l <= x <= l, else grad_y
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(_in_opmath(lambda x, lambd: torch.where(
+        x > lambd, x - lambd, torch.where(x < -lambd, x + lambd, x * 0))))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x, lambd: (~((x >= -lambd) & (x <= lambd)), None))
+
+
+class ThresholdFunction(Rule):
+    r"""Forward:  y = v where x <= th, else x
+    Backward: grad_x = 0 where x <= th, else grad_y (NaN x passes grad_y)
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, threshold, value: x.masked_fill(x <= threshold, value))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x, threshold, value: (~(x <= threshold), None))
+
+
+# --- SELU / CELU ---
+class ScaledELUFunction(Rule):
+    r"""torch's elu with its three coefficients: selu (a = 1.6733, s = 1.0507, i = 1) and
+    celu (a = alpha, s = 1, i = 1 / alpha) are this rule, as in torch.
+
+    Forward:  y = s x if x > 0, else s a (e^{i x} - 1)
+    Backward: grad_x = grad_y s if x > 0, else grad_y s a i e^{i x}
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(_in_opmath(lambda x, a, s, i: torch.where(x > 0, x * s, torch.expm1(x * i) * (a * s))))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x, a, s, i: (
+            None, torch.where(x > 0, s, torch.exp(x * i) * (a * s * i))))
+
+
+# --- Mish ---
+class MishFunction(Rule):
+    r"""Forward:  y = x tanh(softplus(x)),  softplus(x) = log(1 + e^x)
+    Backward: t = tanh(softplus(x)),  grad_x = grad_y (t + x s(x) (1 - t^2))
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(_in_opmath(lambda x: x * torch.tanh(torch.log1p(torch.exp(x)))))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        def slope(x):
+            t = torch.tanh(torch.log1p(torch.exp(x)))
+            return None, t + x * torch.sigmoid(x) * (1 - t * t)
+        return _elementwise_grad(ctx, grad_y, slope)
+
+
+# --- LogSigmoid / Softsign / Tanhshrink ---
+class LogSigmoidFunction(Rule):
+    r"""Forward:  y = log s(x) = min(x, 0) - log(1 + e^{-|x|})   (finite for every finite x)
+    Backward: grad_x = grad_y s(-x)
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(_in_opmath(lambda x: torch.clamp(x, max=0) - torch.log1p(torch.exp(-x.abs()))))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x: (None, torch.sigmoid(-x)))
+
+
+class SoftsignFunction(Rule):
+    r"""Forward:  y = x / (1 + |x|)
+    Backward: grad_x = grad_y / (1 + |x|)^2
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x: x / (x.abs() + 1))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x: (None, (x.abs() + 1).pow(-2)))
+
+
+class TanhshrinkFunction(Rule):
+    r"""Forward:  y = x - tanh(x)
+    Backward: grad_x = grad_y tanh(x)^2
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x: x - torch.tanh(x))
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _elementwise_grad(ctx, grad_y, lambda x: (None, torch.tanh(x).pow(2)))
+
+
+# --- GLU ---
+class GLUFunction(Rule):
+    r"""Gated linear unit: x split in halves a, b along ``dim``.
+
+    Forward:  y = a s(b)
+    Backward: grad_a = grad_y s(b),   grad_b = grad_y a s(b) (1 - s(b));   grad_x = cat(grad_a, grad_b)
+    Saved: x                                     Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, dim):
+        a, b = opmath(x).chunk(2, dim)
+        return (a * torch.sigmoid(b)).to(x.dtype)
+
+    setup_context = staticmethod(_save_x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        (dim,) = ctx.options
+        a, b = opmath(x).chunk(2, dim)
+        g, s = opmath(grad_y), torch.sigmoid(b)
+        gs = g * s
+        return torch.cat([gs, gs * a * (1 - s)], dim).to(grad_y.dtype), None
+
+
+# --- PReLU ---
+class PReLUFunction(Rule):
+    r"""Forward:  y = x if x > 0, else w x    (w (1, C, 1, ...) broadcast over x, or one slope)
+    Backward: grad_x = grad_y if x > 0, else grad_y w
+              grad_w = sum over the broadcast dims of (0 if x > 0, else grad_y x)
+    Saved: x, w                                  Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight):
+        return torch.where(x > 0, x, weight * x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        pos = x > 0
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.where(pos, grad_y, weight * grad_y)
+        if ctx.needs_input_grad[1]:
+            grad_w = sum_to_size(torch.where(pos, grad_y.new_zeros(()), x * grad_y), weight.shape)
+        return grad_x, grad_w
+
+
+# --- RReLU ---
+class RReLUFunction(Rule):
+    r"""Randomized leaky ReLU in training mode (eval mode is :class:`LeakyReLUFunction` with the
+    slope (lower + upper) / 2, as torch).
+
+    Forward:  y = x r,  r = 1 where x > 0, else a slope drawn from U(lower, upper) per element
+              (drawn by the functional, torch's draw; handed to the rule as ``noise``)
+    Backward: grad_x = grad_y r
+    Saved: r (x's dtype: the slopes are real numbers, not bits; x itself is not kept)
+    Double backward: yes (linear in grad_y; r is a constant)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, noise):
+        return (opmath(x) * noise).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1].to(inputs[0].dtype))
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (noise,) = ctx.saved_tensors
+        return grad_y * noise, None

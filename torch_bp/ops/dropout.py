@@ -3,8 +3,13 @@ r"""Dropout: zero each element with probability p, scale the survivors by 1 / (1
 The mask is drawn by ``torch_bp.functional.dropout`` (the same draw as torch's CPU kernel,
 so the same seed gives the same mask) and handed to the rule, which keeps it as one bit per
 element for backward (torch keeps a mask of x's dtype, or a bool).
+
+Channel dropout (dropout1d/2d/3d, feature_alpha_dropout) draws one mask bit per channel,
+shape (N, C, 1, ...), broadcast over x by the same rules; the saved mask is that small one.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -66,3 +71,45 @@ class DropoutFunction(Rule):
         if ctx.bits:
             mask = unpack_bits(mask, ctx.mask_shape)
         return grad_y * (mask * scale), None, None
+
+
+# --- AlphaDropout / FeatureAlphaDropout ---
+_SELU_ALPHA_PRIME = 1.7580993408473766  # -selu's negative saturation value (torch's alpha)
+
+
+class AlphaDropoutFunction(Rule):
+    r"""Alpha dropout (keeps a SELU network's mean and variance): dropped elements are set to the
+    negative saturation value -alpha' and an affine map restores the statistics.
+
+    With a = 1 / sqrt((alpha'^2 p + 1)(1 - p)), m in {0, 1} (elementwise, or per channel for
+    feature alpha dropout, broadcast):
+    Forward:   y = x * (m a) + b,   b = (m - 1) alpha' a + alpha' a p
+    Backward:  grad_x = grad_y * m * a     (b is a constant: the same backward as Dropout's,
+               with scale a, so :class:`DropoutFunction`'s saving and backward are reused)
+    Saved:     m as 1 bit per element, a (0-d, x's dtype)
+    Identity (mask None) and p = 1 (x * 0): as :class:`DropoutFunction`, as torch.
+    Double backward: yes (linear in grad_y)
+    NOTE: the forward repeats torch's ops in x's dtype (noise - 1, * alpha' a, + alpha' a p;
+    noise * a; x * noise + b), so output and gradient equal torch's bit for bit.
+    """
+
+    compiled = ("pack_mask", "mask_bwd")  # csrc/cpu, through DropoutFunction's saving and backward
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, mask, scale, p):
+        if mask is None or p == 1:  # the identity, and x * 0 (p = 1), as torch: :class:`DropoutFunction`'s
+            return DropoutFunction.forward(x, mask, scale)
+        a = 1.0 / math.sqrt((_SELU_ALPHA_PRIME ** 2 * p + 1) * (1 - p))
+        noise = mask.to(x.dtype)
+        b = noise.add(-1).mul_(_SELU_ALPHA_PRIME * a).add_(_SELU_ALPHA_PRIME * a * p)
+        return (x * noise.mul_(a)).add_(b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        DropoutFunction.setup_context(ctx, inputs[:3], output)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return DropoutFunction.backward(ctx, grad_y) + (None,)

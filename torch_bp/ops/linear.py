@@ -181,3 +181,39 @@ class BiasActivationFunction(Rule):
                 grad_z = _act.silu_grad(z, grad_y)
         grad_b = _rows(grad_z).sum(0) if bias_grad else None
         return grad_z if ctx.needs_input_grad[0] else None, grad_b, None, None
+
+
+# --- Bilinear ---
+class BilinearFunction(Rule):
+    r"""Bilinear map of two inputs: x1 (*, I), x2 (*, J), A (O, I, J), b (O,) or None.
+
+    Forward:   y_o = sum_ij x1_i A_oij x2_j + b_o                               (*, O)
+    Backward:  grad_x1_i = sum_oj g_o A_oij x2_j,   grad_x2_j = sum_oi g_o A_oij x1_i
+               grad_A_oij = sum over rows of g_o x1_i x2_j,   grad_b = sum over rows of g
+    Saved:     x1, x2, A                 Double backward: yes (einsums of saved inputs and g)
+    bfloat16/float16: each einsum in float32, rounded once.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x1, x2, weight, bias):
+        y = torch.einsum("...i,oij,...j->...o", opmath(x1), opmath(weight), opmath(x2))
+        return (y if bias is None else y + opmath(bias)).to(x1.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x1, x2, weight, bias = inputs
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x1, x2, weight)
+
+    @staticmethod
+    def backward(ctx, g):
+        x1, x2, weight = ctx.saved_tensors
+        need, dtype = ctx.needs_input_grad, x1.dtype
+        gf, a, b, w = opmath(g), opmath(x1), opmath(x2), opmath(weight)
+        grad_x1 = torch.einsum("...o,oij,...j->...i", gf, w, b).to(dtype) if need[0] else None
+        grad_x2 = torch.einsum("...o,oij,...i->...j", gf, w, a).to(dtype) if need[1] else None
+        grad_w = torch.einsum("...o,...i,...j->oij", gf, a, b).to(dtype) if need[2] else None
+        grad_b = gf.reshape(-1, g.shape[-1]).sum(0).to(dtype) if ctx.has_bias and need[3] else None
+        return grad_x1, grad_x2, grad_w, grad_b

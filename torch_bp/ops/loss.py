@@ -553,22 +553,36 @@ def _head_logits(xc, weight, bias):
     return opmath(z)
 
 
-def _head_loss(z, safe, valid, a):
+def _head_loss(z, safe, valid, a, cw):
     """(log_softmax(z), e): the per-row loss e, 0 on ignored rows (torch's log_softmax kernel)."""
     ls = torch.log_softmax(z, 1)
     e = -ls.gather(1, safe).squeeze(1)
-    if a > 0:
-        e = (1 - a) * e - a * ls.mean(1)
+    if cw is None:
+        if a > 0:
+            e = (1 - a) * e - a * ls.mean(1)
+    else:
+        e = (1 - a) * cw[safe.squeeze(1)] * e
+        if a > 0:
+            e = e - (a / ls.shape[1]) * ls.mv(cw)
     return ls, torch.where(valid, e, 0)
 
 
-def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb):
-    r"""With G' = p - (1 - a) onehot(y) - a / V formed in place of p (c, V) and G = ge G':
+def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb, cw):
+    r"""With G' = p - (1 - a) onehot(y) - a / V (class weights w: p ((1 - a) w_y + (a / V) sum(w))
+    - (1 - a) w_y onehot(y) - (a / V) w) formed in place of p (c, V) and G = ge G':
     grad_x rows = ge (G' W) into ``gx``, grad_W += G'^T (ge x), grad_b += G'^T ge.
     NOTE: ge scales the (c, d) factors, never the (c, V) one: one pass less over the chunk."""
-    p.scatter_add_(1, safe, p.new_full(safe.shape, -(1 - a)))
-    if a > 0:
-        p.sub_(a / p.shape[1])
+    v = p.shape[1]
+    if cw is None:
+        p.scatter_add_(1, safe, p.new_full(safe.shape, -(1 - a)))
+        if a > 0:
+            p.sub_(a / v)
+    else:
+        wy = cw[safe.squeeze(1)].unsqueeze(1)  # (c, 1)
+        p.mul_((1 - a) * wy + (a / v) * cw.sum() if a > 0 else wy)  # (a = 0: untargeted classes' weights unread)
+        p.scatter_add_(1, safe, -(1 - a) * wy)
+        if a > 0:
+            p.sub_((a / v) * cw)
     g = p.to(weight.dtype)
     if gx is not None:
         gx.copy_(g.mm(weight).mul_(ge.unsqueeze(1).to(weight.dtype)))
@@ -582,19 +596,26 @@ def _head_grads(p, ge, safe, a, xc, weight, gx, gw, gb):
         gb.add_(p.t().mv(ge))
 
 
+def _head_count(valid, safe, cw):
+    """The mean's divisor: the number of non-ignored rows, or the sum of their targets' class weights."""
+    return valid.sum() if cw is None else torch.where(valid, cw[safe.squeeze(1)], 0).sum()
+
+
 class LinearCrossEntropyFunction(Rule):
     r"""Language-model head: cross-entropy of the logits z = x W^T + b with class indices y,
     computed over chunks of rows so that no (N, V) tensor of logits ever exists.
 
     x (*, d) flattened to N rows, W (V, d), b (V,) (or broadcast to it) or None, y (*) class
-    indices (rows with y = ignore_index contribute nothing); label smoothing a; no class
-    weights. Per chunk of rows, with z = x W^T + b (c, V) and z~ = log_softmax(z):
-    Forward:   e_n = -(1 - a) z~_{n, y_n} - (a / V) sum_c z~_{nc}     (0 where y_n is ignored)
-               L = reduce(e)   (mean: sum(e) / number of non-ignored rows, as torch)
-    Backward:  p = softmax(z),   G'_n = p_n - (1 - a) onehot(y_n) - a / V,   G = ge G'
+    indices (rows with y = ignore_index contribute nothing); label smoothing a; class weights
+    w (V,) or None (w = 1). Per chunk of rows, with z = x W^T + b (c, V) and z~ = log_softmax(z):
+    Forward:   e_n = -(1 - a) w_{y_n} z~_{n, y_n} - (a / V) sum_c w_c z~_{nc}   (0 where y_n is ignored)
+               L = reduce(e)   (mean: sum(e) / sum of w_{y_n} over the non-ignored rows, as torch)
+    Backward:  p = softmax(z),   G'_n = p_n ((1 - a) w_{y_n} + (a / V) sum_c w_c)
+                                        - (1 - a) w_{y_n} onehot(y_n) - (a / V) w,   G = ge G'
+               (w = 1: G'_n = p_n - (1 - a) onehot(y_n) - a / V)
                grad_x = ge (G' W),   grad_W = G'^T (ge x),   grad_b = G'^T ge
-               (ge_n = g, g / number of non-ignored rows, or g_n with reduction 'none'; 0 on
-               ignored rows)
+               (ge_n = g, g / that sum of weights, or g_n with reduction 'none'; 0 on
+               ignored rows); no gradient for w (as torch)
     Two modes (``fused``), both exact (the same formulas, no approximation):
       recompute (fused=None):  Saved: x, W, b, y (nothing beyond the inputs);
                recomputed: each chunk's logits z and p = softmax(z) in backward (one extra
@@ -617,7 +638,8 @@ class LinearCrossEntropyFunction(Rule):
     """
 
     @staticmethod
-    def forward(x, weight, bias, target, reduction, ignore_index, label_smoothing, chunk_size, fused, out_dtype):
+    def forward(x, weight, bias, target, class_weight, reduction, ignore_index, label_smoothing, chunk_size, fused,
+                out_dtype):
         n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
         a = label_smoothing
@@ -625,8 +647,9 @@ class LinearCrossEntropyFunction(Rule):
         valid = t != ignore_index
         safe = torch.where(valid, t, 0).long().unsqueeze(1)  # (N, 1)
         acc = opmath(x.new_empty(())).dtype
+        cw = None if class_weight is None else class_weight.to(acc)
         e = torch.zeros(x2.shape[0], dtype=acc, device=x.device)
-        count = valid.sum()
+        count = _head_count(valid, safe, cw)
         need_x, need_w, need_b = fused or (False, False, False)
         gx = torch.zeros(x2.shape, dtype=x.dtype, device=x.device) if need_x else None
         gw = torch.zeros(weight.shape, dtype=acc, device=x.device) if need_w else None
@@ -641,10 +664,10 @@ class LinearCrossEntropyFunction(Rule):
             rows = _head_rows(n_cls, chunk_size)
             for i in range(0, x2.shape[0], rows):
                 sl = slice(i, i + rows)
-                ls, e[sl] = _head_loss(_head_logits(x2[sl], weight, bias), safe[sl], valid[sl], a)
+                ls, e[sl] = _head_loss(_head_logits(x2[sl], weight, bias), safe[sl], valid[sl], a, cw)
                 if fused:
                     _head_grads(ls.exp_(), ge[sl], safe[sl], a, x2[sl], weight,
-                                None if gx is None else gx[sl], gw, gb)
+                                None if gx is None else gx[sl], gw, gb, cw)
                 del ls
         if reduction == "none":
             out = e.reshape(target.shape)
@@ -655,12 +678,13 @@ class LinearCrossEntropyFunction(Rule):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, target, ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size, fused, _ = inputs
+        (x, weight, bias, target, class_weight, ctx.reduction, ctx.ignore_index, ctx.label_smoothing, ctx.chunk_size,
+         fused, _) = inputs
         _, gx, gw, gb = output
         ctx.mark_non_differentiable(*[t for t in (gx, gw, gb) if t is not None])
         ctx.fused = fused is not None
         ctx.bias_shape = None if bias is None else bias.shape
-        ctx.save_for_backward(*((gx, gw, gb) if ctx.fused else (x, weight, bias, target)))
+        ctx.save_for_backward(*((gx, gw, gb) if ctx.fused else (x, weight, bias, target, class_weight)))
 
     @staticmethod
     @first_order_only
@@ -672,18 +696,19 @@ class LinearCrossEntropyFunction(Rule):
             if not bool(grad_out == 1):  # else (loss.backward()) the saved gradients are the answer
                 gx, gw, gb = (None if t is None else t * grad_out for t in (gx, gw, gb))
             return (gx if need_x else None, gw if need_w else None,
-                    sum_to_size(gb, ctx.bias_shape) if need_b else None) + (None,) * 7
-        x, weight, bias, target = ctx.saved_tensors
+                    sum_to_size(gb, ctx.bias_shape) if need_b else None) + (None,) * 8
+        x, weight, bias, target, class_weight = ctx.saved_tensors
         n_cls, d = weight.shape
         x2, t = x.reshape(-1, d), target.reshape(-1)
         valid = t != ctx.ignore_index
         safe = torch.where(valid, t, 0).long().unsqueeze(1)
         acc = opmath(x.new_empty(())).dtype
+        cw = None if class_weight is None else class_weight.to(acc)
         g = grad_out.to(acc)
         if ctx.reduction == "none":
             ge = torch.where(valid, g.reshape(-1), 0)
         else:
-            ge = torch.where(valid, g / valid.sum() if ctx.reduction == "mean" else g, 0)
+            ge = torch.where(valid, g / _head_count(valid, safe, cw) if ctx.reduction == "mean" else g, 0)
         gx = torch.zeros(x2.shape, dtype=x.dtype, device=x.device) if need_x else None
         gw = torch.zeros(weight.shape, dtype=acc, device=x.device) if need_w else None
         gb = torch.zeros(n_cls, dtype=acc, device=x.device) if need_b else None
@@ -694,7 +719,504 @@ class LinearCrossEntropyFunction(Rule):
                 sl = slice(i, i + rows)
                 p = torch.softmax(_head_logits(x2[sl], weight, b), 1)
                 _head_grads(p, ge[sl], safe[sl], ctx.label_smoothing, x2[sl], weight,
-                            None if gx is None else gx[sl], gw, gb)
+                            None if gx is None else gx[sl], gw, gb, cw)
                 del p
         return (None if gx is None else gx.reshape(x.shape), None if gw is None else gw.to(weight.dtype),
-                None if gb is None else sum_to_size(gb.to(bias.dtype), ctx.bias_shape)) + (None,) * 7
+                None if gb is None else sum_to_size(gb.to(bias.dtype), ctx.bias_shape)) + (None,) * 8
+
+
+# ======================================================================================
+# --- more pointwise losses: one pattern ---
+# Each rule below is L = reduce(e), e an elementwise function of its tensor inputs (broadcast
+# together; a weight, where the loss has one, is one of them). A rule states e and its
+# partials once, as ``e(*inputs, *options)`` and ``partials(*inputs, *options)`` (one per
+# tensor input, None where torch takes no gradient), evaluated in opmath; the shared
+# forward reduces e, the shared backward is grad_i = sum_to_size(ge * de/d input_i).
+# reduce: 'none' (e), 'sum', 'mean' (sum / numel(e)), 'batchmean' (sum / x.shape[0]; a 0-d x:
+# the sum), and with ``rows`` e is first averaged over its last dim ('mean' over the rows).
+# Saved: the tensor inputs.   Double backward: yes (the partials are differentiable ops).
+# ======================================================================================
+def _pointwise_forward(e_fn, tensors, reduction, options, rows=False):
+    e = e_fn(*[None if t is None else opmath(t) for t in tensors], *options)
+    if rows:
+        e = e.sum(-1) / e.shape[-1]  # C = 0 (no classes): 0 / 0 = NaN, as torch
+    if reduction == "sum" or (reduction == "batchmean" and tensors[0].dim() == 0):
+        e = e.sum()
+    elif reduction == "mean":
+        e = e.mean()
+    elif reduction == "batchmean":
+        e = e.sum() / tensors[0].shape[0]
+    return e.to(_out_dtype(*tensors))
+
+
+def _pointwise_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:-2])
+    ctx.reduction, ctx.options = inputs[-2:]
+
+
+def _pointwise_grads(ctx, grad_out, partials, rows=False):
+    tensors = ctx.saved_tensors
+    fs = [None if t is None else opmath(t) for t in tensors]
+    ds = partials(*fs, *ctx.options)
+    shape = torch.broadcast_shapes(*[t.shape for t in tensors if t is not None])
+    ge = opmath(grad_out)
+    if rows:
+        ge = ge / shape[-1]
+    if ctx.reduction == "mean":
+        ge = ge / (math.prod(shape[:-1]) if rows else math.prod(shape))
+    elif ctx.reduction == "batchmean" and tensors[0].dim() > 0:
+        ge = ge / tensors[0].shape[0]
+    elif ctx.reduction == "none" and rows:
+        ge = ge.unsqueeze(-1)
+    grads = tuple(
+        sum_to_size((ge * d).broadcast_to(shape), t.shape).to(t.dtype)  # (a partial may not depend on t)
+        if (need and t is not None and d is not None) else None
+        for t, d, need in zip(tensors, ds, ctx.needs_input_grad))
+    return grads + (None, None)
+
+
+# --- BCELoss ---
+def _bce_e(x, t, w):
+    e = (t - 1) * torch.clamp(torch.log1p(-x), min=-100) - t * torch.clamp(torch.log(x), min=-100)
+    return e if w is None else e * w
+
+
+def _bce_partials(x, t, w):
+    w = 1 if w is None else w
+    dx = (x - t) / torch.clamp((1 - x) * x, min=1e-12)
+    dt = torch.clamp(torch.log1p(-x), min=-100) - torch.clamp(torch.log(x), min=-100)
+    return dx * w, dt * w, None
+
+
+class BCELossFunction(Rule):
+    r"""Binary cross-entropy on probabilities x in [0, 1], weight w (broadcast, no gradient).
+
+    Forward:   e = -w [t log x + (1 - t) log(1 - x)]   (each log clamped below at -100, as torch)
+    Backward:  de/dx = w (x - t) / max(x (1 - x), 1e-12),   de/dt = w (log(1 - x) - log x) (clamped)
+    Saved:     the tensor inputs           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, w, reduction, options: _pointwise_forward(_bce_e, (x, t, w), reduction, ()))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _bce_partials)
+
+
+# --- KLDivLoss ---
+def _kl_div_e(x, t, log_target):
+    return torch.exp(t) * (t - x) if log_target else torch.xlogy(t, t) - t * x
+
+
+def _kl_div_partials(x, t, log_target):
+    if log_target:
+        et = torch.exp(t)
+        return -et, et * (t - x + 1)
+    # d/dt xlogy(t, t) as torch's autograd takes it: xlogy(t != 0, t) + t / t (NaN at t = 0)
+    return -t, torch.xlogy((t != 0).to(t.dtype), t) + t / t - x
+
+
+class KLDivLossFunction(Rule):
+    r"""Kullback-Leibler divergence of the target from log-probabilities x.
+
+    Forward:   e = t log t - t x            (xlogy: 0 at t = 0)
+               e = e^t (t - x)              (log_target: t holds log-probabilities)
+    Backward:  de/dx = -t,   de/dt = log t + 1 - x   (torch's: log t taken as 0 at t = 0, and
+               t / t for the 1, so NaN at t = 0, as torch's autograd of xlogy)
+               log_target: de/dx = -e^t,   de/dt = e^t (t - x + 1)
+    reduction 'batchmean': sum / x.shape[0], as torch.
+    Saved:     the tensor inputs           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, reduction, options: _pointwise_forward(_kl_div_e, (x, t), reduction, options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _kl_div_partials)
+
+
+# --- PoissonNLLLoss ---
+def _stirling(t):
+    return t * torch.log(t) - t + 0.5 * torch.log(2 * math.pi * t)
+
+
+def _poisson_nll_e(x, t, log_input, full, eps):
+    e = torch.exp(x) - t * x if log_input else x - t * torch.log(x + eps)
+    return e + _stirling(t).masked_fill(t <= 1, 0) if full else e
+
+
+def _poisson_nll_partials(x, t, log_input, full, eps):
+    if log_input:
+        dx, dt = torch.exp(x) - t, -x
+    else:
+        dx, dt = 1 - t / (x + eps), -torch.log(x + eps)
+    if full:  # the masked Stirling term's slope times [t > 1]: NaN at t <= 0 as torch's autograd
+        dt = dt + (torch.log(t) + 0.5 / t) * (t > 1).to(t.dtype)
+    return dx, dt
+
+
+class PoissonNLLLossFunction(Rule):
+    r"""Negative log-likelihood of a Poisson target t with rate e^x (log_input) or x.
+
+    Forward:   e = e^x - t x                      (log_input)
+               e = x - t log(x + eps)             (otherwise)
+               full: + t log t - t + log(2 pi t) / 2 where t > 1 (Stirling), as torch
+    Backward:  log_input: de/dx = e^x - t,  de/dt = -x
+               otherwise: de/dx = 1 - t / (x + eps),  de/dt = -log(x + eps)
+               full: de/dt += (log t + 1 / (2t)) [t > 1]
+    Saved:     the tensor inputs           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, reduction, options: _pointwise_forward(_poisson_nll_e, (x, t), reduction,
+                                                                               options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _poisson_nll_partials)
+
+
+# --- GaussianNLLLoss ---
+def _gaussian_nll_e(x, t, var, full, eps):
+    v = torch.clamp(var, min=eps)
+    e = 0.5 * (torch.log(v) + (x - t) ** 2 / v)
+    return e + 0.5 * math.log(2 * math.pi) if full else e
+
+
+def _gaussian_nll_partials(x, t, var, full, eps):
+    v = torch.clamp(var, min=eps)
+    r = (x - t) / v
+    return r, -r, 0.5 * (1 / v - r * r)
+
+
+class GaussianNLLLossFunction(Rule):
+    r"""Negative log-likelihood of t under N(x, var), var clamped below at eps.
+
+    Forward:   v = max(var, eps),   e = (log v + (x - t)^2 / v) / 2   (full: + log(2 pi) / 2)
+    Backward:  r = (x - t) / v,   de/dx = r,   de/dt = -r,   de/dvar = (1 / v - r^2) / 2
+               (the clamp passes the gradient unchanged, as torch's clamp under no_grad)
+    Saved:     the tensor inputs           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, var, reduction, options: _pointwise_forward(_gaussian_nll_e, (x, t, var),
+                                                                                    reduction, options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _gaussian_nll_partials)
+
+
+# --- SoftMarginLoss ---
+def _soft_margin_e(x, t):
+    return torch.log1p(torch.exp(-t * x))
+
+
+def _soft_margin_partials(x, t):
+    return -t * torch.sigmoid(-t * x), None
+
+
+class SoftMarginLossFunction(Rule):
+    r"""Forward:   e = log(1 + e^{-t x})
+    Backward:  de/dx = -t s(-t x)            (no gradient for t, as torch)
+    Saved:     the tensor inputs           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, reduction, options: _pointwise_forward(_soft_margin_e, (x, t), reduction, ()))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _soft_margin_partials)
+
+
+# --- HingeEmbeddingLoss ---
+def _hinge_embedding_e(x, t, margin):
+    return torch.where(t != 1, torch.clamp(margin - x, min=0), 0) + torch.where(t != -1, x, 0)
+
+
+def _hinge_embedding_partials(x, t, margin):
+    return (t != -1).to(x.dtype) - ((t != 1) & (margin - x >= 0)).to(x.dtype), None
+
+
+class HingeEmbeddingLossFunction(Rule):
+    r"""Forward:   e = [t != 1] max(0, margin - x) + [t != -1] x     (t is 1 or -1; as torch's formula)
+    Backward:  de/dx = [t != -1] - [t != 1][margin - x >= 0]         (no gradient for t, as torch)
+    Saved:     the tensor inputs           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, reduction, options: _pointwise_forward(_hinge_embedding_e, (x, t), reduction,
+                                                                               options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _hinge_embedding_partials)
+
+
+# --- MarginRankingLoss ---
+def _margin_ranking_e(x1, x2, t, margin):
+    return torch.clamp(-t * (x1 - x2) + margin, min=0)
+
+
+def _margin_ranking_partials(x1, x2, t, margin):
+    on = (-t * (x1 - x2) + margin >= 0).to(x1.dtype)
+    return -t * on, t * on, -(x1 - x2) * on
+
+
+class MarginRankingLossFunction(Rule):
+    r"""Forward:   e = max(0, -t (x1 - x2) + margin)
+    Backward:  a = [-t (x1 - x2) + margin >= 0]:  de/dx1 = -t a,  de/dx2 = t a,  de/dt = -(x1 - x2) a
+    Saved:     the tensor inputs           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x1, x2, t, reduction, options: _pointwise_forward(
+        _margin_ranking_e, (x1, x2, t), reduction, options))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _margin_ranking_partials)
+
+
+# --- MultiLabelSoftMarginLoss ---
+def _multilabel_soft_margin_e(x, t, w):
+    logsig = torch.nn.functional.logsigmoid
+    e = -(t * logsig(x) + (1 - t) * logsig(-x))
+    return e if w is None else e * w
+
+
+def _multilabel_soft_margin_partials(x, t, w):
+    dw = None if w is None else _multilabel_soft_margin_e(x, t, None)
+    dx, dt = torch.sigmoid(x) - t, -x
+    return (dx, dt, dw) if w is None else (dx * w, dt * w, dw)
+
+
+class MultiLabelSoftMarginLossFunction(Rule):
+    r"""One-vs-all logistic loss over the C classes (last dim), class weight w (C,) or None.
+
+    Forward:   e_c = -w_c [t_c logsigmoid(x_c) + (1 - t_c) logsigmoid(-x_c)],   averaged over c per
+               row (sum / C), then reduced over the rows ('mean': over rows, as torch)
+    Backward:  de/dx = w (s(x) - t),   de/dt = -w x,   de/dw = e / w (the unweighted term), each / C
+    Saved:     the tensor inputs           Double backward: yes
+    """
+
+    generate_vmap_rule = True
+    forward = staticmethod(lambda x, t, w, reduction, options: _pointwise_forward(
+        _multilabel_soft_margin_e, (x, t, w), reduction, (), rows=True))
+    setup_context = staticmethod(_pointwise_setup)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _pointwise_grads(ctx, grad_out, _multilabel_soft_margin_partials, rows=True)
+
+
+# ======================================================================================
+# --- row losses: one loss per row, reduced over the rows (_reduce / _elem_grad above) ---
+# ======================================================================================
+def _row_grad(ctx, grad_out, n):
+    """ge (n,): the gradient reaching each row's loss (mean: g / n)."""
+    ge = _elem_grad(opmath(grad_out), n, None, ctx.reduction, False)
+    return ge.expand(n) if ge.dim() == 0 else ge.reshape(n)
+
+
+# --- CosineEmbeddingLoss ---
+_COSINE_EPS = 1e-12  # torch's EPSILON in cosine_embedding_loss
+
+
+class CosineEmbeddingLossFunction(Rule):
+    r"""Rows x1, x2 (N, D) (or (D,) with a 0-d target; broadcast), target t in {1, -1}.
+
+    Forward:   m_k = sum(x_k^2) + 1e-12,   c = sum(x1 x2) / sqrt(m1 m2)     (per row, as torch)
+               e = 1 - c if t = 1;   max(0, c - margin) if t = -1;   0 otherwise
+    Backward:  de/dc = -[t = 1] + [t = -1][c - margin >= 0]
+               dc/dx1 = x2 / sqrt(m1 m2) - c x1 / m1,   dc/dx2 = x1 / sqrt(m1 m2) - c x2 / m2
+               (no gradient for t, as torch)
+    Saved:     x1, x2, t                 Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x1, x2, t, margin, reduction):
+        a, b = opmath(x1), opmath(x2)
+        c = (a * b).sum(-1) / ((a * a).sum(-1) + _COSINE_EPS).mul((b * b).sum(-1) + _COSINE_EPS).sqrt()
+        e = torch.where(t == 1, 1 - c, 0) + torch.where(t == -1, (c - margin).clamp_min(0), 0)
+        return _reduce(e, None, reduction, False).to(_out_dtype(x1, x2))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x1, x2, t, ctx.margin, ctx.reduction = inputs
+        ctx.save_for_backward(x1, x2, t)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x1, x2, t = ctx.saved_tensors
+        a, b = opmath(x1), opmath(x2)
+        m1, m2 = (a * a).sum(-1, keepdim=True) + _COSINE_EPS, (b * b).sum(-1, keepdim=True) + _COSINE_EPS
+        den = (m1 * m2).sqrt()
+        c = (a * b).sum(-1, keepdim=True) / den
+        tt = t.unsqueeze(-1)
+        dc = -(tt == 1).to(a.dtype) + ((tt == -1) & (c - ctx.margin >= 0)).to(a.dtype)
+        n = math.prod(torch.broadcast_shapes(c.shape[:-1], t.shape))
+        ge = _elem_grad(opmath(grad_out), n, None, ctx.reduction, False)
+        ge = (ge if ge.dim() == 0 else ge.unsqueeze(-1)) * dc
+        grad_x1 = sum_to_size(ge * (b / den - c * a / m1), x1.shape).to(x1.dtype) if ctx.needs_input_grad[0] else None
+        grad_x2 = sum_to_size(ge * (a / den - c * b / m2), x2.shape).to(x2.dtype) if ctx.needs_input_grad[1] else None
+        return grad_x1, grad_x2, None, None, None
+
+
+# --- TripletMarginLoss / TripletMarginWithDistanceLoss: the hinge on two distances ---
+class TripletHingeFunction(Rule):
+    r"""The hinge of both triplet losses, on distances computed before it (triplet_margin_loss: our
+    :class:`~torch_bp.ops.distance.PairwiseDistanceFunction`; with_distance: the user's function).
+
+    Forward:   n = min(d_an, d_pn) with ``swap`` (d_pn given), else d_an
+               e = max(margin + d_ap - n, 0)
+    Backward:  a = [margin + d_ap - n >= 0]:   grad_d_ap = ge a,   grad_n = -ge a
+               min: grad_n to the smaller of d_an, d_pn, halved between them at a tie (torch's minimum)
+    Saved:     d_ap, d_an, d_pn              Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(d_ap, d_an, d_pn, margin, reduction):
+        n = d_an if d_pn is None else torch.minimum(d_an, d_pn)
+        e = (margin + opmath(d_ap) - opmath(n)).clamp_min(0)
+        return _reduce(e, None, reduction, False).to(_out_dtype(d_ap, d_an, d_pn))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        d_ap, d_an, d_pn, ctx.margin, ctx.reduction = inputs
+        ctx.save_for_backward(d_ap, d_an, d_pn)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        d_ap, d_an, d_pn = ctx.saved_tensors
+        n = d_an if d_pn is None else torch.minimum(d_an, d_pn)
+        on = (ctx.margin + opmath(d_ap) - opmath(n) >= 0).to(opmath(d_ap).dtype)
+        shape = torch.broadcast_shapes(d_ap.shape, d_an.shape, *(() if d_pn is None else (d_pn.shape,)))
+        ge = _elem_grad(opmath(grad_out), math.prod(shape), None, ctx.reduction, False) * on
+        grad_an = grad_pn = None
+        if d_pn is None:
+            g_an = -ge
+        else:
+            half = torch.where(d_an == d_pn, 0.5, 1.0)
+            g_an = torch.where(d_an <= d_pn, -ge * half, 0)
+            g_pn = torch.where(d_pn <= d_an, -ge * half, 0)
+            if ctx.needs_input_grad[2]:
+                grad_pn = sum_to_size(g_pn, d_pn.shape).to(d_pn.dtype)
+        grad_ap = sum_to_size(ge, d_ap.shape).to(d_ap.dtype) if ctx.needs_input_grad[0] else None
+        if ctx.needs_input_grad[1]:
+            grad_an = sum_to_size(g_an, d_an.shape).to(d_an.dtype)
+        return grad_ap, grad_an, grad_pn, None, None
+
+
+# --- MultiMarginLoss ---
+class MultiMarginLossFunction(Rule):
+    r"""Multi-class hinge: x (N, C), y (N,) class indices, class weight w (C,) or None, p in {1, 2}.
+
+    Forward:   z_i = margin - x_y + x_i,   e = w_y sum_{i != y, z_i > 0} z_i^p / C   (a NaN z_i is skipped, as torch)
+    Backward:  for i != y with z_i > 0 (strictly, as torch):  h_i = w_y p z_i^{p-1} / C,
+               de/dx_i = h_i,   de/dx_y = -sum_i h_i          (no gradient for y, w)
+    Saved:     x, y, w                   Double backward: yes
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, w, p, margin, reduction):
+        z, keep, wy = _multi_margin_terms(opmath(x), y, w, margin)
+        e = torch.where((z > 0) & (keep > 0), z, 0).pow(p).sum(-1) * wy / x.shape[-1]  # selects: NaN z skipped
+        return _reduce(e, None, reduction, False).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, w, ctx.p, ctx.margin, ctx.reduction = inputs
+        ctx.save_for_backward(x, y, w)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, y, w = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        xf = opmath(x)
+        z, keep, wy = _multi_margin_terms(xf, y, w, ctx.margin)
+        on = (keep > 0) & (z > 0)  # selects: a skipped (or NaN) z gives no gradient, whatever w_y is, as torch
+        scale = (wy / x.shape[-1] * _row_grad(ctx, grad_out, y.numel()).reshape(wy.shape)).unsqueeze(-1)
+        h = torch.where(on, scale if ctx.p == 1 else 2 * z * scale, 0)
+        grad = h.scatter_add(-1, y.unsqueeze(-1), -h.sum(-1, keepdim=True))
+        return grad.to(x.dtype), None, None, None, None, None
+
+
+def _multi_margin_terms(xf, y, w, margin):
+    """z = margin - x_y + x (N, C), keep = [i != y] (x's dtype), w_y (N,) (1 without weights)."""
+    yy = y.unsqueeze(-1)
+    z = margin - xf.gather(-1, yy) + xf
+    keep = torch.ones_like(xf).scatter(-1, yy, 0)
+    wy = torch.ones_like(y, dtype=xf.dtype) if w is None else opmath(w)[y]
+    return z, keep, wy
+
+
+# --- MultiLabelMarginLoss ---
+class MultiLabelMarginLossFunction(Rule):
+    r"""Multi-label hinge: x (N, C), targets y (N, C) of class indices ended by the first -1.
+
+    With J = the listed targets of a row, and i over the classes not in J:
+    Forward:   z_ji = 1 - (x_j - x_i),   e = sum_{j in J} sum_{i not in J, z_ji > 0} z_ji / C  (NaN skipped, as torch)
+    Backward:  a_ji = [z_ji > 0] (strictly, as torch):  de/dx_i = sum_j a_ji / C,
+               de/dx_j = -sum_i a_ji / C                 (no gradient for y)
+    Saved:     x, y                      Double backward: yes (the gradient is constant in x)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, reduction):
+        z, pairs = _multilabel_margin_terms(opmath(x), y)
+        e = torch.where((z > 0) & pairs, z, 0).sum((-2, -1)) / x.shape[-1]  # selects: a NaN z is skipped
+        return _reduce(e, None, reduction, False).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, ctx.reduction = inputs
+        ctx.save_for_backward(x, y)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, y = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        xf = opmath(x)
+        z, pairs = _multilabel_margin_terms(xf, y)
+        n = y.numel() // y.shape[-1]
+        ge = _row_grad(ctx, grad_out, n).reshape(y.shape[:-1] + (1, 1)) / x.shape[-1]
+        a = ((z > 0) & pairs).to(xf.dtype) * ge              # (..., j, i)
+        safe = torch.where(_listed(y), y, 0)
+        grad = a.sum(-2).scatter_add(-1, safe, -a.sum(-1))     # pairs are 0 on unlisted j
+        return grad.to(x.dtype), None, None
+
+
+def _listed(y):
+    """[y_j is listed]: before the first -1 of its row."""
+    return (y < 0).long().cumsum(-1) == 0
+
+
+def _multilabel_margin_terms(xf, y):
+    """z_ji = 1 - x_{y_j} + x_i (..., C, C) and the pairs counted: j listed, i not a listed target."""
+    listed = _listed(y)
+    safe = torch.where(listed, y, 0)
+    is_target = torch.zeros_like(safe).scatter_add(-1, safe, listed.long()) > 0  # (duplicate indices: add)
+    z = 1 - xf.gather(-1, safe).unsqueeze(-1) + xf.unsqueeze(-2)
+    pairs = listed.unsqueeze(-1) & ~is_target.unsqueeze(-2)
+    return z, pairs
