@@ -10,7 +10,7 @@ generator returns ``(inputs, targets)`` with 0/1 entries in ``dtype``:
 
 Pattern order is binary counting with the first input as the most significant bit, so
 row ``k`` of ``symmetry()`` or ``parity(n)`` is the binary expansion of ``k``.
-See ``shared/reference/paper-1986.md`` (section 2.3-2.4) for the family-tree definitions.
+See ``experiments/paper1986/REFERENCE.md`` for the family-tree definitions.
 """
 from __future__ import annotations
 

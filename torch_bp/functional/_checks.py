@@ -223,7 +223,8 @@ def _pool_pair(value, what, name):
 
 def _pool_options(kernel_size, stride, padding, name):
     k = _pool_pair(kernel_size, "kernel_size", name)
-    s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pool_pair(stride, "stride", name)
+    no_stride = stride is None or (not isinstance(stride, int) and len(stride) == 0)
+    s = k if no_stride else _pool_pair(stride, "stride", name)
     return k, s, _pool_pair(padding, "padding", name)
 
 

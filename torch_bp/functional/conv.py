@@ -72,7 +72,8 @@ def _conv_transposend(nd, name, input, weight, bias, stride, padding, output_pad
            for h, s, p, d, kk, op in zip(input.shape[-nd:], stride, padding, dilation, k, output_padding)]
     if any(o <= 0 for o in out):
         raise RuntimeError(f"Given input size per channel: ({' x '.join(map(str, input.shape[-nd:]))}). "
-                           f"Calculated output size per channel: ({' x '.join(map(str, out))}). Output size is too small")
+                           f"Calculated output size per channel: ({' x '.join(map(str, out))}). "
+                           "Output size is too small")
     opts = _conv.ConvTransposeOptions(stride, padding, output_padding, int(groups), dilation)
     return _conv.ConvTransposeFunction.apply(input, weight, bias, opts)
 

@@ -1,4 +1,5 @@
-"""``torch_bp.functional``: LSTM, GRU and plain RNN (the ATen ops torch.nn.LSTM/GRU/RNN call). See the package docstring."""
+"""``torch_bp.functional``: LSTM, GRU and plain RNN (the ATen ops torch.nn.LSTM/GRU/RNN call), and their
+cells. See the package docstring."""
 from __future__ import annotations
 
 import torch
@@ -48,7 +49,8 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
 
     params = list(params)
     packed = isinstance(input, PackedSequence)
-    _real_only(mode.lower(), input.data if packed else input, *(hx if isinstance(hx, (tuple, list)) else (hx,)), *params)
+    states = hx if isinstance(hx, (tuple, list)) else (hx,)
+    _real_only(mode.lower(), input.data if packed else input, *states, *params)
     sorted_indices = unsorted_indices = batch_sizes = None
     if packed:
         input, batch_sizes, sorted_indices, unsorted_indices = input

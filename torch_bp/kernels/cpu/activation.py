@@ -7,8 +7,8 @@ import torch
 
 def register(reg) -> None:
     """Register this family's fake kernels with ``reg`` (``torch.library.register_fake``)."""
-    for name in ("relu_fwd", "tanh_fwd", "gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd", "sigmoid_fwd",
-                 "softmax_fwd", "log_softmax_fwd"):
+    for name in ("relu_fwd", "tanh_fwd", "gelu_fwd", "silu_fwd", "leaky_relu_fwd", "elu_fwd", "softplus_fwd",
+                 "sigmoid_fwd", "softmax_fwd", "log_softmax_fwd"):
         reg(f"torch_bp::{name}")(lambda x, *a: torch.empty_like(x, memory_format=torch.contiguous_format))
 
     for name in ("gelu_bwd", "silu_bwd", "leaky_relu_bwd", "elu_bwd", "softplus_bwd", "tanh_bwd", "sigmoid_bwd"):
