@@ -55,9 +55,13 @@ def test_import_changes_no_rule_class(cls):
     for name in ("forward", "setup_context", "backward"):
         fn = cls.__dict__[name].__func__
         assert getattr(cls, name) is fn
-        if isinstance(body[name], ast.Assign):   # ``name = staticmethod(Other.name)``: that object
-            value = eval(ast.unparse(body[name].value), vars(inspect.getmodule(cls)))
-            assert fn is value.__func__, f"{cls.__name__}.{name}"
+        if isinstance(body[name], ast.Assign):
+            # ``name = staticmethod(...)`` in the body: a function of the rule's own module (a shared
+            # helper, a lambda written there), never one of another module's wrappers
+            inner = fn
+            while hasattr(inner, "__wrapped__"):
+                inner = inner.__wrapped__
+            assert inspect.getsourcefile(inner) == inspect.getsourcefile(cls), f"{cls.__name__}.{name}: {inner}"
             continue
         written = {ast.unparse(d).rsplit(".", 1)[-1] for d in body[name].decorator_list}
         while hasattr(fn, "__wrapped__"):   # decorators: torch's own, or one written in the class body
@@ -80,24 +84,27 @@ def _patches(path: Path) -> list:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         for t in targets:
             if isinstance(t, ast.Attribute) and t.attr in _PATCHED:
-                found.append(f"{where}:{node.lineno}: .{t.attr} =")
+                found.append(f"{where}:{node.lineno}: {ast.unparse(t)} =")
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
                 and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in _PATCHED):
             found.append(f"{where}:{node.lineno}: setattr(..., {node.args[1].value!r})")
     return found
 
 
-# Assignments of these names that are not on a Function, each with what it is instead.
+# Assignments of these names that are not on a Function: (file, target) -> what it is instead.
 NOT_A_FUNCTION = {
-    "torch_bp/lightning/dp.py": "LightningModule.backward of the module being trained (Lightning's hook for "
-                                "a custom backward call: DPSGD ghost clipping), set for the fit and removed after",
+    ("torch_bp/lightning/dp.py", "pl_module.backward"):
+        "LightningModule.backward of the module being trained (Lightning's hook for a custom backward "
+        "call: DPSGD ghost clipping), set for the fit and removed after",
+    ("torch_bp/convert.py", "report.backward"): "the backward-graph coverage field of a ConversionReport",
 }
 
 
 def test_no_module_patches_a_function_class():
     files = [p for d in ("torch_bp", "experiments", "tests") for p in sorted((ROOT / d).rglob("*.py"))]
     assert len(files) > 20
-    found = [hit for p in files for hit in _patches(p) if hit.split(":")[0] not in NOT_A_FUNCTION]
+    found = [hit for p in files for hit in _patches(p)
+             if (hit.split(":")[0], hit.split(": ", 1)[1][:-2]) not in NOT_A_FUNCTION]
     assert not found, found
 
 

@@ -280,7 +280,7 @@ def test_linear_cross_entropy_fused(dtype, reduction, smoothing, bias):
     b = rand(vocab, dtype=dtype, seed=2) if bias else None
     t = torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(3)).to(DEVICE)
     t[5] = -100
-    l_ref, grads = reference(lambda x, w, b: BF.linear_cross_entropy(x, w, t, b, reduction=reduction,
+    l_ref, grads = reference(lambda x, w, b: BF.linear_cross_entropy(x, w, t, linear_bias=b, reduction=reduction,
                                                                      label_smoothing=smoothing, chunk_size=16),
                              (x, w, b), torch.tensor(1.0, device=DEVICE).to(dtype))
     loss, gx, gw, gb = kloss.linear_cross_entropy_fused(x, w, b, t, reduction, -100, smoothing, chunk_size=16)

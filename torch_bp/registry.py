@@ -8,7 +8,6 @@ are all driven by this table: adding a layer means adding a row (and samples in 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 

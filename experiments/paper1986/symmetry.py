@@ -351,7 +351,7 @@ def report_hidden(out: dict) -> str:
              [f"after {out['sweeps']:,} sweeps (median {r2['extra_sweeps_median']:,.0f} past the solve)", a1["nets"],
               a1["antisymmetry<0.1"], a1["ratio_1:2:4_within_15%"], a1["hidden_corr<-0.9"], a1["all_checks"],
               f"{a1['ratio_error_median']:.3f}"],
-             [f"solved in the first half: at the solve", h0["nets"], h0["antisymmetry<0.1"],
+             ["solved in the first half: at the solve", h0["nets"], h0["antisymmetry<0.1"],
               h0["ratio_1:2:4_within_15%"], h0["hidden_corr<-0.9"], h0["all_checks"],
               f"{h0['ratio_error_median']:.3f}" if h0["nets"] else "-"],
              [f"the same seeds after {out['sweeps']:,} sweeps", h1["nets"], h1["antisymmetry<0.1"],
@@ -385,7 +385,7 @@ def _histogram(solved_at: torch.Tensor, cap: int, path: str) -> None:
 
 def report(out: dict) -> str:
     s = out["summary"]
-    rows = [[f"paper (Nature Fig. 1)", "1 run", "-", f"{PAPER_SWEEPS:,}", "-", "-"],
+    rows = [["paper (Nature Fig. 1)", "1 run", "-", f"{PAPER_SWEEPS:,}", "-", "-"],
             [f"ours, {out['tag']}", s["seeds"], f"{s['solved']}/{s['seeds']} ({100 * s['success_rate']:.0f}%) "
              f"within {out['max_sweeps']:,}", C.fmt(s["median"]), f"{C.fmt(s['q1'])} - {C.fmt(s['q3'])}",
              f"{C.fmt(s['min'])} - {C.fmt(s['max'])}"]]

@@ -1,5 +1,4 @@
 """Samples for pad (F.pad) and the padding modules (Constant/Zero/Reflection/Replication/CircularPad 1d-3d)."""
-import torch
 
 from . import ModuleSample, Sample, error_samples, module_samples, samples
 

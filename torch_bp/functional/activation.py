@@ -203,7 +203,7 @@ def prelu(input, weight):
 def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     _floating_only(input, "rrelu")
     if lower > upper:
-        raise RuntimeError(f"Lower bound should be less than or equal to the upper bound")
+        raise RuntimeError("Lower bound should be less than or equal to the upper bound")
     _check_inplace_if(input, inplace)
     if not training:  # as torch: a leaky relu with the mean slope
         return _act.LeakyReLUFunction.apply(input, (lower + upper) / 2)

@@ -5,7 +5,6 @@ import warnings
 
 import torch
 
-from .. import _compat
 from .._amp import autocast_inputs
 from ..ops._util import plain_eager
 from ..ops import loss as _loss

@@ -306,4 +306,6 @@ def causal_lm_loss(model, input_ids, labels, ignore_index=-100, chunk_size=None,
     weight = head.weight
     if hidden.dtype in (torch.float16, torch.bfloat16):  # the model's loss is taken on logits.float()
         hidden, weight = hidden.float(), weight.float()
-    return F.linear_cross_entropy(hidden, weight, target, ignore_index=ignore_index, chunk_size=chunk_size)
+    # torch's linear_cross_entropy takes (N, H) rows: the tokens of every sequence, flattened
+    return F.linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, target.reshape(-1),
+                                  ignore_index=ignore_index, chunk_size=chunk_size)

@@ -20,7 +20,7 @@ import torch
 
 from .. import backend
 from . import _lean
-from ._util import opmath, plain_eager, sum_to_size
+from ._util import opmath, sum_to_size
 from ._rule import Rule
 
 
