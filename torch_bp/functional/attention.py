@@ -42,18 +42,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if not 0.0 <= dropout_p <= 1.0:
         raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {dropout_p}")
     if attn_mask is not None:
-        if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        if attn_mask.dtype not in (torch.bool, torch.float32, query.dtype):  # as torch
             raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
                                f"attn_mask.dtype: {attn_mask.dtype} and  query.dtype: {query.dtype} instead.")
-        if is_causal and not empty and value.shape[-1] != query.shape[-1]:
-            # as torch on CPU, whose math kernel (value head dim other than the query's) refuses both
+        if is_causal and not empty:  # as torch's math kernel (its CPU flash kernel accepts both: see the docs)
             raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when "
                                "is_causal=True")
-        if is_causal and not empty:  # as torch's CPU flash kernel: both apply (the causal mask, top-left aligned)
-            causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
-            attn_mask = attn_mask & causal if attn_mask.dtype == torch.bool \
-                else attn_mask.masked_fill(~causal, float("-inf"))
-            is_causal = False
     groups = 1
     if enable_gqa and query.dim() >= 3 and key.dim() >= 3:
         hq, hk, hv = query.shape[-3], key.shape[-3], value.shape[-3]

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import _real_only
+
 from .._amp import autocast_inputs
 from ..ops import distance as _dist
 
 
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    _real_only("pairwise_distance", x1, x2)
     torch.broadcast_shapes(x1.shape, x2.shape)  # RuntimeError naming the sizes, as torch
     if torch.bool in (x1.dtype, x2.dtype):
         raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported (pairwise_distance)")

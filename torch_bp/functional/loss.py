@@ -203,7 +203,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         return cross_entropy(logits, target, weight, ignore_index=ignore_index, reduction=reduction,
                              label_smoothing=label_smoothing)
 
-    input, linear_weight, linear_bias = autocast_inputs("linear_cross_entropy", input, linear_weight, linear_bias)
+    input, linear_weight, linear_bias, weight = autocast_inputs("linear_cross_entropy", input, linear_weight,
+                                                                linear_bias, weight)
     # under autocast: the matmuls in the autocast dtype, the loss in float32 (torch's cross_entropy)
     out_dtype = torch.float32 if torch.is_autocast_enabled(input.device.type) and input.is_floating_point() else None
     reduction = _reduction(None, None, reduction)
@@ -323,6 +324,8 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
 
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
     input, target = autocast_inputs("hinge_embedding_loss", input, target)
+    if input.is_complex():  # as torch, whose clamp is not implemented for complex dtypes
+        raise NotImplementedError("clamp is not supported for complex types (hinge_embedding_loss)")
     reduction = _reduction(size_average, reduce, reduction)
     torch.broadcast_shapes(input.shape, target.shape)
     if input.dtype == torch.bool:
@@ -370,6 +373,8 @@ def _no_low_precision_cpu(input, kernel):
 
 def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None, reduction="mean"):
     input1, input2, target = autocast_inputs("cosine_embedding_loss", input1, input2, target)
+    if input1.is_complex() or input2.is_complex():  # as torch, whose clamp is not implemented for complex dtypes
+        raise NotImplementedError("clamp is not supported for complex types (cosine_embedding_loss)")
     reduction = _reduction(size_average, reduce, reduction)
     if target.dim() not in (0, 1):
         raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")

@@ -97,7 +97,8 @@ def unpack_bits(bits: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 def first_order_only(backward):
     """Decorates the ``backward`` of a rule that has no double backward (instead of torch's
     ``once_differentiable``): the rule runs under no_grad, and under ``create_graph=True`` (grad
-    mode on in the backward) it raises if a grad_output or a saved tensor requires grad.
+    mode on in the backward) it raises whenever it is to give a gradient (the gradient would not
+    be differentiable) or a grad_output or a saved tensor requires grad.
 
     NOTE: ``once_differentiable`` raises only if the graph later reaches its error node through
     the grad_outputs; a second-order gradient that reaches the rule through a saved tensor (a
@@ -108,7 +109,8 @@ def first_order_only(backward):
     @functools.wraps(backward)
     def wrapper(ctx, *grad_outputs):
         if torch.is_grad_enabled() and (
-                any(isinstance(g, torch.Tensor) and g.requires_grad for g in grad_outputs)
+                any(ctx.needs_input_grad)
+                or any(isinstance(g, torch.Tensor) and g.requires_grad for g in grad_outputs)
                 or any(t is not None and t.requires_grad for t in ctx.saved_tensors)):
             raise RuntimeError(
                 f"{type(ctx).__name__[:-len('Backward')]}: double backward is not supported by this torch_bp "

@@ -199,7 +199,7 @@ class BilinearFunction(Rule):
     @staticmethod
     def forward(x1, x2, weight, bias):
         y = torch.einsum("...i,oij,...j->...o", opmath(x1), opmath(weight), opmath(x2))
-        return (y if bias is None else y + opmath(bias)).to(x1.dtype)
+        return own((y if bias is None else y + opmath(bias)).to(x1.dtype))
 
     @staticmethod
     def setup_context(ctx, inputs, output):

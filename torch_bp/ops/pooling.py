@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as TF
 
 from .. import backend
-from ._util import opmath
+from ._util import opmath, own
 from ._rule import Rule
 
 
@@ -218,11 +218,11 @@ class AvgPoolFunction(Rule):
             ho, wo = (pool_out_size(x.shape[-2 + i], kernel_size[i], stride[i], padding[i], 1, ceil_mode)
                       for i in range(2))
             if ho > 0 and wo > 0:  # else torch's kernel raises its error below
-                return torch.ops.torch_bp.avg_pool2d_fwd(x, kernel_size, stride, padding, count_include_pad,
-                                                         divisor_override, ho, wo)
+                return own(torch.ops.torch_bp.avg_pool2d_fwd(x, kernel_size, stride, padding, count_include_pad,
+                                                             divisor_override, ho, wo))
         if nd == 1:  # torch's avg_pool1d has no divisor_override
-            return TF.avg_pool1d(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
-        return _AVG_POOL[nd](x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+            return own(TF.avg_pool1d(x, kernel_size, stride, padding, ceil_mode, count_include_pad))
+        return own(_AVG_POOL[nd](x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -273,7 +273,7 @@ class AdaptiveAvgPoolFunction(Rule):
 
     @staticmethod
     def forward(x, output_size, nd):
-        return _ADAPTIVE_AVG[nd](x, output_size)
+        return own(_ADAPTIVE_AVG[nd](x, output_size))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -327,7 +327,8 @@ class MaxIndexPoolFunction(Rule):
 
     @staticmethod
     def forward(x, kind, nd, options):
-        return _MAX_WITH_INDICES[kind](x, **dict(options), return_indices=True)
+        y, idx = _MAX_WITH_INDICES[kind](x, **dict(options), return_indices=True)
+        return own(y), idx
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -367,7 +368,7 @@ class MaxUnpoolFunction(Rule):
 
     @staticmethod
     def forward(x, indices, kernel_size, stride, padding, output_size):
-        return _MAX_UNPOOL[len(kernel_size)](x, indices, kernel_size, stride, padding, output_size)
+        return own(_MAX_UNPOOL[len(kernel_size)](x, indices, kernel_size, stride, padding, output_size))
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as TF
 
 from ._rule import Rule
-from ._util import opmath
+from ._util import opmath, own
 
 
 # --- interpolate / Upsample / UpsamplingNearest2d / UpsamplingBilinear2d ---
@@ -89,8 +89,8 @@ class InterpolateFunction(Rule):
 
     @staticmethod
     def forward(x, opts: InterpolateOptions):
-        return TF.interpolate(x, opts.size, opts.scale_factor, opts.mode, opts.align_corners,
-                              opts.recompute_scale_factor, opts.antialias)
+        return own(TF.interpolate(x, opts.size, opts.scale_factor, opts.mode, opts.align_corners,
+                              opts.recompute_scale_factor, opts.antialias))
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -7,7 +7,7 @@ R(x) = cat(-x[h:], x[:h]). It is linear, and its transpose is R^T(u) = cat(u[m:]
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
+from ._util import first_order_only
 
 from ._rule import Rule
 
@@ -35,7 +35,7 @@ class RotaryEmbeddingFunction(Rule):
                grad_sin = sum_to(sin)(grad_q' * R(q) + grad_k' * R(k))
     Saved:     cos, sin; q and k only when cos or sin needs a gradient (position tables computed
                from a buffer, as in every Hugging Face model, do not)
-    Double backward: no (once_differentiable)
+    Double backward: no (first_order_only: create_graph=True raises)
     """
 
     @staticmethod
@@ -54,7 +54,7 @@ class RotaryEmbeddingFunction(Rule):
         ctx.save_for_backward(cos, sin, *qk)
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx, grad_q, grad_k):
         cos, sin, q, k = ctx.saved_tensors
         q_shape, k_shape, cos_shape, sin_shape = ctx.shapes
