@@ -45,6 +45,20 @@ OPEN_FINDINGS = {
                               "(ours: the bias, the float64 answer); known.py does not classify this draw yet",
     ("max_unpool2d", "python"): "an empty batch raises in ours (a reshape of 0 elements); torch returns an empty result",
     ("gru_cell", "python"): "ours refuses a weight/bias size combination that torch's kernel accepts",
+    ("rnn_tanh_cell", "python"): "ours refuses a weight/bias size combination that torch's kernel accepts",
+    ("max_unpool3d", "python"): "an empty batch raises in ours (a reshape of 0 elements); torch returns an empty result",
+    ("max_pool1d", "python"): "an integer input: torch refuses it (not implemented for Long), ours computes it",
+    ("embedding_bag", "python"): "padding_idx out of range for the weight: torch refuses it, ours does not check",
+    ("lstm", "python"): "bfloat16 autocast with float32 states: torch's kernel refuses them, ours casts the states",
+    ("lstm", "cpp"): "bfloat16 autocast with float32 states: torch's kernel refuses them, ours casts the states",
+    # value differences found by the fuzzer after the merges, not yet analysed (outputs or gradients
+    # outside the dtype tolerance on a perturbed draw):
+    ("hardsigmoid", "python"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",
+    ("cosine_embedding_loss", "python"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",
+    ("instance_norm", "python"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",
+    ("instance_norm", "cpp"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",
+    ("multi_head_attention_forward", "python"): "an output outside tolerance on a perturbed draw (not yet analysed)",
+    ("multi_head_attention_forward", "cpp"): "an output outside tolerance on a perturbed draw (not yet analysed)",
 }
 
 
