@@ -43,11 +43,8 @@ OUTCOMES: dict[str, Counter] = {}
 OPEN_FINDINGS = {
     ("layer_norm", "python"): "bfloat16 rows of one value with eps=1e-30: torch's kernel returns values of 1e7 "
                               "(ours: the bias, the float64 answer); known.py does not classify this draw yet",
-    ("max_unpool2d", "python"): "an empty batch raises in ours (a reshape of 0 elements); torch returns an empty result",
     ("gru_cell", "python"): "ours refuses a weight/bias size combination that torch's kernel accepts",
     ("rnn_tanh_cell", "python"): "ours refuses a weight/bias size combination that torch's kernel accepts",
-    ("max_unpool3d", "python"): "an empty batch raises in ours (a reshape of 0 elements); torch returns an empty result",
-    ("max_pool1d", "python"): "an integer input: torch refuses it (not implemented for Long), ours computes it",
     ("embedding_bag", "python"): "padding_idx out of range for the weight: torch refuses it, ours does not check",
     ("lstm", "python"): "bfloat16 autocast with float32 states: torch's kernel refuses them, ours casts the states",
     ("lstm", "cpp"): "bfloat16 autocast with float32 states: torch's kernel refuses them, ours casts the states",

@@ -187,6 +187,8 @@ def _unpool_samples(make, nd):
                      gradcheck=not kw)
     y, idx = pool(torch.randn(1, 2, *sp), 2, return_indices=True)
     yield Sample("output-size", (make(*y.shape), idx, 2), {"output_size": sp})
+    y, idx = pool(torch.randn(0, 2, *even), 2, return_indices=True)
+    yield Sample("empty-batch", (make(*y.shape), idx, 2))
 
 
 def _nd_pool_modules(make, kind, nd):
@@ -224,6 +226,9 @@ def _nd_pool_errors(make, kind, nd):
         yield Sample("padding-too-large", (make(1, 2, *sp), 2), {"padding": 2})
         yield Sample("wrong-rank", (make(*sp[:1]), 2))
         yield Sample("kernel-size-length", (make(1, 2, *sp), (2,) * (nd + 1)))
+        # torch's CPU max_pool1d without indices has no integer kernel (NotImplementedError; 2-d/3-d have one)
+        if kind == "max" and nd == 1:
+            yield Sample("integer-input", (make.int(3, 1, 2, *sp), 2))
     elif kind in ("adaptive_avg", "adaptive_max"):
         yield Sample("too-many-sizes", (make(1, 2, *sp), (2,) * (nd + 1)))
         yield Sample("negative-size", (make(1, 2, *sp), -1))

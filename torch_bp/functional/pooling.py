@@ -1,6 +1,8 @@
 """``torch_bp.functional``: pooling. See the package docstring."""
 from __future__ import annotations
 
+import torch.nn.functional as TF
+
 from ..ops import pooling as _pool
 from ._checks import _pool_options, _pool_pair
 
@@ -85,6 +87,10 @@ def _max_by_index(kind, nd, input, return_indices, **options):
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    if not return_indices and input.device.type == "cpu" and not input.is_floating_point():
+        # torch's CPU max_pool1d without indices has a floating-point kernel only: after its shape checks it
+        # raises NotImplementedError for an integer input (no gradient to take), so its own call decides.
+        return TF.max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode)
     return _max_by_index("max_pool1d", 1, input, return_indices, kernel_size=kernel_size, stride=stride,
                          padding=padding, dilation=dilation, ceil_mode=ceil_mode)
 

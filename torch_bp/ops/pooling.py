@@ -382,6 +382,8 @@ class MaxUnpoolFunction(Rule):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
         nd = ctx.nd
+        if idx.numel() == 0:  # an empty batch or plane: nothing to gather (torch returns an empty gradient)
+            return grad_y.new_zeros(idx.shape), None, None, None, None, None
         # idx.view, as torch's backward: a non-contiguous indices tensor raises its RuntimeError
         grad_x = grad_y.flatten(-nd).gather(-1, idx.view(*idx.shape[:idx.dim() - nd], -1)).view(idx.shape)
         return grad_x, None, None, None, None, None
