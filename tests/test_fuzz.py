@@ -43,8 +43,6 @@ OUTCOMES: dict[str, Counter] = {}
 OPEN_FINDINGS = {
     ("layer_norm", "python"): "bfloat16 rows of one value with eps=1e-30: torch's kernel returns values of 1e7 "
                               "(ours: the bias, the float64 answer); known.py does not classify this draw yet",
-    ("gru_cell", "python"): "ours refuses a weight/bias size combination that torch's kernel accepts",
-    ("rnn_tanh_cell", "python"): "ours refuses a weight/bias size combination that torch's kernel accepts",
     ("embedding_bag", "python"): "padding_idx out of range for the weight: torch refuses it, ours does not check",
     ("lstm", "python"): "bfloat16 autocast with float32 states: torch's kernel refuses them, ours casts the states",
     ("lstm", "cpp"): "bfloat16 autocast with float32 states: torch's kernel refuses them, ours casts the states",

@@ -146,6 +146,8 @@ def _cell_samples(make, name):
     yield Sample("batch-of-one", (make(1, 2), state(1), make(g * h, 2), make(g * h, h), make(g * h), make(g * h)))
     yield Sample("state-no-grad", (make(3, 4), (make(3, h, requires_grad=False),) * 2 if name == "lstm_cell"
                                    else make(3, h, requires_grad=False), make(g * h, 4), make(g * h, h)))
+    # torch adds the biases with addmm: any bias that broadcasts to (batch, gates) is taken (one element, per row)
+    yield Sample("broadcast-biases", (make(4, 5), state(4), make(g * h, 5), make(g * h, h), make(1), make(4, g * h)))
 
 
 def _cell_modules(make, name):
@@ -164,6 +166,10 @@ def _cell_errors(make, name):
     g = _CELL_GATES[name]
     state = (make(2, 3), make(2, 3)) if name == "lstm_cell" else make(2, 3)
     yield Sample("input-size", (make(2, 5), state, make(g * 3, 4), make(g * 3, 3)))
+    # torch checks that both weights have gates * hidden_size rows (hidden_size: W_hh's columns)
+    yield Sample("weight-ih-rows", (make(2, 4), state, make(g * 3 + 1, 4), make(g * 3, 3)))
+    yield Sample("weight-hh-rows", (make(2, 4), state, make(g * 3, 4), make(g * 3 - 1, 3)))
+    yield Sample("bias-not-broadcastable", (make(2, 4), state, make(g * 3, 4), make(g * 3, 3), make(2), make(g * 3)))
 
 
 for _name in _CELL_GATES:

@@ -139,19 +139,50 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
 
 
 # --- cells: one time step ---
+# torch's checks of a cell's sizes (aten/src/ATen/native/RNN.cpp), with its messages; ``size(1)`` of a 1-d tensor
+# raises torch's IndexError, as there. The biases are not checked: torch adds them with addmm, which takes any
+# bias that broadcasts to (batch, gates) (a one-element bias, a bias per batch row); so does the rule.
+def _check_input(input, input_size):
+    if input.size(1) != input_size:
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {input_size}")
+
+
+def _check_hidden(input, hx, hidden_size, label):
+    if input.size(0) != hx.size(0):
+        raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{label} batch size {hx.size(0)}")
+    if hx.size(1) != hidden_size:
+        raise RuntimeError(f"hidden{label} has inconsistent hidden_size: got {hx.size(1)}, expected {hidden_size}")
+
+
+def _check_weights(w_ih, w_hh, gate_count, hidden_size):
+    for which, w in (("ih", w_ih), ("hh", w_hh)):
+        if w.size(0) != gate_count * hidden_size:
+            raise RuntimeError(f"weight_{which} first dim must be {gate_count} * hidden_size = "
+                               f"{gate_count * hidden_size}, but got {w.size(0)}")
+
+
 def _cell_args(name, input, hx, w_ih, w_hh, b_ih, b_hh):
     tensors = autocast_inputs(name, input, *hx, w_ih, w_hh, b_ih, b_hh)
     input, hx, (w_ih, w_hh, b_ih, b_hh) = tensors[0], tensors[1:1 + len(hx)], tensors[1 + len(hx):]
-    if input.dim() != 2 or any(h.dim() != 2 for h in hx):
-        raise RuntimeError(f"{name}: expected input (batch, input_size) and hidden states (batch, hidden_size), "
-                           f"got {list(input.shape)} and {[list(h.shape) for h in hx]}")
-    gates = w_ih.shape[0]
-    if input.shape[1] != w_ih.shape[1] or any(h.shape[0] != input.shape[0] or h.shape[1] != w_hh.shape[1]
-                                              for h in hx):
-        raise RuntimeError(f"{name}: input {list(input.shape)}, hidden {[list(h.shape) for h in hx]} do not match "
-                           f"weights {list(w_ih.shape)}, {list(w_hh.shape)}")
-    if w_hh.shape[0] != gates or any(b is not None and b.shape != (gates,) for b in (b_ih, b_hh)):
-        raise RuntimeError(f"{name}: weight/bias sizes do not match: {list(w_ih.shape)}, {list(w_hh.shape)}")
+    hidden_size = w_hh.size(1)
+    if name == "gru_cell":  # in torch's order for each cell
+        _check_input(input, w_ih.size(1))
+        _check_hidden(input, hx[0], hidden_size, 0)
+        _check_weights(w_ih, w_hh, 3, hidden_size)
+    elif name == "lstm_cell":
+        _check_input(input, w_ih.size(1))
+        _check_weights(w_ih, w_hh, 4, hidden_size)
+        _check_hidden(input, hx[0], hidden_size, 0)
+        _check_hidden(input, hx[1], hidden_size, 1)
+    else:
+        _check_weights(w_ih, w_hh, 1, hidden_size)
+        _check_input(input, w_ih.size(1))
+        _check_hidden(input, hx[0], hidden_size, 0)
+    # torch's checks pass for some >2-d tensors (its linear then broadcasts them); the rule takes matrices
+    if input.dim() != 2 or any(h.dim() != 2 for h in hx) or w_ih.dim() != 2 or w_hh.dim() != 2:
+        raise RuntimeError(f"{name}: expected input (batch, input_size), hidden states (batch, hidden_size) and "
+                           f"2-d weights, got {list(input.shape)}, {[list(h.shape) for h in hx]}, "
+                           f"{list(w_ih.shape)}, {list(w_hh.shape)}")
     return input, hx, w_ih, w_hh, b_ih, b_hh
 
 

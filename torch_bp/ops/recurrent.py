@@ -639,10 +639,17 @@ def _cell_gates(x, h, w_ih, w_hh, b_ih, b_hh):
 
 
 def _cell_param_grads(ctx, da_i, da_h, x, h, offset):
-    """grad_W_ih = da_i^T x, grad_W_hh = da_h^T h, grad_b_ih / grad_b_hh = column sums (inputs offset..offset+3)."""
+    """grad_W_ih = da_i^T x, grad_W_hh = da_h^T h, grad_b_ih / grad_b_hh = da summed to the bias's shape (column
+    sums for a (gates,) bias; a bias addmm broadcast, one element or one per row, gets the sum over what it
+    broadcast over) (inputs offset..offset+3)."""
     need = ctx.needs_input_grad[offset:offset + 4]
     return (da_i.t().mm(x) if need[0] else None, da_h.t().mm(h) if need[1] else None,
-            da_i.sum(0) if need[2] and ctx.has_b_ih else None, da_h.sum(0) if need[3] and ctx.has_b_hh else None)
+            da_i.sum_to_size(ctx.b_ih_shape) if need[2] and ctx.b_ih_shape is not None else None,
+            da_h.sum_to_size(ctx.b_hh_shape) if need[3] and ctx.b_hh_shape is not None else None)
+
+
+def _bias_shapes(ctx, b_ih, b_hh):
+    ctx.b_ih_shape, ctx.b_hh_shape = (None if b is None else b.shape for b in (b_ih, b_hh))
 
 
 class RNNCellFunction(Rule):
@@ -651,7 +658,7 @@ class RNNCellFunction(Rule):
     Forward:   h' = act(a),   a = x W_ih^T + b_ih + h W_hh^T + b_hh
     Backward:  da = grad_h' act'(a)   (tanh: 1 - h'^2; relu: 0 where h' <= 0, else 1, as torch's relu)
                grad_x = da W_ih,  grad_h = da W_hh,  grad_W_ih = da^T x,  grad_W_hh = da^T h,
-               grad_b_ih = grad_b_hh = sum_rows(da)
+               grad_b_ih = grad_b_hh = sum_rows(da)   (a bias that addmm broadcasts: da summed to its shape)
     Saved:     x, h, W_ih, W_hh and h' (the output)     Double backward: yes (plain ops of saved inputs/output)
     """
 
@@ -663,7 +670,7 @@ class RNNCellFunction(Rule):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, h, w_ih, w_hh, b_ih, b_hh, ctx.relu = inputs
-        ctx.has_b_ih, ctx.has_b_hh = b_ih is not None, b_hh is not None
+        _bias_shapes(ctx, b_ih, b_hh)
         ctx.save_for_backward(x, h, w_ih, w_hh, output)
 
     @staticmethod
@@ -684,7 +691,7 @@ class LSTMCellFunction(Rule):
     Backward:  dc' = grad_c' + grad_h' o (1 - tanh(c')^2)
                da = (dc' g i (1 - i),  dc' c f (1 - f),  dc' i (1 - g^2),  grad_h' tanh(c') o (1 - o))
                grad_c = dc' f,  grad_x = da W_ih,  grad_h = da W_hh,  grad_W_ih = da^T x,  grad_W_hh = da^T h,
-               grad_b_ih = grad_b_hh = sum_rows(da)
+               grad_b_ih = grad_b_hh = sum_rows(da)   (a bias that addmm broadcasts: da summed to its shape)
     Saved:     x, h, c, W_ih, W_hh and c' (the output); the gates are recomputed from them, so the rule stays
                differentiable      Double backward: yes
     """
@@ -699,7 +706,7 @@ class LSTMCellFunction(Rule):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, h, c, w_ih, w_hh, b_ih, b_hh = inputs
-        ctx.has_b_ih, ctx.has_b_hh = b_ih is not None, b_hh is not None
+        _bias_shapes(ctx, b_ih, b_hh)
         ctx.save_for_backward(x, h, c, w_ih, w_hh, b_ih, b_hh, output[1])
 
     @staticmethod
@@ -726,7 +733,7 @@ class GRUCellFunction(Rule):
     Backward:  dn = grad_h' (1 - z) (1 - n^2),  dz = grad_h' (h - n) z (1 - z),  dr = dn h_n r (1 - r)
                da_i = (dr, dz, dn),   da_h = (dr, dz, dn r)
                grad_x = da_i W_ih,  grad_h = grad_h' z + da_h W_hh,  grad_W_ih = da_i^T x,  grad_W_hh = da_h^T h,
-               grad_b_ih = sum_rows(da_i),  grad_b_hh = sum_rows(da_h)
+               grad_b_ih = sum_rows(da_i),  grad_b_hh = sum_rows(da_h)   (a broadcast bias: summed to its shape)
     Saved:     x, h, the weights and biases; the gates are recomputed, so the rule stays differentiable
     Double backward: yes
     """
@@ -743,7 +750,7 @@ class GRUCellFunction(Rule):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, h, w_ih, w_hh, b_ih, b_hh = inputs
-        ctx.has_b_ih, ctx.has_b_hh = b_ih is not None, b_hh is not None
+        _bias_shapes(ctx, b_ih, b_hh)
         ctx.save_for_backward(x, h, w_ih, w_hh, b_ih, b_hh)
 
     @staticmethod
