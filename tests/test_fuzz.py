@@ -44,8 +44,6 @@ OPEN_FINDINGS = {
     ("layer_norm", "python"): "bfloat16 rows of one value with eps=1e-30: torch's kernel returns values of 1e7 "
                               "(ours: the bias, the float64 answer); known.py does not classify this draw yet",
     ("embedding_bag", "python"): "padding_idx out of range for the weight: torch refuses it, ours does not check",
-    ("lstm", "python"): "bfloat16 autocast with float32 states: torch's kernel refuses them, ours casts the states",
-    ("lstm", "cpp"): "bfloat16 autocast with float32 states: torch's kernel refuses them, ours casts the states",
     # value differences found by the fuzzer after the merges, not yet analysed (outputs or gradients
     # outside the dtype tolerance on a perturbed draw):
     ("hardsigmoid", "python"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",

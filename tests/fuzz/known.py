@@ -330,6 +330,20 @@ _CONV_EMPTY = (_conv_empty_batch,
                "torch's convolution returns an empty output for an empty input before it checks that "
                "weight and bias have the input's dtype")
 
+def _lstm_cell_state_dtype(case, ours, ref):
+    """lstm: torch computed, ours refused, and the cell state c0 alone has another dtype than the weights (the
+    input, h0 and every weight share one)."""
+    if isinstance(ref, Exception) or not isinstance(ours, RuntimeError) or "states must have" not in str(ours):
+        return False
+    hx, params, x = case.arguments.get("hx"), case.arguments.get("params") or [], case.value("input")
+    if type(hx) not in (list, tuple) or len(hx) != 2 or not params:
+        return False
+    h, c = (t.leaf.dtype for t in hx)
+    x = getattr(x, "data", x)  # a PackedSequence's data
+    dtypes = {p.leaf.dtype for p in params} | {h, x.dtype}
+    return len(dtypes) == 1 and c not in dtypes
+
+
 _RNN_NAN = (_rnn_nan_weight, "a NaN or infinite weight: NaN reaches different gradient entries in torch's "
                              "fused RNN kernels (0 * NaN and inf - inf taken in another order, or skipped "
                              "inside its GEMMs) than in our step-by-step rule; the finite values agree")
@@ -412,7 +426,12 @@ TORCH_QUIRKS: dict[str, list] = {
                            "and (x - t)^2 / var overflow there, where ours (in float32, rounded once) does not")],
     "softsign": [(_has_inf, "torch's softsign is the composite x / (|x| + 1), whose autograd gives "
                             "inf / inf = NaN at x = +-inf; our rule's 1 / (1 + |x|)^2 gives 0 there")],
-    **{name: [_RNN_NAN] for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")},
+    **{name: [_RNN_NAN] for name in ("gru", "rnn_tanh", "rnn_relu")},
+    "lstm": [_RNN_NAN, (_lstm_cell_state_dtype,
+                        "torch's LSTM takes a cell state of another dtype than its weights on its non-oneDNN paths "
+                        "(a packed input, a float64 one), where c' = f c + i g promotes it, and refuses it on its "
+                        "oneDNN path (a float32 input, 'could not create a primitive descriptor'); ours refuses it "
+                        "always, as torch refuses a hidden state h of another dtype on every path")],
     "linear_activation": [(_linear_gelu_inf, "torch's vectorized GELU kernel gives NaN for +inf (see gelu); "
                                              "ours +inf: only non-finite values differ")],
     "gelu": [(_gelu_inf, "torch's vectorized float32/bfloat16/float16 GELU kernel gives NaN for +inf "

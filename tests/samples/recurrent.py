@@ -120,6 +120,11 @@ def _error_samples(name):
         yield Sample("batch-first-mismatch", (make(B, T + 1, I), _state(make, name, (1, B, H)), w) + ok)
         yield Sample("unbatched-with-3d-hx", (make(T, I), _state(make, name, (1, 1, H)), w) + ok)
         yield Sample("dtype", (make(T, B, I, dtype=torch.float64), None, w) + ok)
+        # a hidden state of another dtype than the weights: torch's kernels refuse it (padded and packed input)
+        h = make(1, B, H, dtype=torch.bfloat16)
+        state = (h, make(1, B, H)) if name == "lstm" else h
+        yield Sample("state-dtype", (make(T, B, I), state, w) + ok)
+        yield Sample("packed-state-dtype", (packed(make, [T, 2], I), state, w) + ok)
     return gen
 
 

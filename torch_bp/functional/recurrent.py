@@ -122,6 +122,13 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
             shape = (t.shape[0], 1) + tuple(t.shape[1:]) if unbatched else tuple(t.shape)
             if shape != expect:
                 raise RuntimeError(f"Expected {label} size {expect}, got {list(shape)}")
+    if hx is not None and not _compat.autocast_enabled():
+        # torch's kernels multiply h by W_hh as they are: a state of another dtype than the weights raises (its
+        # oneDNN LSTM refuses a cell state of another dtype too; its other LSTM paths promote c: ours refuses)
+        for t in (h0, c0):
+            if t is not None and t.dtype != params[0].dtype:
+                raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {t.dtype} and "
+                                   f"{params[0].dtype} (the {name}'s states must have its weights' dtype)")
     opts = _rnn.RNNOptions(mode, int(num_layers), bool(bidirectional), bool(has_biases), proj,
                            float(dropout) if train else 0.0, bool(batch_first) and not packed, unbatched,
                            None if batch_sizes is None else tuple(int(b) for b in batch_sizes))
