@@ -41,8 +41,6 @@ OUTCOMES: dict[str, Counter] = {}
 # Fuzzer findings not fixed yet: each is an open bug or an unclassified torch quirk, reported as
 # xfail (never as a pass) until it is fixed or recorded in tests/fuzz/known.py.
 OPEN_FINDINGS = {
-    ("layer_norm", "python"): "bfloat16 rows of one value with eps=1e-30: torch's kernel returns values of 1e7 "
-                              "(ours: the bias, the float64 answer); known.py does not classify this draw yet",
     ("embedding_bag", "python"): "padding_idx out of range for the weight: torch refuses it, ours does not check",
     # value differences found by the fuzzer after the merges, not yet analysed (outputs or gradients
     # outside the dtype tolerance on a perturbed draw):

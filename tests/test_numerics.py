@@ -132,6 +132,23 @@ def test_layer_norm_tiny_variance(dtype):
         _check("layer_norm", dtype, (x, (6,)), {"eps": eps}, f"no affine, eps {eps:g}")
 
 
+def test_layer_norm_constant_rows_tiny_eps_bfloat16():
+    """bfloat16 rows of one value at eps = 1e-30 (rstd = 1e15): ours is the exact answer, torch's float64 result on
+    the rows shifted to 0 (LayerNorm is invariant under a per-row shift; unshifted, float64's own mean has rounding
+    noise that rstd amplifies). torch's bfloat16 kernel gives y ~ 1e7 there (tests/fuzz/known.py)."""
+    row = _row("layer_norm")
+    x = _t([[0.3] * 5, [-1.7] * 5, [100.0] * 5], torch.bfloat16)
+    w, b = _t([0.5, -1.0, 2.0, 1.5, -0.25], torch.bfloat16), _t([0.1, -0.3, 0.7, -1.1, 0.9], torch.bfloat16)
+    outs, grads, up = run(row.functional, (x, (5,), w, b), {"eps": 1e-30})
+    x64 = x.detach().double()
+    shifted = (x64 - x64[:, :1]).requires_grad_()
+    ex_outs, ex_grads, _ = run(row.reference, (shifted, (5,), _upcast(w), _upcast(b)), {"eps": 1e-30},
+                               upstream=[u.double() for u in up])
+    assert torch.equal(outs[0], b.detach().expand(3, 5)), "y = b on a row of one value"
+    for i, (o, e) in enumerate(zip(grads, ex_grads)):
+        assert_close(*rescaled(o.double(), e), torch.bfloat16, 1.0, f"grad {i}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_rms_norm_tiny_values(dtype):
     x = _tiny_variance_rows(dtype)
