@@ -149,6 +149,23 @@ def test_layer_norm_constant_rows_tiny_eps_bfloat16():
         assert_close(*rescaled(o.double(), e), torch.bfloat16, 1.0, f"grad {i}")
 
 
+def test_cosine_embedding_loss_zero_row_and_overflow_like_torch():
+    """A row of zeros: d c / d x2 = x1 / sqrt(m1 eps) with torch's eps, 1e-12 rounded to float32 (float64: equal to
+    torch's to rounding). A row whose sum of squares overflows float32: NaN for the other input's gradient, as
+    torch (never a silent 0)."""
+    row = _row("cosine_embedding_loss")
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    t = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64)
+    for dtype, x2 in ((torch.float64, torch.zeros(4, 5, dtype=torch.float64)),
+                      (torch.float32, torch.randn(4, 5, generator=g, dtype=torch.float64) * 2.0 ** 100)):
+        args = (x1.to(dtype).requires_grad_(), x2.to(dtype).requires_grad_(), t.to(dtype))
+        ref_outs, ref_grads, up = run(row.reference, tuple(clone_leaf(a) for a in args), {"margin": 0.0})
+        outs, grads, _ = run(row.functional, tuple(clone_leaf(a) for a in args), {"margin": 0.0}, upstream=up)
+        for o, r in zip(outs + grads, ref_outs + ref_grads):
+            torch.testing.assert_close(o, r, rtol=1e-13 if dtype == torch.float64 else 1e-6, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_rms_norm_tiny_values(dtype):
     x = _tiny_variance_rows(dtype)

@@ -201,8 +201,6 @@ def _layer_norm_constant_rows_low_precision(case, ours, ref):
     """bfloat16/float16 rows of one value x != 0 with |x| rstd >= 2^24 (zero variance: rstd = eps^(-1/2)), and ours
     agrees with :func:`_layer_norm_shifted_float64` within the dtype's tolerance (huge values compared as
     compare.py does); where that exact value is beyond the dtype's range, ours is the IEEE +-inf."""
-    from .compare import rescaled
-
     x, eps = case.value("input"), case.value("eps")
     if isinstance(ours, Exception) or isinstance(ref, Exception) or x.dtype not in (torch.bfloat16, torch.float16):
         return False
@@ -214,9 +212,15 @@ def _layer_norm_constant_rows_low_precision(case, ours, ref):
     if not bool(lost.any()):
         return False
     exact = _layer_norm_shifted_float64(case, ref)
-    if exact is None:
-        return False
-    t, big = tol(x.dtype, case.cond), torch.finfo(x.dtype).max
+    return exact is not None and _agrees_with_exact(case, ours, exact, x.dtype)
+
+
+def _agrees_with_exact(case, ours, exact, dtype):
+    """Every output and gradient of ours within ``dtype``'s tolerance of ``exact`` (a float64 result; huge values
+    compared as compare.py does); where the exact value is beyond ``dtype``'s range, ours is the IEEE +-inf."""
+    from .compare import rescaled
+
+    t, big = tol(dtype, case.cond), torch.finfo(dtype).max
     for o, e in zip(ours[0] + ours[1], exact[0] + exact[1]):
         if o is None or e is None:
             if (o is None) != (e is None):
@@ -227,9 +231,24 @@ def _layer_norm_constant_rows_low_precision(case, ours, ref):
         if not bool((o[over] == e[over].sign() * math.inf).all()):
             return False
         a, b = rescaled(o[~over], e[~over])
-        if not bool(torch.isclose(a, b, **t).all()):
+        if not bool(torch.isclose(a, b, equal_nan=True, **t).all()):
             return False
     return True
+
+
+def _cosine_low_precision_composite(case, ours, ref):
+    """float16: a row whose m = sum(x^2) + 1e-12, evaluated in float16 as torch's composite does, is 0 (the
+    1e-12 underflows) or inf, and ours agrees with torch's float64 result (:func:`_agrees_with_exact`)."""
+    x1, x2 = case.value("input1"), case.value("input2")
+    if isinstance(ours, Exception) or isinstance(ref, Exception):
+        return False
+    if not all(isinstance(v, torch.Tensor) and v.dtype == torch.float16 for v in (x1, x2)):
+        return False
+    m = [((v * v).sum(-1) + 1e-12) for v in (x1, x2)]
+    if not any(bool(((mk == 0) | mk.isinf()).any()) for mk in m):
+        return False
+    exact = _float64_reference(case, ref)
+    return exact is not None and _agrees_with_exact(case, ours, exact, torch.float16)
 
 
 def _layer_norm_mixed_bias_backward(case, ours, ref):
@@ -409,11 +428,12 @@ def _has_inf(case, ours=None, ref=None):
 
 
 def _float64_sixth(case, ours, ref):
-    """float64 hardsigmoid: only the gradients differ, each by at most torch's constant's error."""
+    """float64 hardsigmoid: only the gradients differ, each by at most torch's constant's error (outputs equal,
+    NaN where torch has NaN)."""
     x = case.value("input")
     if isinstance(ours, Exception) or isinstance(ref, Exception) or x.dtype != torch.float64:
         return False
-    if not all(torch.equal(o, r) for o, r in zip(ours[0], ref[0])):
+    if not all(torch.allclose(o, r, rtol=0, atol=0, equal_nan=True) for o, r in zip(ours[0], ref[0])):
         return False
     return all((g is None and r is None) or torch.allclose(g, r, rtol=4e-8, atol=0, equal_nan=True)
                for g, r in zip(ours[1], ref[1]))
@@ -467,6 +487,11 @@ TORCH_QUIRKS: dict[str, list] = {
     "hardsigmoid": [(_float64_sixth, "torch's hardsigmoid backward multiplies by 1/6 as a float32 constant "
                                      "(1.0f / 6.0f), also in float64: 3e-8 relative from the exact 1/6 we use")],
     "multi_margin_loss": [_EMPTY_SUM],
+    "cosine_embedding_loss": [(_cosine_low_precision_composite,
+                               "torch's cosine_embedding_loss is a composite evaluated in float16: its m = sum(x^2) "
+                               "+ 1e-12 is 0 for a row of zeros (1e-12 underflows float16), giving 0 / 0 = NaN, or "
+                               "overflows; ours evaluates in float32 and rounds once, agreeing with torch's float64 "
+                               "result (a gradient beyond float16's range is inf)")],
     "bilinear": [_NAN_PLACEMENT],
     "cosine_similarity": [_NAN_PLACEMENT],
     "pairwise_distance": [_NAN_PLACEMENT],

@@ -1030,7 +1030,9 @@ def _row_grad(ctx, grad_out, n):
 
 
 # --- CosineEmbeddingLoss ---
-_COSINE_EPS = 1e-12  # torch's EPSILON in cosine_embedding_loss
+# torch's EPSILON in cosine_embedding_loss is a float constant: 1e-12 rounded to float32 (9.99999996e-13), also
+# in float64, where it is visible (2e-9 relative) in the gradient at a row of zeros (d c / d x2 = x1 / sqrt(m1 eps))
+_COSINE_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
 
 
 class CosineEmbeddingLossFunction(Rule):
@@ -1041,6 +1043,8 @@ class CosineEmbeddingLossFunction(Rule):
     Backward:  de/dc = -[t = 1] + [t = -1][c - margin >= 0]
                dc/dx1 = x2 / sqrt(m1 m2) - c x1 / m1,   dc/dx2 = x1 / sqrt(m1 m2) - c x2 / m2
                (no gradient for t, as torch)
+               A row whose m_k overflows (inf): c = 0 as torch, and the other input's gradient is NaN there, as
+               torch's composite (its product m1 m2 sends 0 * inf to it), never a silent 0
     Saved:     x1, x2, t                 Double backward: yes
     """
 
@@ -1070,8 +1074,14 @@ class CosineEmbeddingLossFunction(Rule):
         n = math.prod(torch.broadcast_shapes(c.shape[:-1], t.shape))
         ge = _elem_grad(opmath(grad_out), n, None, ctx.reduction, False)
         ge = (ge if ge.dim() == 0 else ge.unsqueeze(-1)) * dc
-        grad_x1 = sum_to_size(ge * (b / den - c * a / m1), x1.shape).to(x1.dtype) if ctx.needs_input_grad[0] else None
-        grad_x2 = sum_to_size(ge * (a / den - c * b / m2), x2.shape).to(x2.dtype) if ctx.needs_input_grad[1] else None
+        nan = a.new_full((), math.nan)
+        grad_x1 = grad_x2 = None
+        if ctx.needs_input_grad[0]:
+            g1 = torch.where(m2.isinf(), nan, ge * (b / den - c * a / m1))
+            grad_x1 = sum_to_size(g1, x1.shape).to(x1.dtype)
+        if ctx.needs_input_grad[1]:
+            g2 = torch.where(m1.isinf(), nan, ge * (a / den - c * b / m2))
+            grad_x2 = sum_to_size(g2, x2.shape).to(x2.dtype)
         return grad_x1, grad_x2, None, None, None
 
 
