@@ -451,9 +451,9 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     _no_grad_for("multi_margin_loss", weight=weight)
     if _data_checks() and target.numel() and bool(((target < 0) | (target >= c)).any()):
         raise RuntimeError("target out of range")
-    x = input if input.dim() else input.reshape(1)
-    return _loss.MultiMarginLossFunction.apply(x, target.reshape(target.shape if input.dim() else ()), weight,
-                                               int(p), float(margin), reduction)
+    # a vector input takes its target's shape: (1,) gives torch's (1,) unreduced loss, () a 0-d one
+    x = input if input.dim() == 2 else input.reshape((1, c) if target.dim() == 1 else (c,))
+    return _loss.MultiMarginLossFunction.apply(x, target, weight, int(p), float(margin), reduction)
 
 
 def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):

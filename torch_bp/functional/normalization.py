@@ -45,13 +45,17 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     _check_norm_dtypes(input, (weight, bias, running_mean, running_var), "batch_norm")
-    if input.dim() < 2:
-        raise RuntimeError(f"batch_norm: expected input with at least 2 dims (N, C, ...), got {list(input.shape)}")
-    c = input.shape[1]
+    # torch takes a vector's channel count as 0 when it checks the statistics and parameters
+    c = input.shape[1] if input.dim() >= 2 else 0
     for t, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
                     (bias, "bias")):
         if t is not None and t.numel() != c:
             raise RuntimeError(f"{what} should contain {c} elements not {t.numel()}")
+    if input.dim() < 2:
+        if input.numel() == 0:
+            return input.clone()  # torch's result for an empty vector: nothing to normalise, no rule to run
+        # torch then reads the channel count input.shape[1] of a vector or a scalar, and raises IndexError
+        raise IndexError(f"batch_norm: expected input with at least 2 dims (N, C, ...), got {list(input.shape)}")
     n = input.shape[0] * math.prod(input.shape[2:])  # values per channel
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
