@@ -225,6 +225,11 @@ LAYERS: list[Layer] = [
          [(nn.MultiLabelMarginLoss, torch.nn.MultiLabelMarginLoss)], double_backward=True,
          notes="hinge active where z > 0 strictly, as torch", autocast="fp32"),
 
+    _row("ctc_loss", "loss", [loss.CTCLossFunction], [(nn.CTCLoss, torch.nn.CTCLoss)], autocast="fp32",
+         notes="alpha/beta recursions in log space over the extended targets, batched, a loop over time; the "
+               "gradient is torch's (exact for log_probs from log_softmax); float32/float64 as torch's CPU kernel; "
+               "targets outside [0, C) raise (torch's CPU kernel reads them unchecked)"),
+
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)],
          double_backward=True, autocast="fp32_cuda"),
@@ -450,7 +455,6 @@ NOT_COVERED: dict[str, str] = {
                      "on torch's own module; its window loop never drops channel 0): a twin with the true gradient "
                      "would not match torch's module",
     "AdaptiveLogSoftmaxWithLoss": _NOT_YET,
-    "CTCLoss": _NOT_YET,
     "NLLLoss2d": "torch's deprecated alias of NLLLoss; not converted (NLLLoss is)",
     "SyncBatchNorm": _NOT_YET + " (a rule would all_reduce the per-channel sums in forward and backward)",
     # --- end of pending: layers-a ---

@@ -85,6 +85,7 @@ from .loss import (  # more losses
     poisson_nll_loss,
     soft_margin_loss,
 )
+from .loss import ctc_loss
 from .loss import (  # row losses
     cosine_embedding_loss,
     multi_margin_loss,

@@ -252,3 +252,11 @@ class MultiLabelMarginLoss(torch.nn.MultiLabelMarginLoss):
 
     def forward(self, input, target):
         return F.multilabel_margin_loss(input, target, reduction=self.reduction)
+
+
+class CTCLoss(torch.nn.CTCLoss):
+    """Drop-in :class:`torch.nn.CTCLoss` (rule: :class:`torch_bp.ops.loss.CTCLossFunction`)."""
+
+    def forward(self, log_probs, targets, input_lengths, target_lengths):
+        return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
+                          self.zero_infinity)

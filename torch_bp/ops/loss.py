@@ -1220,3 +1220,132 @@ def _multilabel_margin_terms(xf, y):
     z = 1 - xf.gather(-1, safe).unsqueeze(-1) + xf.unsqueeze(-2)
     pairs = listed.unsqueeze(-1) & ~is_target.unsqueeze(-2)
     return z, pairs
+
+
+# --- CTCLoss ---
+def _lse3(a, b, c):
+    """log(exp(a) + exp(b) + exp(c)) elementwise, -inf where all three are -inf."""
+    m = torch.maximum(torch.maximum(a, b), c)
+    m = torch.where(torch.isinf(m) & (m < 0), 0, m)  # -inf - -inf is nan: shift by 0 there
+    return torch.log(torch.exp(a - m) + torch.exp(b - m) + torch.exp(c - m)) + m
+
+
+def _shift(x, k, side):
+    """x (N, S') shifted by k along dim 1, filled with -inf: ``side="right"`` gives x[:, s - k] at s,
+    ``"left"`` gives x[:, s + k]."""
+    if k >= x.shape[1]:
+        return torch.full_like(x, -math.inf)
+    pad = x.new_full((x.shape[0], k), -math.inf)
+    return torch.cat([pad, x[:, :-k]], 1) if side == "right" else torch.cat([x[:, k:], pad], 1)
+
+
+class CTCLossFunction(Rule):
+    r"""Connectionist temporal classification loss (``F.ctc_loss``), torch's CPU kernel written out in log space.
+
+    Notation: log_probs lp (T, N, C), targets (N, S) (padded; positions k >= L_b are ignored), input lengths
+    T_b, target lengths L_b, blank. The extended target of batch b is l'_s (s = 0 .. 2S): l'_{2k} = blank,
+    l'_{2k+1} = targets[b, k]; a skip s-2 -> s is allowed where s is odd, s >= 2 and l'_s != l'_{s-2}.
+    Forward:   alpha[0, s] = lp[0, l'_s] for s in {0, 1}, else -inf;
+               alpha[t, s] = lp[t, l'_s] + lse(alpha[t-1, s], alpha[t-1, s-1], alpha[t-1, s-2] if skip_s)
+               nll_b = -lse(alpha[T_b-1, 2L_b], alpha[T_b-1, 2L_b-1] if L_b > 0)   (T_b = 0: 0 if L_b = 0, else inf)
+               zero_infinity: an infinite nll_b gives loss 0;
+               reduction: none: loss_b (0-d for an unbatched input); sum: sum_b loss_b; mean: mean_b (loss_b / max(L_b, 1))
+    Backward:  beta[T_b-1, s] = lp[T_b-1, l'_s] for s in {2L_b, 2L_b-1 (L_b > 0)}, else -inf;
+               beta[t, s] = lp[t, l'_s] + lse(beta[t+1, s], beta[t+1, s+1], beta[t+1, s+2] if skip_{s+2})
+               (t < T_b - 1; -inf for t >= T_b). With g_b the gradient reaching loss_b
+               (none: g[b]; sum: g; mean: g / (N max(L_b, 1))):
+               grad_lp[t, b, c] = g_b (exp(lp[t, b, c]) - exp(lse_{s: l'_s = c}(alpha[t, s] + beta[t, s]) + nll_b - lp[t, b, c]))
+               for t < T_b; 0 for t >= T_b, and 0 for every t where zero_infinity and nll_b = inf.
+               NOTE: torch's convention: the term exp(lp) is not the derivative of the loss in free log_probs (that
+               is the second term only); it makes the gradient exact for normalised log_probs fed through
+               log_softmax (the exp(lp) term vanishes in log_softmax's backward), which is how CTC is used. An
+               infinite nll without zero_infinity gives nan in rows t < T_b, as torch.
+    Saved:     lp, the extended targets l' (N, 2S+1), skip mask, T_b, L_b, alpha (T, N, 2S+1), nll (N,)
+    Double backward: no (torch's ctc_loss has none either)
+    """
+
+    @staticmethod
+    def forward(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, unbatched):
+        lp = log_probs                                                   # (T, N, C)
+        t_max, n = lp.shape[0], lp.shape[1]
+        ext, skip = _ctc_extended(targets, blank)                        # (N, S'), (N, S')
+        lp_ext = lp.gather(2, ext.unsqueeze(0).expand(t_max, n, ext.shape[1]))  # (T, N, S'): lp[t, l'_s]
+        alpha = lp.new_full(lp_ext.shape, -math.inf)
+        alpha[0, :, :2] = lp_ext[0, :, :2]
+        for t in range(1, t_max):
+            prev = alpha[t - 1]
+            alpha[t] = lp_ext[t] + _lse3(prev, _shift(prev, 1, "right"),
+                                         torch.where(skip, _shift(prev, 2, "right"), -math.inf))
+        last = (input_lengths - 1).clamp(min=0)
+        end = alpha[last, torch.arange(n, device=lp.device)]             # (N, S'): alpha[T_b - 1]
+        s_end = (2 * target_lengths).unsqueeze(1)
+        a1 = end.gather(1, s_end).squeeze(1)
+        a2 = torch.where(target_lengths > 0, end.gather(1, (s_end - 1).clamp(min=0)).squeeze(1), -math.inf)
+        nll = -_lse3(a1, a2, torch.full_like(a1, -math.inf))
+        nll = torch.where(input_lengths == 0, torch.where(target_lengths == 0, 0.0, math.inf).to(lp.dtype), nll)
+        loss = torch.where(nll == math.inf, 0, nll) if zero_infinity else nll
+        if reduction == "mean":
+            loss = (loss / target_lengths.clamp(min=1).to(lp.dtype)).mean()
+        elif reduction == "sum":
+            loss = loss.sum()
+        elif unbatched:  # reduction none of an unbatched input: a 0-d loss
+            loss = loss[0]
+        return loss.clone(), nll, alpha
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        log_probs, targets, input_lengths, target_lengths, ctx.blank, ctx.reduction, ctx.zero_infinity, _ = inputs
+        _, nll, alpha = output
+        ctx.mark_non_differentiable(nll, alpha)
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, nll, alpha)
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, grad_loss, _grad_nll, _grad_alpha):
+        lp, targets, input_lengths, target_lengths, nll, alpha = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 8
+        t_max, n, c = lp.shape
+        ext, skip = _ctc_extended(targets, ctx.blank)
+        s_len = ext.shape[1]
+        lp_ext = lp.gather(2, ext.unsqueeze(0).expand(t_max, n, s_len))  # (T, N, S')
+        s_idx = torch.arange(s_len, device=lp.device)
+        tl = target_lengths.unsqueeze(1)
+        at_end = (s_idx == 2 * tl) | ((s_idx == 2 * tl - 1) & (tl > 0))  # (N, S'): where beta starts
+        skip_next = _shift(skip.to(lp.dtype), 2, "left") > 0              # skip_{s+2}
+        beta = lp.new_full(lp_ext.shape, -math.inf)
+        nxt = lp.new_full((n, s_len), -math.inf)
+        for t in range(t_max - 1, -1, -1):
+            rec = lp_ext[t] + _lse3(nxt, _shift(nxt, 1, "left"), torch.where(skip_next, _shift(nxt, 2, "left"), -math.inf))
+            start = torch.where(at_end, lp_ext[t], -math.inf)
+            here = (t == input_lengths - 1).unsqueeze(1)
+            inside = (t < input_lengths - 1).unsqueeze(1)
+            nxt = torch.where(here, start, torch.where(inside, rec, -math.inf))
+            beta[t] = nxt
+        valid_t = (torch.arange(t_max, device=lp.device).unsqueeze(1) < input_lengths).unsqueeze(2)  # (T, N, 1)
+        # states that cannot reach the end (beta = -inf) contribute nothing, whatever alpha holds there
+        ab = torch.where(valid_t & (beta > -math.inf), alpha + beta, -math.inf)  # (T, N, S')
+        # lse over the s with l'_s = c: a per-class max, then a scatter-add of exp
+        idx = ext.unsqueeze(0).expand(t_max, n, s_len)
+        m = lp.new_full((t_max, n, c), -math.inf).scatter_reduce(2, idx, ab, "amax")
+        m = torch.where(torch.isinf(m), 0, m)
+        collected = torch.log(lp.new_zeros(t_max, n, c).scatter_add(2, idx, torch.exp(ab - m.gather(2, idx)))) + m
+        if ctx.reduction in ("none", "sum"):
+            g = grad_loss.expand(n)
+        else:
+            g = grad_loss / (n * target_lengths.clamp(min=1).to(lp.dtype))
+        grad = (torch.exp(lp) - torch.exp(collected + nll.view(1, n, 1) - lp)) * g.view(1, n, 1)
+        keep = valid_t
+        if ctx.zero_infinity:
+            keep = keep & (nll != math.inf).view(1, n, 1)
+        return torch.where(keep, grad, 0), None, None, None, None, None, None, None
+
+
+def _ctc_extended(targets, blank):
+    """The extended targets l' (N, 2S+1) of padded targets (N, S), and where the skip s-2 -> s is allowed."""
+    n, s = targets.shape
+    ext = targets.new_full((n, 2 * s + 1), blank)
+    ext[:, 1::2] = targets
+    skip = torch.zeros_like(ext, dtype=torch.bool)
+    skip[:, 3::2] = targets[:, 1:] != targets[:, :-1]
+    return ext, skip
