@@ -764,3 +764,49 @@ def _ctc_err(make):
     yield Sample("3-d targets", (lp, tg.unsqueeze(0), il, tl))
     yield Sample("4-d log_probs", (lp.unsqueeze(0), tg, il, tl))
     yield Sample("empty", (lp[:, :0], tg[:0], il[:0], tl[:0]))
+
+
+# --- adaptive_log_softmax_with_loss (the module's forward as a function of its parameters) ---
+def _asm_params(make, d=6, cutoffs=(3, 6, 9), div=2.0, bias=False):
+    """The parameters of AdaptiveLogSoftmaxWithLoss(d, cutoffs[-1], cutoffs[:-1], div_value=div)."""
+    head = make(cutoffs[0] + len(cutoffs) - 1, d, low=-1, high=1)
+    tail = []
+    for i, (lo, hi) in enumerate(zip(cutoffs[:-1], cutoffs[1:])):
+        hsz = int(d // div ** (i + 1))
+        tail += [make(hsz, d, low=-1, high=1), make(hi - lo, hsz, low=-1, high=1)]
+    return head, tail, list(cutoffs), (make(head.shape[0], low=-1, high=1) if bias else None)
+
+
+@samples("adaptive_log_softmax_with_loss")
+def _asm(make):
+    head, tail, cut, _ = _asm_params(make)
+    yield Sample("every cluster", (make(7, 6), torch.tensor([0, 2, 3, 5, 6, 8, 4]), head, tail, cut))
+    head, tail, cut, b = _asm_params(make, bias=True)
+    yield Sample("head bias, cluster 2 unused", (make(5, 6), torch.tensor([1, 4, 0, 5, 2]), head, tail, cut),
+                 {"head_bias": b})
+    head, tail, cut, _ = _asm_params(make, d=4, cutoffs=(2, 5), div=1.0)
+    yield Sample("one cluster, shortlist only", (make(3, 4), torch.tensor([0, 1, 1]), head, tail, cut))
+    yield Sample("unbatched", (make(4), torch.tensor(3), head, tail, cut))
+    # the mean over no rows is nan (as torch's): finite differences are nan too
+    yield Sample("empty batch", (make(0, 4), torch.zeros(0, dtype=torch.int64), head, tail, cut), gradcheck=False)
+    yield Sample("input-no-grad", (make(3, 4, requires_grad=False), torch.tensor([4, 2, 0]), head, tail, cut))
+
+
+@module_samples("adaptive_log_softmax_with_loss")
+def _asm_mod(make):
+    yield ModuleSample("every cluster", (6, 9, [3, 6]), {"div_value": 2.0},
+                       (make(7, 6), torch.tensor([0, 2, 3, 5, 6, 8, 4])))
+    yield ModuleSample("head_bias", (8, 10, [4]), {"head_bias": True}, (make(5, 8), torch.tensor([9, 1, 4, 0, 7])))
+    yield ModuleSample("unbatched", (6, 9, [3, 6]), {"div_value": 2.0}, (make(6), torch.tensor(7)))
+
+
+@error_samples("adaptive_log_softmax_with_loss")
+def _asm_err(make):
+    head, tail, cut, _ = _asm_params(make)
+    yield Sample("target out of range", (make(3, 6), torch.tensor([0, 9, 2]), head, tail, cut))
+    yield Sample("negative target", (make(3, 6), torch.tensor([0, -1, 2]), head, tail, cut))
+    yield Sample("2-d target", (make(3, 6), torch.tensor([[0, 1, 2]]), head, tail, cut))
+    yield Sample("batch mismatch", (make(3, 6), torch.tensor([0, 1]), head, tail, cut))
+    yield Sample("3-d input", (make(3, 2, 6), torch.tensor([0, 1, 2]), head, tail, cut))
+    yield Sample("0-d target, 2-d input", (make(3, 6), torch.tensor(1), head, tail, cut))
+    yield Sample("wrong features", (make(3, 5), torch.tensor([0, 1, 2]), head, tail, cut))

@@ -86,6 +86,7 @@ from .loss import (  # more losses
     soft_margin_loss,
 )
 from .loss import ctc_loss
+from .loss import adaptive_log_prob, adaptive_log_softmax_with_loss  # torch_bp only: the module's forward
 from .loss import (  # row losses
     cosine_embedding_loss,
     multi_margin_loss,

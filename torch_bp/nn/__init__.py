@@ -22,7 +22,7 @@ from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Linea
 from .loss import (BCELoss, GaussianNLLLoss, HingeEmbeddingLoss, KLDivLoss, MarginRankingLoss, MultiLabelSoftMarginLoss,
                    PoissonNLLLoss, SoftMarginLoss)
 from .loss import LinearCrossEntropyLoss
-from .loss import CTCLoss
+from .loss import AdaptiveLogSoftmaxWithLoss, CTCLoss
 from .loss import (CosineEmbeddingLoss, MultiLabelMarginLoss, MultiMarginLoss, TripletMarginLoss,
                    TripletMarginWithDistanceLoss)
 

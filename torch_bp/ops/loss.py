@@ -1349,3 +1349,168 @@ def _ctc_extended(targets, blank):
     skip = torch.zeros_like(ext, dtype=torch.bool)
     skip[:, 3::2] = targets[:, 1:] != targets[:, :-1]
     return ext, skip
+
+
+# --- AdaptiveLogSoftmaxWithLoss ---
+def _asm_logits(x, w, b=None):
+    """x w^T (+ b) computed in float32 for low precision and rounded to x's dtype, as torch's linear, then upcast
+    again for the log-softmax (opmath)."""
+    y = opmath(x) @ opmath(w).t()
+    if b is not None:
+        y = y + opmath(b)
+    return opmath(y.to(x.dtype))
+
+
+def _asm_clusters(target, cutoffs):
+    """Per tail cluster i (1 .. len(cutoffs) - 1): the rows whose target falls in [cutoffs[i-1], cutoffs[i])."""
+    return [torch.nonzero((target >= lo) & (target < hi)).reshape(-1) for lo, hi in zip(cutoffs[:-1], cutoffs[1:])]
+
+
+def _onehot(index, like):
+    """(N, M) zeros like ``like`` with 1 at [n, index[n]]."""
+    return torch.zeros_like(like).scatter_(1, index.unsqueeze(1), 1)
+
+
+def _asm_linear_grads(d_out, x, w, needs_x, needs_w):
+    """Gradients of y = x w^T given d_out = dL/dy: (dL/dx, dL/dw)."""
+    return (d_out @ w if needs_x else None), (d_out.t() @ x if needs_w else None)
+
+
+class AdaptiveLogSoftmaxFunction(Rule):
+    r"""torch.nn.AdaptiveLogSoftmaxWithLoss's forward (Grave et al.'s adaptive softmax), as one rule.
+
+    Notation: x (N, d), target t (N,), cutoffs c_0 < ... < c_K (c_0 the shortlist size s, c_K = n_classes),
+    head H = x W_h^T + b_h (N, s + K), tail cluster i (1..K) for the rows R_i with t in [c_{i-1}, c_i):
+    h_i = x[R_i] P_i^T, C_i = h_i O_i^T (|R_i|, c_i - c_{i-1}); lsm = log_softmax over the last dim.
+    Forward:   k_n = t_n if t_n < s, else s + i - 1 for the cluster i of row n;
+               out_n = lsm(H)[n, k_n] + (n in R_i: lsm(C_i)[n, t_n - c_{i-1}]);   loss = -mean_n out_n
+               (unbatched: out is 0-d)
+    Backward:  g_n = grad_out_n - grad_loss / N
+               dH = g * (onehot(k) - softmax(H));  grad_x = dH W_h;  grad_W_h = dH^T x;  grad_b_h = sum_n dH
+               dC_i = g[R_i] * (onehot(t - c_{i-1}) - softmax(C_i));  grad_O_i = dC_i^T h_i;
+               dh_i = dC_i O_i;  grad_P_i = dh_i^T x[R_i];  grad_x[R_i] += dh_i P_i
+    Saved:     x, t, the weights (H, h_i, C_i recomputed in backward)
+    Double backward: no
+    Logits are rounded to x's dtype before the log-softmax (as torch's linear), everything else in float32 for
+    bfloat16/float16.
+    """
+
+    @staticmethod
+    def forward(input, target, cutoffs, unbatched, head_weight, head_bias, *tail_weights):
+        s = cutoffs[0]
+        head = _asm_logits(input, head_weight, head_bias)                       # (N, s + K)
+        head_lp = torch.log_softmax(head, 1)
+        k = target.clone()
+        out = head.new_zeros(target.shape[0])
+        for i, rows in enumerate(_asm_clusters(target, cutoffs), start=1):
+            if rows.numel() == 0:
+                continue
+            k[rows] = s + i - 1
+            proj, w_out = tail_weights[2 * (i - 1)], tail_weights[2 * i - 1]
+            c = _asm_logits(_asm_logits(input[rows], proj).to(input.dtype), w_out)
+            out[rows] = torch.log_softmax(c, 1).gather(1, (target[rows] - cutoffs[i - 1]).unsqueeze(1)).squeeze(1)
+        out = out + head_lp.gather(1, k.unsqueeze(1)).squeeze(1)
+        loss = (-out).mean()
+        out = out.to(input.dtype)
+        return (out[0].clone() if unbatched else out), loss.to(input.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, ctx.cutoffs, ctx.unbatched, head_weight, head_bias, *tail = inputs
+        ctx.has_bias = head_bias is not None
+        ctx.save_for_backward(input, target, head_weight, head_bias, *tail)
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, grad_out, grad_loss):
+        input, target, head_weight, head_bias, *tail = ctx.saved_tensors
+        cutoffs, s, n = ctx.cutoffs, ctx.cutoffs[0], target.shape[0]
+        needs = ctx.needs_input_grad
+        x = opmath(input)
+        g = opmath(grad_out).reshape(-1) - opmath(grad_loss) / n                   # (N,)
+        head = _asm_logits(input, head_weight, head_bias)
+        k = target.clone()
+        clusters = _asm_clusters(target, cutoffs)
+        for i, rows in enumerate(clusters, start=1):
+            k[rows] = s + i - 1
+        d_head = g.unsqueeze(1) * (_onehot(k, head) - torch.softmax(head, 1))      # (N, s + K)
+        grad_x, grad_wh = _asm_linear_grads(d_head, x, opmath(head_weight), needs[0], needs[4])
+        grad_bh = d_head.sum(0) if ctx.has_bias and needs[5] else None
+        grad_tail = [None] * len(tail)
+        for i, rows in enumerate(clusters, start=1):
+            proj, w_out = tail[2 * (i - 1)], tail[2 * i - 1]
+            if rows.numel() == 0:  # the cluster took no part (torch's module leaves its gradients None too)
+                continue
+            xr = x[rows]
+            h = _asm_logits(input[rows], proj)
+            c = _asm_logits(h.to(input.dtype), w_out)
+            rel = target[rows] - cutoffs[i - 1]
+            d_c = g[rows].unsqueeze(1) * (_onehot(rel, c) - torch.softmax(c, 1))  # (|R_i|, osz)
+            d_h, grad_o = _asm_linear_grads(d_c, h, opmath(w_out), True, needs[6 + 2 * i - 1])
+            d_xr, grad_p = _asm_linear_grads(d_h, xr, opmath(proj), needs[0], needs[6 + 2 * (i - 1)])
+            grad_tail[2 * (i - 1)] = None if grad_p is None else grad_p.to(proj.dtype)
+            grad_tail[2 * i - 1] = None if grad_o is None else grad_o.to(w_out.dtype)
+            if needs[0]:
+                grad_x = grad_x.index_add(0, rows, d_xr)
+        return (None if grad_x is None else grad_x.to(input.dtype), None, None, None,
+                None if grad_wh is None else grad_wh.to(head_weight.dtype),
+                None if grad_bh is None else grad_bh.to(head_bias.dtype), *grad_tail)
+
+
+class AdaptiveLogProbFunction(Rule):
+    r"""torch.nn.AdaptiveLogSoftmaxWithLoss.log_prob: the log-probabilities of every class (notation above, with
+    every tail cluster on every row).
+
+    Forward:   out[:, :s] = lsm(H)[:, :s];   out[:, c_{i-1}:c_i] = lsm(C_i) + lsm(H)[:, s + i - 1]
+    Backward:  with G = grad_out and G_i its block of cluster i:
+               gH = [G[:, :s], sum_j G_1[:, j], ..., sum_j G_K[:, j]];   dH = gH - softmax(H) sum(gH)
+               dC_i = G_i - softmax(C_i) sum(G_i);   then the linear chains as in AdaptiveLogSoftmaxFunction
+    Saved:     x and the weights (H, h_i, C_i recomputed)
+    Double backward: no
+    """
+
+    @staticmethod
+    def forward(input, cutoffs, head_weight, head_bias, *tail_weights):
+        s = cutoffs[0]
+        head_lp = torch.log_softmax(_asm_logits(input, head_weight, head_bias), 1)
+        parts = [head_lp[:, :s]]
+        for i in range(1, len(cutoffs)):
+            c = _asm_logits(_asm_logits(input, tail_weights[2 * (i - 1)]).to(input.dtype), tail_weights[2 * i - 1])
+            parts.append(torch.log_softmax(c, 1) + head_lp[:, s + i - 1: s + i])
+        return torch.cat(parts, 1).to(input.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, ctx.cutoffs, head_weight, head_bias, *tail = inputs
+        ctx.has_bias = head_bias is not None
+        ctx.save_for_backward(input, head_weight, head_bias, *tail)
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, grad_out):
+        input, head_weight, head_bias, *tail = ctx.saved_tensors
+        cutoffs, s = ctx.cutoffs, ctx.cutoffs[0]
+        needs = ctx.needs_input_grad
+        x = opmath(input)
+        grad = opmath(grad_out).reshape(x.shape[0], cutoffs[-1])                    # (N, n_classes)
+        head = _asm_logits(input, head_weight, head_bias)
+        blocks = [grad[:, lo:hi] for lo, hi in zip(cutoffs[:-1], cutoffs[1:])]
+        g_head = torch.cat([grad[:, :s]] + [b.sum(1, keepdim=True) for b in blocks], 1)
+        d_head = g_head - torch.softmax(head, 1) * g_head.sum(1, keepdim=True)
+        grad_x, grad_wh = _asm_linear_grads(d_head, x, opmath(head_weight), needs[0], needs[2])
+        grad_bh = d_head.sum(0) if ctx.has_bias and needs[3] else None
+        grad_tail = []
+        for i, block in enumerate(blocks, start=1):
+            proj, w_out = tail[2 * (i - 1)], tail[2 * i - 1]
+            h = _asm_logits(input, proj)
+            c = _asm_logits(h.to(input.dtype), w_out)
+            d_c = block - torch.softmax(c, 1) * block.sum(1, keepdim=True)
+            d_h, grad_o = _asm_linear_grads(d_c, h, opmath(w_out), True, needs[4 + 2 * i - 1])
+            d_x, grad_p = _asm_linear_grads(d_h, x, opmath(proj), needs[0], needs[4 + 2 * (i - 1)])
+            grad_tail += [None if grad_p is None else grad_p.to(proj.dtype),
+                          None if grad_o is None else grad_o.to(w_out.dtype)]
+            if needs[0]:
+                grad_x = grad_x + d_x
+        return (None if grad_x is None else grad_x.to(input.dtype), None,
+                None if grad_wh is None else grad_wh.to(head_weight.dtype),
+                None if grad_bh is None else grad_bh.to(head_bias.dtype), *grad_tail)
