@@ -93,6 +93,13 @@ def _adaptive_log_softmax_reference(input, target, head_weight, tail_weights, cu
     return torch.func.functional_call(module, params, (input, target))
 
 
+def _sync_batch_norm_reference(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                               eps=1e-05, process_group=None):
+    """torch's batch_norm: on one process, the reference of torch_bp.functional.sync_batch_norm (the statistics of
+    the group are this process's batch; tests/test_sync_batchnorm.py checks two processes)."""
+    return TF.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
 def _rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
     """Hugging Face's apply_rotary_pos_emb (transformers.models.llama.modeling_llama), written out."""
     def rotate_half(x):
@@ -275,7 +282,15 @@ LAYERS: list[Layer] = [
     _row("batch_norm", "normalization", [normalization.BatchNormFunction],
          [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d),
           (nn.BatchNorm3d, torch.nn.BatchNorm3d)],
-         double_backward=True, notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
+         double_backward=True, notes="Lightning's sync_batchnorm=True: ours with torch_bp.lightning.SyncBatchNormPlugin "
+                                     "(its default plugin makes torch's SyncBatchNorm)"),
+    _row("sync_batch_norm", "normalization", [normalization.SyncBatchNormFunction, normalization.BatchNormFunction],
+         [(nn.SyncBatchNorm, torch.nn.SyncBatchNorm)], reference=_sync_batch_norm_reference,
+         notes="torch_bp only as a functional; training: the statistics of the process group's batch by "
+               "torch.distributed.all_reduce (forward: sums and centred sums; backward: sum(dy), sum(dy (x - mu))), "
+               "CPU tensors with gloo too; eval or no group of more than one process: batch_norm's rule, as torch's "
+               "module; grad of weight/bias: this process's part, as torch's; Lightning: "
+               "torch_bp.lightning.SyncBatchNormPlugin"),
     _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)],
          double_backward=True, autocast="fp32_cuda"),
     # (more convolution, pooling, resampling, padding and normalization layers: below this line)
@@ -480,7 +495,6 @@ NOT_COVERED: dict[str, str] = {
                      "on torch's own module; its window loop never drops channel 0): a twin with the true gradient "
                      "would not match torch's module",
     "NLLLoss2d": "torch's deprecated alias of NLLLoss; not converted (NLLLoss is)",
-    "SyncBatchNorm": _NOT_YET + " (a rule would all_reduce the per-channel sums in forward and backward)",
     # --- end of pending: layers-a ---
 }
 

@@ -94,6 +94,7 @@ from .loss import (  # row losses
     triplet_margin_loss,
     triplet_margin_with_distance_loss,
 )
+from .normalization import sync_batch_norm  # torch_bp only: batch_norm across a process group
 from .normalization import (
     batch_norm,
     group_norm,
