@@ -22,9 +22,19 @@ def _ids(sample):
     return sample.desc
 
 
+# Rows whose gradient convention is torch's and exact only on a submanifold of the inputs, gradchecked
+# through the map onto it, with the reason: finite differences in free inputs would leave it.
+GRADCHECK_THROUGH = {
+    # torch's CTC gradient has the term exp(log_probs), which vanishes in log_softmax's backward: it is the
+    # gradient of ctc_loss(log_softmax(x)), not of ctc_loss in free log_probs (torch's own fails gradcheck there)
+    "ctc_loss": lambda log_probs, *rest: (torch.log_softmax(log_probs, -1), *rest),
+}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_gradcheck(name):
     row = ROWS[name]
+    through = GRADCHECK_THROUGH.get(name, lambda *xs: xs)
     checked = 0
     for s in get_samples(name, torch.float64):
         if not s.gradcheck:
@@ -35,7 +45,7 @@ def test_gradcheck(name):
             continue
 
         def fn(*xs, args=args, kwargs=kwargs):
-            it = iter(xs)
+            it = iter(through(*xs))
             a = tuple(_substitute(v, it) for v in args)
             k = {key: _substitute(v, it) for key, v in kwargs.items()}
             torch.manual_seed(0)

@@ -75,6 +75,31 @@ def _linear_cross_entropy_reference(input, linear_weight, target, *, linear_bias
                                    reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
+def _adaptive_module(input, head_weight, tail_weights, cutoffs, head_bias):
+    """torch's AdaptiveLogSoftmaxWithLoss (on the meta device) and the named tensors to call it with."""
+    cutoffs = list(cutoffs)
+    module = torch.nn.AdaptiveLogSoftmaxWithLoss(input.shape[-1], cutoffs[-1], cutoffs[:-1],
+                                                 head_bias=head_bias is not None, device="meta")
+    params = {"head.weight": head_weight, **({"head.bias": head_bias} if head_bias is not None else {})}
+    for i in range(len(cutoffs) - 1):
+        params[f"tail.{i}.0.weight"], params[f"tail.{i}.1.weight"] = tail_weights[2 * i], tail_weights[2 * i + 1]
+    return module, params
+
+
+def _adaptive_log_softmax_reference(input, target, head_weight, tail_weights, cutoffs, head_bias=None):
+    """torch's AdaptiveLogSoftmaxWithLoss forward with the given parameters (torch.func.functional_call): the
+    reference of torch_bp.functional.adaptive_log_softmax_with_loss."""
+    module, params = _adaptive_module(input, head_weight, tail_weights, cutoffs, head_bias)
+    return torch.func.functional_call(module, params, (input, target))
+
+
+def _sync_batch_norm_reference(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                               eps=1e-05, process_group=None):
+    """torch's batch_norm: on one process, the reference of torch_bp.functional.sync_batch_norm (the statistics of
+    the group are this process's batch; tests/test_sync_batchnorm.py checks two processes)."""
+    return TF.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
 def _rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
     """Hugging Face's apply_rotary_pos_emb (transformers.models.llama.modeling_llama), written out."""
     def rotate_half(x):
@@ -225,6 +250,18 @@ LAYERS: list[Layer] = [
          [(nn.MultiLabelMarginLoss, torch.nn.MultiLabelMarginLoss)], double_backward=True,
          notes="hinge active where z > 0 strictly, as torch", autocast="fp32"),
 
+    _row("ctc_loss", "loss", [loss.CTCLossFunction], [(nn.CTCLoss, torch.nn.CTCLoss)], autocast="fp32",
+         notes="alpha/beta recursions in log space over the extended targets, batched, a loop over time; the "
+               "gradient is torch's (exact for log_probs from log_softmax); float32/float64 as torch's CPU kernel; "
+               "targets outside [0, C) raise (torch's CPU kernel reads them unchecked)"),
+
+    _row("adaptive_log_softmax_with_loss", "loss", [loss.AdaptiveLogSoftmaxFunction, loss.AdaptiveLogProbFunction],
+         [(nn.AdaptiveLogSoftmaxWithLoss, torch.nn.AdaptiveLogSoftmaxWithLoss)],
+         reference=_adaptive_log_softmax_reference,
+         notes="torch_bp only as a functional (the module's forward of its parameters): head, tail clusters of the "
+               "rows that need them, log-softmaxes and loss in one rule; log_prob: a second rule; predict: torch's "
+               "argmax; under autocast computed in the input's dtype (outputs float32, as torch's)"),
+
     # --- core: normalization ---
     _row("layer_norm", "normalization", [normalization.LayerNormFunction], [(nn.LayerNorm, torch.nn.LayerNorm)],
          double_backward=True, autocast="fp32_cuda"),
@@ -245,7 +282,15 @@ LAYERS: list[Layer] = [
     _row("batch_norm", "normalization", [normalization.BatchNormFunction],
          [(nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d),
           (nn.BatchNorm3d, torch.nn.BatchNorm3d)],
-         double_backward=True, notes="replaced by torch's SyncBatchNorm under sync_batchnorm=True (see notes)"),
+         double_backward=True, notes="Lightning's sync_batchnorm=True: ours with torch_bp.lightning.SyncBatchNormPlugin "
+                                     "(its default plugin makes torch's SyncBatchNorm)"),
+    _row("sync_batch_norm", "normalization", [normalization.SyncBatchNormFunction, normalization.BatchNormFunction],
+         [(nn.SyncBatchNorm, torch.nn.SyncBatchNorm)], reference=_sync_batch_norm_reference,
+         notes="torch_bp only as a functional; training: the statistics of the process group's batch by "
+               "torch.distributed.all_reduce (forward: sums and centred sums; backward: sum(dy), sum(dy (x - mu))), "
+               "CPU tensors with gloo too; eval or no group of more than one process: batch_norm's rule, as torch's "
+               "module; grad of weight/bias: this process's part, as torch's; Lightning: "
+               "torch_bp.lightning.SyncBatchNormPlugin"),
     _row("group_norm", "normalization", [normalization.GroupNormFunction], [(nn.GroupNorm, torch.nn.GroupNorm)],
          double_backward=True, autocast="fp32_cuda"),
     # (more convolution, pooling, resampling, padding and normalization layers: below this line)
@@ -449,10 +494,7 @@ NOT_COVERED: dict[str, str] = {
     "CrossMapLRN2d": "torch's legacy CrossMapLRN2d backward is not the gradient of its forward (gradcheck fails "
                      "on torch's own module; its window loop never drops channel 0): a twin with the true gradient "
                      "would not match torch's module",
-    "AdaptiveLogSoftmaxWithLoss": _NOT_YET,
-    "CTCLoss": _NOT_YET,
     "NLLLoss2d": "torch's deprecated alias of NLLLoss; not converted (NLLLoss is)",
-    "SyncBatchNorm": _NOT_YET + " (a rule would all_reduce the per-channel sums in forward and backward)",
     # --- end of pending: layers-a ---
 }
 

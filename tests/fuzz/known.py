@@ -493,6 +493,7 @@ TORCH_QUIRKS: dict[str, list] = {
                                "overflows; ours evaluates in float32 and rounds once, agreeing with torch's float64 "
                                "result (a gradient beyond float16's range is inf)")],
     "bilinear": [_NAN_PLACEMENT],
+    "ctc_loss": [_NAN_PLACEMENT],
     "cosine_similarity": [_NAN_PLACEMENT],
     "pairwise_distance": [_NAN_PLACEMENT],
     "poisson_nll_loss": [_NAN_PLACEMENT],
@@ -674,3 +675,56 @@ def torch_quirk(case, ours, ref):
         except Exception:  # noqa: BLE001 - a predicate that cannot apply does not match
             continue
     return None
+
+
+def _ctc_torch_reads(tg, tl):
+    """The label values torch's CPU ctc_loss reads: 2-d targets at b * stride(0) + k * stride(1); 1-d int32/int64
+    targets at offset_b + k * stride(0), offset_b the cumulated lengths (not scaled by the stride); None where a
+    read falls outside the tensor's storage. Other dtypes are converted (a contiguous copy) first."""
+    if tg.dtype not in (torch.int32, torch.int64):
+        tg = tg.long().contiguous()
+    tl = torch.as_tensor(tl).reshape(-1).long().clamp(min=0)
+    k = [torch.arange(int(n)) for n in tl]
+    if tg.dim() == 1:
+        offsets = torch.cumsum(tl, 0) - tl
+        idx = torch.cat([int(o) + tg.stride(0) * kk for o, kk in zip(offsets, k)])
+    else:
+        idx = torch.cat([b * tg.stride(0) + tg.stride(1) * kk for b, kk in enumerate(k)])
+    size = tg.untyped_storage().nbytes() // tg.element_size() - tg.storage_offset()
+    if idx.numel() and int(idx.max()) >= size:
+        return None
+    flat = torch.empty(0, dtype=tg.dtype).set_(tg.untyped_storage(), tg.storage_offset(), (size,))
+    return flat[idx]
+
+
+def _ctc_target_out_of_range(case):
+    """torch's CPU kernel would read a label outside [0, C) or outside the targets' storage (it reads unchecked)."""
+    try:
+        lp, tg, tl = case.value("log_probs"), case.value("targets"), case.value("target_lengths")
+        if len(torch.as_tensor(tl).reshape(-1)) != (lp.shape[1] if lp.dim() == 3 else 1) or tg.dim() not in (1, 2):
+            return False  # torch refuses before reading
+        vals = _ctc_torch_reads(tg, tl)
+        return vals is None or bool(((vals < 0) | (vals >= lp.shape[-1])).any())
+    except Exception:  # noqa: BLE001 - a case torch refuses before reading any target
+        return False
+
+
+# Found by the fuzzer (torch 2.13 CPU): ctc_loss with a target label outside [0, C), or 1-d targets of stride 0
+# (read past their storage, see below), segfaults in its backward (ours refuses labels outside [0, C)).
+TORCH_CRASHES["ctc_loss"] = [(_ctc_target_out_of_range,
+                              "torch's CPU ctc_loss reads a target label outside [0, C) or outside the "
+                              "targets' storage unchecked")]
+
+
+def _ctc_strided_concatenated_targets(case, ours=None, ref=None):
+    t = case.value("targets")
+    return (isinstance(t, torch.Tensor) and t.dim() == 1 and t.numel() > 1 and t.stride(0) != 1
+            and t.dtype in (torch.int32, torch.int64))
+
+
+# Found by the fuzzer (torch 2.13 CPU): with 1-d (concatenated) targets that are not contiguous, torch's CPU
+# ctc_loss scales the position within a target by the stride but not the batch's offset, so batches after the
+# first read the wrong labels (its result on targets.contiguous() is ours)
+TORCH_QUIRKS["ctc_loss"].append((_ctc_strided_concatenated_targets,
+                                 "torch's CPU ctc_loss misreads non-contiguous 1-d targets (the batch offsets are "
+                                 "not scaled by the stride); ours reads them as targets.contiguous()"))

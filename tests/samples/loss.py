@@ -692,3 +692,121 @@ def _multilabel_margin_err(make):
     yield Sample("class out of range", (make(2, 3), torch.tensor([[0, 5, -1], [1, -1, 0]])))
     yield Sample("3-d input", (make(2, 4, 5), torch.zeros(2, 4, 5, dtype=torch.long)))
     yield Sample("float16 input (no CPU kernel in torch)", (make(4, 5, dtype=torch.float16), _label_lists(make, 4, 5)))
+
+
+# --- ctc_loss ---
+# log_probs are log_softmax outputs (CTC's use); tests/test_layers.py gradchecks this row through a log_softmax,
+# since torch's gradient convention (kept by ours) is exact only along normalised log_probs.
+def _log_probs(make, *shape):
+    return torch.log_softmax(make(*shape, requires_grad=False).float(), -1).to(make.dtype).requires_grad_()
+
+
+@samples("ctc_loss")
+def _ctc(make):
+    if make.dtype not in (torch.float32, torch.float64):
+        return  # torch's CPU kernel has float32/float64 only: ours refuses the others too (error samples)
+    gen = torch.Generator().manual_seed(0)
+    tg = torch.randint(1, 5, (3, 4), generator=gen)
+    tg[0, 2] = tg[0, 1]                                       # a repeated label: no skip there
+    il, tl = torch.tensor([6, 5, 4]), torch.tensor([4, 2, 0])  # shorter inputs, an empty target
+    for red in REDUCTIONS:
+        yield Sample(f"padded {red}", (_log_probs(make, 6, 3, 5), tg, il, tl), {"reduction": red})
+    flat = torch.cat([tg[0, :4], tg[1, :2]])
+    yield Sample("concatenated targets", (_log_probs(make, 6, 3, 5), flat, il, tl))
+    yield Sample("lengths as lists", (_log_probs(make, 6, 3, 5), tg, [6, 5, 4], (4, 2, 0)), {"reduction": "sum"})
+    yield Sample("blank=2", (_log_probs(make, 5, 2, 4), torch.tensor([[0, 1], [3, 3]]), [5, 5], [2, 2]),
+                 {"blank": 2, "reduction": "none"})
+    yield Sample("unbatched", (_log_probs(make, 6, 5), tg[0, :3], torch.tensor(6), torch.tensor(3)))
+    yield Sample("unbatched padded none", (_log_probs(make, 6, 5), tg[:1], [6], [3]), {"reduction": "none"})
+    # impossible alignments: a target longer than its input (inf; nan gradients in its rows, as torch)
+    # and an empty input with a nonempty target; zero_infinity gives 0 and no gradient there
+    imp = (torch.tensor([[1, 2, 3], [1, 1, 2], [2, 3, 4]]), torch.tensor([5, 2, 0]), torch.tensor([3, 3, 1]))
+    yield Sample("impossible zero_infinity", (_log_probs(make, 5, 3, 5), *imp), {"zero_infinity": True})
+    yield Sample("impossible zero_infinity none", (_log_probs(make, 5, 3, 5), *imp),
+                 {"zero_infinity": True, "reduction": "none"})
+    yield Sample("impossible inf", (_log_probs(make, 5, 3, 5), *imp), {"reduction": "none"}, gradcheck=False)
+    yield Sample("int32 lengths and targets", (_log_probs(make, 4, 2, 3), torch.tensor([[1, 2], [2, 2]]).int(),
+                                               torch.tensor([4, 3]).int(), torch.tensor([2, 1]).int()))
+    yield Sample("large-magnitude", (_log_probs(make, 5, 2, 4) * 30, torch.tensor([[1, 2], [3, 1]]), [5, 5], [2, 2]),
+                 {"reduction": "sum"}, gradcheck=False)
+
+
+@module_samples("ctc_loss")
+def _ctc_mod(make):
+    lp = _log_probs(make, 6, 3, 5)
+    tg, il, tl = torch.tensor([[1, 2, 2], [3, 4, 0], [1, 0, 0]]), torch.tensor([6, 5, 2]), torch.tensor([3, 2, 1])
+    yield ModuleSample("mean", (), {}, (lp, tg, il, tl))
+    yield ModuleSample("sum blank=4", (), {"blank": 4, "reduction": "sum"}, (lp, tg - 1, il, tl))
+    yield ModuleSample("none zero_infinity", (), {"zero_infinity": True, "reduction": "none"},
+                       (lp, tg, torch.tensor([6, 5, 0]), tl))
+
+
+@error_samples("ctc_loss")
+def _ctc_err(make):
+    lp = _log_probs(Make(torch.float32), 5, 2, 4)
+    tg, il, tl = torch.tensor([[1, 2], [3, 1]]), torch.tensor([5, 4]), torch.tensor([2, 1])
+    yield Sample("bfloat16", (lp.detach().bfloat16(), tg, il, tl))
+    yield Sample("complex", (lp.detach().to(torch.complex64), tg, il, tl))
+    yield Sample("bad reduction", (lp, tg, il, tl), {"reduction": "avg"})
+    yield Sample("mixed lengths", (lp, tg, [5, 4], tl))
+    yield Sample("int lengths", (lp, tg, 5, 2))
+    yield Sample("float lengths", (lp, tg, il.float(), tl))
+    yield Sample("input_length > T", (lp, tg, torch.tensor([6, 4]), tl))
+    yield Sample("negative input_length", (lp, tg, torch.tensor([-1, 4]), tl))
+    yield Sample("negative target_length", (lp, tg, il, torch.tensor([2, -1])))
+    yield Sample("target_length > S", (lp, tg, il, torch.tensor([3, 1])))
+    yield Sample("input_lengths size", (lp, tg, il[:1], tl))
+    yield Sample("target_lengths size", (lp, tg, il, tl[:1]))
+    yield Sample("blank out of range", (lp, tg, il, tl), {"blank": 4})
+    yield Sample("negative blank", (lp, tg, il, tl), {"blank": -1})
+    yield Sample("concatenated size", (lp, torch.tensor([1, 2, 3, 1]), il, tl))
+    yield Sample("targets batch", (lp, tg[:1], il, tl))
+    yield Sample("3-d targets", (lp, tg.unsqueeze(0), il, tl))
+    yield Sample("4-d log_probs", (lp.unsqueeze(0), tg, il, tl))
+    yield Sample("empty", (lp[:, :0], tg[:0], il[:0], tl[:0]))
+
+
+# --- adaptive_log_softmax_with_loss (the module's forward as a function of its parameters) ---
+def _asm_params(make, d=6, cutoffs=(3, 6, 9), div=2.0, bias=False):
+    """The parameters of AdaptiveLogSoftmaxWithLoss(d, cutoffs[-1], cutoffs[:-1], div_value=div)."""
+    head = make(cutoffs[0] + len(cutoffs) - 1, d, low=-1, high=1)
+    tail = []
+    for i, (lo, hi) in enumerate(zip(cutoffs[:-1], cutoffs[1:])):
+        hsz = int(d // div ** (i + 1))
+        tail += [make(hsz, d, low=-1, high=1), make(hi - lo, hsz, low=-1, high=1)]
+    return head, tail, list(cutoffs), (make(head.shape[0], low=-1, high=1) if bias else None)
+
+
+@samples("adaptive_log_softmax_with_loss")
+def _asm(make):
+    head, tail, cut, _ = _asm_params(make)
+    yield Sample("every cluster", (make(7, 6), torch.tensor([0, 2, 3, 5, 6, 8, 4]), head, tail, cut))
+    head, tail, cut, b = _asm_params(make, bias=True)
+    yield Sample("head bias, cluster 2 unused", (make(5, 6), torch.tensor([1, 4, 0, 5, 2]), head, tail, cut),
+                 {"head_bias": b})
+    head, tail, cut, _ = _asm_params(make, d=4, cutoffs=(2, 5), div=1.0)
+    yield Sample("one cluster, shortlist only", (make(3, 4), torch.tensor([0, 1, 1]), head, tail, cut))
+    yield Sample("unbatched", (make(4), torch.tensor(3), head, tail, cut))
+    # the mean over no rows is nan (as torch's): finite differences are nan too
+    yield Sample("empty batch", (make(0, 4), torch.zeros(0, dtype=torch.int64), head, tail, cut), gradcheck=False)
+    yield Sample("input-no-grad", (make(3, 4, requires_grad=False), torch.tensor([4, 2, 0]), head, tail, cut))
+
+
+@module_samples("adaptive_log_softmax_with_loss")
+def _asm_mod(make):
+    yield ModuleSample("every cluster", (6, 9, [3, 6]), {"div_value": 2.0},
+                       (make(7, 6), torch.tensor([0, 2, 3, 5, 6, 8, 4])))
+    yield ModuleSample("head_bias", (8, 10, [4]), {"head_bias": True}, (make(5, 8), torch.tensor([9, 1, 4, 0, 7])))
+    yield ModuleSample("unbatched", (6, 9, [3, 6]), {"div_value": 2.0}, (make(6), torch.tensor(7)))
+
+
+@error_samples("adaptive_log_softmax_with_loss")
+def _asm_err(make):
+    head, tail, cut, _ = _asm_params(make)
+    yield Sample("target out of range", (make(3, 6), torch.tensor([0, 9, 2]), head, tail, cut))
+    yield Sample("negative target", (make(3, 6), torch.tensor([0, -1, 2]), head, tail, cut))
+    yield Sample("2-d target", (make(3, 6), torch.tensor([[0, 1, 2]]), head, tail, cut))
+    yield Sample("batch mismatch", (make(3, 6), torch.tensor([0, 1]), head, tail, cut))
+    yield Sample("3-d input", (make(3, 2, 6), torch.tensor([0, 1, 2]), head, tail, cut))
+    yield Sample("0-d target, 2-d input", (make(3, 6), torch.tensor(1), head, tail, cut))
+    yield Sample("wrong features", (make(3, 5), torch.tensor([0, 1, 2]), head, tail, cut))

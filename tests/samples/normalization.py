@@ -204,3 +204,38 @@ def _lrn_mod(make):
 def _lrn_err(make):
     yield Sample("2d-input", (make(4, 5), 3))
     yield Sample("4d-bfloat16", (make(1, 3, 2, 2, dtype=torch.bfloat16), 2))
+
+
+# --- sync_batch_norm (one process: the statistics of this batch; two processes: tests/test_sync_batchnorm.py) ---
+@samples("sync_batch_norm")
+def _sync_batch_norm(make):
+    yield Sample("train-4d", (make(3, 4, 3, 2), *_stats(make, 4), make(4), make(4), True))
+    yield Sample("train-2d", (make(5, 3), *_stats(make, 3), make(3), make(3)), {"training": True})
+    yield Sample("train-3d-momentum-eps", (make(2, 3, 4), *_stats(make, 3), make(3), make(3), True, 0.5, 1e-2))
+    yield Sample("eval", (make(3, 4, 3, 2), *_stats(make, 4), make(4), make(4), False))
+    yield Sample("train-no-affine", (make(3, 4, 2, 2), *_stats(make, 4)), {"training": True})
+    yield Sample("train-no-running-stats", (make(3, 4, 2, 2), None, None, make(4), make(4), True))
+    yield Sample("weight-only", (make(4, 3, 2), *_stats(make, 3), make(3), None, True))
+    yield Sample("empty-batch", (make(0, 3, 2, 2), *_stats(make, 3), make(3), make(3), True))
+    yield Sample("channels_last", (make(3, 4, 3, 2, layout="channels_last"), *_stats(make, 4), make(4), make(4),
+                                   True))
+    # values 10..14 per channel: x - mean cancels the leading digit, std ~1.15 -> cond ~ 12/1.15
+    yield Sample("large-magnitude", (make(4, 3, 2, 2, low=10, high=14), *_stats(make, 3), make(3), make(3), True),
+                 cond=10.0)
+
+
+@module_samples("sync_batch_norm")
+def _sync_batch_norm_mod(make):
+    yield ModuleSample("affine", (3,), {}, (make(4, 3, 3, 3),))
+    yield ModuleSample("momentum-none", (3,), {"momentum": None}, (make(4, 3, 2, 3),))
+    yield ModuleSample("untracked-no-affine", (3,), {"track_running_stats": False, "affine": False},
+                       (make(4, 3),))
+    yield ModuleSample("2d-input", (5,), {}, (make(4, 5),))
+
+
+@error_samples("sync_batch_norm")
+def _sync_batch_norm_err(make):
+    yield Sample("one-value-per-channel", (make(1, 3), *_stats(make, 3)), {"training": True})
+    yield Sample("running-mean-size", (make(2, 4, 3), *_stats(make, 3)), {"training": True})
+    yield Sample("weight-size", (make(2, 3, 3), *_stats(make, 3), make(4)), {"training": True})
+    yield Sample("eval-without-stats", (make(2, 3, 3), None, None), {"training": False})

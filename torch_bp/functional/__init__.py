@@ -85,6 +85,8 @@ from .loss import (  # more losses
     poisson_nll_loss,
     soft_margin_loss,
 )
+from .loss import ctc_loss
+from .loss import adaptive_log_prob, adaptive_log_softmax_with_loss  # torch_bp only: the module's forward
 from .loss import (  # row losses
     cosine_embedding_loss,
     multi_margin_loss,
@@ -92,6 +94,7 @@ from .loss import (  # row losses
     triplet_margin_loss,
     triplet_margin_with_distance_loss,
 )
+from .normalization import sync_batch_norm  # torch_bp only: batch_norm across a process group
 from .normalization import (
     batch_norm,
     group_norm,

@@ -474,3 +474,153 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     x, t = (input, target) if input.dim() else (input.reshape(1), target.reshape(1))
     out = _loss.MultiLabelMarginLossFunction.apply(x, t, reduction)
     return out.reshape(()) if input.dim() == 0 and reduction == "none" else out
+
+
+def _ctc_check(ok, message):
+    if not ok:
+        raise RuntimeError(message + " (while checking arguments for ctc_loss_allocate_outputs)")
+
+
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+    # torch's checks in torch's order: the reduction (Python), the argument types (its overloads: both lengths
+    # tensors, or both sequences of ints), then at::ctc_loss's and ctc_loss_allocate_outputs' checks
+    log_probs, = autocast_inputs("ctc_loss", log_probs)
+    reduction = _reduction(None, None, reduction)
+    as_tensors = isinstance(input_lengths, torch.Tensor) and isinstance(target_lengths, torch.Tensor)
+    as_lists = all(isinstance(x, (list, tuple)) for x in (input_lengths, target_lengths))
+    if not (as_tensors or as_lists) or isinstance(blank, bool) or not isinstance(blank, int) \
+            or not isinstance(zero_infinity, bool):
+        raise TypeError("ctc_loss(): expected (Tensor log_probs, Tensor targets, input_lengths, target_lengths, "
+                        "int blank, str reduction, bool zero_infinity) with input_lengths and target_lengths both "
+                        f"Tensors or both tuples of ints; got {type(input_lengths).__name__} and "
+                        f"{type(target_lengths).__name__}, blank {type(blank).__name__}, "
+                        f"zero_infinity {type(zero_infinity).__name__}")
+    if as_tensors:
+        for name, t in (("input_lengths", input_lengths), ("target_lengths", target_lengths)):
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise RuntimeError(f"{name} must be integral")
+    batched = log_probs.dim() == 3
+    if not batched:  # as torch: an unbatched (T, C) input is a batch of one (targets as given: (S,) or (1, S))
+        log_probs = log_probs.unsqueeze(1)
+    dev = log_probs.device
+    il = input_lengths.reshape(-1).to(dev, torch.int64) if as_tensors else torch.tensor([int(x) for x in input_lengths],
+                                                                                        dtype=torch.int64, device=dev)
+    tl = target_lengths.reshape(-1).to(dev, torch.int64) if as_tensors else torch.tensor(
+        [int(x) for x in target_lengths], dtype=torch.int64, device=dev)
+    if log_probs.is_complex() or log_probs.dtype not in (torch.float32, torch.float64):
+        raise NotImplementedError(f'"ctc_loss": not implemented for {log_probs.dtype} (torch_bp\'s rule, as torch\'s '
+                                  "CPU kernel: float32 and float64)")
+    if log_probs.numel() == 0:
+        raise RuntimeError("log_probs tensor must not be empty")
+    _ctc_check(log_probs.dim() == 3, f"Expected 3-dimensional tensor, but got {log_probs.dim()}-dimensional tensor "
+                                     "for argument #1 'log_probs'")
+    _ctc_check(1 <= targets.dim() <= 2, f"Expected 1 to 2 dimensions, but got {targets.dim()}-dimensional tensor for "
+                                        "argument #2 'targets'")
+    t_max, n, c = log_probs.shape
+    if not 0 <= blank < c:
+        raise RuntimeError("blank must be in label range")
+    if il.numel() != n:
+        raise RuntimeError("input_lengths must be of size batch_size")
+    if tl.numel() != n:
+        raise RuntimeError("target_lengths must be of size batch_size")
+    for b in range(n):
+        _ctc_check(int(tl[b]) >= 0, f"Expected target_lengths to have value at least 0, but got value {int(tl[b])}")
+    s = int(tl.max()) if n else 0
+    if targets.dim() == 1:  # concatenated: batch b's target is targets[offset_b : offset_b + L_b]
+        total = int(tl.sum())
+        _ctc_check(targets.shape[0] == total, f"Expected tensor to have size {total} at dimension 0, but got size "
+                                              f"{targets.shape[0]} for argument #2 'targets'")
+        offsets = torch.cumsum(tl, 0) - tl
+        pos = offsets.unsqueeze(1) + torch.arange(s, device=dev)                      # (N, S)
+        valid = torch.arange(s, device=dev) < tl.unsqueeze(1)
+        padded = targets.to(dev).long()[torch.where(valid, pos, 0).clamp(max=max(total - 1, 0))] if total else \
+            torch.zeros(n, s, dtype=torch.int64, device=dev)
+    else:
+        _ctc_check(targets.shape[0] == n, f"Expected tensor to have size {n} at dimension 0, but got size "
+                                          f"{targets.shape[0]} for argument #2 'targets'")
+        _ctc_check(targets.shape[1] >= s, f"Expected tensor to have size at least {s} at dimension 1, but got size "
+                                          f"{targets.shape[1]} for argument #2 'targets'")
+        padded = targets[:, :s].to(dev).long()
+        valid = torch.arange(s, device=dev) < tl.unsqueeze(1)
+    for b in range(n):
+        _ctc_check(int(il[b]) >= 0, f"Expected input_lengths to have value at least 0, but got value {int(il[b])}")
+        _ctc_check(int(il[b]) <= t_max,
+                   f"Expected input_lengths to have value at most {t_max}, but got value {int(il[b])}")
+    padded = torch.where(valid, padded, blank)  # positions past L_b are never read (torch ignores them too)
+    if ((padded < 0) | (padded >= c)).any():
+        # NOTE: torch's CPU kernel reads such a target out of bounds without a check; ours refuses
+        raise RuntimeError(f"ctc_loss: targets must be class indices in [0, {c}) within each target length")
+    return _loss.CTCLossFunction.apply(log_probs, padded, il, tl, int(blank), reduction, bool(zero_infinity),
+                                       not batched)[0]
+
+
+def adaptive_log_softmax_with_loss(input, target, head_weight, tail_weights, cutoffs, head_bias=None):
+    """torch_bp only: :class:`torch.nn.AdaptiveLogSoftmaxWithLoss`'s forward as a function of its parameters.
+
+    ``tail_weights``: the tail's weights in order, ``[tail[0][0].weight, tail[0][1].weight, tail[1][0].weight,
+    ...]`` (projection, then output, per cluster); ``cutoffs``: the module's ``cutoffs`` (its last entry is
+    n_classes). Returns torch's ``_ASMoutput(output, loss)``; torch's checks, in torch's order.
+    """
+    targ_dim = target.dim()
+    if targ_dim == 1:
+        if input.size(0) != target.size(0):
+            raise RuntimeError("Input and target should have the same size in the batch dimension.")
+        if input.dim() != 2:
+            raise RuntimeError(f"1D target tensor expects 2D input tensors, but found inputs with size {input.size()}")
+    elif targ_dim == 0:
+        if input.dim() != 1:
+            raise RuntimeError(f"0D target tensor expects 1D input tensors, but found inputs with size {input.size()}")
+    else:
+        raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+    cutoffs = tuple(int(c) for c in cutoffs)
+    if len(tail_weights) != 2 * (len(cutoffs) - 1):
+        raise ValueError(f"adaptive_log_softmax_with_loss: expected {2 * (len(cutoffs) - 1)} tail weights "
+                         f"(a projection and an output weight per cluster), got {len(tail_weights)}")
+    unbatched = targ_dim == 0
+    x, t = (input.unsqueeze(0), target.unsqueeze(0)) if unbatched else (input, target)
+    if t.dtype not in (torch.int32, torch.int64):  # torch's gather of the head's log-probabilities
+        raise RuntimeError(f"gather(): Expected dtype int32/int64 for index (adaptive_log_softmax_with_loss: "
+                           f"target of dtype {t.dtype})")
+    t = t.long()
+    # as torch: a tail cluster no target falls in never runs (its weights are not checked)
+    used = [bool(((t >= lo) & (t < hi)).any()) for lo, hi in zip(cutoffs[:-1], cutoffs[1:])]
+    _asm_check_shapes(x, head_weight, head_bias, tail_weights, used)
+    if t.numel() and (bool((t < 0).any()) or bool((t >= cutoffs[-1]).any())):
+        raise RuntimeError(f"Target values should be in [0, {cutoffs[-1] - 1}], but values in range "
+                           f"[{t.min().item()}, {t.max().item()}] were found. ")
+    from torch.nn.modules.adaptive import _ASMoutput  # torch's result type (a namedtuple); no public name
+
+    # the weights of a cluster that does not run are passed detached: the output depends on them no more than
+    # torch's does (no gradient, and no requires_grad from them alone)
+    tail = [w if used[j // 2] else w.detach() for j, w in enumerate(tail_weights)]
+    return _ASMoutput(*_loss.AdaptiveLogSoftmaxFunction.apply(x, t, cutoffs, unbatched, head_weight, head_bias, *tail))
+
+
+def _asm_check_shapes(x, head_weight, head_bias, tail_weights, used=None):
+    """torch's linear errors (RuntimeError) for the head and the shapes of the tail clusters that run
+    (``used``; all by default), before any computation."""
+    pairs = [(p, w) for i, (p, w) in enumerate(zip(tail_weights[0::2], tail_weights[1::2])) if used is None or used[i]]
+    chain = [(x.shape[-1], head_weight)] + [(x.shape[-1], p) for p, _ in pairs] + [(p.shape[0], w) for p, w in pairs]
+    tail_weights = [w for pair in pairs for w in pair]
+    for width, w in chain:
+        if w.dim() != 2 or w.shape[1] != width:
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied (input features {width}, weight of "
+                               f"shape {tuple(w.shape)})")
+    if head_bias is not None and head_bias.shape != (head_weight.shape[0],):
+        raise RuntimeError(f"adaptive_log_softmax_with_loss: head bias of shape {tuple(head_bias.shape)} for a head "
+                           f"of {head_weight.shape[0]} outputs")
+    dtypes = {t.dtype for t in [x, head_weight, *tail_weights] + ([head_bias] if head_bias is not None else [])}
+    if len(dtypes) > 1:
+        raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {sorted(map(str, dtypes))}")
+
+
+def adaptive_log_prob(input, head_weight, tail_weights, cutoffs, head_bias=None):
+    """torch_bp only: :meth:`torch.nn.AdaptiveLogSoftmaxWithLoss.log_prob` as a function of the parameters
+    (arguments as :func:`adaptive_log_softmax_with_loss`): the (N, n_classes) log-probabilities."""
+    cutoffs = tuple(int(c) for c in cutoffs)
+    if input.dim() == 1:  # as torch's log_prob (its log_softmax over dim 1 of the head's 1-d output)
+        raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)")
+    if input.dim() != 2:
+        raise RuntimeError(f"log_prob: expected a 2-D input (N, in_features), got size {tuple(input.shape)}")
+    _asm_check_shapes(input, head_weight, head_bias, tail_weights)
+    return _loss.AdaptiveLogProbFunction.apply(input, cutoffs, head_weight, head_bias, *tail_weights)

@@ -134,3 +134,42 @@ def local_response_norm(input, size, alpha=0.0001, beta=0.75, k=1.0):
                                   "(torch's local_response_norm of a 4-d or larger input on CPU)")
     return _norm.LocalResponseNormFunction.apply(input, size, alpha, beta, k)
 
+
+
+def sync_group(process_group=None):
+    """The process group a SyncBatchNorm synchronises over: ``process_group`` (default: the world) when
+    torch.distributed is initialised and the group has more than one process, else None (nothing to sync)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    group = process_group if process_group is not None else dist.group.WORLD
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                    eps=1e-05, process_group=None):
+    """torch_bp only: :func:`batch_norm` whose training statistics are those of the whole batch across
+    ``process_group`` (default: the world; torch.distributed's all_reduce, any backend, CPU tensors with gloo).
+
+    Without an initialised process group of more than one process it is batch_norm's training rule (the
+    statistics of this process's batch); in eval mode (``training=False``) it is :func:`batch_norm`. The running
+    statistics are updated with the group's statistics (unbiased with the group's count), as torch's
+    SyncBatchNorm."""
+    if not training:
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    group = sync_group(process_group)
+    if input.dim() < 2:
+        raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+    if group is None:
+        _verify_values_per_channel(input, input.shape[0] * math.prod(input.shape[2:]))
+    if eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    _check_norm_dtypes(input, (weight, bias, running_mean, running_var), "batch_norm")
+    c = input.shape[1]
+    for t, what in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"),
+                    (bias, "bias")):
+        if t is not None and t.numel() != c:
+            raise RuntimeError(f"{what} should contain {c} elements not {t.numel()}")
+    y, mean, var, n = _norm.SyncBatchNormFunction.apply(input, weight, bias, float(eps), group)
+    _norm.update_running_stats(running_mean, running_var, mean, var, int(n), momentum)
+    return y

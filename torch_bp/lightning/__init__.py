@@ -13,6 +13,8 @@ Imported only by those who use it (``import torch_bp`` never imports Lightning):
   scale from per-example gradient norms), :class:`DPSGD` (differentially private training
   with per-example or ghost clipping, epsilon from Opacus's accountant) and
   :class:`ResumableCheckpoint` (keeps ``last.ckpt`` where ``--ckpt_path last`` finds it);
+- :class:`SyncBatchNormPlugin`: ``Trainer(sync_batchnorm=True, plugins=[SyncBatchNormPlugin()])`` keeps
+  torch_bp's SyncBatchNorm rule (Lightning's default plugin makes torch's);
 - :func:`log_hparams` / :func:`run_hparams`: hyperparameters with the final metrics, for
   every logger (:mod:`torch_bp.lightning.sinks` writes figures, histograms and text through
   each logger's own call);
@@ -24,6 +26,7 @@ from .data import (DigitsDataModule, EpochShuffleSampler, FamilyTreesDataModule,
 from .models import MLP, FamilyTreeNet, SmallCNN, default_net, default_net_class
 from .dp import DPSGD
 from .grad_stats import GradientStatistics
+from .layer_sync import SyncBatchNormPlugin
 from .module import BPModule
 from .monitor import GradientCheck, GradientCheckWarning, GradientFlowWarning, GradientMonitor
 from .sinks import log_hparams, run_hparams
@@ -34,5 +37,5 @@ __all__ = [
     "ParityDataModule", "EpochShuffleSampler", "ResumableDataLoader",
     "MLP", "SmallCNN", "FamilyTreeNet", "default_net", "default_net_class",
     "GradientMonitor", "GradientCheck", "GradientStatistics", "DPSGD", "GradientFlowWarning", "GradientCheckWarning",
-    "ResumableCheckpoint", "log_hparams", "run_hparams",
+    "ResumableCheckpoint", "log_hparams", "run_hparams", "SyncBatchNormPlugin",
 ]

@@ -22,6 +22,7 @@ from .loss import (BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Linea
 from .loss import (BCELoss, GaussianNLLLoss, HingeEmbeddingLoss, KLDivLoss, MarginRankingLoss, MultiLabelSoftMarginLoss,
                    PoissonNLLLoss, SoftMarginLoss)
 from .loss import LinearCrossEntropyLoss
+from .loss import AdaptiveLogSoftmaxWithLoss, CTCLoss
 from .loss import (CosineEmbeddingLoss, MultiLabelMarginLoss, MultiMarginLoss, TripletMarginLoss,
                    TripletMarginWithDistanceLoss)
 
@@ -29,6 +30,7 @@ from .loss import (CosineEmbeddingLoss, MultiLabelMarginLoss, MultiMarginLoss, T
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm
 # (more normalization layers: below this line)
 from .normalization import BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm
+from .normalization import BatchNormXd, SyncBatchNorm
 
 # --- convolution, pooling ---
 from .conv import Conv1d, Conv2d, ConvTranspose2d

@@ -252,3 +252,32 @@ class MultiLabelMarginLoss(torch.nn.MultiLabelMarginLoss):
 
     def forward(self, input, target):
         return F.multilabel_margin_loss(input, target, reduction=self.reduction)
+
+
+class CTCLoss(torch.nn.CTCLoss):
+    """Drop-in :class:`torch.nn.CTCLoss` (rule: :class:`torch_bp.ops.loss.CTCLossFunction`)."""
+
+    def forward(self, log_probs, targets, input_lengths, target_lengths):
+        return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
+                          self.zero_infinity)
+
+
+class AdaptiveLogSoftmaxWithLoss(torch.nn.AdaptiveLogSoftmaxWithLoss):
+    """Drop-in :class:`torch.nn.AdaptiveLogSoftmaxWithLoss`: the same parameters and state_dict (``head``,
+    ``tail`` of ``Sequential(Linear, Linear)``); ``forward`` returns torch's ``_ASMoutput(output, loss)``.
+
+    Rules: :class:`torch_bp.ops.loss.AdaptiveLogSoftmaxFunction` (forward: the head, the tail clusters of the
+    rows that need them, the log-softmaxes and the loss in one rule) and
+    :class:`torch_bp.ops.loss.AdaptiveLogProbFunction` (``log_prob``). ``predict`` is torch's (an argmax, no
+    gradient). The head and tail Linear modules are read for their weights only (their forward does not run).
+    """
+
+    def _tail_weights(self):
+        return [w for seq in self.tail for w in (seq[0].weight, seq[1].weight)]
+
+    def forward(self, input_, target_):
+        return F.adaptive_log_softmax_with_loss(input_, target_, self.head.weight, self._tail_weights(),
+                                                self.cutoffs, self.head.bias)
+
+    def log_prob(self, input):
+        return F.adaptive_log_prob(input, self.head.weight, self._tail_weights(), self.cutoffs, self.head.bias)

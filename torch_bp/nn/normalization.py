@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .. import functional as F
+from ..functional.normalization import sync_group
 
 
 class LayerNorm(torch.nn.LayerNorm):
@@ -102,3 +103,90 @@ class LocalResponseNorm(torch.nn.LocalResponseNorm):
     def forward(self, input):
         return F.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
 
+
+
+# --- SyncBatchNorm ---
+class SyncBatchNorm(torch.nn.SyncBatchNorm):
+    """Drop-in :class:`torch.nn.SyncBatchNorm` (same constructor, parameters, buffers and ``process_group``).
+
+    Training with an initialised process group of more than one process: the batch statistics of the whole
+    group (:class:`torch_bp.ops.normalization.SyncBatchNormFunction`, torch.distributed's all_reduce: any backend,
+    CPU tensors with gloo, which torch's SyncBatchNorm refuses). Otherwise, as torch's module: batch_norm's rule
+    (eval mode, no process group, a world of one).
+
+    :meth:`convert_sync_batchnorm` turns every BatchNorm of a model into this class (torch's classmethod makes
+    torch's SyncBatchNorm); :meth:`revert_sync_batchnorm` turns them back into the classes they came from.
+    For Lightning's ``Trainer(sync_batchnorm=True)``: :class:`torch_bp.lightning.SyncBatchNormPlugin`.
+    """
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        self._check_non_zero_input_channels(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        running_mean, running_var = (self.running_mean, self.running_var) if track else (None, None)
+        group = sync_group(self.process_group) if bn_training and self.training else None
+        if group is None:  # as torch's module: nothing to synchronise, batch_norm
+            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias, bn_training, factor,
+                                self.eps)
+        return F.sync_batch_norm(input, running_mean, running_var, self.weight, self.bias, True, factor, self.eps,
+                                 group)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """torch's ``convert_sync_batchnorm``, building this class: every ``_BatchNorm`` (torch's or ours) of
+        ``module`` becomes a torch_bp SyncBatchNorm sharing its parameters and buffers; the class it came from is
+        kept for :meth:`revert_sync_batchnorm`. Returns the converted module (a new one for a BatchNorm itself)."""
+        out = module
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, cls):
+            out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+                      process_group, bias=module.bias is not None,
+                      device=next(iter(module.buffers()), torch.empty(0)).device)
+            if module.affine:
+                with torch.no_grad():
+                    out.weight, out.bias = module.weight, module.bias
+            out.running_mean, out.running_var = module.running_mean, module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+            out.torch_bp_reverts_to = type(module)
+            if hasattr(module, "qconfig"):
+                out.qconfig = module.qconfig
+        for name, child in module.named_children():
+            out.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return out
+
+    @classmethod
+    def revert_sync_batchnorm(cls, module):
+        """The inverse of :meth:`convert_sync_batchnorm`: each SyncBatchNorm (ours or torch's) becomes the class it
+        was converted from (torch_bp's BatchNorm1d/2d/3d for one of unknown origin: its
+        ``torch_bp_reverts_to``, else by nothing: torch's SyncBatchNorm takes any rank, so :class:`BatchNormXd`),
+        sharing parameters and buffers."""
+        out = module
+        if isinstance(module, torch.nn.SyncBatchNorm):
+            target = getattr(module, "torch_bp_reverts_to", BatchNormXd)
+            out = target(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+                         device=next(iter(module.buffers()), torch.empty(0)).device)
+            if module.bias is None and module.affine:
+                out.bias = None
+            if module.affine:
+                with torch.no_grad():
+                    out.weight, out.bias = module.weight, module.bias
+            out.running_mean, out.running_var = module.running_mean, module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+            if hasattr(module, "qconfig"):
+                out.qconfig = module.qconfig
+        for name, child in module.named_children():
+            out.add_module(name, cls.revert_sync_batchnorm(child))
+        return out
+
+
+class BatchNormXd(_BatchNormForward, torch.nn.modules.batchnorm._BatchNorm):
+    """A torch_bp BatchNorm of any input rank >= 2 (what a SyncBatchNorm of unknown origin reverts to, as
+    Lightning's ``_BatchNormXd``)."""
+
+    def _check_input_dim(self, input):
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")

@@ -1230,3 +1230,297 @@ def _multilabel_margin_terms(xf, y):
     z = 1 - xf.gather(-1, safe).unsqueeze(-1) + xf.unsqueeze(-2)
     pairs = listed.unsqueeze(-1) & ~is_target.unsqueeze(-2)
     return z, pairs
+
+
+# --- CTCLoss ---
+def _lse3(a, b, c):
+    """log(exp(a) + exp(b) + exp(c)) elementwise, -inf where all three are -inf."""
+    m = torch.maximum(torch.maximum(a, b), c)
+    m = torch.where(torch.isinf(m) & (m < 0), 0, m)  # -inf - -inf is nan: shift by 0 there
+    return torch.log(torch.exp(a - m) + torch.exp(b - m) + torch.exp(c - m)) + m
+
+
+def _shift(x, k, side):
+    """x (N, S') shifted by k along dim 1, filled with -inf: ``side="right"`` gives x[:, s - k] at s,
+    ``"left"`` gives x[:, s + k]."""
+    if k >= x.shape[1]:
+        return torch.full_like(x, -math.inf)
+    pad = x.new_full((x.shape[0], k), -math.inf)
+    return torch.cat([pad, x[:, :-k]], 1) if side == "right" else torch.cat([x[:, k:], pad], 1)
+
+
+class CTCLossFunction(Rule):
+    r"""Connectionist temporal classification loss (``F.ctc_loss``), torch's CPU kernel written out in log space.
+
+    Notation: log_probs lp (T, N, C), targets (N, S) (padded; positions k >= L_b are ignored), input lengths
+    T_b, target lengths L_b, blank. The extended target of batch b is l'_s (s = 0 .. 2S): l'_{2k} = blank,
+    l'_{2k+1} = targets[b, k]; a skip s-2 -> s is allowed where s is odd, s >= 2 and l'_s != l'_{s-2}.
+    Forward:   alpha[0, s] = lp[0, l'_s] for s in {0, 1}, else -inf;
+               alpha[t, s] = lp[t, l'_s] + lse(alpha[t-1, s], alpha[t-1, s-1], alpha[t-1, s-2] if skip_s)
+               nll_b = -lse(alpha[T_b-1, 2L_b], alpha[T_b-1, 2L_b-1] if L_b > 0)   (T_b = 0: 0 if L_b = 0, else inf)
+               zero_infinity: an infinite nll_b gives loss 0;
+               reduction: none: loss_b (0-d for an unbatched input); sum: sum_b loss_b; mean: mean_b (loss_b / max(L_b, 1))
+    Backward:  beta[T_b-1, s] = lp[T_b-1, l'_s] for s in {2L_b, 2L_b-1 (L_b > 0)}, else -inf;
+               beta[t, s] = lp[t, l'_s] + lse(beta[t+1, s], beta[t+1, s+1], beta[t+1, s+2] if skip_{s+2})
+               (t < T_b - 1; -inf for t >= T_b). With g_b the gradient reaching loss_b
+               (none: g[b]; sum: g; mean: g / (N max(L_b, 1))):
+               grad_lp[t, b, c] = g_b (exp(lp[t, b, c]) - exp(lse_{s: l'_s = c}(alpha[t, s] + beta[t, s]) + nll_b - lp[t, b, c]))
+               for t < T_b; 0 for t >= T_b, and 0 for every t where zero_infinity and nll_b = inf.
+               NOTE: torch's convention: the term exp(lp) is not the derivative of the loss in free log_probs (that
+               is the second term only); it makes the gradient exact for normalised log_probs fed through
+               log_softmax (the exp(lp) term vanishes in log_softmax's backward), which is how CTC is used. An
+               infinite nll without zero_infinity gives nan in rows t < T_b, as torch.
+    Saved:     lp, the extended targets l' (N, 2S+1), skip mask, T_b, L_b, alpha (T, N, 2S+1), nll (N,)
+    Double backward: no (torch's ctc_loss has none either)
+    """
+
+    @staticmethod
+    def forward(log_probs, targets, input_lengths, target_lengths, blank, reduction, zero_infinity, unbatched):
+        lp = log_probs                                                   # (T, N, C)
+        t_max, n = lp.shape[0], lp.shape[1]
+        ext, skip = _ctc_extended(targets, blank)                        # (N, S'), (N, S')
+        lp_ext = lp.gather(2, ext.unsqueeze(0).expand(t_max, n, ext.shape[1]))  # (T, N, S'): lp[t, l'_s]
+        alpha = lp.new_full(lp_ext.shape, -math.inf)
+        alpha[0, :, :2] = lp_ext[0, :, :2]
+        for t in range(1, t_max):
+            prev = alpha[t - 1]
+            alpha[t] = lp_ext[t] + _lse3(prev, _shift(prev, 1, "right"),
+                                         torch.where(skip, _shift(prev, 2, "right"), -math.inf))
+        last = (input_lengths - 1).clamp(min=0)
+        end = alpha[last, torch.arange(n, device=lp.device)]             # (N, S'): alpha[T_b - 1]
+        s_end = (2 * target_lengths).unsqueeze(1)
+        a1 = end.gather(1, s_end).squeeze(1)
+        a2 = torch.where(target_lengths > 0, end.gather(1, (s_end - 1).clamp(min=0)).squeeze(1), -math.inf)
+        nll = -_lse3(a1, a2, torch.full_like(a1, -math.inf))
+        nll = torch.where(input_lengths == 0, torch.where(target_lengths == 0, 0.0, math.inf).to(lp.dtype), nll)
+        loss = torch.where(nll == math.inf, 0, nll) if zero_infinity else nll
+        if reduction == "mean":
+            loss = (loss / target_lengths.clamp(min=1).to(lp.dtype)).mean()
+        elif reduction == "sum":
+            loss = loss.sum()
+        elif unbatched:  # reduction none of an unbatched input: a 0-d loss
+            loss = loss[0]
+        return loss.clone(), nll, alpha
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        log_probs, targets, input_lengths, target_lengths, ctx.blank, ctx.reduction, ctx.zero_infinity, _ = inputs
+        _, nll, alpha = output
+        ctx.mark_non_differentiable(nll, alpha)
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, nll, alpha)
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, grad_loss, _grad_nll, _grad_alpha):
+        lp, targets, input_lengths, target_lengths, nll, alpha = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 8
+        t_max, n, c = lp.shape
+        ext, skip = _ctc_extended(targets, ctx.blank)
+        s_len = ext.shape[1]
+        lp_ext = lp.gather(2, ext.unsqueeze(0).expand(t_max, n, s_len))  # (T, N, S')
+        s_idx = torch.arange(s_len, device=lp.device)
+        tl = target_lengths.unsqueeze(1)
+        at_end = (s_idx == 2 * tl) | ((s_idx == 2 * tl - 1) & (tl > 0))  # (N, S'): where beta starts
+        skip_next = _shift(skip.to(lp.dtype), 2, "left") > 0              # skip_{s+2}
+        beta = lp.new_full(lp_ext.shape, -math.inf)
+        nxt = lp.new_full((n, s_len), -math.inf)
+        for t in range(t_max - 1, -1, -1):
+            rec = lp_ext[t] + _lse3(nxt, _shift(nxt, 1, "left"), torch.where(skip_next, _shift(nxt, 2, "left"), -math.inf))
+            start = torch.where(at_end, lp_ext[t], -math.inf)
+            here = (t == input_lengths - 1).unsqueeze(1)
+            inside = (t < input_lengths - 1).unsqueeze(1)
+            nxt = torch.where(here, start, torch.where(inside, rec, -math.inf))
+            beta[t] = nxt
+        valid_t = (torch.arange(t_max, device=lp.device).unsqueeze(1) < input_lengths).unsqueeze(2)  # (T, N, 1)
+        # states that cannot reach the end (beta = -inf) contribute nothing, whatever alpha holds there
+        ab = torch.where(valid_t & (beta > -math.inf), alpha + beta, -math.inf)  # (T, N, S')
+        # lse over the s with l'_s = c: a per-class max, then a scatter-add of exp
+        idx = ext.unsqueeze(0).expand(t_max, n, s_len)
+        m = lp.new_full((t_max, n, c), -math.inf).scatter_reduce(2, idx, ab, "amax")
+        m = torch.where(torch.isinf(m), 0, m)
+        collected = torch.log(lp.new_zeros(t_max, n, c).scatter_add(2, idx, torch.exp(ab - m.gather(2, idx)))) + m
+        if ctx.reduction in ("none", "sum"):
+            g = grad_loss.expand(n)
+        else:
+            g = grad_loss / (n * target_lengths.clamp(min=1).to(lp.dtype))
+        grad = (torch.exp(lp) - torch.exp(collected + nll.view(1, n, 1) - lp)) * g.view(1, n, 1)
+        keep = valid_t
+        if ctx.zero_infinity:
+            keep = keep & (nll != math.inf).view(1, n, 1)
+        return torch.where(keep, grad, 0), None, None, None, None, None, None, None
+
+
+def _ctc_extended(targets, blank):
+    """The extended targets l' (N, 2S+1) of padded targets (N, S), and where the skip s-2 -> s is allowed."""
+    n, s = targets.shape
+    ext = targets.new_full((n, 2 * s + 1), blank)
+    ext[:, 1::2] = targets
+    skip = torch.zeros_like(ext, dtype=torch.bool)
+    skip[:, 3::2] = targets[:, 1:] != targets[:, :-1]
+    return ext, skip
+
+
+# --- AdaptiveLogSoftmaxWithLoss ---
+def _asm_logits(x, w, b=None):
+    """x w^T (+ b) computed in float32 for low precision and rounded to x's dtype, as torch's linear, then upcast
+    again for the log-softmax (opmath)."""
+    y = opmath(x) @ opmath(w).t()
+    if b is not None:
+        y = y + opmath(b)
+    return opmath(y.to(x.dtype))
+
+
+def _asm_clusters(target, cutoffs):
+    """Per tail cluster i (1 .. len(cutoffs) - 1): the rows whose target falls in [cutoffs[i-1], cutoffs[i])."""
+    return [torch.nonzero((target >= lo) & (target < hi)).reshape(-1) for lo, hi in zip(cutoffs[:-1], cutoffs[1:])]
+
+
+def _onehot(index, like):
+    """(N, M) zeros like ``like`` with 1 at [n, index[n]]."""
+    return torch.zeros_like(like).scatter_(1, index.unsqueeze(1), 1)
+
+
+def _asm_linear_grads(d_out, x, w, needs_x, needs_w):
+    """Gradients of y = x w^T given d_out = dL/dy: (dL/dx, dL/dw)."""
+    return (d_out @ w if needs_x else None), (d_out.t() @ x if needs_w else None)
+
+
+class AdaptiveLogSoftmaxFunction(Rule):
+    r"""torch.nn.AdaptiveLogSoftmaxWithLoss's forward (Grave et al.'s adaptive softmax), as one rule.
+
+    Notation: x (N, d), target t (N,), cutoffs c_0 < ... < c_K (c_0 the shortlist size s, c_K = n_classes),
+    head H = x W_h^T + b_h (N, s + K), tail cluster i (1..K) for the rows R_i with t in [c_{i-1}, c_i):
+    h_i = x[R_i] P_i^T, C_i = h_i O_i^T (|R_i|, c_i - c_{i-1}); lsm = log_softmax over the last dim.
+    Forward:   k_n = t_n if t_n < s, else s + i - 1 for the cluster i of row n;
+               out_n = lsm(H)[n, k_n] + (n in R_i: lsm(C_i)[n, t_n - c_{i-1}]);   loss = -mean_n out_n
+               (unbatched: out is 0-d)
+    Backward:  g_n = grad_out_n - grad_loss / N
+               dH = g * (onehot(k) - softmax(H));  grad_x = dH W_h;  grad_W_h = dH^T x;  grad_b_h = sum_n dH
+               dC_i = g[R_i] * (onehot(t - c_{i-1}) - softmax(C_i));  grad_O_i = dC_i^T h_i;
+               dh_i = dC_i O_i;  grad_P_i = dh_i^T x[R_i];  grad_x[R_i] += dh_i P_i
+    Saved:     x, t, the weights (H, h_i, C_i recomputed in backward)
+    Double backward: no
+    Logits are rounded to x's dtype before the log-softmax (as torch's linear), everything else in float32 for
+    bfloat16/float16.
+    """
+
+    @staticmethod
+    def forward(input, target, cutoffs, unbatched, head_weight, head_bias, *tail_weights):
+        s = cutoffs[0]
+        head = _asm_logits(input, head_weight, head_bias)                       # (N, s + K)
+        head_lp = torch.log_softmax(head, 1)
+        k = target.clone()
+        out = head.new_zeros(target.shape[0])
+        for i, rows in enumerate(_asm_clusters(target, cutoffs), start=1):
+            if rows.numel() == 0:
+                continue
+            k[rows] = s + i - 1
+            proj, w_out = tail_weights[2 * (i - 1)], tail_weights[2 * i - 1]
+            c = _asm_logits(_asm_logits(input[rows], proj).to(input.dtype), w_out)
+            out[rows] = torch.log_softmax(c, 1).gather(1, (target[rows] - cutoffs[i - 1]).unsqueeze(1)).squeeze(1)
+        out = out + head_lp.gather(1, k.unsqueeze(1)).squeeze(1)
+        loss = (-out).mean()
+        out = out.to(input.dtype)
+        return (out[0].clone() if unbatched else out), loss.to(input.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, ctx.cutoffs, ctx.unbatched, head_weight, head_bias, *tail = inputs
+        ctx.has_bias = head_bias is not None
+        ctx.save_for_backward(input, target, head_weight, head_bias, *tail)
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, grad_out, grad_loss):
+        input, target, head_weight, head_bias, *tail = ctx.saved_tensors
+        cutoffs, s, n = ctx.cutoffs, ctx.cutoffs[0], target.shape[0]
+        needs = ctx.needs_input_grad
+        x = opmath(input)
+        g = opmath(grad_out).reshape(-1) - opmath(grad_loss) / n                   # (N,)
+        head = _asm_logits(input, head_weight, head_bias)
+        k = target.clone()
+        clusters = _asm_clusters(target, cutoffs)
+        for i, rows in enumerate(clusters, start=1):
+            k[rows] = s + i - 1
+        d_head = g.unsqueeze(1) * (_onehot(k, head) - torch.softmax(head, 1))      # (N, s + K)
+        grad_x, grad_wh = _asm_linear_grads(d_head, x, opmath(head_weight), needs[0], needs[4])
+        grad_bh = d_head.sum(0) if ctx.has_bias and needs[5] else None
+        grad_tail = [None] * len(tail)
+        for i, rows in enumerate(clusters, start=1):
+            proj, w_out = tail[2 * (i - 1)], tail[2 * i - 1]
+            if rows.numel() == 0:  # the cluster took no part (torch's module leaves its gradients None too)
+                continue
+            xr = x[rows]
+            h = _asm_logits(input[rows], proj)
+            c = _asm_logits(h.to(input.dtype), w_out)
+            rel = target[rows] - cutoffs[i - 1]
+            d_c = g[rows].unsqueeze(1) * (_onehot(rel, c) - torch.softmax(c, 1))  # (|R_i|, osz)
+            d_h, grad_o = _asm_linear_grads(d_c, h, opmath(w_out), True, needs[6 + 2 * i - 1])
+            d_xr, grad_p = _asm_linear_grads(d_h, xr, opmath(proj), needs[0], needs[6 + 2 * (i - 1)])
+            grad_tail[2 * (i - 1)] = None if grad_p is None else grad_p.to(proj.dtype)
+            grad_tail[2 * i - 1] = None if grad_o is None else grad_o.to(w_out.dtype)
+            if needs[0]:
+                grad_x = grad_x.index_add(0, rows, d_xr)
+        return (None if grad_x is None else grad_x.to(input.dtype), None, None, None,
+                None if grad_wh is None else grad_wh.to(head_weight.dtype),
+                None if grad_bh is None else grad_bh.to(head_bias.dtype), *grad_tail)
+
+
+class AdaptiveLogProbFunction(Rule):
+    r"""torch.nn.AdaptiveLogSoftmaxWithLoss.log_prob: the log-probabilities of every class (notation above, with
+    every tail cluster on every row).
+
+    Forward:   out[:, :s] = lsm(H)[:, :s];   out[:, c_{i-1}:c_i] = lsm(C_i) + lsm(H)[:, s + i - 1]
+    Backward:  with G = grad_out and G_i its block of cluster i:
+               gH = [G[:, :s], sum_j G_1[:, j], ..., sum_j G_K[:, j]];   dH = gH - softmax(H) sum(gH)
+               dC_i = G_i - softmax(C_i) sum(G_i);   then the linear chains as in AdaptiveLogSoftmaxFunction
+    Saved:     x and the weights (H, h_i, C_i recomputed)
+    Double backward: no
+    """
+
+    @staticmethod
+    def forward(input, cutoffs, head_weight, head_bias, *tail_weights):
+        s = cutoffs[0]
+        head_lp = torch.log_softmax(_asm_logits(input, head_weight, head_bias), 1)
+        parts = [head_lp[:, :s]]
+        for i in range(1, len(cutoffs)):
+            c = _asm_logits(_asm_logits(input, tail_weights[2 * (i - 1)]).to(input.dtype), tail_weights[2 * i - 1])
+            parts.append(torch.log_softmax(c, 1) + head_lp[:, s + i - 1: s + i])
+        return torch.cat(parts, 1).to(input.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, ctx.cutoffs, head_weight, head_bias, *tail = inputs
+        ctx.has_bias = head_bias is not None
+        ctx.save_for_backward(input, head_weight, head_bias, *tail)
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, grad_out):
+        input, head_weight, head_bias, *tail = ctx.saved_tensors
+        cutoffs, s = ctx.cutoffs, ctx.cutoffs[0]
+        needs = ctx.needs_input_grad
+        x = opmath(input)
+        grad = opmath(grad_out).reshape(x.shape[0], cutoffs[-1])                    # (N, n_classes)
+        head = _asm_logits(input, head_weight, head_bias)
+        blocks = [grad[:, lo:hi] for lo, hi in zip(cutoffs[:-1], cutoffs[1:])]
+        g_head = torch.cat([grad[:, :s]] + [b.sum(1, keepdim=True) for b in blocks], 1)
+        d_head = g_head - torch.softmax(head, 1) * g_head.sum(1, keepdim=True)
+        grad_x, grad_wh = _asm_linear_grads(d_head, x, opmath(head_weight), needs[0], needs[2])
+        grad_bh = d_head.sum(0) if ctx.has_bias and needs[3] else None
+        grad_tail = []
+        for i, block in enumerate(blocks, start=1):
+            proj, w_out = tail[2 * (i - 1)], tail[2 * i - 1]
+            h = _asm_logits(input, proj)
+            c = _asm_logits(h.to(input.dtype), w_out)
+            d_c = block - torch.softmax(c, 1) * block.sum(1, keepdim=True)
+            d_h, grad_o = _asm_linear_grads(d_c, h, opmath(w_out), True, needs[4 + 2 * i - 1])
+            d_x, grad_p = _asm_linear_grads(d_h, x, opmath(proj), needs[0], needs[4 + 2 * (i - 1)])
+            grad_tail += [None if grad_p is None else grad_p.to(proj.dtype),
+                          None if grad_o is None else grad_o.to(w_out.dtype)]
+            if needs[0]:
+                grad_x = grad_x + d_x
+        return (None if grad_x is None else grad_x.to(input.dtype), None,
+                None if grad_wh is None else grad_wh.to(head_weight.dtype),
+                None if grad_bh is None else grad_bh.to(head_bias.dtype), *grad_tail)

@@ -12,7 +12,7 @@ import torch
 
 from .. import backend
 from . import _lean
-from ._util import example_rows, opmath, own
+from ._util import example_rows, first_order_only, opmath, own
 from ._rule import Rule
 
 
@@ -552,3 +552,84 @@ class LocalResponseNormFunction(Rule):
         back = channel_window_sum(g * x32 * p.pow(-beta - 1), (size - 1) // 2, size // 2)
         grad_x = g * p.pow(-beta) - (2 * alpha * beta / size) * x32 * back
         return grad_x.to(grad_y.dtype), None, None, None, None
+
+
+# --- SyncBatchNorm ---
+def _all_reduce(t, group):
+    """Sum ``t`` over the process group in place (torch.distributed's public all_reduce); a no-op without one."""
+    if group is not None:
+        torch.distributed.all_reduce(t, group=group)
+    return t
+
+
+class SyncBatchNormFunction(Rule):
+    r"""Batch normalization in training mode with the statistics of the batch across a process group.
+
+    Notation: x_r (N_r, C, *S) the input on rank r; sum_c: the sum over a channel's positions of the local
+    input; SUM: that sum, then summed over the ranks (torch.distributed.all_reduce); n = SUM 1 (every rank's
+    values per channel).
+    Forward:   mu = SUM x / n;   v = SUM (x - mu)^2 / n   (two all_reduces: the two passes of batch_norm's
+               statistics, so no cancellation where |mu| >> sqrt(v));   r = (v + eps)^(-1/2)
+               y = (x - mu) r w + b   (x on this rank)
+    Backward:  one all_reduce of (sum_c grad_y, sum_c grad_y (x - mu)):
+               grad_x = w r (grad_y - SUM grad_y / n - (x - mu) r^2 SUM grad_y (x - mu) / n)
+               grad_w = sum_c grad_y (x - mu) r,   grad_b = sum_c grad_y   (this rank's part, as torch's
+               SyncBatchNorm: data parallelism sums or averages parameter gradients afterwards)
+    Saved:     x, w, mu, v, n
+    Double backward: no
+    Without a process group (``group=None``: one process) it is batch_norm's training rule; the running statistics
+    are updated by the caller from (mu, v, n), with the unbiased v n / (n - 1) of the whole group, as torch.
+    """
+
+    @staticmethod
+    def forward(x, weight, bias, eps, group):
+        red, shape = _channel_dims(x)
+        xf = opmath(x)
+        c = x.shape[1]
+        local = torch.cat([_channel_sum(xf) if x.numel() else xf.new_zeros(c),
+                           xf.new_full((1,), x.numel() // c if c else 0)])
+        _all_reduce(local, group)
+        n = local[c]
+        mean = local[:c] / n
+        sq = _channel_sum((xf - mean.view(shape)).square()) if x.numel() else xf.new_zeros(c)
+        var = _all_reduce(sq, group) / n
+        alpha = torch.rsqrt(var + eps)
+        if weight is not None:
+            alpha = alpha * opmath(weight)
+        beta = -mean * alpha
+        if bias is not None:
+            beta = beta + opmath(bias)
+        y = torch.addcmul(beta.view(shape), xf, alpha.view(shape))
+        return y.to(x.dtype), mean, var, n
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, ctx.eps, ctx.group = inputs
+        _, mean, var, n = output
+        ctx.mark_non_differentiable(mean, var, n)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.save_for_backward(x, weight, mean, var, n)
+
+    @staticmethod
+    @first_order_only
+    def backward(ctx, grad_y, _grad_mean, _grad_var, _grad_n):
+        x, weight, mean, var, n = ctx.saved_tensors
+        _, shape = _channel_dims(x)
+        c = x.shape[1]
+        gy, xc = opmath(grad_y), opmath(x) - mean.view(shape)
+        rstd = torch.rsqrt(var + ctx.eps)
+        local = torch.cat([_channel_sum(gy), _channel_sum(gy * xc)]) if x.numel() else gy.new_zeros(2 * c)
+        sum_gy, dotp = local[:c].clone(), local[c:].clone()          # this rank's sums (grad_w, grad_b)
+        # NOTE: every rank reaches this all_reduce (a collective in the backward, as torch's SyncBatchNorm), also
+        # one whose input needs no gradient, so that the others do not wait for it
+        total = _all_reduce(local, ctx.group)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            scale = rstd if weight is None else rstd * opmath(weight)
+            g = gy - (total[:c] / n).view(shape) - xc * (total[c:] * rstd.square() / n).view(shape)
+            grad_x = (g * scale.view(shape)).to(x.dtype)
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_w = (dotp * rstd if x.numel() else dotp).to(weight.dtype)  # an empty batch: 0, not 0 * NaN
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_b = sum_gy.to(ctx.bias_dtype)
+        return grad_x, grad_w, grad_b, None, None
