@@ -44,8 +44,6 @@ OPEN_FINDINGS = {
     ("embedding_bag", "python"): "padding_idx out of range for the weight: torch refuses it, ours does not check",
     # value differences found by the fuzzer after the merges, not yet analysed (outputs or gradients
     # outside the dtype tolerance on a perturbed draw):
-    ("instance_norm", "python"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",
-    ("instance_norm", "cpp"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",
     ("multi_head_attention_forward", "python"): "an output outside tolerance on a perturbed draw (not yet analysed)",
     ("multi_head_attention_forward", "cpp"): "an output outside tolerance on a perturbed draw (not yet analysed)",
 }

@@ -583,6 +583,8 @@ TORCH_QUIRKS: dict[str, list] = {
                    (_conv_empty_batch, "torch's batch_norm returns early for an empty input "
                                        "(x * w[0] + b[0]) before it checks the parameters' dtypes"),
                    (_inf_differs_only_in_kind, _NORM_INF)],
+    "instance_norm": [(_inf_differs_only_in_kind, "torch's instance_norm runs its batch_norm kernel on (1, N C, ...): "
+                       + _NORM_INF)],
     "group_norm": [(_inf_differs_only_in_kind, _NORM_INF),
                    (_group_norm_variance_overflow,
                     "a group whose variance overflows the compute dtype: torch's GroupNorm gives NaN where "
