@@ -428,3 +428,16 @@ def test_mha_gradients_through_the_weights_only():
     expected = torch.autograd.grad(ref(q, q, q)[1].pow(2).sum(), [q, ref.in_proj_weight])
     for g, e in zip(got, expected):
         assert_close(g, e, torch.float32, what="MHA weights-only grad")
+
+
+def test_mha_weights_need_no_grad_without_query_key_grads():
+    """The attention weights depend on the query, key and mask only: with none of them (nor their projections)
+    requiring grad, they do not require grad, as torch's; the output still does (through the value)."""
+    import torch_bp.functional as F
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 4, generator=g) for _ in range(3))
+    w_in, w_out = torch.randn(12, 4, generator=g), torch.randn(4, 4, generator=g).requires_grad_()
+    v.requires_grad_()
+    for fn in (torch.nn.functional.multi_head_attention_forward, F.multi_head_attention_forward):
+        out, weights = fn(q, k, v, 4, 2, w_in, None, None, None, False, 0.0, w_out, None)
+        assert out.requires_grad and not weights.requires_grad, fn.__module__

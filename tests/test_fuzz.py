@@ -42,12 +42,19 @@ OUTCOMES: dict[str, Counter] = {}
 # xfail (never as a pass) until it is fixed or recorded in tests/fuzz/known.py.
 OPEN_FINDINGS = {
     ("embedding_bag", "python"): "padding_idx out of range for the weight: torch refuses it, ours does not check",
-    # value differences found by the fuzzer after the merges, not yet analysed (outputs or gradients
-    # outside the dtype tolerance on a perturbed draw):
-    ("instance_norm", "python"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",
-    ("instance_norm", "cpp"): "a gradient outside tolerance on a perturbed draw (not yet analysed)",
-    ("multi_head_attention_forward", "python"): "an output outside tolerance on a perturbed draw (not yet analysed)",
-    ("multi_head_attention_forward", "cpp"): "an output outside tolerance on a perturbed draw (not yet analysed)",
+    ("lstm_cell", "python"): "a cell state c of another float dtype than h and the weights (e.g. float64 with "
+                             "float32): torch's c' = f c + i g promotes it and succeeds on some draws, raises "
+                             "'expected m1 and m2 to have the same dtype' on others (its backward's matmuls); ours "
+                             "always raises (the rule's matmul); which draws torch accepts is not yet analysed",
+    ("lstm", "cpp"): "a weight or bias cast to int64: torch's LSTM succeeds on some such draws (not yet analysed: "
+                     "its kernel promotes an integer bias?), ours refuses every weight of another dtype",
+    # found with 100+ draws (CI's 30 pass): NaN placement where torch's attention paths themselves disagree
+    **{("multi_head_attention_forward", b): (
+        "with 100+ draws: (1) a NaN in_proj_bias on the unbatched is_causal path with a float attn_mask and "
+        "need_weights=False: outputs differ in NaN placement (torch's sdpa kernel gives 0 for a NaN score row, "
+        "ours NaN; known.py's path check does not cover the causal-hint case); (2) a -inf key with a value scaled "
+        "by 2^100 (cross-attention with weights): a gradient outside tolerance, not yet analysed")
+       for b in ("python", "cpp")},
 }
 
 
@@ -76,9 +83,6 @@ def _report():
             json.dump({f"{n}[{b}]": dict(c) for (n, b), c in sorted(OUTCOMES.items())}, f, indent=1)
 
 
-@pytest.mark.xfail(reason="known gap: nll_loss gets 9 valid draws in 30 (its shape edits on the input alone, a "
-                   "new leading dim or a narrowed batch, mismatch the target); every other layer reaches a third",
-                   strict=False)
 def test_fuzz_reaches_both_outcomes():
     """The draws are not mostly errors: at least a third of every layer's draws succeeded."""
     ran = {n: c for (n, _), c in OUTCOMES.items() if n in NAMES}

@@ -344,6 +344,44 @@ def more_accurate_than_torch(case, ours, ref):
     return True
 
 
+def _mha_paths_disagree(case, ours, ref):
+    """multi_head_attention_forward: wherever ours and torch differ, one of them is NaN; on the same case with the
+    other need_weights, ours and torch agree (outputs and gradients, the table's tolerance); and ours gives the same
+    output on both paths."""
+    from .compare import _compare, _run
+    from torch_bp.registry import get
+
+    if isinstance(ours, Exception) or isinstance(ref, Exception):
+        return False
+    nan_either = (_only_nonfinite_differences(case, ours, ref, torch_nan_ok=True)
+                  or _only_nonfinite_differences(case, ref, ours, torch_nan_ok=True))
+    if not nan_either:
+        return False
+    alt = copy.copy(case)
+    alt.arguments = {**case.arguments, "need_weights": case.value("need_weights") is False}
+    row = get(case.name)
+    t_alt = _run(row.reference, alt)
+    if isinstance(t_alt, Exception):
+        return False
+    o_alt = _run(row.functional, alt, upstream=t_alt[2])
+    if isinstance(o_alt, Exception):
+        return False
+    try:
+        _compare(row, alt, o_alt, t_alt)
+    except AssertionError:
+        return False
+    return bool(torch.allclose(ours[0][0], o_alt[0][0], rtol=0, atol=0, equal_nan=True))
+
+
+def _mha_promoted_bias(case, ours=None, ref=None):
+    """multi_head_attention_forward: torch succeeded, ours raised, and a projection bias has another dtype than the
+    query (torch's F.linear on the 3-d inputs promotes it: see linear)."""
+    q = case.value("query")
+    return (isinstance(ours, RuntimeError) and not isinstance(ref, Exception) and isinstance(q, torch.Tensor)
+            and any(isinstance(b, torch.Tensor) and b.dtype != q.dtype
+                    for b in (case.value("in_proj_bias"), case.value("out_proj_bias"))))
+
+
 def _linear_promoted_bias(case, ours=None, ref=None):
     x, b = case.value("input"), case.value("bias")
     return isinstance(b, torch.Tensor) and x.dim() != 2 and b.dtype != x.dtype
@@ -584,6 +622,8 @@ TORCH_QUIRKS: dict[str, list] = {
                    (_conv_empty_batch, "torch's batch_norm returns early for an empty input "
                                        "(x * w[0] + b[0]) before it checks the parameters' dtypes"),
                    (_inf_differs_only_in_kind, _NORM_INF)],
+    "instance_norm": [(_inf_differs_only_in_kind, "torch's instance_norm runs its batch_norm kernel on (1, N C, ...): "
+                       + _NORM_INF)],
     "group_norm": [(_inf_differs_only_in_kind, _NORM_INF),
                    (_group_norm_variance_overflow,
                     "a group whose variance overflows the compute dtype: torch's GroupNorm gives NaN where "
@@ -596,6 +636,18 @@ TORCH_QUIRKS: dict[str, list] = {
                                       "(e.g. query (0, 0, L, E) or (0, H, L, 0) with key (0, 2, S, E)) yet "
                                       "rejects others ((1, 0) against (1, 2)); ours always matches them and "
                                       "raises naming the shapes")],
+    "multi_head_attention_forward": [(_mha_paths_disagree,
+                                      "torch's two attention paths disagree on rows without a finite score: with "
+                                      "need_weights=True (an explicit softmax) a row of scores all -inf (every key "
+                                      "masked, or -inf from an infinite input) gives NaN and a NaN score gives NaN; "
+                                      "with need_weights=False (its CPU scaled_dot_product_attention kernel) the "
+                                      "first gives 0 and so does a row of NaN scores. Ours gives 0 for an all -inf "
+                                      "row and NaN for a NaN one on both paths (registry note), and agrees with "
+                                      "torch's other path on this case"),
+                                     _NAN_PLACEMENT,
+                                     (_mha_promoted_bias,
+                                      "torch's projections are F.linear on 3-d inputs, which adds a bias of another "
+                                      "dtype with type promotion (see linear); ours refuses it")],
     "adaptive_avg_pool2d": [(_adaptive_pool_empty_channels,
                              "torch's adaptive_avg_pool2d backward rejects an input with an empty non-batch "
                              "dim (its forward accepts it); ours returns the empty gradient")],

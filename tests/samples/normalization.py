@@ -163,6 +163,7 @@ def _instance_norm(make):
     yield Sample("eval-running-stats", (make(2, 3, 4), *_stats(make, 3), make(3), make(3)), {"use_input_stats": False})
     yield Sample("eps", (make(2, 3, 4), None, None, make(3), make(3)), {"eps": 1e-2})
     yield Sample("empty-batch", (make(0, 3, 4),))
+    yield Sample("no-channels", (make(2, 0, 3, 4),))
     yield Sample("channels_last", (make(2, 3, 3, 2, layout="channels_last"), None, None, make(3), make(3)))
 
 

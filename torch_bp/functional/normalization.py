@@ -111,7 +111,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     for t, what in ((weight, "weight"), (bias, "bias")):
         if t is not None and (t.dim() != 1 or t.numel() != c):
             raise RuntimeError(f"{what} should contain {c} elements not {t.numel()}")
-    y = _norm.GroupNormFunction.apply(input, weight, bias, c, float(eps))[0]
+    # one group per channel; no channels: one empty group (an empty result, as torch)
+    y = _norm.GroupNormFunction.apply(input, weight, bias, max(c, 1), float(eps))[0]
     if running_mean is not None or running_var is not None:
         with torch.no_grad():
             var, mean = torch.var_mean(input.detach().flatten(2).to(torch.float64), -1, correction=1)  # (N, C)

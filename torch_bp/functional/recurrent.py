@@ -81,10 +81,6 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
             raise RuntimeError(f"self and mat2 must have the same dtype, but got {input.dtype} and {params[0].dtype}")
         raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({params[0].dtype}). "
                          f"Convert input: input.to({params[0].dtype}), or convert model: model.to({input.dtype})")
-    odd = [p.dtype for p in params if p.dtype != params[0].dtype]
-    if odd and not _compat.autocast_enabled():  # torch's kernels: one dtype for every weight
-        raise RuntimeError(f"self and mat2 must have the same dtype, but got {params[0].dtype} and {odd[0]} "
-                           f"(every weight and bias of the {_RNN_NAMES[mode]} must have one dtype)")
     is_lstm = mode == "LSTM"
     unbatched = False
     if packed:
@@ -122,6 +118,10 @@ def _recurrent(mode, input, hx, params, has_biases, num_layers, dropout, train, 
             shape = (t.shape[0], 1) + tuple(t.shape[1:]) if unbatched else tuple(t.shape)
             if shape != expect:
                 raise RuntimeError(f"Expected {label} size {expect}, got {list(shape)}")
+    odd = [p.dtype for p in params if p.dtype != params[0].dtype]
+    if odd and not _compat.autocast_enabled():  # torch's kernels (after its module's checks): one dtype for all
+        raise RuntimeError(f"self and mat2 must have the same dtype, but got {params[0].dtype} and {odd[0]} "
+                           f"(every weight and bias of the {_RNN_NAMES[mode]} must have one dtype)")
     if hx is not None and not _compat.autocast_enabled():
         # torch's kernels multiply h by W_hh as they are: a state of another dtype than the weights raises (its
         # oneDNN LSTM refuses a cell state of another dtype too; its other LSTM paths promote c: ours refuses)

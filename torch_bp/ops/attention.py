@@ -377,8 +377,10 @@ class AttentionWeightsFunction(Rule):
     @staticmethod
     def setup_context(ctx, inputs, output):
         q, k, v, mask, ctx.causal, ctx.scale, ctx.dropout_p, ctx.seed, ctx.average = inputs
-        _, _, p = output
+        _, w, p = output
         ctx.mark_non_differentiable(p)
+        if not any(t is not None and t.requires_grad for t in (q, k, mask)):
+            ctx.mark_non_differentiable(w)  # the weights depend on q, k and the mask only (torch: no grad then)
         ctx.set_materialize_grads(False)  # no zero-filled (L, S) gradient for p
         ctx.save_for_backward(q, k, v, mask, p)
 
