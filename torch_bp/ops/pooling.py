@@ -111,7 +111,9 @@ class MaxPool2dFunction(Rule):
         x, ctx.k, ctx.s, ctx.p, ctx.d, _ = inputs
         _, idx = output
         ctx.mark_non_differentiable(idx)
-        ctx.save_for_backward(idx, x.new_empty(()).expand(x.shape))
+        # the stand-in for x's shape is a view of idx's first element: no storage beyond torch's indices
+        stand_in = idx.reshape(-1)[0] if idx.numel() else x.new_empty(())
+        ctx.save_for_backward(idx, stand_in.expand(x.shape))
 
     @staticmethod
     def backward(ctx, grad_y, _grad_idx):
@@ -317,7 +319,7 @@ class MaxIndexPoolFunction(Rule):
     Forward:   y[o] = x[idx[o]], idx[o] = torch's argmax of window o (flat index into the nd plane;
                fractional: windows placed by torch's random samples, drawn as torch draws them)
     Backward:  grad_x[idx[o]] += grad_y[o]   (a scatter-add; overlapping windows add up)
-    Saved:     idx (int64, torch's) and a one-element stand-in with x's shape (stride 0)
+    Saved:     idx (int64, torch's) and a stand-in with x's shape (stride 0), a view of idx's first element
     Double backward: yes (the scatter-add is linear in grad_y; its adjoint is a gather)
 
     Ties and NaN: whatever torch's kernel picks (its index) gets the whole gradient, as torch.
@@ -335,7 +337,9 @@ class MaxIndexPoolFunction(Rule):
         x, _, ctx.nd, _ = inputs
         _, idx = output
         ctx.mark_non_differentiable(idx)
-        ctx.save_for_backward(idx, x.new_empty(()).expand(x.shape))
+        # the stand-in for x's shape is a view of idx's first element: no storage beyond torch's indices
+        stand_in = idx.reshape(-1)[0] if idx.numel() else x.new_empty(())
+        ctx.save_for_backward(idx, stand_in.expand(x.shape))
 
     @staticmethod
     def backward(ctx, grad_y, _grad_idx):
