@@ -185,7 +185,7 @@ SIZES = {
     "max_unpool3d": lambda z: _unpool(3, z),
     "batch_norm": lambda z: ((z.img(), torch.zeros(z.c, device=z.device), torch.ones(z.c, device=z.device),
                               z.r(z.c), z.r(z.c)), {"training": True}),
-    "group_norm": lambda z: ((z.img(), z.c // 4 if z.c >= 8 else 2, z.r(z.c), z.r(z.c)), {}),
+    "group_norm": lambda z: ((z.img(), 8 if z.c >= 8 else 2, z.r(z.c), z.r(z.c)), {}),
     "instance_norm": lambda z: ((z.img(), None, None, z.r(z.c), z.r(z.c)), {}),
     "local_response_norm": lambda z: ((z.img(), 5), {}),
     "pad": lambda z: ((z.img(), (1, 1, 1, 1)), {"mode": "reflect"}),
