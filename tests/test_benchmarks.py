@@ -50,3 +50,18 @@ def test_probes_run(capsys):
         probes.conv()
     printed = capsys.readouterr().out
     assert printed.count("swapped") == 3 and "torch" in printed
+
+
+def test_saved_only_fills_the_saved_columns_and_keeps_the_times(tmp_path):
+    """``--saved-only`` measures saved bytes without timing; rows already timed keep their times."""
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"machine": "m", "threads": 1, "reps": 3, "heads": [], "models": [], "layers": [
+        {"layer": "relu", "backend": "python", "eager_ms": 1.0, "time_vs_eager": 2.0, "saved_ratio": 9.0}]}))
+    main(["--saved-only", "--only", "relu", "sigmoid", "--out", str(out)])
+    d = json.loads(out.read_text())
+    rows = {(r["layer"], r.get("backend")): r for r in d["layers"]}
+    relu = rows[("relu", "python")]
+    assert relu["eager_ms"] == 1.0 and relu["time_vs_eager"] == 2.0 and relu["saved_ratio"] <= 0.25
+    sig = rows[("sigmoid", "python")]
+    assert "eager_ms" not in sig and sig["saved_ratio"] == 1.0  # torch and ours save the output
+    assert {r["layer"] for r in d["layers"]} == {"relu", "sigmoid"}  # rows not measured nor present: none

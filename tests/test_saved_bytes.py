@@ -1,5 +1,7 @@
 """Saved-bytes regression gate (issue 8): each benchmark model, converted with torch_bp.convert,
-must keep at most GATE x the bytes torch eager saves for backward.
+must keep at most GATE x the bytes torch eager saves for backward; and every registry row, at the
+benchmark suite's layer sizes made small (experiments/benchmarks/layers.py, ``Dims(small=True)``),
+saves at most torch's bytes, on each backend (issue 21), but for the rows in ``LAYER_OVERHEAD``.
 
 Bytes are counted as in the benchmark suite (experiments/benchmarks/measure.py: storages packed by
 saved_tensors_hooks, deduplicated, parameters/buffers/inputs excluded). They depend only on shapes,
@@ -23,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch_bp
 from experiments.benchmarks.measure import saved_bytes
 from experiments.benchmarks.models import MODELS
+from experiments.benchmarks.layers import SIZES, Dims
+from torch_bp.registry import LAYERS
 
 GATES = {
     # target 0.6: met (measured 0.500: each linear after a GELU saves the GELU input, ops/_lean.py)
@@ -77,6 +81,48 @@ def test_cnn_saved_bytes_under_gate(backend):
         torch_bp.set_backend(before)
     gate = CNN_GATES[backend]
     assert ratio <= gate, f"cnn_stack ({backend}): torch_bp saves {ratio:.3f} x torch eager, gate {gate}"
+
+
+# --- every layer: at most torch's bytes ---
+# Rows that save more than torch, by how many bytes at most, and why. Never a fraction of the input: a
+# constant the row cannot avoid.
+LAYER_OVERHEAD = {
+    # torch's upsampling backward keeps the input sizes as integers; ours keeps a one-element stand-in
+    # expanded to x's shape (4 bytes in float32), as a shape on ctx breaks torch.compile's dynamic shapes
+    # (ops/pooling.py's NOTE)
+    "interpolate": 4,
+}
+
+
+def _tensors(args, kwargs):
+    from experiments.benchmarks.__main__ import _tensors as tensors
+    return tensors(args, kwargs)
+
+
+def test_every_layer_has_a_benchmark_size():
+    assert sorted(set(row.name for row in LAYERS) - set(SIZES)) == []
+
+
+@pytest.mark.parametrize("name", [row.name for row in LAYERS])
+def test_layer_saves_at_most_torchs_bytes(name):
+    row = next(r for r in LAYERS if r.name == name)
+    torch.manual_seed(0)
+    args, kwargs = SIZES[name](Dims(small=True))
+    excl = _tensors(args, kwargs)  # inputs and parameters are alive anyway (as in the suite)
+    theirs = saved_bytes(lambda: row.reference(*args, **kwargs), excl)
+    before = torch_bp.backend_info().requested
+    try:
+        for backend in ("python", "cpp"):
+            try:
+                torch_bp.set_backend(backend)
+            except RuntimeError:  # the compiled backend did not build here
+                continue
+            torch.manual_seed(0)
+            mine = saved_bytes(lambda: row.functional(*args, **kwargs), excl)
+            assert mine <= theirs + LAYER_OVERHEAD.get(name, 0), (
+                f"{name} ({backend}): torch_bp saves {mine} bytes, torch {theirs}")
+    finally:
+        torch_bp.set_backend(before)
 
 
 # --- lean rules (torch_bp/ops/_lean.py): less saved, the same gradients ---
@@ -160,9 +206,9 @@ def test_conv_after_batch_norm_relu_saves_the_batch_norm_input_with_equal_gradie
     excl = [x] + list(ref.parameters()) + list(ours.parameters()) + list(ref.buffers()) + list(ours.buffers())
     n = 6 * 8 * 8
     # the two BN inputs (float64; the convs after them save these too), two ReLU bit masks, the BN
-    # statistics (2 C values each), the pool's uint8 argmax (one per output) and its one-element shape
-    # stand-in; torch would save 7 float64 activations and int64 indices
-    want = n * 4 * 8 + n * 5 * 8 + 2 * (n * 4 // 8) + 8 * 2 * (4 + 5) + n * 4 // 4 + 8
+    # statistics (2 C values each) and the pool's uint8 argmax (one per output; its shape stand-in is a
+    # view of it); torch would save 7 float64 activations and int64 indices
+    want = n * 4 * 8 + n * 5 * 8 + 2 * (n * 4 // 8) + 8 * 2 * (4 + 5) + n * 4 // 4
     assert saved_bytes(lambda: ours(x), excl) == want
     g = torch.randn(6, 4, 4, 4, dtype=torch.double)
     grads = []

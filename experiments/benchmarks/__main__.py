@@ -1,5 +1,8 @@
 """The benchmark suite: ``python -m experiments.benchmarks [--quick] [--device cpu|cuda]``.
 
+``--saved-only`` measures the layers' saved bytes alone (no timing, a minute or so) and updates those
+columns of the JSON, keeping the times of the last full run.
+
 Per registry layer and per model: forward+backward time of torch_bp relative to torch
 eager (interleaved medians in one process) and to ``torch.compile``, and bytes saved for
 backward relative to torch eager. Prints tables and writes JSON beside them.
@@ -20,7 +23,7 @@ from torch_bp.registry import LAYERS
 
 from .heads import COLUMNS as HEAD_COLUMNS
 from .heads import bench_heads
-from .layers import SIZES
+from .layers import SIZES, Dims
 from .measure import format_table, fwd_bwd, interleaved_stats, peak_cuda_bytes, saved_bytes
 from .models import MODELS
 
@@ -74,6 +77,23 @@ def _spread_ms(st: dict, backend: str) -> dict:
             "threads": st[backend]["threads"]}
 
 
+def _layer_saved(row, args, kwargs, backends):
+    """Saved bytes of torch's reference and of ours on each backend: {backend: (torch, ours)}."""
+    excl = _tensors(args, kwargs)
+    torch_saved = saved_bytes(lambda: row.reference(*args, **kwargs), excl)
+    out = {}
+    for b in backends:
+        _set_backend(b)
+        out[b] = (torch_saved, saved_bytes(lambda: row.functional(*args, **kwargs), excl))
+    _set_backend("auto")
+    return out
+
+
+def _saved_fields(torch_saved, ours_saved):
+    return {"saved_MB_torch": torch_saved / 2**20, "saved_MB_ours": ours_saved / 2**20,
+            "saved_ratio": ours_saved / torch_saved if torch_saved else None}
+
+
 def bench_layers(device, reps, compile_ref, only=None):
     rows = []
     backends = _backends()
@@ -84,7 +104,7 @@ def bench_layers(device, reps, compile_ref, only=None):
             rows.append({"layer": row.name, "note": "no size"})
             continue
         torch.manual_seed(0)
-        args, kwargs = SIZES[row.name](device)
+        args, kwargs = SIZES[row.name](Dims(device))
         grads = [t for t in _tensors(args, kwargs) if t.requires_grad]
         cands = {"eager": fwd_bwd(lambda: row.reference(*args, **kwargs), grads)}
         if compile_ref:
@@ -101,20 +121,44 @@ def bench_layers(device, reps, compile_ref, only=None):
         except Exception as e:  # report, never hide
             rows.append({"layer": row.name, "note": f"error: {type(e).__name__}: {e}"[:80]})
             continue
-        excl = _tensors(args, kwargs)
-        torch_saved = saved_bytes(lambda: row.reference(*args, **kwargs), excl)
-        for b in backends:
-            _set_backend(b)
-            ours_saved = saved_bytes(lambda: row.functional(*args, **kwargs), excl)
+        for b, (torch_saved, ours_saved) in _layer_saved(row, args, kwargs, backends).items():
             rows.append({
                 "layer": row.name, "backend": b, "eager_ms": 1e3 * t["eager"], "ours_ms": 1e3 * t[b],
                 **_spread_ms(st, b),
                 "time_vs_eager": t[b] / t["eager"],
                 "time_vs_compile": t[b] / t["compile"] if compile_ref else None,
-                "saved_MB_torch": torch_saved / 2**20, "saved_MB_ours": ours_saved / 2**20,
-                "saved_ratio": ours_saved / torch_saved if torch_saved else None,
+                **_saved_fields(torch_saved, ours_saved),
             })
         _set_backend("auto")
+    return rows
+
+
+def saved_only(device, out, only=None):
+    """Fill the saved-bytes columns of every layer row of the JSON ``out`` without timing anything: rows
+    already timed keep their times, rows not timed yet get the saved columns alone (times shown as "-")."""
+    try:
+        with open(out) as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        d = {"machine": "", "threads": torch.get_num_threads(), "reps": 0, "layers": [], "heads": [], "models": []}
+    old = {(r["layer"], r.get("backend")): r for r in d["layers"]}
+    backends = _backends()
+    rows = []
+    for row in LAYERS:
+        if only and row.name not in only:
+            rows += [r for (name, _), r in old.items() if name == row.name]
+            continue
+        if row.name not in SIZES:
+            rows.append({"layer": row.name, "note": "no size"})
+            continue
+        torch.manual_seed(0)
+        args, kwargs = SIZES[row.name](Dims(device))
+        for b, (torch_saved, ours_saved) in _layer_saved(row, args, kwargs, backends).items():
+            rows.append({**old.get((row.name, b), {"layer": row.name, "backend": b}),
+                         **_saved_fields(torch_saved, ours_saved)})
+    d["layers"] = rows
+    with open(out, "w") as f:
+        json.dump(d, f, indent=1)
     return rows
 
 
@@ -185,7 +229,17 @@ def main(argv=None):
                    help="the torch.compile reference for the models only (compiling every layer takes long)")
     p.add_argument("--only", nargs="*", help="layer or model names")
     p.add_argument("--out", default=None, help="JSON path (default experiments/results/bench_<device>.json)")
+    p.add_argument("--saved-only", action="store_true",
+                   help="only the layers' saved bytes, no timing: updates those columns of the JSON in place")
     a = p.parse_args(argv)
+    out = a.out or os.path.join(os.path.dirname(__file__), "..", "results", f"bench_{a.device}.json")
+    if a.saved_only:
+        rows = saved_only(a.device, out, a.only)
+        print(format_table(rows, [("layer", "layer"), ("backend", "backend"), ("saved_MB_torch", "saved MB torch"),
+                                  ("saved_MB_ours", "saved MB ours"), ("saved_ratio", "saved x torch"),
+                                  ("note", "note")]))
+        print(f"\nwrote {os.path.normpath(out)} (saved bytes only; times kept from the last full run)")
+        return 0
     torch.set_num_threads(os.cpu_count() or 1)
     reps = 3 if a.quick else a.reps
     compile_ref = not (a.quick or a.no_compile)
@@ -216,7 +270,6 @@ def main(argv=None):
     if a.device == "cuda":
         cols += [("peak_MB_torch", "peak MB torch"), ("peak_MB_ours", "peak MB ours")]
     print(format_table(models, cols))
-    out = a.out or os.path.join(os.path.dirname(__file__), "..", "results", f"bench_{a.device}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump({"machine": machine, "threads": torch.get_num_threads(), "reps": reps,

@@ -56,10 +56,10 @@ def conv():
 
 def _lstm_layer():
     """The suite's ``lstm`` layer, forward + backward: torch with and without oneDNN's fused LSTM, and ours."""
-    from .layers import SIZES
+    from .layers import SIZES, Dims
     from .measure import fwd_bwd
 
-    args, kwargs = SIZES["lstm"]("cpu")
+    args, kwargs = SIZES["lstm"](Dims("cpu"))
     leaves = [t for t in (args[0], *args[2]) if t.requires_grad]
     fns = {}
     for name, f in (("torch", torch.lstm), ("torch_bp", torch_bp.functional.lstm)):

@@ -50,8 +50,10 @@ def tables(path=RESULTS) -> str:
             rows.append([name] + ["-"] * 5 + [by[None].get("note", "")])
             continue
         runs = [by[b] for b in ("python", "cpp") if b in by]
-        rows.append([name, f"{runs[0]['eager_ms']:.3g}", _x(by["python"]["time_vs_eager"]) if "python" in by else "-",
-                     _x(by["cpp"]["time_vs_eager"]) if "cpp" in by else "-", f"{runs[0]['saved_MB_torch']:.3g}",
+        timed = runs[0].get("eager_ms") is not None  # rows filled by --saved-only have no times yet
+        rows.append([name, f"{runs[0]['eager_ms']:.3g}" if timed else "-",
+                     _x(by["python"].get("time_vs_eager")) if "python" in by else "-",
+                     _x(by["cpp"].get("time_vs_eager")) if "cpp" in by else "-", f"{runs[0]['saved_MB_torch']:.3g}",
                      " / ".join(f"{r['saved_MB_ours']:.3g}" for r in runs),
                      " / ".join(_x(r["saved_ratio"], 3) for r in runs)])
     out += ["", "Layers (sizes in `experiments/benchmarks/layers.py`; two values: python / cpp):", ""]

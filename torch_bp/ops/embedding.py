@@ -116,6 +116,11 @@ def bag_of_each_index(n: int, offsets: torch.Tensor, bags: int) -> torch.Tensor:
     return torch.searchsorted(offsets[:bags].contiguous(), i, right=True) - 1
 
 
+def _keep(input, padding_idx):
+    """[input[i] != padding_idx] (all True without a padding index)."""
+    return torch.ones_like(input, dtype=torch.bool) if padding_idx is None else input != padding_idx
+
+
 class EmbeddingBagFunction(Rule):
     r"""Bags of embeddings reduced by sum, mean or max (``F.embedding_bag`` with 1-d indices and offsets).
 
@@ -126,7 +131,8 @@ class EmbeddingBagFunction(Rule):
     Backward:  sum/mean: grad_W[input[i]] += grad_y[bag(i)] s_i / (mean: |bag(i)|);
                max: grad_W[m[b, d], d] += grad_y[b, d] over non-empty bags;
                grad_s[i] = <grad_y[bag(i)], W[input[i]]>   (sum mode; 0 at padding_idx)
-    Saved:     indices, bag of each index, bag sizes, max indices (max), weight and per_sample_weights
+    Saved:     indices, bag of each index, bag sizes, max indices (max mode only), weight and per_sample_weights
+               (the padding mask input != padding_idx is recomputed from the indices)
     Double backward: yes (index_add / scatter_add / gathers of saved tensors, linear in grad_y)
 
     ``scale_grad_by_freq`` is refused in torch_bp.functional.embedding_bag (its torch convention is not
@@ -157,15 +163,18 @@ class EmbeddingBagFunction(Rule):
         ctx.mark_non_differentiable(max_idx)
         bags = out.shape[0]
         bag = bag_of_each_index(input.shape[0], offsets, bags)
-        keep = torch.ones_like(input, dtype=torch.bool) if padding_idx is None else input != padding_idx
-        size = torch.zeros(bags, dtype=weight.dtype, device=weight.device).index_add(0, bag, keep.to(weight.dtype))
+        ctx.padding_idx = padding_idx
+        size = torch.zeros(bags, dtype=weight.dtype, device=weight.device).index_add(
+            0, bag, _keep(input, padding_idx).to(weight.dtype))
         ctx.has_psw = psw is not None
-        ctx.save_for_backward(weight, input, bag, keep, size, max_idx, psw)
+        # the padding mask is recomputed from the indices; torch's max indices are needed in max mode only
+        ctx.save_for_backward(weight, input, bag, size, max_idx if ctx.mode == "max" else None, psw)
 
     @staticmethod
     def backward(ctx, grad_y, _grad_idx):
-        weight, input, bag, keep, size, max_idx, psw = ctx.saved_tensors
+        weight, input, bag, size, max_idx, psw = ctx.saved_tensors
         grad_w = grad_psw = None
+        keep = _keep(input, ctx.padding_idx)
         g = grad_y.index_select(0, bag) * keep.unsqueeze(1).to(grad_y.dtype)  # (n, D): each index's bag gradient
         if ctx.needs_input_grad[0]:
             if ctx.mode == "max":

@@ -8,7 +8,7 @@ output position o reads the window ``o s - p + j d`` for ``j < k``. Pooling acts
 NOTE: the average poolings save their input x, although only its shape is needed (as torch's
 own pooling backward does; x is usually saved by the layer before anyway): a shape kept on ctx
 is not seen by torch.compile as an input of the backward graph and breaks it once dynamo
-makes shapes dynamic. Max pooling saves a one-element stand-in expanded to x's shape instead.
+makes shapes dynamic. Max pooling saves a stand-in expanded to x's shape instead (a view of its indices).
 
 The Python rules' forward passes are torch's own pooling kernels (forward primitives); the backward
 rules are explicit: a scatter into the argmax for max pooling, a transposed convolution
@@ -79,9 +79,9 @@ class MaxPool2dFunction(Rule):
     Forward:   y[o] = max_{j in window(o)} x[j],   idx[o] = argmax within the window (row-major:
                j = jh * kw + jw), uint8 (int32 for windows of more than 256 elements)
     Backward:  grad_x[window(o)[idx[o]]] += grad_y[o]   (overlapping windows add up)
-    Saved:     idx (1 byte per output for windows of up to 256 elements) and a one-element stand-in
-               with x's shape (stride 0), not x: a ReLU before the pool keeps only a mask, so x
-               would otherwise be kept for its shape alone
+    Saved:     idx (1 byte per output for windows of up to 256 elements) and a stand-in with x's
+               shape (stride 0, a view of idx's first element), not x: a ReLU before the pool keeps
+               only a mask, so x would otherwise be kept for its shape alone
     Double backward: yes (grad of the scatter is a gather)
 
     Ties: the gradient goes, whole, to the single element torch's CPU kernel picks: the first
@@ -111,7 +111,9 @@ class MaxPool2dFunction(Rule):
         x, ctx.k, ctx.s, ctx.p, ctx.d, _ = inputs
         _, idx = output
         ctx.mark_non_differentiable(idx)
-        ctx.save_for_backward(idx, x.new_empty(()).expand(x.shape))
+        # the stand-in for x's shape is a view of idx's first element: no storage beyond torch's indices
+        stand_in = idx.reshape(-1)[0] if idx.numel() else x.new_empty(())
+        ctx.save_for_backward(idx, stand_in.expand(x.shape))
 
     @staticmethod
     def backward(ctx, grad_y, _grad_idx):
@@ -317,7 +319,7 @@ class MaxIndexPoolFunction(Rule):
     Forward:   y[o] = x[idx[o]], idx[o] = torch's argmax of window o (flat index into the nd plane;
                fractional: windows placed by torch's random samples, drawn as torch draws them)
     Backward:  grad_x[idx[o]] += grad_y[o]   (a scatter-add; overlapping windows add up)
-    Saved:     idx (int64, torch's) and a one-element stand-in with x's shape (stride 0)
+    Saved:     idx (int64, torch's) and a stand-in with x's shape (stride 0), a view of idx's first element
     Double backward: yes (the scatter-add is linear in grad_y; its adjoint is a gather)
 
     Ties and NaN: whatever torch's kernel picks (its index) gets the whole gradient, as torch.
@@ -335,7 +337,9 @@ class MaxIndexPoolFunction(Rule):
         x, _, ctx.nd, _ = inputs
         _, idx = output
         ctx.mark_non_differentiable(idx)
-        ctx.save_for_backward(idx, x.new_empty(()).expand(x.shape))
+        # the stand-in for x's shape is a view of idx's first element: no storage beyond torch's indices
+        stand_in = idx.reshape(-1)[0] if idx.numel() else x.new_empty(())
+        ctx.save_for_backward(idx, stand_in.expand(x.shape))
 
     @staticmethod
     def backward(ctx, grad_y, _grad_idx):
