@@ -643,3 +643,7 @@ def _ctc_strided_concatenated_targets(case, ours=None, ref=None):
 TORCH_QUIRKS["ctc_loss"].append((_ctc_strided_concatenated_targets,
                                  "torch's CPU ctc_loss misreads non-contiguous 1-d targets (the batch offsets are "
                                  "not scaled by the stride); ours reads them as targets.contiguous()"))
+
+
+# sync_batch_norm's reference is torch's batch_norm (one process): its quirks are batch_norm's
+TORCH_QUIRKS["sync_batch_norm"] = TORCH_QUIRKS["batch_norm"]

@@ -56,7 +56,8 @@ class EmbeddingFunction(Rule):
         if not ctx.needs_input_grad[1]:
             return None, None, None, None, None
         if ctx.sparse:
-            return None, _sparse_rows(ctx, indices.reshape(-1), grad_y.reshape(-1, grad_y.shape[-1])), None, None, None
+            flat = indices.reshape(-1)
+            return None, _sparse_rows(ctx, flat, grad_y.reshape(flat.shape[0], grad_y.shape[-1])), None, None, None
         if backend.use_cpp(grad_y):  # the same rule, compiled (csrc/cpu/embedding.cpp)
             grad_w = torch.ops.torch_bp.embedding_bwd(grad_y, indices, ctx.num_weights, ctx.padding_idx,
                                                       ctx.scale_grad_by_freq)
