@@ -220,8 +220,10 @@ def test_embedding_sparse_and_from_pretrained():
     assert type(out.grad_fn).__name__ == "EmbeddingFunctionBackward"
     out.sum().backward()
     assert emb.weight.grad[0].abs().sum() == 0 and torch.equal(emb.weight.grad[2], torch.full((3,), 2.0))
-    with pytest.raises(NotImplementedError, match="sparse"):
-        torch_bp.nn.Embedding(6, 3, sparse=True)(torch.tensor([1]))
+    sparse = torch_bp.nn.Embedding(6, 3, sparse=True)
+    sparse(torch.tensor([1, 1])).sum().backward()
+    assert sparse.weight.grad.layout == torch.sparse_coo
+    assert torch.equal(sparse.weight.grad.to_dense()[1], torch.full((3,), 2.0))
 
 
 def test_dropout_identity_output_can_be_modified_in_place():

@@ -41,7 +41,6 @@ OUTCOMES: dict[str, Counter] = {}
 # Fuzzer findings not fixed yet: each is an open bug or an unclassified torch quirk, reported as
 # xfail (never as a pass) until it is fixed or recorded in tests/fuzz/known.py.
 OPEN_FINDINGS = {
-    ("embedding_bag", "python"): "padding_idx out of range for the weight: torch refuses it, ours does not check",
     ("lstm_cell", "python"): "a cell state c of another float dtype than h and the weights (e.g. float64 with "
                              "float32): torch's c' = f c + i g promotes it and succeeds on some draws, raises "
                              "'expected m1 and m2 to have the same dtype' on others (its backward's matmuls); ours "

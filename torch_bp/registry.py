@@ -189,7 +189,7 @@ LAYERS: list[Layer] = [
 
     # --- core: embedding ---
     _row("embedding", "embedding", [embedding.EmbeddingFunction], [(nn.Embedding, torch.nn.Embedding)],
-         double_backward=True, notes="sparse=True and scale_grad_by_freq=True raise NotImplementedError"),
+         double_backward=True, notes="sparse=True: torch's sparse COO gradient (uncoalesced, input order)"),
     # --- core: losses ---
     _row("mse_loss", "loss", [loss.MSELossFunction], [(nn.MSELoss, torch.nn.MSELoss)], double_backward=True,
          autocast="fp32"),
@@ -363,7 +363,9 @@ LAYERS: list[Layer] = [
          notes="mirrors torch.rnn_relu (module: RNN(nonlinearity='relu'))", autocast="lower"),
     # (recurrent cells and other layers: below this line)
     _row("embedding_bag", "embedding", [embedding.EmbeddingBagFunction], [(nn.EmbeddingBag, torch.nn.EmbeddingBag)],
-         double_backward=True, notes="sparse=True and scale_grad_by_freq=True raise NotImplementedError"),
+         double_backward=True, notes="sparse=True: torch's sparse COO gradient; scale_grad_by_freq: the inverse "
+                                     "frequency of each index in the mini-batch (torch's CPU kernel divides by another "
+                                     "index's count where counts differ)"),
     _row("rnn_tanh_cell", "recurrent", [recurrent.RNNCellFunction], [(nn.RNNCell, torch.nn.RNNCell)],
          reference=torch.rnn_tanh_cell, double_backward=True, notes="module: RNNCell (tanh or relu)", autocast="lower"),
     _row("rnn_relu_cell", "recurrent", [recurrent.RNNCellFunction], reference=torch.rnn_relu_cell,

@@ -60,7 +60,13 @@ _HUGE = 2.0 ** 20
 
 
 def rescaled(a, b):
-    """(a, b) / 2^k for b's largest finite magnitude >= 2^20 (see the module NOTE); else as is."""
+    """(a, b) / 2^k for b's largest finite magnitude >= 2^20 (see the module NOTE); else as is. Sparse gradients
+    (embedding's sparse=True) must have torch's layout and are compared as dense tensors."""
+    if a is not None and b is not None and torch.strided not in (a.layout, b.layout):
+        assert a.layout == b.layout, f"layout {a.layout}, torch gives {b.layout}"
+        a, b = a.to_dense(), b.to_dense()
+    elif a is not None and b is not None and a.layout != b.layout:
+        raise AssertionError(f"layout {a.layout}, torch gives {b.layout}")
     if a is None or b is None or not b.is_floating_point() or b.numel() == 0:
         return a, b
     finite = b.detach()[b.detach().isfinite()]

@@ -704,10 +704,32 @@ def _embedding_bag_no_columns(case):
     return isinstance(w, torch.Tensor) and w.dim() == 2 and w.shape[1] == 0
 
 
+def _embedding_bag_no_bags(case):
+    x, off = case.value("input"), case.value("offsets")
+    return (isinstance(x, torch.Tensor) and x.dim() == 1 and x.numel() > 0 and isinstance(off, torch.Tensor)
+            and off.numel() == 0)
+
+
+def _embedding_bag_unchecked_index_in_no_bag(case):
+    """include_last_offset and an index outside [0, V) at a position at or past the last offset (in no bag)."""
+    x, w, off = case.value("input"), case.value("weight"), case.value("offsets")
+    if not (case.value("include_last_offset") and isinstance(x, torch.Tensor) and x.dim() == 1
+            and isinstance(off, torch.Tensor) and off.numel() and isinstance(w, torch.Tensor) and w.dim() == 2):
+        return False
+    tail = x[int(off[-1]):] if 0 <= int(off[-1]) <= x.numel() else x
+    return bool(((tail < 0) | (tail >= w.shape[0])).any())
+
+
 # Found by the fuzzer (torch 2.13 CPU): embedding_bag with a (V, 0) weight reads its indices out of bounds
-# (garbage index values: an error or a result, by run).
+# (garbage index values: an error or a result, by run); with 1-d indices and no offsets at all (no bag) it
+# segfaults.
 TORCH_CRASHES["embedding_bag"] = [(_embedding_bag_no_columns,
-                                   "torch's CPU embedding_bag reads out of bounds for a weight with no columns")]
+                                   "torch's CPU embedding_bag reads out of bounds for a weight with no columns"),
+                                  (_embedding_bag_no_bags,
+                                   "torch's CPU embedding_bag segfaults for 1-d indices with empty offsets"),
+                                  (_embedding_bag_unchecked_index_in_no_bag,
+                                   "torch's CPU embedding_bag does not check an index in no bag (past the last "
+                                   "offset with include_last_offset) and reads out of bounds")]
 
 
 def torch_crash(case):
@@ -780,3 +802,7 @@ def _ctc_strided_concatenated_targets(case, ours=None, ref=None):
 TORCH_QUIRKS["ctc_loss"].append((_ctc_strided_concatenated_targets,
                                  "torch's CPU ctc_loss misreads non-contiguous 1-d targets (the batch offsets are "
                                  "not scaled by the stride); ours reads them as targets.contiguous()"))
+
+
+# sync_batch_norm's reference is torch's batch_norm (one process): its quirks are batch_norm's
+TORCH_QUIRKS["sync_batch_norm"] = TORCH_QUIRKS["batch_norm"]

@@ -15,9 +15,6 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
             if padding_idx < -weight.size(0):
                 raise AssertionError("Padding_idx must be within num_embeddings")
             padding_idx = weight.size(0) + padding_idx
-    if sparse:
-        raise NotImplementedError("torch_bp embedding: sparse=True (sparse gradients) is not supported; "
-                                  "use sparse=False for a dense gradient")
     if input.dtype not in (torch.int64, torch.int32):
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
                            f"types: Long, Int; but got {input.dtype} instead")
@@ -31,7 +28,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         input = input.contiguous()
         with torch.no_grad():
             torch.embedding_renorm_(weight, input, max_norm, norm_type)
-    return _emb.EmbeddingFunction.apply(input, weight, padding_idx, bool(scale_grad_by_freq))
+    return _emb.EmbeddingFunction.apply(input, weight, padding_idx, bool(scale_grad_by_freq), bool(sparse))
 
 
 def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False, mode="mean",
@@ -64,13 +61,6 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         raise ValueError("max mode does not support scaling the gradient by the frequency")
     if mode == "max" and sparse:
         raise ValueError("max mode does not support sparse weights")
-    if scale_grad_by_freq:
-        # NOTE: torch's gradient with scale_grad_by_freq (embedding_bag) is not the frequency-divided sum that
-        # the embedding rule computes; until its convention is written out, ours refuses rather than differ
-        raise NotImplementedError("torch_bp embedding_bag: scale_grad_by_freq=True is not supported")
-    if sparse:
-        raise NotImplementedError("torch_bp embedding_bag: sparse=True (sparse gradients) is not supported; "
-                                  "use sparse=False for a dense gradient")
     if max_norm is not None:
         with torch.no_grad():  # as torch: rows rescaled in place, outside autograd
             torch.embedding_renorm_(weight, input.contiguous(), max_norm, norm_type)
@@ -78,7 +68,12 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         raise NotImplementedError("embedding_bag: per_sample_weights was not None. per_sample_weights is only "
                                   f"supported for mode='sum' (got mode='{mode}'). Please open a feature request on "
                                   "GitHub.")
-    if padding_idx is not None and padding_idx < 0:
-        padding_idx = weight.size(0) + padding_idx
+    if padding_idx is not None:  # torch's kernel check
+        v = weight.size(0)
+        if not -v <= padding_idx < v:
+            raise RuntimeError(f"padding_idx must be within the number of embeddings, -{v} through {v - 1}, but got "
+                               f"{padding_idx}")
+        if padding_idx < 0:
+            padding_idx = v + padding_idx
     return _emb.EmbeddingBagFunction.apply(weight, input, offsets, per_sample_weights, mode, padding_idx,
-                                           bool(include_last_offset), bool(scale_grad_by_freq))[0]
+                                           bool(include_last_offset), bool(scale_grad_by_freq), bool(sparse))[0]

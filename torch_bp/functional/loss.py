@@ -523,11 +523,12 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         raise RuntimeError("input_lengths must be of size batch_size")
     if tl.numel() != n:
         raise RuntimeError("target_lengths must be of size batch_size")
-    for b in range(n):
-        _ctc_check(int(tl[b]) >= 0, f"Expected target_lengths to have value at least 0, but got value {int(tl[b])}")
-    s = int(tl.max()) if n else 0
+    tl_list, il_list = tl.tolist(), il.tolist()  # one transfer each, for the checks below
+    for length in tl_list:
+        _ctc_check(length >= 0, f"Expected target_lengths to have value at least 0, but got value {length}")
+    s = max(tl_list, default=0)
     if targets.dim() == 1:  # concatenated: batch b's target is targets[offset_b : offset_b + L_b]
-        total = int(tl.sum())
+        total = sum(tl_list)
         _ctc_check(targets.shape[0] == total, f"Expected tensor to have size {total} at dimension 0, but got size "
                                               f"{targets.shape[0]} for argument #2 'targets'")
         offsets = torch.cumsum(tl, 0) - tl
@@ -542,10 +543,9 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
                                           f"{targets.shape[1]} for argument #2 'targets'")
         padded = targets[:, :s].to(dev).long()
         valid = torch.arange(s, device=dev) < tl.unsqueeze(1)
-    for b in range(n):
-        _ctc_check(int(il[b]) >= 0, f"Expected input_lengths to have value at least 0, but got value {int(il[b])}")
-        _ctc_check(int(il[b]) <= t_max,
-                   f"Expected input_lengths to have value at most {t_max}, but got value {int(il[b])}")
+    for length in il_list:
+        _ctc_check(length >= 0, f"Expected input_lengths to have value at least 0, but got value {length}")
+        _ctc_check(length <= t_max, f"Expected input_lengths to have value at most {t_max}, but got value {length}")
     padded = torch.where(valid, padded, blank)  # positions past L_b are never read (torch ignores them too)
     if ((padded < 0) | (padded >= c)).any():
         # NOTE: torch's CPU kernel reads such a target out of bounds without a check; ours refuses

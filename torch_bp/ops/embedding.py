@@ -20,6 +20,9 @@ class EmbeddingFunction(Rule):
     Backward:  grad_W[v] = sum over positions n with i[n] = v of c_n * grad_y[n]
                with c_n = 0 where i[n] = padding_idx, else 1 / count(i[n]) under
                scale_grad_by_freq (count over this batch), else 1. No gradient for i.
+               sparse: the same numbers as torch's sparse COO tensor: indices i[n] and values grad_y[n]
+               for the positions n with i[n] != padding_idx, in input order, uncoalesced (size (V, D));
+               with scale_grad_by_freq the backward raises, as torch's
     Saved:     i (W itself is not needed: the gradient is a scatter of grad_y rows)
     Per example n: grad_W[n] = the scatter of example n's rows only (B x V x D numbers);
                ||grad_W[n]||^2 = sum over its positions t, s with i_t = i_s of c_t c_s grad_y_t . grad_y_s
@@ -34,7 +37,7 @@ class EmbeddingFunction(Rule):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(indices, weight, padding_idx, scale_grad_by_freq):
+    def forward(indices, weight, padding_idx, scale_grad_by_freq, sparse):
         if backend.use_cpp(weight):  # the same lookup, compiled (csrc/cpu/embedding.cpp)
             return torch.ops.torch_bp.embedding_fwd(indices, weight)
         flat = indices.reshape(-1)
@@ -42,7 +45,8 @@ class EmbeddingFunction(Rule):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        indices, weight, ctx.padding_idx, ctx.scale_grad_by_freq = inputs
+        indices, weight, ctx.padding_idx, ctx.scale_grad_by_freq, ctx.sparse = inputs
+        ctx.grad_dtype = weight.dtype
         ctx.num_weights = weight.shape[0]
         ctx.save_for_backward(indices)
 
@@ -50,11 +54,14 @@ class EmbeddingFunction(Rule):
     def backward(ctx, grad_y):
         (indices,) = ctx.saved_tensors
         if not ctx.needs_input_grad[1]:
-            return None, None, None, None
+            return None, None, None, None, None
+        if ctx.sparse:
+            flat = indices.reshape(-1)
+            return None, _sparse_rows(ctx, flat, grad_y.reshape(flat.shape[0], grad_y.shape[-1])), None, None, None
         if backend.use_cpp(grad_y):  # the same rule, compiled (csrc/cpu/embedding.cpp)
             grad_w = torch.ops.torch_bp.embedding_bwd(grad_y, indices, ctx.num_weights, ctx.padding_idx,
                                                       ctx.scale_grad_by_freq)
-            return None, grad_w, None, None
+            return None, grad_w, None, None, None
         flat = indices.reshape(-1)  # (n,)
         rows = opmath(grad_y.reshape(flat.shape[0], grad_y.shape[-1]))  # (n, D)
         if ctx.scale_grad_by_freq:
@@ -66,7 +73,7 @@ class EmbeddingFunction(Rule):
         # in place into the zeros (index_add would copy them first), except where rows may be
         # batched by a torch.func transform and the zeros are not
         grad_w = grad_w.index_add_(0, flat, rows) if plain_eager() else grad_w.index_add(0, flat, rows)
-        return None, grad_w.to(grad_y.dtype), None, None
+        return None, grad_w.to(grad_y.dtype), None, None, None
 
     @staticmethod
     def per_sample(ctx, batch_dim, grad_y, out=None):
@@ -90,6 +97,19 @@ class EmbeddingFunction(Rule):
             return {1: opmath(g).reshape(g.shape[0], -1).square().sum(1)}
         same = idx.unsqueeze(2) == idx.unsqueeze(1)              # (B, R, R): positions with one index
         return {1: (torch.bmm(rows, rows.transpose(1, 2)) * same).sum((1, 2))}
+
+
+def _sparse_rows(ctx, flat, rows):
+    """grad_W as torch's sparse COO tensor: the rows (n, D) of the index positions ``flat`` (n,), the padding_idx
+    positions dropped; input order, uncoalesced, size (V, D). scale_grad_by_freq raises here, as torch's backward."""
+    if ctx.scale_grad_by_freq:
+        raise RuntimeError("embedding_backward: scale_grad_by_freq not supported with sparse gradients")
+    if ctx.padding_idx is not None:
+        keep = flat != ctx.padding_idx
+        flat, rows = flat[keep], rows[keep]
+    # indices in [0, V) by construction (the forward's lookup checked them): no invariant check
+    return torch.sparse_coo_tensor(flat.unsqueeze(0), rows.to(ctx.grad_dtype), (ctx.num_weights, rows.shape[1]),
+                                   check_invariants=False)
 
 
 def _example_rows(ctx, batch_dim, grad_y):
@@ -131,19 +151,26 @@ class EmbeddingBagFunction(Rule):
     Backward:  sum/mean: grad_W[input[i]] += grad_y[bag(i)] s_i / (mean: |bag(i)|);
                max: grad_W[m[b, d], d] += grad_y[b, d] over non-empty bags;
                grad_s[i] = <grad_y[bag(i)], W[input[i]]>   (sum mode; 0 at padding_idx)
+               scale_grad_by_freq (sum/mean): grad_W's term of position i divided by count(input[i]), the
+               number of positions of that index in ``input`` (this mini-batch), as torch.embedding's
+               sparse (sum/mean): grad_W as torch's sparse COO tensor: indices input[i] and values the terms above,
+               for the positions i outside padding_idx, in input order, uncoalesced (size (V, D)); with
+               scale_grad_by_freq the backward raises, as torch's
     Saved:     indices, bag of each index, bag sizes, max indices (max mode only), weight and per_sample_weights
                (the padding mask input != padding_idx is recomputed from the indices)
     Double backward: yes (index_add / scatter_add / gathers of saved tensors, linear in grad_y)
 
-    ``scale_grad_by_freq`` is refused in torch_bp.functional.embedding_bag (its torch convention is not
-    reproduced), so it is always False here.
+    NOTE: torch's CPU kernel (torch 2.13, dense gradient) divides the term of the k-th distinct index (in sorted
+    order) by the count of the k-th entry of the sorted indices, not of that index: with repeated indices its
+    gradient is not the inverse-frequency scaling it documents. Ours is (tests/test_embedding_options.py checks it
+    against torch.embedding's scale_grad_by_freq; the harness compares with torch where every index has one count).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(weight, input, offsets, per_sample_weights, mode, padding_idx, include_last_offset,
-                scale_grad_by_freq):
+                scale_grad_by_freq, sparse):
         # NOTE: the ATen op, for torch's max indices (torch.embedding_bag returns them only when it records a
         # gradient, which a Function's forward does not); the other outputs are recomputed in setup_context
         if weight.shape[1] == 0:  # no columns: the ATen op reads out of bounds here; the result is empty anyway
@@ -158,7 +185,8 @@ class EmbeddingBagFunction(Rule):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        weight, input, offsets, psw, ctx.mode, padding_idx, _, _ = inputs
+        weight, input, offsets, psw, ctx.mode, padding_idx, _, ctx.scale_grad_by_freq, ctx.sparse = inputs
+        ctx.num_weights, ctx.padding_idx, ctx.grad_dtype = weight.shape[0], padding_idx, weight.dtype
         out, max_idx = output
         ctx.mark_non_differentiable(max_idx)
         bags = out.shape[0]
@@ -189,7 +217,14 @@ class EmbeddingBagFunction(Rule):
                     rows = rows * psw.unsqueeze(1)
                 if ctx.mode == "mean":
                     rows = rows / size.clamp(min=1).index_select(0, bag).unsqueeze(1)
-                grad_w = weight.new_zeros(weight.shape).index_add(0, input, rows)
+                if ctx.sparse:
+                    grad_w = _sparse_rows(ctx, input, rows)
+                else:
+                    if ctx.scale_grad_by_freq:
+                        idx = input.long()
+                        counts = torch.bincount(idx, minlength=weight.shape[0])
+                        rows = rows / counts.index_select(0, idx).unsqueeze(1).to(rows.dtype)
+                    grad_w = weight.new_zeros(weight.shape).index_add(0, input, rows)
         if ctx.has_psw and ctx.needs_input_grad[3]:
             grad_psw = (g * weight.index_select(0, input)).sum(1)
-        return grad_w, None, None, grad_psw, None, None, None, None
+        return grad_w, None, None, grad_psw, None, None, None, None, None
