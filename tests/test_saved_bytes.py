@@ -14,6 +14,7 @@ the target as missed. Never loosen a met target.
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -24,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import torch_bp
 from experiments.benchmarks.measure import saved_bytes
-from experiments.benchmarks.models import MODELS
+from harness import TOL
+from experiments.benchmarks.models import MISSING, MODELS
 from experiments.benchmarks.layers import SIZES, Dims
 from torch_bp.registry import LAYERS
 
@@ -38,6 +40,14 @@ GATES = {
     "transformer_block": 0.55,
     # no target in the issue; measured 0.459 at these sizes (0.473 at the suite's 32 x 64 steps)
     "lstm_2layer": 0.46,
+    # issue 23's target 0.55 for a second pre-LN block written independently of the suite's
+    # (nn.MultiheadAttention with need_weights=False, GELU MLP, dropout): met (measured 0.318)
+    "preln_block": 0.55,
+    # issue 20's target 0.6 (as the Transformer block's) for transformers' GPT-2 block and Llama decoder
+    # layer: met (measured 0.260 and 0.522: the norms' outputs, GELU/SiLU outputs and SwiGLU's product
+    # recomputed from what their own rules keep, the attention output kept once)
+    "gpt2_block": 0.6,
+    "llama_block": 0.6,
 }
 
 
@@ -47,11 +57,18 @@ GATES = {
 CNN_GATES = {"cpp": 0.7, "python": 0.7}
 
 
+def _build(name, **kw):
+    built = MODELS[name](**kw)
+    if built is None:
+        pytest.skip(f"{name} needs {MISSING[name]}, which is not installed")
+    return built
+
+
 def _ratio(name):
     torch.manual_seed(0)
     # the LSTM's time steps run in Python: a shorter sequence keeps the test fast; its ratio is
     # per step (both sides save the same tensors each step), so the sequence length does not move it
-    ref, inputs = MODELS[name](batch=8, steps=16) if name == "lstm_2layer" else MODELS[name]()
+    ref, inputs = _build(name, batch=8, steps=16) if name == "lstm_2layer" else _build(name)
     ours = torch_bp.convert(ref)
     ref.train(), ours.train()
     excl = list(inputs) + list(ref.parameters()) + list(ours.parameters()) + list(ref.buffers()) \
@@ -279,3 +296,96 @@ def test_per_sample_grads_of_a_conv_after_eval_batch_norm_relu(cpp, conv):
         xn = x[n:n + 1].detach()
         ref = torch.autograd.grad(torch.nn.Sequential(bn, torch.nn.ReLU(), layer)(xn).square().sum(), layer.weight)[0]
         torch.testing.assert_close(ours[2].weight.grad_sample[n], ref, rtol=1e-10, atol=1e-12)
+
+
+# --- Transformer blocks (pre-LN, GPT-2, Llama): the recipes change what is saved, never a gradient ---
+BLOCKS = {"preln_block": {"p": 0.0}, "gpt2_block": {"p": 0.0}, "llama_block": {}}
+
+
+def _block_grads(model, x, g):
+    model.zero_grad()
+    xg = x.clone().requires_grad_()
+    (model(xg) * g).sum().backward()
+    return [xg.grad] + [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_block_gradients_with_recipes_equal_without(name, monkeypatch, each_backend):
+    """Converted block, small sizes, train mode (dropout 0 where the block has dropout): the gradients
+    with the recompute recipes are bit-identical to those of the same rules saving their inputs
+    (recipes off), and as close to the unconverted model's as torch's float32 is to float64."""
+    from torch_bp.ops import _lean
+    torch.manual_seed(0)
+    ref, (x,) = _build(name, batch=2, T=16, d=32, heads=4, hidden=64, **BLOCKS[name])
+    ours = torch_bp.convert(ref)
+    g = torch.randn_like(ref(x))
+    excl = [x] + list(ref.parameters()) + list(ours.parameters())
+    lean_saved = saved_bytes(lambda: ours(x), excl)
+    lean = _block_grads(ours, x, g)
+    with monkeypatch.context() as m:
+        m.setattr(_lean, "active", lambda: False)
+        plain_saved = saved_bytes(lambda: ours(x), excl)
+        plain = _block_grads(ours, x, g)
+    assert lean_saved < plain_saved  # the recipes are in use
+    for a, b in zip(lean, plain):
+        assert torch.equal(a, b)
+    exact = _block_grads(copy.deepcopy(ref).double(), x.double(), g.double())
+    theirs = _block_grads(ref, x, g)
+    for a, b, e in zip(lean, theirs, exact):
+        scale = e.abs().max().item() or 1.0
+        t = max(TOL[torch.float32], 2 * (b.double() - e).abs().max().item() / scale)
+        torch.testing.assert_close(a, b, rtol=t, atol=t * scale)
+
+
+def test_linear_after_dropout_of_gelu_saves_the_gelu_input_with_equal_gradients(each_backend):
+    """fc2(dropout(gelu(fc1(x)))) saves the GELU input and the dropout bits, not the dropout output;
+    same masks as torch's for the same seed, gradients equal to torch's (float64)."""
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.GELU(), torch.nn.Dropout(0.3),
+                              torch.nn.Linear(16, 5)).double()
+    ours = torch_bp.convert(ref)
+    x = torch.randn(7, 6, dtype=torch.double, requires_grad=True)
+    excl = [x] + list(ref.parameters()) + list(ours.parameters())
+    n = 7 * 16
+    # the GELU input (float64; fc2 saves it too), the dropout bits and its 0-d scale
+    assert saved_bytes(lambda: ours(x), excl) == n * 8 + -(-n // 8) + 8
+    grads = []
+    for m in (ref, ours):
+        torch.manual_seed(1)
+        m(x).square().sum().backward()
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in m.parameters()])
+        x.grad = None
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_swiglu_product_recipe_is_bit_identical_and_dropped_after_in_place_change():
+    from torch_bp.ops import _lean
+    torch.manual_seed(0)
+    gate, up = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    y = torch_bp.functional.mul(torch_bp.functional.silu(gate * 1), up * 1)
+    h, f = _lean.recipe(y)
+    with torch.no_grad():
+        assert torch.equal(f(h), y)
+    u = _lean.deps(y)[-1]
+    with torch.no_grad():
+        u.mul_(2)  # up changed in place: the down projection must not recompute from it
+    assert _lean.recipe(y) is None
+
+
+def test_swiglu_double_backward_through_recomputed_product():
+    torch.manual_seed(0)
+    gate = torch.randn(3, 4, dtype=torch.double, requires_grad=True)
+    up = torch.randn(3, 4, dtype=torch.double, requires_grad=True)
+    w = torch.randn(2, 4, dtype=torch.double, requires_grad=True)
+
+    def f(silu, mul, linear):
+        out = linear(mul(silu(gate), up), w)
+        gs = torch.autograd.grad(out.square().sum(), (gate, up, w), create_graph=True)
+        return torch.autograd.grad(sum(t.square().sum() for t in gs), (gate, up, w))
+
+    F = torch_bp.functional
+    ours = f(F.silu, F.mul, F.linear)
+    ref = f(torch.nn.functional.silu, torch.mul, torch.nn.functional.linear)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

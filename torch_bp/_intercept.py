@@ -150,12 +150,17 @@ class Intercept(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.table = table()
+        self._lookup = self.table.get
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        # NOTE: every torch call and tensor attribute read of the forward passes through here
+        # (``x.shape``, the ops inside our own rules); most are not ours, so they take the first
+        # return with one dictionary lookup and no other work.
+        ours = self._lookup(func)
+        if ours is None:
+            return func(*args, **kwargs) if kwargs else func(*args)
         kwargs = kwargs or {}
-        ours = self.table.get(func)
-        if (ours is not None and torch.is_grad_enabled() and "out" not in kwargs
-                and all(t in _PLAIN for t in types)):
+        if torch.is_grad_enabled() and "out" not in kwargs and all(t in _PLAIN for t in types):
             out = ours(*args, **kwargs)
             if out is not TORCH:
                 return out

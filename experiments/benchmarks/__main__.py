@@ -25,7 +25,7 @@ from .heads import COLUMNS as HEAD_COLUMNS
 from .heads import bench_heads
 from .layers import SIZES, Dims
 from .measure import format_table, fwd_bwd, interleaved_stats, peak_cuda_bytes, saved_bytes
-from .models import MODELS
+from .models import MISSING, MODELS
 
 
 def _tensors(args, kwargs):
@@ -181,7 +181,11 @@ def bench_models(device, reps, compile_ref, only=None):
         if only and name not in only:
             continue
         torch.manual_seed(0)
-        ref, inputs = make()
+        built = make()
+        if built is None:  # a dependency is missing (models.MISSING names it)
+            rows.append({"model": name, "note": f"skipped: needs {MISSING.get(name, 'a missing package')}"})
+            continue
+        ref, inputs = built
         ref, inputs = ref.to(device), tuple(x.to(device) for x in inputs)
         ours = torch_bp.convert(ref)
         rep = torch_bp.conversion_report(ours)
@@ -231,6 +235,9 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="JSON path (default experiments/results/bench_<device>.json)")
     p.add_argument("--saved-only", action="store_true",
                    help="only the layers' saved bytes, no timing: updates those columns of the JSON in place")
+    p.add_argument("--no-intercept", action="store_true", help="skip the interception overhead (intercept.py)")
+    p.add_argument("--memory", action="store_true",
+                   help="also the memory of a GPT-2 LM training step (memory.py: subprocesses, a few minutes)")
     a = p.parse_args(argv)
     out = a.out or os.path.join(os.path.dirname(__file__), "..", "results", f"bench_{a.device}.json")
     if a.saved_only:
@@ -270,11 +277,20 @@ def main(argv=None):
     if a.device == "cuda":
         cols += [("peak_MB_torch", "peak MB torch"), ("peak_MB_ours", "peak MB ours")]
     print(format_table(models, cols))
+    extra = {}
+    if not a.no_intercept and (not a.only or "intercept" in a.only) and a.device == "cpu":
+        from .intercept import bench_intercept, report as intercept_report
+        extra["intercept"] = bench_intercept(max(reps, 11))
+        print("\n" + intercept_report(extra["intercept"]))
+    if a.memory and a.device == "cpu":
+        from .memory import bench_memory, report as memory_report
+        extra["memory"] = bench_memory(reps=max(3, reps // 4))
+        print("\n" + memory_report(extra["memory"]))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump({"machine": machine, "threads": torch.get_num_threads(), "reps": reps,
                    "spread": "eager_iqr_ms / ours_iqr_ms: interquartile range of the repetitions",
-                   "layers": layers, "heads": heads, "models": models}, f, indent=1)
+                   "layers": layers, "heads": heads, "models": models, **extra}, f, indent=1)
     print(f"\nwrote {os.path.normpath(out)}")
 
 

@@ -26,13 +26,13 @@ def tables(path=RESULTS) -> str:
     """Markdown: the machine line, the models, the language-model head and every layer."""
     d = json.loads(pathlib.Path(path).read_text())
     out = [f"Machine: {d['machine']}; float32; times are medians of {d['reps']} interleaved repetitions "
-           f"(`{pathlib.Path(path).name}`).", "", "Models (built from `torch.nn`, converted with `torch_bp.convert`):", ""]
+           f"(`{pathlib.Path(path).name}`).", "", "Models (built from `torch.nn` or `transformers`, converted with `torch_bp.convert`):", ""]
     out.append(_md(["model", "backend", "grad rel err", "eager ms", "ours ms", "time x eager", "time x compile",
                     "saved MB torch", "saved MB ours", "saved x torch"],
                    [[m["model"], m["backend"], f"{m['grad_max_rel_err']:.1e}", f"{m['eager_ms']:.1f}",
                      f"{m['ours_ms']:.1f}", _x(m["time_vs_eager"]), _x(m["time_vs_compile"]),
                      f"{m['saved_MB_torch']:.1f}", f"{m['saved_MB_ours']:.1f}", _x(m["saved_ratio"], 3)]
-                    for m in d["models"]]))
+                    for m in d["models"] if "backend" in m]))  # rows without: skipped (a note)
     if d.get("heads"):
         out += ["", f"Linear + cross-entropy head ({d['heads'][0]['head']}; peak: resident bytes of one "
                     "forward + backward beyond the inputs):", ""]

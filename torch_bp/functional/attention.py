@@ -77,7 +77,19 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         scale = 1.0 / math.sqrt(query.shape[-1])
     seed = _attention_seed(dropout_p)
     return _attn.ScaledDotProductAttentionFunction.apply(query, key, value, attn_mask, bool(is_causal), float(scale),
-                                                         groups, float(dropout_p), seed, None)[0]
+                                                         groups, float(dropout_p), seed, _out_perm(query, key, value))[0]
+
+
+def _out_perm(query, key, value):
+    """(0, 2, 1, 3) when a 4-d query is laid out in memory as (N, L, H, E) (the heads split off a
+    projection by ``view`` and ``transpose(1, 2)``): the output (N, H, L, Ev) then takes that layout
+    too, as torch's CPU kernel lays its output out as the query, so that the usual
+    ``out.transpose(1, 2).reshape(N, L, H * Ev)`` is a view and the out-projection saves the
+    attention output itself, not a copy of it. None otherwise (a contiguous output)."""
+    if query.dim() != 4 or key.dim() > 4 or value.dim() > 4 or query.shape[1] == 1 or query.shape[2] == 1:
+        return None
+    st = query.stride()
+    return (0, 2, 1, 3) if st[0] >= st[2] >= st[1] >= st[3] and st[1] > st[3] else None
 
 
 def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,

@@ -204,6 +204,8 @@ def gelu_grad(x: torch.Tensor, grad_y: torch.Tensor, approximate: str) -> torch.
 class SiLUFunction(Rule):
     r"""Forward: y = x s(x), s the logistic sigmoid.   Backward: grad_x = grad_y s (1 + x (1 - s)).
     Saved: x                                           Double backward: yes
+    Lean:  records y = silu(x) as a recompute recipe (ops/_lean.py), as GELU: a linear or the
+           SwiGLU product that follows saves x (kept here anyway) instead of y
     """
 
     compiled = ("silu_fwd", "silu_bwd")  # csrc/cpu
@@ -220,6 +222,7 @@ class SiLUFunction(Rule):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0])
+        _lean.record(output, inputs[0], _silu_again)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -227,6 +230,11 @@ class SiLUFunction(Rule):
         if backend.use_cpp(x, grad_y, op="silu_bwd"):
             return torch.ops.torch_bp.silu_bwd(grad_y, x)
         return silu_grad(x, grad_y)
+
+
+def _silu_again(x: torch.Tensor) -> torch.Tensor:
+    """The forward of :class:`SiLUFunction` once more (a lean rule's recompute recipe)."""
+    return SiLUFunction.apply(x)
 
 
 def silu_grad(x: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:

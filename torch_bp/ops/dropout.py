@@ -9,11 +9,13 @@ shape (N, C, 1, ...), broadcast over x by the same rules; the saved mask is that
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from .. import backend
+from . import _lean
 from ._util import pack_bits, plain_eager, unpack_bits
 from ._rule import Rule
 
@@ -26,6 +28,9 @@ class DropoutFunction(Rule):
     Saved:     m as 1 bit per element (uint8 bytes; the compiled pack_mask, or the same layout
                by ops._util.pack_bits), s. Inside torch.compile / torch.func: m as bool.
     Double backward: yes (linear in grad_y; m and s are constants)
+    Lean:      when x = f(h) has a recompute recipe (a GELU output: ops/_lean.py), records
+               y = f(h) * m * s as one too, with the saved bits and s as its deps: the linear after
+               an MLP's dropout saves h (kept by the activation) instead of y
 
     NOTE: ``m * s`` is rebuilt in x's dtype exactly as torch's ``noise`` (s is computed by the
     same ``div_`` torch uses), so the output and the gradient equal torch's bit for bit.
@@ -60,6 +65,10 @@ class DropoutFunction(Rule):
             elif ctx.bits:
                 mask = pack_bits(mask)
             ctx.save_for_backward(mask, scale)
+            lean = _lean.recipe(x) if ctx.packed or ctx.bits else None
+            if lean is not None:  # y = f(h) * m * s: h kept by the rule that recorded x's recipe, m, s here
+                _lean.record(output, lean[0], functools.partial(_dropout_again, lean[1], mask, ctx.mask_shape, scale),
+                             *_lean.deps(x), mask, scale)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -71,6 +80,17 @@ class DropoutFunction(Rule):
         if ctx.bits:
             mask = unpack_bits(mask, ctx.mask_shape)
         return grad_y * (mask * scale), None, None
+
+
+def _dropout_again(f, bits, mask_shape, scale, h):
+    """y = dropout(f(h)) once more with the forward's mask (``bits``: its 1-bit packing) and scale (a
+    lean rule's recompute recipe): the forward's product of the same values, so y is bit-identical
+    (the compiled and the Python forward compute the same x * (m * s) per element); through the
+    rule under create_graph."""
+    x, mask = f(h), unpack_bits(bits, mask_shape)
+    if torch.is_grad_enabled():
+        return DropoutFunction.apply(x, mask, scale)
+    return DropoutFunction.forward(x, mask, scale)
 
 
 # --- AlphaDropout / FeatureAlphaDropout ---

@@ -26,9 +26,10 @@ class LinearFunction(Rule):
                grad_W = grad_y^T x                (rows of all leading dims summed)
                grad_b = sum of grad_y over all leading dims
     Saved:     x, W                               Double backward: yes (matmuls are differentiable)
-               Lean: when x = f(h) is the output of an activation that keeps h (GELU), h and the
-               recipe f are saved instead of x, and x = f(h) is recomputed (bit-identical) in the
-               backward (ops/_lean.py); not under torch.compile tracing or torch.func transforms
+               Lean: when x = f(h) has a recompute recipe (the output of GELU, SiLU, a layer or RMS
+               norm, a SwiGLU product, a dropout of one of these: ops/_lean.py), h and the recipe's
+               deps (kept by those rules anyway) are saved instead of x, and x = f(h) is recomputed
+               (bit-identical) in the backward; not under torch.compile tracing or torch.func transforms
     Per example n (its rows x_n (R, in), grad_y_n (R, out); R = 1 without a sequence dim):
                grad_W[n] = grad_y_n^T x_n   (an outer product when R = 1),  grad_b[n] = sum_r grad_y_n[r]
                ||grad_W[n]||^2 = sum((grad_y_n grad_y_n^T) * (x_n x_n^T))   (ghost norm, no (out, in)
@@ -52,12 +53,15 @@ class LinearFunction(Rule):
         ctx.has_bias = bias is not None
         lean = _lean.recipe(x)
         ctx.recompute_x = None if lean is None else lean[1]
-        ctx.save_for_backward(x if lean is None else lean[0], weight)
+        if lean is None:
+            ctx.save_for_backward(x, weight)
+        else:  # the recipe's deps are saved too, so that an in-place change of them is caught in backward
+            ctx.save_for_backward(lean[0], weight, *_lean.deps(x))
 
     @staticmethod
     def _saved(ctx):
         """(x, W), recomputing x from the activation input saved in its place (see Lean)."""
-        x, weight = ctx.saved_tensors
+        x, weight = ctx.saved_tensors[:2]
         if ctx.recompute_x is not None:
             x = ctx.recompute_x(x)
         return x, weight
