@@ -10,6 +10,11 @@
 // (the Python driver computes bfloat16 layers in float32, torch_bp.ops._util.opmath).
 #include "activation.h"
 
+#include <exception>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace torch_bp {
 namespace rnn {
 
@@ -54,6 +59,282 @@ inline int64_t step_grain(int64_t H) { return std::max<int64_t>(1, 65536 / std::
 
 template <typename V>
 inline V sigmoid(const V& x) { return act::sigmoid(x); }
+
+// --- Fused multi-step loops (LSTM without projection, GRU) ---
+// One parallel region runs all steps of a layer and direction. The hidden units are cut into tiles
+// of one vector (L units) and each thread owns a fixed range of tiles for the whole sequence:
+//   forward: it packs the rows of W_hh that produce its units' gates once (per tile, for each k the
+//     G gates' L weights side by side: the tile's slice of W_hh stays in that core's cache over all
+//     steps, where a library matmul per step re-packs the whole matrix), computes its units' gate
+//     pre-activations for every row of the step in registers (gi + h_{t-1} W_hh^T) and applies the
+//     gate nonlinearities and the state update to them before they leave the registers;
+//   backward: it owns the same units as columns of grad h_{t-1} = da W_hh: the gate pass of its
+//     units writes da, and, after all threads have written da, the matmul of its columns needs
+//     only W_hh's columns of those units (packed once) and gives the next step's gate pass exactly
+//     the grad h it needs, so one barrier per step suffices in both directions.
+// NOTE: a team of OpenMP threads with a barrier per step, not a parallel region per step
+// (at::parallel_for): the steps are small (tens of microseconds) and a region per step pays the
+// thread wake-up each time. The region is torch's OpenMP runtime (the extension resolves the
+// same libgomp.so.1), sized by at::get_num_threads(); one thread inside another parallel region.
+// The results do not depend on the thread count: each value is computed by one thread in a fixed
+// order (k ascending in every dot product).
+namespace fused {
+
+template <typename T>
+using Vec = at::vec::Vectorized<T>;
+
+inline int team_size(int64_t tiles) {
+#ifdef _OPENMP
+  if (at::in_parallel_region()) return 1;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tiles)));
+#else
+  return 1;
+#endif
+}
+
+// Runs f(thread, threads, barrier) on a team of n threads.
+template <typename F>
+void team(int n, const F& f) {
+#ifdef _OPENMP
+  if (n > 1) {
+    std::exception_ptr err;
+#pragma omp parallel num_threads(n)
+    {
+      try {
+        f(omp_get_thread_num(), omp_get_num_threads(), [] {
+#pragma omp barrier
+        });
+      } catch (...) {
+#pragma omp critical
+        err = std::current_exception();
+      }
+    }
+    if (err) std::rethrow_exception(err);
+    return;
+  }
+#endif
+  f(0, 1, [] {});
+}
+
+// acc[r][g] += sum_k x[r * ldx + k] * w[k * kstride + g * gstride + (0..L)], k ascending.
+template <typename T, int R, int G>
+inline void mm_tile(const T* __restrict x, int64_t ldx, int64_t K, const T* __restrict w, int64_t kstride,
+                    int64_t gstride, Vec<T> (&acc)[R][G]) {
+  for (int64_t k = 0; k < K; ++k) {
+    Vec<T> wv[G];
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) wv[g] = Vec<T>::loadu(w + k * kstride + g * gstride);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Vec<T> xv(x[r * ldx + k]);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) acc[r][g] = at::vec::fmadd(xv, wv[g], acc[r][g]);
+    }
+  }
+}
+
+constexpr int kRows = 6;  // rows per register block: kRows * 4 accumulators + 4 weight vectors + 1 broadcast <= 32
+
+// Calls f(std::integral_constant<int, r>) for r = n (1 <= n <= kRows).
+template <typename F>
+inline void with_rows(int64_t n, const F& f) {
+  switch (n) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    default: f(std::integral_constant<int, 6>{}); break;
+  }
+}
+
+template <typename F>
+inline void with_groups(int64_t n, const F& f) {
+  switch (n) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
+// Forward packing of the tiles [u0, u1): wp[((u * K + k) * G + g) * L + l] = w[(g * H + u * L + l) * K + k]
+// (0 past H). w (G*H, K) contiguous.
+template <typename T>
+void pack_gates(const T* w, int64_t H, int64_t K, int G, int64_t u0, int64_t u1, T* wp) {
+  constexpr int64_t L = Vec<T>::size();
+  for (int64_t u = u0; u < u1; ++u) {
+    T* dst = wp + u * K * G * L;
+    for (int g = 0; g < G; ++g)
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t row = u * L + l;
+        const T* src = w + (g * H + row) * K;
+        if (row < H) {
+          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * L + l] = src[k];
+        } else {
+          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * L + l] = T(0);
+        }
+      }
+  }
+}
+
+// Backward packing of the column tiles [u0, u1): wp[(u * M + m) * L + l] = w[m * H + u * L + l] (0 past H).
+// w (M, H) contiguous.
+template <typename T>
+void pack_columns(const T* w, int64_t M, int64_t H, int64_t u0, int64_t u1, T* wp) {
+  constexpr int64_t L = Vec<T>::size();
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t n = std::min<int64_t>(L, H - u * L);
+    for (int64_t m = 0; m < M; ++m) {
+      T* dst = wp + (u * M + m) * L;
+      std::memcpy(dst, w + m * H + u * L, n * sizeof(T));
+      for (int64_t l = n; l < L; ++l) dst[l] = T(0);
+    }
+  }
+}
+
+// out[(j0 + r) * ldo + u * L ...] (+)= x rows [j0, j1) @ columns of the tiles [u0, u1) (packed by pack_columns).
+// add: accumulate onto out, else overwrite.
+template <typename T>
+void mm_columns(const T* x, int64_t ldx, int64_t M, const T* wp, int64_t H, int64_t rows, int64_t u0, int64_t u1,
+                T* out, int64_t ldo, bool add) {
+  constexpr int64_t L = Vec<T>::size();
+  for (int64_t ub = u0; ub < u1; ub += 4) {
+    with_groups(std::min<int64_t>(4, u1 - ub), [&](auto gc) {
+      constexpr int G = decltype(gc)::value;
+      for (int64_t j0 = 0; j0 < rows; j0 += kRows) {
+        with_rows(std::min<int64_t>(kRows, rows - j0), [&](auto rc) {
+          constexpr int R = decltype(rc)::value;
+          Vec<T> acc[R][G];
+          for (int r = 0; r < R; ++r)
+            for (int g = 0; g < G; ++g) {
+              const int64_t n = std::min<int64_t>(L, H - (ub + g) * L);
+              acc[r][g] = add ? Vec<T>::loadu(out + (j0 + r) * ldo + (ub + g) * L, n) : Vec<T>(T(0));
+            }
+          mm_tile<T, R, G>(x + j0 * ldx, ldx, M, wp + ub * M * L, L, M * L, acc);
+          for (int r = 0; r < R; ++r)
+            for (int g = 0; g < G; ++g) {
+              const int64_t n = std::min<int64_t>(L, H - (ub + g) * L);
+              acc[r][g].store(out + (j0 + r) * ldo + (ub + g) * L, n);
+            }
+        });
+      }
+    });
+  }
+}
+
+// Rows [lo, hi) of the state copied into Hprev's rows of a step, columns [c0, c1).
+template <typename T>
+inline void copy_rows(const T* src, T* dst, int64_t lo, int64_t hi, int64_t H, int64_t c0, int64_t c1) {
+  for (int64_t j = lo; j < hi; ++j) std::memcpy(dst + j * H + c0, src + j * H + c0, (c1 - c0) * sizeof(T));
+}
+
+inline std::pair<int64_t, int64_t> my_tiles(int64_t tiles, int p, int P) {
+  return {tiles * p / P, tiles * (p + 1) / P};
+}
+
+// --- LSTM forward: the gate pre-activations of a tile, the gates and the state update in registers ---
+template <typename T>
+void lstm_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& c, Tensor& Y, Tensor& Hprev, Tensor& Cprev,
+              Tensor& A, Tensor& C, const Steps& st) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t H = C.size(1), tiles = (H + L - 1) / L, S = st.off.size();
+  Tensor wp_ = at::empty({tiles * H * 4 * L}, w_hh.options());
+  const T* w = w_hh.const_data_ptr<T>();
+  const T* g_in = gi.const_data_ptr<T>();
+  T *wp = wp_.data_ptr<T>(), *hs = h.data_ptr<T>(), *cs = c.data_ptr<T>(), *y = Y.data_ptr<T>();
+  T *hprev = Hprev.data_ptr<T>(), *cprev = Cprev.data_ptr<T>(), *a = A.data_ptr<T>(), *cc = C.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
+    pack_gates<T>(w, H, H, 4, u0, u1, wp);
+    if (S > 0) copy_rows<T>(hs, hprev + st.off[0] * H, 0, st.bs[0], H, c0, c1);
+    barrier();
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      const int64_t nbs = s + 1 < S ? st.bs[s + 1] : 0;
+      T* hnext = s + 1 < S ? hprev + st.off[s + 1] * H : nullptr;
+      const T* x = hprev + off * H;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
+        for (int64_t j0 = 0; j0 < bs; j0 += kRows) {
+          with_rows(std::min<int64_t>(kRows, bs - j0), [&](auto rc) {
+            constexpr int R = decltype(rc)::value;
+            Vec<T> acc[R][4];
+            for (int r = 0; r < R; ++r)
+              for (int g = 0; g < 4; ++g) acc[r][g] = Vec<T>::loadu(g_in + (off + j0 + r) * 4 * H + g * H + col, n);
+            mm_tile<T, R, 4>(x + j0 * H, H, H, wp + u * H * 4 * L, 4 * L, L, acc);
+            for (int r = 0; r < R; ++r) {
+              const int64_t j = j0 + r, row = off + j;
+              const Vec<T> i = sigmoid(acc[r][0]), f = sigmoid(acc[r][1]), g = acc[r][2].tanh(),
+                           o = sigmoid(acc[r][3]);
+              T* ar = a + row * 4 * H + col;
+              i.store(ar, n);
+              f.store(ar + H, n);
+              g.store(ar + 2 * H, n);
+              o.store(ar + 3 * H, n);
+              const Vec<T> cp = Vec<T>::loadu(cs + j * H + col, n);
+              const Vec<T> cn = f * cp + i * g;
+              cp.store(cprev + row * H + col, n);
+              cn.store(cc + row * H + col, n);
+              cn.store(cs + j * H + col, n);
+              const Vec<T> hn = o * cn.tanh();
+              hn.store(y + row * H + col, n);
+              hn.store(hs + j * H + col, n);
+              if (j < nbs) hn.store(hnext + j * H + col, n);
+            }
+          });
+        }
+      }
+      // rows active at the next step but not at this one read the state as it is (not written now)
+      if (nbs > bs) copy_rows<T>(hs, hnext, bs, nbs, H, c0, c1);
+      barrier();
+    }
+  });
+}
+
+// --- LSTM backward: the gate pass of a thread's units, then its columns of grad h_{t-1} = da W_hh ---
+template <typename T>
+void lstm_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Cprev, const Tensor& A, const Tensor& C, Tensor& dh,
+              Tensor& dc, Tensor& dA, const Steps& st) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t H = C.size(1), tiles = (H + L - 1) / L, S = st.off.size(), ldy = dy.stride(0);
+  Tensor wp_ = at::empty({tiles * 4 * H * L}, w_hh.options());
+  const T *w = w_hh.const_data_ptr<T>(), *dyp = dy.const_data_ptr<T>(), *cprev = Cprev.const_data_ptr<T>();
+  const T *a = A.const_data_ptr<T>(), *cc = C.const_data_ptr<T>();
+  T *wp = wp_.data_ptr<T>(), *dhs = dh.data_ptr<T>(), *dcs = dc.data_ptr<T>(), *da = dA.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    using V = Vec<T>;
+    const V one(T(1));
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    pack_columns<T>(w, 4 * H, H, u0, u1, wp);
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      for (int64_t j = 0; j < bs; ++j) {
+        const int64_t row = off + j;
+        const T *ar = a + row * 4 * H, *dyr = dyp + row * ldy;
+        T* dar = da + row * 4 * H;
+        for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L) {
+          const int64_t m = std::min<int64_t>(L, H - col);
+          const V i = V::loadu(ar + col, m), f = V::loadu(ar + H + col, m);
+          const V g = V::loadu(ar + 2 * H + col, m), o = V::loadu(ar + 3 * H + col, m);
+          const V tc = V::loadu(cc + row * H + col, m).tanh();
+          const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyr + col, m);
+          const V dcn = V::loadu(dcs + j * H + col, m) + d * (o * (one - tc * tc));
+          (dcn * (g * i * (one - i))).store(dar + col, m);
+          (dcn * (V::loadu(cprev + row * H + col, m) * f * (one - f))).store(dar + H + col, m);
+          (dcn * (i * (one - g * g))).store(dar + 2 * H + col, m);
+          (d * (tc * o * (one - o))).store(dar + 3 * H + col, m);
+          (dcn * f).store(dcs + j * H + col, m);
+        }
+      }
+      barrier();  // all of da of this step written
+      mm_columns<T>(da + off * 4 * H, 4 * H, 4 * H, wp, H, bs, u0, u1, dhs, H, false);  // grad h_{t-1}
+    }
+  });
+}
+
+}  // namespace fused
 
 // --- LSTM ---
 // One step's gates, in place: a = (i, f, g, o) pre-activations (bs, 4H) -> activated; then
@@ -102,6 +383,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fw
   Tensor Y = gi.new_empty({N, Hout}), Hprev = gi.new_empty({N, Hout});
   Tensor Cprev = gi.new_empty({N, H}), A = new_output({N, 4 * H}, gi.options()), C = gi.new_empty({N, H});
   Tensor ht = proj ? gi.new_empty({B, H}) : Tensor();
+  if (!proj && H > 0 && B > 0 && !std::getenv("TORCH_BP_RNN_UNFUSED")) {
+    const Tensor w = w_hh.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_lstm_fwd", [&] {
+      fused::lstm_fwd<scalar_t>(gi, w, h, c, Y, Hprev, Cprev, A, C, st);
+    });
+    return {Y, h, c, Hprev, Cprev, A, C};
+  }
   const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr.t() : Tensor();
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
     using T = scalar_t;
@@ -173,6 +461,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, cons
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous), dc = dc0.clone(at::MemoryFormat::Contiguous);
   Tensor dA = new_output({N, 4 * H}, A.options());
   Tensor dHo = proj ? A.new_empty({N, Hout}) : Tensor(), dht = proj ? A.new_empty({B, H}) : Tensor();
+  if (!proj && H > 0 && B > 0 && !std::getenv("TORCH_BP_RNN_UNFUSED")) {
+    const Tensor w = w_hh.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_lstm_bwd", [&] {
+      fused::lstm_bwd<scalar_t>(dy, w, Cprev, A, C, dh, dc, dA, st);
+    });
+    return {dA, dh, dc, dHo};
+  }
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
     using T = scalar_t;
     for (size_t s = 0; s < st.off.size(); ++s) {
