@@ -334,6 +334,108 @@ void lstm_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Cprev, const T
   });
 }
 
+// --- GRU forward: gh = h_{t-1} W_hh^T + b_hh of a tile in registers, then the gates and the update ---
+template <typename T>
+void gru_fwd(const Tensor& gi, const Tensor& w_hh, const Tensor& b_hh, Tensor& h, Tensor& Y, Tensor& Hprev, Tensor& A,
+             Tensor& HN, const Steps& st) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t H = HN.size(1), tiles = (H + L - 1) / L, S = st.off.size();
+  Tensor wp_ = at::empty({tiles * H * 3 * L}, w_hh.options());
+  const T *w = w_hh.const_data_ptr<T>(), *g_in = gi.const_data_ptr<T>();
+  const T* bias = b_hh.defined() ? b_hh.const_data_ptr<T>() : nullptr;
+  T *wp = wp_.data_ptr<T>(), *hs = h.data_ptr<T>(), *y = Y.data_ptr<T>(), *hprev = Hprev.data_ptr<T>();
+  T *a = A.data_ptr<T>(), *hn = HN.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
+    pack_gates<T>(w, H, H, 3, u0, u1, wp);
+    if (S > 0) copy_rows<T>(hs, hprev + st.off[0] * H, 0, st.bs[0], H, c0, c1);
+    barrier();
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      const int64_t nbs = s + 1 < S ? st.bs[s + 1] : 0;
+      T* hnext = s + 1 < S ? hprev + st.off[s + 1] * H : nullptr;
+      const T* x = hprev + off * H;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
+        Vec<T> b[3];
+        for (int g = 0; g < 3; ++g) b[g] = bias ? Vec<T>::loadu(bias + g * H + col, n) : Vec<T>(T(0));
+        for (int64_t j0 = 0; j0 < bs; j0 += kRows) {
+          with_rows(std::min<int64_t>(kRows, bs - j0), [&](auto rc) {
+            constexpr int R = decltype(rc)::value;
+            Vec<T> acc[R][3];
+            for (int r = 0; r < R; ++r)
+              for (int g = 0; g < 3; ++g) acc[r][g] = b[g];
+            mm_tile<T, R, 3>(x + j0 * H, H, H, wp + u * H * 3 * L, 3 * L, L, acc);
+            for (int r = 0; r < R; ++r) {
+              const int64_t j = j0 + r, row = off + j;
+              const T* gr = g_in + row * 3 * H + col;
+              const Vec<T> rg = sigmoid(Vec<T>::loadu(gr, n) + acc[r][0]);
+              const Vec<T> z = sigmoid(Vec<T>::loadu(gr + H, n) + acc[r][1]);
+              const Vec<T> nn = (Vec<T>::loadu(gr + 2 * H, n) + rg * acc[r][2]).tanh();
+              const Vec<T> hp = Vec<T>::loadu(x + j * H + col, n);
+              const Vec<T> hy = nn + z * (hp - nn);
+              T* ar = a + row * 3 * H + col;
+              rg.store(ar, n);
+              z.store(ar + H, n);
+              nn.store(ar + 2 * H, n);
+              acc[r][2].store(hn + row * H + col, n);
+              hy.store(y + row * H + col, n);
+              hy.store(hs + j * H + col, n);
+              if (j < nbs) hy.store(hnext + j * H + col, n);
+            }
+          });
+        }
+      }
+      if (nbs > bs) copy_rows<T>(hs, hnext, bs, nbs, H, c0, c1);
+      barrier();
+    }
+  });
+}
+
+// --- GRU backward: the gate pass of a thread's units (dh <- dh z), then dh += d gh W_hh on its columns ---
+template <typename T>
+void gru_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Hprev, const Tensor& A, const Tensor& HN, Tensor& dh,
+             Tensor& dAi, Tensor& dAh, const Steps& st) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t H = HN.size(1), tiles = (H + L - 1) / L, S = st.off.size(), ldy = dy.stride(0);
+  Tensor wp_ = at::empty({tiles * 3 * H * L}, w_hh.options());
+  const T *w = w_hh.const_data_ptr<T>(), *dyp = dy.const_data_ptr<T>(), *hprev = Hprev.const_data_ptr<T>();
+  const T *a = A.const_data_ptr<T>(), *hn = HN.const_data_ptr<T>();
+  T *wp = wp_.data_ptr<T>(), *dhs = dh.data_ptr<T>(), *dai = dAi.data_ptr<T>(), *dah = dAh.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    using V = Vec<T>;
+    const V one(T(1));
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    pack_columns<T>(w, 3 * H, H, u0, u1, wp);
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      for (int64_t j = 0; j < bs; ++j) {
+        const int64_t row = off + j;
+        const T *ar = a + row * 3 * H, *dyr = dyp + row * ldy;
+        T *dir = dai + row * 3 * H, *dhr = dah + row * 3 * H;
+        for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L) {
+          const int64_t m = std::min<int64_t>(L, H - col);
+          const V r = V::loadu(ar + col, m), z = V::loadu(ar + H + col, m), n = V::loadu(ar + 2 * H + col, m);
+          const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyr + col, m);
+          const V dan = d * ((one - z) * (one - n * n));
+          const V dar = dan * (V::loadu(hn + row * H + col, m) * r * (one - r));
+          const V daz = d * ((V::loadu(hprev + row * H + col, m) - n) * z * (one - z));
+          dar.store(dir + col, m);
+          daz.store(dir + H + col, m);
+          dan.store(dir + 2 * H + col, m);
+          dar.store(dhr + col, m);
+          daz.store(dhr + H + col, m);
+          (dan * r).store(dhr + 2 * H + col, m);
+          (d * z).store(dhs + j * H + col, m);
+        }
+      }
+      barrier();  // all of d gh of this step written
+      mm_columns<T>(dah + off * 3 * H, 3 * H, 3 * H, wp, H, bs, u0, u1, dhs, H, true);  // dh z + W_hh^T d gh
+    }
+  });
+}
+
 }  // namespace fused
 
 // --- LSTM ---
@@ -535,6 +637,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_fwd(const Tensor& g
   Tensor h = h0.clone(at::MemoryFormat::Contiguous);
   Tensor Y = gi.new_empty({N, H}), Hprev = gi.new_empty({N, H}), A = new_output({N, 3 * H}, gi.options());
   Tensor HN = gi.new_empty({N, H}), gh = gi.new_empty({B, 3 * H});
+  if (H > 0 && B > 0 && !std::getenv("TORCH_BP_RNN_UNFUSED")) {
+    const Tensor w = w_hh.contiguous(), b = has_b ? b_hh.contiguous() : Tensor();
+    AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_gru_fwd", [&] {
+      fused::gru_fwd<scalar_t>(gi, w, b, h, Y, Hprev, A, HN, st);
+    });
+    return {Y, h, Hprev, A, HN};
+  }
   const Tensor w_hh_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
     using T = scalar_t;
@@ -601,6 +710,13 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor&
   const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous);
   Tensor dAi = new_output({N, 3 * H}, A.options()), dAh = new_output({N, 3 * H}, A.options());
+  if (H > 0 && B > 0 && !std::getenv("TORCH_BP_RNN_UNFUSED")) {
+    const Tensor w = w_hh.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_gru_bwd", [&] {
+      fused::gru_bwd<scalar_t>(dy, w, Hprev, A, HN, dh, dAi, dAh, st);
+    });
+    return {dAi, dAh, dh};
+  }
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
     using T = scalar_t;
     for (size_t s = 0; s < st.off.size(); ++s) {
