@@ -1,8 +1,10 @@
 // CPU kernels of torch_bp/ops/recurrent.py (LSTMFunction, GRUFunction): the loop over the time
-// steps of one layer and direction, forward and backward, so that no Python runs per step. Each
-// step is one matmul (at::addmm / at::mm, as the Python rule calls) and one fused pass over the
-// gates. The input projection of all steps (gi = x W_ih^T + b) and the tied-weight gradients
-// (one matmul each over the stacked steps) stay in Python, shared with the per-sample rule.
+// steps of one layer and direction, forward and backward, so that no Python runs per step. The
+// fused loops (namespace fused, below: GRU, and LSTM without projection) run all steps in one
+// parallel region, W_hh packed once, the gates computed in registers; an LSTM with proj_size runs
+// one matmul (at::addmm / at::mm, as the Python rule calls) and one fused pass over the gates per
+// step. The input projection of all steps (gi = x W_ih^T + b) and the tied-weight gradients (one
+// matmul each over the stacked steps) stay in Python, shared with the per-sample rule.
 //
 // Steps: the Python rule's list of (row offset, batch size) in the order visited, as two int
 // lists. Step s owns rows [off_s, off_s + bs_s) of the (N, .) row tensors and the first bs_s rows
@@ -497,7 +499,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fw
   Tensor Y = gi.new_empty({N, Hout}), Hprev = gi.new_empty({N, Hout});
   Tensor Cprev = gi.new_empty({N, H}), A = new_output({N, 4 * H}, gi.options()), C = gi.new_empty({N, H});
   Tensor ht = proj ? gi.new_empty({B, H}) : Tensor();
-  if (!proj && H > 0 && B > 0 && !std::getenv("TORCH_BP_RNN_UNFUSED")) {
+  if (!proj && H > 0 && B > 0) {
     const Tensor w = w_hh.contiguous();
     AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_lstm_fwd", [&] {
       fused::lstm_fwd<scalar_t>(gi, w, h, c, Y, Hprev, Cprev, A, C, st);
@@ -575,7 +577,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, cons
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous), dc = dc0.clone(at::MemoryFormat::Contiguous);
   Tensor dA = new_output({N, 4 * H}, A.options());
   Tensor dHo = proj ? A.new_empty({N, Hout}) : Tensor(), dht = proj ? A.new_empty({B, H}) : Tensor();
-  if (!proj && H > 0 && B > 0 && !std::getenv("TORCH_BP_RNN_UNFUSED")) {
+  if (!proj && H > 0 && B > 0) {
     const Tensor w = w_hh.contiguous();
     AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_lstm_bwd", [&] {
       fused::lstm_bwd<scalar_t>(dy, w, Cprev, A, C, dh, dc, dA, st);
@@ -605,32 +607,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, cons
 }
 
 // --- GRU ---
-// One step forward from gh = W_hh h + b_hh (bs, 3H): A = (r, z, n), HN = gh[n], h <- (1 - z) n + z h.
-template <typename T>
-void gru_gates_fwd(const T* gi, const T* gh, T* a, T* hn, T* y, T* h, int64_t bs, int64_t H) {
-  using V = at::vec::Vectorized<T>;
-  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const T *gij = gi + j * 3 * H, *ghj = gh + j * 3 * H;
-      T* aj = a + j * 3 * H;
-      vec_loop<T>(H, [&](int64_t k, int64_t m) {
-        const V r = sigmoid(V::loadu(gij + k, m) + V::loadu(ghj + k, m));
-        const V z = sigmoid(V::loadu(gij + H + k, m) + V::loadu(ghj + H + k, m));
-        const V ghn = V::loadu(ghj + 2 * H + k, m);
-        const V n = (V::loadu(gij + 2 * H + k, m) + r * ghn).tanh();
-        const V hp = V::loadu(h + j * H + k, m);
-        const V hy = n + z * (hp - n);
-        r.store(aj + k, m);
-        z.store(aj + H + k, m);
-        n.store(aj + 2 * H + k, m);
-        ghn.store(hn + j * H + k, m);
-        hy.store(y + j * H + k, m);
-        hy.store(h + j * H + k, m);
-      });
-    }
-  });
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_fwd(const Tensor& gi_, const Tensor& w_hh,
                                                                  const c10::optional<Tensor>& b_hh_, const Tensor& h0,
                                                                  at::IntArrayRef offsets, at::IntArrayRef sizes) {
@@ -648,61 +624,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_fwd(const Tensor& g
   const Tensor gi = gi_.contiguous();
   Tensor h = h0.clone(at::MemoryFormat::Contiguous);
   Tensor Y = gi.new_empty({N, H}), Hprev = gi.new_empty({N, H}), A = new_output({N, 3 * H}, gi.options());
-  Tensor HN = gi.new_empty({N, H}), gh = gi.new_empty({B, 3 * H});
-  if (H > 0 && B > 0 && !std::getenv("TORCH_BP_RNN_UNFUSED")) {
-    const Tensor w = w_hh.contiguous(), b = has_b ? b_hh.contiguous() : Tensor();
-    AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_gru_fwd", [&] {
-      fused::gru_fwd<scalar_t>(gi, w, b, h, Y, Hprev, A, HN, st);
-    });
-    return {Y, h, Hprev, A, HN};
-  }
-  const Tensor w_hh_t = w_hh.t();
-  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
-    using T = scalar_t;
-    for (size_t s = 0; s < st.off.size(); ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      if (bs == 0) continue;
-      Tensor hp = Hprev.narrow(0, off, bs), ghb = gh.narrow(0, 0, bs);
-      std::memcpy(hp.data_ptr<T>(), h.data_ptr<T>(), bs * H * sizeof(T));
-      if (has_b) {
-        at::addmm_out(ghb, b_hh, hp, w_hh_t);  // gh = W_hh h + b_hh
-      } else {
-        at::mm_out(ghb, hp, w_hh_t);
-      }
-      gru_gates_fwd<T>(gi.const_data_ptr<T>() + off * 3 * H, ghb.const_data_ptr<T>(), A.data_ptr<T>() + off * 3 * H,
-                       HN.data_ptr<T>() + off * H, Y.data_ptr<T>() + off * H, h.data_ptr<T>(), bs, H);
-    }
+  Tensor HN = gi.new_empty({N, H});
+  const Tensor w = w_hh.contiguous(), b = has_b ? b_hh.contiguous() : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_gru_fwd", [&] {
+    fused::gru_fwd<scalar_t>(gi, w, b, h, Y, Hprev, A, HN, st);
   });
   return {Y, h, Hprev, A, HN};
-}
-
-// One step backward: dh <- dh + dY; d gi = (da_r, da_z, da_n), d gh = (da_r, da_z, da_n r); dh <- dh z
-// (the matmul W_hh^T d gh is added after).
-template <typename T>
-void gru_gates_bwd(const T* a, const T* hn, const T* hprev, const T* dy, int64_t ldy, T* dh, T* dai, T* dah,
-                   int64_t bs, int64_t H) {
-  using V = at::vec::Vectorized<T>;
-  const V one(T(1));
-  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const T* aj = a + j * 3 * H;
-      T *dij = dai + j * 3 * H, *dhj = dah + j * 3 * H;
-      vec_loop<T>(H, [&](int64_t k, int64_t m) {
-        const V r = V::loadu(aj + k, m), z = V::loadu(aj + H + k, m), n = V::loadu(aj + 2 * H + k, m);
-        const V d = V::loadu(dh + j * H + k, m) + V::loadu(dy + j * ldy + k, m);
-        const V dan = d * ((one - z) * (one - n * n));
-        const V dar = dan * (V::loadu(hn + j * H + k, m) * r * (one - r));
-        const V daz = d * ((V::loadu(hprev + j * H + k, m) - n) * z * (one - z));
-        dar.store(dij + k, m);
-        daz.store(dij + H + k, m);
-        dan.store(dij + 2 * H + k, m);
-        dar.store(dhj + k, m);
-        daz.store(dhj + H + k, m);
-        (dan * r).store(dhj + 2 * H + k, m);
-        (d * z).store(dh + j * H + k, m);
-      });
-    }
-  });
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor& dh0, const Tensor& w_hh,
@@ -722,24 +649,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor&
   const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous);
   Tensor dAi = new_output({N, 3 * H}, A.options()), dAh = new_output({N, 3 * H}, A.options());
-  if (H > 0 && B > 0 && !std::getenv("TORCH_BP_RNN_UNFUSED")) {
-    const Tensor w = w_hh.contiguous();
-    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_gru_bwd", [&] {
-      fused::gru_bwd<scalar_t>(dy, w, Hprev, A, HN, dh, dAi, dAh, st);
-    });
-    return {dAi, dAh, dh};
-  }
-  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
-    using T = scalar_t;
-    for (size_t s = 0; s < st.off.size(); ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      if (bs == 0) continue;
-      Tensor dhb = dh.narrow(0, 0, bs);
-      gru_gates_bwd<T>(A.const_data_ptr<T>() + off * 3 * H, HN.const_data_ptr<T>() + off * H,
-                       Hprev.const_data_ptr<T>() + off * H, dy.const_data_ptr<T>() + off * dy.stride(0), dy.stride(0),
-                       dh.data_ptr<T>(), dAi.data_ptr<T>() + off * 3 * H, dAh.data_ptr<T>() + off * 3 * H, bs, H);
-      dhb.addmm_(dAh.narrow(0, off, bs), w_hh);  // grad h_{t-1} = dh z + W_hh^T d gh
-    }
+  const Tensor w = w_hh.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_gru_bwd", [&] {
+    fused::gru_bwd<scalar_t>(dy, w, Hprev, A, HN, dh, dAi, dAh, st);
   });
   return {dAi, dAh, dh};
 }
