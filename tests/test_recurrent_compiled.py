@@ -70,3 +70,64 @@ def test_compiled_loops_match_python_rule(case, dtype, backends):
         assert_close(got[0], want[0], dtype, what=f"{what} output")
         for i, (g, w) in enumerate(zip(got[1] + got[2], want[1] + want[2])):
             assert_close(g, w, dtype, what=f"{what} gradient {i}")
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("cls", [torch.nn.LSTM, torch.nn.GRU], ids=lambda c: c.__name__)
+def test_fused_loops_blocks(cls, dtype, backends):
+    """The fused multi-step loops where every blocking path runs: 13 rows (register blocks of 4, 4
+    and 5 rows; a packed batch shrinks to 10, 7 and 5 rows), hidden size 70 (float32: 5 unit tiles,
+    float64: 9, each with a tail tile of 6 units and, on the columns of the backward, groups of up to
+    4 tiles), both directions."""
+    torch.manual_seed(1)
+    I, H, T, B = 9, 70, 4, 13
+    model = torch_bp.convert(cls(I, H, bidirectional=True)).to(dtype)
+    x = torch.randn(T, B, I, dtype=dtype)
+    lengths = torch.tensor([4, 1, 3, 4, 2, 4, 1, 1, 3, 2, 4, 4, 2])
+    for packed in (None, lengths):
+        want = _run("python", model, x, packed, False)
+        got = _run("cpp", model, x, packed, False)
+        what = f"{cls.__name__} packed={packed is not None}"
+        assert {f"{cls.__name__.lower()}_layer_fwd", f"{cls.__name__.lower()}_layer_bwd"} <= got[3]
+        assert_close(got[0], want[0], dtype, what=f"{what} output")
+        for i, (g, w) in enumerate(zip(got[1], want[1])):
+            assert_close(g, w, dtype, what=f"{what} gradient {i}")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_fused_loops_independent_of_threads(mode, reverse, backends):
+    """Each value of the fused loops is computed by one thread in a fixed order, so one thread and two
+    give the same bits (steps of a packed batch, visited forward or in reverse)."""
+    torch.manual_seed(2)
+    G, H, B = (4 if mode == "lstm" else 3), 70, 13
+    sizes = [13, 10, 7, 5]
+    offsets = [sum(sizes[:t]) for t in range(len(sizes))]
+    if reverse:
+        offsets, sizes = offsets[::-1], sizes[::-1]
+    N = sum(sizes)
+    gi, w = torch.randn(N, G * H), torch.randn(G * H, H) * 0.2
+    h0, c0, dY = torch.randn(B, H), torch.randn(B, H), torch.randn(N, H)
+    ops = torch.ops.torch_bp
+
+    def run():
+        if mode == "lstm":
+            fwd = ops.lstm_layer_fwd(gi, w, None, h0, c0, offsets, sizes)
+            Y, h, c, Hprev, Cprev, A, C = fwd
+            bwd = ops.lstm_layer_bwd(dY, h0, c0, w, None, Cprev, A, C, offsets[::-1], sizes[::-1])
+            return [*fwd, *bwd[:3]]
+        fwd = ops.gru_layer_fwd(gi, w, torch.randn(G * H, generator=torch.Generator().manual_seed(3)), h0,
+                                offsets, sizes)
+        Y, h, Hprev, A, HN = fwd
+        return [*fwd, *ops.gru_layer_bwd(dY, h0, w, Hprev, A, HN, offsets[::-1], sizes[::-1])]
+
+    threads = torch.get_num_threads()
+    two = run()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+    finally:
+        torch.set_num_threads(threads)
+    for i, (a, b) in enumerate(zip(one, two)):
+        assert torch.equal(a, b), f"{mode} output {i} differs between 1 and {threads} threads"

@@ -1,14 +1,21 @@
 // CPU kernels of torch_bp/ops/recurrent.py (LSTMFunction, GRUFunction): the loop over the time
-// steps of one layer and direction, forward and backward, so that no Python runs per step. Each
-// step is one matmul (at::addmm / at::mm, as the Python rule calls) and one fused pass over the
-// gates. The input projection of all steps (gi = x W_ih^T + b) and the tied-weight gradients
-// (one matmul each over the stacked steps) stay in Python, shared with the per-sample rule.
+// steps of one layer and direction, forward and backward, so that no Python runs per step. The
+// fused loops (namespace fused, below: GRU, and LSTM without projection) run all steps in one
+// parallel region, W_hh packed once, the gates computed in registers; an LSTM with proj_size runs
+// one matmul (at::addmm / at::mm, as the Python rule calls) and one fused pass over the gates per
+// step. The input projection of all steps (gi = x W_ih^T + b) and the tied-weight gradients (one
+// matmul each over the stacked steps) stay in Python, shared with the per-sample rule.
 //
 // Steps: the Python rule's list of (row offset, batch size) in the order visited, as two int
 // lists. Step s owns rows [off_s, off_s + bs_s) of the (N, .) row tensors and the first bs_s rows
 // of the state (B, .); the other state rows are left untouched. The kernels take float32/float64
 // (the Python driver computes bfloat16 layers in float32, torch_bp.ops._util.opmath).
 #include "activation.h"
+
+#include <exception>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace torch_bp {
 namespace rnn {
@@ -54,6 +61,396 @@ inline int64_t step_grain(int64_t H) { return std::max<int64_t>(1, 65536 / std::
 
 template <typename V>
 inline V sigmoid(const V& x) { return act::sigmoid(x); }
+
+// --- Fused multi-step loops (LSTM without projection, GRU) ---
+// One parallel region runs all steps of a layer and direction. The hidden units are cut into tiles
+// of one vector (L units) and each thread owns a fixed range of tiles for the whole sequence:
+//   forward: it packs the rows of W_hh that produce its units' gates once (per tile, for each k the
+//     G gates' L weights side by side: the tile's slice of W_hh stays in that core's cache over all
+//     steps, where a library matmul per step re-packs the whole matrix), computes its units' gate
+//     pre-activations for every row of the step in registers (gi + h_{t-1} W_hh^T) and applies the
+//     gate nonlinearities and the state update to them before they leave the registers;
+//   backward: it owns the same units as columns of grad h_{t-1} = da W_hh: the gate pass of its
+//     units writes da, and, after all threads have written da, the matmul of its columns needs
+//     only W_hh's columns of those units (packed once) and gives the next step's gate pass exactly
+//     the grad h it needs, so one barrier per step suffices in both directions.
+// NOTE: a team of OpenMP threads with a barrier per step, not a parallel region per step
+// (at::parallel_for): the steps are small (tens of microseconds) and a region per step pays the
+// thread wake-up each time. The region is torch's OpenMP runtime (the extension resolves the
+// same libgomp.so.1), sized by at::get_num_threads(); one thread inside another parallel region.
+// The results do not depend on the thread count: each value is computed by one thread in a fixed
+// order (k ascending in every dot product).
+namespace fused {
+
+template <typename T>
+using Vec = at::vec::Vectorized<T>;
+
+inline int team_size(int64_t tiles) {
+#ifdef _OPENMP
+  if (at::in_parallel_region()) return 1;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tiles)));
+#else
+  return 1;
+#endif
+}
+
+// Runs f(thread, threads, barrier) on a team of n threads.
+template <typename F>
+void team(int n, const F& f) {
+#ifdef _OPENMP
+  if (n > 1) {
+    std::exception_ptr err;
+#pragma omp parallel num_threads(n)
+    {
+      try {
+        f(omp_get_thread_num(), omp_get_num_threads(), [] {
+#pragma omp barrier
+        });
+      } catch (...) {
+#pragma omp critical
+        err = std::current_exception();
+      }
+    }
+    if (err) std::rethrow_exception(err);
+    return;
+  }
+#endif
+  f(0, 1, [] {});
+}
+
+// acc[r][g] += sum_k x[r * ldx + k] * w[k * kstride + g * gstride + (0..L)], k ascending.
+template <typename T, int R, int G>
+inline void mm_tile(const T* __restrict x, int64_t ldx, int64_t K, const T* __restrict w, int64_t kstride,
+                    int64_t gstride, Vec<T> (&acc)[R][G]) {
+  for (int64_t k = 0; k < K; ++k) {
+    Vec<T> wv[G];
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) wv[g] = Vec<T>::loadu(w + k * kstride + g * gstride);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Vec<T> xv(x[r * ldx + k]);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) acc[r][g] = at::vec::fmadd(xv, wv[g], acc[r][g]);
+    }
+  }
+}
+
+constexpr int kRows = 6;  // rows per register block: kRows * 4 accumulators + 4 weight vectors + 1 broadcast <= 32
+
+// Calls f(std::integral_constant<int, r>) for r = n (1 <= n <= kRows).
+template <typename F>
+inline void with_rows(int64_t n, const F& f) {
+  switch (n) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    default: f(std::integral_constant<int, 6>{}); break;
+  }
+}
+
+// f(j0, n) over [0, rows) in blocks of at most kRows rows, as even as possible: a block of one or two
+// rows runs at a fraction of a full block's speed (32 rows: 5, 5, 5, 5, 6, 6, not 6 x 5 + 2).
+template <typename F>
+inline void for_row_blocks(int64_t rows, const F& f) {
+  const int64_t blocks = (rows + kRows - 1) / kRows;
+  for (int64_t b = 0, j0 = 0; b < blocks; ++b) {
+    const int64_t n = (rows - j0) / (blocks - b);
+    f(j0, n);
+    j0 += n;
+  }
+}
+
+template <typename F>
+inline void with_groups(int64_t n, const F& f) {
+  switch (n) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
+// Forward packing of the tiles [u0, u1): wp[((u * K + k) * G + g) * L + l] = w[(g * H + u * L + l) * K + k]
+// (0 past H). w (G*H, K) contiguous.
+template <typename T>
+void pack_gates(const T* w, int64_t H, int64_t K, int G, int64_t u0, int64_t u1, T* wp) {
+  constexpr int64_t L = Vec<T>::size();
+  for (int64_t u = u0; u < u1; ++u) {
+    T* dst = wp + u * K * G * L;
+    for (int g = 0; g < G; ++g)
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t row = u * L + l;
+        const T* src = w + (g * H + row) * K;
+        if (row < H) {
+          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * L + l] = src[k];
+        } else {
+          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * L + l] = T(0);
+        }
+      }
+  }
+}
+
+// Backward packing of the column tiles [u0, u1): wp[(u * M + m) * L + l] = w[m * H + u * L + l] (0 past H).
+// w (M, H) contiguous.
+template <typename T>
+void pack_columns(const T* w, int64_t M, int64_t H, int64_t u0, int64_t u1, T* wp) {
+  constexpr int64_t L = Vec<T>::size();
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t n = std::min<int64_t>(L, H - u * L);
+    for (int64_t m = 0; m < M; ++m) {
+      T* dst = wp + (u * M + m) * L;
+      std::memcpy(dst, w + m * H + u * L, n * sizeof(T));
+      for (int64_t l = n; l < L; ++l) dst[l] = T(0);
+    }
+  }
+}
+
+// out[(j0 + r) * ldo + u * L ...] (+)= x rows [j0, j1) @ columns of the tiles [u0, u1) (packed by pack_columns).
+// add: accumulate onto out, else overwrite.
+template <typename T>
+void mm_columns(const T* x, int64_t ldx, int64_t M, const T* wp, int64_t H, int64_t rows, int64_t u0, int64_t u1,
+                T* out, int64_t ldo, bool add) {
+  constexpr int64_t L = Vec<T>::size();
+  for (int64_t ub = u0; ub < u1; ub += 4) {
+    with_groups(std::min<int64_t>(4, u1 - ub), [&](auto gc) {
+      constexpr int G = decltype(gc)::value;
+      for_row_blocks(rows, [&](int64_t j0, int64_t nr) {
+        with_rows(nr, [&](auto rc) {
+          constexpr int R = decltype(rc)::value;
+          Vec<T> acc[R][G];
+          for (int r = 0; r < R; ++r)
+            for (int g = 0; g < G; ++g) {
+              const int64_t n = std::min<int64_t>(L, H - (ub + g) * L);
+              acc[r][g] = add ? Vec<T>::loadu(out + (j0 + r) * ldo + (ub + g) * L, n) : Vec<T>(T(0));
+            }
+          mm_tile<T, R, G>(x + j0 * ldx, ldx, M, wp + ub * M * L, L, M * L, acc);
+          for (int r = 0; r < R; ++r)
+            for (int g = 0; g < G; ++g) {
+              const int64_t n = std::min<int64_t>(L, H - (ub + g) * L);
+              acc[r][g].store(out + (j0 + r) * ldo + (ub + g) * L, n);
+            }
+        });
+      });
+    });
+  }
+}
+
+// Rows [lo, hi) of the state copied into Hprev's rows of a step, columns [c0, c1).
+template <typename T>
+inline void copy_rows(const T* src, T* dst, int64_t lo, int64_t hi, int64_t H, int64_t c0, int64_t c1) {
+  for (int64_t j = lo; j < hi; ++j) std::memcpy(dst + j * H + c0, src + j * H + c0, (c1 - c0) * sizeof(T));
+}
+
+inline std::pair<int64_t, int64_t> my_tiles(int64_t tiles, int p, int P) {
+  return {tiles * p / P, tiles * (p + 1) / P};
+}
+
+// --- LSTM forward: the gate pre-activations of a tile, the gates and the state update in registers ---
+template <typename T>
+void lstm_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& c, Tensor& Y, Tensor& Hprev, Tensor& Cprev,
+              Tensor& A, Tensor& C, const Steps& st) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t H = C.size(1), tiles = (H + L - 1) / L, S = st.off.size();
+  Tensor wp_ = at::empty({tiles * H * 4 * L}, w_hh.options());
+  const T* w = w_hh.const_data_ptr<T>();
+  const T* g_in = gi.const_data_ptr<T>();
+  T *wp = wp_.data_ptr<T>(), *hs = h.data_ptr<T>(), *cs = c.data_ptr<T>(), *y = Y.data_ptr<T>();
+  T *hprev = Hprev.data_ptr<T>(), *cprev = Cprev.data_ptr<T>(), *a = A.data_ptr<T>(), *cc = C.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
+    pack_gates<T>(w, H, H, 4, u0, u1, wp);
+    if (S > 0) copy_rows<T>(hs, hprev + st.off[0] * H, 0, st.bs[0], H, c0, c1);
+    barrier();
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      const int64_t nbs = s + 1 < S ? st.bs[s + 1] : 0;
+      T* hnext = s + 1 < S ? hprev + st.off[s + 1] * H : nullptr;
+      const T* x = hprev + off * H;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
+        for_row_blocks(bs, [&](int64_t j0, int64_t nr) {
+          with_rows(nr, [&](auto rc) {
+            constexpr int R = decltype(rc)::value;
+            Vec<T> acc[R][4];
+            for (int r = 0; r < R; ++r)
+              for (int g = 0; g < 4; ++g) acc[r][g] = Vec<T>::loadu(g_in + (off + j0 + r) * 4 * H + g * H + col, n);
+            mm_tile<T, R, 4>(x + j0 * H, H, H, wp + u * H * 4 * L, 4 * L, L, acc);
+            for (int r = 0; r < R; ++r) {
+              const int64_t j = j0 + r, row = off + j;
+              const Vec<T> i = sigmoid(acc[r][0]), f = sigmoid(acc[r][1]), g = acc[r][2].tanh(),
+                           o = sigmoid(acc[r][3]);
+              T* ar = a + row * 4 * H + col;
+              i.store(ar, n);
+              f.store(ar + H, n);
+              g.store(ar + 2 * H, n);
+              o.store(ar + 3 * H, n);
+              const Vec<T> cp = Vec<T>::loadu(cs + j * H + col, n);
+              const Vec<T> cn = f * cp + i * g;
+              cp.store(cprev + row * H + col, n);
+              cn.store(cc + row * H + col, n);
+              cn.store(cs + j * H + col, n);
+              const Vec<T> hn = o * cn.tanh();
+              hn.store(y + row * H + col, n);
+              hn.store(hs + j * H + col, n);
+              if (j < nbs) hn.store(hnext + j * H + col, n);
+            }
+          });
+        });
+      }
+      // rows active at the next step but not at this one read the state as it is (not written now)
+      if (nbs > bs) copy_rows<T>(hs, hnext, bs, nbs, H, c0, c1);
+      barrier();
+    }
+  });
+}
+
+// --- LSTM backward: the gate pass of a thread's units, then its columns of grad h_{t-1} = da W_hh ---
+template <typename T>
+void lstm_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Cprev, const Tensor& A, const Tensor& C, Tensor& dh,
+              Tensor& dc, Tensor& dA, const Steps& st) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t H = C.size(1), tiles = (H + L - 1) / L, S = st.off.size(), ldy = dy.stride(0);
+  Tensor wp_ = at::empty({tiles * 4 * H * L}, w_hh.options());
+  const T *w = w_hh.const_data_ptr<T>(), *dyp = dy.const_data_ptr<T>(), *cprev = Cprev.const_data_ptr<T>();
+  const T *a = A.const_data_ptr<T>(), *cc = C.const_data_ptr<T>();
+  T *wp = wp_.data_ptr<T>(), *dhs = dh.data_ptr<T>(), *dcs = dc.data_ptr<T>(), *da = dA.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    using V = Vec<T>;
+    const V one(T(1));
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    pack_columns<T>(w, 4 * H, H, u0, u1, wp);
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      for (int64_t j = 0; j < bs; ++j) {
+        const int64_t row = off + j;
+        const T *ar = a + row * 4 * H, *dyr = dyp + row * ldy;
+        T* dar = da + row * 4 * H;
+        for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L) {
+          const int64_t m = std::min<int64_t>(L, H - col);
+          const V i = V::loadu(ar + col, m), f = V::loadu(ar + H + col, m);
+          const V g = V::loadu(ar + 2 * H + col, m), o = V::loadu(ar + 3 * H + col, m);
+          const V tc = V::loadu(cc + row * H + col, m).tanh();
+          const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyr + col, m);
+          const V dcn = V::loadu(dcs + j * H + col, m) + d * (o * (one - tc * tc));
+          (dcn * (g * i * (one - i))).store(dar + col, m);
+          (dcn * (V::loadu(cprev + row * H + col, m) * f * (one - f))).store(dar + H + col, m);
+          (dcn * (i * (one - g * g))).store(dar + 2 * H + col, m);
+          (d * (tc * o * (one - o))).store(dar + 3 * H + col, m);
+          (dcn * f).store(dcs + j * H + col, m);
+        }
+      }
+      barrier();  // all of da of this step written
+      mm_columns<T>(da + off * 4 * H, 4 * H, 4 * H, wp, H, bs, u0, u1, dhs, H, false);  // grad h_{t-1}
+    }
+  });
+}
+
+// --- GRU forward: gh = h_{t-1} W_hh^T + b_hh of a tile in registers, then the gates and the update ---
+template <typename T>
+void gru_fwd(const Tensor& gi, const Tensor& w_hh, const Tensor& b_hh, Tensor& h, Tensor& Y, Tensor& Hprev, Tensor& A,
+             Tensor& HN, const Steps& st) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t H = HN.size(1), tiles = (H + L - 1) / L, S = st.off.size();
+  Tensor wp_ = at::empty({tiles * H * 3 * L}, w_hh.options());
+  const T *w = w_hh.const_data_ptr<T>(), *g_in = gi.const_data_ptr<T>();
+  const T* bias = b_hh.defined() ? b_hh.const_data_ptr<T>() : nullptr;
+  T *wp = wp_.data_ptr<T>(), *hs = h.data_ptr<T>(), *y = Y.data_ptr<T>(), *hprev = Hprev.data_ptr<T>();
+  T *a = A.data_ptr<T>(), *hn = HN.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
+    pack_gates<T>(w, H, H, 3, u0, u1, wp);
+    if (S > 0) copy_rows<T>(hs, hprev + st.off[0] * H, 0, st.bs[0], H, c0, c1);
+    barrier();
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      const int64_t nbs = s + 1 < S ? st.bs[s + 1] : 0;
+      T* hnext = s + 1 < S ? hprev + st.off[s + 1] * H : nullptr;
+      const T* x = hprev + off * H;
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
+        Vec<T> b[3];
+        for (int g = 0; g < 3; ++g) b[g] = bias ? Vec<T>::loadu(bias + g * H + col, n) : Vec<T>(T(0));
+        for_row_blocks(bs, [&](int64_t j0, int64_t nr) {
+          with_rows(nr, [&](auto rc) {
+            constexpr int R = decltype(rc)::value;
+            Vec<T> acc[R][3];
+            for (int r = 0; r < R; ++r)
+              for (int g = 0; g < 3; ++g) acc[r][g] = b[g];
+            mm_tile<T, R, 3>(x + j0 * H, H, H, wp + u * H * 3 * L, 3 * L, L, acc);
+            for (int r = 0; r < R; ++r) {
+              const int64_t j = j0 + r, row = off + j;
+              const T* gr = g_in + row * 3 * H + col;
+              const Vec<T> rg = sigmoid(Vec<T>::loadu(gr, n) + acc[r][0]);
+              const Vec<T> z = sigmoid(Vec<T>::loadu(gr + H, n) + acc[r][1]);
+              const Vec<T> nn = (Vec<T>::loadu(gr + 2 * H, n) + rg * acc[r][2]).tanh();
+              const Vec<T> hp = Vec<T>::loadu(x + j * H + col, n);
+              const Vec<T> hy = nn + z * (hp - nn);
+              T* ar = a + row * 3 * H + col;
+              rg.store(ar, n);
+              z.store(ar + H, n);
+              nn.store(ar + 2 * H, n);
+              acc[r][2].store(hn + row * H + col, n);
+              hy.store(y + row * H + col, n);
+              hy.store(hs + j * H + col, n);
+              if (j < nbs) hy.store(hnext + j * H + col, n);
+            }
+          });
+        });
+      }
+      if (nbs > bs) copy_rows<T>(hs, hnext, bs, nbs, H, c0, c1);
+      barrier();
+    }
+  });
+}
+
+// --- GRU backward: the gate pass of a thread's units (dh <- dh z), then dh += d gh W_hh on its columns ---
+template <typename T>
+void gru_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Hprev, const Tensor& A, const Tensor& HN, Tensor& dh,
+             Tensor& dAi, Tensor& dAh, const Steps& st) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t H = HN.size(1), tiles = (H + L - 1) / L, S = st.off.size(), ldy = dy.stride(0);
+  Tensor wp_ = at::empty({tiles * 3 * H * L}, w_hh.options());
+  const T *w = w_hh.const_data_ptr<T>(), *dyp = dy.const_data_ptr<T>(), *hprev = Hprev.const_data_ptr<T>();
+  const T *a = A.const_data_ptr<T>(), *hn = HN.const_data_ptr<T>();
+  T *wp = wp_.data_ptr<T>(), *dhs = dh.data_ptr<T>(), *dai = dAi.data_ptr<T>(), *dah = dAh.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    using V = Vec<T>;
+    const V one(T(1));
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    pack_columns<T>(w, 3 * H, H, u0, u1, wp);
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      for (int64_t j = 0; j < bs; ++j) {
+        const int64_t row = off + j;
+        const T *ar = a + row * 3 * H, *dyr = dyp + row * ldy;
+        T *dir = dai + row * 3 * H, *dhr = dah + row * 3 * H;
+        for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L) {
+          const int64_t m = std::min<int64_t>(L, H - col);
+          const V r = V::loadu(ar + col, m), z = V::loadu(ar + H + col, m), n = V::loadu(ar + 2 * H + col, m);
+          const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyr + col, m);
+          const V dan = d * ((one - z) * (one - n * n));
+          const V dar = dan * (V::loadu(hn + row * H + col, m) * r * (one - r));
+          const V daz = d * ((V::loadu(hprev + row * H + col, m) - n) * z * (one - z));
+          dar.store(dir + col, m);
+          daz.store(dir + H + col, m);
+          dan.store(dir + 2 * H + col, m);
+          dar.store(dhr + col, m);
+          daz.store(dhr + H + col, m);
+          (dan * r).store(dhr + 2 * H + col, m);
+          (d * z).store(dhs + j * H + col, m);
+        }
+      }
+      barrier();  // all of d gh of this step written
+      mm_columns<T>(dah + off * 3 * H, 3 * H, 3 * H, wp, H, bs, u0, u1, dhs, H, true);  // dh z + W_hh^T d gh
+    }
+  });
+}
+
+}  // namespace fused
 
 // --- LSTM ---
 // One step's gates, in place: a = (i, f, g, o) pre-activations (bs, 4H) -> activated; then
@@ -102,6 +499,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fw
   Tensor Y = gi.new_empty({N, Hout}), Hprev = gi.new_empty({N, Hout});
   Tensor Cprev = gi.new_empty({N, H}), A = new_output({N, 4 * H}, gi.options()), C = gi.new_empty({N, H});
   Tensor ht = proj ? gi.new_empty({B, H}) : Tensor();
+  if (!proj && H > 0 && B > 0) {
+    const Tensor w = w_hh.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_lstm_fwd", [&] {
+      fused::lstm_fwd<scalar_t>(gi, w, h, c, Y, Hprev, Cprev, A, C, st);
+    });
+    return {Y, h, c, Hprev, Cprev, A, C};
+  }
   const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr.t() : Tensor();
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
     using T = scalar_t;
@@ -173,6 +577,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, cons
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous), dc = dc0.clone(at::MemoryFormat::Contiguous);
   Tensor dA = new_output({N, 4 * H}, A.options());
   Tensor dHo = proj ? A.new_empty({N, Hout}) : Tensor(), dht = proj ? A.new_empty({B, H}) : Tensor();
+  if (!proj && H > 0 && B > 0) {
+    const Tensor w = w_hh.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_lstm_bwd", [&] {
+      fused::lstm_bwd<scalar_t>(dy, w, Cprev, A, C, dh, dc, dA, st);
+    });
+    return {dA, dh, dc, dHo};
+  }
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
     using T = scalar_t;
     for (size_t s = 0; s < st.off.size(); ++s) {
@@ -196,32 +607,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, cons
 }
 
 // --- GRU ---
-// One step forward from gh = W_hh h + b_hh (bs, 3H): A = (r, z, n), HN = gh[n], h <- (1 - z) n + z h.
-template <typename T>
-void gru_gates_fwd(const T* gi, const T* gh, T* a, T* hn, T* y, T* h, int64_t bs, int64_t H) {
-  using V = at::vec::Vectorized<T>;
-  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const T *gij = gi + j * 3 * H, *ghj = gh + j * 3 * H;
-      T* aj = a + j * 3 * H;
-      vec_loop<T>(H, [&](int64_t k, int64_t m) {
-        const V r = sigmoid(V::loadu(gij + k, m) + V::loadu(ghj + k, m));
-        const V z = sigmoid(V::loadu(gij + H + k, m) + V::loadu(ghj + H + k, m));
-        const V ghn = V::loadu(ghj + 2 * H + k, m);
-        const V n = (V::loadu(gij + 2 * H + k, m) + r * ghn).tanh();
-        const V hp = V::loadu(h + j * H + k, m);
-        const V hy = n + z * (hp - n);
-        r.store(aj + k, m);
-        z.store(aj + H + k, m);
-        n.store(aj + 2 * H + k, m);
-        ghn.store(hn + j * H + k, m);
-        hy.store(y + j * H + k, m);
-        hy.store(h + j * H + k, m);
-      });
-    }
-  });
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_fwd(const Tensor& gi_, const Tensor& w_hh,
                                                                  const c10::optional<Tensor>& b_hh_, const Tensor& h0,
                                                                  at::IntArrayRef offsets, at::IntArrayRef sizes) {
@@ -239,54 +624,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_fwd(const Tensor& g
   const Tensor gi = gi_.contiguous();
   Tensor h = h0.clone(at::MemoryFormat::Contiguous);
   Tensor Y = gi.new_empty({N, H}), Hprev = gi.new_empty({N, H}), A = new_output({N, 3 * H}, gi.options());
-  Tensor HN = gi.new_empty({N, H}), gh = gi.new_empty({B, 3 * H});
-  const Tensor w_hh_t = w_hh.t();
-  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
-    using T = scalar_t;
-    for (size_t s = 0; s < st.off.size(); ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      if (bs == 0) continue;
-      Tensor hp = Hprev.narrow(0, off, bs), ghb = gh.narrow(0, 0, bs);
-      std::memcpy(hp.data_ptr<T>(), h.data_ptr<T>(), bs * H * sizeof(T));
-      if (has_b) {
-        at::addmm_out(ghb, b_hh, hp, w_hh_t);  // gh = W_hh h + b_hh
-      } else {
-        at::mm_out(ghb, hp, w_hh_t);
-      }
-      gru_gates_fwd<T>(gi.const_data_ptr<T>() + off * 3 * H, ghb.const_data_ptr<T>(), A.data_ptr<T>() + off * 3 * H,
-                       HN.data_ptr<T>() + off * H, Y.data_ptr<T>() + off * H, h.data_ptr<T>(), bs, H);
-    }
+  Tensor HN = gi.new_empty({N, H});
+  const Tensor w = w_hh.contiguous(), b = has_b ? b_hh.contiguous() : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_gru_fwd", [&] {
+    fused::gru_fwd<scalar_t>(gi, w, b, h, Y, Hprev, A, HN, st);
   });
   return {Y, h, Hprev, A, HN};
-}
-
-// One step backward: dh <- dh + dY; d gi = (da_r, da_z, da_n), d gh = (da_r, da_z, da_n r); dh <- dh z
-// (the matmul W_hh^T d gh is added after).
-template <typename T>
-void gru_gates_bwd(const T* a, const T* hn, const T* hprev, const T* dy, int64_t ldy, T* dh, T* dai, T* dah,
-                   int64_t bs, int64_t H) {
-  using V = at::vec::Vectorized<T>;
-  const V one(T(1));
-  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const T* aj = a + j * 3 * H;
-      T *dij = dai + j * 3 * H, *dhj = dah + j * 3 * H;
-      vec_loop<T>(H, [&](int64_t k, int64_t m) {
-        const V r = V::loadu(aj + k, m), z = V::loadu(aj + H + k, m), n = V::loadu(aj + 2 * H + k, m);
-        const V d = V::loadu(dh + j * H + k, m) + V::loadu(dy + j * ldy + k, m);
-        const V dan = d * ((one - z) * (one - n * n));
-        const V dar = dan * (V::loadu(hn + j * H + k, m) * r * (one - r));
-        const V daz = d * ((V::loadu(hprev + j * H + k, m) - n) * z * (one - z));
-        dar.store(dij + k, m);
-        daz.store(dij + H + k, m);
-        dan.store(dij + 2 * H + k, m);
-        dar.store(dhj + k, m);
-        daz.store(dhj + H + k, m);
-        (dan * r).store(dhj + 2 * H + k, m);
-        (d * z).store(dh + j * H + k, m);
-      });
-    }
-  });
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor& dh0, const Tensor& w_hh,
@@ -306,17 +649,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor&
   const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous);
   Tensor dAi = new_output({N, 3 * H}, A.options()), dAh = new_output({N, 3 * H}, A.options());
-  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
-    using T = scalar_t;
-    for (size_t s = 0; s < st.off.size(); ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      if (bs == 0) continue;
-      Tensor dhb = dh.narrow(0, 0, bs);
-      gru_gates_bwd<T>(A.const_data_ptr<T>() + off * 3 * H, HN.const_data_ptr<T>() + off * H,
-                       Hprev.const_data_ptr<T>() + off * H, dy.const_data_ptr<T>() + off * dy.stride(0), dy.stride(0),
-                       dh.data_ptr<T>(), dAi.data_ptr<T>() + off * 3 * H, dAh.data_ptr<T>() + off * 3 * H, bs, H);
-      dhb.addmm_(dAh.narrow(0, off, bs), w_hh);  // grad h_{t-1} = dh z + W_hh^T d gh
-    }
+  const Tensor w = w_hh.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_gru_bwd", [&] {
+    fused::gru_bwd<scalar_t>(dy, w, Hprev, A, HN, dh, dAi, dAh, st);
   });
   return {dAi, dAh, dh};
 }
