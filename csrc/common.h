@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -19,6 +20,7 @@
 #include <cstdlib>
 #include <string>
 #include <cstring>
+#include <mutex>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -64,27 +66,159 @@ inline typename V::value_type hsum(const V& v) {
   return at::vec::vec_reduce_all([](V& a, V& b) { return a + b; }, v);
 }
 
-// A contiguous output of the given sizes. NOTE: a fresh multi-megabyte allocation is mapped
-// page by page (4 KiB) as a kernel first writes it, which here costs more than the kernel itself
-// (about 25 ms per 32 MiB tensor against 5-8 ms of arithmetic). Outputs of 4 to 64 MiB are
-// advised to use transparent huge pages, 512x fewer faults (torch does so for every allocation
-// when THP_MEM_ALLOC_ENABLE=1). Larger ones are not: with THP defrag on "madvise", faulting in
-// hundreds of huge pages can stall on memory compaction (measured: a 500 MiB cross-entropy
-// gradient 3x slower). A no-op where THP is unavailable; TORCH_BP_HUGEPAGES=0 turns it off.
-inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
+// A contiguous output of the given sizes.
+//
+// NOTE (large outputs): a fresh multi-megabyte tensor from torch's CPU allocator is a fresh
+// mmap (glibc serves sizes above its mmap threshold, at most 32 MiB, that way, and unmaps them
+// on free), faulted in page by page as a kernel first writes it and returned to the kernel on
+// free. The faults can cost more than the kernel that fills the tensor. Advising such a mapping to
+// use transparent huge pages cuts the faults 512x while free huge pages are at hand, but each
+// fault of a fresh huge page zeroes 2 MiB and, with THP defrag on "madvise", compacts memory
+// synchronously when none is free: the same call then runs fast or several times slower
+// depending on the state of the machine's memory. So outputs of 4 to 64 MiB come from a small
+// cache of huge-page-advised blocks instead (OutputCache below): a block is faulted in once
+// and reused, as is, for a later output of the same rounded size after the tensor that used
+// it is freed. Larger outputs are left to torch's allocator, unadvised (faulting in hundreds of
+// huge pages at once stalls longest, and such sizes are rare). TORCH_BP_OUTPUT_CACHE_MB (default
+// 256) bounds the bytes the cache keeps while unused, 0 turns it off (fresh allocations, advised
+// as above); TORCH_BP_HUGEPAGES=0 turns the advice off.
+namespace detail {
+constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kCacheMin = 2 * kHugePage, kCacheMax = 32 * kHugePage;
+
+inline bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v && std::string(v) == value;
+}
+
+inline bool hugepages_enabled() {
+  static const bool enabled = !env_is("TORCH_BP_HUGEPAGES", "0");
+  return enabled;
+}
+
+inline void advise_hugepages(void* ptr, size_t nbytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const uintptr_t p = reinterpret_cast<uintptr_t>(t.data_ptr()), nbytes = t.nbytes();
-  static const bool enabled = [] {
-    const char* v = std::getenv("TORCH_BP_HUGEPAGES");
-    return !(v && std::string(v) == "0");
-  }();
-  if (enabled && nbytes >= 2 * kHuge && nbytes <= 32 * kHuge) {
-    const uintptr_t lo = (p + kHuge - 1) & ~(kHuge - 1), hi = (p + nbytes) & ~(kHuge - 1);
-    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-  }
+  if (!hugepages_enabled()) return;
+  const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
+  const uintptr_t lo = (p + kHugePage - 1) & ~(kHugePage - 1), hi = (p + nbytes) & ~(kHugePage - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)ptr, (void)nbytes;
 #endif
+}
+
+// Blocks of whole huge pages, aligned to one. A block in use belongs to exactly one storage (its
+// DataPtr's context); it enters the free list only from that storage's deleter, so a block on the
+// free list is never reachable from a live tensor. The free list keeps at most `limit` bytes,
+// dropping the least recently freed blocks first. Thread-safe (one mutex around the list);
+// blocks still free at process exit are released then (OutputCacheRelease).
+class OutputCache final : public c10::Allocator {
+ public:
+  struct Block {
+    void* ptr;
+    size_t size;
+    OutputCache* owner;
+  };
+
+  static OutputCache& get() {
+    // leaked on purpose: storages freed during static destruction still call back into it
+    static OutputCache* cache = new OutputCache();
+    return *cache;
+  }
+
+  bool enabled() const { return limit_ > 0; }
+
+  c10::DataPtr allocate(size_t nbytes) override {
+    const size_t size = (std::max<size_t>(nbytes, 1) + kHugePage - 1) & ~(kHugePage - 1);
+    Block* b = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (size_t i = free_.size(); i-- > 0;) {  // the most recently freed block of this size
+        if (free_[i]->size == size) {
+          b = free_[i];
+          free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
+          cached_ -= size;
+          break;
+        }
+      }
+    }
+    if (!b) {
+      void* p = nullptr;
+      TORCH_CHECK(posix_memalign(&p, kHugePage, size) == 0 && p, "torch_bp: out of memory allocating ", size,
+                  " bytes");
+      advise_hugepages(p, size);
+      b = new Block{p, size, this};
+    }
+    return {b->ptr, b, &OutputCache::release, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+
+  // Free every cached block; blocks freed later are released at once.
+  void close() {
+    std::vector<Block*> drop;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+      drop.swap(free_);
+      cached_ = 0;
+    }
+    for (Block* b : drop) destroy(b);
+  }
+
+ private:
+  OutputCache() {
+    const char* v = std::getenv("TORCH_BP_OUTPUT_CACHE_MB");
+    limit_ = size_t(v ? std::max(0L, std::strtol(v, nullptr, 10)) : 256) << 20;
+  }
+
+  static void destroy(Block* b) {
+    std::free(b->ptr);
+    delete b;
+  }
+
+  static void release(void* ctx) {
+    Block* b = static_cast<Block*>(ctx);
+    OutputCache& c = *b->owner;
+    std::vector<Block*> drop;
+    {
+      std::lock_guard<std::mutex> lock(c.mu_);
+      if (c.closed_ || b->size > c.limit_) {
+        drop.push_back(b);
+      } else {
+        while (c.cached_ + b->size > c.limit_) {  // evict the least recently freed
+          drop.push_back(c.free_.front());
+          c.cached_ -= c.free_.front()->size;
+          c.free_.erase(c.free_.begin());
+        }
+        c.free_.push_back(b);
+        c.cached_ += b->size;
+      }
+    }
+    for (Block* d : drop) destroy(d);
+  }
+
+  std::mutex mu_;
+  std::vector<Block*> free_;  // oldest first
+  size_t cached_ = 0, limit_ = 0;
+  bool closed_ = false;
+};
+
+struct OutputCacheRelease {
+  ~OutputCacheRelease() { OutputCache::get().close(); }
+};
+inline OutputCacheRelease output_cache_release;  // one per process (inline variable)
+}  // namespace detail
+
+inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  const size_t nbytes = static_cast<size_t>(c10::multiply_integers(sizes)) * options.dtype().itemsize();
+  if (nbytes < detail::kCacheMin || nbytes > detail::kCacheMax) return at::empty(sizes, options);
+  detail::OutputCache& cache = detail::OutputCache::get();
+  if (cache.enabled())
+    return at::detail::empty_generic(sizes, &cache, c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                     options.dtype().toScalarType(), c10::nullopt);
+  at::Tensor t = at::empty(sizes, options);
+  detail::advise_hugepages(t.data_ptr(), t.nbytes());
   return t;
 }
 inline at::Tensor new_output_like(const at::Tensor& t) { return new_output(t.sizes(), t.options()); }

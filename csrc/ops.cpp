@@ -95,6 +95,10 @@ TORCH_LIBRARY(torch_bp, m) {
   // with output gradient grad_y (N, O, *Ho); returns (O, C/groups, *kernel_size)
   m.def("conv_weight_grad(Tensor x, Tensor grad_y, int[] kernel_size, int[] stride, int[] padding, int[] dilation, "
         "int groups) -> Tensor");
+  // ConvTransposeFunction's backward: (grad_x, grad_w, grad_b) of y = conv_transpose(x, weight, ...) + b,
+  // those not in output_mask None; weight (C_in, C_out/groups, *k)
+  m.def("conv_transpose_backward(Tensor grad_y, Tensor x, Tensor weight, int[] stride, int[] padding, "
+        "int[] output_padding, int[] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // recurrent: LSTMFunction, GRUFunction, the time loop of one layer and direction. gi = W_ih x + b
   // of all steps (N, G*H); the steps as (offsets[s], sizes[s]) in the order visited; h0/c0/dh/dc: the
   // state (B, .). lstm fwd -> (Y, h_n, c_n, Hprev, Cprev, A, C), bwd -> (dA, dh_0, dc_0, dHo or

@@ -25,6 +25,8 @@ def test_suite_writes_its_tables(tmp_path, capsys):
         assert r["ours_iqr_ms"] >= 0 and r["eager_iqr_ms"] >= 0 and r["threads"] == d["threads"]
     (mlp,) = {m["backend"]: m for m in d["models"] if m["model"] == "mlp_gelu" and m["backend"] == "python"}.values()
     assert mlp["converted"] == "100%" and mlp["grad_max_rel_err"] < 1e-5 and mlp["saved_ratio"] <= 0.6
+    for m in d["models"]:  # the spread of the repetitions beside every median, models too
+        assert m["ours_iqr_ms"] >= 0 and m["eager_iqr_ms"] >= 0 and m["threads"] == d["threads"]
 
 
 def test_spread_of_repetitions():

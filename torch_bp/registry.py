@@ -341,7 +341,7 @@ LAYERS: list[Layer] = [
     _row("conv_transpose1d", "conv", [conv.ConvTransposeFunction], [(nn.ConvTranspose1d, torch.nn.ConvTranspose1d)],
          double_backward=True, autocast="lower"),
     _row("conv_transpose3d", "conv", [conv.ConvTransposeFunction], [(nn.ConvTranspose3d, torch.nn.ConvTranspose3d)],
-         double_backward=True, extra={"compiled_ops": ()}, autocast="lower"),  # conv_weight_grad: 1-d and 2-d kernels
+         double_backward=True, autocast="lower"),
 
     # --- attention / recurrent ---
     _row("scaled_dot_product_attention", "attention", [attention.ScaledDotProductAttentionFunction],

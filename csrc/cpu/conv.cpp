@@ -1,4 +1,4 @@
-// CPU kernel of torch_bp/ops/conv.py (ConvFunction, ConvTransposeFunction): the weight gradient
+// CPU kernels of torch_bp/ops/conv.py. ConvFunction: the weight gradient
 // of a 1d/2d convolution, grad_w[o, c, j] = sum_{n, i} grad_y[n, o, i] x[n, c, i s - p + j d],
 // as an im2col + matmul over blocks of output positions that stay in cache:
 //
@@ -11,6 +11,8 @@
 // Tasks (image, block) are split over the threads, each summing into its own accumulator; the
 // accumulators are added at the end. float, double and bfloat16 (cols and the sums in float,
 // rounded once at the end).
+//
+// ConvTransposeFunction: its whole backward through torch's convolution primitive (conv_transpose_backward).
 #include "../common.h"
 
 namespace torch_bp {
@@ -110,10 +112,34 @@ at::Tensor conv_weight_grad(const at::Tensor& x_in, const at::Tensor& grad_y_in,
   return acc.sum(0).transpose(1, 2).contiguous().view(wshape).to(x.scalar_type());
 }
 
+// The backward of a transposed convolution y = conv_transpose(x, w, s, p, output_padding, G, d) (+ b) in one
+// call of torch's convolution backward primitive: grad_x = conv(grad_y, w, s, p, d, G) cropped to x's size,
+// grad_w = the conv weight gradient with grad_y as the conv's input and x as its output gradient, grad_b =
+// the sum of grad_y over all but dim 1 (the sums of ConvTransposeFunction's docstring). NOTE: on CPU the
+// primitive is oneDNN's deconvolution backward, whose weight gradient runs faster here than the sum
+// written as im2col + torch's matmul, or split into its stride phases as stride-1 weight gradients
+// (`python -m experiments.benchmarks.probes conv`). Outputs not in output_mask are undefined (None).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose_backward(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef output_padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask) {
+  const int64_t nd = weight.dim() - 2;
+  TORCH_CHECK(nd >= 1 && nd <= 3 && x.dim() == nd + 2 && grad_y.dim() == nd + 2,
+              "torch_bp::conv_transpose_backward: x, grad_y and weight must be (N, C, *spatial) with 1-3 spatial "
+              "dims, got ", x.sizes(), ", ", grad_y.sizes(), " and ", weight.sizes());
+  TORCH_CHECK(x.scalar_type() == grad_y.scalar_type() && x.scalar_type() == weight.scalar_type(),
+              "torch_bp::conv_transpose_backward: x, grad_y and weight dtypes differ");
+  const std::vector<int64_t> bias_sizes{weight.size(1) * groups};
+  return at::convolution_backward(grad_y, x, weight, output_mask[2] ? c10::OptionalIntArrayRef(bias_sizes)
+                                                                    : c10::OptionalIntArrayRef(),
+                                  stride, padding, dilation, true, output_padding, groups, output_mask);
+}
+
 }  // namespace conv
 
 TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("conv_weight_grad", &conv::conv_weight_grad);
+  m.impl("conv_transpose_backward", &conv::conv_transpose_backward);
 }
 
 }  // namespace torch_bp

@@ -1,6 +1,7 @@
 """Probes behind the README's explanations of missed time targets (not part of the suite).
 
-    python -m experiments.benchmarks.probes conv   # conv weight gradient: swapped conv vs compiled im2col vs torch
+    python -m experiments.benchmarks.probes conv   # conv weight gradient: swapped conv vs compiled im2col vs torch;
+                                                   # conv_transpose2d's: also its stride phases, and one matmul of its size
     python -m experiments.benchmarks.probes lstm   # the lstm layer with torch's oneDNN LSTM on and off; one step's
                                                    # recurrent matmul: addmm vs packed weights
     python -m experiments.benchmarks.probes apply  # the cost of torch's Function.apply (argument binding) per
@@ -37,6 +38,20 @@ def _swapped(x, gy, k, s, p):
         backend.set_backend(before)
 
 
+def _phases(gy, x, k, s, p):
+    """The weight gradient of ``y = conv_transpose2d(x, w, stride s, padding p)`` (k divisible by s)
+    split into its s*s stride phases: grad_y's positions ``s t + a - p`` become channel block a of
+    a stride-1 input (space to depth, one copy), whose stride-1 weight gradient against x with a
+    (k/s)-tap kernel is the compiled ``conv_weight_grad``; the taps are put back in place after."""
+    n, co, hy = gy.shape[:3]
+    ci, m = x.shape[1], k // s
+    t = x.shape[2] + m - 1
+    gp = F.pad(gy, (p, s * t - p - hy, p, s * t - p - hy))
+    gs = gp.view(n, co, t, s, t, s).permute(0, 1, 3, 5, 2, 4).reshape(n, co * s * s, t, t)
+    ws = torch.ops.torch_bp.conv_weight_grad(gs, x, [m, m], [1, 1], [0, 0], [1, 1], 1)  # (Ci, Co*s*s, m, m)
+    return ws.view(ci, co, s, s, m, m).permute(0, 1, 4, 2, 5, 3).reshape(ci, co, k, k)
+
+
 def conv():
     if backend.backend_info().backend != "cpp":
         sys.exit("the compiled kernels did not build here")
@@ -52,6 +67,21 @@ def conv():
             "torch": lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [s, s], [p, p], [1, 1], False,
                                                                  [0, 0], 1, [False, True, False]),
         }))
+    # the suite's conv_transpose2d (x: (32, 64, 16, 16), w: (64, 32, 4, 4), stride 2, padding 1): its weight
+    # gradient is the conv weight gradient above with grad_y as the conv's input and x as its output gradient
+    x, w = torch.randn(32, 64, 16, 16), torch.randn(64, 32, 4, 4)
+    gy = torch.randn_like(F.conv_transpose2d(x, w, None, 2, 1))
+    want = torch.ops.aten.convolution_backward(gy, x, w, None, [2, 2], [1, 1], [1, 1], True, [0, 0], 1,
+                                               [False, True, False])[1]
+    a, b = torch.randn(64, 8192), torch.randn(8192, 512)  # (Ci, N*H*W) @ (N*H*W, Co*k*k): the same multiply-adds
+    err = ((_phases(gy, x, 4, 2, 1) - want).abs().max() / want.abs().max()).item()
+    print(f"conv_transpose2d k4 s2 64->32 weight gradient (stride phases agree to {err:.1e})", _median_ms({
+        "cpp": lambda: torch.ops.torch_bp.conv_weight_grad(gy, x, [4, 4], [2, 2], [1, 1], [1, 1], 1),
+        "phases+cpp": lambda: _phases(gy, x, 4, 2, 1),
+        "torch (transposed)": lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [2, 2], [1, 1], [1, 1],
+                                                                          True, [0, 0], 1, [False, True, False]),
+        "matmul alone": lambda: torch.mm(a, b),
+    }))
 
 
 def _lstm_layer():

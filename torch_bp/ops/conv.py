@@ -19,7 +19,8 @@ Both gradients are again correlations of the same four numbers (s, p, d, k), wit
   as one matmul per kernel tap (:func:`_weight_grad_taps`, conv1d and large 2d planes).
 
 A transposed convolution is the adjoint of a convolution, so its rules are the same two
-helpers with input and output exchanged.
+helpers with input and output exchanged (on the compiled backend, one call of torch's convolution
+backward primitive computes all three gradients: ``torch_bp::conv_transpose_backward``).
 
 Both backward rules are built from differentiable convolutions of saved inputs, so they
 support double backward.
@@ -323,12 +324,18 @@ class ConvTransposeFunction(Rule):
     Saved:     x, w (Lean: as :class:`ConvFunction`, h in place of x = f(h))      Double backward: yes
     Per example n:  grad_w[n], grad_b[n] = the same over example n only (the ordinary grad_w is their sum)
 
+    Compiled backend: the three sums in one call of torch's convolution backward primitive
+    (``torch_bp::conv_transpose_backward``, csrc/cpu/conv.cpp; on CPU oneDNN's deconvolution backward,
+    faster here than the weight gradient as im2col + matmul or as stride-1 weight gradients of the
+    stride phases: ``python -m experiments.benchmarks.probes conv``), not differentiable: under
+    ``create_graph`` the formulas above run.
+
     NOTE: conv(grad_y) has ``H + floor(output_padding / s)`` positions: output_padding can
     reach ``max(s, d) - 1``, so when d > s it may append whole strides that no input
     position produced; those trailing positions are cropped (they correspond to no x).
     """
 
-    compiled = ("conv_weight_grad",)  # csrc/cpu
+    compiled = ("conv_transpose_backward",)  # csrc/cpu
 
     generate_vmap_rule = True
 
@@ -349,13 +356,25 @@ class ConvTransposeFunction(Rule):
         xb = x.unsqueeze(0) if unbatched else x
         gy = grad_y.unsqueeze(0) if unbatched else grad_y
         grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_w = summed_per_sample(ctx, 1)   # in a per_sample_grads block: the batch sum of grad_w[n]
+        if backend.use_cpp(xb, gy, weight):
+            # the same three sums in one call of torch's convolution backward primitive (csrc/cpu/conv.cpp)
+            mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1] and grad_w is None,
+                    ctx.has_bias and ctx.needs_input_grad[2]]
+            if any(mask):
+                grad_x, gw, grad_b = torch.ops.torch_bp.conv_transpose_backward(
+                    gy, xb, weight, list(o.stride), list(o.padding), list(o.output_padding), list(o.dilation),
+                    o.groups, mask)
+                grad_w = gw if mask[1] else grad_w
+                if grad_x is not None and unbatched:
+                    grad_x = grad_x.squeeze(0)
+            return grad_x, grad_w, grad_b, None
         if ctx.needs_input_grad[0]:
             grad_x = _CONV[nd](gy, weight, None, o.stride, o.padding, o.dilation, o.groups)
             grad_x = _narrow_to(grad_x, xb.shape[2:])
             if unbatched:
                 grad_x = grad_x.squeeze(0)
-        if ctx.needs_input_grad[1]:
-            grad_w = summed_per_sample(ctx, 1)   # in a per_sample_grads block: the batch sum of grad_w[n]
         if ctx.needs_input_grad[1] and grad_w is None:
             # y = conv_transpose(x, w)  <=>  x is the output gradient of conv(y-shaped input, w)
             grad_w = _weight_grad(gy, xb, weight.shape[2:], o.stride, o.padding, o.dilation, o.groups)
