@@ -205,7 +205,8 @@ class ConversionReport:
 def _is_ours(module: torch.nn.Module, layer_classes) -> bool:
     """A torch_bp layer: a class the converter produces (containers such as the Lightning
     models are torch_bp classes too, but not layers)."""
-    return type(module) in layer_classes or type(module).__module__.startswith("torch_bp.nn.")
+    return (type(module) in layer_classes or type(module).__module__.startswith("torch_bp.nn.")) and \
+        not isinstance(module, torch.nn.Sequential)   # the fusion pass's FusedSequential is a container
 
 
 def conversion_report(model: torch.nn.Module, example_inputs=None, loss_fn=None) -> ConversionReport:
