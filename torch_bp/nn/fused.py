@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import torch
 
-from .. import _compat
+from .. import _compat, _signals, per_sample
 from .. import functional as F
 
 
 def fusing() -> bool:
     """Fused calls are allowed now: no per-sample block open, no error-signal capture active."""
-    from .. import _signals, per_sample
     return per_sample._state is None and _signals._capture is None
 
 
