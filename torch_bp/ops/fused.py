@@ -47,8 +47,8 @@ class BatchNormReLUFunction(Rule):
     Backward:  grad_z = grad_y where not z <= 0, else 0       (ReLU's rule; z recomputed from x with the
                saved mu, v: batch norm's normalisation code with given statistics, bit-identical)
                grad_x, grad_w, grad_b = :class:`BatchNormFunction`'s backward of grad_z
-    Saved:     x, w, b, mu, v: batch norm's, plus b to recompute z; no mask (the unfused pair keeps
-               x and ReLU's mask)
+    Saved:     compiled: x, w, b, mu, v: batch norm's, plus b to recompute z; no mask (the unfused pair
+               keeps x and ReLU's mask). Python: x, w, mu, v and the mask [y <= 0] (bool), as the pair
     Lean:      records y = relu(bn(x)) (ops/_lean.py): a conv that follows saves x, kept here
     Double backward: yes (Python rule: ReLU's masking and batch norm's differentiable backward)
     Compiled (contiguous float32/float64): batch_norm_relu_fwd applies the relu in batch norm's
@@ -75,25 +75,28 @@ class BatchNormReLUFunction(Rule):
         ctx.mark_non_differentiable(mean, var)
         ctx.compiled = _bn_relu_compiled(x, weight, bias)   # the backward recomputes z as the forward made it
         ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.save_for_backward(x, weight, bias, mean, var)
+        # compiled: the backward recomputes the mask inside batch norm's passes; Python: the mask is kept, as
+        # ReLU's Python rule keeps it (a recompute would be one more pass over x there)
+        ctx.save_for_backward(x, weight, bias if ctx.compiled else y <= 0, mean, var)
         _lean.record(y, x, functools.partial(_bn_relu_again, weight, bias, mean, var, ctx.training, ctx.eps),
                      weight, bias, mean, var)
 
     @staticmethod
     def backward(ctx, grad_y, _grad_mean, _grad_var):
-        x, weight, bias, mean, var = ctx.saved_tensors
-        want = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
-                bias is not None and ctx.needs_input_grad[2]]
-        if ctx.compiled and not torch.is_grad_enabled() and grad_y.dtype == x.dtype:
-            gx, gw, gb = torch.ops.torch_bp.batch_norm_relu_bwd(grad_y.contiguous(), x, weight, bias, mean, var,
-                                                                 ctx.training, ctx.eps, want)
-            return gx, gw, gb, None, None, None, None
-        with torch.no_grad():   # z: the forward's, recomputed with its statistics (a constant: only its sign is used)
-            if ctx.compiled:
-                z = torch.ops.torch_bp.batch_norm_relu_fwd(x, weight, bias, mean, var, ctx.eps)[0]
-            else:
-                z = BatchNormFunction.forward(x, weight, bias, mean, var, ctx.training, ctx.eps)[0]
-        grad_z = relu_grad(z, grad_y)   # relu(z) <= 0 exactly where z <= 0
+        x, weight, saved, mean, var = ctx.saved_tensors   # saved: b (compiled) or the mask [y <= 0] (Python)
+        if ctx.compiled:
+            bias = saved
+            want = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
+                    bias is not None and ctx.needs_input_grad[2]]
+            if not torch.is_grad_enabled() and grad_y.dtype == x.dtype:
+                gx, gw, gb = torch.ops.torch_bp.batch_norm_relu_bwd(grad_y.contiguous(), x, weight, bias, mean, var,
+                                                                     ctx.training, ctx.eps, want)
+                return gx, gw, gb, None, None, None, None
+            with torch.no_grad():   # y: the forward's, recomputed with its statistics (only its sign is used)
+                y = torch.ops.torch_bp.batch_norm_relu_fwd(x, weight, bias, mean, var, ctx.eps)[0]
+            grad_z = relu_grad(y, grad_y)   # relu(z) <= 0 exactly where z <= 0
+        else:
+            grad_z = grad_y.masked_fill(saved, 0)   # ReLU's rule, the comparison done in the forward
         bn = _BatchNormCtx((x, weight, mean, var), ctx.needs_input_grad, ctx.bias_dtype, ctx.training, ctx.eps)
         return BatchNormFunction.backward(bn, grad_z, None, None)
 
