@@ -26,6 +26,12 @@ TORCH_LIBRARY(torch_bp, m) {
         " -> (Tensor, Tensor, Tensor)");
   m.def("batch_norm_bwd(Tensor grad_y, Tensor x, Tensor? weight, Tensor mean, Tensor var, bool training, float eps, "
         "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // fused: BatchNormReLUFunction (ops/fused.py), relu(batch_norm(x)): the forward as batch_norm_fwd with the relu
+  // in its normalisation pass; the backward takes the bias too, to recompute the relu's mask from x
+  m.def("batch_norm_relu_fwd(Tensor x, Tensor? weight, Tensor? bias, Tensor? mean, Tensor? var, float eps)"
+        " -> (Tensor, Tensor, Tensor)");
+  m.def("batch_norm_relu_bwd(Tensor grad_y, Tensor x, Tensor? weight, Tensor? bias, Tensor mean, Tensor var, "
+        "bool training, float eps, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // normalization: GroupNormFunction, x (N, C, ...) in G groups of C/G channels; mean/rstd: (N, G, 1) in the
   // accumulation dtype
   m.def("group_norm_fwd(Tensor x, Tensor? weight, Tensor? bias, int groups, float eps) -> (Tensor, Tensor, Tensor)");

@@ -48,8 +48,10 @@ def test_resnet_converts_fully_and_trains_like_torch():
     report = torch_bp.conversion_report(ours)
     assert report.share == 1.0, str(report)
     assert not report.unconverted
-    # containers and parameter-free glue stay torch's own classes
-    assert type(ours[7]) is tnn.Flatten and type(ours) is tnn.Sequential
+    # containers and parameter-free glue stay torch's own classes; a Sequential holding a fusible pair
+    # (BatchNorm2d -> ReLU) becomes the fusion pass's FusedSequential, a plain one with fuse=False
+    assert type(ours[7]) is tnn.Flatten and type(ours) is torch_bp.nn.fused.FusedSequential
+    assert type(torch_bp.convert(ref, fuse=False)) is tnn.Sequential
     assert type(ours[4].shortcut) is tnn.Identity and type(ours[5].shortcut) is tnn.Sequential
     assert type(ours[0]) is torch_bp.nn.Conv2d and type(ours[1]) is torch_bp.nn.BatchNorm2d
     assert type(ours[3]) is torch_bp.nn.MaxPool2d and type(ours[6]) is torch_bp.nn.AdaptiveAvgPool2d

@@ -210,12 +210,12 @@ def test_dropout_saves_one_bit_per_element(backend):
 
 
 # --- CNN: BN -> ReLU -> conv saves the BN input once; max pool saves a uint8 argmax ---
-def _bn_relu_conv(dtype=torch.double):
+def _bn_relu_conv(dtype=torch.double, fuse=False):
     torch.manual_seed(0)
     ref = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4),
                               torch.nn.ReLU(), torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.BatchNorm2d(5),
                               torch.nn.Conv2d(5, 4, 1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)).to(dtype)
-    return ref, torch_bp.convert(ref), torch.randn(6, 3, 8, 8, dtype=dtype, requires_grad=True)
+    return ref, torch_bp.convert(ref, fuse=fuse), torch.randn(6, 3, 8, 8, dtype=dtype, requires_grad=True)
 
 
 def test_conv_after_batch_norm_relu_saves_the_batch_norm_input_with_equal_gradients(cpp):
@@ -227,6 +227,10 @@ def test_conv_after_batch_norm_relu_saves_the_batch_norm_input_with_equal_gradie
     # view of it); torch would save 7 float64 activations and int64 indices
     want = n * 4 * 8 + n * 5 * 8 + 2 * (n * 4 // 8) + 8 * 2 * (4 + 5) + n * 4 // 4
     assert saved_bytes(lambda: ours(x), excl) == want
+    # fused (convert's default): BatchNorm2d(4) -> ReLU is one rule, which keeps no mask
+    fused = torch_bp.convert(ref)
+    excl += list(fused.parameters()) + list(fused.buffers())
+    assert saved_bytes(lambda: fused(x), excl) == want - n * 4 // 8
     g = torch.randn(6, 4, 4, 4, dtype=torch.double)
     grads = []
     for m in (ref, ours):

@@ -122,3 +122,24 @@ def _autocast_device_ok(device: str) -> bool:
     except Exception:  # a device type this build does not know
         return False
     return True
+
+
+# --- module hooks (the fusion pass of torch_bp.convert: two modules run as one only where neither is hooked) ---
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def has_hooks(module: torch.nn.Module) -> bool:
+    """Whether a call of ``module`` would run a hook: one registered on it, or a global module hook.
+
+    torch has no public query; the private probe reads the hook dicts ``torch.nn.Module`` keeps
+    (``module._forward_hooks``, ... and ``torch.nn.modules.module._global_forward_hooks``, ...). The
+    fallback, where one of them is missing or not a mapping, answers True (a caller then keeps the
+    module's own call, where every hook runs as registered)."""
+    mm = torch.nn.modules.module
+    try:
+        for name in _HOOK_DICTS:
+            if len(getattr(module, name)) or len(getattr(mm, "_global" + name)):
+                return True
+    except (AttributeError, TypeError):
+        return True
+    return False

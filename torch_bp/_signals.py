@@ -108,8 +108,9 @@ def suspended():
 
 
 def _is_layer(module: torch.nn.Module) -> bool:
-    """A torch_bp layer (torch_bp.nn), not a container built of them (e.g. torch_bp.lightning.SmallCNN)."""
-    return type(module).__module__.startswith("torch_bp.nn.")
+    """A torch_bp layer (torch_bp.nn), not a container built of them (e.g. torch_bp.lightning.SmallCNN, or the
+    FusedSequential of convert's fusion pass)."""
+    return type(module).__module__.startswith("torch_bp.nn.") and not isinstance(module, torch.nn.Sequential)
 
 
 def _first_output(out) -> torch.Tensor | None:

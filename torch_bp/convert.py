@@ -12,7 +12,12 @@ Three mechanisms, all declared in :mod:`torch_bp.registry`:
   the conversion computes what the original computes; a candidate that fails its probe is
   left as it is and reported. Users add their own with :func:`register_converter`;
 - **functional interception** (:mod:`torch_bp._intercept`, ``functional=True``): calls to
-  ``torch.nn.functional`` inside any module's forward run our rule where we have one.
+  ``torch.nn.functional`` inside any module's forward run our rule where we have one;
+- **fusion** (``fuse=True``, :mod:`torch_bp.nn.fused`, patterns in ``registry.FUSIONS``): an
+  ``nn.Sequential`` holding an adjacent pair with a fused rule (Linear -> ReLU/GELU/SiLU,
+  BatchNorm -> ReLU) becomes a :class:`~torch_bp.nn.fused.FusedSequential` (a class swap), which runs
+  the pair as one rule; our Transformer layers call fused rules in their forward. Exact: the values and
+  gradients of the unfused layers within the dtype table; yields to hooks (docs/fusion.md).
 """
 from __future__ import annotations
 
@@ -200,7 +205,8 @@ class ConversionReport:
 def _is_ours(module: torch.nn.Module, layer_classes) -> bool:
     """A torch_bp layer: a class the converter produces (containers such as the Lightning
     models are torch_bp classes too, but not layers)."""
-    return type(module) in layer_classes or type(module).__module__.startswith("torch_bp.nn.")
+    return (type(module) in layer_classes or type(module).__module__.startswith("torch_bp.nn.")) and \
+        not isinstance(module, torch.nn.Sequential)   # the fusion pass's FusedSequential is a container
 
 
 def conversion_report(model: torch.nn.Module, example_inputs=None, loss_fn=None) -> ConversionReport:
@@ -237,7 +243,24 @@ def conversion_report(model: torch.nn.Module, example_inputs=None, loss_fn=None)
     return report
 
 
-def convert(model: torch.nn.Module, inplace: bool = False, functional: bool = True) -> torch.nn.Module:
+def _set_fusion(module: torch.nn.Module, fuse: bool) -> torch.nn.Module:
+    """The fusion pass on one module: a plain nn.Sequential holding a fusible pair becomes a FusedSequential
+    (and back with ``fuse=False``); modules with a ``fuse_layers`` switch (our Transformer layers) get it set."""
+    from .nn import fused
+    if fuse and type(module) is torch.nn.Sequential and fused.fusible_pairs(module):
+        return _swap_class(module, fused.FusedSequential)
+    if not fuse and type(module) is fused.FusedSequential:
+        return _swap_class(module, torch.nn.Sequential)
+    if hasattr(type(module), "fuse_layers"):
+        if fuse:
+            module.fuse_layers = True
+        else:
+            module.__dict__.pop("fuse_layers", None)
+    return module
+
+
+def convert(model: torch.nn.Module, inplace: bool = False, functional: bool = True,
+            fuse: bool = True) -> torch.nn.Module:
     """Replace every supported layer in ``model`` by its torch_bp twin.
 
     Parameters, buffers, hooks, training mode, device and dtype are kept (with
@@ -246,6 +269,10 @@ def convert(model: torch.nn.Module, inplace: bool = False, functional: bool = Tr
     ``functional=True`` also makes functional calls inside the model's forward (``F.silu``,
     ``F.cross_entropy``, ``F.scaled_dot_product_attention``, ``x.softmax(-1)``, ...) run our
     rules where we have one (:mod:`torch_bp._intercept`); ``False`` removes that.
+    ``fuse=True`` runs adjacent layers with a fused rule as one (:mod:`torch_bp.nn.fused`: the same
+    values and gradients, fewer passes over memory; the children, parameters and ``state_dict`` keys
+    stay as they are; a pair with a hook on either module, or inside a ``per_sample_grads`` block or an
+    error-signal capture, runs unfused); ``False`` turns that off (also on a model converted before).
     The summary (:func:`conversion_report`) is logged at INFO level.
     """
     if not inplace:
@@ -254,6 +281,7 @@ def convert(model: torch.nn.Module, inplace: bool = False, functional: bool = Tr
     wild = [c for c in _converters() if c.match is not None]
     rejected = []
     model = _walk(model, lambda m, p: _convert_one(m, p, classes, wild, rejected))
+    model = _walk(model, lambda m, p: _set_fusion(m, fuse))
     for path, cls, reasons in rejected:
         log.info("torch_bp: %s (%s) left alone: %s", path, cls, "; ".join(reasons))
     (_intercept.attach if functional else _intercept.detach)(model)
@@ -268,5 +296,6 @@ def revert(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
         model = copy.deepcopy(model)
     rev = _tables()[1]
     wild = [c for c in _converters() if c.match is not None]
+    model = _walk(model, lambda m, p: _set_fusion(m, False))
     model = _walk(model, lambda m, p: _revert_one(m, rev, wild))
     return _intercept.detach(model)

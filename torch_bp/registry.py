@@ -17,6 +17,7 @@ import torch.nn.functional as TF
 from . import functional as F
 from . import nn
 from .nn import attention as _nn_attention, hf as _nn_hf, transformer as _nn_transformer  # noqa: F401
+from .nn import fused as _nn_fused
 from .ops import dropout, embedding, loss
 from .ops import activation, linear, normalization
 from .ops import conv, pooling
@@ -24,6 +25,7 @@ from .ops import padding, resample  # padding / resampling family
 from .ops import attention, recurrent  # attention / recurrent family
 from .ops import pointwise, rotary  # rules that real models need
 from .ops import distance
+from .ops import fused  # fusion pass: fused pairs of layers
 from .nn.rnn import torch_reference as rnn_reference  # attention / recurrent family
 
 
@@ -98,6 +100,12 @@ def _sync_batch_norm_reference(input, running_mean, running_var, weight=None, bi
     """torch's batch_norm: on one process, the reference of torch_bp.functional.sync_batch_norm (the statistics of
     the group are this process's batch; tests/test_sync_batchnorm.py checks two processes)."""
     return TF.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _batch_norm_relu_reference(input, running_mean, running_var, weight=None, bias=None, training=False,
+                               momentum=0.1, eps=1e-05):
+    """torch's relu(batch_norm(...)), the reference of torch_bp.functional.batch_norm_relu."""
+    return TF.relu(TF.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps))
 
 
 def _rotary_reference(q, k, cos, sin, unsqueeze_dim=1):
@@ -389,6 +397,12 @@ LAYERS: list[Layer] = [
          notes="torch_bp only: act(linear(x, W, b)) for relu/gelu/silu, bias and activation in one pass",
          autocast="lower"),
 
+    # --- fused pairs of layers (the fusion pass of torch_bp.convert; ops/fused.py) ---
+    _row("batch_norm_relu", "fused", [fused.BatchNormReLUFunction], reference=_batch_norm_relu_reference,
+         double_backward=True,
+         notes="torch_bp only: relu(batch_norm(...)) as one rule saving no mask; run by convert's fusion pass for "
+               "BatchNorm -> ReLU in an nn.Sequential"),
+
     # (rules that real models need, e.g. rotary position embedding: below this line)
     _row("mul", "pointwise", [pointwise.MulFunction], reference=torch.mul, double_backward=True,
          notes="torch.mul / a * b of floating tensors (gates, layer scale) or a tensor and a number; "
@@ -466,6 +480,28 @@ CONVERTERS: list[Converter] = [
     Converter("apply_rotary_pos_emb", nn.hf._RotaryConverted, nn.hf.to_rotary, nn.hf.revert,
               match=nn.hf.match_rotary, check=nn.hf.rotary_probe_ok),
     # (more converters: below this line)
+]
+
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """A pattern of convert's fusion pass (torch_bp.nn.fused): in an ``nn.Sequential``, a module whose class is
+    exactly one of ``first`` followed by one whose class is exactly one of ``second`` runs as
+    ``run(first_module, second_module, input)``, one call of the fused rule of row ``name``, where
+    ``applies(first_module, second_module)``. The run computes what the two modules' forwards compute
+    (tests/test_fusion.py compares it with them, values and gradients)."""
+    name: str                      # the registry row of the fused rule
+    first: tuple
+    second: tuple
+    run: Callable
+    applies: Callable = lambda first, second: True
+
+
+FUSIONS: list[Fusion] = [
+    Fusion("linear_activation", (nn.Linear,), (nn.ReLU, nn.GELU, nn.SiLU), _nn_fused.linear_activation),
+    Fusion("batch_norm_relu", (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), (nn.ReLU,),
+           _nn_fused.batch_norm_relu),
 ]
 
 _BY_NAME = {row.name: row for row in LAYERS}

@@ -275,21 +275,30 @@ inline void bn_alpha_beta(acc_t<T> mean, acc_t<T> var, const T* w, const T* b, i
 
 // The normalisation of one channel, shared by the forward (after its statistics) and the forward
 // with given statistics (eval mode, and the lean recompute of ops/_lean.py): bit-identical results.
+// With relu (BatchNormReLUFunction, ops/fused.py): y = z where not z <= 0, else 0 (NaN passes, as
+// relu_fwd), z the same fmadd.
 template <typename T>
 inline void bn_apply_channel(const T* x, T* y, int64_t nb, int64_t c, int64_t cs, int64_t s, acc_t<T> alpha,
-                             acc_t<T> beta) {
+                             acc_t<T> beta, bool relu = false) {
   using V = AVec<T>;
-  const V va(alpha), vb(beta);
+  const V va(alpha), vb(beta), zero(0);
   for (int64_t i = 0; i < nb; ++i) {
     const T* xr = x + (i * cs + c) * s;
     T* yr = y + (i * cs + c) * s;
-    vec_loop<T>(s, [&](int64_t j, int64_t k) { vstore(yr + j, at::vec::fmadd(vload(xr + j, k), va, vb), k); });
+    if (relu) {
+      vec_loop<T>(s, [&](int64_t j, int64_t k) {
+        const V z = at::vec::fmadd(vload(xr + j, k), va, vb);
+        vstore(yr + j, V::blendv(z, zero, z <= zero), k);
+      });
+    } else {
+      vec_loop<T>(s, [&](int64_t j, int64_t k) { vstore(yr + j, at::vec::fmadd(vload(xr + j, k), va, vb), k); });
+    }
   }
 }
 
 template <typename T>
 void batch_norm_fwd_kernel(const T* x, const T* w, const T* b, T* y, acc_t<T>* mean, acc_t<T>* var, bool given,
-                           int64_t nb, int64_t cs, int64_t s, double eps) {
+                           int64_t nb, int64_t cs, int64_t s, double eps, bool relu = false) {
   using A = acc_t<T>;
   using V = AVec<T>;
   const A n = static_cast<A>(nb * s);
@@ -319,17 +328,19 @@ void batch_norm_fwd_kernel(const T* x, const T* w, const T* b, T* y, acc_t<T>* m
       }
       A alpha, beta;
       bn_alpha_beta(mean[c], var[c], w, b, c, eps, alpha, beta);
-      bn_apply_channel(x, y, nb, c, cs, s, alpha, beta);
+      bn_apply_channel(x, y, nb, c, cs, s, alpha, beta, relu);
     }
   });
 }
 
 // mean/var given (eval statistics, or a recompute with the saved batch statistics): only the
 // normalisation runs. Returns (y, mean, var) with mean/var in the accumulation dtype.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_fwd(const at::Tensor& x_, const c10::optional<at::Tensor>& weight,
-                                                              const c10::optional<at::Tensor>& bias,
-                                                              const c10::optional<at::Tensor>& mean_,
-                                                              const c10::optional<at::Tensor>& var_, double eps) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_fwd_impl(const at::Tensor& x_,
+                                                                   const c10::optional<at::Tensor>& weight,
+                                                                   const c10::optional<at::Tensor>& bias,
+                                                                   const c10::optional<at::Tensor>& mean_,
+                                                                   const c10::optional<at::Tensor>& var_, double eps,
+                                                                   bool relu) {
   check_same_dtype(x_, weight, "weight");
   check_same_dtype(x_, bias, "bias");
   TORCH_CHECK(x_.dim() >= 2, "torch_bp::batch_norm_fwd: expected an input (N, C, ...)");
@@ -358,16 +369,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_fwd(const at::Tensor& 
     using A = acc_t<scalar_t>;
     batch_norm_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
                                     b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
-                                    mean.mutable_data_ptr<A>(), var.mutable_data_ptr<A>(), given, nb, cs, s, eps);
+                                    mean.mutable_data_ptr<A>(), var.mutable_data_ptr<A>(), given, nb, cs, s, eps, relu);
   });
   return {y, mean, var};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_fwd(const at::Tensor& x, const c10::optional<at::Tensor>& weight,
+                                                              const c10::optional<at::Tensor>& bias,
+                                                              const c10::optional<at::Tensor>& mean,
+                                                              const c10::optional<at::Tensor>& var, double eps) {
+  return batch_norm_fwd_impl(x, weight, bias, mean, var, eps, false);
+}
+
+// BatchNormReLUFunction (ops/fused.py): relu(batch_norm(x)) in the normalisation pass
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_relu_fwd(const at::Tensor& x,
+                                                                   const c10::optional<at::Tensor>& weight,
+                                                                   const c10::optional<at::Tensor>& bias,
+                                                                   const c10::optional<at::Tensor>& mean,
+                                                                   const c10::optional<at::Tensor>& var, double eps) {
+  return batch_norm_fwd_impl(x, weight, bias, mean, var, eps, true);
+}
+
 // training: grad_x = w r (grad_y - sum(grad_y) / n - (x - mu) r^2 sum(grad_y (x - mu)) / n)
 // eval:     grad_x = w r grad_y;   grad_w = r sum(grad_y (x - mu)),  grad_b = sum(grad_y)
+// With relu (BatchNormReLUFunction): grad_y is first zeroed where z <= 0, z = x alpha + beta recomputed
+// by the forward's own fmadd (bn_alpha_beta of the same mean, var, w, b, eps: the forward's z bit for bit;
+// float32/float64 only, where the forward stores z unrounded).
 template <typename T>
 void batch_norm_bwd_kernel(const T* gy, const T* x, const T* w, const acc_t<T>* mean, const acc_t<T>* var, T* gx,
-                           acc_t<T>* gw, acc_t<T>* gb, bool training, int64_t nb, int64_t cs, int64_t s, double eps) {
+                           acc_t<T>* gw, acc_t<T>* gb, bool training, int64_t nb, int64_t cs, int64_t s, double eps,
+                           bool relu = false, const T* b = nullptr) {
   using A = acc_t<T>;
   using V = AVec<T>;
   const A n = static_cast<A>(nb * s);
@@ -376,6 +407,15 @@ void batch_norm_bwd_kernel(const T* gy, const T* x, const T* w, const acc_t<T>* 
     for (int64_t c = begin; c < end; ++c) {
       const A mu = mean[c], rstd = A(1) / std::sqrt(var[c] + static_cast<A>(eps));
       const V vmu(mu);
+      A alpha = 0, beta = 0;
+      if (relu) bn_alpha_beta(mean[c], var[c], w, b, c, eps, alpha, beta);
+      const V va(alpha), vb(beta), zero(0);
+      // grad_z: grad_y, zeroed where the forward's relu was (relu only)
+      auto gz = [&](const T* xp, const T* gp, int64_t k) {
+        const V g = vload(gp, k);
+        if (!relu) return g;
+        return V::blendv(g, zero, at::vec::fmadd(vload(xp, k), va, vb) <= zero);
+      };
       A sum_gy = 0, dotp = 0;
       if (sums) {
         V sg(0), sd(0);
@@ -383,7 +423,7 @@ void batch_norm_bwd_kernel(const T* gy, const T* x, const T* w, const acc_t<T>* 
           const T* xr = x + (i * cs + c) * s;
           const T* gr = gy + (i * cs + c) * s;
           vec_loop<T>(s, [&](int64_t j, int64_t k) {
-            const V g = V::set(V(0), vload(gr + j, k), k);
+            const V g = V::set(V(0), gz(xr + j, gr + j, k), k);
             sg += g;
             sd = at::vec::fmadd(g, vload(xr + j, k) - vmu, sd);
           });
@@ -403,26 +443,32 @@ void batch_norm_bwd_kernel(const T* gy, const T* x, const T* w, const acc_t<T>* 
           const T* gr = gy + (i * cs + c) * s;
           T* out = gx + (i * cs + c) * s;
           vec_loop<T>(s, [&](int64_t j, int64_t k) {
-            const V g = at::vec::fmadd(vload(xr + j, k) - vmu, vk, vload(gr + j, k));
+            const V g = at::vec::fmadd(vload(xr + j, k) - vmu, vk, gz(xr + j, gr + j, k));
             vstore(out + j, (g - vm) * vscale, k);
           });
         }
       } else {
         for (int64_t i = 0; i < nb; ++i) {
+          const T* xr = x + (i * cs + c) * s;
           const T* gr = gy + (i * cs + c) * s;
           T* out = gx + (i * cs + c) * s;
-          vec_loop<T>(s, [&](int64_t j, int64_t k) { vstore(out + j, vload(gr + j, k) * vscale, k); });
+          vec_loop<T>(s, [&](int64_t j, int64_t k) { vstore(out + j, gz(xr + j, gr + j, k) * vscale, k); });
         }
       }
     }
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_bwd(const at::Tensor& grad_y_, const at::Tensor& x_,
-                                                              const c10::optional<at::Tensor>& weight,
-                                                              const at::Tensor& mean_, const at::Tensor& var_,
-                                                              bool training, double eps, std::array<bool, 3> mask) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_bwd_impl(const at::Tensor& grad_y_, const at::Tensor& x_,
+                                                                   const c10::optional<at::Tensor>& weight,
+                                                                   const c10::optional<at::Tensor>& bias,
+                                                                   const at::Tensor& mean_, const at::Tensor& var_,
+                                                                   bool training, double eps, std::array<bool, 3> mask,
+                                                                   bool relu) {
   check_same_dtype(x_, weight, "weight");
+  check_same_dtype(x_, bias, "bias");
+  TORCH_CHECK(!relu || x_.scalar_type() == at::toOpMathType(x_.scalar_type()),
+              "torch_bp::batch_norm_relu_bwd: float32/float64 only (the Python rule runs for other dtypes)");
   TORCH_CHECK(grad_y_.scalar_type() == x_.scalar_type() && grad_y_.sizes() == x_.sizes() && x_.dim() >= 2,
               "torch_bp::batch_norm_bwd: grad_y must match x (N, C, ...)");
   const at::Tensor x = x_.contiguous(), gy = grad_y_.contiguous();
@@ -432,6 +478,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_bwd(const at::Tensor& 
   TORCH_CHECK(mean.numel() == cs && var.numel() == cs, "torch_bp::batch_norm_bwd: mean and var must have C elements");
   const bool has_w = weight.has_value() && weight->defined();
   at::Tensor w = has_w ? weight->contiguous() : at::Tensor();
+  at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   at::Tensor gx = mask[0] ? new_output_like(x) : at::Tensor();
   at::Tensor gw_acc = mask[1] && has_w ? at::zeros({cs}, x.options().dtype(acc)) : at::Tensor();
   at::Tensor gb_acc = mask[2] ? at::zeros({cs}, x.options().dtype(acc)) : at::Tensor();
@@ -442,12 +489,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_bwd(const at::Tensor& 
                                       has_w ? w.const_data_ptr<scalar_t>() : nullptr, mean.const_data_ptr<A>(),
                                       var.const_data_ptr<A>(), gx.defined() ? gx.mutable_data_ptr<scalar_t>() : nullptr,
                                       gw_acc.defined() ? gw_acc.mutable_data_ptr<A>() : nullptr,
-                                      gb_acc.defined() ? gb_acc.mutable_data_ptr<A>() : nullptr, training, nb, cs, s, eps);
+                                      gb_acc.defined() ? gb_acc.mutable_data_ptr<A>() : nullptr, training, nb, cs, s, eps,
+                                      relu, b.defined() ? b.const_data_ptr<scalar_t>() : nullptr);
     });
   }
   at::Tensor gw = gw_acc.defined() ? gw_acc.to(x.scalar_type()).view(w.sizes()) : at::Tensor();
   at::Tensor gb = gb_acc.defined() ? gb_acc.to(x.scalar_type()) : at::Tensor();
   return {gx, gw, gb};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_bwd(const at::Tensor& grad_y, const at::Tensor& x,
+                                                              const c10::optional<at::Tensor>& weight,
+                                                              const at::Tensor& mean, const at::Tensor& var,
+                                                              bool training, double eps, std::array<bool, 3> mask) {
+  return batch_norm_bwd_impl(grad_y, x, weight, c10::nullopt, mean, var, training, eps, mask, false);
+}
+
+// BatchNormReLUFunction (ops/fused.py): batch norm's backward of grad_y masked by the forward's relu
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_relu_bwd(const at::Tensor& grad_y, const at::Tensor& x,
+                                                                   const c10::optional<at::Tensor>& weight,
+                                                                   const c10::optional<at::Tensor>& bias,
+                                                                   const at::Tensor& mean, const at::Tensor& var,
+                                                                   bool training, double eps,
+                                                                   std::array<bool, 3> mask) {
+  return batch_norm_bwd_impl(grad_y, x, weight, bias, mean, var, training, eps, mask, true);
 }
 
 
@@ -628,6 +693,8 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("rms_norm_bwd", &norm::rms_norm_bwd);
   m.impl("batch_norm_fwd", &norm::batch_norm_fwd);
   m.impl("batch_norm_bwd", &norm::batch_norm_bwd);
+  m.impl("batch_norm_relu_fwd", &norm::batch_norm_relu_fwd);
+  m.impl("batch_norm_relu_bwd", &norm::batch_norm_relu_bwd);
   m.impl("group_norm_fwd", &norm::group_norm_fwd);
   m.impl("group_norm_bwd", &norm::group_norm_bwd);
 }

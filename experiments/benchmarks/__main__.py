@@ -187,25 +187,28 @@ def bench_models(device, reps, compile_ref, only=None):
             continue
         ref, inputs = built
         ref, inputs = ref.to(device), tuple(x.to(device) for x in inputs)
-        ours = torch_bp.convert(ref)
-        rep = torch_bp.conversion_report(ours)
-        err = _check_grads(ref, ours, inputs)
-        params = list(ref.parameters()) + list(ours.parameters())
+        # each backend twice: converted without fusion ("cpp"), and with it ("cpp+fused", convert's default)
+        variants = {"": torch_bp.convert(ref, fuse=False), "+fused": torch_bp.convert(ref)}
+        rep = torch_bp.conversion_report(variants[""])
+        errs = {v: _check_grads(ref, m, inputs) for v, m in variants.items()}
+        params = list(ref.parameters()) + [p for m in variants.values() for p in m.parameters()]
         cands = {"eager": fwd_bwd(lambda: ref(*inputs), params)}
         if compile_ref:
             compiled = torch.compile(copy.deepcopy(ref))
             cands["compile"] = fwd_bwd(lambda: compiled(*inputs), params)
         for b in backends:
-            def run(b=b):
-                _set_backend(b)
-                return ours(*inputs)
-            cands[b] = fwd_bwd(run, params)
+            for v, model in variants.items():
+                def run(b=b, model=model):
+                    _set_backend(b)
+                    return model(*inputs)
+                cands[b + v] = fwd_bwd(run, params)
         st = interleaved_stats(cands, reps=reps, device=device)
         t = {k: v["median"] for k, v in st.items()}
-        excl = list(inputs) + params + list(ref.buffers()) + list(ours.buffers())
+        excl = list(inputs) + params + list(ref.buffers()) + [buf for m in variants.values() for buf in m.buffers()]
         torch_saved = saved_bytes(lambda: ref(*inputs), excl)
-        for b in backends:
-            _set_backend(b)
+        for backend, v in [(b, v) for b in backends for v in variants]:
+            b, ours, err = backend + v, variants[v], errs[v]
+            _set_backend(backend)
             ours_saved = saved_bytes(lambda: ours(*inputs), excl)
             peak = {}
             if device == "cuda":

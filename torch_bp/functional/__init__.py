@@ -63,6 +63,7 @@ from .conv import (
 from .dropout import alpha_dropout, dropout, dropout1d, dropout2d, dropout3d, feature_alpha_dropout
 from .embedding import embedding, embedding_bag
 from .linear import linear, linear_activation
+from .fused import batch_norm_relu
 from .linear import bilinear
 from .distance import cosine_similarity, pairwise_distance
 from .loss import (

@@ -37,6 +37,12 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-05):
+    return _batch_norm(_norm.BatchNormFunction, input, running_mean, running_var, weight, bias, training, momentum,
+                       eps)
+
+
+def _batch_norm(rule, input, running_mean, running_var, weight, bias, training, momentum, eps):
+    """batch_norm's checks, ``rule`` (batch norm's, or batch norm + relu's) and the running statistics' update."""
     # torch's order of checks: values per channel, eps (in F.batch_norm), then the kernel's
     if training and input.dim() >= 1:
         _verify_values_per_channel(input, input.shape[0] * math.prod(input.shape[2:]))
@@ -60,7 +66,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if not training and (running_mean is None or running_var is None):
         raise RuntimeError("running_mean must be defined in evaluation mode")
     stats = (None, None) if training else (running_mean, running_var)
-    y, mean, var = _norm.BatchNormFunction.apply(input, weight, bias, *stats, bool(training), float(eps))
+    y, mean, var = rule.apply(input, weight, bias, *stats, bool(training), float(eps))
     if training:
         _norm.update_running_stats(running_mean, running_var, mean, var, n, momentum)
     return y

@@ -34,6 +34,10 @@ class _BatchNormForward:
     """
 
     def forward(self, input):
+        return self._normalize(input, F.batch_norm)
+
+    def _normalize(self, input, batch_norm):
+        """The forward with ``batch_norm`` (ours, or the fused ``batch_norm_relu`` of convert's fusion pass)."""
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -41,8 +45,8 @@ class _BatchNormForward:
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
-                            self.weight, self.bias, use_batch_stats, factor, self.eps)
+        return batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
+                          self.weight, self.bias, use_batch_stats, factor, self.eps)
 
 
 class BatchNorm1d(_BatchNormForward, torch.nn.BatchNorm1d):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as TF
 from torch.nn.modules import transformer as _tt
 
+from .. import _compat
 from .. import functional as F
 from ..convert import convert
 
@@ -56,11 +57,38 @@ def _adopt(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def _fused_activation(act):
+    """linear_activation's (activation, approximate) for our relu/gelu/silu (function or module), else None."""
+    from .activation import GELU, ReLU, SiLU
+    if act is F.relu or act is F.gelu or act is F.silu:
+        return act.__name__, "none"
+    if type(act) in (ReLU, GELU, SiLU):
+        return type(act).__name__.lower(), getattr(act, "approximate", "none")
+    return None
+
+
 class TransformerEncoderLayer(torch.nn.TransformerEncoderLayer):
     """Drop-in :class:`torch.nn.TransformerEncoderLayer` built of torch_bp layers (no fast path).
 
     Args, Shape, parameters: as :class:`torch.nn.TransformerEncoderLayer`.
+
+    With ``fuse_layers`` (set by ``torch_bp.convert(..., fuse=True)``, the default), the feed-forward
+    block's ``linear1`` and activation (relu, gelu, silu) run as one ``linear_activation`` (docs/fusion.md),
+    unless ``linear1`` or the activation module has a hook, a per-sample block is open or an error-signal
+    capture is active.
     """
+
+    fuse_layers = False
+
+    def _ff_block(self, x):
+        from .fused import fusing
+        from .linear import Linear
+        act = _fused_activation(self.activation) if self.fuse_layers and type(self.linear1) is Linear else None
+        if act is not None and fusing() and not _compat.has_hooks(self.linear1) and \
+                not (isinstance(self.activation, torch.nn.Module) and _compat.has_hooks(self.activation)):
+            h = F.linear_activation(x, self.linear1.weight, self.linear1.bias, *act)
+            return self.dropout2(self.linear2(self.dropout(h)))
+        return super()._ff_block(x)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,6 +1,7 @@
 """Linear layer: y = x W^T + b."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -134,6 +135,8 @@ class BiasActivationFunction(Rule):
                grad_h = grad_z,   grad_b = sum of grad_z over all leading dims
     Saved:     h, b (z is recomputed: no (N, C) tensor of its own). The compiled relu saves
                its mask [not z <= 0] instead, 1 bit per element: the second output, None otherwise.
+    Lean:      where h is saved, records y = act(h + b) as a recompute recipe (ops/_lean.py): a
+               linear that follows saves h, kept here anyway, instead of y
     Double backward: yes (the activations' rules are differentiable in z = h + b)
 
     With h = x W^T from :class:`LinearFunction` (no bias), this is ``act(linear(x, W, b))`` with
@@ -164,6 +167,9 @@ class BiasActivationFunction(Rule):
         if ctx.packed:
             ctx.mark_non_differentiable(mask)
         ctx.save_for_backward(mask if ctx.packed else h, bias)
+        if not ctx.packed:   # y = act(h + b): a linear that follows saves h (kept here) instead of y
+            _lean.record(output[0], h, functools.partial(_bias_act_again, bias, ctx.activation, ctx.approximate),
+                         bias)
 
     @staticmethod
     def backward(ctx, grad_y, _grad_mask):
@@ -185,6 +191,14 @@ class BiasActivationFunction(Rule):
                 grad_z = _act.silu_grad(z, grad_y)
         grad_b = _rows(grad_z).sum(0) if bias_grad else None
         return grad_z if ctx.needs_input_grad[0] else None, grad_b, None, None
+
+
+def _bias_act_again(bias, activation, approximate, h):
+    """y = act(h + b) once more (a lean rule's recompute recipe): the forward's code, so y is
+    bit-identical; through the rule (differentiable) under create_graph."""
+    if torch.is_grad_enabled():
+        return BiasActivationFunction.apply(h, bias, activation, approximate)[0]
+    return BiasActivationFunction.forward(h, bias, activation, approximate)[0]
 
 
 # --- Bilinear ---

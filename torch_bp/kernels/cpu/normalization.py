@@ -49,6 +49,20 @@ def register(reg) -> None:
         gb = x.new_empty((x.shape[1],)) if output_mask[2] else None
         return gx, gw, gb
 
+    @reg("torch_bp::batch_norm_relu_fwd")
+    def _(x, weight, bias, mean, var, eps):
+        c = x.shape[1]
+        return (torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty((c,), dtype=_acc(x.dtype)),
+                x.new_empty((c,), dtype=_acc(x.dtype)))
+
+    @reg("torch_bp::batch_norm_relu_bwd")
+    def _(grad_y, x, weight, bias, mean, var, training, eps, output_mask):
+        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if output_mask[0] else None
+        gw = torch.empty_like(weight, memory_format=torch.contiguous_format) \
+            if output_mask[1] and weight is not None else None
+        gb = x.new_empty((x.shape[1],)) if output_mask[2] else None
+        return gx, gw, gb
+
     @reg("torch_bp::group_norm_fwd")
     def _(x, weight, bias, groups, eps):
         stats = (x.shape[0], groups, 1)
