@@ -96,3 +96,14 @@ def device(request):
 def cpp():
     """The compiled backend (skipped where it cannot run)."""
     yield from _use_backend("cpp")
+
+
+@pytest.fixture(autouse=True)
+def _restore_deterministic_algorithms():
+    """Lightning's ``deterministic=True`` (tests/test_resume.py) sets torch's global deterministic mode and
+    leaves it set; restored after every test, so that no test depends on the order the suite runs in."""
+    import torch
+
+    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(before, warn_only=warn)

@@ -34,6 +34,10 @@ from torch_bp.registry import CONVERTERS, LAYERS
 common_methods_invocations = pytest.importorskip(
     "torch.testing._internal.common_methods_invocations", reason="torch's test utilities (needs expecttest)")
 common_modules = pytest.importorskip("torch.testing._internal.common_modules")
+# torch's common_utils freezes torch.backends' global flags at import (disable_global_flags, for its own
+# test runner); this file only reads torch's samples, and the rest of the suite (Lightning's deterministic
+# mode) sets those flags, so the freeze is undone here. torch has no public function that undoes it.
+torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
 
 DTYPE = torch.float64
 MAX_SAMPLES = 8           # per OpInfo: evenly spaced among the first GENERATED it yields

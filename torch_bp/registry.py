@@ -401,7 +401,9 @@ LAYERS: list[Layer] = [
     _row("batch_norm_relu", "fused", [fused.BatchNormReLUFunction], reference=_batch_norm_relu_reference,
          double_backward=True,
          notes="torch_bp only: relu(batch_norm(...)) as one rule saving no mask; run by convert's fusion pass for "
-               "BatchNorm -> ReLU in an nn.Sequential"),
+               "BatchNorm -> ReLU in an nn.Sequential",
+         # bfloat16: the fused kernels need z unrounded (ops/fused.py), so the Python rule runs, on batch norm's kernels
+         extra={"compiled_ops_bfloat16": ("batch_norm_fwd", "batch_norm_bwd")}),
 
     # (rules that real models need, e.g. rotary position embedding: below this line)
     _row("mul", "pointwise", [pointwise.MulFunction], reference=torch.mul, double_backward=True,

@@ -108,6 +108,28 @@ def _pair_loss(name, **kw):
     return {name: lambda z: ((z.x(), z.x(grad=False)), kw)}
 
 
+def _ctc(z):
+    """(T, N, C) log-probabilities, full-length inputs, (N, S) padded targets without the blank."""
+    t, n, c, s = (16, 2, 5, 4) if z.rows < 1000 else (256, 32, 32, 64)
+    log_probs = torch.randn(t, n, c, device=z.device).log_softmax(2).requires_grad_()
+    targets = torch.randint(1, c, (n, s), device=z.device)
+    lengths = torch.full((n,), t, dtype=torch.long, device=z.device)
+    return (log_probs, targets, lengths, torch.full((n,), s, dtype=torch.long, device=z.device)), {}
+
+
+def _adaptive(z):
+    """AdaptiveLogSoftmaxWithLoss over the head's vocabulary, cutoffs at 1/4 and 1/2 of it, div_value 4."""
+    d, v = z.d_model, z.vocab
+    cutoffs = [v // 4, v // 2, v]
+    tails = []
+    for i in range(2):
+        hsz, osz = d // 4 ** (i + 1), cutoffs[i + 1] - cutoffs[i]
+        tails += [z.r(hsz, d) * 0.1, z.r(osz, hsz) * 0.1]
+    tails = [w.detach().requires_grad_() for w in tails]
+    head = (z.r(cutoffs[0] + 2, d) * 0.1).detach().requires_grad_()
+    return (z.r(z.tokens, d), z.i(v, z.tokens), head, tails, cutoffs), {}
+
+
 SIZES = {
     "linear": lambda z: ((z.r(z.tokens, z.d_model), z.r(z.d_model, z.d_model), z.r(z.d_model)), {}),
     **{k: v for name in ("relu", "leaky_relu", "elu", "gelu", "silu", "softplus", "tanh", "sigmoid", "hardtanh",
@@ -185,6 +207,12 @@ SIZES = {
     "max_unpool3d": lambda z: _unpool(3, z),
     "batch_norm": lambda z: ((z.img(), torch.zeros(z.c, device=z.device), torch.ones(z.c, device=z.device),
                               z.r(z.c), z.r(z.c)), {"training": True}),
+    "batch_norm_relu": lambda z: ((z.img(), torch.zeros(z.c, device=z.device), torch.ones(z.c, device=z.device),
+                                   z.r(z.c), z.r(z.c)), {"training": True}),
+    "sync_batch_norm": lambda z: ((z.img(), torch.zeros(z.c, device=z.device), torch.ones(z.c, device=z.device),
+                                   z.r(z.c), z.r(z.c)), {"training": True}),
+    "ctc_loss": _ctc,
+    "adaptive_log_softmax_with_loss": _adaptive,
     "group_norm": lambda z: ((z.img(), 8 if z.c >= 8 else 2, z.r(z.c), z.r(z.c)), {}),
     "instance_norm": lambda z: ((z.img(), None, None, z.r(z.c), z.r(z.c)), {}),
     "local_response_norm": lambda z: ((z.img(), 5), {}),

@@ -546,7 +546,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     for length in il_list:
         _ctc_check(length >= 0, f"Expected input_lengths to have value at least 0, but got value {length}")
         _ctc_check(length <= t_max, f"Expected input_lengths to have value at most {t_max}, but got value {length}")
-    padded = torch.where(valid, padded, blank)  # positions past L_b are never read (torch ignores them too)
+    if not bool(valid.all()):  # every target full-length: the targets themselves are saved, not a copy
+        padded = torch.where(valid, padded, blank)  # positions past L_b are never read (torch ignores them too)
     if ((padded < 0) | (padded >= c)).any():
         # NOTE: torch's CPU kernel reads such a target out of bounds without a check; ours refuses
         raise RuntimeError(f"ctc_loss: targets must be class indices in [0, {c}) within each target length")

@@ -575,7 +575,7 @@ class SyncBatchNormFunction(Rule):
                grad_x = w r (grad_y - SUM grad_y / n - (x - mu) r^2 SUM grad_y (x - mu) / n)
                grad_w = sum_c grad_y (x - mu) r,   grad_b = sum_c grad_y   (this rank's part, as torch's
                SyncBatchNorm: data parallelism sums or averages parameter gradients afterwards)
-    Saved:     x, w, mu, v, n
+    Saved:     x, w, mu, v (n as a number: the all_reduced count is read once in the forward)
     Double backward: no
     Without a process group (``group=None``: one process) it is batch_norm's training rule; the running statistics
     are updated by the caller from (mu, v, n), with the unbiased v n / (n - 1) of the whole group, as torch.
@@ -608,12 +608,14 @@ class SyncBatchNormFunction(Rule):
         _, mean, var, n = output
         ctx.mark_non_differentiable(mean, var, n)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.save_for_backward(x, weight, mean, var, n)
+        ctx.n = n.item()
+        ctx.save_for_backward(x, weight, mean, var)
 
     @staticmethod
     @first_order_only
     def backward(ctx, grad_y, _grad_mean, _grad_var, _grad_n):
-        x, weight, mean, var, n = ctx.saved_tensors
+        x, weight, mean, var = ctx.saved_tensors
+        n = ctx.n
         _, shape = _channel_dims(x)
         c = x.shape[1]
         gy, xc = opmath(grad_y), opmath(x) - mean.view(shape)
