@@ -166,3 +166,37 @@ def test_table_is_driven_by_the_functional_package():
         if name != "ours" and torch_bp.functional.ours(name) and hasattr(TF, name):
             assert getattr(TF, name) in table, name
     assert TF.hardtanh not in table or torch_bp.functional.ours("hardtanh")
+
+
+def test_our_own_code_runs_with_the_mode_stepped_aside():
+    """Only foreign code's calls pass through the handler: a class-swapped MLP's forward sends
+    none (every call is inside torch_bp's functionals and rules), the functional-only Net sends
+    its own functional calls and nothing from inside ours; a mode of the user's stays on."""
+    seen = []
+
+    class Counting(_intercept.Intercept):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", repr(func)))
+            return super().__torch_function__(func, types, args, kwargs)
+
+    mlp = torch_bp.convert(torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3)))
+    x = torch.randn(5, 6, requires_grad=True)
+    with Counting():  # as _enter does: for the forward (the backward runs after the mode is left)
+        out = mlp(x)
+    out.sum().backward()
+    assert seen == []
+
+    net, y = torch_bp.convert(Net(), fuse=False), torch.randint(0, 3, (5,))
+    with Counting():
+        out = net(x, y)
+    assert out.grad_fn is not None and 0 < len(seen) <= 12, seen  # Net.forward's own (its add, the aliases' checks)
+
+    class User(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append("user")
+            return func(*args, **(kwargs or {}))
+
+    seen.clear()
+    with Counting(), User():  # the user's mode is innermost: ours is not stepped aside, theirs sees every call
+        mlp(x)
+    assert seen.count("user") > 3

@@ -25,6 +25,15 @@ Scope (what :func:`attach` installs on a converted model's root module):
   the torch ops our rules call inside it are never re-routed.
 - no recursion: torch pops the mode while its ``__torch_function__`` runs, so whatever our
   functional calls (torch ops, or torch's functional as a fallback) runs as torch's.
+- torch_bp's own code runs with the mode off: every public function of ``torch_bp.functional``
+  (which the converted modules call) is wrapped by :func:`outside`, which steps the mode aside
+  while the function runs when it is the innermost mode (every
+  Intercept at the top of the stack: nested converted models push one each). The argument checks, attribute reads
+  and torch ops inside our functionals and rules then cost what they cost without the mode, and
+  a functional computes the same whether a converted model or a user calls it. Under
+  ``torch.compile`` the mode is left in place (the compiled graph has no per-call cost), and
+  where torch lacks the private mode-stack functions (:data:`_STACK`) the mode stays on: only
+  slower, never different, since the calls it would take over are ours already.
 - calls with ``out=`` or on tensor subclasses other than ``torch.Tensor``/``Parameter``
   (e.g. DTensor) are left to torch.
 
@@ -32,10 +41,13 @@ Scope (what :func:`attach` installs on a converted model's root module):
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+from . import _compat
 
 _TLS = threading.local()
 _TABLE: dict | None = None
@@ -165,6 +177,39 @@ class Intercept(TorchFunctionMode):
             if out is not TORCH:
                 return out
         return func(*args, **kwargs)
+
+
+# torch's thread-local mode stack (private: torch.overrides' own helpers use these). All four or none.
+_STACK = tuple(_compat._private(p) for p in ("_C._len_torch_function_stack", "_C._get_function_stack_at",
+                                             "_C._pop_torch_function_stack", "_C._push_on_torch_function_stack"))
+if not all(_STACK):
+    _STACK = None
+
+
+def outside(fn):
+    """``fn`` run with the interception stepped aside when it is the innermost mode (module docstring)."""
+    if _STACK is None:
+        return fn
+    length, at, pop, push = _STACK
+    compiling = torch.compiler.is_compiling
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        n = length()
+        if n and not compiling() and isinstance(at(n - 1), Intercept):
+            aside = []  # nested converted models stack several: all of them step aside
+            while n and isinstance(at(n - 1), Intercept):
+                aside.append(pop())
+                n -= 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                for mode in reversed(aside):
+                    push(mode)
+        return fn(*args, **kwargs)
+
+    run.__wrapped_by_intercept__ = True
+    return run
 
 
 def _stack() -> list:

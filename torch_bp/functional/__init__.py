@@ -138,6 +138,13 @@ from .rotary import apply_rotary_pos_emb
 _OURS = frozenset(n for n, v in list(globals().items())
                   if not n.startswith("_") and callable(v) and getattr(v, "__module__", "").startswith(__name__))
 
+# torch_bp's own code runs with the interception stepped aside (torch_bp/_intercept.py: outside).
+from .._intercept import outside as _outside  # noqa: E402
+
+for _name in _OURS | {"_convnd", "_conv_transposend", "_multi_head_attention"}:
+    globals()[_name] = _outside(globals()[_name])
+del _name
+
 
 def ours(name: str) -> bool:
     """True if ``torch_bp.functional.<name>`` runs a torch_bp rule, False if it is torch's function.
