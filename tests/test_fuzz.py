@@ -41,13 +41,6 @@ OUTCOMES: dict[str, Counter] = {}
 # Fuzzer findings not fixed yet: each is an open bug or an unclassified torch quirk, reported as
 # xfail (never as a pass) until it is fixed or recorded in tests/fuzz/known.py.
 OPEN_FINDINGS = {
-    ("max_unpool2d", "python"): "a channels_last draw whose indices repeat within a channel (6, 10, 19 twice, 9 three "
-                                "times): which of the values scattered to one position is kept differs from torch's "
-                                "channels_last kernel (torch leaves it unspecified); known.py should accept either "
-                                "candidate value at a duplicated index: not yet written",
-    ("batch_norm_relu", "python"): "an infinite weight with a strided bias: NaN placement differs from torch's "
-                                   "relu(batch_norm(...)) (not yet analysed; torch's batch_norm gradient with a strided "
-                                   "weight is itself wrong, classified in known.py)",
     ("lstm_cell", "python"): "a cell state c of another float dtype than h and the weights (e.g. float64 with "
                              "float32): torch's c' = f c + i g promotes it and succeeds on some draws, raises "
                              "'expected m1 and m2 to have the same dtype' on others (its backward's matmuls); ours "
