@@ -41,10 +41,6 @@ OUTCOMES: dict[str, Counter] = {}
 # Fuzzer findings not fixed yet: each is an open bug or an unclassified torch quirk, reported as
 # xfail (never as a pass) until it is fixed or recorded in tests/fuzz/known.py.
 OPEN_FINDINGS = {
-    ("lstm_cell", "python"): "a cell state c of another float dtype than h and the weights (e.g. float64 with "
-                             "float32): torch's c' = f c + i g promotes it and succeeds on some draws, raises "
-                             "'expected m1 and m2 to have the same dtype' on others (its backward's matmuls); ours "
-                             "always raises (the rule's matmul); which draws torch accepts is not yet analysed",
     ("lstm", "cpp"): "a weight or bias cast to int64: torch's LSTM succeeds on some such draws (not yet analysed: "
                      "its kernel promotes an integer bias?), ours refuses every weight of another dtype",
     # found with 100+ draws (CI's 30 pass): NaN placement where torch's attention paths themselves disagree
