@@ -41,19 +41,9 @@ OUTCOMES: dict[str, Counter] = {}
 # Fuzzer findings not fixed yet: each is an open bug or an unclassified torch quirk, reported as
 # xfail (never as a pass) until it is fixed or recorded in tests/fuzz/known.py.
 OPEN_FINDINGS = {
-    ("max_unpool2d", "python"): "a channels_last draw whose indices repeat within a channel (6, 10, 19 twice, 9 three "
-                                "times): which of the values scattered to one position is kept differs from torch's "
-                                "channels_last kernel (torch leaves it unspecified); known.py should accept either "
-                                "candidate value at a duplicated index: not yet written",
-    ("batch_norm_relu", "python"): "an infinite weight with a strided bias: NaN placement differs from torch's "
-                                   "relu(batch_norm(...)) (not yet analysed; torch's batch_norm gradient with a strided "
-                                   "weight is itself wrong, classified in known.py)",
-    ("lstm_cell", "python"): "a cell state c of another float dtype than h and the weights (e.g. float64 with "
-                             "float32): torch's c' = f c + i g promotes it and succeeds on some draws, raises "
-                             "'expected m1 and m2 to have the same dtype' on others (its backward's matmuls); ours "
-                             "always raises (the rule's matmul); which draws torch accepts is not yet analysed",
-    ("lstm", "cpp"): "a weight or bias cast to int64: torch's LSTM succeeds on some such draws (not yet analysed: "
-                     "its kernel promotes an integer bias?), ours refuses every weight of another dtype",
+    ("lstm", "cpp"): "with 300 draws: a float32 unbatched bidirectional draw with a parameter cast to int64 and "
+                     "sliced: torch succeeds, ours refuses, and known.py's oneDNN bias check does not classify it "
+                     "(torch's oneDNN path takes an int64 bias alone, tests/fuzz/known.py; this draw not yet analysed)",
     # found with 100+ draws (CI's 30 pass): NaN placement where torch's attention paths themselves disagree
     **{("multi_head_attention_forward", b): (
         "with 100+ draws: (1) a NaN in_proj_bias on the unbatched is_causal path with a float attn_mask and "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import torch
 
@@ -382,6 +383,39 @@ def _mha_promoted_bias(case, ours=None, ref=None):
                     for b in (case.value("in_proj_bias"), case.value("out_proj_bias"))))
 
 
+def _unpool_duplicate_kept(case, ours, ref):
+    """max_unpool: the outputs differ only at positions that two or more indices of one plane name, where ours and
+    torch's are each one of the values written there; the gradients agree (the table's tolerance)."""
+    from harness import assert_close
+    from .compare import _case_dtype, rescaled
+
+    x, idx = case.value("input"), case.value("indices")
+    if isinstance(ours, Exception) or isinstance(ref, Exception) or len(ours[0]) != 1 or len(ref[0]) != 1:
+        return False
+    nd = int(case.name[len("max_unpool")])
+    o, r = ours[0][0].detach(), ref[0][0].detach()
+    if o.shape != r.shape or o.dtype != r.dtype or idx.shape != x.shape or x.dim() <= nd:
+        return False
+    xs = x.reshape(-1, math.prod(x.shape[-nd:]))       # (planes, input positions)
+    ids = idx.reshape(xs.shape).long()
+    os, rs = o.reshape(xs.shape[0], -1), r.reshape(xs.shape[0], -1)   # (planes, output positions)
+    same = (os == rs) | (os.isnan() & rs.isnan())
+    for plane, pos in (~same).nonzero().tolist():
+        written = xs[plane][ids[plane] == pos]          # every value scattered to this position
+        if written.numel() < 2:
+            return False
+        for v in (os[plane, pos], rs[plane, pos]):
+            if not bool(((written == v) | (written.isnan() & v.isnan())).any()):
+                return False
+    dtype = _case_dtype(case, case.tensors() + list(ref[0]))
+    try:
+        for i, (g, gr) in enumerate(zip(ours[1], ref[1])):
+            assert_close(*rescaled(g, gr), dtype, case.cond, f"grad of input {i}")
+    except AssertionError:
+        return False
+    return True
+
+
 def _linear_promoted_bias(case, ours=None, ref=None):
     x, b = case.value("input"), case.value("bias")
     return isinstance(b, torch.Tensor) and x.dim() != 2 and b.dtype != x.dtype
@@ -402,7 +436,8 @@ def _conv_empty_batch(case, ours=None, ref=None):
 def _batch_norm_empty_unchecked(case, ours=None, ref=None):
     x = case.value("input")
     return (isinstance(x, torch.Tensor) and x.numel() == 0 and isinstance(ours, Exception)
-            and not isinstance(ref, Exception) and "running_" in str(ours))
+            and not isinstance(ref, Exception)
+            and ("running_mean must be defined" in str(ours) or "should contain" in str(ours)))
 
 
 def _huber_mixed_dtypes_backward(case, ours, ref):
@@ -441,6 +476,26 @@ _NORM_INF = ("with an infinite weight or input, torch's batch/group norm kernels
 _CONV_EMPTY = (_conv_empty_batch,
                "torch's convolution returns an empty output for an empty input before it checks that "
                "weight and bias have the input's dtype")
+
+def _lstm_onednn_promoted_bias(case, ours, ref):
+    """lstm: torch computed, ours refused, a bias alone has another dtype than the weights, and torch itself refuses
+    the case with oneDNN disabled (its other LSTM paths), raising the exception type ours raised."""
+    from .compare import _run
+    from torch_bp.registry import get
+
+    if isinstance(ref, Exception) or not isinstance(ours, RuntimeError):
+        return False
+    params = [p.leaf for p in case.arguments.get("params") or []]
+    per = 4 if case.value("has_biases") is not False else 2
+    odd = [i for i, p in enumerate(params) if p.dtype != params[0].dtype]
+    if not odd or any(i % per < 2 for i in odd):   # a weight of another dtype: not this quirk
+        return False
+    # (torch's flag setter warns that TF32 on oneDNN needs an Intel GPU: not what is checked here)
+    with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False):
+        warnings.simplefilter("ignore", UserWarning)
+        plain = _run(get(case.name).reference, case)
+    return isinstance(plain, Exception) and isinstance(ours, type(plain))
+
 
 def _lstm_cell_state_dtype(case, ours, ref):
     """lstm: torch computed, ours refused, and the cell state c0 alone has another dtype than the weights (the
@@ -550,7 +605,18 @@ TORCH_QUIRKS: dict[str, list] = {
                         "torch's LSTM takes a cell state of another dtype than its weights on its non-oneDNN paths "
                         "(a packed input, a float64 one), where c' = f c + i g promotes it, and refuses it on its "
                         "oneDNN path (a float32 input, 'could not create a primitive descriptor'); ours refuses it "
-                        "always, as torch refuses a hidden state h of another dtype on every path")],
+                        "always, as torch refuses a hidden state h of another dtype on every path"),
+             # Found by the fuzzer (torch 2.13 CPU): torch's oneDNN LSTM (a float32 or, where the CPU has it,
+             # bfloat16 input; no projections; a packed input only when all its sequences have one length) adds
+             # b_ih + b_hh with type promotion before its kernel, so it takes a bias of any dtype that promotes to
+             # the weights' (int64, bool, float16 with float32 weights; float64 fails inside oneDNN), while its
+             # other paths (float64 or float16 inputs, packed sequences of several lengths, projections, oneDNN
+             # disabled) add each bias with addmm and refuse it. Which one runs is torch's internal choice; ours
+             # refuses a parameter of another dtype on every path, as torch does with oneDNN disabled.
+             (_lstm_onednn_promoted_bias,
+              "torch's oneDNN LSTM path promotes a bias of another dtype (b_ih + b_hh before its kernel) and so "
+              "accepts e.g. an int64 bias with float32 weights; its other paths, and torch with oneDNN disabled on "
+              "this very case, refuse it as ours does")],
     "linear_activation": [(_linear_gelu_inf, "torch's vectorized GELU kernel gives NaN for +inf (see gelu); "
                                              "ours +inf: only non-finite values differ")],
     "gelu": [(_gelu_inf, "torch's vectorized float32/bfloat16/float16 GELU kernel gives NaN for +inf "
@@ -617,8 +683,8 @@ TORCH_QUIRKS: dict[str, list] = {
     "conv_transpose2d": [_CONV_EMPTY, _CONV_BIAS_DTYPE],
     "batch_norm": [(_batch_norm_empty_unchecked,
                     "torch's batch_norm returns early for an empty input (x * w[0] + b[0]) before it checks "
-                    "the running statistics (their size, or that they are given in eval mode); ours checks "
-                    "them first and raises"),
+                    "the sizes of the running statistics, weight and bias (or that the statistics are given in "
+                    "eval mode); ours checks them first and raises"),
                    (_conv_empty_batch, "torch's batch_norm returns early for an empty input "
                                        "(x * w[0] + b[0]) before it checks the parameters' dtypes"),
                    (_inf_differs_only_in_kind, _NORM_INF)],
@@ -648,6 +714,16 @@ TORCH_QUIRKS: dict[str, list] = {
                                      (_mha_promoted_bias,
                                       "torch's projections are F.linear on 3-d inputs, which adds a bias of another "
                                       "dtype with type promotion (see linear); ours refuses it")],
+    # Found by the fuzzer (torch 2.13 CPU): with channels_last input (or indices), torch's max_unpool2d kernel runs
+    # in parallel over the positions of all channels at once, so when two indices of one channel name the same
+    # output position (overlapping pooling windows), the value kept there is whichever thread wrote last: it varies
+    # from run to run with more than one thread (torch's contiguous kernel walks each channel in order and keeps the
+    # last). Either written value is torch's legitimate result. The gradient is a gather of grad_y at the indices,
+    # the same whichever value was kept (torch's backward and ours), so the gradients must agree as usual.
+    **{f"max_unpool{nd}d": [(_unpool_duplicate_kept,
+                             "indices that repeat within a channel: torch's channels_last max_unpool kernel keeps "
+                             "whichever value a thread wrote last (it varies run to run); ours and torch's are each "
+                             "one of the values written there, and the gradients agree")] for nd in (1, 2, 3)},
     "adaptive_avg_pool2d": [(_adaptive_pool_empty_channels,
                              "torch's adaptive_avg_pool2d backward rejects an input with an empty non-batch "
                              "dim (its forward accepts it); ours returns the empty gradient")],
@@ -804,16 +880,25 @@ TORCH_QUIRKS["ctc_loss"].append((_ctc_strided_concatenated_targets,
                                  "not scaled by the stride); ours reads them as targets.contiguous()"))
 
 
-def _bn_relu_channels_last_strided_weight(case, ours, ref):
-    """A non-contiguous weight, where ours agrees with torch's own relu(batch_norm(...))
-    run in float64 on contiguous copies of every argument (same upstream)."""
+def _dense(t):
+    """Contiguous in some memory format (what torch's CPU batch_norm kernel takes as contiguous)."""
+    fmts = {4: [torch.channels_last], 5: [torch.channels_last_3d]}.get(t.dim(), [])
+    return t.is_contiguous() or any(t.is_contiguous(memory_format=f) for f in fmts)
+
+
+def _bn_relu_strided_argument(case, ours, ref):
+    """An input that is not dense, or a non-contiguous weight, bias or running statistic (a slice, a transpose,
+    a stride-0 expand), where ours agrees with torch's own relu(batch_norm(...)) run in float64 on contiguous
+    copies of every argument (same upstream)."""
     from .cases import TArg
     from .compare import _run
     from torch_bp.registry import get
 
-    x, w = case.value("input"), case.value("weight")
-    if (isinstance(ours, Exception) or isinstance(ref, Exception) or not isinstance(x, torch.Tensor)
-            or not isinstance(w, torch.Tensor) or w.is_contiguous()):
+    x = case.value("input")
+    if isinstance(ours, Exception) or isinstance(ref, Exception) or not isinstance(x, torch.Tensor):
+        return False
+    params = [case.value(k) for k in ("weight", "bias", "running_mean", "running_var")]
+    if _dense(x) and all(p.is_contiguous() for p in params if isinstance(p, torch.Tensor)):
         return False
     up = copy.copy(case)
     up.arguments = {k: (TArg(case.value(k).detach().double().contiguous().requires_grad_(v.leaf.requires_grad))
@@ -823,13 +908,23 @@ def _bn_relu_channels_last_strided_weight(case, ours, ref):
     return not isinstance(exact, Exception) and _agrees_with_exact(case, ours, exact, x.dtype)
 
 
-# batch_norm_relu's reference is torch's relu(batch_norm(...)): batch_norm's quirks, and one of the pair's own
-# (found by the fuzzer, torch 2.13 CPU): for a non-contiguous weight (a slice), torch's batch_norm gradient of x is
-# wrong (off by O(1) against its own result for a contiguous copy of the weight; ours agrees with that)
+# batch_norm_relu's reference is torch's relu(batch_norm(...)): batch_norm's quirks, and the pair's own (found by
+# the fuzzer, torch 2.13 CPU), both from torch's CPU batch_norm taking another code path when an argument is not
+# contiguous:
+# - forward: with a dense input and contiguous weight, bias and running statistics it evaluates the folded
+#   y = x (r w) + (b - mu r w) (as ours does); otherwise its elementwise ((x - mu) r) w + b. The two differ only
+#   through non-finite values: for an infinite weight, the folded form gives inf - inf = NaN, the other +-inf.
+#   batch_norm alone accepts that (both non-finite, _NORM_INF), but relu maps -inf to 0, so torch's relu
+#   (batch_norm(...)) is 0 on a strided draw where it (and ours) is NaN on its contiguous copy;
+# - backward: for a non-contiguous weight (a slice), its gradient of x is wrong (off by O(1) against its own result
+#   for a contiguous copy of the weight).
+# Ours is the same on every layout, and agrees with torch's float64 result on contiguous copies of the arguments.
 TORCH_QUIRKS["batch_norm_relu"] = TORCH_QUIRKS["batch_norm"] + [
-    (_bn_relu_channels_last_strided_weight,
-     "torch's relu(batch_norm(x)) gradient of x for a strided weight disagrees with its own "
-     "float64 result on contiguous copies (ours agrees with that)")]
+    (_bn_relu_strided_argument,
+     "torch's CPU batch_norm takes another path for a non-dense input or a non-contiguous weight, bias or running "
+     "statistic: an unfolded forward ((x - mu) r) w + b, +-inf where the folded x (r w) + (b - mu r w) of its "
+     "contiguous path gives NaN for an infinite weight (relu then maps -inf to 0), and a wrong gradient of x for "
+     "a strided weight; ours agrees with torch's own float64 result on contiguous copies")]
 
 
 # sync_batch_norm's reference is torch's batch_norm (one process): its quirks are batch_norm's

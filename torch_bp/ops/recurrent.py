@@ -695,6 +695,12 @@ class LSTMCellFunction(Rule):
                grad_b_ih = grad_b_hh = sum_rows(da)   (a bias that addmm broadcasts: da summed to its shape)
     Saved:     x, h, c, W_ih, W_hh and c' (the output); the gates are recomputed from them, so the rule stays
                differentiable      Double backward: yes
+
+    A cell state c of another dtype than the gates (torch accepts any: its f c promotes): c' and h' take the
+    promoted dtype, as torch's; da is rounded to the gates' dtype before the matmuls (where torch's autograd
+    casts the gradient reaching the gates) and grad_c to c's dtype. With 16-bit gates the elementwise part of
+    the backward runs in float32 and da is rounded once (huge weights make grad_x = da W_ih cancel, and
+    rounding every product of da in bfloat16 then moves it by more than the dtype's tolerance).
     """
 
     @staticmethod
@@ -714,15 +720,17 @@ class LSTMCellFunction(Rule):
     def backward(ctx, grad_h1, grad_c1):
         x, h, c, w_ih, w_hh, b_ih, b_hh, c1 = ctx.saved_tensors
         gi, gh = _cell_gates(x, h, w_ih, w_hh, b_ih, b_hh)
-        a_i, a_f, a_g, a_o = (gi + gh).chunk(4, 1)
+        a = gi + gh
+        a_i, a_f, a_g, a_o = opmath(a).chunk(4, 1)   # the elementwise part in float32 for 16-bit gates, rounded once
         i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
-        tc = torch.tanh(c1)
+        tc = torch.tanh(opmath(c1))
+        grad_h1, grad_c1 = opmath(grad_h1), opmath(grad_c1)
         dc1 = grad_c1 + grad_h1 * o * (1 - tc * tc)
-        da = torch.cat([dc1 * g * i * (1 - i), dc1 * c * f * (1 - f), dc1 * i * (1 - g * g),
-                        grad_h1 * tc * o * (1 - o)], 1)
+        da = torch.cat([dc1 * g * i * (1 - i), dc1 * opmath(c) * f * (1 - f), dc1 * i * (1 - g * g),
+                        grad_h1 * tc * o * (1 - o)], 1).to(a.dtype)
         gx = da.mm(w_ih) if ctx.needs_input_grad[0] else None
         gh_ = da.mm(w_hh) if ctx.needs_input_grad[1] else None
-        gc = dc1 * f if ctx.needs_input_grad[2] else None
+        gc = (dc1 * f).to(c.dtype) if ctx.needs_input_grad[2] else None
         return (gx, gh_, gc, *_cell_param_grads(ctx, da, da, x, h, 3))
 
 
