@@ -131,7 +131,8 @@ void fwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const bool* k
 // views per head, and for many small heads that per-call overhead outweighs the arithmetic. Here
 // groups of heads share each call: q, k, v, grad_o, o are taken as (B, X, Y) batches of heads
 // (a view when their leading dims flatten, else one copy) and every matmul is one batched call
-// over up to kGroup score elements (a group's (g, L, S) scores stay in cache as a tile does).
+// over up to kGroup score elements (a group's (g, L, S) scores stay in cache as a tile does); there
+// are at least as many groups as threads where there are as many heads.
 constexpr int64_t kGroup = kBlockQ * kBlockK;
 
 inline bool one_tile(const Tensor& q, const Tensor& k) { return q.size(-2) <= kBlockQ && k.size(-2) <= kBlockK; }
@@ -139,7 +140,11 @@ inline bool one_tile(const Tensor& q, const Tensor& k) { return q.size(-2) <= kB
 // t as (B, X, Y), B the flat index over its leading dims; a view when they flatten
 inline Tensor batch3(const Tensor& t) { return t.reshape({heads(t), t.size(-2), t.size(-1)}); }
 
-inline int64_t group_heads(int64_t L, int64_t S) { return std::max<int64_t>(1, kGroup / std::max<int64_t>(1, L * S)); }
+// heads per group: up to kGroup score elements, and at least as many groups as threads
+inline int64_t group_heads(int64_t L, int64_t S, int64_t B) {
+  const int64_t nt = std::max<int64_t>(1, at::get_num_threads());
+  return std::max<int64_t>(1, std::min(kGroup / std::max<int64_t>(1, L * S), (B + nt - 1) / nt));
+}
 
 template <typename A>
 void fwd_small(const Tensor& q, const Tensor& k, const Tensor& v, const bool* keep, bool causal, A scale, A ks,
@@ -148,7 +153,7 @@ void fwd_small(const Tensor& q, const Tensor& k, const Tensor& v, const bool* ke
   const Tensor q3 = batch3(q), k3 = batch3(k), v3 = batch3(v);
   Tensor o3 = o.view({heads(o), o.size(-2), o.size(-1)});  // o: fresh, contiguous
   const int64_t B = q3.size(0), L = q3.size(1), S = k3.size(1);
-  const int64_t G = group_heads(L, S), ng = (B + G - 1) / G;
+  const int64_t G = group_heads(L, S, B), ng = (B + G - 1) / G;
   at::parallel_for(0, ng, 1, [&](int64_t begin, int64_t end) {
     const at::AutoDispatchBelowADInplaceOrView guard;  // worker threads: plain kernels, no autograd
     Tensor sbuf = at::empty({std::min(G, B) * L * S}, q.options());
@@ -276,7 +281,7 @@ void bwd_small(const Tensor& go, const Tensor& q, const Tensor& k, const Tensor&
   const Tensor q3 = batch3(q), k3 = batch3(k), v3 = batch3(v), go3 = batch3(go), o3 = batch3(o);
   Tensor dq3 = batch3(dq), dk3 = batch3(dk), dv3 = batch3(dv);  // fresh, contiguous: views
   const int64_t B = q3.size(0), L = q3.size(1), S = k3.size(1), Ev = v3.size(2);
-  const int64_t G = group_heads(L, S), ng = (B + G - 1) / G;
+  const int64_t G = group_heads(L, S, B), ng = (B + G - 1) / G;
   const A inf = std::numeric_limits<A>::infinity();
   at::parallel_for(0, ng, 1, [&](int64_t begin, int64_t end) {
     const at::AutoDispatchBelowADInplaceOrView guard;  // worker threads: plain kernels, no autograd
