@@ -217,7 +217,9 @@ def test_attention_many_blocks_match_torch(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 def test_attention_compiled_tiles_match_python_rule(dtype):
     """Query blocks of 128 and key blocks of 512 in the kernels: 300 queries x 700 keys spans
-    3 x 2 tiles (with a partial one of each), causal skips tiles, dropout reads the Python masks."""
+    3 x 2 tiles (with a partial one of each), causal skips tiles, dropout reads the Python masks.
+    Heads of one tile run in groups of heads (the last group partial; heads laid out as multi-head
+    attention's (N, L, H, D) transposed, which do not flatten to one batch dim)."""
     before = torch_bp.backend_info().requested
     try:
         torch_bp.set_backend("cpp")
@@ -227,11 +229,15 @@ def test_attention_compiled_tiles_match_python_rule(dtype):
     cases = [((1, 2, 300, 8), (1, 2, 700, 8), (1, 2, 700, 4), {}),
              ((1, 2, 300, 8), (1, 2, 700, 8), (1, 2, 700, 4), {"is_causal": True}),
              ((2, 260, 8), (2, 260, 8), (2, 260, 4), {"is_causal": True, "dropout_p": 0.3}),
-             ((5, 8), (7, 8), (7, 4), {"dropout_p": 0.5, "scale": 0.7})]
+             ((5, 8), (7, 8), (7, 4), {"dropout_p": 0.5, "scale": 0.7}),
+             ((3, 5, 128, 8), (3, 5, 100, 8), (3, 5, 100, 4), {"is_causal": True}),
+             ((3, 5, 100, 8), (3, 5, 128, 8), (3, 5, 128, 4), {"dropout_p": 0.3})]
     try:
         for qs, ks, vs, kw in cases:
             args = [torch.randn(*sh, dtype=dtype) for sh in (qs, ks, vs)]
             args[0] = args[0].transpose(-1, -2).contiguous().transpose(-1, -2)  # strided q
+            if len(qs) == 4:  # k as (N, S, H, E).transpose(1, 2)
+                args[1] = args[1].transpose(1, 2).contiguous().transpose(1, 2)
             up = torch.randn(qs[:-1] + vs[-1:], dtype=dtype)
             res = []
             for b in ("python", "cpp"):

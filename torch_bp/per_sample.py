@@ -198,8 +198,7 @@ class PerSampleGrads:
         self._tracked = {id(p): p for _, p in self.named}
         # the modules that carry the block's forward hooks: those holding a tracked parameter (their
         # own or a submodule's); a module without one (an activation) is walked by the module around it
-        self._hooked = [] if self.module is None else [
-            m for m in self.module.modules() if any(id(p) in self._tracked for p in m.parameters())]
+        self._hooked = [] if self.module is None else _holding(self.module, self._tracked)
         self._spare: dict[int, torch.Tensor] = {}
         self._hits: dict[int, int] = {}
         self._handles: list = []
@@ -412,6 +411,24 @@ def per_sample_grads(model, batch_dim: int = 0, mode: str = "grads") -> PerSampl
     See :class:`PerSampleGrads` for the arguments and the conventions.
     """
     return PerSampleGrads(model, batch_dim, mode)
+
+
+def _holding(model: torch.nn.Module, tracked: dict) -> list:
+    """The modules of ``model`` (each once, in ``modules()`` order) that hold a tracked parameter,
+    their own or a submodule's: one pass over the tree, each module's own parameters read once."""
+    holds: dict = {}
+
+    def visit(m) -> bool:
+        if id(m) in holds:
+            return holds[id(m)][1]
+        holds[id(m)] = (m, False)   # a module reached again while visiting its own subtree adds nothing
+        own = any(p is not None and id(p) in tracked for p in m._parameters.values())
+        below = [visit(c) for c in m._modules.values() if c is not None]
+        holds[id(m)] = (m, own or any(below))
+        return holds[id(m)][1]
+
+    visit(model)
+    return [m for m in model.modules() if holds[id(m)][1]]
 
 
 def _drop(p, attr) -> None:

@@ -125,6 +125,68 @@ void fwd_kernel(const Tensor& q, const Tensor& k, const Tensor& v, const bool* k
   });
 }
 
+
+// --- small heads: one tile per head (L <= kBlockQ, S <= kBlockK) ---
+// NOTE: with one tile per head the per-head loop above costs a handful of small matmul calls and
+// views per head, and for many small heads that per-call overhead outweighs the arithmetic. Here
+// groups of heads share each call: q, k, v, grad_o, o are taken as (B, X, Y) batches of heads
+// (a view when their leading dims flatten, else one copy) and every matmul is one batched call
+// over up to kGroup score elements (a group's (g, L, S) scores stay in cache as a tile does); there
+// are at least as many groups as threads where there are as many heads.
+constexpr int64_t kGroup = kBlockQ * kBlockK;
+
+inline bool one_tile(const Tensor& q, const Tensor& k) { return q.size(-2) <= kBlockQ && k.size(-2) <= kBlockK; }
+
+// t as (B, X, Y), B the flat index over its leading dims; a view when they flatten
+inline Tensor batch3(const Tensor& t) { return t.reshape({heads(t), t.size(-2), t.size(-1)}); }
+
+// heads per group: up to kGroup score elements, and at least as many groups as threads
+inline int64_t group_heads(int64_t L, int64_t S, int64_t B) {
+  const int64_t nt = std::max<int64_t>(1, at::get_num_threads());
+  return std::max<int64_t>(1, std::min(kGroup / std::max<int64_t>(1, L * S), (B + nt - 1) / nt));
+}
+
+template <typename A>
+void fwd_small(const Tensor& q, const Tensor& k, const Tensor& v, const bool* keep, bool causal, A scale, A ks,
+               Tensor& o, A* lse) {
+  using V = at::vec::Vectorized<A>;
+  const Tensor q3 = batch3(q), k3 = batch3(k), v3 = batch3(v);
+  Tensor o3 = o.view({heads(o), o.size(-2), o.size(-1)});  // o: fresh, contiguous
+  const int64_t B = q3.size(0), L = q3.size(1), S = k3.size(1);
+  const int64_t G = group_heads(L, S, B), ng = (B + G - 1) / G;
+  at::parallel_for(0, ng, 1, [&](int64_t begin, int64_t end) {
+    const at::AutoDispatchBelowADInplaceOrView guard;  // worker threads: plain kernels, no autograd
+    Tensor sbuf = at::empty({std::min(G, B) * L * S}, q.options());
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b0 = t * G, g = std::min(G, B - b0);
+      Tensor s = sbuf.narrow(0, 0, g * L * S).view({g, L, S});
+      at::bmm_out(s, q3.narrow(0, b0, g), k3.narrow(0, b0, g).transpose(1, 2));
+      A* sp = s.data_ptr<A>();
+      for (int64_t h = 0; h < g; ++h) {
+        A* sh = sp + h * L * S;
+        scale_tile(sh, L, S, scale, causal, 0, 0);
+        for (int64_t r = 0; r < L; ++r) {  // p = exp(s - m) (dropped: 0, kept: / (1 - p_drop)); l = rowsum
+          A* x = sh + r * S;
+          const A m = at::vec::reduce_all<A>([](V& a, V& c) { return at::vec::maximum(a, c); }, x, S);
+          const A ms = m == -std::numeric_limits<A>::infinity() ? A(0) : m;  // every key masked: p = 0
+          at::vec::map([ms](V a) { return (a - V(ms)).exp(); }, x, x, S);
+          const A l = at::vec::reduce_all<A>([](V& a, V& c) { return a + c; }, x, S);
+          const A inv = A(1) / (l == A(0) ? A(1) : l);
+          if (keep) {
+            const bool* kr = keep + ((b0 + h) * L + r) * S;
+            for (int64_t c = 0; c < S; ++c) x[c] = kr[c] ? x[c] * (ks * inv) : A(0);
+          } else {
+            at::vec::map([inv](V a) { return a * V(inv); }, x, x, S);
+          }
+          lse[(b0 + h) * L + r] = ms + std::log(l);
+        }
+      }
+      Tensor og = o3.narrow(0, b0, g);
+      at::bmm_out(og, s, v3.narrow(0, b0, g));
+    }
+  });
+}
+
 std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v,
                                          const c10::optional<Tensor>& keep_, bool causal, double scale,
                                          double keep_scale) {
@@ -137,9 +199,13 @@ std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q, const Tensor& k, const
   TORCH_CHECK(q.size(-2) > 0 && k.size(-2) > 0 && v.size(-1) > 0 && q.size(-1) > 0,
               "torch_bp::attention_fwd: empty inputs are handled by the Python rule");
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_fwd", [&] {
-    fwd_kernel<scalar_t>(q, k, v, keep.defined() ? keep.const_data_ptr<bool>() : nullptr, causal,
-                         static_cast<scalar_t>(scale), static_cast<scalar_t>(keep_scale), o,
-                         lse.mutable_data_ptr<scalar_t>());
+    const bool* kp = keep.defined() ? keep.const_data_ptr<bool>() : nullptr;
+    if (one_tile(q, k))
+      fwd_small<scalar_t>(q, k, v, kp, causal, static_cast<scalar_t>(scale), static_cast<scalar_t>(keep_scale), o,
+                          lse.mutable_data_ptr<scalar_t>());
+    else
+      fwd_kernel<scalar_t>(q, k, v, kp, causal, static_cast<scalar_t>(scale), static_cast<scalar_t>(keep_scale), o,
+                           lse.mutable_data_ptr<scalar_t>());
   });
   return {o, lse};
 }
@@ -207,6 +273,64 @@ void bwd_kernel(const Tensor& go, const Tensor& q, const Tensor& k, const Tensor
   });
 }
 
+
+template <typename A>
+void bwd_small(const Tensor& go, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const A* lse,
+               const bool* keep, bool causal, A scale, A ks, Tensor& dq, Tensor& dk, Tensor& dv) {
+  using V = at::vec::Vectorized<A>;
+  const Tensor q3 = batch3(q), k3 = batch3(k), v3 = batch3(v), go3 = batch3(go), o3 = batch3(o);
+  Tensor dq3 = batch3(dq), dk3 = batch3(dk), dv3 = batch3(dv);  // fresh, contiguous: views
+  const int64_t B = q3.size(0), L = q3.size(1), S = k3.size(1), Ev = v3.size(2);
+  const int64_t G = group_heads(L, S, B), ng = (B + G - 1) / G;
+  const A inf = std::numeric_limits<A>::infinity();
+  at::parallel_for(0, ng, 1, [&](int64_t begin, int64_t end) {
+    const at::AutoDispatchBelowADInplaceOrView guard;  // worker threads: plain kernels, no autograd
+    const int64_t tile = std::min(G, B) * L * S;
+    Tensor pbuf = at::empty({tile}, q.options()), dbuf = at::empty({tile}, q.options());
+    const A* gp = go3.const_data_ptr<A>();  // rows of unit column stride
+    const A* op = o3.const_data_ptr<A>();
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b0 = t * G, g = std::min(G, B - b0);
+      const Tensor qg = q3.narrow(0, b0, g), kg = k3.narrow(0, b0, g), vg = v3.narrow(0, b0, g);
+      const Tensor gog = go3.narrow(0, b0, g);
+      Tensor p = pbuf.narrow(0, 0, g * L * S).view({g, L, S}), ds = dbuf.narrow(0, 0, g * L * S).view({g, L, S});
+      at::bmm_out(p, qg, kg.transpose(1, 2));
+      at::bmm_out(ds, gog, vg.transpose(1, 2));  // dp
+      A* pp = p.data_ptr<A>();
+      A* dp = ds.data_ptr<A>();
+      for (int64_t h = 0; h < g; ++h) {
+        const int64_t b = b0 + h;
+        A* ph = pp + h * L * S;
+        scale_tile(ph, L, S, scale, causal, 0, 0);
+        for (int64_t r = 0; r < L; ++r) {
+          // D = rowsum(grad_o * o); lse = -inf (all masked): p = 0
+          const A Dr = at::vec::map2_reduce_all<A>([](V a, V c) { return a * c; }, [](V a, V c) { return a + c; },
+                                                   gp + b * go3.stride(0) + r * go3.stride(1),
+                                                   op + b * o3.stride(0) + r * o3.stride(1), Ev);
+          const A x0 = lse[b * L + r], lr = x0 == -inf ? inf : x0;
+          A* x = ph + r * S;
+          A* y = dp + h * L * S + r * S;
+          at::vec::map([lr](V a) { return (a - V(lr)).exp(); }, x, x, S);  // p
+          if (keep) {  // dp = (grad_o v^T) m / (1 - p_drop); then p -> pd (for grad_v)
+            const bool* kr = keep + (b * L + r) * S;
+            for (int64_t c = 0; c < S; ++c) {
+              const A mk = kr[c] ? ks : A(0);
+              y[c] = x[c] * (y[c] * mk - Dr);
+              x[c] *= mk;
+            }
+          } else {
+            at::vec::map2([Dr](V pv, V dpv) { return pv * (dpv - V(Dr)); }, y, x, y, S);  // ds
+          }
+        }
+      }
+      Tensor dvg = dv3.narrow(0, b0, g), dqg = dq3.narrow(0, b0, g), dkg = dk3.narrow(0, b0, g);
+      at::bmm_out(dvg, p.transpose(1, 2), gog);
+      at::baddbmm_out(dqg, dqg, ds, kg, 0, scale);  // beta 0: the fresh memory of dq is not read
+      at::baddbmm_out(dkg, dkg, ds.transpose(1, 2), qg, 0, scale);
+    }
+  });
+}
+
 std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_o, const Tensor& q, const Tensor& k,
                                                  const Tensor& v, const Tensor& o, const Tensor& lse_,
                                                  const c10::optional<Tensor>& keep_, bool causal, double scale,
@@ -225,12 +349,17 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_o, const Ten
   const Tensor go = grad_o.stride(-1) == 1 ? grad_o : grad_o.contiguous();
   const Tensor oc = o.stride(-1) == 1 ? o : o.contiguous(), lse = lse_.contiguous();
   const Tensor keep = keep_.has_value() && keep_->defined() ? keep_->contiguous() : Tensor();
-  Tensor dq = at::zeros(q.sizes(), q.options()), dk = at::zeros(k.sizes(), k.options());
-  Tensor dv = at::zeros(v.sizes(), v.options());
+  const bool small = one_tile(q, k);  // every gradient written whole by one call: no zeros needed
+  const auto alloc = [small](const Tensor& t) { return small ? at::empty(t.sizes(), t.options()) : at::zeros(t.sizes(), t.options()); };
+  Tensor dq = alloc(q), dk = alloc(k), dv = alloc(v);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_bwd", [&] {
-    bwd_kernel<scalar_t>(go, q, k, v, oc, lse.const_data_ptr<scalar_t>(),
-                         keep.defined() ? keep.const_data_ptr<bool>() : nullptr, causal,
-                         static_cast<scalar_t>(scale), static_cast<scalar_t>(keep_scale), dq, dk, dv);
+    const bool* kp = keep.defined() ? keep.const_data_ptr<bool>() : nullptr;
+    if (small)
+      bwd_small<scalar_t>(go, q, k, v, oc, lse.const_data_ptr<scalar_t>(), kp, causal,
+                          static_cast<scalar_t>(scale), static_cast<scalar_t>(keep_scale), dq, dk, dv);
+    else
+      bwd_kernel<scalar_t>(go, q, k, v, oc, lse.const_data_ptr<scalar_t>(), kp, causal,
+                           static_cast<scalar_t>(scale), static_cast<scalar_t>(keep_scale), dq, dk, dv);
   });
   return {dq, dk, dv};
 }

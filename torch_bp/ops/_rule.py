@@ -29,8 +29,16 @@ custom Function is its ``ctx``), and a rule takes part only through what it decl
   tensor, checked by version counter, and off under torch.compile, torch.func and inference mode.
 
 Every subclass is listed in :data:`RULES` (a test checks that each has a registry row).
+
+The base also records each rule's ``forward`` signature on the function (``__signature__``, the
+attribute :func:`inspect.signature` returns when present): torch's ``Function.apply`` binds the
+call's arguments to ``inspect.signature(cls.forward)`` on every call of a Function with
+``setup_context``, and building that signature anew each time is most of the fixed cost of a
+call. The recorded signature is the one ``inspect`` would build; the function is not changed.
 """
 from __future__ import annotations
+
+import inspect
 
 import torch
 
@@ -45,3 +53,6 @@ class Rule(torch.autograd.Function):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         RULES.append(cls)
+        fwd = cls.__dict__.get("forward")
+        if isinstance(fwd, staticmethod) and "__signature__" not in fwd.__func__.__dict__:
+            fwd.__func__.__signature__ = inspect.signature(fwd.__func__)
