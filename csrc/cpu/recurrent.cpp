@@ -247,52 +247,44 @@ inline std::pair<int64_t, int64_t> my_tiles(int64_t tiles, int p, int P) {
   return {tiles * p / P, tiles * (p + 1) / P};
 }
 
-// --- LSTM forward: the gate pre-activations of a tile, the gates and the state update in registers ---
-template <typename T>
-void lstm_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& c, Tensor& Y, Tensor& Hprev, Tensor& Cprev,
-              Tensor& A, Tensor& C, const Steps& st) {
+// --- The two loops every fused cell runs; a cell states only its gate math ---
+// Forward: G gates per hidden unit, w_hh (G*H, H) contiguous; hs: the state h (B, H), updated; y: the
+// output rows (N, H). prev(s): step s's block of previous states (its first bs_s rows, H wide), the matmul's
+// input: the loop fills it (step s's h_t for the rows active at both steps, the state as it is for the rows
+// that become active at step s + 1). Per row of a step and tile of units [col, col + n):
+//   init(acc, row, col, n): the row's G accumulators before the matmul (gi of the row, or b_hh);
+//   cell(acc, j, row, col, n, hp): acc = init + h_{t-1} W_hh^T (hp: h_{t-1} of the row at col) -> h_t,
+//     which the loop stores into y, the state and the next step's block.
+template <typename T, int G, typename Prev, typename Init, typename Cell>
+void forward_loop(const Tensor& w_hh, int64_t H, T* hs, T* y, const Steps& st, const Prev& prev, const Init& init,
+                  const Cell& cell) {
   constexpr int64_t L = Vec<T>::size();
-  const int64_t H = C.size(1), tiles = (H + L - 1) / L, S = st.off.size();
-  Tensor wp_ = at::empty({tiles * H * 4 * L}, w_hh.options());
+  const int64_t tiles = (H + L - 1) / L, S = st.off.size();
+  Tensor wp_ = at::empty({tiles * H * G * L}, w_hh.options());
   const T* w = w_hh.const_data_ptr<T>();
-  const T* g_in = gi.const_data_ptr<T>();
-  T *wp = wp_.data_ptr<T>(), *hs = h.data_ptr<T>(), *cs = c.data_ptr<T>(), *y = Y.data_ptr<T>();
-  T *hprev = Hprev.data_ptr<T>(), *cprev = Cprev.data_ptr<T>(), *a = A.data_ptr<T>(), *cc = C.data_ptr<T>();
+  T* wp = wp_.data_ptr<T>();
   team(team_size(tiles), [&](int p, int P, const auto& barrier) {
     const auto [u0, u1] = my_tiles(tiles, p, P);
     const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
-    pack_gates<T>(w, H, H, 4, u0, u1, wp);
-    if (S > 0) copy_rows<T>(hs, hprev + st.off[0] * H, 0, st.bs[0], H, c0, c1);
+    pack_gates<T>(w, H, H, G, u0, u1, wp);
+    if (S > 0) copy_rows<T>(hs, prev(0), 0, st.bs[0], H, c0, c1);
     barrier();
     for (int64_t s = 0; s < S; ++s) {
       const int64_t off = st.off[s], bs = st.bs[s];
       const int64_t nbs = s + 1 < S ? st.bs[s + 1] : 0;
-      T* hnext = s + 1 < S ? hprev + st.off[s + 1] * H : nullptr;
-      const T* x = hprev + off * H;
+      T* hnext = s + 1 < S ? prev(s + 1) : nullptr;
+      const T* x = prev(s);
       for (int64_t u = u0; u < u1; ++u) {
         const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
         for_row_blocks(bs, [&](int64_t j0, int64_t nr) {
           with_rows(nr, [&](auto rc) {
             constexpr int R = decltype(rc)::value;
-            Vec<T> acc[R][4];
-            for (int r = 0; r < R; ++r)
-              for (int g = 0; g < 4; ++g) acc[r][g] = Vec<T>::loadu(g_in + (off + j0 + r) * 4 * H + g * H + col, n);
-            mm_tile<T, R, 4>(x + j0 * H, H, H, wp + u * H * 4 * L, 4 * L, L, acc);
+            Vec<T> acc[R][G];
+            for (int r = 0; r < R; ++r) init(acc[r], off + j0 + r, col, n);
+            mm_tile<T, R, G>(x + j0 * H, H, H, wp + u * H * G * L, G * L, L, acc);
             for (int r = 0; r < R; ++r) {
               const int64_t j = j0 + r, row = off + j;
-              const Vec<T> i = sigmoid(acc[r][0]), f = sigmoid(acc[r][1]), g = acc[r][2].tanh(),
-                           o = sigmoid(acc[r][3]);
-              T* ar = a + row * 4 * H + col;
-              i.store(ar, n);
-              f.store(ar + H, n);
-              g.store(ar + 2 * H, n);
-              o.store(ar + 3 * H, n);
-              const Vec<T> cp = Vec<T>::loadu(cs + j * H + col, n);
-              const Vec<T> cn = f * cp + i * g;
-              cp.store(cprev + row * H + col, n);
-              cn.store(cc + row * H + col, n);
-              cn.store(cs + j * H + col, n);
-              const Vec<T> hn = o * cn.tanh();
+              const Vec<T> hn = cell(acc[r], j, row, col, n, x + j * H + col);
               hn.store(y + row * H + col, n);
               hn.store(hs + j * H + col, n);
               if (j < nbs) hn.store(hnext + j * H + col, n);
@@ -307,146 +299,140 @@ void lstm_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& c, Tensor
   });
 }
 
-// --- LSTM backward: the gate pass of a thread's units, then its columns of grad h_{t-1} = da W_hh ---
+// Backward: per step, gate(j, row, col, m) for the rows of the step and the thread's units [col, col + m):
+// the cell's gate pass, writing the row's da (G*H wide: the gradient of h_{t-1} W_hh^T's G gates) and dh's
+// columns as the cell needs them; then, after all of the step's da is written, dh (+)= da W_hh on the
+// thread's columns (add: accumulate onto what the gate pass left in dh, else overwrite).
+template <typename T, int G, typename Gate>
+void backward_loop(const Tensor& w_hh, int64_t H, const T* da, T* dhs, const Steps& st, bool add, const Gate& gate) {
+  constexpr int64_t L = Vec<T>::size();
+  const int64_t tiles = (H + L - 1) / L, S = st.off.size();
+  Tensor wp_ = at::empty({tiles * G * H * L}, w_hh.options());
+  const T* w = w_hh.const_data_ptr<T>();
+  T* wp = wp_.data_ptr<T>();
+  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+    const auto [u0, u1] = my_tiles(tiles, p, P);
+    pack_columns<T>(w, G * H, H, u0, u1, wp);
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t off = st.off[s], bs = st.bs[s];
+      for (int64_t j = 0; j < bs; ++j)
+        for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L)
+          gate(j, off + j, col, std::min<int64_t>(L, H - col));
+      barrier();  // all of da of this step written
+      mm_columns<T>(da + off * G * H, G * H, G * H, wp, H, bs, u0, u1, dhs, H, add);  // grad h_{t-1}
+    }
+  });
+}
+
+// --- LSTM: gates (i, f, g, o), the cell state c alongside h ---
+template <typename T>
+void lstm_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& c, Tensor& Y, Tensor& Hprev, Tensor& Cprev,
+              Tensor& A, Tensor& C, const Steps& st) {
+  using V = Vec<T>;
+  const int64_t H = C.size(1);
+  const T* g_in = gi.const_data_ptr<T>();
+  T *cs = c.data_ptr<T>(), *hprev = Hprev.data_ptr<T>(), *cprev = Cprev.data_ptr<T>(), *a = A.data_ptr<T>();
+  T* cc = C.data_ptr<T>();
+  forward_loop<T, 4>(
+      w_hh, H, h.data_ptr<T>(), Y.data_ptr<T>(), st, [&](int64_t s) { return hprev + st.off[s] * H; },
+      [&](V(&acc)[4], int64_t row, int64_t col, int64_t n) {
+        for (int g = 0; g < 4; ++g) acc[g] = V::loadu(g_in + row * 4 * H + g * H + col, n);
+      },
+      [&](V(&acc)[4], int64_t j, int64_t row, int64_t col, int64_t n, const T*) {
+        const V i = sigmoid(acc[0]), f = sigmoid(acc[1]), g = acc[2].tanh(), o = sigmoid(acc[3]);
+        T* ar = a + row * 4 * H + col;
+        i.store(ar, n);
+        f.store(ar + H, n);
+        g.store(ar + 2 * H, n);
+        o.store(ar + 3 * H, n);
+        const V cp = V::loadu(cs + j * H + col, n);
+        const V cn = f * cp + i * g;
+        cp.store(cprev + row * H + col, n);
+        cn.store(cc + row * H + col, n);
+        cn.store(cs + j * H + col, n);
+        return o * cn.tanh();
+      });
+}
+
 template <typename T>
 void lstm_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Cprev, const Tensor& A, const Tensor& C, Tensor& dh,
               Tensor& dc, Tensor& dA, const Steps& st) {
-  constexpr int64_t L = Vec<T>::size();
-  const int64_t H = C.size(1), tiles = (H + L - 1) / L, S = st.off.size(), ldy = dy.stride(0);
-  Tensor wp_ = at::empty({tiles * 4 * H * L}, w_hh.options());
-  const T *w = w_hh.const_data_ptr<T>(), *dyp = dy.const_data_ptr<T>(), *cprev = Cprev.const_data_ptr<T>();
+  using V = Vec<T>;
+  const V one(T(1));
+  const int64_t H = C.size(1), ldy = dy.stride(0);
+  const T *dyp = dy.const_data_ptr<T>(), *cprev = Cprev.const_data_ptr<T>();
   const T *a = A.const_data_ptr<T>(), *cc = C.const_data_ptr<T>();
-  T *wp = wp_.data_ptr<T>(), *dhs = dh.data_ptr<T>(), *dcs = dc.data_ptr<T>(), *da = dA.data_ptr<T>();
-  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
-    using V = Vec<T>;
-    const V one(T(1));
-    const auto [u0, u1] = my_tiles(tiles, p, P);
-    pack_columns<T>(w, 4 * H, H, u0, u1, wp);
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      for (int64_t j = 0; j < bs; ++j) {
-        const int64_t row = off + j;
-        const T *ar = a + row * 4 * H, *dyr = dyp + row * ldy;
-        T* dar = da + row * 4 * H;
-        for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L) {
-          const int64_t m = std::min<int64_t>(L, H - col);
-          const V i = V::loadu(ar + col, m), f = V::loadu(ar + H + col, m);
-          const V g = V::loadu(ar + 2 * H + col, m), o = V::loadu(ar + 3 * H + col, m);
-          const V tc = V::loadu(cc + row * H + col, m).tanh();
-          const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyr + col, m);
-          const V dcn = V::loadu(dcs + j * H + col, m) + d * (o * (one - tc * tc));
-          (dcn * (g * i * (one - i))).store(dar + col, m);
-          (dcn * (V::loadu(cprev + row * H + col, m) * f * (one - f))).store(dar + H + col, m);
-          (dcn * (i * (one - g * g))).store(dar + 2 * H + col, m);
-          (d * (tc * o * (one - o))).store(dar + 3 * H + col, m);
-          (dcn * f).store(dcs + j * H + col, m);
-        }
-      }
-      barrier();  // all of da of this step written
-      mm_columns<T>(da + off * 4 * H, 4 * H, 4 * H, wp, H, bs, u0, u1, dhs, H, false);  // grad h_{t-1}
-    }
+  T *dhs = dh.data_ptr<T>(), *dcs = dc.data_ptr<T>(), *da = dA.data_ptr<T>();
+  backward_loop<T, 4>(w_hh, H, da, dhs, st, false, [&](int64_t j, int64_t row, int64_t col, int64_t m) {
+    const T* ar = a + row * 4 * H;
+    T* dar = da + row * 4 * H;
+    const V i = V::loadu(ar + col, m), f = V::loadu(ar + H + col, m);
+    const V g = V::loadu(ar + 2 * H + col, m), o = V::loadu(ar + 3 * H + col, m);
+    const V tc = V::loadu(cc + row * H + col, m).tanh();
+    const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyp + row * ldy + col, m);
+    const V dcn = V::loadu(dcs + j * H + col, m) + d * (o * (one - tc * tc));
+    (dcn * (g * i * (one - i))).store(dar + col, m);
+    (dcn * (V::loadu(cprev + row * H + col, m) * f * (one - f))).store(dar + H + col, m);
+    (dcn * (i * (one - g * g))).store(dar + 2 * H + col, m);
+    (d * (tc * o * (one - o))).store(dar + 3 * H + col, m);
+    (dcn * f).store(dcs + j * H + col, m);
   });
 }
 
-// --- GRU forward: gh = h_{t-1} W_hh^T + b_hh of a tile in registers, then the gates and the update ---
+// --- GRU: gh = h_{t-1} W_hh^T + b_hh in registers, gates (r, z, n) ---
 template <typename T>
 void gru_fwd(const Tensor& gi, const Tensor& w_hh, const Tensor& b_hh, Tensor& h, Tensor& Y, Tensor& Hprev, Tensor& A,
              Tensor& HN, const Steps& st) {
-  constexpr int64_t L = Vec<T>::size();
-  const int64_t H = HN.size(1), tiles = (H + L - 1) / L, S = st.off.size();
-  Tensor wp_ = at::empty({tiles * H * 3 * L}, w_hh.options());
-  const T *w = w_hh.const_data_ptr<T>(), *g_in = gi.const_data_ptr<T>();
+  using V = Vec<T>;
+  const int64_t H = HN.size(1);
+  const T* g_in = gi.const_data_ptr<T>();
   const T* bias = b_hh.defined() ? b_hh.const_data_ptr<T>() : nullptr;
-  T *wp = wp_.data_ptr<T>(), *hs = h.data_ptr<T>(), *y = Y.data_ptr<T>(), *hprev = Hprev.data_ptr<T>();
-  T *a = A.data_ptr<T>(), *hn = HN.data_ptr<T>();
-  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
-    const auto [u0, u1] = my_tiles(tiles, p, P);
-    const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
-    pack_gates<T>(w, H, H, 3, u0, u1, wp);
-    if (S > 0) copy_rows<T>(hs, hprev + st.off[0] * H, 0, st.bs[0], H, c0, c1);
-    barrier();
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      const int64_t nbs = s + 1 < S ? st.bs[s + 1] : 0;
-      T* hnext = s + 1 < S ? hprev + st.off[s + 1] * H : nullptr;
-      const T* x = hprev + off * H;
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
-        Vec<T> b[3];
-        for (int g = 0; g < 3; ++g) b[g] = bias ? Vec<T>::loadu(bias + g * H + col, n) : Vec<T>(T(0));
-        for_row_blocks(bs, [&](int64_t j0, int64_t nr) {
-          with_rows(nr, [&](auto rc) {
-            constexpr int R = decltype(rc)::value;
-            Vec<T> acc[R][3];
-            for (int r = 0; r < R; ++r)
-              for (int g = 0; g < 3; ++g) acc[r][g] = b[g];
-            mm_tile<T, R, 3>(x + j0 * H, H, H, wp + u * H * 3 * L, 3 * L, L, acc);
-            for (int r = 0; r < R; ++r) {
-              const int64_t j = j0 + r, row = off + j;
-              const T* gr = g_in + row * 3 * H + col;
-              const Vec<T> rg = sigmoid(Vec<T>::loadu(gr, n) + acc[r][0]);
-              const Vec<T> z = sigmoid(Vec<T>::loadu(gr + H, n) + acc[r][1]);
-              const Vec<T> nn = (Vec<T>::loadu(gr + 2 * H, n) + rg * acc[r][2]).tanh();
-              const Vec<T> hp = Vec<T>::loadu(x + j * H + col, n);
-              const Vec<T> hy = nn + z * (hp - nn);
-              T* ar = a + row * 3 * H + col;
-              rg.store(ar, n);
-              z.store(ar + H, n);
-              nn.store(ar + 2 * H, n);
-              acc[r][2].store(hn + row * H + col, n);
-              hy.store(y + row * H + col, n);
-              hy.store(hs + j * H + col, n);
-              if (j < nbs) hy.store(hnext + j * H + col, n);
-            }
-          });
-        });
-      }
-      if (nbs > bs) copy_rows<T>(hs, hnext, bs, nbs, H, c0, c1);
-      barrier();
-    }
-  });
+  T *hprev = Hprev.data_ptr<T>(), *a = A.data_ptr<T>(), *hn = HN.data_ptr<T>();
+  forward_loop<T, 3>(
+      w_hh, H, h.data_ptr<T>(), Y.data_ptr<T>(), st, [&](int64_t s) { return hprev + st.off[s] * H; },
+      [&](V(&acc)[3], int64_t, int64_t col, int64_t n) {
+        for (int g = 0; g < 3; ++g) acc[g] = bias ? V::loadu(bias + g * H + col, n) : V(T(0));
+      },
+      [&](V(&acc)[3], int64_t, int64_t row, int64_t col, int64_t n, const T* hp_) {
+        const T* gr = g_in + row * 3 * H + col;
+        const V rg = sigmoid(V::loadu(gr, n) + acc[0]);
+        const V z = sigmoid(V::loadu(gr + H, n) + acc[1]);
+        const V nn = (V::loadu(gr + 2 * H, n) + rg * acc[2]).tanh();
+        const V hp = V::loadu(hp_, n);
+        T* ar = a + row * 3 * H + col;
+        rg.store(ar, n);
+        z.store(ar + H, n);
+        nn.store(ar + 2 * H, n);
+        acc[2].store(hn + row * H + col, n);
+        return nn + z * (hp - nn);
+      });
 }
 
-// --- GRU backward: the gate pass of a thread's units (dh <- dh z), then dh += d gh W_hh on its columns ---
+// Backward: the gate pass writes d gi and d gh and dh <- dh z, then dh += d gh W_hh.
 template <typename T>
 void gru_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Hprev, const Tensor& A, const Tensor& HN, Tensor& dh,
              Tensor& dAi, Tensor& dAh, const Steps& st) {
-  constexpr int64_t L = Vec<T>::size();
-  const int64_t H = HN.size(1), tiles = (H + L - 1) / L, S = st.off.size(), ldy = dy.stride(0);
-  Tensor wp_ = at::empty({tiles * 3 * H * L}, w_hh.options());
-  const T *w = w_hh.const_data_ptr<T>(), *dyp = dy.const_data_ptr<T>(), *hprev = Hprev.const_data_ptr<T>();
+  using V = Vec<T>;
+  const V one(T(1));
+  const int64_t H = HN.size(1), ldy = dy.stride(0);
+  const T *dyp = dy.const_data_ptr<T>(), *hprev = Hprev.const_data_ptr<T>();
   const T *a = A.const_data_ptr<T>(), *hn = HN.const_data_ptr<T>();
-  T *wp = wp_.data_ptr<T>(), *dhs = dh.data_ptr<T>(), *dai = dAi.data_ptr<T>(), *dah = dAh.data_ptr<T>();
-  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
-    using V = Vec<T>;
-    const V one(T(1));
-    const auto [u0, u1] = my_tiles(tiles, p, P);
-    pack_columns<T>(w, 3 * H, H, u0, u1, wp);
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      for (int64_t j = 0; j < bs; ++j) {
-        const int64_t row = off + j;
-        const T *ar = a + row * 3 * H, *dyr = dyp + row * ldy;
-        T *dir = dai + row * 3 * H, *dhr = dah + row * 3 * H;
-        for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L) {
-          const int64_t m = std::min<int64_t>(L, H - col);
-          const V r = V::loadu(ar + col, m), z = V::loadu(ar + H + col, m), n = V::loadu(ar + 2 * H + col, m);
-          const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyr + col, m);
-          const V dan = d * ((one - z) * (one - n * n));
-          const V dar = dan * (V::loadu(hn + row * H + col, m) * r * (one - r));
-          const V daz = d * ((V::loadu(hprev + row * H + col, m) - n) * z * (one - z));
-          dar.store(dir + col, m);
-          daz.store(dir + H + col, m);
-          dan.store(dir + 2 * H + col, m);
-          dar.store(dhr + col, m);
-          daz.store(dhr + H + col, m);
-          (dan * r).store(dhr + 2 * H + col, m);
-          (d * z).store(dhs + j * H + col, m);
-        }
-      }
-      barrier();  // all of d gh of this step written
-      mm_columns<T>(dah + off * 3 * H, 3 * H, 3 * H, wp, H, bs, u0, u1, dhs, H, true);  // dh z + W_hh^T d gh
-    }
+  T *dhs = dh.data_ptr<T>(), *dai = dAi.data_ptr<T>(), *dah = dAh.data_ptr<T>();
+  backward_loop<T, 3>(w_hh, H, dah, dhs, st, true, [&](int64_t j, int64_t row, int64_t col, int64_t m) {
+    const T* ar = a + row * 3 * H;
+    T *dir = dai + row * 3 * H, *dhr = dah + row * 3 * H;
+    const V r = V::loadu(ar + col, m), z = V::loadu(ar + H + col, m), n = V::loadu(ar + 2 * H + col, m);
+    const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyp + row * ldy + col, m);
+    const V dan = d * ((one - z) * (one - n * n));
+    const V dar = dan * (V::loadu(hn + row * H + col, m) * r * (one - r));
+    const V daz = d * ((V::loadu(hprev + row * H + col, m) - n) * z * (one - z));
+    dar.store(dir + col, m);
+    daz.store(dir + H + col, m);
+    dan.store(dir + 2 * H + col, m);
+    dar.store(dhr + col, m);
+    daz.store(dhr + H + col, m);
+    (dan * r).store(dhr + 2 * H + col, m);
+    (d * z).store(dhs + j * H + col, m);  // dh z, then + d gh W_hh
   });
 }
 
