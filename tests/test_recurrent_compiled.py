@@ -1,4 +1,4 @@
-"""The compiled LSTM/GRU time loops (csrc/cpu/recurrent.cpp) against the Python rule, at sizes
+"""The compiled LSTM/GRU/RNN time loops (csrc/cpu/recurrent.cpp) against the Python rule, at sizes
 the registry samples (hidden size 2) do not reach: hidden sizes with full vectors and a tail,
 variable-length packed batches in both directions, a projection, inter-layer dropout, and the
 per-sample gradients, which reuse the compiled loops' pre-activation gradients."""
@@ -18,6 +18,8 @@ CASES = [  # (module, kwargs)
     (torch.nn.LSTM, {"num_layers": 2, "dropout": 0.3, "batch_first": True}),
     (torch.nn.GRU, {"num_layers": 2, "bidirectional": True}),
     (torch.nn.GRU, {"bias": False, "batch_first": True}),
+    (torch.nn.RNN, {"num_layers": 2, "bidirectional": True}),
+    (torch.nn.RNN, {"nonlinearity": "relu", "bias": False, "batch_first": True}),
 ]
 
 
@@ -56,7 +58,7 @@ def _run(backend, model, x, packed_lengths, per_sample):
 def test_compiled_loops_match_python_rule(case, dtype, backends):
     cls, kw = CASES[case]
     torch.manual_seed(case)
-    I, H, T, B = 7, 37, 6, 5  # 37: full vectors and a tail for float32 and float64
+    I, H, T, B = 7, 37, 6, 5  # 37: full vectors and a tail for float32 and float64 (RNN: a vector past H in a tile)
     model = torch_bp.convert(cls(I, H, **kw)).to(dtype).train()
     x = torch.randn(*((B, T) if kw.get("batch_first") else (T, B)), I, dtype=dtype)
     lengths = torch.tensor([6, 3, 6, 1, 4])
@@ -74,15 +76,16 @@ def test_compiled_loops_match_python_rule(case, dtype, backends):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("cls", [torch.nn.LSTM, torch.nn.GRU], ids=lambda c: c.__name__)
-def test_fused_loops_blocks(cls, dtype, backends):
+@pytest.mark.parametrize("cls, kw", [(torch.nn.LSTM, {}), (torch.nn.GRU, {}), (torch.nn.RNN, {}),
+                                     (torch.nn.RNN, {"nonlinearity": "relu"})], ids=["LSTM", "GRU", "RNN", "RNN-relu"])
+def test_fused_loops_blocks(cls, kw, dtype, backends):
     """The fused multi-step loops where every blocking path runs: 13 rows (register blocks of 4, 4
     and 5 rows; a packed batch shrinks to 10, 7 and 5 rows), hidden size 70 (float32: 5 unit tiles,
     float64: 9, each with a tail tile of 6 units and, on the columns of the backward, groups of up to
-    4 tiles), both directions."""
+    4 tiles; RNN: tiles of 4 vectors, the last with one), both directions."""
     torch.manual_seed(1)
     I, H, T, B = 9, 70, 4, 13
-    model = torch_bp.convert(cls(I, H, bidirectional=True)).to(dtype)
+    model = torch_bp.convert(cls(I, H, bidirectional=True, **kw)).to(dtype)
     x = torch.randn(T, B, I, dtype=dtype)
     lengths = torch.tensor([4, 1, 3, 4, 2, 4, 1, 1, 3, 2, 4, 4, 2])
     for packed in (None, lengths):
@@ -96,12 +99,12 @@ def test_fused_loops_blocks(cls, dtype, backends):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_fused_loops_independent_of_threads(mode, reverse, backends):
     """Each value of the fused loops is computed by one thread in a fixed order, so one thread and two
     give the same bits (steps of a packed batch, visited forward or in reverse)."""
     torch.manual_seed(2)
-    G, H, B = (4 if mode == "lstm" else 3), 70, 13
+    G, H, B = {"lstm": 4, "gru": 3}.get(mode, 1), 70, 13
     sizes = [13, 10, 7, 5]
     offsets = [sum(sizes[:t]) for t in range(len(sizes))]
     if reverse:
@@ -117,6 +120,10 @@ def test_fused_loops_independent_of_threads(mode, reverse, backends):
             Y, h, c, Hprev, Cprev, A, C = fwd
             bwd = ops.lstm_layer_bwd(dY, h0, c0, w, None, Cprev, A, C, offsets[::-1], sizes[::-1])
             return [*fwd, *bwd[:3]]
+        if mode.startswith("rnn"):
+            relu = mode == "rnn_relu"
+            Y, h = ops.rnn_layer_fwd(gi, w, h0, offsets, sizes, relu)
+            return [Y, h, *ops.rnn_layer_bwd(dY, h0, w, Y, offsets[::-1], sizes[::-1], relu)]
         fwd = ops.gru_layer_fwd(gi, w, torch.randn(G * H, generator=torch.Generator().manual_seed(3)), h0,
                                 offsets, sizes)
         Y, h, Hprev, A, HN = fwd

@@ -172,21 +172,20 @@ inline void with_groups(int64_t n, const F& f) {
   }
 }
 
-// Forward packing of the tiles [u0, u1): wp[((u * K + k) * G + g) * L + l] = w[(g * H + u * L + l) * K + k]
+// Forward packing of the tiles [u0, u1) of W units: wp[((u * K + k) * G + g) * W + l] = w[(g * H + u * W + l) * K + k]
 // (0 past H). w (G*H, K) contiguous.
 template <typename T>
-void pack_gates(const T* w, int64_t H, int64_t K, int G, int64_t u0, int64_t u1, T* wp) {
-  constexpr int64_t L = Vec<T>::size();
+void pack_gates(const T* w, int64_t H, int64_t K, int G, int64_t W, int64_t u0, int64_t u1, T* wp) {
   for (int64_t u = u0; u < u1; ++u) {
-    T* dst = wp + u * K * G * L;
+    T* dst = wp + u * K * G * W;
     for (int g = 0; g < G; ++g)
-      for (int64_t l = 0; l < L; ++l) {
-        const int64_t row = u * L + l;
+      for (int64_t l = 0; l < W; ++l) {
+        const int64_t row = u * W + l;
         const T* src = w + (g * H + row) * K;
         if (row < H) {
-          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * L + l] = src[k];
+          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * W + l] = src[k];
         } else {
-          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * L + l] = T(0);
+          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * W + l] = T(0);
         }
       }
   }
@@ -251,22 +250,24 @@ inline std::pair<int64_t, int64_t> my_tiles(int64_t tiles, int p, int P) {
 // Forward: G gates per hidden unit, w_hh (G*H, H) contiguous; hs: the state h (B, H), updated; y: the
 // output rows (N, H). prev(s): step s's block of previous states (its first bs_s rows, H wide), the matmul's
 // input: the loop fills it (step s's h_t for the rows active at both steps, the state as it is for the rows
-// that become active at step s + 1). Per row of a step and tile of units [col, col + n):
+// that become active at step s + 1). A tile is C vectors of units (G * C accumulators per row: C = 1 for
+// the gated cells, 4 for one gate, so that each broadcast of h_{t-1} feeds 4 FMAs). Per row of a step and
+// vector of units [col, col + n) of a tile:
 //   init(acc, row, col, n): the row's G accumulators before the matmul (gi of the row, or b_hh);
 //   cell(acc, j, row, col, n, hp): acc = init + h_{t-1} W_hh^T (hp: h_{t-1} of the row at col) -> h_t,
 //     which the loop stores into y, the state and the next step's block.
-template <typename T, int G, typename Prev, typename Init, typename Cell>
+template <typename T, int G, int C, typename Prev, typename Init, typename Cell>
 void forward_loop(const Tensor& w_hh, int64_t H, T* hs, T* y, const Steps& st, const Prev& prev, const Init& init,
                   const Cell& cell) {
-  constexpr int64_t L = Vec<T>::size();
-  const int64_t tiles = (H + L - 1) / L, S = st.off.size();
-  Tensor wp_ = at::empty({tiles * H * G * L}, w_hh.options());
+  constexpr int64_t L = Vec<T>::size(), W = C * L;
+  const int64_t tiles = (H + W - 1) / W, S = st.off.size();
+  Tensor wp_ = at::empty({tiles * H * G * W}, w_hh.options());
   const T* w = w_hh.const_data_ptr<T>();
   T* wp = wp_.data_ptr<T>();
   team(team_size(tiles), [&](int p, int P, const auto& barrier) {
     const auto [u0, u1] = my_tiles(tiles, p, P);
-    const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
-    pack_gates<T>(w, H, H, G, u0, u1, wp);
+    const int64_t c0 = std::min(H, u0 * W), c1 = std::min(H, u1 * W);
+    pack_gates<T>(w, H, H, G, W, u0, u1, wp);
     if (S > 0) copy_rows<T>(hs, prev(0), 0, st.bs[0], H, c0, c1);
     barrier();
     for (int64_t s = 0; s < S; ++s) {
@@ -275,20 +276,30 @@ void forward_loop(const Tensor& w_hh, int64_t H, T* hs, T* y, const Steps& st, c
       T* hnext = s + 1 < S ? prev(s + 1) : nullptr;
       const T* x = prev(s);
       for (int64_t u = u0; u < u1; ++u) {
-        const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
         for_row_blocks(bs, [&](int64_t j0, int64_t nr) {
           with_rows(nr, [&](auto rc) {
             constexpr int R = decltype(rc)::value;
-            Vec<T> acc[R][G];
-            for (int r = 0; r < R; ++r) init(acc[r], off + j0 + r, col, n);
-            mm_tile<T, R, G>(x + j0 * H, H, H, wp + u * H * G * L, G * L, L, acc);
-            for (int r = 0; r < R; ++r) {
-              const int64_t j = j0 + r, row = off + j;
-              const Vec<T> hn = cell(acc[r], j, row, col, n, x + j * H + col);
-              hn.store(y + row * H + col, n);
-              hn.store(hs + j * H + col, n);
-              if (j < nbs) hn.store(hnext + j * H + col, n);
-            }
+            Vec<T> acc[R][G * C];  // acc[r][g * C + c]: gate g of the tile's c-th vector of units
+            for (int r = 0; r < R; ++r)
+              for (int c = 0; c < C; ++c) {
+                const int64_t col = u * W + c * L, n = std::max<int64_t>(0, std::min<int64_t>(L, H - col));
+                Vec<T> a[G];
+                init(a, off + j0 + r, col, n);
+                for (int g = 0; g < G; ++g) acc[r][g * C + c] = a[g];
+              }
+            mm_tile<T, R, G * C>(x + j0 * H, H, H, wp + u * H * G * W, G * W, L, acc);
+            for (int r = 0; r < R; ++r)
+              for (int c = 0; c < C; ++c) {
+                const int64_t j = j0 + r, row = off + j, col = u * W + c * L;
+                if (col >= H) break;
+                const int64_t n = std::min<int64_t>(L, H - col);
+                Vec<T> a[G];
+                for (int g = 0; g < G; ++g) a[g] = acc[r][g * C + c];
+                const Vec<T> hn = cell(a, j, row, col, n, x + j * H + col);
+                hn.store(y + row * H + col, n);
+                hn.store(hs + j * H + col, n);
+                if (j < nbs) hn.store(hnext + j * H + col, n);
+              }
           });
         });
       }
@@ -333,7 +344,7 @@ void lstm_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& c, Tensor
   const T* g_in = gi.const_data_ptr<T>();
   T *cs = c.data_ptr<T>(), *hprev = Hprev.data_ptr<T>(), *cprev = Cprev.data_ptr<T>(), *a = A.data_ptr<T>();
   T* cc = C.data_ptr<T>();
-  forward_loop<T, 4>(
+  forward_loop<T, 4, 1>(
       w_hh, H, h.data_ptr<T>(), Y.data_ptr<T>(), st, [&](int64_t s) { return hprev + st.off[s] * H; },
       [&](V(&acc)[4], int64_t row, int64_t col, int64_t n) {
         for (int g = 0; g < 4; ++g) acc[g] = V::loadu(g_in + row * 4 * H + g * H + col, n);
@@ -388,7 +399,7 @@ void gru_fwd(const Tensor& gi, const Tensor& w_hh, const Tensor& b_hh, Tensor& h
   const T* g_in = gi.const_data_ptr<T>();
   const T* bias = b_hh.defined() ? b_hh.const_data_ptr<T>() : nullptr;
   T *hprev = Hprev.data_ptr<T>(), *a = A.data_ptr<T>(), *hn = HN.data_ptr<T>();
-  forward_loop<T, 3>(
+  forward_loop<T, 3, 1>(
       w_hh, H, h.data_ptr<T>(), Y.data_ptr<T>(), st, [&](int64_t s) { return hprev + st.off[s] * H; },
       [&](V(&acc)[3], int64_t, int64_t col, int64_t n) {
         for (int g = 0; g < 3; ++g) acc[g] = bias ? V::loadu(bias + g * H + col, n) : V(T(0));
@@ -433,6 +444,42 @@ void gru_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Hprev, const Te
     daz.store(dhr + H + col, m);
     (dan * r).store(dhr + 2 * H + col, m);
     (d * z).store(dhs + j * H + col, m);  // dh z, then + d gh W_hh
+  });
+}
+
+// --- RNN (tanh, relu): h_t = act(gi + h_{t-1} W_hh^T), one gate (b_hh is in gi) ---
+template <typename T>
+void rnn_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& Y, const Steps& st, bool relu) {
+  using V = Vec<T>;
+  const int64_t H = Y.size(1), B = h.size(0);
+  // the matmul's input of a step: two (B, H) blocks in turn (the rule saves Y only; step s reads one
+  // block while it writes the other, and the barrier after each step orders the two)
+  Tensor prev_ = at::empty({2 * B * H}, Y.options());
+  T* prev = prev_.data_ptr<T>();
+  const T* g_in = gi.const_data_ptr<T>();
+  const V zero(T(0));
+  forward_loop<T, 1, 4>(
+      w_hh, H, h.data_ptr<T>(), Y.data_ptr<T>(), st, [&](int64_t s) { return prev + (s % 2) * B * H; },
+      [&](V(&acc)[1], int64_t row, int64_t col, int64_t n) { acc[0] = V::loadu(g_in + row * H + col, n); },
+      [&](V(&acc)[1], int64_t, int64_t, int64_t, int64_t, const T*) {
+        return relu ? at::vec::clamp_min(acc[0], zero) : acc[0].tanh();  // relu: NaN stays NaN, as torch's
+      });
+}
+
+// Backward: da = (dh + dY) act'(a), act'(a) from h_t: 1 - h_t^2 (tanh), [not h_t <= 0] (relu: 0 where h_t <= 0,
+// a NaN passes, as the Python rule); then dh = da W_hh.
+template <typename T>
+void rnn_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Y, Tensor& dh, Tensor& dA, const Steps& st,
+             bool relu) {
+  using V = Vec<T>;
+  const V one(T(1)), zero(T(0));
+  const int64_t H = Y.size(1), ldy = dy.stride(0);
+  const T *dyp = dy.const_data_ptr<T>(), *yp = Y.const_data_ptr<T>();
+  T *dhs = dh.data_ptr<T>(), *da = dA.data_ptr<T>();
+  backward_loop<T, 1>(w_hh, H, da, dhs, st, false, [&](int64_t j, int64_t row, int64_t col, int64_t m) {
+    const V yv = V::loadu(yp + row * H + col, m);
+    const V fac = relu ? V::blendv(one, zero, yv <= zero) : one - yv * yv;
+    ((V::loadu(dhs + j * H + col, m) + V::loadu(dyp + row * ldy + col, m)) * fac).store(da + row * H + col, m);
   });
 }
 
@@ -642,6 +689,43 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor&
   return {dAi, dAh, dh};
 }
 
+// --- RNN (tanh, relu) ---
+std::tuple<Tensor, Tensor> rnn_layer_fwd(const Tensor& gi_, const Tensor& w_hh, const Tensor& h0,
+                                         at::IntArrayRef offsets, at::IntArrayRef sizes, bool relu) {
+  const char* op = "rnn_layer_fwd";
+  check_dtypes({&gi_, &w_hh, &h0}, op);
+  TORCH_CHECK(gi_.dim() == 2, "torch_bp::", op, ": gi must be (N, H), got ", gi_.sizes());
+  const int64_t N = gi_.size(0), H = gi_.size(1), B = h0.dim() == 2 ? h0.size(0) : 0;
+  check_2d(w_hh, H, H, "w_hh", op);
+  check_2d(h0, B, H, "h0", op);
+  const Steps st = check_steps(offsets, sizes, N, B, op);
+  const Tensor gi = gi_.contiguous(), w = w_hh.contiguous();
+  Tensor h = h0.clone(at::MemoryFormat::Contiguous), Y = new_output({N, H}, gi.options());
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
+    fused::rnn_fwd<scalar_t>(gi, w, h, Y, st, relu);
+  });
+  return {Y, h};
+}
+
+std::tuple<Tensor, Tensor> rnn_layer_bwd(const Tensor& dY, const Tensor& dh0, const Tensor& w_hh, const Tensor& Y_,
+                                         at::IntArrayRef offsets, at::IntArrayRef sizes, bool relu) {
+  const char* op = "rnn_layer_bwd";
+  check_dtypes({&dY, &dh0, &w_hh, &Y_}, op);
+  TORCH_CHECK(Y_.dim() == 2, "torch_bp::", op, ": Y must be (N, H), got ", Y_.sizes());
+  const int64_t N = Y_.size(0), H = Y_.size(1), B = dh0.dim() == 2 ? dh0.size(0) : 0;
+  check_2d(dY, N, H, "dY", op);
+  check_2d(dh0, B, H, "dh", op);
+  check_2d(w_hh, H, H, "w_hh", op);
+  const Steps st = check_steps(offsets, sizes, N, B, op);
+  const Tensor Y = Y_.contiguous(), w = w_hh.contiguous();
+  const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();  // a column block of (N, D*H): rows strided
+  Tensor dh = dh0.clone(at::MemoryFormat::Contiguous), dA = new_output({N, H}, Y.options());
+  AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "torch_bp_rnn_bwd", [&] {
+    fused::rnn_bwd<scalar_t>(dy, w, Y, dh, dA, st, relu);
+  });
+  return {dA, dh};
+}
+
 }  // namespace rnn
 
 TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
@@ -649,6 +733,8 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("lstm_layer_bwd", &rnn::lstm_layer_bwd);
   m.impl("gru_layer_fwd", &rnn::gru_layer_fwd);
   m.impl("gru_layer_bwd", &rnn::gru_layer_bwd);
+  m.impl("rnn_layer_fwd", &rnn::rnn_layer_fwd);
+  m.impl("rnn_layer_bwd", &rnn::rnn_layer_bwd);
 }
 
 }  // namespace torch_bp
