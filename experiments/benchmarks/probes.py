@@ -151,9 +151,11 @@ def recurrent(reps: int = 15):
         sys.exit("the compiled kernels did not build here")
     torch.set_num_threads(1)
     before = backend.backend_info().requested
-    ours = {"lstm": torch_bp.functional.lstm, "gru": torch_bp.functional.gru,
-            "rnn_tanh": torch_bp.functional.rnn_tanh, "rnn_relu": torch_bp.functional.rnn_relu}
-    theirs = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
+    ours = {"lstm": torch_bp.functional.lstm, "lstm proj_size 128": torch_bp.functional.lstm,
+            "gru": torch_bp.functional.gru, "rnn_tanh": torch_bp.functional.rnn_tanh,
+            "rnn_relu": torch_bp.functional.rnn_relu}
+    theirs = {"lstm": torch.lstm, "lstm proj_size 128": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh,
+              "rnn_relu": torch.rnn_relu}
 
     def on(name, f):
         def run():
@@ -164,7 +166,12 @@ def recurrent(reps: int = 15):
     results = []
     for kind in ours:
         torch.manual_seed(0)
-        args, kwargs = SIZES[kind](Dims("cpu"))
+        args, kwargs = SIZES[kind.split()[0]](Dims("cpu"))
+        if kind == "lstm proj_size 128":  # h = W_hr h~ (128 of the 256 units): W_hh (4H, 128), h0 (1, B, 128)
+            x, (h0, c0), (w_ih, w_hh, b_ih, b_hh), *rest = args
+            w_hh = w_hh[:, :128].detach().clone().requires_grad_()
+            w_hr = torch.randn(128, w_ih.shape[0] // 4, requires_grad=True)
+            args = (x, (h0[..., :128].clone(), c0), [w_ih, w_hh, b_ih, b_hh, w_hr], *rest)
         with torch.no_grad():
             for w in args[2]:
                 w.mul_(w.shape[1] ** -0.5 if w.dim() == 2 else 0.1)

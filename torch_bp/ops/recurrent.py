@@ -172,9 +172,8 @@ def _offsets_sizes(steps):
 # backward every factor that does not depend on the recursion (sigmoid'(i) g, ...) is
 # computed for all steps at once before the loop. On CPU the compiled backend runs the same
 # loops in C++ (csrc/cpu/recurrent.cpp: all steps in one call, W_hh packed
-# once, each step's gate pre-activations formed and activated in registers; an LSTM with
-# proj_size: one matmul and one fused pass over the gates per step); the input projection before
-# and the tied-weight sums after (and so the per-sample rule) are these, shared by both backends.
+# once, each step's gate pre-activations formed and activated in registers); the input projection
+# before and the tied-weight sums after (and so the per-sample rule) are these, shared by both backends.
 def _lstm_forward(x, w, h, c, steps):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     H = w_hh.shape[0] // 4
