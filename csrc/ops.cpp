@@ -108,7 +108,8 @@ TORCH_LIBRARY(torch_bp, m) {
   // recurrent: LSTMFunction, GRUFunction, the time loop of one layer and direction. gi = W_ih x + b
   // of all steps (N, G*H); the steps as (offsets[s], sizes[s]) in the order visited; h0/c0/dh/dc: the
   // state (B, .). lstm fwd -> (Y, h_n, c_n, Hprev, Cprev, A, C), bwd -> (dA, dh_0, dc_0, dHo or
-  // undefined without w_hr); gru fwd -> (Y, h_n, Hprev, A, HN), bwd -> (d gi, d gh, dh_0).
+  // undefined without w_hr); gru fwd -> (Y, h_n, Hprev, A, HN), bwd -> (d gi, d gh, dh_0); RNNFunction (gi
+  // includes b_hh; relu, else tanh): rnn fwd -> (Y, h_n), bwd -> (dA, dh_0).
   m.def("lstm_layer_fwd(Tensor gi, Tensor w_hh, Tensor? w_hr, Tensor h0, Tensor c0, int[] offsets, int[] sizes)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_layer_bwd(Tensor dY, Tensor dh, Tensor dc, Tensor w_hh, Tensor? w_hr, Tensor Cprev, Tensor A, "
@@ -117,6 +118,9 @@ TORCH_LIBRARY(torch_bp, m) {
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_layer_bwd(Tensor dY, Tensor dh, Tensor w_hh, Tensor Hprev, Tensor A, Tensor HN, int[] offsets, "
         "int[] sizes) -> (Tensor, Tensor, Tensor)");
+  m.def("rnn_layer_fwd(Tensor gi, Tensor w_hh, Tensor h0, int[] offsets, int[] sizes, bool relu) -> (Tensor, Tensor)");
+  m.def("rnn_layer_bwd(Tensor dY, Tensor dh, Tensor w_hh, Tensor Y, int[] offsets, int[] sizes, bool relu)"
+        " -> (Tensor, Tensor)");
   // attention: ScaledDotProductAttentionFunction without a mask, groups or broadcast heads; q (..., L, E),
   // k (..., S, E), v (..., S, Ev) with the same leading dims, float32/float64; keep: the dropout keep mask
   // (..., L, S) (bool) or none, scaled by keep_scale. fwd -> (o, lse (..., L)), bwd -> (grad_q, grad_k, grad_v).

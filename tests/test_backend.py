@@ -96,9 +96,7 @@ def test_compiled_backend_is_built_where_a_compiler_is():
 @pytest.mark.parametrize("name", [r.name for r in COMPILED_ROWS])
 def test_compiled_matches_python_rule(name, dtype, cpp):
     row = torch_bp.registry.get(name)
-    want = compiled_ops(row)
-    if dtype == torch.bfloat16 and "compiled_ops_bfloat16" in row.extra:  # a row whose bfloat16 path differs
-        want = set(row.extra["compiled_ops_bfloat16"])
+    want = compiled_ops(row, dtype)
     called = set()
     try:
         for s in get_samples(name, dtype):

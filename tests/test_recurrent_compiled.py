@@ -1,4 +1,4 @@
-"""The compiled LSTM/GRU time loops (csrc/cpu/recurrent.cpp) against the Python rule, at sizes
+"""The compiled LSTM/GRU/RNN time loops (csrc/cpu/recurrent.cpp) against the Python rule, at sizes
 the registry samples (hidden size 2) do not reach: hidden sizes with full vectors and a tail,
 variable-length packed batches in both directions, a projection, inter-layer dropout, and the
 per-sample gradients, which reuse the compiled loops' pre-activation gradients."""
@@ -18,6 +18,8 @@ CASES = [  # (module, kwargs)
     (torch.nn.LSTM, {"num_layers": 2, "dropout": 0.3, "batch_first": True}),
     (torch.nn.GRU, {"num_layers": 2, "bidirectional": True}),
     (torch.nn.GRU, {"bias": False, "batch_first": True}),
+    (torch.nn.RNN, {"num_layers": 2, "bidirectional": True}),
+    (torch.nn.RNN, {"nonlinearity": "relu", "bias": False, "batch_first": True}),
 ]
 
 
@@ -56,7 +58,7 @@ def _run(backend, model, x, packed_lengths, per_sample):
 def test_compiled_loops_match_python_rule(case, dtype, backends):
     cls, kw = CASES[case]
     torch.manual_seed(case)
-    I, H, T, B = 7, 37, 6, 5  # 37: full vectors and a tail for float32 and float64
+    I, H, T, B = 7, 37, 6, 5  # 37: full vectors and a tail for float32 and float64 (RNN: a vector past H in a tile)
     model = torch_bp.convert(cls(I, H, **kw)).to(dtype).train()
     x = torch.randn(*((B, T) if kw.get("batch_first") else (T, B)), I, dtype=dtype)
     lengths = torch.tensor([6, 3, 6, 1, 4])
@@ -74,15 +76,18 @@ def test_compiled_loops_match_python_rule(case, dtype, backends):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("cls", [torch.nn.LSTM, torch.nn.GRU], ids=lambda c: c.__name__)
-def test_fused_loops_blocks(cls, dtype, backends):
+@pytest.mark.parametrize("cls, kw", [(torch.nn.LSTM, {}), (torch.nn.LSTM, {"proj_size": 21}), (torch.nn.GRU, {}),
+                                     (torch.nn.RNN, {}), (torch.nn.RNN, {"nonlinearity": "relu"})],
+                         ids=["LSTM", "LSTM-proj", "GRU", "RNN", "RNN-relu"])
+def test_fused_loops_blocks(cls, kw, dtype, backends):
     """The fused multi-step loops where every blocking path runs: 13 rows (register blocks of 4, 4
     and 5 rows; a packed batch shrinks to 10, 7 and 5 rows), hidden size 70 (float32: 5 unit tiles,
     float64: 9, each with a tail tile of 6 units and, on the columns of the backward, groups of up to
-    4 tiles), both directions."""
+    4 tiles; RNN: tiles of 4 vectors, the last with one; LSTM with proj_size 21: h's columns in 2 or 3
+    tiles, the last with a tail), both directions."""
     torch.manual_seed(1)
     I, H, T, B = 9, 70, 4, 13
-    model = torch_bp.convert(cls(I, H, bidirectional=True)).to(dtype)
+    model = torch_bp.convert(cls(I, H, bidirectional=True, **kw)).to(dtype)
     x = torch.randn(T, B, I, dtype=dtype)
     lengths = torch.tensor([4, 1, 3, 4, 2, 4, 1, 1, 3, 2, 4, 4, 2])
     for packed in (None, lengths):
@@ -96,27 +101,33 @@ def test_fused_loops_blocks(cls, dtype, backends):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("mode", ["lstm", "lstm_proj", "gru", "rnn_tanh", "rnn_relu"])
 def test_fused_loops_independent_of_threads(mode, reverse, backends):
     """Each value of the fused loops is computed by one thread in a fixed order, so one thread and two
     give the same bits (steps of a packed batch, visited forward or in reverse)."""
     torch.manual_seed(2)
-    G, H, B = (4 if mode == "lstm" else 3), 70, 13
+    G, H, B = {"lstm": 4, "lstm_proj": 4, "gru": 3}.get(mode, 1), 70, 13
+    K = 21 if mode == "lstm_proj" else H  # the state's width: proj_size, or H
     sizes = [13, 10, 7, 5]
     offsets = [sum(sizes[:t]) for t in range(len(sizes))]
     if reverse:
         offsets, sizes = offsets[::-1], sizes[::-1]
     N = sum(sizes)
-    gi, w = torch.randn(N, G * H), torch.randn(G * H, H) * 0.2
-    h0, c0, dY = torch.randn(B, H), torch.randn(B, H), torch.randn(N, H)
+    gi, w, w_hr = torch.randn(N, G * H), torch.randn(G * H, K) * 0.2, torch.randn(K, H) * 0.2
+    h0, c0, dY = torch.randn(B, K), torch.randn(B, H), torch.randn(N, K)
     ops = torch.ops.torch_bp
 
     def run():
-        if mode == "lstm":
-            fwd = ops.lstm_layer_fwd(gi, w, None, h0, c0, offsets, sizes)
+        if mode.startswith("lstm"):
+            wr = w_hr if mode == "lstm_proj" else None
+            fwd = ops.lstm_layer_fwd(gi, w, wr, h0, c0, offsets, sizes)
             Y, h, c, Hprev, Cprev, A, C = fwd
-            bwd = ops.lstm_layer_bwd(dY, h0, c0, w, None, Cprev, A, C, offsets[::-1], sizes[::-1])
-            return [*fwd, *bwd[:3]]
+            bwd = ops.lstm_layer_bwd(dY, h0, c0, w, wr, Cprev, A, C, offsets[::-1], sizes[::-1])
+            return [*fwd, *(t for t in bwd if t is not None)]
+        if mode.startswith("rnn"):
+            relu = mode == "rnn_relu"
+            Y, h = ops.rnn_layer_fwd(gi, w, h0, offsets, sizes, relu)
+            return [Y, h, *ops.rnn_layer_bwd(dY, h0, w, Y, offsets[::-1], sizes[::-1], relu)]
         fwd = ops.gru_layer_fwd(gi, w, torch.randn(G * H, generator=torch.Generator().manual_seed(3)), h0,
                                 offsets, sizes)
         Y, h, Hprev, A, HN = fwd

@@ -403,7 +403,7 @@ LAYERS: list[Layer] = [
          notes="torch_bp only: relu(batch_norm(...)) as one rule saving no mask; run by convert's fusion pass for "
                "BatchNorm -> ReLU in an nn.Sequential",
          # bfloat16: the fused kernels need z unrounded (ops/fused.py), so the Python rule runs, on batch norm's kernels
-         extra={"compiled_ops_bfloat16": ("batch_norm_fwd", "batch_norm_bwd")}),
+         extra={"compiled_ops": {torch.bfloat16: ("batch_norm_fwd", "batch_norm_bwd")}}),
 
     # (rules that real models need, e.g. rotary position embedding: below this line)
     _row("mul", "pointwise", [pointwise.MulFunction], reference=torch.mul, double_backward=True,
@@ -550,13 +550,18 @@ def autocast_policy(name: str) -> str:
     return "" if row is None else row.autocast
 
 
-def compiled_ops(row: Layer) -> set[str]:
-    """The compiled ops this row's samples reach: its rules' declarations, unless the row narrows them
-    (``extra["compiled_ops"]``: a rule shared with another row whose compiled path covers only that row's case,
-    e.g. the 2-d pooling kernels of a rule that also serves 1-d and 3-d)."""
-    if "compiled_ops" in row.extra:
-        return set(row.extra["compiled_ops"])
-    return {op for f in row.functions for op in f.compiled}
+def compiled_ops(row: Layer, dtype: torch.dtype | None = None) -> set[str]:
+    """The compiled ops this row's samples of ``dtype`` reach (None: of any dtype): its rules' declarations,
+    unless the row states them (``extra["compiled_ops"]``): a tuple for every dtype (a rule shared with another
+    row whose compiled path covers only that row's case, e.g. the 2-d pooling kernels of a rule that also serves
+    1-d and 3-d), or a dict {dtype: tuple} for the dtypes whose path differs (the others: the declarations)."""
+    declared = {op for f in row.functions for op in f.compiled}
+    stated = row.extra.get("compiled_ops", declared)
+    if not isinstance(stated, dict):
+        return set(stated)
+    if dtype is not None:
+        return set(stated.get(dtype, declared))
+    return declared.union(*stated.values())
 
 
 def module_pairs() -> list[tuple[type, type]]:

@@ -1,10 +1,9 @@
-// CPU kernels of torch_bp/ops/recurrent.py (LSTMFunction, GRUFunction): the loop over the time
-// steps of one layer and direction, forward and backward, so that no Python runs per step. The
-// fused loops (namespace fused, below: GRU, and LSTM without projection) run all steps in one
-// parallel region, W_hh packed once, the gates computed in registers; an LSTM with proj_size runs
-// one matmul (at::addmm / at::mm, as the Python rule calls) and one fused pass over the gates per
-// step. The input projection of all steps (gi = x W_ih^T + b) and the tied-weight gradients (one
-// matmul each over the stacked steps) stay in Python, shared with the per-sample rule.
+// CPU kernels of torch_bp/ops/recurrent.py (LSTMFunction, GRUFunction, RNNFunction): the loop over
+// the time steps of one layer and direction, forward and backward, so that no Python runs per step.
+// The fused loops (namespace fused, below) run all steps in one parallel region, W_hh packed once,
+// the gates computed in registers. The input projection of all steps (gi = x W_ih^T + b) and the
+// tied-weight gradients (one matmul each over the stacked steps) stay in Python, shared with the
+// per-sample rule.
 //
 // Steps: the Python rule's list of (row offset, batch size) in the order visited, as two int
 // lists. Step s owns rows [off_s, off_s + bs_s) of the (N, .) row tensors and the first bs_s rows
@@ -12,6 +11,7 @@
 // (the Python driver computes bfloat16 layers in float32, torch_bp.ops._util.opmath).
 #include "activation.h"
 
+#include <algorithm>
 #include <exception>
 #ifdef _OPENMP
 #include <omp.h>
@@ -53,16 +53,10 @@ inline void check_dtypes(std::initializer_list<const Tensor*> ts, const char* op
   }
 }
 
-// Rows per task of a step's gate pass. NOTE: a step is small (B x H, about 10 us for 32 x 256) and
-// there are two passes per step (its matmul runs on all threads too): a parallel region per pass
-// costs more than it saves until a task has ~64K gate elements, and on a loaded machine each
-// region waits for every thread to be scheduled.
-inline int64_t step_grain(int64_t H) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(4 * H, 1)); }
-
 template <typename V>
 inline V sigmoid(const V& x) { return act::sigmoid(x); }
 
-// --- Fused multi-step loops (LSTM without projection, GRU) ---
+// --- Fused multi-step loops (LSTM, GRU, RNN) ---
 // One parallel region runs all steps of a layer and direction. The hidden units are cut into tiles
 // of one vector (L units) and each thread owns a fixed range of tiles for the whole sequence:
 //   forward: it packs the rows of W_hh that produce its units' gates once (per tile, for each k the
@@ -74,6 +68,9 @@ inline V sigmoid(const V& x) { return act::sigmoid(x); }
 //     units writes da, and, after all threads have written da, the matmul of its columns needs
 //     only W_hh's columns of those units (packed once) and gives the next step's gate pass exactly
 //     the grad h it needs, so one barrier per step suffices in both directions.
+//   An LSTM with proj_size (h = W_hr h~) needs all of h~ before any unit of h: each thread also owns
+//     a range of h's columns, and a step has two barriers (forward: h~ written, then h = h~ W_hr^T on
+//     the thread's columns; backward: dh + dY written, then dh~ = (dh + dY) W_hr on its units).
 // NOTE: a team of OpenMP threads with a barrier per step, not a parallel region per step
 // (at::parallel_for): the steps are small (tens of microseconds) and a region per step pays the
 // thread wake-up each time. The region is torch's OpenMP runtime (the extension resolves the
@@ -172,21 +169,20 @@ inline void with_groups(int64_t n, const F& f) {
   }
 }
 
-// Forward packing of the tiles [u0, u1): wp[((u * K + k) * G + g) * L + l] = w[(g * H + u * L + l) * K + k]
+// Forward packing of the tiles [u0, u1) of W units: wp[((u * K + k) * G + g) * W + l] = w[(g * H + u * W + l) * K + k]
 // (0 past H). w (G*H, K) contiguous.
 template <typename T>
-void pack_gates(const T* w, int64_t H, int64_t K, int G, int64_t u0, int64_t u1, T* wp) {
-  constexpr int64_t L = Vec<T>::size();
+void pack_gates(const T* w, int64_t H, int64_t K, int G, int64_t W, int64_t u0, int64_t u1, T* wp) {
   for (int64_t u = u0; u < u1; ++u) {
-    T* dst = wp + u * K * G * L;
+    T* dst = wp + u * K * G * W;
     for (int g = 0; g < G; ++g)
-      for (int64_t l = 0; l < L; ++l) {
-        const int64_t row = u * L + l;
+      for (int64_t l = 0; l < W; ++l) {
+        const int64_t row = u * W + l;
         const T* src = w + (g * H + row) * K;
         if (row < H) {
-          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * L + l] = src[k];
+          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * W + l] = src[k];
         } else {
-          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * L + l] = T(0);
+          for (int64_t k = 0; k < K; ++k) dst[(k * G + g) * W + l] = T(0);
         }
       }
   }
@@ -247,238 +243,301 @@ inline std::pair<int64_t, int64_t> my_tiles(int64_t tiles, int p, int P) {
   return {tiles * p / P, tiles * (p + 1) / P};
 }
 
-// --- LSTM forward: the gate pre-activations of a tile, the gates and the state update in registers ---
-template <typename T>
-void lstm_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& c, Tensor& Y, Tensor& Hprev, Tensor& Cprev,
-              Tensor& A, Tensor& C, const Steps& st) {
-  constexpr int64_t L = Vec<T>::size();
-  const int64_t H = C.size(1), tiles = (H + L - 1) / L, S = st.off.size();
-  Tensor wp_ = at::empty({tiles * H * 4 * L}, w_hh.options());
+// --- The two loops every fused cell runs; a cell states only its gate math ---
+// Forward: G gates per hidden unit, w_hh (G*H, K) contiguous, K the width of the state h: H, or with a
+// projection w_hr (K, H) (an LSTM's proj_size; undefined: none) h_t = W_hr h~_t. hs: the state h (B, K),
+// updated; y: the output rows (N, K). prev(s): step s's block of previous states (its first bs_s rows, K wide),
+// the matmul's input: the loop fills it (step s's h_t for the rows active at both steps, the state as it is
+// for the rows that become active at step s + 1). A tile is C vectors of units (G * C accumulators per row:
+// C = 1 for the gated cells, 4 for one gate, so that each broadcast of h_{t-1} feeds 4 FMAs). Per row of a
+// step and vector of units [col, col + n) of a tile:
+//   init(acc, row, col, n): the row's G accumulators before the matmul (gi of the row, or b_hh);
+//   cell(acc, j, row, col, n, hp): acc = init + h_{t-1} W_hh^T (hp: h_{t-1} of the row at col, without a
+//     projection) -> h_t (with one: h~_t), which the loop stores into y, the state and the next step's block
+//     (with a projection: after a barrier, h_t = h~_t W_hr^T on each thread's columns of h, one more barrier).
+template <typename T, int G, int C, typename Prev, typename Init, typename Cell>
+void forward_loop(const Tensor& w_hh, const Tensor& w_hr, int64_t H, T* hs, T* y, const Steps& st, const Prev& prev,
+                  const Init& init, const Cell& cell) {
+  constexpr int64_t L = Vec<T>::size(), W = C * L;
+  const bool proj = w_hr.defined();
+  const int64_t K = proj ? w_hr.size(0) : H, S = st.off.size();
+  const int64_t tiles = (H + W - 1) / W, ktiles = proj ? (K + L - 1) / L : 0;
+  const int64_t B = S ? *std::max_element(st.bs.begin(), st.bs.end()) : 0;
+  Tensor wp_ = at::empty({tiles * K * G * W}, w_hh.options());
+  const Tensor wr = proj ? w_hr.t().contiguous() : Tensor();  // (H, K)
+  Tensor wrp_ = at::empty({proj ? ktiles * H * L : 0}, w_hh.options()), ht_ = at::empty({proj ? B * H : 0},
+                                                                                          w_hh.options());
   const T* w = w_hh.const_data_ptr<T>();
-  const T* g_in = gi.const_data_ptr<T>();
-  T *wp = wp_.data_ptr<T>(), *hs = h.data_ptr<T>(), *cs = c.data_ptr<T>(), *y = Y.data_ptr<T>();
-  T *hprev = Hprev.data_ptr<T>(), *cprev = Cprev.data_ptr<T>(), *a = A.data_ptr<T>(), *cc = C.data_ptr<T>();
-  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
+  T *wp = wp_.data_ptr<T>(), *wrp = wrp_.data_ptr<T>(), *ht = ht_.data_ptr<T>();
+  team(team_size(std::max(tiles, ktiles)), [&](int p, int P, const auto& barrier) {
     const auto [u0, u1] = my_tiles(tiles, p, P);
-    const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
-    pack_gates<T>(w, H, H, 4, u0, u1, wp);
-    if (S > 0) copy_rows<T>(hs, hprev + st.off[0] * H, 0, st.bs[0], H, c0, c1);
+    const auto [v0, v1] = my_tiles(ktiles, p, P);
+    // the thread's columns of the state: those its gate pass writes, or with a projection those of h_t it forms
+    const int64_t c0 = proj ? std::min(K, v0 * L) : std::min(H, u0 * W), c1 = proj ? std::min(K, v1 * L)
+                                                                                    : std::min(H, u1 * W);
+    pack_gates<T>(w, H, K, G, W, u0, u1, wp);
+    if (proj) pack_columns<T>(wr.const_data_ptr<T>(), H, K, v0, v1, wrp);
+    if (S > 0) copy_rows<T>(hs, prev(0), 0, st.bs[0], K, c0, c1);
     barrier();
     for (int64_t s = 0; s < S; ++s) {
       const int64_t off = st.off[s], bs = st.bs[s];
       const int64_t nbs = s + 1 < S ? st.bs[s + 1] : 0;
-      T* hnext = s + 1 < S ? hprev + st.off[s + 1] * H : nullptr;
-      const T* x = hprev + off * H;
+      T* hnext = s + 1 < S ? prev(s + 1) : nullptr;
+      const T* x = prev(s);
       for (int64_t u = u0; u < u1; ++u) {
-        const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
         for_row_blocks(bs, [&](int64_t j0, int64_t nr) {
           with_rows(nr, [&](auto rc) {
             constexpr int R = decltype(rc)::value;
-            Vec<T> acc[R][4];
+            Vec<T> acc[R][G * C];  // acc[r][g * C + c]: gate g of the tile's c-th vector of units
             for (int r = 0; r < R; ++r)
-              for (int g = 0; g < 4; ++g) acc[r][g] = Vec<T>::loadu(g_in + (off + j0 + r) * 4 * H + g * H + col, n);
-            mm_tile<T, R, 4>(x + j0 * H, H, H, wp + u * H * 4 * L, 4 * L, L, acc);
-            for (int r = 0; r < R; ++r) {
-              const int64_t j = j0 + r, row = off + j;
-              const Vec<T> i = sigmoid(acc[r][0]), f = sigmoid(acc[r][1]), g = acc[r][2].tanh(),
-                           o = sigmoid(acc[r][3]);
-              T* ar = a + row * 4 * H + col;
-              i.store(ar, n);
-              f.store(ar + H, n);
-              g.store(ar + 2 * H, n);
-              o.store(ar + 3 * H, n);
-              const Vec<T> cp = Vec<T>::loadu(cs + j * H + col, n);
-              const Vec<T> cn = f * cp + i * g;
-              cp.store(cprev + row * H + col, n);
-              cn.store(cc + row * H + col, n);
-              cn.store(cs + j * H + col, n);
-              const Vec<T> hn = o * cn.tanh();
-              hn.store(y + row * H + col, n);
-              hn.store(hs + j * H + col, n);
-              if (j < nbs) hn.store(hnext + j * H + col, n);
-            }
+              for (int c = 0; c < C; ++c) {
+                const int64_t col = u * W + c * L, n = std::max<int64_t>(0, std::min<int64_t>(L, H - col));
+                Vec<T> a[G];
+                init(a, off + j0 + r, col, n);
+                for (int g = 0; g < G; ++g) acc[r][g * C + c] = a[g];
+              }
+            mm_tile<T, R, G * C>(x + j0 * K, K, K, wp + u * K * G * W, G * W, L, acc);
+            for (int r = 0; r < R; ++r)
+              for (int c = 0; c < C; ++c) {
+                const int64_t j = j0 + r, row = off + j, col = u * W + c * L;
+                if (col >= H) break;
+                const int64_t n = std::min<int64_t>(L, H - col);
+                Vec<T> a[G];
+                for (int g = 0; g < G; ++g) a[g] = acc[r][g * C + c];
+                const Vec<T> hn = cell(a, j, row, col, n, x + j * K + col);
+                if (proj) {
+                  hn.store(ht + j * H + col, n);
+                  continue;
+                }
+                hn.store(y + row * H + col, n);
+                hn.store(hs + j * H + col, n);
+                if (j < nbs) hn.store(hnext + j * H + col, n);
+              }
           });
         });
       }
+      if (proj) {
+        barrier();  // all of h~ of this step written
+        mm_columns<T>(ht, H, H, wrp, K, bs, v0, v1, y + off * K, K, false);  // h = h~ W_hr^T
+        for (int64_t j = 0; j < bs; ++j) {
+          copy_rows<T>(y + off * K + j * K, hs + j * K, 0, 1, K, c0, c1);
+          if (j < nbs) copy_rows<T>(y + off * K + j * K, hnext + j * K, 0, 1, K, c0, c1);
+        }
+      }
       // rows active at the next step but not at this one read the state as it is (not written now)
-      if (nbs > bs) copy_rows<T>(hs, hnext, bs, nbs, H, c0, c1);
+      if (nbs > bs) copy_rows<T>(hs, hnext, bs, nbs, K, c0, c1);
       barrier();
     }
   });
 }
 
-// --- LSTM backward: the gate pass of a thread's units, then its columns of grad h_{t-1} = da W_hh ---
-template <typename T>
-void lstm_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Cprev, const Tensor& A, const Tensor& C, Tensor& dh,
-              Tensor& dc, Tensor& dA, const Steps& st) {
-  constexpr int64_t L = Vec<T>::size();
-  const int64_t H = C.size(1), tiles = (H + L - 1) / L, S = st.off.size(), ldy = dy.stride(0);
-  Tensor wp_ = at::empty({tiles * 4 * H * L}, w_hh.options());
-  const T *w = w_hh.const_data_ptr<T>(), *dyp = dy.const_data_ptr<T>(), *cprev = Cprev.const_data_ptr<T>();
-  const T *a = A.const_data_ptr<T>(), *cc = C.const_data_ptr<T>();
-  T *wp = wp_.data_ptr<T>(), *dhs = dh.data_ptr<T>(), *dcs = dc.data_ptr<T>(), *da = dA.data_ptr<T>();
-  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
-    using V = Vec<T>;
-    const V one(T(1));
-    const auto [u0, u1] = my_tiles(tiles, p, P);
-    pack_columns<T>(w, 4 * H, H, u0, u1, wp);
+// Backward: per step, gate(j, row, col, m, d) for the rows of the step and the thread's units [col, col + m),
+// d the gradient of the unit's output (h_t: dh + dY; with a projection, h~_t: (dh + dY) W_hr, the rows
+// dh + dY written to dho (N, K) first, then a barrier): the cell's gate pass, writing the row's da (G*H wide:
+// the gradient of h_{t-1} W_hh^T's G gates) and dh's columns as the cell needs them; then, after all of the
+// step's da is written, dh (+)= da W_hh on the thread's columns of dh (B, K) (add: accumulate onto what the
+// gate pass left in dh, else overwrite). w_hh (G*H, K), w_hr (K, H) or undefined, as in forward_loop.
+template <typename T, int G, typename Gate>
+void backward_loop(const Tensor& w_hh, const Tensor& w_hr, int64_t H, const T* dy, int64_t ldy, const T* da, T* dhs,
+                   T* dho, const Steps& st, bool add, const Gate& gate) {
+  using V = Vec<T>;
+  constexpr int64_t L = V::size();
+  const bool proj = w_hr.defined();
+  const int64_t K = proj ? w_hr.size(0) : H, S = st.off.size();
+  const int64_t tiles = (H + L - 1) / L, ktiles = (K + L - 1) / L;
+  const int64_t B = S ? *std::max_element(st.bs.begin(), st.bs.end()) : 0;
+  Tensor wp_ = at::empty({ktiles * G * H * L}, w_hh.options());
+  Tensor wrp_ = at::empty({proj ? tiles * K * L : 0}, w_hh.options()), dht_ = at::empty({proj ? B * H : 0},
+                                                                                         w_hh.options());
+  const T* w = w_hh.const_data_ptr<T>();
+  T *wp = wp_.data_ptr<T>(), *wrp = wrp_.data_ptr<T>(), *dht = dht_.data_ptr<T>();
+  team(team_size(std::max(tiles, ktiles)), [&](int p, int P, const auto& barrier) {
+    const auto [u0, u1] = my_tiles(tiles, p, P);   // units of the gate pass
+    const auto [v0, v1] = my_tiles(ktiles, p, P);  // columns of dh
+    pack_columns<T>(w, G * H, K, v0, v1, wp);
+    if (proj) pack_columns<T>(w_hr.const_data_ptr<T>(), K, H, u0, u1, wrp);
     for (int64_t s = 0; s < S; ++s) {
       const int64_t off = st.off[s], bs = st.bs[s];
+      if (proj) {
+        for (int64_t j = 0; j < bs; ++j)
+          for (int64_t col = v0 * L; col < std::min(K, v1 * L); col += L) {
+            const int64_t m = std::min<int64_t>(L, K - col);
+            const V d = V::loadu(dhs + j * K + col, m) + V::loadu(dy + (off + j) * ldy + col, m);
+            d.store(dho + (off + j) * K + col, m);
+          }
+        barrier();  // all of dh + dY of this step written
+        mm_columns<T>(dho + off * K, K, K, wrp, H, bs, u0, u1, dht, H, false);  // dh~ = (dh + dY) W_hr
+      }
       for (int64_t j = 0; j < bs; ++j) {
         const int64_t row = off + j;
-        const T *ar = a + row * 4 * H, *dyr = dyp + row * ldy;
-        T* dar = da + row * 4 * H;
         for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L) {
           const int64_t m = std::min<int64_t>(L, H - col);
-          const V i = V::loadu(ar + col, m), f = V::loadu(ar + H + col, m);
-          const V g = V::loadu(ar + 2 * H + col, m), o = V::loadu(ar + 3 * H + col, m);
-          const V tc = V::loadu(cc + row * H + col, m).tanh();
-          const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyr + col, m);
-          const V dcn = V::loadu(dcs + j * H + col, m) + d * (o * (one - tc * tc));
-          (dcn * (g * i * (one - i))).store(dar + col, m);
-          (dcn * (V::loadu(cprev + row * H + col, m) * f * (one - f))).store(dar + H + col, m);
-          (dcn * (i * (one - g * g))).store(dar + 2 * H + col, m);
-          (d * (tc * o * (one - o))).store(dar + 3 * H + col, m);
-          (dcn * f).store(dcs + j * H + col, m);
+          const V d = proj ? V::loadu(dht + j * H + col, m)
+                           : V::loadu(dhs + j * H + col, m) + V::loadu(dy + row * ldy + col, m);
+          gate(j, row, col, m, d);
         }
       }
       barrier();  // all of da of this step written
-      mm_columns<T>(da + off * 4 * H, 4 * H, 4 * H, wp, H, bs, u0, u1, dhs, H, false);  // grad h_{t-1}
+      mm_columns<T>(da + off * G * H, G * H, G * H, wp, K, bs, v0, v1, dhs, K, add);  // grad h_{t-1}
     }
   });
 }
 
-// --- GRU forward: gh = h_{t-1} W_hh^T + b_hh of a tile in registers, then the gates and the update ---
+// --- LSTM: gates (i, f, g, o), the cell state c alongside h ---
+template <typename T>
+void lstm_fwd(const Tensor& gi, const Tensor& w_hh, const Tensor& w_hr, Tensor& h, Tensor& c, Tensor& Y,
+              Tensor& Hprev, Tensor& Cprev, Tensor& A, Tensor& C, const Steps& st) {
+  using V = Vec<T>;
+  const int64_t H = C.size(1), K = Y.size(1);
+  const T* g_in = gi.const_data_ptr<T>();
+  T *cs = c.data_ptr<T>(), *hprev = Hprev.data_ptr<T>(), *cprev = Cprev.data_ptr<T>(), *a = A.data_ptr<T>();
+  T* cc = C.data_ptr<T>();
+  forward_loop<T, 4, 1>(
+      w_hh, w_hr, H, h.data_ptr<T>(), Y.data_ptr<T>(), st, [&](int64_t s) { return hprev + st.off[s] * K; },
+      [&](V(&acc)[4], int64_t row, int64_t col, int64_t n) {
+        for (int g = 0; g < 4; ++g) acc[g] = V::loadu(g_in + row * 4 * H + g * H + col, n);
+      },
+      [&](V(&acc)[4], int64_t j, int64_t row, int64_t col, int64_t n, const T*) {
+        const V i = sigmoid(acc[0]), f = sigmoid(acc[1]), g = acc[2].tanh(), o = sigmoid(acc[3]);
+        T* ar = a + row * 4 * H + col;
+        i.store(ar, n);
+        f.store(ar + H, n);
+        g.store(ar + 2 * H, n);
+        o.store(ar + 3 * H, n);
+        const V cp = V::loadu(cs + j * H + col, n);
+        const V cn = f * cp + i * g;
+        cp.store(cprev + row * H + col, n);
+        cn.store(cc + row * H + col, n);
+        cn.store(cs + j * H + col, n);
+        return o * cn.tanh();
+      });
+}
+
+template <typename T>
+void lstm_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& w_hr, const Tensor& Cprev, const Tensor& A,
+              const Tensor& C, Tensor& dh, Tensor& dc, Tensor& dA, Tensor& dHo, const Steps& st) {
+  using V = Vec<T>;
+  const V one(T(1));
+  const int64_t H = C.size(1), ldy = dy.stride(0);
+  const T *dyp = dy.const_data_ptr<T>(), *cprev = Cprev.const_data_ptr<T>();
+  const T *a = A.const_data_ptr<T>(), *cc = C.const_data_ptr<T>();
+  T *dhs = dh.data_ptr<T>(), *dcs = dc.data_ptr<T>(), *da = dA.data_ptr<T>();
+  T* dho = dHo.defined() ? dHo.data_ptr<T>() : nullptr;
+  backward_loop<T, 4>(w_hh, w_hr, H, dyp, ldy, da, dhs, dho, st, false, [&](int64_t j, int64_t row, int64_t col,
+                                                                          int64_t m, const V& d) {
+    const T* ar = a + row * 4 * H;
+    T* dar = da + row * 4 * H;
+    const V i = V::loadu(ar + col, m), f = V::loadu(ar + H + col, m);
+    const V g = V::loadu(ar + 2 * H + col, m), o = V::loadu(ar + 3 * H + col, m);
+    const V tc = V::loadu(cc + row * H + col, m).tanh();
+    const V dcn = V::loadu(dcs + j * H + col, m) + d * (o * (one - tc * tc));
+    (dcn * (g * i * (one - i))).store(dar + col, m);
+    (dcn * (V::loadu(cprev + row * H + col, m) * f * (one - f))).store(dar + H + col, m);
+    (dcn * (i * (one - g * g))).store(dar + 2 * H + col, m);
+    (d * (tc * o * (one - o))).store(dar + 3 * H + col, m);
+    (dcn * f).store(dcs + j * H + col, m);
+  });
+}
+
+// --- GRU: gh = h_{t-1} W_hh^T + b_hh in registers, gates (r, z, n) ---
 template <typename T>
 void gru_fwd(const Tensor& gi, const Tensor& w_hh, const Tensor& b_hh, Tensor& h, Tensor& Y, Tensor& Hprev, Tensor& A,
              Tensor& HN, const Steps& st) {
-  constexpr int64_t L = Vec<T>::size();
-  const int64_t H = HN.size(1), tiles = (H + L - 1) / L, S = st.off.size();
-  Tensor wp_ = at::empty({tiles * H * 3 * L}, w_hh.options());
-  const T *w = w_hh.const_data_ptr<T>(), *g_in = gi.const_data_ptr<T>();
+  using V = Vec<T>;
+  const int64_t H = HN.size(1);
+  const T* g_in = gi.const_data_ptr<T>();
   const T* bias = b_hh.defined() ? b_hh.const_data_ptr<T>() : nullptr;
-  T *wp = wp_.data_ptr<T>(), *hs = h.data_ptr<T>(), *y = Y.data_ptr<T>(), *hprev = Hprev.data_ptr<T>();
-  T *a = A.data_ptr<T>(), *hn = HN.data_ptr<T>();
-  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
-    const auto [u0, u1] = my_tiles(tiles, p, P);
-    const int64_t c0 = std::min(H, u0 * L), c1 = std::min(H, u1 * L);
-    pack_gates<T>(w, H, H, 3, u0, u1, wp);
-    if (S > 0) copy_rows<T>(hs, hprev + st.off[0] * H, 0, st.bs[0], H, c0, c1);
-    barrier();
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      const int64_t nbs = s + 1 < S ? st.bs[s + 1] : 0;
-      T* hnext = s + 1 < S ? hprev + st.off[s + 1] * H : nullptr;
-      const T* x = hprev + off * H;
-      for (int64_t u = u0; u < u1; ++u) {
-        const int64_t col = u * L, n = std::min<int64_t>(L, H - col);
-        Vec<T> b[3];
-        for (int g = 0; g < 3; ++g) b[g] = bias ? Vec<T>::loadu(bias + g * H + col, n) : Vec<T>(T(0));
-        for_row_blocks(bs, [&](int64_t j0, int64_t nr) {
-          with_rows(nr, [&](auto rc) {
-            constexpr int R = decltype(rc)::value;
-            Vec<T> acc[R][3];
-            for (int r = 0; r < R; ++r)
-              for (int g = 0; g < 3; ++g) acc[r][g] = b[g];
-            mm_tile<T, R, 3>(x + j0 * H, H, H, wp + u * H * 3 * L, 3 * L, L, acc);
-            for (int r = 0; r < R; ++r) {
-              const int64_t j = j0 + r, row = off + j;
-              const T* gr = g_in + row * 3 * H + col;
-              const Vec<T> rg = sigmoid(Vec<T>::loadu(gr, n) + acc[r][0]);
-              const Vec<T> z = sigmoid(Vec<T>::loadu(gr + H, n) + acc[r][1]);
-              const Vec<T> nn = (Vec<T>::loadu(gr + 2 * H, n) + rg * acc[r][2]).tanh();
-              const Vec<T> hp = Vec<T>::loadu(x + j * H + col, n);
-              const Vec<T> hy = nn + z * (hp - nn);
-              T* ar = a + row * 3 * H + col;
-              rg.store(ar, n);
-              z.store(ar + H, n);
-              nn.store(ar + 2 * H, n);
-              acc[r][2].store(hn + row * H + col, n);
-              hy.store(y + row * H + col, n);
-              hy.store(hs + j * H + col, n);
-              if (j < nbs) hy.store(hnext + j * H + col, n);
-            }
-          });
-        });
-      }
-      if (nbs > bs) copy_rows<T>(hs, hnext, bs, nbs, H, c0, c1);
-      barrier();
-    }
-  });
+  T *hprev = Hprev.data_ptr<T>(), *a = A.data_ptr<T>(), *hn = HN.data_ptr<T>();
+  forward_loop<T, 3, 1>(
+      w_hh, Tensor(), H, h.data_ptr<T>(), Y.data_ptr<T>(), st, [&](int64_t s) { return hprev + st.off[s] * H; },
+      [&](V(&acc)[3], int64_t, int64_t col, int64_t n) {
+        for (int g = 0; g < 3; ++g) acc[g] = bias ? V::loadu(bias + g * H + col, n) : V(T(0));
+      },
+      [&](V(&acc)[3], int64_t, int64_t row, int64_t col, int64_t n, const T* hp_) {
+        const T* gr = g_in + row * 3 * H + col;
+        const V rg = sigmoid(V::loadu(gr, n) + acc[0]);
+        const V z = sigmoid(V::loadu(gr + H, n) + acc[1]);
+        const V nn = (V::loadu(gr + 2 * H, n) + rg * acc[2]).tanh();
+        const V hp = V::loadu(hp_, n);
+        T* ar = a + row * 3 * H + col;
+        rg.store(ar, n);
+        z.store(ar + H, n);
+        nn.store(ar + 2 * H, n);
+        acc[2].store(hn + row * H + col, n);
+        return nn + z * (hp - nn);
+      });
 }
 
-// --- GRU backward: the gate pass of a thread's units (dh <- dh z), then dh += d gh W_hh on its columns ---
+// Backward: the gate pass writes d gi and d gh and dh <- dh z, then dh += d gh W_hh.
 template <typename T>
 void gru_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Hprev, const Tensor& A, const Tensor& HN, Tensor& dh,
              Tensor& dAi, Tensor& dAh, const Steps& st) {
-  constexpr int64_t L = Vec<T>::size();
-  const int64_t H = HN.size(1), tiles = (H + L - 1) / L, S = st.off.size(), ldy = dy.stride(0);
-  Tensor wp_ = at::empty({tiles * 3 * H * L}, w_hh.options());
-  const T *w = w_hh.const_data_ptr<T>(), *dyp = dy.const_data_ptr<T>(), *hprev = Hprev.const_data_ptr<T>();
+  using V = Vec<T>;
+  const V one(T(1));
+  const int64_t H = HN.size(1), ldy = dy.stride(0);
+  const T *dyp = dy.const_data_ptr<T>(), *hprev = Hprev.const_data_ptr<T>();
   const T *a = A.const_data_ptr<T>(), *hn = HN.const_data_ptr<T>();
-  T *wp = wp_.data_ptr<T>(), *dhs = dh.data_ptr<T>(), *dai = dAi.data_ptr<T>(), *dah = dAh.data_ptr<T>();
-  team(team_size(tiles), [&](int p, int P, const auto& barrier) {
-    using V = Vec<T>;
-    const V one(T(1));
-    const auto [u0, u1] = my_tiles(tiles, p, P);
-    pack_columns<T>(w, 3 * H, H, u0, u1, wp);
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      for (int64_t j = 0; j < bs; ++j) {
-        const int64_t row = off + j;
-        const T *ar = a + row * 3 * H, *dyr = dyp + row * ldy;
-        T *dir = dai + row * 3 * H, *dhr = dah + row * 3 * H;
-        for (int64_t col = u0 * L; col < std::min(H, u1 * L); col += L) {
-          const int64_t m = std::min<int64_t>(L, H - col);
-          const V r = V::loadu(ar + col, m), z = V::loadu(ar + H + col, m), n = V::loadu(ar + 2 * H + col, m);
-          const V d = V::loadu(dhs + j * H + col, m) + V::loadu(dyr + col, m);
-          const V dan = d * ((one - z) * (one - n * n));
-          const V dar = dan * (V::loadu(hn + row * H + col, m) * r * (one - r));
-          const V daz = d * ((V::loadu(hprev + row * H + col, m) - n) * z * (one - z));
-          dar.store(dir + col, m);
-          daz.store(dir + H + col, m);
-          dan.store(dir + 2 * H + col, m);
-          dar.store(dhr + col, m);
-          daz.store(dhr + H + col, m);
-          (dan * r).store(dhr + 2 * H + col, m);
-          (d * z).store(dhs + j * H + col, m);
-        }
-      }
-      barrier();  // all of d gh of this step written
-      mm_columns<T>(dah + off * 3 * H, 3 * H, 3 * H, wp, H, bs, u0, u1, dhs, H, true);  // dh z + W_hh^T d gh
-    }
+  T *dhs = dh.data_ptr<T>(), *dai = dAi.data_ptr<T>(), *dah = dAh.data_ptr<T>();
+  backward_loop<T, 3>(w_hh, Tensor(), H, dyp, ldy, dah, dhs, nullptr, st, true, [&](int64_t j, int64_t row,
+                                                                                    int64_t col, int64_t m,
+                                                                                    const V& d) {
+    const T* ar = a + row * 3 * H;
+    T *dir = dai + row * 3 * H, *dhr = dah + row * 3 * H;
+    const V r = V::loadu(ar + col, m), z = V::loadu(ar + H + col, m), n = V::loadu(ar + 2 * H + col, m);
+    const V dan = d * ((one - z) * (one - n * n));
+    const V dar = dan * (V::loadu(hn + row * H + col, m) * r * (one - r));
+    const V daz = d * ((V::loadu(hprev + row * H + col, m) - n) * z * (one - z));
+    dar.store(dir + col, m);
+    daz.store(dir + H + col, m);
+    dan.store(dir + 2 * H + col, m);
+    dar.store(dhr + col, m);
+    daz.store(dhr + H + col, m);
+    (dan * r).store(dhr + 2 * H + col, m);
+    (d * z).store(dhs + j * H + col, m);  // dh z, then + d gh W_hh
+  });
+}
+
+// --- RNN (tanh, relu): h_t = act(gi + h_{t-1} W_hh^T), one gate (b_hh is in gi) ---
+template <typename T>
+void rnn_fwd(const Tensor& gi, const Tensor& w_hh, Tensor& h, Tensor& Y, const Steps& st, bool relu) {
+  using V = Vec<T>;
+  const int64_t H = Y.size(1), B = h.size(0);
+  // the matmul's input of a step: two (B, H) blocks in turn (the rule saves Y only; step s reads one
+  // block while it writes the other, and the barrier after each step orders the two)
+  Tensor prev_ = at::empty({2 * B * H}, Y.options());
+  T* prev = prev_.data_ptr<T>();
+  const T* g_in = gi.const_data_ptr<T>();
+  const V zero(T(0));
+  forward_loop<T, 1, 4>(
+      w_hh, Tensor(), H, h.data_ptr<T>(), Y.data_ptr<T>(), st, [&](int64_t s) { return prev + (s % 2) * B * H; },
+      [&](V(&acc)[1], int64_t row, int64_t col, int64_t n) { acc[0] = V::loadu(g_in + row * H + col, n); },
+      [&](V(&acc)[1], int64_t, int64_t, int64_t, int64_t, const T*) {
+        return relu ? at::vec::clamp_min(acc[0], zero) : acc[0].tanh();  // relu: NaN stays NaN, as torch's
+      });
+}
+
+// Backward: da = (dh + dY) act'(a), act'(a) from h_t: 1 - h_t^2 (tanh), [not h_t <= 0] (relu: 0 where h_t <= 0,
+// a NaN passes, as the Python rule); then dh = da W_hh.
+template <typename T>
+void rnn_bwd(const Tensor& dy, const Tensor& w_hh, const Tensor& Y, Tensor& dh, Tensor& dA, const Steps& st,
+             bool relu) {
+  using V = Vec<T>;
+  const V one(T(1)), zero(T(0));
+  const int64_t H = Y.size(1), ldy = dy.stride(0);
+  const T *dyp = dy.const_data_ptr<T>(), *yp = Y.const_data_ptr<T>();
+  T *dhs = dh.data_ptr<T>(), *da = dA.data_ptr<T>();
+  backward_loop<T, 1>(w_hh, Tensor(), H, dyp, ldy, da, dhs, nullptr, st, false, [&](int64_t, int64_t row,
+                                                                                     int64_t col, int64_t m,
+                                                                                     const V& d) {
+    const V yv = V::loadu(yp + row * H + col, m);
+    const V fac = relu ? V::blendv(one, zero, yv <= zero) : one - yv * yv;
+    (d * fac).store(da + row * H + col, m);
   });
 }
 
 }  // namespace fused
 
 // --- LSTM ---
-// One step's gates, in place: a = (i, f, g, o) pre-activations (bs, 4H) -> activated; then
-// c = f c_prev + i g, h~ = o tanh(c). Writes Cprev, C, the state c and h~ (ld: its row stride).
-template <typename T>
-void lstm_gates_fwd(T* a, T* c_state, T* cprev, T* c_out, T* ht, int64_t ld_ht, int64_t bs, int64_t H) {
-  using V = at::vec::Vectorized<T>;
-  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      T* aj = a + j * 4 * H;
-      vec_loop<T>(H, [&](int64_t k, int64_t m) {
-        const V i = sigmoid(V::loadu(aj + k, m)), f = sigmoid(V::loadu(aj + H + k, m));
-        const V g = V::loadu(aj + 2 * H + k, m).tanh(), o = sigmoid(V::loadu(aj + 3 * H + k, m));
-        const V cp = V::loadu(c_state + j * H + k, m);
-        const V c = f * cp + i * g;
-        i.store(aj + k, m);
-        f.store(aj + H + k, m);
-        g.store(aj + 2 * H + k, m);
-        o.store(aj + 3 * H + k, m);
-        cp.store(cprev + j * H + k, m);
-        c.store(c_out + j * H + k, m);
-        c.store(c_state + j * H + k, m);
-        (o * c.tanh()).store(ht + j * ld_ht + k, m);
-      });
-    }
-  });
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fwd(
     const Tensor& gi_, const Tensor& w_hh, const c10::optional<Tensor>& w_hr_, const Tensor& h0, const Tensor& c0,
     at::IntArrayRef offsets, at::IntArrayRef sizes) {
@@ -494,63 +553,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_fw
   check_2d(h0, B, Hout, "h0", op);
   check_2d(c0, B, H, "c0", op);
   const Steps st = check_steps(offsets, sizes, N, B, op);
-  const Tensor gi = gi_.contiguous();
+  const Tensor gi = gi_.contiguous(), w = w_hh.contiguous(), wr = proj ? w_hr.contiguous() : Tensor();
   Tensor h = h0.clone(at::MemoryFormat::Contiguous), c = c0.clone(at::MemoryFormat::Contiguous);
   Tensor Y = gi.new_empty({N, Hout}), Hprev = gi.new_empty({N, Hout});
   Tensor Cprev = gi.new_empty({N, H}), A = new_output({N, 4 * H}, gi.options()), C = gi.new_empty({N, H});
-  Tensor ht = proj ? gi.new_empty({B, H}) : Tensor();
-  if (!proj && H > 0 && B > 0) {
-    const Tensor w = w_hh.contiguous();
-    AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_lstm_fwd", [&] {
-      fused::lstm_fwd<scalar_t>(gi, w, h, c, Y, Hprev, Cprev, A, C, st);
-    });
-    return {Y, h, c, Hprev, Cprev, A, C};
-  }
-  const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr.t() : Tensor();
-  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
-    using T = scalar_t;
-    const int64_t es = Hout * static_cast<int64_t>(sizeof(T));
-    for (size_t s = 0; s < st.off.size(); ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      if (bs == 0) continue;
-      Tensor hp = Hprev.narrow(0, off, bs), a = A.narrow(0, off, bs), y = Y.narrow(0, off, bs);
-      std::memcpy(hp.data_ptr<T>(), h.data_ptr<T>(), bs * es);
-      at::addmm_out(a, gi.narrow(0, off, bs), hp, w_hh_t);  // gates (bs, 4H)
-      T* out = proj ? ht.data_ptr<T>() : y.data_ptr<T>();
-      lstm_gates_fwd<T>(a.data_ptr<T>(), c.data_ptr<T>(), Cprev.data_ptr<T>() + off * H, C.data_ptr<T>() + off * H,
-                        out, H, bs, H);
-      if (proj) at::mm_out(y, ht.narrow(0, 0, bs), w_hr_t);  // h = W_hr h~
-      std::memcpy(h.data_ptr<T>(), y.data_ptr<T>(), bs * es);
-    }
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_lstm_fwd", [&] {
+    fused::lstm_fwd<scalar_t>(gi, w, wr, h, c, Y, Hprev, Cprev, A, C, st);
   });
   return {Y, h, c, Hprev, Cprev, A, C};
-}
-
-// One step backward: dh~ (bs, H) and the state dc in; da (bs, 4H) out, dc <- dc f (grad c_{t-1}).
-// dh~ = dh + dY when there is no projection (dy != nullptr), else given in dht.
-template <typename T>
-void lstm_gates_bwd(const T* a, const T* cprev, const T* c, const T* dht, const T* dh, const T* dy, int64_t ldy,
-                    T* dc, T* da, int64_t bs, int64_t H) {
-  using V = at::vec::Vectorized<T>;
-  const V one(T(1));
-  at::parallel_for(0, bs, step_grain(H), [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const T* aj = a + j * 4 * H;
-      T* daj = da + j * 4 * H;
-      vec_loop<T>(H, [&](int64_t k, int64_t m) {
-        const V i = V::loadu(aj + k, m), f = V::loadu(aj + H + k, m);
-        const V g = V::loadu(aj + 2 * H + k, m), o = V::loadu(aj + 3 * H + k, m);
-        const V tc = V::loadu(c + j * H + k, m).tanh();
-        const V d = dy ? V::loadu(dh + j * H + k, m) + V::loadu(dy + j * ldy + k, m) : V::loadu(dht + j * H + k, m);
-        const V dcn = V::loadu(dc + j * H + k, m) + d * (o * (one - tc * tc));
-        (dcn * (g * i * (one - i))).store(daj + k, m);
-        (dcn * (V::loadu(cprev + j * H + k, m) * f * (one - f))).store(daj + H + k, m);
-        (dcn * (i * (one - g * g))).store(daj + 2 * H + k, m);
-        (d * (tc * o * (one - o))).store(daj + 3 * H + k, m);
-        (dcn * f).store(dc + j * H + k, m);
-      });
-    }
-  });
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, const Tensor& dh0, const Tensor& dc0,
@@ -573,35 +583,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_bwd(const Tensor& dY, cons
   check_2d(C_, N, H, "C", op);
   const Steps st = check_steps(offsets, sizes, N, B, op);
   const Tensor Cprev = Cprev_.contiguous(), A = A_.contiguous(), C = C_.contiguous();
+  const Tensor w = w_hh.contiguous(), wr = proj ? w_hr.contiguous() : Tensor();
   const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();  // a column block of (N, D*Hout): rows strided
   Tensor dh = dh0.clone(at::MemoryFormat::Contiguous), dc = dc0.clone(at::MemoryFormat::Contiguous);
-  Tensor dA = new_output({N, 4 * H}, A.options());
-  Tensor dHo = proj ? A.new_empty({N, Hout}) : Tensor(), dht = proj ? A.new_empty({B, H}) : Tensor();
-  if (!proj && H > 0 && B > 0) {
-    const Tensor w = w_hh.contiguous();
-    AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_lstm_bwd", [&] {
-      fused::lstm_bwd<scalar_t>(dy, w, Cprev, A, C, dh, dc, dA, st);
-    });
-    return {dA, dh, dc, dHo};
-  }
-  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_rnn_bwd", [&] {
-    using T = scalar_t;
-    for (size_t s = 0; s < st.off.size(); ++s) {
-      const int64_t off = st.off[s], bs = st.bs[s];
-      if (bs == 0) continue;
-      Tensor da = dA.narrow(0, off, bs), dhb = dh.narrow(0, 0, bs);
-      if (proj) {  // dh~ = W_hr^T (dh + dY)
-        Tensor dho = dHo.narrow(0, off, bs);
-        at::add_out(dho, dhb, dy.narrow(0, off, bs));
-        Tensor dhtb = dht.narrow(0, 0, bs);
-        at::mm_out(dhtb, dho, w_hr);
-      }
-      lstm_gates_bwd<T>(A.const_data_ptr<T>() + off * 4 * H, Cprev.const_data_ptr<T>() + off * H,
-                        C.const_data_ptr<T>() + off * H, proj ? dht.const_data_ptr<T>() : nullptr,
-                        dh.const_data_ptr<T>(), proj ? nullptr : dy.const_data_ptr<T>() + off * dy.stride(0),
-                        dy.stride(0), dc.data_ptr<T>(), da.data_ptr<T>(), bs, H);
-      at::mm_out(dhb, da, w_hh);  // grad h_{t-1}
-    }
+  Tensor dA = new_output({N, 4 * H}, A.options()), dHo = proj ? A.new_empty({N, Hout}) : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "torch_bp_lstm_bwd", [&] {
+    fused::lstm_bwd<scalar_t>(dy, w, wr, Cprev, A, C, dh, dc, dA, dHo, st);
   });
   return {dA, dh, dc, dHo};
 }
@@ -656,6 +643,43 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer_bwd(const Tensor& dY, const Tensor&
   return {dAi, dAh, dh};
 }
 
+// --- RNN (tanh, relu) ---
+std::tuple<Tensor, Tensor> rnn_layer_fwd(const Tensor& gi_, const Tensor& w_hh, const Tensor& h0,
+                                         at::IntArrayRef offsets, at::IntArrayRef sizes, bool relu) {
+  const char* op = "rnn_layer_fwd";
+  check_dtypes({&gi_, &w_hh, &h0}, op);
+  TORCH_CHECK(gi_.dim() == 2, "torch_bp::", op, ": gi must be (N, H), got ", gi_.sizes());
+  const int64_t N = gi_.size(0), H = gi_.size(1), B = h0.dim() == 2 ? h0.size(0) : 0;
+  check_2d(w_hh, H, H, "w_hh", op);
+  check_2d(h0, B, H, "h0", op);
+  const Steps st = check_steps(offsets, sizes, N, B, op);
+  const Tensor gi = gi_.contiguous(), w = w_hh.contiguous();
+  Tensor h = h0.clone(at::MemoryFormat::Contiguous), Y = new_output({N, H}, gi.options());
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "torch_bp_rnn_fwd", [&] {
+    fused::rnn_fwd<scalar_t>(gi, w, h, Y, st, relu);
+  });
+  return {Y, h};
+}
+
+std::tuple<Tensor, Tensor> rnn_layer_bwd(const Tensor& dY, const Tensor& dh0, const Tensor& w_hh, const Tensor& Y_,
+                                         at::IntArrayRef offsets, at::IntArrayRef sizes, bool relu) {
+  const char* op = "rnn_layer_bwd";
+  check_dtypes({&dY, &dh0, &w_hh, &Y_}, op);
+  TORCH_CHECK(Y_.dim() == 2, "torch_bp::", op, ": Y must be (N, H), got ", Y_.sizes());
+  const int64_t N = Y_.size(0), H = Y_.size(1), B = dh0.dim() == 2 ? dh0.size(0) : 0;
+  check_2d(dY, N, H, "dY", op);
+  check_2d(dh0, B, H, "dh", op);
+  check_2d(w_hh, H, H, "w_hh", op);
+  const Steps st = check_steps(offsets, sizes, N, B, op);
+  const Tensor Y = Y_.contiguous(), w = w_hh.contiguous();
+  const Tensor dy = dY.stride(1) == 1 ? dY : dY.contiguous();  // a column block of (N, D*H): rows strided
+  Tensor dh = dh0.clone(at::MemoryFormat::Contiguous), dA = new_output({N, H}, Y.options());
+  AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "torch_bp_rnn_bwd", [&] {
+    fused::rnn_bwd<scalar_t>(dy, w, Y, dh, dA, st, relu);
+  });
+  return {dA, dh};
+}
+
 }  // namespace rnn
 
 TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
@@ -663,6 +687,8 @@ TORCH_LIBRARY_IMPL(torch_bp, CPU, m) {
   m.impl("lstm_layer_bwd", &rnn::lstm_layer_bwd);
   m.impl("gru_layer_fwd", &rnn::gru_layer_fwd);
   m.impl("gru_layer_bwd", &rnn::gru_layer_bwd);
+  m.impl("rnn_layer_fwd", &rnn::rnn_layer_fwd);
+  m.impl("rnn_layer_bwd", &rnn::rnn_layer_bwd);
 }
 
 }  // namespace torch_bp

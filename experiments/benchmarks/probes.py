@@ -4,6 +4,10 @@
                                                    # conv_transpose2d's: also its stride phases, and one matmul of its size
     python -m experiments.benchmarks.probes lstm   # the lstm layer with torch's oneDNN LSTM on and off; one step's
                                                    # recurrent matmul: addmm vs packed weights
+    python -m experiments.benchmarks.probes recurrent  # the suite's lstm, gru, rnn_tanh, rnn_relu layers, one
+                                                   # thread's CPU time: torch eager, the compiled loops, the
+                                                   # Python per-step loop (docs/recurrent-kernels.md);
+                                                   # writes experiments/results/recurrent_cpu.json
     python -m experiments.benchmarks.probes apply  # the cost of torch's Function.apply (argument binding) per
                                                    # call, against the C++ apply it wraps, on a small layer and
                                                    # on the suite's MLP step
@@ -12,7 +16,11 @@ Interleaved medians in one process, float32, CPU, gradient mode off (as in a bac
 """
 from __future__ import annotations
 
+import json
+import statistics
 import sys
+import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +124,78 @@ def lstm():
     print("one step (32 x 256) @ (256 x 1024), ms:", _median_ms(fns, reps=640))
 
 
+def _thread_times(fns: dict, reps: int) -> dict:
+    """Seconds of this thread's CPU time (``time.thread_time``: waiting for a core does not count) of every
+    repetition of each candidate, A/B/C interleaved after one warm-up call each; meant for one thread."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t0 = time.thread_time()
+            fn()
+            times[k].append(time.thread_time() - t0)
+    return times
+
+
+def recurrent(reps: int = 15):
+    """The suite's recurrent layers (batch 32, 64 steps, 128 -> 256, one layer, batch first), forward +
+    backward and forward alone, at one thread: torch eager, torch_bp's compiled loops (csrc/cpu/recurrent.cpp)
+    and its Python per-step loop, each repetition's CPU time of this thread, interleaved. The weights are
+    scaled to std H^-1/2 (as a trained layer's): N(0, 1) weights over 64 steps saturate tanh and overflow relu
+    to inf, whose arithmetic is not what a real layer runs. Median and interquartile range per candidate."""
+    from .layers import SIZES, Dims
+    from .measure import fwd_bwd, spread
+
+    if backend.backend_info().backend != "cpp":
+        sys.exit("the compiled kernels did not build here")
+    torch.set_num_threads(1)
+    before = backend.backend_info().requested
+    ours = {"lstm": torch_bp.functional.lstm, "lstm proj_size 128": torch_bp.functional.lstm,
+            "gru": torch_bp.functional.gru, "rnn_tanh": torch_bp.functional.rnn_tanh,
+            "rnn_relu": torch_bp.functional.rnn_relu}
+    theirs = {"lstm": torch.lstm, "lstm proj_size 128": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh,
+              "rnn_relu": torch.rnn_relu}
+
+    def on(name, f):
+        def run():
+            backend.set_backend(name)
+            return f()
+        return run
+
+    results = []
+    for kind in ours:
+        torch.manual_seed(0)
+        args, kwargs = SIZES[kind.split()[0]](Dims("cpu"))
+        if kind == "lstm proj_size 128":  # h = W_hr h~ (128 of the 256 units): W_hh (4H, 128), h0 (1, B, 128)
+            x, (h0, c0), (w_ih, w_hh, b_ih, b_hh), *rest = args
+            w_hh = w_hh[:, :128].detach().clone().requires_grad_()
+            w_hr = torch.randn(128, w_ih.shape[0] // 4, requires_grad=True)
+            args = (x, (h0[..., :128].clone(), c0), [w_ih, w_hh, b_ih, b_hh, w_hr], *rest)
+        with torch.no_grad():
+            for w in args[2]:
+                w.mul_(w.shape[1] ** -0.5 if w.dim() == 2 else 0.1)
+        leaves = [t for t in (args[0], *args[2]) if t.requires_grad]
+        call = {"torch": lambda f=theirs[kind]: f(*args, **kwargs),
+                "torch_bp": on("cpp", lambda f=ours[kind]: f(*args, **kwargs)),
+                "torch_bp python loop": on("python", lambda f=ours[kind]: f(*args, **kwargs))}
+        for what, wrap in (("forward + backward", lambda c: fwd_bwd(c, leaves)), ("forward", lambda c: c)):
+            with torch.set_grad_enabled(what != "forward"):
+                times = _thread_times({k: wrap(c) for k, c in call.items()}, reps)
+            base = statistics.median(times["torch"])
+            for name, t in times.items():
+                st = spread(t)
+                results.append({"layer": kind, "what": what, "candidate": name, "median_ms": st["median"] * 1e3,
+                                "q1_ms": st["q1"] * 1e3, "q3_ms": st["q3"] * 1e3, "x_torch": st["median"] / base,
+                                "reps": reps})
+                print(f"{kind:9s} {what:18s} {name:21s} median {st['median'] * 1e3:8.2f} ms  "
+                      f"IQR {st['q1'] * 1e3:8.2f}-{st['q3'] * 1e3:8.2f}  x torch {st['median'] / base:5.2f}")
+    backend.set_backend(before)
+    out = Path(__file__).resolve().parents[1] / "results" / "recurrent_cpu.json"
+    out.write_text(json.dumps({"threads": 1, "clock": "time.thread_time", "rows": results}, indent=1) + "\n")
+    print("written", out)
+
+
 def apply():
     """Every rule's ``apply`` is torch's ``Function.apply``, which binds the arguments to
     ``forward``'s signature on each call before the C++ apply. This measures what that binding
@@ -155,4 +235,4 @@ def apply():
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    {"conv": conv, "lstm": lstm, "apply": apply}[sys.argv[1] if len(sys.argv) > 1 else "conv"]()
+    {"conv": conv, "lstm": lstm, "recurrent": recurrent, "apply": apply}[sys.argv[1] if len(sys.argv) > 1 else "conv"]()

@@ -236,7 +236,7 @@ class BatchNormFunction(Rule):
             # the same rule, one task per channel (csrc/cpu/normalization.cpp); other layouts
             # (channels_last) keep theirs through the Python rule
             return torch.ops.torch_bp.batch_norm_fwd(x, weight, bias, running_mean, running_var, eps)
-        red, shape = _channel_dims(x)
+        red, _ = _channel_dims(x)
         xf = opmath(x)
         if training and running_mean is None and xf.numel():
             mean, var = _batch_stats(xf)
@@ -246,15 +246,7 @@ class BatchNormFunction(Rule):
         else:  # eval statistics, or the batch statistics given back (lean recompute)
             mean = running_mean.to(xf.dtype, copy=True)
             var = running_var.to(xf.dtype, copy=True)
-        # y = x alpha + beta per channel, alpha = r w, beta = b - mu alpha: one pass, as torch's kernel
-        alpha = torch.rsqrt(var + eps)
-        if weight is not None:
-            alpha = alpha * opmath(weight)
-        beta = -mean * alpha
-        if bias is not None:
-            beta = beta + opmath(bias)
-        y = torch.addcmul(beta.view(shape), xf, alpha.view(shape))
-        return y.to(x.dtype), mean, var
+        return _affine(xf, mean, var, weight, bias, eps).to(x.dtype), mean, var
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -330,6 +322,20 @@ def _channel_sum(t: torch.Tensor) -> torch.Tensor:
     first (a fast inner reduction), then N: summing over (0, 2, ...) at once is a slow strided
     reduction on CPU."""
     return _sum_space(t).sum(0)
+
+
+def _affine(xf: torch.Tensor, mean, var, weight, bias, eps: float) -> torch.Tensor:
+    """y = (x - mu) r w + b per channel of xf (N, C, *S), r = (v + eps)^(-1/2), in xf's dtype: as
+    y = x alpha + beta, alpha = r w, beta = b - mu alpha, one pass over x as torch's kernel (batch_norm's
+    and sync_batch_norm's forward)."""
+    _, shape = _channel_dims(xf)
+    alpha = torch.rsqrt(var + eps)
+    if weight is not None:
+        alpha = alpha * opmath(weight)
+    beta = -mean * alpha
+    if bias is not None:
+        beta = beta + opmath(bias)
+    return torch.addcmul(beta.view(shape), xf, alpha.view(shape))
 
 
 def _batch_stats(xf: torch.Tensor):
@@ -583,7 +589,7 @@ class SyncBatchNormFunction(Rule):
 
     @staticmethod
     def forward(x, weight, bias, eps, group):
-        red, shape = _channel_dims(x)
+        _, shape = _channel_dims(x)
         xf = opmath(x)
         c = x.shape[1]
         local = torch.cat([_channel_sum(xf) if x.numel() else xf.new_zeros(c),
@@ -593,14 +599,7 @@ class SyncBatchNormFunction(Rule):
         mean = local[:c] / n
         sq = _channel_sum((xf - mean.view(shape)).square()) if x.numel() else xf.new_zeros(c)
         var = _all_reduce(sq, group) / n
-        alpha = torch.rsqrt(var + eps)
-        if weight is not None:
-            alpha = alpha * opmath(weight)
-        beta = -mean * alpha
-        if bias is not None:
-            beta = beta + opmath(bias)
-        y = torch.addcmul(beta.view(shape), xf, alpha.view(shape))
-        return y.to(x.dtype), mean, var, n
+        return _affine(xf, mean, var, weight, bias, eps).to(x.dtype), mean, var, n
 
     @staticmethod
     def setup_context(ctx, inputs, output):

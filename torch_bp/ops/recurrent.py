@@ -170,11 +170,10 @@ def _offsets_sizes(steps):
 # NOTE (speed): the loops over time steps are Python, so each step does as few tensor ops as
 # possible: results are written in place into preallocated row blocks (``out=``), and in the
 # backward every factor that does not depend on the recursion (sigmoid'(i) g, ...) is
-# computed for all steps at once before the loop. For LSTM and GRU on CPU the compiled
-# backend runs the same loops in C++ (csrc/cpu/recurrent.cpp: all steps in one call, W_hh packed
-# once, each step's gate pre-activations formed and activated in registers; an LSTM with
-# proj_size: one matmul and one fused pass over the gates per step); the input projection before
-# and the tied-weight sums after (and so the per-sample rule) are these, shared by both backends.
+# computed for all steps at once before the loop. On CPU the compiled backend runs the same
+# loops in C++ (csrc/cpu/recurrent.cpp: all steps in one call, W_hh packed
+# once, each step's gate pre-activations formed and activated in registers); the input projection
+# before and the tied-weight sums after (and so the per-sample rule) are these, shared by both backends.
 def _lstm_forward(x, w, h, c, steps):
     w_ih, w_hh, b_ih, b_hh, w_hr = w
     H = w_hh.shape[0] // 4
@@ -311,6 +310,9 @@ def _rnn_forward(relu):
         gi = x.matmul(w_ih.t())
         if b_ih is not None:
             gi += b_ih + b_hh
+        if backend.use_cpp(gi, w_hh, h):                      # the loop below, compiled (csrc/cpu/recurrent.cpp)
+            Y, h = torch.ops.torch_bp.rnn_layer_fwd(gi, w_hh, h, *_offsets_sizes(steps), relu)
+            return Y, h, None, (Y,)
         Y = x.new_empty(x.shape[0], h.shape[-1])
         w_hh_t = w_hh.t()
         for off, bs in steps:
@@ -348,12 +350,15 @@ def _rnn_backward(relu):
     def bwd(x, w, res, dY, dh, _dc, steps, need_w, per=None, h0=None):
         w_ih, w_hh, b_ih, b_hh, _ = w
         (Y,) = res
-        fac = (Y <= 0).logical_not().to(Y.dtype) if relu else 1.0 - Y * Y  # act'(a) from the output (NaN passes, as torch)
-        dA = torch.empty_like(Y)
-        for off, bs in steps:
-            r = slice(off, off + bs)
-            torch.mul(dh[:bs] + dY[r], fac[r], out=dA[r])
-            torch.mm(dA[r], w_hh, out=dh[:bs])
+        if backend.use_cpp(dY, dh, w_hh, Y):                  # the loop below, compiled (csrc/cpu/recurrent.cpp)
+            dA, dh = torch.ops.torch_bp.rnn_layer_bwd(dY, dh, w_hh, Y, *_offsets_sizes(steps), relu)
+        else:
+            fac = (Y <= 0).logical_not().to(Y.dtype) if relu else 1.0 - Y * Y  # act'(a) from the output (NaN passes)
+            dA = torch.empty_like(Y)
+            for off, bs in steps:
+                r = slice(off, off + bs)
+                torch.mul(dh[:bs] + dY[r], fac[r], out=dA[r])
+                torch.mm(dA[r], w_hh, out=dh[:bs])
         grads = [None] * 5
         if need_w:
             grads[0] = _tied_sum(dA, x, per)
@@ -600,6 +605,8 @@ class RNNFunction(Rule):
     Per example n: the tied-weight sums above over example n's steps only (``backward_per_sample``).
     Double backward: no (first_order_only: create_graph=True raises)
     """
+
+    compiled = ("rnn_layer_fwd", "rnn_layer_bwd")  # csrc/cpu
 
     generate_vmap_rule = True
 

@@ -24,3 +24,11 @@ def register(reg) -> None:
     @reg("torch_bp::gru_layer_bwd")
     def _(dY, dh, w_hh, Hprev, A, HN, offsets, sizes):
         return A.new_empty(A.shape), A.new_empty(A.shape), dh.new_empty(dh.shape)
+
+    @reg("torch_bp::rnn_layer_fwd")
+    def _(gi, w_hh, h0, offsets, sizes, relu):
+        return gi.new_empty(gi.shape), h0.new_empty(h0.shape)
+
+    @reg("torch_bp::rnn_layer_bwd")
+    def _(dY, dh, w_hh, Y, offsets, sizes, relu):
+        return Y.new_empty(Y.shape), dh.new_empty(dh.shape)
