@@ -338,3 +338,15 @@ def test_docs_benchmark_tables_are_the_committed_results():
     from experiments.benchmarks.readme import tables
     page = (root / "docs" / "benchmarks.md").read_text()
     assert f"<!-- bench:start -->\n{tables()}\n<!-- bench:end -->" in page, "run: python scripts/update_readme.py"
+
+
+def test_docs_real_model_tables_are_the_committed_results():
+    """README.md's and docs/real-models.md's coverage tables are generated from experiments/results/real_models.json."""
+    import pathlib
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from experiments.real_models import committed_table
+    block = f"<!-- realmodels:start -->\n{committed_table()}\n<!-- realmodels:end -->"
+    for page in ("README.md", "docs/real-models.md"):
+        assert block in (root / page).read_text(), f"{page}: run python scripts/update_readme.py"
