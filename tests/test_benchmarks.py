@@ -47,6 +47,12 @@ def test_probes_run(capsys):
     with torch.no_grad():
         probes.lstm()
         assert "addmm" in capsys.readouterr().out
+        threads = torch.get_num_threads()
+        try:
+            probes.mlp(reps=2)
+        finally:
+            torch.set_num_threads(threads)
+        assert "batch 2, forward without grad" in capsys.readouterr().out
         if backend.backend_info().backend != "cpp":
             pytest.skip("the compiled kernels did not build here")
         probes.conv()

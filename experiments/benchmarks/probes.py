@@ -11,6 +11,10 @@
     python -m experiments.benchmarks.probes apply  # the cost of torch's Function.apply (argument binding) per
                                                    # call, against the C++ apply it wraps, on a small layer and
                                                    # on the suite's MLP step
+    python -m experiments.benchmarks.probes mlp    # the suite's MLP at one thread: forward and backward apart,
+                                                   # the fixed cost per step at batch 2, one layer's ops alone
+    python -m experiments.benchmarks.probes per_sample  # torch.profiler self time per op of the per-sample
+                                                   # benchmark's Transformer block (docs/per-sample.md)
 
 Interleaved medians in one process, float32, CPU, gradient mode off (as in a backward).
 """
@@ -233,6 +237,82 @@ def apply():
     print("suite's MLP step (its linear layers through each apply), ms:",
           _median_ms({"Function.apply": step(LinearFunction.apply), "C++ apply": step(direct)}, reps=15))
 
+
+def _step_ms(fns: dict, reps: int) -> dict:
+    """Median ms of each callable, interleaved, with gradient mode as the caller set it."""
+    ts = {k: [] for k in fns}
+    for f in fns.values():
+        f()
+    for _ in range(reps):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            ts[k].append(time.perf_counter() - t)
+    return {k: round(statistics.median(v) * 1e3, 3) for k, v in ts.items()}
+
+
+def mlp(reps: int = 15):
+    """The suite's MLP (batch 256, 512 -> 4 x 1024 GELU -> 10), eager against convert's (fused), at one
+    thread: the whole step; forward and backward apart; the forward at batch 2, where the GEMMs cost
+    little and what remains is each layer's fixed cost per call; and one hidden layer's ops alone."""
+    from .models import mlp as build
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    ref, (x,) = build()
+    ours = torch_bp.convert(ref)
+    models = {"eager": ref, "torch_bp": ours}
+    with torch.enable_grad():
+        def step(m, inp):
+            def run():
+                m.zero_grad(set_to_none=True)
+                m(inp).sum().backward()
+            return run
+        print("step (forward + backward), ms:", _step_ms({k: step(m, x) for k, m in models.items()}, reps))
+        for k, m in models.items():
+            fwd, bwd = [], []
+            for _ in range(reps):
+                m.zero_grad(set_to_none=True)
+                t0 = time.perf_counter()
+                y = m(x)
+                t1 = time.perf_counter()
+                y.sum().backward()
+                fwd.append(t1 - t0)
+                bwd.append(time.perf_counter() - t1)
+            print(f"{k}: forward {statistics.median(fwd) * 1e3:.2f} ms, backward {statistics.median(bwd) * 1e3:.2f} ms")
+        x2 = x[:2].clone()
+        print("batch 2, forward with grad, ms:", _step_ms({k: (lambda m=m: m(x2)) for k, m in models.items()}, 200))
+    print("batch 2, forward without grad, ms:", _step_ms({k: (lambda m=m: m(x2)) for k, m in models.items()}, 200))
+    h, b, w = torch.randn(256, 1024), torch.randn(1024), torch.randn(1024, 1024)
+    one = {"torch addmm": lambda: torch.addmm(b, h, w.t()), "torch mm": lambda: torch.mm(h, w.t()),
+           "torch gelu": lambda: F.gelu(h), "torch gelu(h + b)": lambda: F.gelu(h + b)}
+    if backend.backend_info().backend == "cpp":
+        one["torch_bp bias_act_fwd"] = lambda: torch.ops.torch_bp.bias_act_fwd(h, b, "gelu", "none")
+    print("one hidden layer's ops alone (256 x 1024 x 1024), ms:", _step_ms(one, 50))
+
+
+def per_sample(steps: int = 20):
+    """torch.profiler self CPU time per op (ms per step, mean of ``steps``) at one thread of the
+    per-sample benchmark's Transformer block: one torch backward, ours, per-example gradients, ghost norms."""
+    import collections
+
+    from experiments.bench_per_sample import build
+
+    torch.set_num_threads(1)
+    with torch.enable_grad():
+        cands, *_ = build("transformer", "cpu")
+        for k in ("torch backward", "torch_bp backward", "torch_bp grads", "torch_bp ghost norms"):
+            f = cands[k]
+            for _ in range(3):
+                f()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                for _ in range(steps):
+                    f()
+            tot = collections.Counter({e.key: e.self_cpu_time_total / steps / 1e3 for e in prof.key_averages()})
+            print(f"{k}: self CPU time {sum(tot.values()):.2f} ms per step; " +
+                  ", ".join(f"{op} {t:.2f}" for op, t in tot.most_common(10)))
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    {"conv": conv, "lstm": lstm, "recurrent": recurrent, "apply": apply}[sys.argv[1] if len(sys.argv) > 1 else "conv"]()
+    {"conv": conv, "lstm": lstm, "recurrent": recurrent, "apply": apply, "mlp": mlp,
+     "per_sample": per_sample}[sys.argv[1] if len(sys.argv) > 1 else "conv"]()
