@@ -238,19 +238,6 @@ def apply():
           _median_ms({"Function.apply": step(LinearFunction.apply), "C++ apply": step(direct)}, reps=15))
 
 
-def _step_ms(fns: dict, reps: int) -> dict:
-    """Median ms of each callable, interleaved, with gradient mode as the caller set it."""
-    ts = {k: [] for k in fns}
-    for f in fns.values():
-        f()
-    for _ in range(reps):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            ts[k].append(time.perf_counter() - t)
-    return {k: round(statistics.median(v) * 1e3, 3) for k, v in ts.items()}
-
-
 def mlp(reps: int = 15):
     """The suite's MLP (batch 256, 512 -> 4 x 1024 GELU -> 10), eager against convert's (fused), at one
     thread: the whole step; forward and backward apart; the forward at batch 2, where the GEMMs cost
@@ -268,7 +255,7 @@ def mlp(reps: int = 15):
                 m.zero_grad(set_to_none=True)
                 m(inp).sum().backward()
             return run
-        print("step (forward + backward), ms:", _step_ms({k: step(m, x) for k, m in models.items()}, reps))
+        print("step (forward + backward), ms:", _median_ms({k: step(m, x) for k, m in models.items()}, reps))
         for k, m in models.items():
             fwd, bwd = [], []
             for _ in range(reps):
@@ -281,14 +268,14 @@ def mlp(reps: int = 15):
                 bwd.append(time.perf_counter() - t1)
             print(f"{k}: forward {statistics.median(fwd) * 1e3:.2f} ms, backward {statistics.median(bwd) * 1e3:.2f} ms")
         x2 = x[:2].clone()
-        print("batch 2, forward with grad, ms:", _step_ms({k: (lambda m=m: m(x2)) for k, m in models.items()}, 200))
-    print("batch 2, forward without grad, ms:", _step_ms({k: (lambda m=m: m(x2)) for k, m in models.items()}, 200))
+        print("batch 2, forward with grad, ms:", _median_ms({k: (lambda m=m: m(x2)) for k, m in models.items()}, 200))
+    print("batch 2, forward without grad, ms:", _median_ms({k: (lambda m=m: m(x2)) for k, m in models.items()}, 200))
     h, b, w = torch.randn(256, 1024), torch.randn(1024), torch.randn(1024, 1024)
     one = {"torch addmm": lambda: torch.addmm(b, h, w.t()), "torch mm": lambda: torch.mm(h, w.t()),
            "torch gelu": lambda: F.gelu(h), "torch gelu(h + b)": lambda: F.gelu(h + b)}
     if backend.backend_info().backend == "cpp":
         one["torch_bp bias_act_fwd"] = lambda: torch.ops.torch_bp.bias_act_fwd(h, b, "gelu", "none")
-    print("one hidden layer's ops alone (256 x 1024 x 1024), ms:", _step_ms(one, 50))
+    print("one hidden layer's ops alone (256 x 1024 x 1024), ms:", _median_ms(one, 50))
 
 
 def per_sample(steps: int = 20):
